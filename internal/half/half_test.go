@@ -1,0 +1,52 @@
+package half
+
+import (
+	"math"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+)
+
+// Exhaustive: every binary16 pattern widens and narrows back to itself, and
+// the widened values match the format's definition (sign, 5-bit exponent,
+// 10-bit fraction).
+func TestF16RoundTripAll(t *testing.T) {
+	for h := 0; h < 1<<16; h++ {
+		f := F16ToF32(uint16(h))
+		exp, frac := (h>>10)&0x1f, h&0x3ff
+		var want float64
+		switch {
+		case exp == 0:
+			want = math.Ldexp(float64(frac), -24)
+		case exp == 0x1f && frac == 0:
+			want = math.Inf(1)
+		case exp == 0x1f:
+			require.True(t, math.IsNaN(float64(f)))
+			continue
+		default:
+			want = math.Ldexp(float64(frac|0x400), exp-25)
+		}
+		if h&0x8000 != 0 {
+			want = -want
+		}
+		require.Equal(t, want, float64(f), "pattern %#04x", h)
+		require.Equal(t, uint16(h), F32ToF16(f), "pattern %#04x", h)
+	}
+}
+
+func TestF32ToF16Rounding(t *testing.T) {
+	// 1 + 2^-11 is exactly halfway between 1 and the next half: ties to even (1).
+	require.Equal(t, uint16(0x3c00), F32ToF16(1+float32(math.Ldexp(1, -11))))
+	// Just above halfway rounds up.
+	require.Equal(t, uint16(0x3c01), F32ToF16(1+float32(math.Ldexp(1, -11))+float32(math.Ldexp(1, -20))))
+	require.Equal(t, uint16(0x7c00), F32ToF16(70000))
+	require.Equal(t, uint16(0x0001), F32ToF16(float32(math.Ldexp(1, -24))))
+	require.Equal(t, uint16(0x0000), F32ToF16(float32(math.Ldexp(1, -26))))
+}
+
+func TestBF16(t *testing.T) {
+	require.Equal(t, float32(1), BF16ToF32(0x3f80))
+	require.Equal(t, uint16(0x3f80), F32ToBF16(1.00390625)) // tie → even
+	require.Equal(t, uint16(0x3f81), F32ToBF16(1.005))
+	require.True(t, math.IsNaN(float64(BF16ToF32(F32ToBF16(float32(math.NaN()))))))
+}
