@@ -1,0 +1,318 @@
+package ggml
+
+/*
+#include <stdlib.h>
+#include "ggml_api.h"
+
+static bool pm_abort_requested(void *flag) { return *(volatile int *)flag != 0; }
+static void pm_set_cpu_abort(ggml_backend_t b, int *flag) {
+	ggml_backend_cpu_set_abort_callback(b, pm_abort_requested, flag);
+}
+*/
+import "C"
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"sync"
+	"unsafe"
+)
+
+// LibraryPathEnv names extra folders (a list, like PATH) searched for GPU
+// backend libraries such as libggml-cuda.so.
+const LibraryPathEnv = "PHOTOMAKER_LIB_PATH"
+
+// DeviceType classifies devices.
+type DeviceType int
+
+// Device types.
+const (
+	DeviceCPU   DeviceType = C.GGML_BACKEND_DEVICE_TYPE_CPU
+	DeviceGPU   DeviceType = C.GGML_BACKEND_DEVICE_TYPE_GPU
+	DeviceIGPU  DeviceType = C.GGML_BACKEND_DEVICE_TYPE_IGPU
+	DeviceAccel DeviceType = C.GGML_BACKEND_DEVICE_TYPE_ACCEL
+)
+
+func (t DeviceType) String() string {
+	switch t {
+	case DeviceCPU:
+		return "CPU"
+	case DeviceGPU:
+		return "GPU"
+	case DeviceIGPU:
+		return "integrated GPU"
+	case DeviceAccel:
+		return "accelerator"
+	}
+	return "unknown"
+}
+
+// Device is one compute device known to ggml.
+type Device struct {
+	p           C.ggml_backend_dev_t
+	Name        string // "CPU", "CUDA0", "Metal", ...
+	Description string
+	Type        DeviceType
+	Library     string // backend registry name, e.g. "CUDA"
+}
+
+// Memory returns the device's free and total memory in bytes.
+func (d Device) Memory() (free, total uint64) {
+	var f, t C.size_t
+	C.ggml_backend_dev_memory(d.p, &f, &t)
+	return uint64(f), uint64(t)
+}
+
+var loadOnce sync.Once
+var loadedLibs []string
+
+// LoadBackends loads GPU backend libraries (libggml-cuda.so and friends)
+// from the folders in $PHOTOMAKER_LIB_PATH, the executable's folder and
+// <exe>/../lib/photomaker, once per process. It returns the folders in which
+// something was loaded; missing libraries are not an error: the CPU always
+// works.
+func LoadBackends() []string {
+	loadOnce.Do(func() {
+		var dirs []string
+		if v := os.Getenv(LibraryPathEnv); v != "" {
+			dirs = append(dirs, filepath.SplitList(v)...)
+		}
+		if exe, err := os.Executable(); err == nil {
+			if real, err := filepath.EvalSymlinks(exe); err == nil {
+				exe = real
+			}
+			dirs = append(dirs, filepath.Dir(exe), filepath.Join(filepath.Dir(exe), "..", "lib", "photomaker"))
+		}
+		seen := map[string]bool{}
+		for _, d := range dirs {
+			abs, err := filepath.Abs(d)
+			if err != nil || seen[abs] {
+				continue
+			}
+			seen[abs] = true
+			if !hasBackendLibrary(abs) {
+				continue
+			}
+			before := C.ggml_backend_dev_count()
+			cs := C.CString(abs)
+			C.ggml_backend_load_all_from_path(cs)
+			C.free(unsafe.Pointer(cs))
+			after := C.ggml_backend_dev_count()
+			if after > before {
+				loadedLibs = append(loadedLibs, abs)
+				for i := before; i < after; i++ {
+					dev := deviceAt(int(i))
+					Logger.Info("loaded GPU backend", "device", dev.Name, "description", dev.Description, "from", abs)
+				}
+			} else {
+				Logger.Warn("found a ggml backend library but no usable device in it (driver missing or library built for another ggml?); using the CPU", "folder", abs)
+			}
+		}
+	})
+	return loadedLibs
+}
+
+func hasBackendLibrary(dir string) bool {
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return false
+	}
+	ext := ".so"
+	switch runtime.GOOS {
+	case "darwin":
+		ext = ".dylib"
+	case "windows":
+		ext = ".dll"
+	}
+	for _, e := range entries {
+		n := e.Name()
+		if strings.Contains(n, "ggml-") && strings.HasSuffix(n, ext) && !strings.Contains(n, "ggml-base") {
+			return true
+		}
+	}
+	return false
+}
+
+func deviceAt(i int) Device {
+	p := C.ggml_backend_dev_get(C.size_t(i))
+	return Device{
+		p:           p,
+		Name:        C.GoString(C.ggml_backend_dev_name(p)),
+		Description: C.GoString(C.ggml_backend_dev_description(p)),
+		Type:        DeviceType(C.ggml_backend_dev_type(p)),
+		Library:     C.GoString(C.ggml_backend_reg_name(C.ggml_backend_dev_backend_reg(p))),
+	}
+}
+
+// Devices lists every device: the CPU and whatever GPU backends loaded.
+func Devices() []Device {
+	LoadBackends()
+	n := int(C.ggml_backend_dev_count())
+	out := make([]Device, 0, n)
+	for i := 0; i < n; i++ {
+		out = append(out, deviceAt(i))
+	}
+	return out
+}
+
+// ErrNoDevice is returned when a named device does not exist.
+var ErrNoDevice = errors.New("no such device")
+
+// FindDevice resolves a user's device name: "cpu", "cuda", "cuda:1",
+// "metal", "vulkan", or a ggml device name such as "CUDA0". "auto" picks the
+// first GPU, else the CPU.
+func FindDevice(name string) (Device, error) {
+	devs := Devices()
+	want := strings.ToLower(strings.TrimSpace(name))
+	if want == "" || want == "auto" {
+		for _, d := range devs {
+			if d.Type == DeviceGPU || d.Type == DeviceIGPU {
+				return d, nil
+			}
+		}
+		want = "cpu"
+	}
+	lib, idx, hasIdx := strings.Cut(want, ":")
+	k := 0
+	for _, d := range devs {
+		if strings.EqualFold(d.Name, want) {
+			return d, nil
+		}
+		if strings.EqualFold(d.Library, lib) || (lib == "cpu" && d.Type == DeviceCPU) {
+			if !hasIdx || fmt.Sprint(k) == idx {
+				return d, nil
+			}
+			k++
+		}
+	}
+	var names []string
+	for _, d := range devs {
+		names = append(names, d.Name)
+	}
+	hint := ""
+	if lib != "cpu" {
+		hint = fmt.Sprintf("; GPU backends are loaded from the executable's folder or $%s (build one with `make cuda`)", LibraryPathEnv)
+	}
+	return Device{}, fmt.Errorf("%w %q (available: %s)%s", ErrNoDevice, name, strings.Join(names, ", "), hint)
+}
+
+// Backend is an initialised device that can hold buffers and run graphs.
+type Backend struct {
+	p     C.ggml_backend_t
+	Dev   Device
+	abort *C.int // CPU only: non-zero asks the running graph to stop
+}
+
+// NewBackend initialises a device. threads applies to the CPU (≤0: all cores).
+func NewBackend(dev Device, threads int) (*Backend, error) {
+	p := C.ggml_backend_dev_init(dev.p, nil)
+	if p == nil {
+		return nil, fmt.Errorf("could not initialise device %s (%s)", dev.Name, dev.Description)
+	}
+	b := &Backend{p: p, Dev: dev}
+	if dev.Type == DeviceCPU {
+		if threads <= 0 {
+			threads = runtime.NumCPU()
+		}
+		C.ggml_backend_cpu_set_n_threads(p, C.int(threads))
+		b.abort = (*C.int)(C.calloc(1, C.size_t(unsafe.Sizeof(C.int(0)))))
+		C.pm_set_cpu_abort(p, b.abort)
+	}
+	return b, nil
+}
+
+// NewCPUBackend initialises the CPU with the given number of threads.
+func NewCPUBackend(threads int) (*Backend, error) {
+	d, err := FindDevice("cpu")
+	if err != nil {
+		return nil, err
+	}
+	return NewBackend(d, threads)
+}
+
+// Name returns ggml's backend name.
+func (b *Backend) Name() string { return C.GoString(C.ggml_backend_name(b.p)) }
+
+// IsCPU reports whether this is the CPU backend.
+func (b *Backend) IsCPU() bool { return b.Dev.Type == DeviceCPU }
+
+// Supports reports whether the backend can compute op node t.
+func (b *Backend) Supports(t *Tensor) bool { return bool(C.ggml_backend_dev_supports_op(b.Dev.p, t.p)) }
+
+// Close frees the backend.
+func (b *Backend) Close() {
+	if b.p != nil {
+		C.ggml_backend_free(b.p)
+		b.p = nil
+	}
+	if b.abort != nil {
+		C.free(unsafe.Pointer(b.abort))
+		b.abort = nil
+	}
+}
+
+// Buffer is backend memory holding a context's tensors (weights).
+type Buffer struct {
+	p C.ggml_backend_buffer_t
+}
+
+// ErrOutOfMemory is wrapped by allocation failures.
+var ErrOutOfMemory = errors.New("out of memory")
+
+// AllocSize returns the bytes Alloc would need for ctx's tensors.
+func (b *Backend) AllocSize(ctx *Context) int64 {
+	return int64(C.ggml_backend_alloc_ctx_tensors_from_buft_size(ctx.p, C.ggml_backend_dev_buffer_type(b.Dev.p)))
+}
+
+// Alloc gives every unallocated tensor of ctx memory on this backend, as a
+// weights buffer. It checks the device's free memory first.
+func (b *Backend) Alloc(ctx *Context) (*Buffer, error) {
+	need := b.AllocSize(ctx)
+	if need == 0 {
+		return &Buffer{}, nil
+	}
+	if free, total := b.Dev.Memory(); b.Dev.Type != DeviceCPU && total > 0 && uint64(need) > free {
+		return nil, fmt.Errorf("%w on %s: the weights need %s but only %s of %s is free; try quantized weights (--type q8_0 or q4_K), a smaller model, or --device cpu",
+			ErrOutOfMemory, b.Dev.Name, HumanBytes(need), HumanBytes(int64(free)), HumanBytes(int64(total)))
+	}
+	p := C.ggml_backend_alloc_ctx_tensors_from_buft(ctx.p, C.ggml_backend_dev_buffer_type(b.Dev.p))
+	if p == nil {
+		return nil, fmt.Errorf("%w on %s: could not allocate %s for weights; try quantized weights or --device cpu", ErrOutOfMemory, b.Dev.Name, HumanBytes(need))
+	}
+	C.ggml_backend_buffer_set_usage(p, C.GGML_BACKEND_BUFFER_USAGE_WEIGHTS)
+	return &Buffer{p: p}, nil
+}
+
+// Size returns the buffer's size in bytes.
+func (buf *Buffer) Size() int64 {
+	if buf.p == nil {
+		return 0
+	}
+	return int64(C.ggml_backend_buffer_get_size(buf.p))
+}
+
+// Free releases the buffer.
+func (buf *Buffer) Free() {
+	if buf.p != nil {
+		C.ggml_backend_buffer_free(buf.p)
+		buf.p = nil
+	}
+}
+
+// HumanBytes formats a byte count for messages ("1.5 GiB").
+func HumanBytes(n int64) string {
+	const unit = 1024
+	if n < unit {
+		return fmt.Sprintf("%d B", n)
+	}
+	div, exp := int64(unit), 0
+	for m := n / unit; m >= unit; m /= unit {
+		div *= unit
+		exp++
+	}
+	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
+}

@@ -1,0 +1,166 @@
+// Package ggml is the only cgo package of photomaker: a thin Go layer over
+// the ggml C library that ollama's module compiles for us (ggml base and the
+// CPU backend, plus Metal on darwin/arm64). GPU backends are separate shared
+// libraries loaded at run time (see LoadBackends).
+//
+// Tensors are described in ggml order: Shape()[0] is the fastest-varying
+// dimension (the last dimension of the matching PyTorch tensor).
+package ggml
+
+/*
+#cgo CPPFLAGS: -DNDEBUG
+#include <stdlib.h>
+#include "ggml_api.h"
+
+extern void pmLog(int level, char *text, void *user);
+extern void pmAbort(char *msg);
+
+static void pm_log_trampoline(enum ggml_log_level level, const char *text, void *user) {
+	pmLog((int)level, (char *)text, user);
+}
+static void pm_install_log(void) { ggml_log_set(pm_log_trampoline, NULL); }
+static void pm_abort_trampoline(const char *msg) { pmAbort((char *)msg); }
+static void pm_install_abort(void) { ggml_set_abort_callback(pm_abort_trampoline); }
+*/
+import "C"
+
+import (
+	"fmt"
+	"log/slog"
+	"os"
+	"strings"
+	"sync"
+	"unsafe"
+
+	// The C implementation of ggml and its CPU backend.
+	_ "github.com/ollama/ollama/ml/backend/ggml/ggml/src"
+)
+
+// MaxName is ggml's GGML_MAX_NAME: tensor names must be shorter.
+const MaxName = C.PM_GGML_MAX_NAME
+
+// Logger receives ggml's log lines. Debug and info lines are dropped unless
+// the logger enables them.
+var Logger = slog.Default()
+
+var (
+	logMu   sync.Mutex
+	logLine strings.Builder
+	logLvl  C.int
+)
+
+//export pmLog
+func pmLog(level C.int, text *C.char, _ unsafe.Pointer) {
+	logMu.Lock()
+	defer logMu.Unlock()
+	if level != C.GGML_LOG_LEVEL_CONT {
+		logLvl = level
+	}
+	logLine.WriteString(C.GoString(text))
+	s := logLine.String()
+	if !strings.HasSuffix(s, "\n") {
+		return // ggml writes some lines in pieces
+	}
+	logLine.Reset()
+	s = strings.TrimRight(s, "\n")
+	switch logLvl {
+	case C.GGML_LOG_LEVEL_ERROR:
+		Logger.Error("ggml: " + s)
+	case C.GGML_LOG_LEVEL_WARN:
+		Logger.Warn("ggml: " + s)
+	case C.GGML_LOG_LEVEL_INFO:
+		Logger.Debug("ggml: " + s) // ggml's info is chatty; keep it at debug
+	default:
+		Logger.Debug("ggml: " + s)
+	}
+}
+
+//export pmAbort
+func pmAbort(msg *C.char) {
+	// ggml calls abort() right after this; all we can do is explain.
+	fmt.Fprintf(os.Stderr, "photomaker: internal error in ggml: %s\nThis is a bug in photomaker; please report it with the command you ran.\n", C.GoString(msg))
+}
+
+func init() {
+	// Runs after ollama's package init, replacing its log sink with ours.
+	C.pm_install_log()
+	C.pm_install_abort()
+}
+
+// Type is a ggml element type; the values are GGUF type ids.
+type Type uint32
+
+// Types we use.
+const (
+	TypeF32  Type = C.GGML_TYPE_F32
+	TypeF16  Type = C.GGML_TYPE_F16
+	TypeQ4_0 Type = C.GGML_TYPE_Q4_0
+	TypeQ4_1 Type = C.GGML_TYPE_Q4_1
+	TypeQ5_0 Type = C.GGML_TYPE_Q5_0
+	TypeQ5_1 Type = C.GGML_TYPE_Q5_1
+	TypeQ8_0 Type = C.GGML_TYPE_Q8_0
+	TypeQ2_K Type = C.GGML_TYPE_Q2_K
+	TypeQ3_K Type = C.GGML_TYPE_Q3_K
+	TypeQ4_K Type = C.GGML_TYPE_Q4_K
+	TypeQ5_K Type = C.GGML_TYPE_Q5_K
+	TypeQ6_K Type = C.GGML_TYPE_Q6_K
+	TypeI32  Type = C.GGML_TYPE_I32
+	TypeBF16 Type = C.GGML_TYPE_BF16
+)
+
+// AllTypes lists the types bound above, for tests and flag parsing.
+var AllTypes = []Type{TypeF32, TypeF16, TypeBF16, TypeQ8_0, TypeQ5_0, TypeQ5_1, TypeQ4_0, TypeQ4_1, TypeQ2_K, TypeQ3_K, TypeQ4_K, TypeQ5_K, TypeQ6_K, TypeI32}
+
+// String returns ggml's name for the type ("f16", "q4_K", ...).
+func (t Type) String() string { return C.GoString(C.ggml_type_name(C.enum_ggml_type(t))) }
+
+// BlockSize is the number of elements per quantization block (1 for plain types).
+func (t Type) BlockSize() int64 { return int64(C.ggml_blck_size(C.enum_ggml_type(t))) }
+
+// BlockBytes is the byte size of one block.
+func (t Type) BlockBytes() int64 { return int64(C.ggml_type_size(C.enum_ggml_type(t))) }
+
+// RowBytes is the byte size of a row of n elements (n a multiple of BlockSize).
+func (t Type) RowBytes(n int64) int64 {
+	return int64(C.ggml_row_size(C.enum_ggml_type(t), C.int64_t(n)))
+}
+
+// Quantized reports whether the type is block-quantized.
+func (t Type) Quantized() bool { return t.BlockSize() > 1 }
+
+// ParseType accepts ggml's names case-insensitively ("q4_k", "F16").
+func ParseType(s string) (Type, error) {
+	for _, t := range AllTypes {
+		if strings.EqualFold(t.String(), s) {
+			return t, nil
+		}
+	}
+	names := make([]string, 0, len(AllTypes))
+	for _, t := range AllTypes {
+		if t != TypeI32 {
+			names = append(names, t.String())
+		}
+	}
+	return 0, fmt.Errorf("unknown tensor type %q (want one of %s)", s, strings.Join(names, ", "))
+}
+
+// Quantize converts rows of float32 (n per row) to type t using ggml's
+// reference quantizers. It returns the encoded bytes.
+func Quantize(t Type, src []float32, n int64) ([]byte, error) {
+	if n <= 0 || int64(len(src))%n != 0 {
+		return nil, fmt.Errorf("quantize: %d values are not whole rows of %d", len(src), n)
+	}
+	if n%t.BlockSize() != 0 {
+		return nil, fmt.Errorf("quantize to %s: row length %d is not a multiple of the block size %d", t, n, t.BlockSize())
+	}
+	if C.ggml_quantize_requires_imatrix(C.enum_ggml_type(t)) {
+		return nil, fmt.Errorf("quantize to %s needs an importance matrix, which photomaker does not support", t)
+	}
+	rows := int64(len(src)) / n
+	dst := make([]byte, rows*t.RowBytes(n))
+	if len(src) == 0 {
+		return dst, nil
+	}
+	C.ggml_quantize_chunk(C.enum_ggml_type(t), (*C.float)(unsafe.Pointer(&src[0])), unsafe.Pointer(&dst[0]), 0, C.int64_t(rows), C.int64_t(n), nil)
+	return dst, nil
+}

@@ -1,0 +1,145 @@
+package ggml
+
+/*
+#include <stdlib.h>
+#include "ggml_api.h"
+*/
+import "C"
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync/atomic"
+	"unsafe"
+)
+
+// ErrCanceled is returned when a computation stopped because its context
+// was canceled.
+var ErrCanceled = errors.New("computation canceled")
+
+// Scheduler runs graphs over a set of backends: the preferred device first
+// and the CPU last, which takes any op the device cannot run. Buffers are
+// reserved for the largest graph once (Reserve) and reused by later graphs.
+type Scheduler struct {
+	p        C.ggml_backend_sched_t
+	backends []*Backend
+	size     int
+}
+
+// NewScheduler makes a scheduler for graphs of up to graphSize nodes. The
+// last backend must be the CPU.
+func NewScheduler(backends []*Backend, graphSize int) (*Scheduler, error) {
+	if len(backends) == 0 || !backends[len(backends)-1].IsCPU() {
+		return nil, errors.New("ggml: the scheduler's last backend must be the CPU")
+	}
+	ps := C.malloc(C.size_t(len(backends)) * C.size_t(unsafe.Sizeof(C.ggml_backend_t(nil))))
+	defer C.free(ps)
+	arr := unsafe.Slice((*C.ggml_backend_t)(ps), len(backends))
+	for i, b := range backends {
+		arr[i] = b.p
+	}
+	p := C.ggml_backend_sched_new((*C.ggml_backend_t)(ps), nil, C.int(len(backends)), C.size_t(graphSize), false, false)
+	if p == nil {
+		return nil, errors.New("ggml: could not create a scheduler")
+	}
+	return &Scheduler{p: p, backends: backends, size: graphSize}, nil
+}
+
+// GraphSize is the node capacity graphs for this scheduler should have.
+func (s *Scheduler) GraphSize() int { return s.size }
+
+// Backends returns the scheduler's backends, preferred first.
+func (s *Scheduler) Backends() []*Backend { return s.backends }
+
+// Reserve sizes the compute buffers for g (the worst case) so later graphs
+// of the same or smaller size reuse them without reallocating.
+func (s *Scheduler) Reserve(g *Graph) error {
+	if !C.ggml_backend_sched_reserve(s.p, g.p) {
+		return s.oomError("reserve")
+	}
+	return nil
+}
+
+// BufferSize returns the compute buffer size held for backend b.
+func (s *Scheduler) BufferSize(b *Backend) int64 {
+	return int64(C.ggml_backend_sched_get_buffer_size(s.p, b.p))
+}
+
+// Splits returns how many backend splits the last graph needed (1 = all on
+// one device).
+func (s *Scheduler) Splits() int { return int(C.ggml_backend_sched_get_n_splits(s.p)) }
+
+// Compute allocates g, uploads the inputs declared on its context, runs it
+// and leaves outputs readable until the next Compute. Cancelling ctx stops a
+// CPU computation between nodes and returns ErrCanceled.
+func (s *Scheduler) Compute(ctx context.Context, g *Graph) error {
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("%w: %v", ErrCanceled, err)
+	}
+	C.ggml_backend_sched_reset(s.p)
+	if !C.ggml_backend_sched_alloc_graph(s.p, g.p) {
+		return s.oomError("allocate")
+	}
+	for _, in := range g.ctx.inputs {
+		if !in.t.Allocated() {
+			continue // declared but not used by this graph
+		}
+		if err := in.t.SetData(in.data); err != nil {
+			return err
+		}
+	}
+	var done atomic.Bool
+	stop := make(chan struct{})
+	defer close(stop)
+	go func() {
+		select {
+		case <-ctx.Done():
+			if !done.Load() {
+				s.setAbort(1)
+			}
+		case <-stop:
+		}
+	}()
+	status := C.ggml_backend_sched_graph_compute(s.p, g.p)
+	done.Store(true)
+	s.setAbort(0)
+	switch status {
+	case C.GGML_STATUS_SUCCESS:
+		if ctx.Err() != nil {
+			return fmt.Errorf("%w: %v", ErrCanceled, ctx.Err())
+		}
+		return nil
+	case C.GGML_STATUS_ABORTED:
+		return fmt.Errorf("%w: %v", ErrCanceled, context.Cause(ctx))
+	case C.GGML_STATUS_ALLOC_FAILED:
+		return s.oomError("compute")
+	}
+	return fmt.Errorf("ggml: graph computation failed (status %d)", int(status))
+}
+
+func (s *Scheduler) setAbort(v int) {
+	for _, b := range s.backends {
+		if b.abort != nil {
+			*(*C.int)(unsafe.Pointer(b.abort)) = C.int(v)
+		}
+	}
+}
+
+func (s *Scheduler) oomError(what string) error {
+	msg := ""
+	for _, b := range s.backends {
+		if n := int64(C.ggml_backend_sched_get_attempted_buffer_size(s.p, b.p)); n > 0 {
+			msg += fmt.Sprintf(" %s needs %s;", b.Dev.Name, HumanBytes(n))
+		}
+	}
+	return fmt.Errorf("%w: could not %s compute buffers:%s try a smaller image size, VAE tiling, quantized weights, or --device cpu", ErrOutOfMemory, what, msg)
+}
+
+// Close frees the scheduler (not its backends).
+func (s *Scheduler) Close() {
+	if s.p != nil {
+		C.ggml_backend_sched_free(s.p)
+		s.p = nil
+	}
+}

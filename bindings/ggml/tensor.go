@@ -1,0 +1,235 @@
+package ggml
+
+/*
+#include <stdlib.h>
+#include "ggml_api.h"
+*/
+import "C"
+
+import (
+	"encoding/binary"
+	"fmt"
+	"math"
+	"unsafe"
+)
+
+// Context owns tensor headers (never tensor data: every context is
+// no_alloc, data lives in backend buffers). Inputs created with Input are
+// uploaded by Scheduler.Compute once the graph has memory.
+type Context struct {
+	p      *C.struct_ggml_context
+	inputs []pendingInput
+}
+
+type pendingInput struct {
+	t    *Tensor
+	data []byte
+}
+
+// NewContext makes a context with room for maxTensors tensor headers and a
+// graph of up to graphSize nodes (0 for none).
+func NewContext(maxTensors, graphSize int) *Context {
+	size := C.size_t(maxTensors)*C.ggml_tensor_overhead() + 1024
+	if graphSize > 0 {
+		size += C.ggml_graph_overhead_custom(C.size_t(graphSize), false)
+	}
+	p := C.ggml_init(C.struct_ggml_init_params{mem_size: size, mem_buffer: nil, no_alloc: true})
+	if p == nil {
+		panic("ggml_init failed: out of host memory")
+	}
+	return &Context{p: p}
+}
+
+// Free releases the context's headers. Tensors of the context must not be
+// used afterwards.
+func (c *Context) Free() {
+	if c.p != nil {
+		C.ggml_free(c.p)
+		c.p = nil
+	}
+	c.inputs = nil
+}
+
+// Tensor is a ggml tensor header.
+type Tensor struct {
+	p *C.struct_ggml_tensor
+}
+
+func wrap(p *C.struct_ggml_tensor) *Tensor {
+	if p == nil {
+		panic("ggml returned a nil tensor")
+	}
+	return &Tensor{p: p}
+}
+
+// NewTensor declares a tensor; ne is in ggml order (fastest first).
+func (c *Context) NewTensor(t Type, ne ...int64) *Tensor {
+	if len(ne) == 0 || len(ne) > 4 {
+		panic(fmt.Sprintf("ggml: tensors have 1 to 4 dimensions, got %d", len(ne)))
+	}
+	var cne [4]C.int64_t
+	for i, v := range ne {
+		cne[i] = C.int64_t(v)
+	}
+	return wrap(C.ggml_new_tensor(c.p, C.enum_ggml_type(t), C.int(len(ne)), &cne[0]))
+}
+
+// Input declares a graph input holding data (raw bytes in type t, ggml
+// order). The bytes are uploaded when the graph is computed.
+func (c *Context) Input(t Type, data []byte, ne ...int64) *Tensor {
+	x := c.NewTensor(t, ne...)
+	if int64(len(data)) != x.Bytes() {
+		panic(fmt.Sprintf("ggml: input of shape %v %s needs %d bytes, got %d", ne, t, x.Bytes(), len(data)))
+	}
+	C.ggml_set_input(x.p)
+	c.inputs = append(c.inputs, pendingInput{x, data})
+	return x
+}
+
+// InputF32 declares a float32 graph input.
+func (c *Context) InputF32(data []float32, ne ...int64) *Tensor {
+	return c.Input(TypeF32, F32Bytes(data), ne...)
+}
+
+// InputI32 declares an int32 graph input (row indices, positions).
+func (c *Context) InputI32(data []int32, ne ...int64) *Tensor {
+	b := make([]byte, 4*len(data))
+	for i, v := range data {
+		binary.LittleEndian.PutUint32(b[4*i:], uint32(v))
+	}
+	return c.Input(TypeI32, b, ne...)
+}
+
+// Tensors lists every tensor of the context in creation order.
+func (c *Context) Tensors() []*Tensor {
+	var out []*Tensor
+	for p := C.ggml_get_first_tensor(c.p); p != nil; p = C.ggml_get_next_tensor(c.p, p) {
+		out = append(out, &Tensor{p: p})
+	}
+	return out
+}
+
+// Type returns the element type.
+func (t *Tensor) Type() Type { return Type(t.p._type) }
+
+// Ne returns the size of dimension i (ggml order).
+func (t *Tensor) Ne(i int) int64 { return int64(t.p.ne[i]) }
+
+// Nb returns the byte stride of dimension i.
+func (t *Tensor) Nb(i int) int64 { return int64(t.p.nb[i]) }
+
+// Shape returns the four ggml dimensions.
+func (t *Tensor) Shape() [4]int64 {
+	return [4]int64{int64(t.p.ne[0]), int64(t.p.ne[1]), int64(t.p.ne[2]), int64(t.p.ne[3])}
+}
+
+// Elements returns the number of elements.
+func (t *Tensor) Elements() int64 { return int64(C.ggml_nelements(t.p)) }
+
+// Bytes returns the tensor's data size in bytes.
+func (t *Tensor) Bytes() int64 { return int64(C.ggml_nbytes(t.p)) }
+
+// Contiguous reports whether the tensor's elements are densely packed.
+func (t *Tensor) Contiguous() bool { return bool(C.ggml_is_contiguous(t.p)) }
+
+// Op returns ggml's name of the operation that produces the tensor ("NONE" for leaves).
+func (t *Tensor) Op() string { return C.GoString(C.ggml_op_desc(t.p)) }
+
+// Name returns the tensor's name.
+func (t *Tensor) Name() string { return C.GoString(&t.p.name[0]) }
+
+// SetName names the tensor; names must be shorter than MaxName bytes.
+func (t *Tensor) SetName(name string) *Tensor {
+	if len(name) >= MaxName {
+		panic(fmt.Sprintf("ggml: tensor name %q is %d bytes; ggml allows %d", name, len(name), MaxName-1))
+	}
+	cs := C.CString(name)
+	defer C.free(unsafe.Pointer(cs))
+	C.ggml_set_name(t.p, cs)
+	return t
+}
+
+// SetOutput marks the tensor as a graph output so its memory is kept.
+func (t *Tensor) SetOutput() *Tensor { C.ggml_set_output(t.p); return t }
+
+// Allocated reports whether the tensor has backend memory.
+func (t *Tensor) Allocated() bool { return t.p.data != nil || t.p.buffer != nil }
+
+// SetData copies raw bytes into the tensor's backend memory.
+func (t *Tensor) SetData(data []byte) error {
+	if !t.Allocated() {
+		return fmt.Errorf("ggml: tensor %q has no memory yet", t.Name())
+	}
+	if int64(len(data)) != t.Bytes() {
+		return fmt.Errorf("ggml: tensor %q holds %d bytes, got %d", t.Name(), t.Bytes(), len(data))
+	}
+	if len(data) > 0 {
+		C.ggml_backend_tensor_set(t.p, unsafe.Pointer(&data[0]), 0, C.size_t(len(data)))
+	}
+	return nil
+}
+
+// Data copies the tensor's bytes out of backend memory.
+func (t *Tensor) Data() []byte {
+	b := make([]byte, t.Bytes())
+	if len(b) > 0 {
+		C.ggml_backend_tensor_get(t.p, unsafe.Pointer(&b[0]), 0, C.size_t(len(b)))
+	}
+	return b
+}
+
+// Float32 reads an F32 tensor.
+func (t *Tensor) Float32() []float32 {
+	if t.Type() != TypeF32 {
+		panic(fmt.Sprintf("ggml: Float32 on a %s tensor", t.Type()))
+	}
+	return BytesF32(t.Data())
+}
+
+// F32Bytes encodes float32 values little-endian.
+func F32Bytes(v []float32) []byte {
+	b := make([]byte, 4*len(v))
+	for i, x := range v {
+		binary.LittleEndian.PutUint32(b[4*i:], math.Float32bits(x))
+	}
+	return b
+}
+
+// BytesF32 decodes little-endian float32 values.
+func BytesF32(b []byte) []float32 {
+	v := make([]float32, len(b)/4)
+	for i := range v {
+		v[i] = math.Float32frombits(binary.LittleEndian.Uint32(b[4*i:]))
+	}
+	return v
+}
+
+// Graph is a computation graph.
+type Graph struct {
+	p   *C.struct_ggml_cgraph
+	ctx *Context
+}
+
+// NewGraph makes a graph of up to size nodes in the context.
+func (c *Context) NewGraph(size int) *Graph {
+	return &Graph{p: C.ggml_new_graph_custom(c.p, C.size_t(size), false), ctx: c}
+}
+
+// Expand adds t and everything it depends on.
+func (g *Graph) Expand(ts ...*Tensor) {
+	for _, t := range ts {
+		C.ggml_build_forward_expand(g.p, t.p)
+	}
+}
+
+// Nodes returns the number of nodes.
+func (g *Graph) Nodes() int { return int(C.ggml_graph_n_nodes(g.p)) }
+
+// Node returns node i (negative counts from the end).
+func (g *Graph) Node(i int) *Tensor { return &Tensor{p: C.ggml_graph_node(g.p, C.int(i))} }
+
+// headerSizes returns ggml_tensor_overhead() as the library computes it and
+// sizeof(struct ggml_tensor) as our header declares it (checked in tests).
+func headerSizes() (libraryOverhead, declaredTensor int) {
+	return int(C.ggml_tensor_overhead()), int(unsafe.Sizeof(C.struct_ggml_tensor{}))
+}
