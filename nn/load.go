@@ -1,0 +1,277 @@
+// Package nn holds the neural-network layers our models are built from, and
+// the loader that binds a model's weight declarations to checkpoint tensors.
+//
+// A model declares its weights once, as Go structs whose *ggml.Tensor fields
+// and nested modules carry `w:"name"` tags mirroring the checkpoint's
+// canonical names (`w:"to_q"`, `w:"weight"`, `w:"bias,optional"`); slices of
+// modules (`w:"layers"`) take their length from the indices present in the
+// checkpoint. Forward code never spells a weight name.
+package nn
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"reflect"
+	"sort"
+	"strconv"
+	"strings"
+
+	"github.com/gophotomaker/photomaker/bindings/ggml"
+	"github.com/gophotomaker/photomaker/internal/half"
+	"github.com/gophotomaker/photomaker/weights"
+	"github.com/gophotomaker/photomaker/weights/safetensors"
+)
+
+// TypePolicy chooses the ggml type a weight is stored in on the device. It
+// sees the canonical name and the checkpoint tensor.
+type TypePolicy func(name string, t *weights.Tensor) ggml.Type
+
+// AllF32 stores every weight as float32: the reference-precision setting
+// used by the golden tests.
+func AllF32(string, *weights.Tensor) ggml.Type { return ggml.TypeF32 }
+
+// KeepPrecise wraps a policy so that tensors ggml computes poorly in low
+// precision stay float32: biases, norms, embeddings and 1-D tensors, plus
+// rows that are not a whole number of the chosen type's blocks.
+func KeepPrecise(p TypePolicy) TypePolicy {
+	return func(name string, t *weights.Tensor) ggml.Type {
+		typ := p(name, t)
+		if typ == ggml.TypeF32 || len(t.Shape) < 2 || strings.HasSuffix(name, ".bias") ||
+			strings.Contains(name, "norm") || strings.Contains(name, "embedding") || strings.Contains(name, "class_embedding") {
+			return ggml.TypeF32
+		}
+		if t.Shape[len(t.Shape)-1]%typ.BlockSize() != 0 {
+			return ggml.TypeF16
+		}
+		return typ
+	}
+}
+
+// Weights is a set of device tensors bound from a checkpoint. Bind declares
+// them, Upload allocates device memory and copies the data in.
+type Weights struct {
+	ctx     *ggml.Context
+	buf     *ggml.Buffer
+	pending []binding
+	policy  TypePolicy
+}
+
+type binding struct {
+	dst  *ggml.Tensor
+	src  *weights.Tensor
+	name string
+}
+
+// NewWeights prepares room for up to maxTensors weights stored as policy says.
+func NewWeights(maxTensors int, policy TypePolicy) *Weights {
+	if policy == nil {
+		policy = AllF32
+	}
+	return &Weights{ctx: ggml.NewContext(maxTensors, 0), policy: policy}
+}
+
+// ErrMissing is wrapped when a required weight is absent.
+var ErrMissing = errors.New("missing weight")
+
+// Bind fills module (a pointer to a struct) from the tensors of set under
+// prefix (e.g. "unet.").
+func (w *Weights) Bind(set *weights.Set, prefix string, module any) error {
+	v := reflect.ValueOf(module)
+	if v.Kind() != reflect.Pointer || v.Elem().Kind() != reflect.Struct {
+		return fmt.Errorf("nn.Bind: want a pointer to a struct, got %T", module)
+	}
+	return w.bindStruct(set, prefix, v.Elem())
+}
+
+var tensorType = reflect.TypeOf((*ggml.Tensor)(nil))
+
+func (w *Weights) bindStruct(set *weights.Set, prefix string, v reflect.Value) error {
+	t := v.Type()
+	for i := 0; i < t.NumField(); i++ {
+		f := t.Field(i)
+		tag, ok := f.Tag.Lookup("w")
+		if !ok || !f.IsExported() {
+			continue
+		}
+		name, opts, _ := strings.Cut(tag, ",")
+		optional := opts == "optional"
+		full := prefix + name
+		if name == "" {
+			full = strings.TrimSuffix(prefix, ".")
+		}
+		fv := v.Field(i)
+		switch {
+		case f.Type == tensorType:
+			src, ok := set.Get(full)
+			if !ok {
+				if optional {
+					continue
+				}
+				return fmt.Errorf("%w %s", ErrMissing, full)
+			}
+			fv.Set(reflect.ValueOf(w.declare(full, src)))
+		case f.Type.Kind() == reflect.Struct:
+			if optional && !hasPrefix(set, full+".") {
+				continue
+			}
+			if err := w.bindStruct(set, full+".", fv); err != nil {
+				return err
+			}
+		case f.Type.Kind() == reflect.Pointer && f.Type.Elem().Kind() == reflect.Struct:
+			if !hasPrefix(set, full+".") {
+				if optional {
+					continue
+				}
+				return fmt.Errorf("%w: nothing under %s", ErrMissing, full)
+			}
+			nv := reflect.New(f.Type.Elem())
+			if err := w.bindStruct(set, full+".", nv.Elem()); err != nil {
+				return err
+			}
+			fv.Set(nv)
+		case f.Type.Kind() == reflect.Slice:
+			n := countIndices(set, full+".")
+			if n == 0 && !optional {
+				return fmt.Errorf("%w: no %s.0.*", ErrMissing, full)
+			}
+			sv := reflect.MakeSlice(f.Type, n, n)
+			for j := 0; j < n; j++ {
+				el := sv.Index(j)
+				p := full + "." + strconv.Itoa(j) + "."
+				if el.Kind() == reflect.Pointer {
+					if !hasPrefix(set, p) {
+						continue // a gap, e.g. to_out.1 (dropout) has no weights
+					}
+					el.Set(reflect.New(el.Type().Elem()))
+					el = el.Elem()
+				}
+				if err := w.bindStruct(set, p, el); err != nil {
+					return err
+				}
+			}
+			fv.Set(sv)
+		default:
+			return fmt.Errorf("nn.Bind: field %s.%s has unsupported type %s", t.Name(), f.Name, f.Type)
+		}
+	}
+	return nil
+}
+
+func hasPrefix(set *weights.Set, p string) bool {
+	for _, n := range set.Names() {
+		if strings.HasPrefix(n, p) {
+			return true
+		}
+	}
+	return false
+}
+
+// countIndices returns 1 + the largest N such that a name starts with p+"N.".
+func countIndices(set *weights.Set, p string) int {
+	n := 0
+	for _, name := range set.Names() {
+		rest, ok := strings.CutPrefix(name, p)
+		if !ok {
+			continue
+		}
+		idx, _, _ := strings.Cut(rest, ".")
+		if k, err := strconv.Atoi(idx); err == nil && k+1 > n {
+			n = k + 1
+		}
+	}
+	return n
+}
+
+// Count is countIndices for model code that infers depths from the weights.
+func Count(set *weights.Set, prefix string) int { return countIndices(set, prefix) }
+
+func (w *Weights) declare(name string, src *weights.Tensor) *ggml.Tensor {
+	typ := w.policy(name, src)
+	ne := make([]int64, len(src.Shape))
+	for i, d := range src.Shape {
+		ne[len(ne)-1-i] = d
+	}
+	if len(ne) == 0 {
+		ne = []int64{1}
+	}
+	t := w.ctx.NewTensor(typ, ne...)
+	t.SetName(weights.ShortName(name))
+	w.pending = append(w.pending, binding{dst: t, src: src, name: name})
+	return t
+}
+
+// Bytes returns the device memory the declared weights will take.
+func (w *Weights) Bytes(b *ggml.Backend) int64 { return b.AllocSize(w.ctx) }
+
+// Upload allocates the weights on backend b and copies them in, converting
+// or quantizing as the policy chose. progress (may be nil) is called after
+// each tensor with the number done and the total.
+func (w *Weights) Upload(ctx context.Context, b *ggml.Backend, progress func(done, total int)) error {
+	buf, err := b.Alloc(w.ctx)
+	if err != nil {
+		return err
+	}
+	w.buf = buf
+	sort.SliceStable(w.pending, func(i, j int) bool { return w.pending[i].src.File < w.pending[j].src.File })
+	for i, p := range w.pending {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		data, err := convert(p.src, p.dst)
+		if err != nil {
+			return fmt.Errorf("load %s: %w", p.name, err)
+		}
+		if err := p.dst.SetData(data); err != nil {
+			return fmt.Errorf("load %s: %w", p.name, err)
+		}
+		if progress != nil {
+			progress(i+1, len(w.pending))
+		}
+	}
+	w.pending = nil
+	return nil
+}
+
+// convert produces the bytes of src in dst's type.
+func convert(src *weights.Tensor, dst *ggml.Tensor) ([]byte, error) {
+	if src.Elements() != dst.Elements() {
+		return nil, fmt.Errorf("shape %v does not fit %v", src.Shape, dst.Shape())
+	}
+	typ := dst.Type()
+	if same := map[ggml.Type]safetensors.DType{ggml.TypeF32: safetensors.F32, ggml.TypeF16: safetensors.F16, ggml.TypeBF16: safetensors.BF16}[typ]; same == src.DType && same != "" {
+		return src.Bytes()
+	}
+	if q, err := ggml.ParseType(string(src.DType)); err == nil && q == typ {
+		return src.Bytes() // already in the device type (e.g. quantized in a GGUF file)
+	}
+	f, err := src.Float32()
+	if err != nil {
+		return nil, err
+	}
+	switch typ {
+	case ggml.TypeF32:
+		return ggml.F32Bytes(f), nil
+	case ggml.TypeF16:
+		b := make([]byte, 2*len(f))
+		half.EncodeF16(b, f)
+		return b, nil
+	case ggml.TypeBF16:
+		b := make([]byte, 2*len(f))
+		half.EncodeBF16(b, f)
+		return b, nil
+	}
+	return ggml.Quantize(typ, f, dst.Ne(0))
+}
+
+// Free releases the device memory and headers.
+func (w *Weights) Free() {
+	if w.buf != nil {
+		w.buf.Free()
+		w.buf = nil
+	}
+	if w.ctx != nil {
+		w.ctx.Free()
+		w.ctx = nil
+	}
+}

@@ -1,0 +1,228 @@
+package nn
+
+import (
+	"context"
+	"math"
+	"math/rand/v2"
+	"testing"
+
+	"github.com/gophotomaker/photomaker/bindings/ggml"
+	"github.com/gophotomaker/photomaker/weights"
+	"github.com/gophotomaker/photomaker/weights/safetensors"
+	"github.com/stretchr/testify/require"
+)
+
+// A tiny module tree exercising every kind of binding.
+type testBlock struct {
+	Norm LayerNorm `w:"norm"`
+	FF   GEGLU     `w:"ff"`
+	Out  Linear    `w:"out"`
+}
+
+type testModel struct {
+	In     Conv2D       `w:"conv_in"`
+	GN     GroupNorm    `w:"gn"`
+	Blocks []testBlock  `w:"blocks"`
+	Skip   *Linear      `w:"skip,optional"`
+	Scale  *ggml.Tensor `w:"scale"`
+}
+
+func randT(r *rand.Rand, name string, shape ...int64) (*weights.Tensor, []float32) {
+	n := int64(1)
+	for _, d := range shape {
+		n *= d
+	}
+	v := make([]float32, n)
+	for i := range v {
+		v[i] = float32(r.NormFloat64()) * 0.5
+	}
+	b := ggml.F32Bytes(v)
+	return weights.NewTensor(name, safetensors.F32, shape, "mem", func() ([]byte, error) { return b, nil }), v
+}
+
+type fixture struct {
+	set  *weights.Set
+	vals map[string][]float32
+}
+
+func newFixture(t *testing.T) fixture {
+	r := rand.New(rand.NewPCG(1, 1))
+	f := fixture{set: weights.NewSet(), vals: map[string][]float32{}}
+	add := func(name string, shape ...int64) {
+		tt, v := randT(r, name, shape...)
+		require.NoError(t, f.set.Add(tt))
+		f.vals[name] = v
+	}
+	add("m.conv_in.weight", 32, 4, 3, 3)
+	add("m.conv_in.bias", 32)
+	add("m.gn.weight", 32)
+	add("m.gn.bias", 32)
+	for _, b := range []string{"0", "1"} {
+		add("m.blocks."+b+".norm.weight", 32)
+		add("m.blocks."+b+".norm.bias", 32)
+		add("m.blocks."+b+".ff.proj.weight", 128, 32)
+		add("m.blocks."+b+".ff.proj.bias", 128)
+		add("m.blocks."+b+".out.weight", 32, 64)
+	}
+	add("m.scale", 1)
+	return f
+}
+
+func TestBindAndUpload(t *testing.T) {
+	f := newFixture(t)
+	rt, err := NewRuntime("cpu", 2)
+	require.NoError(t, err)
+	defer rt.Close()
+	w := NewWeights(64, nil)
+	defer w.Free()
+	var m testModel
+	require.NoError(t, w.Bind(f.set, "m.", &m))
+	require.Len(t, m.Blocks, 2)
+	require.Nil(t, m.Skip)
+	require.Nil(t, m.Blocks[1].Out.Bias)
+	require.Equal(t, [4]int64{3, 3, 4, 32}, m.In.Weight.Shape()) // PyTorch [32,4,3,3] reversed
+	require.NoError(t, w.Upload(context.Background(), rt.Device, nil))
+	require.Equal(t, f.vals["m.blocks.1.ff.proj.weight"], m.Blocks[1].FF.Proj.Weight.Float32())
+
+	// A missing required weight names itself.
+	var other struct {
+		X Linear `w:"nope"`
+	}
+	err = NewWeights(4, nil).Bind(f.set, "m.", &other)
+	require.ErrorIs(t, err, ErrMissing)
+	require.ErrorContains(t, err, "m.nope.weight")
+}
+
+func TestTypePolicy(t *testing.T) {
+	f := newFixture(t)
+	p := KeepPrecise(func(string, *weights.Tensor) ggml.Type { return ggml.TypeQ8_0 })
+	get := func(n string) *weights.Tensor { x, _ := f.set.Get(n); return x }
+	require.Equal(t, ggml.TypeF32, p("m.blocks.0.ff.proj.bias", get("m.blocks.0.ff.proj.bias")))
+	require.Equal(t, ggml.TypeF32, p("m.blocks.0.norm.weight", get("m.blocks.0.norm.weight")))
+	require.Equal(t, ggml.TypeQ8_0, p("m.blocks.0.out.weight", get("m.blocks.0.out.weight"))) // rows of 64
+	require.Equal(t, ggml.TypeF16, p("m.conv_in.weight", get("m.conv_in.weight")))            // rows of 3
+}
+
+func run(t *testing.T, build func(c *ggml.Context) *ggml.Tensor) []float32 {
+	rt, err := NewRuntime("cpu", 2)
+	require.NoError(t, err)
+	defer rt.Close()
+	out, err := rt.Run(context.Background(), func(c *ggml.Context) []*ggml.Tensor { return []*ggml.Tensor{build(c)} })
+	require.NoError(t, err)
+	return out[0].Data
+}
+
+func maxRel(t *testing.T, got []float32, want []float64) float64 {
+	require.Len(t, got, len(want))
+	var num, den float64
+	for i := range want {
+		num += (float64(got[i]) - want[i]) * (float64(got[i]) - want[i])
+		den += want[i] * want[i]
+	}
+	return math.Sqrt(num / den)
+}
+
+func TestLayersAgainstReferences(t *testing.T) {
+	r := rand.New(rand.NewPCG(2, 2))
+	randv := func(n int) []float32 {
+		v := make([]float32, n)
+		for i := range v {
+			v[i] = float32(r.NormFloat64())
+		}
+		return v
+	}
+	t.Run("linear", func(t *testing.T) {
+		W, b, x := randv(6*4), randv(6), randv(4*3)
+		got := run(t, func(c *ggml.Context) *ggml.Tensor {
+			l := Linear{Weight: c.InputF32(W, 4, 6), Bias: c.InputF32(b, 6)}
+			return l.Forward(c, c.InputF32(x, 4, 3))
+		})
+		want := make([]float64, 18)
+		for n := 0; n < 3; n++ {
+			for o := 0; o < 6; o++ {
+				s := float64(b[o])
+				for i := 0; i < 4; i++ {
+					s += float64(W[o*4+i]) * float64(x[n*4+i])
+				}
+				want[n*6+o] = s
+			}
+		}
+		require.Less(t, maxRel(t, got, want), 1e-6)
+	})
+	t.Run("conv 1x1 equals general conv", func(t *testing.T) {
+		W, b, x := randv(8*16), randv(8), randv(5*4*16*2)
+		one := run(t, func(c *ggml.Context) *ggml.Tensor {
+			l := Conv2D{Weight: c.InputF32(W, 1, 1, 16, 8), Bias: c.InputF32(b, 8)}
+			return l.Forward(c, c.InputF32(x, 5, 4, 16, 2), 1, 0)
+		})
+		gen := run(t, func(c *ggml.Context) *ggml.Tensor {
+			y := c.Conv2D(c.InputF32(W, 1, 1, 16, 8), c.InputF32(x, 5, 4, 16, 2), 1, 1, 0, 0, 1, 1)
+			return c.Add(y, c.Reshape(c.InputF32(b, 8), 1, 1, 8, 1))
+		})
+		want := make([]float64, len(gen))
+		for i, v := range gen {
+			want[i] = float64(v)
+		}
+		require.Less(t, maxRel(t, one, want), 1e-6)
+	})
+	t.Run("layer norm + geglu", func(t *testing.T) {
+		x, g, bb := randv(8*2), randv(8), randv(8)
+		got := run(t, func(c *ggml.Context) *ggml.Tensor {
+			ln := LayerNorm{Weight: c.InputF32(g, 8), Bias: c.InputF32(bb, 8)}
+			return ln.Forward(c, c.InputF32(x, 8, 2), 1e-5)
+		})
+		want := make([]float64, 16)
+		for row := 0; row < 2; row++ {
+			m, v := 0.0, 0.0
+			for i := 0; i < 8; i++ {
+				m += float64(x[row*8+i]) / 8
+			}
+			for i := 0; i < 8; i++ {
+				v += (float64(x[row*8+i]) - m) * (float64(x[row*8+i]) - m) / 8
+			}
+			for i := 0; i < 8; i++ {
+				want[row*8+i] = (float64(x[row*8+i])-m)/math.Sqrt(v+1e-5)*float64(g[i]) + float64(bb[i])
+			}
+		}
+		require.Less(t, maxRel(t, got, want), 1e-6)
+	})
+	t.Run("attention flash == softmax path", func(t *testing.T) {
+		q, k, v := randv(128*16*2), randv(128*9*2), randv(128*9*2)
+		build := func(flash bool) func(c *ggml.Context) *ggml.Tensor {
+			return func(c *ggml.Context) *ggml.Tensor {
+				return Attend(c, c.InputF32(q, 128, 16, 2), c.InputF32(k, 128, 9, 2), c.InputF32(v, 128, 9, 2), 2, nil,
+					AttentionOptions{Flash: flash, KVType: ggml.TypeF32})
+			}
+		}
+		a, b := run(t, build(true)), run(t, build(false))
+		// f64 reference for head h, token i of batch bt.
+		want := make([]float64, len(a))
+		for bt := 0; bt < 2; bt++ {
+			for h := 0; h < 2; h++ {
+				for i := 0; i < 16; i++ {
+					s := make([]float64, 9)
+					mx := math.Inf(-1)
+					for j := 0; j < 9; j++ {
+						for d := 0; d < 64; d++ {
+							s[j] += float64(q[(bt*16+i)*128+h*64+d]) * float64(k[(bt*9+j)*128+h*64+d])
+						}
+						s[j] /= 8
+						mx = math.Max(mx, s[j])
+					}
+					sum := 0.0
+					for j := range s {
+						s[j] = math.Exp(s[j] - mx)
+						sum += s[j]
+					}
+					for j := 0; j < 9; j++ {
+						for d := 0; d < 64; d++ {
+							want[(bt*16+i)*128+h*64+d] += s[j] / sum * float64(v[(bt*9+j)*128+h*64+d])
+						}
+					}
+				}
+			}
+		}
+		require.Less(t, maxRel(t, a, want), 1e-5)
+		require.Less(t, maxRel(t, b, want), 1e-5)
+	})
+}
