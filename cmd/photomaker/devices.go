@@ -1,0 +1,59 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"text/tabwriter"
+
+	"github.com/urfave/cli/v2"
+
+	"github.com/gophotomaker/photomaker/bindings/ggml"
+)
+
+func devicesCommand() *cli.Command {
+	return &cli.Command{
+		Name:  "devices",
+		Usage: "list the CPU and any GPUs a backend library was found for, with their memory",
+		Description: `GPU backends are shared libraries (libggml-cuda.so, ...) built with
+'make cuda' and loaded from the executable's folder or from the folders in
+$PHOTOMAKER_LIB_PATH. Names shown here are what --device accepts
+(lower-case names such as cpu, cuda or cuda:1 work too).
+
+Example:
+  photomaker devices
+  PHOTOMAKER_LIB_PATH=/opt/photomaker/lib photomaker devices --json`,
+		Flags: []cli.Flag{
+			&cli.BoolFlag{Name: "json", Usage: "print JSON", EnvVars: envs("json")},
+		},
+		Action: func(c *cli.Context) error {
+			type row struct {
+				Name        string `json:"name"`
+				Description string `json:"description"`
+				Type        string `json:"type"`
+				Backend     string `json:"backend"`
+				FreeBytes   uint64 `json:"free_bytes"`
+				TotalBytes  uint64 `json:"total_bytes"`
+			}
+			var rows []row
+			for _, d := range ggml.Devices() {
+				free, total := d.Memory()
+				rows = append(rows, row{d.Name, d.Description, d.Type.String(), d.Library, free, total})
+			}
+			if c.Bool("json") {
+				enc := json.NewEncoder(c.App.Writer)
+				enc.SetIndent("", "  ")
+				return enc.Encode(rows)
+			}
+			tw := tabwriter.NewWriter(c.App.Writer, 0, 4, 2, ' ', 0)
+			fmt.Fprintln(tw, "NAME\tTYPE\tBACKEND\tMEMORY FREE / TOTAL\tDESCRIPTION")
+			for _, r := range rows {
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s / %s\t%s\n", r.Name, r.Type, r.Backend,
+					ggml.HumanBytes(int64(r.FreeBytes)), ggml.HumanBytes(int64(r.TotalBytes)), r.Description)
+			}
+			if len(ggml.LoadBackends()) == 0 {
+				fmt.Fprintf(tw, "\nNo GPU backend library found (looked next to the executable and in $%s); build one with 'make cuda'.\n", ggml.LibraryPathEnv)
+			}
+			return tw.Flush()
+		},
+	}
+}

@@ -1,0 +1,87 @@
+// Command photomaker generates photos of a person from ID photos and a
+// prompt (PhotoMaker on SDXL), converts and quantizes model files, and
+// reports devices. Run `photomaker --help` for the commands.
+package main
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"strings"
+
+	"github.com/urfave/cli/v2"
+
+	"github.com/gophotomaker/photomaker/bindings/ggml"
+)
+
+// version is set at build time with -ldflags "-X main.version=...".
+var version = "dev"
+
+// usageError marks errors caused by how the command was called (exit 2).
+type usageError struct{ msg string }
+
+func (e usageError) Error() string { return e.msg }
+
+func usagef(format string, a ...any) error { return usageError{fmt.Sprintf(format, a...)} }
+
+// envs gives a flag its PHOTOMAKER_<NAME> environment variable.
+func envs(name string) []string {
+	return []string{"PHOTOMAKER_" + strings.ToUpper(strings.ReplaceAll(name, "-", "_"))}
+}
+
+func newApp(stdout, stderr io.Writer) *cli.App {
+	app := &cli.App{
+		Name:      "photomaker",
+		Usage:     "customized realistic human photos from ID photos and a prompt (PhotoMaker on SDXL, ggml)",
+		Version:   version,
+		Writer:    stdout,
+		ErrWriter: stderr,
+		Flags: []cli.Flag{
+			&cli.BoolFlag{Name: "verbose", Usage: "log details (backend loading, ggml messages)", EnvVars: envs("verbose")},
+		},
+		Before: func(c *cli.Context) error {
+			level := slog.LevelWarn
+			if c.Bool("verbose") {
+				level = slog.LevelDebug
+			}
+			logger := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
+			slog.SetDefault(logger)
+			ggml.Logger = logger
+			return nil
+		},
+		Commands: []*cli.Command{
+			devicesCommand(),
+			versionCommand(),
+		},
+		OnUsageError:   func(_ *cli.Context, err error, _ bool) error { return usageError{err.Error()} },
+		ExitErrHandler: func(*cli.Context, error) {}, // main decides the exit code
+	}
+	for _, cmd := range app.Commands {
+		cmd.OnUsageError = app.OnUsageError
+	}
+	return app
+}
+
+// run executes the CLI and returns the process exit status.
+func run(args []string, stdout, stderr io.Writer) int {
+	err := newApp(stdout, stderr).Run(args)
+	if err == nil {
+		return 0
+	}
+	var ue usageError
+	if errors.As(err, &ue) || strings.HasPrefix(err.Error(), "flag provided but not defined") || strings.Contains(err.Error(), "Required flag") || strings.HasPrefix(err.Error(), "No help topic") {
+		fmt.Fprintf(stderr, "photomaker: %v\nRun 'photomaker --help' for usage.\n", err)
+		return 2
+	}
+	var ec cli.ExitCoder
+	if errors.As(err, &ec) {
+		fmt.Fprintf(stderr, "photomaker: %v\n", err)
+		return ec.ExitCode()
+	}
+	fmt.Fprintf(stderr, "photomaker: %v\n", err)
+	return 1
+}
+
+func main() { os.Exit(run(os.Args, os.Stdout, os.Stderr)) }
