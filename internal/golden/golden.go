@@ -8,6 +8,7 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"regexp"
 	"runtime"
 	"strings"
 	"sync"
@@ -125,11 +126,16 @@ type Manifest struct {
 	Cases []Case                     `json:"cases"`
 }
 
+var pyNonFinite = regexp.MustCompile(`-?\bInfinity\b|\bNaN\b`)
+
 var manifest = sync.OnceValues(func() (*Manifest, error) {
 	b, err := os.ReadFile(Path("golden/cases.json"))
 	if err != nil {
 		return nil, err
 	}
+	// Python's json writes bare Infinity/NaN (e.g. lambda_min_clipped),
+	// which encoding/json rejects; they only occur in config values.
+	b = pyNonFinite.ReplaceAll(b, []byte("null"))
 	var m Manifest
 	return &m, json.Unmarshal(b, &m)
 })

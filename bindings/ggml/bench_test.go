@@ -1,0 +1,79 @@
+package ggml
+
+import (
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"testing"
+)
+
+// benchGraph times repeated computation of one graph on the CPU and reports
+// GFLOP/s for the given operation count.
+func benchGraph(b *testing.B, flops float64, build func(c *Context) *Tensor) {
+	cpu := cpuBackend(b)
+	s, err := NewScheduler([]*Backend{cpu}, 64)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer s.Close()
+	ctx := NewContext(64, 64)
+	defer ctx.Free()
+	out := build(ctx)
+	g := ctx.NewGraph(64)
+	g.Expand(out)
+	if err := s.Reserve(g); err != nil {
+		b.Fatal(err)
+	}
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		if err := s.Compute(context.Background(), g); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ReportMetric(flops*float64(b.N)/b.Elapsed().Seconds()/1e9, "GFLOP/s")
+}
+
+// SDXL's middle level at 1024²: 1280 channels, 32×32 = 1024 tokens.
+func BenchmarkMulMat(b *testing.B) {
+	const K, M, N = 1280, 1280, 1024
+	r := rand.New(rand.NewPCG(1, 1))
+	w, x := randn(r, K*M), randn(r, K*N)
+	for _, typ := range []Type{TypeF32, TypeF16, TypeQ8_0, TypeQ4_K} {
+		wb, err := Quantize(typ, w, K)
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.Run(fmt.Sprintf("%s_%dx%dx%d", typ, K, M, N), func(b *testing.B) {
+			benchGraph(b, 2*K*M*N, func(c *Context) *Tensor {
+				return c.MulMat(c.Input(typ, wb, K, M), c.InputF32(x, K, N))
+			})
+		})
+	}
+}
+
+// SDXL's first level at 512²: 3×3 convolution, 320 → 320 channels on 64×64.
+func BenchmarkConv2D(b *testing.B) {
+	const W, H, C, O = 64, 64, 320, 320
+	r := rand.New(rand.NewPCG(2, 2))
+	w, x := randn(r, 3*3*C*O), randn(r, W*H*C)
+	for _, cs := range []struct {
+		name   string
+		typ    Type
+		direct bool
+	}{{"im2col_f16", TypeF16, false}, {"im2col_f32", TypeF32, false}, {"direct_f32", TypeF32, true}} {
+		wb, err := Quantize(cs.typ, w, 3)
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.Run(cs.name, func(b *testing.B) {
+			benchGraph(b, 2*W*H*C*O*9, func(c *Context) *Tensor {
+				k := c.Input(cs.typ, wb, 3, 3, C, O)
+				img := c.InputF32(x, W, H, C, 1)
+				if cs.direct {
+					return c.Conv2DDirect(k, img, 1, 1, 1, 1, 1, 1)
+				}
+				return c.Conv2D(k, img, 1, 1, 1, 1, 1, 1)
+			})
+		})
+	}
+}
