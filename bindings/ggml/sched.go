@@ -75,7 +75,7 @@ func (s *Scheduler) Splits() int { return int(C.ggml_backend_sched_get_n_splits(
 // CPU computation between nodes and returns ErrCanceled.
 func (s *Scheduler) Compute(ctx context.Context, g *Graph) error {
 	if err := ctx.Err(); err != nil {
-		return fmt.Errorf("%w: %v", ErrCanceled, err)
+		return fmt.Errorf("%w: %w", ErrCanceled, err)
 	}
 	C.ggml_backend_sched_reset(s.p)
 	if !C.ggml_backend_sched_alloc_graph(s.p, g.p) {
@@ -107,11 +107,11 @@ func (s *Scheduler) Compute(ctx context.Context, g *Graph) error {
 	switch status {
 	case C.GGML_STATUS_SUCCESS:
 		if ctx.Err() != nil {
-			return fmt.Errorf("%w: %v", ErrCanceled, ctx.Err())
+			return fmt.Errorf("%w: %w", ErrCanceled, ctx.Err())
 		}
 		return nil
 	case C.GGML_STATUS_ABORTED:
-		return fmt.Errorf("%w: %v", ErrCanceled, context.Cause(ctx))
+		return fmt.Errorf("%w: %w", ErrCanceled, context.Cause(ctx))
 	case C.GGML_STATUS_ALLOC_FAILED:
 		return s.oomError("compute")
 	}

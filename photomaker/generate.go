@@ -1,0 +1,292 @@
+package photomaker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"image"
+	"math/rand/v2"
+
+	"github.com/gophotomaker/photomaker/imageproc"
+	"github.com/gophotomaker/photomaker/models/clip"
+	"github.com/gophotomaker/photomaker/models/unet"
+	"github.com/gophotomaker/photomaker/sampling"
+	"github.com/gophotomaker/photomaker/sampling/rng"
+	"github.com/gophotomaker/photomaker/tokenizer"
+)
+
+// Request describes one generation. Zero values take the official demo's
+// defaults (see Defaults).
+type Request struct {
+	Prompt         string // literal text; with an adapter it must contain the trigger word
+	NegativePrompt string // empty: zeros, as diffusers' force_zeros_for_empty_prompt
+	Width, Height  int    // pixels, multiples of 8
+	Steps          int
+	Guidance       float64 // ≤ 1 disables classifier-free guidance
+	Sampler        string  // euler, euler_a, dpmpp_2m, ddim (diffusers semantics)
+	Karras         bool    // Karras sigmas (euler, dpmpp_2m)
+	Seed           int64   // < 0: random; the seed used is returned in Result
+	RNG            string  // "torch-cuda" (default, as the official demos on NVIDIA) or "torch-cpu"
+	N              int     // images
+
+	// PhotoMaker only.
+	IDImages      []image.Image // one identity's photos
+	IDEmbeds      [][]float32   // v2: one raw 512-d ArcFace embedding per photo
+	TriggerWord   string        // default "img"
+	StyleStrength float64       // percent; start_merge_step = int(StyleStrength/100·Steps)
+	NoMergeCap    bool          // the demos cap start_merge_step at 30; true lifts the cap
+
+	// InitialLatents replaces the seeded noise (N×4×H/8×W/8, before the
+	// sampler's init_noise_sigma scaling): for tests and img2img-style use.
+	InitialLatents []float32
+}
+
+// Defaults of the official PhotoMaker demo.
+const (
+	DefaultSteps         = 50
+	DefaultGuidance      = 5.0
+	DefaultStyleStrength = 20.0
+	DefaultSize          = 1024
+	DefaultTrigger       = "img"
+	DefaultRNG           = "torch-cuda"
+	DefaultSampler       = "euler"
+	mergeStepCap         = 30
+)
+
+// Result is the generated images and the parameters actually used.
+type Result struct {
+	Images  []image.Image
+	Seed    int64
+	Request Request // with defaults filled in
+}
+
+// ErrInvalidRequest is wrapped by errors about the request itself.
+var ErrInvalidRequest = errors.New("invalid request")
+
+func (r *Request) fill() error {
+	if r.Width == 0 {
+		r.Width = DefaultSize
+	}
+	if r.Height == 0 {
+		r.Height = DefaultSize
+	}
+	if r.Steps == 0 {
+		r.Steps = DefaultSteps
+	}
+	if r.Guidance == 0 {
+		r.Guidance = DefaultGuidance
+	}
+	if r.Sampler == "" {
+		r.Sampler = DefaultSampler
+	}
+	if r.RNG == "" {
+		r.RNG = DefaultRNG
+	}
+	if r.N == 0 {
+		r.N = 1
+	}
+	if r.TriggerWord == "" {
+		r.TriggerWord = DefaultTrigger
+	}
+	if r.StyleStrength == 0 {
+		r.StyleStrength = DefaultStyleStrength
+	}
+	switch {
+	case r.Width%8 != 0 || r.Height%8 != 0 || r.Width < 8 || r.Height < 8:
+		return fmt.Errorf("%w: size %d×%d must be positive multiples of 8 (e.g. %d×%d)", ErrInvalidRequest, r.Width, r.Height, max(8, r.Width/8*8), max(8, r.Height/8*8))
+	case r.Width > 8192 || r.Height > 8192:
+		return fmt.Errorf("%w: size %d×%d is larger than 8192 pixels on a side", ErrInvalidRequest, r.Width, r.Height)
+	case r.Steps < 0:
+		return fmt.Errorf("%w: steps must be at least 1, got %d", ErrInvalidRequest, r.Steps)
+	case r.N < 1:
+		return fmt.Errorf("%w: the number of images must be at least 1, got %d", ErrInvalidRequest, r.N)
+	case r.Guidance < 0:
+		return fmt.Errorf("%w: guidance must not be negative, got %g", ErrInvalidRequest, r.Guidance)
+	case r.StyleStrength < 0 || r.StyleStrength > 100:
+		return fmt.Errorf("%w: style strength is a percentage (0–100), got %g", ErrInvalidRequest, r.StyleStrength)
+	}
+	if r.Seed < 0 {
+		r.Seed = rand.Int64N(1 << 53)
+	}
+	return nil
+}
+
+// StartMergeStep is the last 0-based step that uses the text-only prompt.
+func (r *Request) StartMergeStep() int {
+	s := int(r.StyleStrength / 100 * float64(r.Steps))
+	if !r.NoMergeCap && s > mergeStepCap {
+		s = mergeStepCap
+	}
+	return s
+}
+
+// conditioning is what one UNet call is conditioned on (one CFG branch).
+type conditioning struct {
+	embeds []float32 // [tokens, width]
+	pooled []float32
+}
+
+// plan holds the prepared conditioning of a request: the negative branch
+// and, per step, the positive branch.
+type plan struct {
+	negative conditioning
+	positive func(step int) conditioning
+}
+
+// Generate runs the whole pipeline for req.
+func (p *Pipeline) Generate(ctx context.Context, req Request) (*Result, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.rt == nil {
+		return nil, ErrClosed
+	}
+	if err := req.fill(); err != nil {
+		return nil, err
+	}
+	noise, err := rng.New(req.RNG, uint64(req.Seed))
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrInvalidRequest, err)
+	}
+	// Check the sampler before the expensive encoders run.
+	if _, err := sampling.New(samplerName(req.Sampler, req.Karras), p.sched, req.Steps, noise); err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrInvalidRequest, err)
+	}
+	pl, err := p.prepare(ctx, &req)
+	if err != nil {
+		return nil, err
+	}
+	lw, lh := req.Width/8, req.Height/8
+	per := 4 * lw * lh
+	latents := req.InitialLatents
+	if latents == nil {
+		latents = noise.Normal(req.N * per) // one draw for the whole batch, as diffusers does
+	} else if len(latents) != req.N*per {
+		return nil, fmt.Errorf("%w: initial latents hold %d values, %d×4×%d×%d needs %d", ErrInvalidRequest, len(latents), req.N, lh, lw, req.N*per)
+	}
+	res := &Result{Seed: req.Seed, Request: req}
+	for i := 0; i < req.N; i++ {
+		img, err := p.denoiseAndDecode(ctx, &req, pl, latents[i*per:(i+1)*per], noise)
+		if err != nil {
+			return nil, err
+		}
+		res.Images = append(res.Images, img)
+	}
+	return res, nil
+}
+
+func samplerName(name string, karras bool) string {
+	if karras && (name == "euler" || name == "dpmpp_2m") {
+		return name + "_karras"
+	}
+	return name
+}
+
+// prepare tokenizes and encodes the prompts.
+func (p *Pipeline) prepare(ctx context.Context, req *Request) (*plan, error) {
+	p.progress("encode", 0, 1)
+	neg, err := p.encodeText(ctx, req.NegativePrompt, req.NegativePrompt == "")
+	if err != nil {
+		return nil, err
+	}
+	pl := &plan{negative: neg}
+	if p.id != nil {
+		text, id, err := p.id.conditioning(ctx, p, req)
+		if err != nil {
+			return nil, err
+		}
+		merge := req.StartMergeStep()
+		pl.positive = func(step int) conditioning {
+			if step <= merge {
+				return text
+			}
+			return id
+		}
+	} else {
+		if len(req.IDImages) > 0 || len(req.IDEmbeds) > 0 {
+			return nil, fmt.Errorf("%w: ID photos need a PhotoMaker adapter (--photomaker)", ErrInvalidRequest)
+		}
+		pos, err := p.encodeText(ctx, req.Prompt, false)
+		if err != nil {
+			return nil, err
+		}
+		pl.positive = func(int) conditioning { return pos }
+	}
+	p.progress("encode", 1, 1)
+	return pl, nil
+}
+
+// encodeText is SDXL's encode_prompt for one literal prompt.
+func (p *Pipeline) encodeText(ctx context.Context, prompt string, zero bool) (conditioning, error) {
+	ids1 := tokenizer.New().EncodePadded(prompt, tokenizer.MaxLen, tokenizer.PadTokenizer1)
+	ids2 := tokenizer.New2().EncodePadded(prompt, tokenizer.MaxLen, tokenizer.PadTokenizer2)
+	return p.encodeIDs(ctx, ids1, ids2, zero)
+}
+
+func (p *Pipeline) encodeIDs(ctx context.Context, ids1, ids2 []int, zero bool) (conditioning, error) {
+	c, err := p.text.Encode(ctx, p.rt, ids1, ids2, zero)
+	if err != nil {
+		return conditioning{}, err
+	}
+	return fromClip(c), nil
+}
+
+func fromClip(c *clip.Conditioning) conditioning {
+	return conditioning{embeds: c.Embeds, pooled: c.Pooled}
+}
+
+func (p *Pipeline) progress(stage string, done, total int) {
+	if p.cfg.Progress != nil {
+		p.cfg.Progress(Progress{Stage: stage, Done: done, Total: total})
+	}
+}
+
+// denoiseAndDecode runs the sampler loop for one image and decodes it.
+func (p *Pipeline) denoiseAndDecode(ctx context.Context, req *Request, pl *plan, initial []float32, noise rng.Source) (image.Image, error) {
+	sampler, err := sampling.New(samplerName(req.Sampler, req.Karras), p.sched, req.Steps, noise)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrInvalidRequest, err)
+	}
+	lw, lh := req.Width/8, req.Height/8
+	latents := sampling.Scale(initial, sampler.InitNoiseSigma())
+	timeIDs := []float32{float32(req.Height), float32(req.Width), 0, 0, float32(req.Height), float32(req.Width)}
+	cfg := req.Guidance > 1
+	ts := sampler.Timesteps()
+	for i := range ts {
+		if err := ctx.Err(); err != nil {
+			return nil, err
+		}
+		x := sampler.ScaleModelInput(latents, i)
+		pos := pl.positive(i)
+		in := unet.Inputs{Width: lw, Height: lh, Batch: 1, Sample: x,
+			Timesteps: []float32{float32(ts[i])}, Context: pos.embeds, TextEmbeds: pos.pooled, TimeIDs: timeIDs}
+		if cfg { // one batch-2 call: [uncond, cond], as diffusers orders them
+			in.Batch = 2
+			in.Sample = append(append([]float32{}, x...), x...)
+			in.Timesteps = []float32{float32(ts[i]), float32(ts[i])}
+			in.Context = append(append([]float32{}, pl.negative.embeds...), pos.embeds...)
+			in.TextEmbeds = append(append([]float32{}, pl.negative.pooled...), pos.pooled...)
+			in.TimeIDs = append(append([]float32{}, timeIDs...), timeIDs...)
+		}
+		out, err := p.unet.Predict(ctx, in)
+		if err != nil {
+			return nil, fmt.Errorf("denoising step %d of %d: %w", i+1, len(ts), err)
+		}
+		eps := out
+		if cfg {
+			eps = sampling.CFG(out[:len(x)], out[len(x):], req.Guidance)
+		}
+		latents = sampler.Step(i, eps, latents)
+		p.progress("denoise", i+1, len(ts))
+	}
+	p.progress("decode", 0, 1)
+	scaled := make([]float32, len(latents))
+	for j, v := range latents {
+		scaled[j] = v / p.scaling // diffusers divides in float32
+	}
+	pix, err := p.vae.DecodeImage(ctx, p.rt, scaled, lw, lh)
+	if err != nil {
+		return nil, err
+	}
+	p.progress("decode", 1, 1)
+	return imageproc.FromFloatCHW(pix, req.Width, req.Height), nil
+}

@@ -1,0 +1,224 @@
+// Package photomaker is the public Go API: load an SDXL checkpoint (and
+// optionally a PhotoMaker adapter) once, then generate images from a prompt
+// and, with an adapter, ID photos of a person.
+//
+//	p, err := photomaker.Load(ctx, photomaker.Config{Model: "sdxl.safetensors", PhotoMaker: "photomaker-v1.bin"})
+//	if err != nil { ... }
+//	defer p.Close()
+//	imgs, err := p.Generate(ctx, photomaker.Request{Prompt: "a photo of a man img, in a spacesuit", IDImages: photos})
+//
+// The flow, stage by stage: tokenizers → text encoders (→ ID encoder fusing
+// the photos into the class word's embeddings) → UNet inside the sampler
+// loop with classifier-free guidance → VAE decode.
+package photomaker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+
+	"github.com/gophotomaker/photomaker/bindings/ggml"
+	"github.com/gophotomaker/photomaker/models/clip"
+	"github.com/gophotomaker/photomaker/models/unet"
+	"github.com/gophotomaker/photomaker/models/vae"
+	"github.com/gophotomaker/photomaker/nn"
+	"github.com/gophotomaker/photomaker/sampling"
+	"github.com/gophotomaker/photomaker/weights"
+)
+
+// Config says what to load and where to run it.
+type Config struct {
+	// Model is the SDXL checkpoint: a single-file .safetensors/.ckpt, a
+	// diffusers folder, or one of our .gguf files.
+	Model string
+	// PhotoMaker is the adapter (photomaker-v1.bin, -v2.bin, .safetensors,
+	// .gguf); empty for plain SDXL text-to-image.
+	PhotoMaker string
+	// LoRAScale scales the adapter's LoRA (0 means the official 1.0).
+	LoRAScale float32
+	// Device is "auto" (first GPU, else CPU), "cpu", "cuda", "cuda:1", ...
+	Device string
+	// Threads for the CPU (0: all cores).
+	Threads int
+	// WeightType stores the big matrices in this type ("f32", "f16",
+	// "q8_0", "q4_K", ...); empty keeps the checkpoint's own type. Norms,
+	// biases and embeddings always stay f32.
+	WeightType string
+	// Progress, if set, receives load and generation progress.
+	Progress func(Progress)
+}
+
+// Progress reports a stage of work: Done of Total units.
+type Progress struct {
+	Stage       string // "load", "encode", "denoise", "decode"
+	Done, Total int
+}
+
+// Pipeline is a loaded model, safe for concurrent callers: generations on
+// one pipeline run one at a time.
+type Pipeline struct {
+	cfg     Config
+	rt      *nn.Runtime
+	model   *weights.Model
+	adapter *weights.Model
+	text    *clip.SDXLText
+	unet    *unet.UNet
+	vae     *vae.VAE
+	id      *idStage // nil without an adapter
+	sched   sampling.Config
+	scaling float32 // the VAE's scaling_factor
+	mu      sync.Mutex
+}
+
+// ErrClosed is returned by Generate after Close.
+var ErrClosed = errors.New("photomaker: pipeline is closed")
+
+// Load opens the model files, merges the adapter's LoRA and uploads every
+// weight to the device.
+func Load(ctx context.Context, cfg Config) (_ *Pipeline, err error) {
+	if cfg.Model == "" {
+		return nil, errors.New("no model given: pass an SDXL checkpoint (single-file .safetensors, diffusers folder or .gguf)")
+	}
+	p := &Pipeline{cfg: cfg}
+	defer func() {
+		if err != nil {
+			p.Close()
+		}
+	}()
+	p.model, err = weights.Open(cfg.Model)
+	if err != nil {
+		return nil, err
+	}
+	if p.model.Kind.IsPhotoMaker() {
+		return nil, fmt.Errorf("%s is a PhotoMaker adapter, not an SDXL checkpoint: pass it as the adapter (--photomaker) and an SDXL model as --model", cfg.Model)
+	}
+	p.scaling = vae.SDXLScalingFactor
+	var vaeCfg struct {
+		ScalingFactor float32 `json:"scaling_factor"`
+	}
+	if p.model.Config("vae", &vaeCfg) == nil && vaeCfg.ScalingFactor > 0 {
+		p.scaling = vaeCfg.ScalingFactor
+	}
+	p.sched = sampling.DefaultConfig()
+	if raw, ok := p.model.Configs["scheduler"]; ok {
+		if c, err := sampling.ParseConfig(raw); err == nil {
+			p.sched = c
+		}
+	}
+	if cfg.PhotoMaker != "" {
+		p.adapter, err = weights.Open(cfg.PhotoMaker)
+		if err != nil {
+			return nil, err
+		}
+		if !p.adapter.Kind.IsPhotoMaker() {
+			return nil, fmt.Errorf("%s is not a PhotoMaker adapter (it looks like %s)", cfg.PhotoMaker, p.adapter.Kind)
+		}
+		scale := cfg.LoRAScale
+		if scale == 0 {
+			scale = 1
+		}
+		if p.adapter.LoRA != nil && p.adapter.LoRA.Len() > 0 {
+			if _, err := weights.MergeLoRA(p.model.Tensors, p.adapter.LoRA, scale); err != nil {
+				return nil, fmt.Errorf("%s: merging the PhotoMaker LoRA into %s: %w", cfg.PhotoMaker, cfg.Model, err)
+			}
+		}
+	}
+	policy, err := weightPolicy(cfg.WeightType)
+	if err != nil {
+		return nil, err
+	}
+	p.rt, err = nn.NewRuntime(cfg.Device, cfg.Threads)
+	if err != nil {
+		return nil, err
+	}
+	report := func(done, total int) {
+		if cfg.Progress != nil {
+			cfg.Progress(Progress{Stage: "load", Done: done, Total: total})
+		}
+	}
+	if p.text, err = clip.LoadSDXL(ctx, p.rt, p.model.Tensors, policy); err != nil {
+		return nil, err
+	}
+	if p.unet, err = unet.Load(ctx, p.rt, p.model.Tensors, "unet.", unet.Options{Policy: policy, Progress: report}); err != nil {
+		return nil, err
+	}
+	// SDXL's VAE overflows in f16: keep it f32.
+	if p.vae, err = vae.Load(ctx, p.rt, p.model.Tensors, "vae.", nn.AllF32); err != nil {
+		return nil, err
+	}
+	if p.adapter != nil {
+		if p.id, err = loadIDStage(ctx, p.rt, p.adapter, policy); err != nil {
+			return nil, err
+		}
+	}
+	return p, nil
+}
+
+// weightPolicy maps a --type name to a storage policy.
+func weightPolicy(name string) (nn.TypePolicy, error) {
+	switch strings.ToLower(name) {
+	case "":
+		return nn.KeepPrecise(func(_ string, t *weights.Tensor) ggml.Type {
+			if q, err := ggml.ParseType(string(t.DType)); err == nil {
+				return q
+			}
+			return ggml.TypeF16
+		}), nil
+	case "f32":
+		return nn.AllF32, nil
+	}
+	t, err := ggml.ParseType(name)
+	if err != nil {
+		return nil, err
+	}
+	return nn.KeepPrecise(func(string, *weights.Tensor) ggml.Type { return t }), nil
+}
+
+// Kind says what was loaded: plain SDXL or PhotoMaker v1/v2.
+func (p *Pipeline) Kind() string {
+	if p.adapter != nil {
+		return p.adapter.Kind.String()
+	}
+	return p.model.Kind.String()
+}
+
+// Device names the device the pipeline computes on.
+func (p *Pipeline) Device() string { return p.rt.Device.Dev.Name }
+
+// Close frees device memory and files. It waits for a running Generate.
+func (p *Pipeline) Close() error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.id != nil {
+		p.id.Close()
+		p.id = nil
+	}
+	if p.vae != nil {
+		p.vae.Close()
+		p.vae = nil
+	}
+	if p.unet != nil {
+		p.unet.Close()
+		p.unet = nil
+	}
+	if p.text != nil {
+		p.text.Close()
+		p.text = nil
+	}
+	if p.rt != nil {
+		p.rt.Close()
+		p.rt = nil
+	}
+	var err error
+	if p.adapter != nil {
+		err = p.adapter.Close()
+		p.adapter = nil
+	}
+	if p.model != nil {
+		err = errors.Join(err, p.model.Close())
+		p.model = nil
+	}
+	return err
+}

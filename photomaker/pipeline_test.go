@@ -1,0 +1,83 @@
+package photomaker
+
+import (
+	"context"
+	"image"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/gophotomaker/photomaker/internal/golden"
+)
+
+func loadTiny(t *testing.T, adapter string) *Pipeline {
+	t.Helper()
+	cfg := Config{Model: golden.Path("tiny-sdxl.safetensors"), Device: "cpu", WeightType: "f32"}
+	if adapter != "" {
+		cfg.PhotoMaker = golden.Path(adapter)
+	}
+	p, err := Load(context.Background(), cfg)
+	require.NoError(t, err)
+	t.Cleanup(func() { p.Close() })
+	return p
+}
+
+func pixels(img image.Image) []uint8 {
+	b := img.Bounds()
+	var out []uint8
+	for y := b.Min.Y; y < b.Max.Y; y++ {
+		for x := b.Min.X; x < b.Max.X; x++ {
+			r, g, bb, _ := img.At(x, y).RGBA()
+			out = append(out, uint8(r>>8), uint8(g>>8), uint8(bb>>8))
+		}
+	}
+	return out
+}
+
+func TestTextToImageSeeds(t *testing.T) {
+	p := loadTiny(t, "")
+	req := Request{Prompt: "a photo of a cat", Width: 64, Height: 64, Steps: 2, Seed: 7, RNG: "torch-cpu"}
+	a, err := p.Generate(context.Background(), req)
+	require.NoError(t, err)
+	require.Len(t, a.Images, 1)
+	require.Equal(t, image.Rect(0, 0, 64, 64), a.Images[0].Bounds())
+	b, err := p.Generate(context.Background(), req)
+	require.NoError(t, err)
+	require.Equal(t, pixels(a.Images[0]), pixels(b.Images[0]), "same seed, same image")
+	req.Seed = 8
+	c, err := p.Generate(context.Background(), req)
+	require.NoError(t, err)
+	require.NotEqual(t, pixels(a.Images[0]), pixels(c.Images[0]), "another seed, another image")
+}
+
+func TestBadRequests(t *testing.T) {
+	p := loadTiny(t, "")
+	for _, r := range []Request{
+		{Prompt: "x", Width: 60, Height: 64, Steps: 1},
+		{Prompt: "x", Width: 64, Height: 64, Steps: -1},
+		{Prompt: "x", Width: 64, Height: 64, Steps: 1, Sampler: "plms"},
+		{Prompt: "x", Width: 64, Height: 64, Steps: 1, RNG: "dice"},
+		{Prompt: "x", Width: 64, Height: 64, Steps: 1, N: -2},
+		{Prompt: "x", Width: 64, Height: 64, Steps: 1, IDImages: []image.Image{image.NewRGBA(image.Rect(0, 0, 8, 8))}},
+	} {
+		_, err := p.Generate(context.Background(), r)
+		require.ErrorIs(t, err, ErrInvalidRequest, "%+v", r)
+	}
+}
+
+func TestCancel(t *testing.T) {
+	p := loadTiny(t, "")
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	_, err := p.Generate(ctx, Request{Prompt: "x", Width: 64, Height: 64, Steps: 3})
+	require.ErrorIs(t, err, context.Canceled)
+}
+
+func TestLoadErrors(t *testing.T) {
+	_, err := Load(context.Background(), Config{})
+	require.ErrorContains(t, err, "no model")
+	_, err = Load(context.Background(), Config{Model: golden.Path("photomaker/photomaker-v1-tiny.safetensors"), Device: "cpu"})
+	require.ErrorContains(t, err, "PhotoMaker adapter, not an SDXL checkpoint")
+	_, err = Load(context.Background(), Config{Model: golden.Path("tiny-sdxl.safetensors"), PhotoMaker: golden.Path("tiny-sdxl.safetensors"), Device: "cpu"})
+	require.ErrorContains(t, err, "not a PhotoMaker adapter")
+}

@@ -1,0 +1,22 @@
+package photomaker
+
+import (
+	"testing"
+
+	"github.com/stretchr/testify/require"
+)
+
+func TestStyles(t *testing.T) {
+	require.Len(t, Styles, 11)
+	for _, name := range []string{"photographic", "Photographic (Default)", "line-art", "disney", "NEONPUNK", "none", ""} {
+		_, err := FindStyle(name)
+		require.NoError(t, err, name)
+	}
+	s, _ := FindStyle("photographic")
+	p, n := s.Apply("a photo of a man img", "blurry")
+	require.Equal(t, "cinematic photo a photo of a man img . 35mm photograph, film, bokeh, professional, 4k, highly detailed", p)
+	require.Equal(t, s.Negative+" blurry", n)
+	_, err := FindStyle("watercolour")
+	require.ErrorContains(t, err, "unknown style")
+	require.ErrorContains(t, err, "Cinematic")
+}
