@@ -52,6 +52,7 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 			return nil
 		},
 		Commands: []*cli.Command{
+			generateCommand(),
 			devicesCommand(),
 			versionCommand(),
 		},

@@ -1,0 +1,190 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"image"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strings"
+
+	"github.com/urfave/cli/v2"
+
+	"github.com/gophotomaker/photomaker/imageproc"
+	"github.com/gophotomaker/photomaker/internal/pngtext"
+	"github.com/gophotomaker/photomaker/photomaker"
+)
+
+func generateCommand() *cli.Command {
+	return &cli.Command{
+		Name:  "generate",
+		Usage: "generate images from a prompt (and, with --photomaker, ID photos of a person)",
+		Description: `Plain SDXL:
+  photomaker generate --model sdxl.safetensors --prompt "a lighthouse at dusk" -o lighthouse.png
+
+PhotoMaker (the trigger word follows the class word):
+  photomaker generate --model RealVisXL_V4.safetensors --photomaker photomaker-v1.bin \
+    --id-image me1.jpg --id-image me2.jpg --style photographic \
+    --prompt "a photo of a man img, wearing a spacesuit" -o astronaut.png
+
+Every flag also reads PHOTOMAKER_<FLAG> (e.g. PHOTOMAKER_MODEL).`,
+		Flags: []cli.Flag{
+			&cli.StringFlag{Name: "model", Aliases: []string{"m"}, Usage: "SDXL checkpoint: single-file .safetensors/.ckpt, diffusers folder, or .gguf", EnvVars: envs("model"), Required: true},
+			&cli.StringFlag{Name: "prompt", Aliases: []string{"p"}, Usage: "prompt (literal text, as diffusers)", EnvVars: envs("prompt"), Required: true},
+			&cli.StringFlag{Name: "negative-prompt", Usage: "negative prompt (empty: zeros, as diffusers)", EnvVars: envs("negative-prompt")},
+			&cli.IntFlag{Name: "width", Value: 1024, Usage: "width in pixels, a multiple of 8", EnvVars: envs("width")},
+			&cli.IntFlag{Name: "height", Value: 1024, Usage: "height in pixels, a multiple of 8", EnvVars: envs("height")},
+			&cli.IntFlag{Name: "steps", Value: photomaker.DefaultSteps, Usage: "denoising steps", EnvVars: envs("steps")},
+			&cli.Float64Flag{Name: "guidance", Value: photomaker.DefaultGuidance, Usage: "classifier-free guidance scale (≤ 1 disables it)", EnvVars: envs("guidance")},
+			&cli.StringFlag{Name: "sampler", Value: photomaker.DefaultSampler, Usage: "euler, euler_a, dpmpp_2m or ddim (diffusers semantics)", EnvVars: envs("sampler")},
+			&cli.StringFlag{Name: "scheduler", Value: "default", Usage: "default (the sampler's diffusers default) or karras", EnvVars: envs("scheduler")},
+			&cli.Int64Flag{Name: "seed", Value: 42, Usage: "random seed; -1 picks one (and prints it)", EnvVars: envs("seed")},
+			&cli.StringFlag{Name: "rng", Value: photomaker.DefaultRNG, Usage: "torch-cuda (same noise as PyTorch on NVIDIA GPUs) or torch-cpu", EnvVars: envs("rng")},
+			&cli.IntFlag{Name: "n", Value: 1, Usage: "images to generate", EnvVars: envs("n")},
+			&cli.StringFlag{Name: "output", Aliases: []string{"o"}, Value: "photomaker.png", Usage: "output PNG; with --n > 1: NAME-1.png, NAME-2.png, ...", EnvVars: envs("output")},
+			&cli.BoolFlag{Name: "force", Usage: "overwrite existing output files", EnvVars: envs("force")},
+			&cli.StringFlag{Name: "photomaker", Usage: "PhotoMaker adapter: official .bin, .safetensors or .gguf (v1/v2 detected from the tensors)", EnvVars: envs("photomaker")},
+			&cli.StringSliceFlag{Name: "id-image", Usage: "ID photo of the person (repeatable)", EnvVars: envs("id-image")},
+			&cli.StringFlag{Name: "id-embeds", Usage: "v2: safetensors with tensor \"id_embeds\" [N,512] (raw ArcFace), one row per ID photo", EnvVars: envs("id-embeds")},
+			&cli.Float64Flag{Name: "style-strength", Value: photomaker.DefaultStyleStrength, Usage: "percent of steps that use the text-only prompt before the ID kicks in", EnvVars: envs("style-strength")},
+			&cli.BoolFlag{Name: "no-merge-cap", Usage: "do not cap the text-only steps at 30 (the demo's cap)", EnvVars: envs("no-merge-cap")},
+			&cli.StringFlag{Name: "trigger-word", Value: photomaker.DefaultTrigger, Usage: "the word that marks the class word to personalise", EnvVars: envs("trigger-word")},
+			&cli.StringFlag{Name: "style", Usage: "one of the official demo's style templates (photographic, cinematic, disney, digital-art, fantasy-art, neonpunk, enhance, comic-book, lowpoly, line-art)", EnvVars: envs("style")},
+			&cli.StringFlag{Name: "device", Value: "auto", Usage: "auto, cpu, cuda, cuda:1, metal, ...", EnvVars: envs("device")},
+			&cli.StringFlag{Name: "type", Usage: "store weights as f32, f16, q8_0, q4_K, ... (default: as in the file)", EnvVars: envs("type")},
+			&cli.IntFlag{Name: "threads", Usage: "CPU threads (default: all cores)", EnvVars: envs("threads")},
+			&cli.BoolFlag{Name: "json", Usage: "print a JSON summary instead of text", EnvVars: envs("json")},
+		},
+		Action: runGenerate,
+	}
+}
+
+func runGenerate(c *cli.Context) error {
+	req := photomaker.Request{
+		Prompt: c.String("prompt"), NegativePrompt: c.String("negative-prompt"),
+		Width: c.Int("width"), Height: c.Int("height"), Steps: c.Int("steps"), Guidance: c.Float64("guidance"),
+		Sampler: c.String("sampler"), Seed: c.Int64("seed"), RNG: c.String("rng"), N: c.Int("n"),
+		TriggerWord: c.String("trigger-word"), StyleStrength: c.Float64("style-strength"), NoMergeCap: c.Bool("no-merge-cap"),
+	}
+	switch strings.ToLower(c.String("scheduler")) {
+	case "", "default":
+	case "karras":
+		req.Karras = true
+	default:
+		return usagef("unknown --scheduler %q (want default or karras)", c.String("scheduler"))
+	}
+	if req.Steps <= 0 {
+		return usagef("--steps must be at least 1")
+	}
+	if req.N <= 0 {
+		return usagef("--n must be at least 1")
+	}
+	if req.Width%8 != 0 || req.Height%8 != 0 || req.Width <= 0 || req.Height <= 0 {
+		return usagef("--width and --height must be positive multiples of 8 (got %d×%d)", req.Width, req.Height)
+	}
+	if s := c.String("style"); s != "" {
+		st, err := photomaker.FindStyle(s)
+		if err != nil {
+			return usagef("%v", err)
+		}
+		req.Prompt, req.NegativePrompt = st.Apply(req.Prompt, req.NegativePrompt)
+	}
+	ids := c.StringSlice("id-image")
+	if len(ids) > 0 && c.String("photomaker") == "" {
+		return usagef("--id-image needs a PhotoMaker adapter (--photomaker photomaker-v1.bin)")
+	}
+	for _, path := range ids {
+		img, err := imageproc.DecodeFile(path, imageproc.Limits{})
+		if err != nil {
+			return err
+		}
+		req.IDImages = append(req.IDImages, img)
+	}
+	if c.String("photomaker") != "" && len(ids) == 0 {
+		return usagef("--photomaker needs at least one --id-image photo of the person")
+	}
+	outputs := outputNames(c.String("output"), req.N)
+	if !c.Bool("force") {
+		for _, o := range outputs {
+			if _, err := os.Stat(o); err == nil {
+				return fmt.Errorf("%s already exists; choose another --output or pass --force", o)
+			}
+		}
+	}
+
+	ctx, stop := signal.NotifyContext(c.Context, os.Interrupt)
+	defer stop()
+	bar := newProgress(c.App.ErrWriter, !c.Bool("json"))
+	p, err := photomaker.Load(ctx, photomaker.Config{
+		Model: c.String("model"), PhotoMaker: c.String("photomaker"), Device: c.String("device"),
+		Threads: c.Int("threads"), WeightType: c.String("type"), Progress: bar.update,
+	})
+	if err != nil {
+		return err
+	}
+	defer p.Close()
+	res, err := p.Generate(ctx, req)
+	bar.done()
+	if err != nil {
+		if ctx.Err() != nil {
+			return fmt.Errorf("interrupted; nothing was written")
+		}
+		return err
+	}
+	params := parameters(&res.Request, res.Seed, c.String("model"), c.String("photomaker"))
+	for i, img := range res.Images {
+		if err := writePNG(outputs[i], img, params, c.Bool("force")); err != nil {
+			return err
+		}
+	}
+	if c.Bool("json") {
+		return json.NewEncoder(c.App.Writer).Encode(map[string]any{
+			"outputs": outputs, "seed": res.Seed, "width": req.Width, "height": req.Height,
+			"steps": req.Steps, "device": p.Device(), "kind": p.Kind(),
+		})
+	}
+	for _, o := range outputs {
+		fmt.Fprintf(c.App.Writer, "wrote %s (seed %d)\n", o, res.Seed)
+	}
+	return nil
+}
+
+// outputNames gives FILE.png for one image and FILE-1.png, ... for several.
+func outputNames(out string, n int) []string {
+	if n == 1 {
+		return []string{out}
+	}
+	ext := filepath.Ext(out)
+	base := strings.TrimSuffix(out, ext)
+	if ext == "" {
+		ext = ".png"
+	}
+	names := make([]string, n)
+	for i := range names {
+		names[i] = fmt.Sprintf("%s-%d%s", base, i+1, ext)
+	}
+	return names
+}
+
+// parameters is the A1111-style "parameters" text other tools read.
+func parameters(r *photomaker.Request, seed int64, model, adapter string) string {
+	sampler := r.Sampler
+	if r.Karras {
+		sampler += " karras"
+	}
+	s := fmt.Sprintf("%s\nNegative prompt: %s\nSteps: %d, Sampler: %s, CFG scale: %g, Seed: %d, Size: %dx%d, RNG: %s, Model: %s",
+		r.Prompt, r.NegativePrompt, r.Steps, sampler, r.Guidance, seed, r.Width, r.Height, r.RNG, filepath.Base(model))
+	if adapter != "" {
+		s += fmt.Sprintf(", PhotoMaker: %s, Style strength: %g, Trigger word: %s, ID images: %d", filepath.Base(adapter), r.StyleStrength, r.TriggerWord, len(r.IDImages))
+	}
+	return s + ", Generator: photomaker " + version
+}
+
+func writePNG(path string, img image.Image, params string, force bool) error {
+	b, err := pngtext.Encode(img, [][2]string{{"parameters", params}})
+	if err != nil {
+		return err
+	}
+	return pngtext.WriteFile(path, b, force)
+}

@@ -1,0 +1,139 @@
+package unet
+
+import (
+	"github.com/gophotomaker/photomaker/bindings/ggml"
+	"github.com/gophotomaker/photomaker/nn"
+)
+
+// Shapes in comments are ggml order: images [W, H, C, B], token sequences
+// [C, N, B], per-sample vectors [C, B].
+
+// mlpEmbedding is diffusers' TimestepEmbedding: linear_1, SiLU, linear_2.
+type mlpEmbedding struct {
+	Linear1 nn.Linear `w:"linear_1"`
+	Linear2 nn.Linear `w:"linear_2"`
+}
+
+func (m *mlpEmbedding) Forward(c *ggml.Context, x *ggml.Tensor) *ggml.Tensor {
+	return m.Linear2.Forward(c, c.SiLU(m.Linear1.Forward(c, x)))
+}
+
+// resnet is ResnetBlock2D with a time-embedding projection.
+type resnet struct {
+	Norm1       nn.GroupNorm `w:"norm1"`
+	Conv1       nn.Conv2D    `w:"conv1"`
+	TimeEmbProj nn.Linear    `w:"time_emb_proj"`
+	Norm2       nn.GroupNorm `w:"norm2"`
+	Conv2       nn.Conv2D    `w:"conv2"`
+	Shortcut    *nn.Conv2D   `w:"conv_shortcut,optional"` // 1×1 when channels change
+}
+
+// Forward maps x [W, H, Cin, B] with the activated time embedding
+// embAct = SiLU(emb) [T, B] to [W, H, Cout, B].
+func (r *resnet) Forward(c *ggml.Context, cfg *Config, x, embAct *ggml.Tensor) *ggml.Tensor {
+	h := r.Conv1.Forward(c, c.SiLU(r.Norm1.Forward(c, x, cfg.NormGroups, cfg.ResnetEps)), 1, 1)
+	t := r.TimeEmbProj.Forward(c, embAct) // [Cout, B]
+	h = c.Add(h, c.Reshape(t, 1, 1, t.Ne(0), t.Ne(1)))
+	h = r.Conv2.Forward(c, c.SiLU(r.Norm2.Forward(c, h, cfg.NormGroups, cfg.ResnetEps)), 1, 1)
+	if r.Shortcut != nil {
+		x = r.Shortcut.Forward(c, x, 1, 0)
+	}
+	return c.Add(x, h)
+}
+
+// attention is diffusers' Attention with q/k/v without bias and to_out.0.
+type attention struct {
+	ToQ   nn.Linear `w:"to_q"`
+	ToK   nn.Linear `w:"to_k"`
+	ToV   nn.Linear `w:"to_v"`
+	ToOut nn.Linear `w:"to_out.0"`
+}
+
+// Forward attends from x [C, N, B] to ctx [Cctx, M, B] (ctx = x for self-attention).
+func (a *attention) Forward(c *ggml.Context, cfg *Config, opt nn.AttentionOptions, x, ctx *ggml.Tensor) *ggml.Tensor {
+	q, k, v := a.ToQ.Forward(c, x), a.ToK.Forward(c, ctx), a.ToV.Forward(c, ctx)
+	heads := int(q.Ne(0)) / cfg.HeadDim
+	return a.ToOut.Forward(c, nn.Attend(c, q, k, v, heads, nil, opt))
+}
+
+// feedForward is GEGLU (net.0) then a linear layer (net.2); net.1 is dropout.
+type feedForward struct {
+	In  nn.GEGLU  `w:"net.0"`
+	Out nn.Linear `w:"net.2"`
+}
+
+func (f *feedForward) Forward(c *ggml.Context, x *ggml.Tensor) *ggml.Tensor {
+	return f.Out.Forward(c, f.In.Forward(c, x))
+}
+
+// transformerBlock is BasicTransformerBlock: self-attention, cross-attention
+// and feed-forward, each pre-LayerNorm with a residual.
+type transformerBlock struct {
+	Norm1 nn.LayerNorm `w:"norm1"`
+	Attn1 attention    `w:"attn1"`
+	Norm2 nn.LayerNorm `w:"norm2"`
+	Attn2 attention    `w:"attn2"`
+	Norm3 nn.LayerNorm `w:"norm3"`
+	FF    feedForward  `w:"ff"`
+}
+
+func (t *transformerBlock) Forward(c *ggml.Context, cfg *Config, opt nn.AttentionOptions, x, ctx *ggml.Tensor) *ggml.Tensor {
+	n := t.Norm1.Forward(c, x, cfg.LayerNormEps)
+	x = c.Add(t.Attn1.Forward(c, cfg, opt, n, n), x)
+	x = c.Add(t.Attn2.Forward(c, cfg, opt, t.Norm2.Forward(c, x, cfg.LayerNormEps), ctx), x)
+	return c.Add(t.FF.Forward(c, t.Norm3.Forward(c, x, cfg.LayerNormEps)), x)
+}
+
+// transformer is Transformer2DModel with linear projections in and out.
+type transformer struct {
+	Norm    nn.GroupNorm       `w:"norm"`
+	ProjIn  nn.Linear          `w:"proj_in"`
+	Blocks  []transformerBlock `w:"transformer_blocks"`
+	ProjOut nn.Linear          `w:"proj_out"`
+}
+
+// Forward maps x [W, H, C, B] with context ctx [Cctx, M, B] to [W, H, C, B].
+func (t *transformer) Forward(c *ggml.Context, cfg *Config, opt nn.AttentionOptions, x, ctx *ggml.Tensor) *ggml.Tensor {
+	w, h, ch, b := x.Ne(0), x.Ne(1), x.Ne(2), x.Ne(3)
+	y := t.Norm.Forward(c, x, cfg.NormGroups, cfg.TransformerNormEps)
+	y = c.Cont(c.Permute(c.Reshape(y, w*h, ch, b), 1, 0, 2, 3)) // [C, W·H, B]: token index h·W + w, as PyTorch's
+	y = t.ProjIn.Forward(c, y)
+	for i := range t.Blocks {
+		y = t.Blocks[i].Forward(c, cfg, opt, y, ctx)
+	}
+	y = t.ProjOut.Forward(c, y)
+	y = c.Reshape(c.Cont(c.Permute(y, 1, 0, 2, 3)), w, h, ch, b)
+	return c.Add(y, x)
+}
+
+// downBlock is DownBlock2D or CrossAttnDownBlock2D (with attentions).
+type downBlock struct {
+	Resnets      []resnet        `w:"resnets"`
+	Attentions   []transformer   `w:"attentions,optional"`
+	Downsamplers []nn.Downsample `w:"downsamplers,optional"`
+}
+
+// midBlock is UNetMidBlock2DCrossAttn: resnet, then (attention, resnet) pairs.
+type midBlock struct {
+	Resnets    []resnet      `w:"resnets"`
+	Attentions []transformer `w:"attentions,optional"`
+}
+
+// upBlock is UpBlock2D or CrossAttnUpBlock2D.
+type upBlock struct {
+	Resnets    []resnet      `w:"resnets"`
+	Attentions []transformer `w:"attentions,optional"`
+	Upsamplers []nn.Upsample `w:"upsamplers,optional"`
+}
+
+// model mirrors UNet2DConditionModel's state dict.
+type model struct {
+	ConvIn        nn.Conv2D    `w:"conv_in"`
+	TimeEmbedding mlpEmbedding `w:"time_embedding"`
+	AddEmbedding  mlpEmbedding `w:"add_embedding"`
+	Down          []downBlock  `w:"down_blocks"`
+	Mid           midBlock     `w:"mid_block"`
+	Up            []upBlock    `w:"up_blocks"`
+	NormOut       nn.GroupNorm `w:"conv_norm_out"`
+	ConvOut       nn.Conv2D    `w:"conv_out"`
+}

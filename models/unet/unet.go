@@ -1,0 +1,247 @@
+// Package unet is SDXL's denoising UNet (diffusers' UNet2DConditionModel
+// with text_time addition embeddings) on ggml. Its hyperparameters are read
+// from the weights (see Infer); the conventions shapes cannot tell are SDXL's.
+package unet
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/gophotomaker/photomaker/bindings/ggml"
+	"github.com/gophotomaker/photomaker/nn"
+	"github.com/gophotomaker/photomaker/weights"
+)
+
+// Options tunes Load.
+type Options struct {
+	// Policy chooses each weight's device type (nil: float32).
+	Policy nn.TypePolicy
+	// Progress, if set, is called after each uploaded tensor.
+	Progress func(done, total int)
+}
+
+// UNet is a loaded UNet bound to a runtime's device.
+type UNet struct {
+	cfg Config
+	m   model
+	w   *nn.Weights
+	rt  *nn.Runtime
+}
+
+// Load infers the configuration from the tensors of set under prefix
+// ("unet." for a weights.Model's Tensors), then uploads the weights to rt's
+// device. Attention follows rt.Attn at graph-build time.
+func Load(ctx context.Context, rt *nn.Runtime, set *weights.Set, prefix string, opts Options) (*UNet, error) {
+	cfg, err := Infer(set, prefix)
+	if err != nil {
+		return nil, err
+	}
+	n := len(set.Prefix(prefix).Names())
+	u := &UNet{cfg: cfg, rt: rt, w: nn.NewWeights(n, opts.Policy)}
+	if err := u.w.Bind(set, prefix, &u.m); err != nil {
+		u.w.Free()
+		return nil, fmt.Errorf("unet: %w", err)
+	}
+	if err := u.w.Upload(ctx, rt.Device, opts.Progress); err != nil {
+		u.w.Free()
+		return nil, fmt.Errorf("unet: %w", err)
+	}
+	return u, nil
+}
+
+// Config returns the inferred configuration.
+func (u *UNet) Config() Config { return u.cfg }
+
+// Close frees the weights.
+func (u *UNet) Close() {
+	if u.w != nil {
+		u.w.Free()
+		u.w = nil
+	}
+}
+
+// InputError describes inputs whose shapes do not fit the UNet.
+type InputError struct{ Msg string }
+
+func (e *InputError) Error() string { return "unet: " + e.Msg }
+
+// checkInputs validates the ggml shapes of Forward's inputs and returns the
+// per-time-id embedding width (addition_time_embed_dim).
+func (u *UNet) checkInputs(sample, timestep, context, textEmbeds, timeIDs [4]int64) (int, error) {
+	cfg := &u.cfg
+	bad := func(format string, a ...any) (int, error) {
+		return 0, &InputError{Msg: fmt.Sprintf(format, a...)}
+	}
+	W, H, C, B := sample[0], sample[1], sample[2], sample[3]
+	f := int64(cfg.Factor())
+	switch {
+	case C != int64(cfg.InChannels):
+		return bad("sample %v has %d channels, want %d", sample, C, cfg.InChannels)
+	case W <= 0 || H <= 0 || W%f != 0 || H%f != 0:
+		return bad("sample %v: width and height must be positive multiples of %d", sample, f)
+	case timestep != [4]int64{B, 1, 1, 1}:
+		return bad("timestep %v: want one per batch element [%d]", timestep, B)
+	case context[0] != int64(cfg.CrossAttentionDim) || context[1] <= 0 || context[2] != B || context[3] != 1:
+		return bad("encoder_hidden_states %v: want [%d, tokens, %d]", context, cfg.CrossAttentionDim, B)
+	case textEmbeds[1] != B || textEmbeds[2] != 1 || textEmbeds[3] != 1:
+		return bad("text_embeds %v: want [width, %d]", textEmbeds, B)
+	case timeIDs[0] <= 0 || timeIDs[1] != B || timeIDs[2] != 1 || timeIDs[3] != 1:
+		return bad("time_ids %v: want [n, %d]", timeIDs, B)
+	}
+	rest := int64(cfg.AddEmbedInDim) - textEmbeds[0]
+	if rest <= 0 || rest%timeIDs[0] != 0 || (rest/timeIDs[0])%2 != 0 {
+		return bad("text_embeds of width %d and %d time ids do not fit add_embedding's input width %d", textEmbeds[0], timeIDs[0], cfg.AddEmbedInDim)
+	}
+	return int(rest / timeIDs[0]), nil
+}
+
+// Forward builds the noise prediction [W, H, out, B] for sample [W, H, in, B]
+// at timestep (F32 [B], one per batch element) with encoder_hidden_states
+// context [ctx, tokens, B], pooled text_embeds [pooled, B] and time_ids
+// (F32 [6, B]: orig h, w, crop top, left, target h, w). Every batch element
+// is independent, so classifier-free guidance can run as one B=2 graph.
+func (u *UNet) Forward(c *ggml.Context, sample, timestep, context, textEmbeds, timeIDs *ggml.Tensor) (*ggml.Tensor, error) {
+	addDim, err := u.checkInputs(sample.Shape(), timestep.Shape(), context.Shape(), textEmbeds.Shape(), timeIDs.Shape())
+	if err != nil {
+		return nil, err
+	}
+	if timestep.Type() != ggml.TypeF32 || timeIDs.Type() != ggml.TypeF32 {
+		return nil, &InputError{Msg: "timestep and time_ids must be F32"}
+	}
+	return u.forward(c, sample, timestep, context, textEmbeds, timeIDs, addDim, nil), nil
+}
+
+// forward is Forward after validation; tap (may be nil) sees the
+// intermediate activations under the reference's module names.
+func (u *UNet) forward(c *ggml.Context, sample, timestep, context, textEmbeds, timeIDs *ggml.Tensor, addDim int, tap func(string, *ggml.Tensor)) *ggml.Tensor {
+	cfg, m, opt := &u.cfg, &u.m, u.rt.Attn
+	if tap == nil {
+		tap = func(string, *ggml.Tensor) {}
+	}
+	B := sample.Ne(3)
+
+	// Time embedding plus the text_time addition embedding.
+	emb := m.TimeEmbedding.Forward(c, c.TimestepEmbedding(timestep, cfg.TimeProjDim, 10000)) // [T, B]
+	tap("time_embedding", emb)
+	n := timeIDs.Ne(0)
+	ids := c.TimestepEmbedding(c.Reshape(timeIDs, n*B), addDim, 10000) // [addDim, n·B]
+	aug := c.Concat(textEmbeds, c.Reshape(ids, int64(addDim)*n, B), 0)
+	aug = m.AddEmbedding.Forward(c, aug)
+	tap("add_embedding", aug)
+	embAct := c.SiLU(c.Add(emb, aug))
+
+	x := m.ConvIn.Forward(c, sample, 1, 1)
+	tap("conv_in", x)
+	skips := []*ggml.Tensor{x}
+	for i := range m.Down {
+		blk := &m.Down[i]
+		for j := range blk.Resnets {
+			x = blk.Resnets[j].Forward(c, cfg, x, embAct)
+			if len(blk.Attentions) > 0 {
+				x = blk.Attentions[j].Forward(c, cfg, opt, x, context)
+			}
+			skips = append(skips, x)
+		}
+		if len(blk.Downsamplers) > 0 {
+			x = blk.Downsamplers[0].Forward(c, x)
+			skips = append(skips, x)
+		}
+		tap(fmt.Sprintf("down_blocks.%d", i), x)
+	}
+
+	x = m.Mid.Resnets[0].Forward(c, cfg, x, embAct)
+	for j := range m.Mid.Attentions {
+		x = m.Mid.Attentions[j].Forward(c, cfg, opt, x, context)
+		x = m.Mid.Resnets[j+1].Forward(c, cfg, x, embAct)
+	}
+	tap("mid_block", x)
+
+	for i := range m.Up {
+		blk := &m.Up[i]
+		for j := range blk.Resnets {
+			skip := skips[len(skips)-1]
+			skips = skips[:len(skips)-1]
+			x = blk.Resnets[j].Forward(c, cfg, c.Concat(x, skip, 2), embAct)
+			if len(blk.Attentions) > 0 {
+				x = blk.Attentions[j].Forward(c, cfg, opt, x, context)
+			}
+		}
+		if len(blk.Upsamplers) > 0 {
+			x = blk.Upsamplers[0].Forward(c, x)
+		}
+		tap(fmt.Sprintf("up_blocks.%d", i), x)
+	}
+
+	x = m.NormOut.Forward(c, x, cfg.NormGroups, cfg.ResnetEps)
+	x = m.ConvOut.Forward(c, c.SiLU(x), 1, 1)
+	tap("conv_out", x)
+	return x
+}
+
+// Inputs are Predict's inputs as flat float32 slices in PyTorch (row-major)
+// order, which is also ggml's memory order.
+type Inputs struct {
+	Width, Height, Batch int
+	Sample               []float32 // [B, C, H, W]
+	Timesteps            []float32 // [B]
+	Context              []float32 // encoder_hidden_states [B, tokens, ctx]
+	TextEmbeds           []float32 // pooled [B, pooled]
+	TimeIDs              []float32 // [B, 6]
+}
+
+// shapes returns the ggml shapes of in, or an error when lengths do not divide.
+func (u *UNet) shapes(in *Inputs) (sample, ts, ctx, text, ids [4]int64, err error) {
+	W, H, B := int64(in.Width), int64(in.Height), int64(in.Batch)
+	per := func(name string, v []float32, unit int64) (int64, error) {
+		if unit <= 0 || len(v) == 0 || int64(len(v))%unit != 0 {
+			return 0, &InputError{Msg: fmt.Sprintf("%s has %d values, not a positive multiple of %d", name, len(v), unit)}
+		}
+		return int64(len(v)) / unit, nil
+	}
+	var C, N, P, K int64
+	if C, err = per("sample", in.Sample, W*H*B); err != nil {
+		return
+	}
+	d := int64(u.cfg.CrossAttentionDim)
+	if N, err = per("context", in.Context, d*B); err != nil {
+		return
+	}
+	if P, err = per("text_embeds", in.TextEmbeds, B); err != nil {
+		return
+	}
+	if K, err = per("time_ids", in.TimeIDs, B); err != nil {
+		return
+	}
+	return [4]int64{W, H, C, B}, [4]int64{int64(len(in.Timesteps)), 1, 1, 1}, [4]int64{d, N, B, 1},
+		[4]int64{P, B, 1, 1}, [4]int64{K, B, 1, 1}, nil
+}
+
+// Predict runs one forward pass on rt and returns the noise prediction
+// [B, out, H, W] (PyTorch order).
+func (u *UNet) Predict(ctx context.Context, in Inputs) ([]float32, error) {
+	s, ts, cs, te, ti, err := u.shapes(&in)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := u.checkInputs(s, ts, cs, te, ti); err != nil {
+		return nil, err
+	}
+	var ferr error
+	out, err := u.rt.Run(ctx, func(c *ggml.Context) []*ggml.Tensor {
+		y, err := u.Forward(c,
+			c.InputF32(in.Sample, s[:]...), c.InputF32(in.Timesteps, ts[0]), c.InputF32(in.Context, cs[:3]...),
+			c.InputF32(in.TextEmbeds, te[:2]...), c.InputF32(in.TimeIDs, ti[:2]...))
+		if err != nil {
+			ferr = err
+			return nil
+		}
+		return []*ggml.Tensor{y}
+	})
+	if ferr != nil {
+		return nil, ferr
+	}
+	if err != nil {
+		return nil, err
+	}
+	return out[0].Data, nil
+}

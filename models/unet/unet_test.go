@@ -1,0 +1,189 @@
+package unet
+
+import (
+	"context"
+	"os"
+	"sync"
+	"testing"
+
+	"github.com/gophotomaker/photomaker/bindings/ggml"
+	"github.com/gophotomaker/photomaker/internal/golden"
+	"github.com/gophotomaker/photomaker/nn"
+	"github.com/gophotomaker/photomaker/weights"
+	"github.com/stretchr/testify/require"
+)
+
+// tinyUNet loads the tiny SDXL UNet (float32) once per test binary.
+var tinyUNet = sync.OnceValues(func() (*UNet, error) {
+	rt, err := nn.NewRuntime("cpu", 0)
+	if err != nil {
+		return nil, err
+	}
+	m, err := weights.Open(golden.Path("tiny-sdxl.safetensors"))
+	if err != nil {
+		return nil, err
+	}
+	defer m.Close()
+	return Load(context.Background(), rt, m.Tensors, "unet.", Options{Policy: nn.AllF32})
+})
+
+func loadTiny(t testing.TB) *UNet {
+	t.Helper()
+	u, err := tinyUNet()
+	require.NoError(t, err)
+	return u
+}
+
+// goldenCase is a UNet golden from the reference kit. The inputs are shared
+// by every case (unet:sample, ...); the references are spelled out here
+// rather than read from cases.json so the test does not depend on the
+// manifest's unrelated metadata.
+type goldenCase struct {
+	name     string
+	timestep float32
+	out      string // golden reference of the noise prediction
+	adapter  string // PhotoMaker adapter whose LoRA is fused ("" for none)
+}
+
+var (
+	noLoRACases = []goldenCase{
+		{"unet.nolora.t999", 999, "unet:nolora.t999.out", ""},
+		{"unet.nolora.t500", 500, "unet:nolora.t500.out", ""},
+		{"unet.nolora.t1", 1, "unet:nolora.t1.out", ""},
+	}
+	loraCases = []goldenCase{
+		{"unet.lora_v1_fused.t999", 999, "unet:lora_v1.t999.out", "photomaker/photomaker-v1-tiny.safetensors"},
+		{"unet.lora_v1_fused.t500", 500, "unet:lora_v1.t500.out", "photomaker/photomaker-v1-tiny.safetensors"},
+		{"unet.lora_v1_fused.t1", 1, "unet:lora_v1.t1.out", "photomaker/photomaker-v1-tiny.safetensors"},
+		{"unet.lora_v2_fused.t500", 500, "unet:lora_v2.t500.out", "photomaker/photomaker-v2-tiny.safetensors"},
+	}
+	// intermediates of unet.nolora.t999: tap name → golden reference.
+	intermediates = []string{"time_embedding", "add_embedding", "conv_in", "down_blocks.0", "down_blocks.1",
+		"down_blocks.2", "mid_block", "up_blocks.0", "up_blocks.1", "up_blocks.2", "conv_out"}
+)
+
+// inputs reads the golden inputs at the case's timestep.
+func (gc goldenCase) inputs(t testing.TB) Inputs {
+	t.Helper()
+	sample := golden.Ref(t, "unet:sample")
+	B := int(sample.Shape[0])
+	in := Inputs{
+		Width: int(sample.Shape[3]), Height: int(sample.Shape[2]), Batch: B,
+		Sample:     sample.Data,
+		Context:    golden.Ref(t, "unet:encoder_hidden_states").Data,
+		TextEmbeds: golden.Ref(t, "unet:text_embeds").Data,
+		TimeIDs:    golden.Ref(t, "unet:time_ids").Data,
+	}
+	for range B {
+		in.Timesteps = append(in.Timesteps, gc.timestep)
+	}
+	return in
+}
+
+func TestInferTiny(t *testing.T) {
+	u := loadTiny(t)
+	cfg := u.Config()
+	require.Equal(t, 4, cfg.InChannels)
+	require.Equal(t, 4, cfg.OutChannels)
+	require.Equal(t, []int{32, 64, 128}, cfg.BlockOutChannels)
+	require.Equal(t, []int{2, 2, 2}, cfg.LayersPerBlock)
+	require.Equal(t, [][]int{nil, {1, 1}, {2, 2}}, cfg.DownDepth)
+	require.Equal(t, []int{2}, cfg.MidDepth)
+	require.Equal(t, [][]int{{2, 2, 2}, {1, 1, 1}, nil}, cfg.UpDepth)
+	require.Equal(t, 128, cfg.CrossAttentionDim)
+	require.Equal(t, 32, cfg.TimeProjDim)
+	require.Equal(t, 128, cfg.TimeEmbedDim)
+	require.Equal(t, 256, cfg.AddEmbedInDim)
+}
+
+func TestGoldenNoLoRA(t *testing.T) {
+	u := loadTiny(t)
+	for _, gc := range noLoRACases {
+		t.Run(gc.name, func(t *testing.T) {
+			got, err := u.Predict(context.Background(), gc.inputs(t))
+			require.NoError(t, err)
+			golden.AssertClose(t, gc.name, got, golden.Ref(t, gc.out).Data, 1e-4, 1e-4)
+		})
+	}
+}
+
+// TestGoldenIntermediates compares every block's output at t=999.
+func TestGoldenIntermediates(t *testing.T) {
+	u := loadTiny(t)
+	in := noLoRACases[0].inputs(t)
+	s, ts, cs, te, ti, err := u.shapes(&in)
+	require.NoError(t, err)
+	addDim, err := u.checkInputs(s, ts, cs, te, ti)
+	require.NoError(t, err)
+	var names []string
+	outs, err := u.rt.Run(context.Background(), func(g *ggml.Context) []*ggml.Tensor {
+		var taps []*ggml.Tensor
+		u.forward(g, g.InputF32(in.Sample, s[:]...), g.InputF32(in.Timesteps, ts[0]), g.InputF32(in.Context, cs[:3]...),
+			g.InputF32(in.TextEmbeds, te[:2]...), g.InputF32(in.TimeIDs, ti[:2]...), addDim,
+			func(name string, x *ggml.Tensor) { names = append(names, name); taps = append(taps, x) })
+		return taps
+	})
+	require.NoError(t, err)
+	got := map[string][]float32{}
+	for i, n := range names {
+		got[n] = outs[i].Data
+	}
+	for _, k := range intermediates {
+		v, ok := got[k]
+		require.True(t, ok, "no tap for %s", k)
+		golden.AssertClose(t, k, v, golden.Ref(t, "unet:nolora.t999.act."+k).Data, 1e-4, 1e-4)
+	}
+}
+
+// TestFlashMatches checks that the flash-attention path gives the same result.
+func TestFlashMatches(t *testing.T) {
+	u := loadTiny(t)
+	gc := noLoRACases[1]
+	old := u.rt.Attn
+	defer func() { u.rt.Attn = old }()
+	u.rt.Attn = nn.AttentionOptions{Flash: true, KVType: ggml.TypeF32}
+	got, err := u.Predict(context.Background(), gc.inputs(t))
+	require.NoError(t, err)
+	golden.AssertClose(t, "flash "+gc.name, got, golden.Ref(t, gc.out).Data, 1e-4, 1e-4)
+}
+
+func TestGoldenLoRAFused(t *testing.T) {
+	for _, tc := range loraCases {
+		t.Run(tc.name, func(t *testing.T) {
+			if _, err := os.Stat(golden.Path(tc.adapter)); err != nil {
+				t.Skipf("%s not present", tc.adapter)
+			}
+			m, err := weights.Open(golden.Path("tiny-sdxl.safetensors"))
+			require.NoError(t, err)
+			defer m.Close()
+			pm, err := weights.Open(golden.Path(tc.adapter))
+			require.NoError(t, err)
+			defer pm.Close()
+			require.NotNil(t, pm.LoRA)
+			n, err := weights.MergeLoRA(m.Tensors, pm.LoRA, 1)
+			require.NoError(t, err)
+			require.Positive(t, n)
+
+			rt, err := nn.NewRuntime("cpu", 0)
+			require.NoError(t, err)
+			defer rt.Close()
+			u, err := Load(context.Background(), rt, m.Tensors, "unet.", Options{Policy: nn.AllF32})
+			require.NoError(t, err)
+			defer u.Close()
+			got, err := u.Predict(context.Background(), tc.inputs(t))
+			require.NoError(t, err)
+			golden.AssertClose(t, tc.name, got, golden.Ref(t, tc.out).Data, 1e-4, 1e-4)
+		})
+	}
+}
+
+func BenchmarkUNetTiny(b *testing.B) {
+	u := loadTiny(b)
+	in := noLoRACases[1].inputs(b)
+	b.ResetTimer()
+	for b.Loop() {
+		if _, err := u.Predict(context.Background(), in); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
