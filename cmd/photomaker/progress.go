@@ -17,6 +17,7 @@ type progress struct {
 	on      bool
 	stage   string
 	started time.Time
+	drawn   time.Time
 }
 
 func newProgress(w io.Writer, on bool) *progress { return &progress{w: w, on: on} }
@@ -32,11 +33,14 @@ func (p *progress) update(ev photomaker.Progress) {
 			fmt.Fprintln(p.w)
 		}
 		p.stage, p.started = ev.Stage, time.Now()
+	} else if ev.Done < ev.Total && time.Since(p.drawn) < 100*time.Millisecond {
+		return // redraw at most ten times a second
 	}
+	p.drawn = time.Now()
 	const width = 30
 	filled := width * ev.Done / ev.Total
 	rate := ""
-	if el := time.Since(p.started).Seconds(); ev.Done > 0 && el > 0 && ev.Stage == "denoise" {
+	if el := time.Since(p.started).Seconds(); ev.Done > 1 && el > 0 && ev.Stage == "denoise" {
 		rate = fmt.Sprintf(" %.2f it/s", float64(ev.Done)/el)
 	}
 	fmt.Fprintf(p.w, "\r%-8s [%s%s] %d/%d%s", ev.Stage, strings.Repeat("=", filled), strings.Repeat(" ", width-filled), ev.Done, ev.Total, rate)
