@@ -40,8 +40,17 @@ FUZZTIME ?= 1m
 fuzz:
 	$(GO) test -run '^$$' -fuzz FuzzHeader -fuzztime $(FUZZTIME) ./weights/safetensors
 
+# The main job: a PhotoMaker generation. Without MODEL/ADAPTER it runs the
+# bundled tiny random-weight model (noise, but the whole pipeline runs).
+MODEL   ?= testdata/tiny-sdxl.safetensors
+ADAPTER ?= testdata/photomaker/photomaker-v1-tiny.safetensors
+ID      ?= testdata/faces/astronaut_0.png testdata/faces/astronaut_1.png
+PROMPT  ?= a photo of a man img, portrait, sharp focus
+DEMO_ARGS ?= $(if $(findstring testdata/,$(MODEL)),--width 128 --height 128 --steps 8 --device cpu,)
 demo: build
-	./$(BIN) demo
+	./$(BIN) generate --model $(MODEL) --photomaker $(ADAPTER) $(foreach f,$(ID),--id-image $(f)) \
+		--prompt "$(PROMPT)" $(DEMO_ARGS) --output demo.png --force
+	@case "$(MODEL)" in testdata/*) echo "demo.png comes from the tiny random-weight test model (it is noise). For real photos: make demo MODEL=sdxl.safetensors ADAPTER=photomaker-v1.bin ID='a.jpg b.jpg' PROMPT='a photo of a man img, ...'";; esac
 
 clean:
 	rm -rf bin build

@@ -1,0 +1,245 @@
+package vae
+
+import (
+	"fmt"
+
+	"github.com/gophotomaker/photomaker/bindings/ggml"
+	"github.com/gophotomaker/photomaker/nn"
+)
+
+// Shapes in comments are ggml order: an image is [W, H, C, B], a token
+// sequence [C, N, B].
+
+// Fixed AutoencoderKL conventions (not readable from the weights).
+const (
+	groups = 32   // GroupNorm groups everywhere
+	eps    = 1e-6 // GroupNorm epsilon everywhere
+
+	logvarMin = -30 // DiagonalGaussianDistribution clamps logvar to [-30, 20]
+	logvarMax = 20
+)
+
+// ResnetBlock is diffusers' ResnetBlock2D without a time embedding:
+// norm1 → SiLU → conv1 → norm2 → SiLU → conv2, plus the input (through a
+// 1×1 conv_shortcut when the channel count changes).
+type ResnetBlock struct {
+	Norm1    nn.GroupNorm `w:"norm1"`
+	Conv1    nn.Conv2D    `w:"conv1"`
+	Norm2    nn.GroupNorm `w:"norm2"`
+	Conv2    nn.Conv2D    `w:"conv2"`
+	Shortcut *nn.Conv2D   `w:"conv_shortcut,optional"`
+}
+
+func (r *ResnetBlock) forward(b *builder, x *ggml.Tensor) *ggml.Tensor {
+	c := b.c
+	h := c.SiLU(b.norm(&r.Norm1, x))
+	h = b.conv(&r.Conv1, h, 1, 1)
+	h = c.SiLU(b.norm(&r.Norm2, h))
+	h = b.conv(&r.Conv2, h, 1, 1)
+	if r.Shortcut != nil {
+		x = b.conv(r.Shortcut, x, 1, 0)
+	}
+	return c.Add(x, h)
+}
+
+// Attention is the mid block's single-head self-attention over all pixels
+// with a group norm before it and a residual connection.
+type Attention struct {
+	GroupNorm nn.GroupNorm `w:"group_norm"`
+	ToQ       nn.Linear    `w:"to_q"`
+	ToK       nn.Linear    `w:"to_k"`
+	ToV       nn.Linear    `w:"to_v"`
+	ToOut     nn.Linear    `w:"to_out.0"`
+}
+
+func (a *Attention) forward(b *builder, x *ggml.Tensor) *ggml.Tensor {
+	c := b.c
+	W, H, C, B := x.Ne(0), x.Ne(1), x.Ne(2), x.Ne(3)
+	h := b.norm(&a.GroupNorm, x)
+	// [W, H, C, B] → [W·H, C, B] → [C, W·H, B]
+	tok := c.Cont(c.Permute(c.Reshape(h, W*H, C, B), 1, 0, 2, 3))
+	q, k, v := b.linear(&a.ToQ, tok), b.linear(&a.ToK, tok), b.linear(&a.ToV, tok)
+	// One head over the full width; the plain path keeps f32 scores (the
+	// flash kernels do not cover a 512-wide head and would cast K/V to f16).
+	o := nn.Attend(c, q, k, v, 1, nil, nn.AttentionOptions{})
+	o = b.linear(&a.ToOut, o) // [C, W·H, B]
+	o = c.Reshape(c.Cont(c.Permute(o, 1, 0, 2, 3)), W, H, C, B)
+	return c.Add(x, o)
+}
+
+// MidBlock is UNetMidBlock2D: resnet, attention (optional), resnet.
+type MidBlock struct {
+	Resnets    []ResnetBlock `w:"resnets"`
+	Attentions []Attention   `w:"attentions,optional"`
+}
+
+func (m *MidBlock) forward(b *builder, x *ggml.Tensor) *ggml.Tensor {
+	x = m.Resnets[0].forward(b, x)
+	for i := 1; i < len(m.Resnets); i++ {
+		if i-1 < len(m.Attentions) {
+			x = m.Attentions[i-1].forward(b, x)
+		}
+		x = m.Resnets[i].forward(b, x)
+	}
+	return x
+}
+
+// Downsample is the encoder's Downsample2D: pad right and bottom by one,
+// then a 3×3 convolution with stride 2 and no padding.
+type Downsample struct {
+	Conv nn.Conv2D `w:"conv"`
+}
+
+func (d *Downsample) forward(b *builder, x *ggml.Tensor) *ggml.Tensor {
+	return b.conv(&d.Conv, b.c.Pad(x, 0, 1, 0, 1, 0, 0, 0, 0), 2, 0)
+}
+
+// DownBlock is DownEncoderBlock2D: resnets, then an optional downsampler.
+type DownBlock struct {
+	Resnets      []ResnetBlock `w:"resnets"`
+	Downsamplers []Downsample  `w:"downsamplers,optional"`
+}
+
+// UpBlock is UpDecoderBlock2D: resnets, then an optional upsampler
+// (nearest ×2 and a 3×3 convolution).
+type UpBlock struct {
+	Resnets    []ResnetBlock `w:"resnets"`
+	Upsamplers []nn.Upsample `w:"upsamplers,optional"`
+}
+
+// Encoder maps pixels [W, H, in, B] to 2·latent channels at 1/factor size.
+type Encoder struct {
+	ConvIn      nn.Conv2D    `w:"conv_in"`
+	DownBlocks  []DownBlock  `w:"down_blocks"`
+	MidBlock    MidBlock     `w:"mid_block"`
+	ConvNormOut nn.GroupNorm `w:"conv_norm_out"`
+	ConvOut     nn.Conv2D    `w:"conv_out"`
+}
+
+func (e *Encoder) forward(b *builder, x *ggml.Tensor) *ggml.Tensor {
+	x = b.conv(&e.ConvIn, x, 1, 1)
+	for i := range e.DownBlocks {
+		blk := &e.DownBlocks[i]
+		for j := range blk.Resnets {
+			x = blk.Resnets[j].forward(b, x)
+		}
+		for j := range blk.Downsamplers {
+			x = blk.Downsamplers[j].forward(b, x)
+		}
+	}
+	x = e.MidBlock.forward(b, x)
+	x = b.c.SiLU(b.norm(&e.ConvNormOut, x))
+	return b.conv(&e.ConvOut, x, 1, 1)
+}
+
+// Decoder maps latents [W, H, latent, B] to pixels at factor× size.
+type Decoder struct {
+	ConvIn      nn.Conv2D    `w:"conv_in"`
+	MidBlock    MidBlock     `w:"mid_block"`
+	UpBlocks    []UpBlock    `w:"up_blocks"`
+	ConvNormOut nn.GroupNorm `w:"conv_norm_out"`
+	ConvOut     nn.Conv2D    `w:"conv_out"`
+}
+
+func (d *Decoder) forward(b *builder, x *ggml.Tensor) *ggml.Tensor {
+	x = b.conv(&d.ConvIn, x, 1, 1)
+	x = d.MidBlock.forward(b, x)
+	for i := range d.UpBlocks {
+		blk := &d.UpBlocks[i]
+		for j := range blk.Resnets {
+			x = blk.Resnets[j].forward(b, x)
+		}
+		for j := range blk.Upsamplers {
+			x = b.conv(&blk.Upsamplers[j].Conv, b.c.UpscaleNearest(x, 2), 1, 1)
+		}
+	}
+	x = b.c.SiLU(b.norm(&d.ConvNormOut, x))
+	return b.conv(&d.ConvOut, x, 1, 1)
+}
+
+// builder carries the graph context and the VAE's compute choices through
+// the forward functions. Every weight is used in f32 (weights stored as f16
+// are cast in the graph): SDXL's VAE overflows in f16.
+type builder struct {
+	c    *ggml.Context
+	mode ConvMode
+}
+
+func f32(c *ggml.Context, t *ggml.Tensor) *ggml.Tensor {
+	if t == nil {
+		return nil
+	}
+	return c.Cast(t, ggml.TypeF32)
+}
+
+// conv applies a convolution with "same"-style padding pad and stride.
+func (b *builder) conv(l *nn.Conv2D, x *ggml.Tensor, stride, pad int) *ggml.Tensor {
+	c := b.c
+	w := f32(c, l.Weight)
+	kw, kh, cin := w.Ne(0), w.Ne(1), w.Ne(2)
+	direct := false
+	switch b.mode {
+	case ConvDirect:
+		direct = true
+	case ConvAuto:
+		ow := (x.Ne(0)+2*int64(pad)-kw)/int64(stride) + 1
+		oh := (x.Ne(1)+2*int64(pad)-kh)/int64(stride) + 1
+		direct = kw*kh*cin*ow*oh*x.Ne(3)*4 > Im2ColLimit
+	}
+	if (kw == 1 && kh == 1 && stride == 1 && pad == 0) || !direct {
+		tmp := nn.Conv2D{Weight: w, Bias: f32(c, l.Bias)}
+		return tmp.Forward(c, x, stride, pad)
+	}
+	y := c.Conv2DDirect(w, x, stride, stride, pad, pad, 1, 1)
+	if l.Bias != nil {
+		y = c.Add(y, c.Reshape(f32(c, l.Bias), 1, 1, l.Bias.Ne(0), 1))
+	}
+	return y
+}
+
+func (b *builder) norm(l *nn.GroupNorm, x *ggml.Tensor) *ggml.Tensor {
+	tmp := nn.GroupNorm{Weight: f32(b.c, l.Weight), Bias: f32(b.c, l.Bias)}
+	return tmp.Forward(b.c, x, groups, eps)
+}
+
+// linear applies an [out, in] Linear weight, also accepting the
+// [out, in, 1, 1] 1×1-convolution layout of older checkpoints.
+func (b *builder) linear(l *nn.Linear, x *ggml.Tensor) *ggml.Tensor {
+	w := f32(b.c, l.Weight)
+	if w.Ne(0) == 1 && w.Ne(1) == 1 {
+		w = b.c.Reshape(w, w.Ne(2), w.Ne(3))
+	}
+	tmp := nn.Linear{Weight: w, Bias: f32(b.c, l.Bias)}
+	return tmp.Forward(b.c, x)
+}
+
+// clamp limits x to [lo, hi] exactly. The bindings have no ggml_clamp, so
+// each bound is a select between x and the bound with masks that are
+// exactly 0 or 1: sigmoid(±1e30·(x−bound)) saturates for every nonzero
+// difference (the sign of a float difference is exact). At x == bound both
+// masks are ½ and ½x + ½bound == bound.
+func clamp(c *ggml.Context, x *ggml.Tensor, lo, hi float32) *ggml.Tensor {
+	sel := func(x *ggml.Tensor, bound float32, keepAbove bool) *ggml.Tensor {
+		d := c.Sub(x, c.Arange(bound, bound+1, 1)) // x − bound, broadcast
+		s := float32(1e30)
+		if !keepAbove {
+			s = -s
+		}
+		keep := c.Sigmoid(c.Scale(d, s))
+		take := c.Sigmoid(c.Scale(d, -s))
+		return c.Add(c.Mul(x, keep), c.Scale(take, bound))
+	}
+	return sel(sel(x, lo, true), hi, false)
+}
+
+// mustImage panics (nn.Runtime.Run turns the panic into an error) unless x
+// is an image with the given channel count and at least minSide pixels a
+// side: a bad shape must never reach ggml, whose asserts abort the process.
+func mustImage(what string, x *ggml.Tensor, channels int, minSide int64) {
+	if x.Type() != ggml.TypeF32 {
+		panic(fmt.Errorf("vae: %s must be f32, got %s", what, x.Type()))
+	}
+	if x.Ne(2) != int64(channels) || x.Ne(0) < minSide || x.Ne(1) < minSide {
+		panic(fmt.Errorf("vae: %s has ggml shape %v; want [W, H, %d, B] with W, H ≥ %d", what, x.Shape(), channels, minSide))
+	}
+}
