@@ -278,6 +278,9 @@ func (p *Pipeline) denoiseAndDecode(ctx context.Context, req *Request, pl *plan,
 		latents = sampler.Step(i, eps, latents)
 		p.progress("denoise", i+1, len(ts))
 	}
+	if p.testHookFinalLatents != nil {
+		p.testHookFinalLatents(latents)
+	}
 	p.progress("decode", 0, 1)
 	scaled := make([]float32, len(latents))
 	for j, v := range latents {

@@ -70,6 +70,8 @@ type Pipeline struct {
 	sched   sampling.Config
 	scaling float32 // the VAE's scaling_factor
 	mu      sync.Mutex
+
+	testHookFinalLatents func([]float32) // tests compare the latents before decoding
 }
 
 // ErrClosed is returned by Generate after Close.

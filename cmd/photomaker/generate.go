@@ -14,6 +14,7 @@ import (
 	"github.com/gophotomaker/photomaker/imageproc"
 	"github.com/gophotomaker/photomaker/internal/pngtext"
 	"github.com/gophotomaker/photomaker/photomaker"
+	"github.com/gophotomaker/photomaker/weights/safetensors"
 )
 
 func generateCommand() *cli.Command {
@@ -101,6 +102,13 @@ func runGenerate(c *cli.Context) error {
 		}
 		req.IDImages = append(req.IDImages, img)
 	}
+	if path := c.String("id-embeds"); path != "" {
+		emb, err := readIDEmbeds(path)
+		if err != nil {
+			return err
+		}
+		req.IDEmbeds = emb
+	}
 	if c.String("photomaker") != "" && len(ids) == 0 {
 		return usagef("--photomaker needs at least one --id-image photo of the person")
 	}
@@ -148,6 +156,29 @@ func runGenerate(c *cli.Context) error {
 		fmt.Fprintf(c.App.Writer, "wrote %s (seed %d)\n", o, res.Seed)
 	}
 	return nil
+}
+
+// readIDEmbeds reads tensor "id_embeds" [N,512] from a safetensors file.
+func readIDEmbeds(path string) ([][]float32, error) {
+	f, err := safetensors.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	info, ok := f.Tensor("id_embeds")
+	if !ok || len(info.Shape) != 2 || info.Shape[0] < 1 {
+		return nil, fmt.Errorf("%s: want a tensor \"id_embeds\" of shape [N,512] (one raw ArcFace embedding per ID photo)", path)
+	}
+	v, err := f.Float32("id_embeds")
+	if err != nil {
+		return nil, err
+	}
+	n, w := int(info.Shape[0]), int(info.Shape[1])
+	out := make([][]float32, n)
+	for i := range out {
+		out[i] = v[i*w : (i+1)*w]
+	}
+	return out, nil
 }
 
 // outputNames gives FILE.png for one image and FILE-1.png, ... for several.

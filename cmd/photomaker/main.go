@@ -53,6 +53,7 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 		},
 		Commands: []*cli.Command{
 			generateCommand(),
+			infoCommand(),
 			devicesCommand(),
 			versionCommand(),
 		},

@@ -3,7 +3,12 @@ package main
 import (
 	"bytes"
 	"encoding/json"
+	"os"
+	"path/filepath"
 	"testing"
+
+	"github.com/gophotomaker/photomaker/internal/golden"
+	"github.com/gophotomaker/photomaker/internal/pngtext"
 
 	"github.com/stretchr/testify/require"
 )
@@ -40,4 +45,84 @@ func TestUsageErrorsExit2(t *testing.T) {
 	require.Contains(t, errOut, "--help")
 	code, _, _ = runCLI(t, "no-such-command")
 	require.Equal(t, 2, code)
+}
+
+func TestInfo(t *testing.T) {
+	code, out, errOut := runCLI(t, "info", golden.Path("tiny-sdxl.safetensors"))
+	require.Equal(t, 0, code, errOut)
+	require.Contains(t, out, "SDXL single-file checkpoint")
+	require.Contains(t, out, "unet")
+	code, out, _ = runCLI(t, "info", "--json", "--tensors", golden.Path("photomaker/photomaker-v1-real.bin"))
+	require.Equal(t, 0, code)
+	var doc struct {
+		Kind    string
+		Tensors []struct{ Name, Type string }
+	}
+	require.NoError(t, json.Unmarshal([]byte(out), &doc))
+	require.Equal(t, "PhotoMaker v1 adapter", doc.Kind)
+	types := map[string]bool{}
+	for _, tt := range doc.Tensors {
+		types[tt.Type] = true
+	}
+	require.True(t, types["BF16"] && types["F32"], "the real .bin mixes bf16 and f32: %v", types)
+	code, _, errOut = runCLI(t, "info", "/nonexistent/model.safetensors")
+	require.Equal(t, 1, code)
+	require.Contains(t, errOut, "/nonexistent/model.safetensors")
+	code, _, _ = runCLI(t, "info")
+	require.Equal(t, 2, code)
+}
+
+func TestGenerateTiny(t *testing.T) {
+	out := filepath.Join(t.TempDir(), "cat.png")
+	args := []string{"generate", "--model", golden.Path("tiny-sdxl.safetensors"), "--prompt", "a photo of a cat",
+		"--width", "64", "--height", "64", "--steps", "2", "--device", "cpu", "--rng", "torch-cpu", "-o", out}
+	code, stdout, errOut := runCLI(t, args...)
+	require.Equal(t, 0, code, errOut)
+	require.Contains(t, stdout, "wrote "+out)
+	b, err := os.ReadFile(out)
+	require.NoError(t, err)
+	text, err := pngtext.Read(b)
+	require.NoError(t, err)
+	require.Contains(t, text["parameters"], "a photo of a cat\n")
+	require.Contains(t, text["parameters"], "Steps: 2, Sampler: euler")
+	// Never overwrites without --force.
+	code, _, errOut = runCLI(t, args...)
+	require.Equal(t, 1, code)
+	require.Contains(t, errOut, "already exists")
+	// Usage errors exit 2.
+	code, _, _ = runCLI(t, "generate", "--model", "x", "--prompt", "y", "--width", "100")
+	require.Equal(t, 2, code)
+	code, _, errOut = runCLI(t, "generate", "--model", "x", "--prompt", "y", "--style", "watercolour")
+	require.Equal(t, 2, code)
+	require.Contains(t, errOut, "unknown style")
+}
+
+func TestGeneratePhotoMakerTiny(t *testing.T) {
+	out := filepath.Join(t.TempDir(), "me.png")
+	code, _, errOut := runCLI(t, "generate", "--model", golden.Path("tiny-sdxl.safetensors"),
+		"--photomaker", golden.Path("photomaker/photomaker-v1-real.bin"),
+		"--id-image", golden.Path("faces/astronaut_0.png"), "--id-image", golden.Path("faces/lfw_0.png"),
+		"--prompt", "a photo of a man img, portrait", "--style", "photographic",
+		"--width", "64", "--height", "64", "--steps", "3", "--device", "cpu", "-o", out)
+	require.Equal(t, 0, code, errOut)
+	_, err := os.Stat(out)
+	require.NoError(t, err)
+	// Without the trigger word: a clear error, no file.
+	out2 := filepath.Join(t.TempDir(), "none.png")
+	code, _, errOut = runCLI(t, "generate", "--model", golden.Path("tiny-sdxl.safetensors"),
+		"--photomaker", golden.Path("photomaker/photomaker-v1-real.bin"),
+		"--id-image", golden.Path("faces/astronaut_0.png"), "--prompt", "a photo of a man",
+		"--width", "64", "--height", "64", "--steps", "1", "--device", "cpu", "-o", out2)
+	require.Equal(t, 1, code)
+	require.Contains(t, errOut, "trigger word")
+	_, err = os.Stat(out2)
+	require.True(t, os.IsNotExist(err))
+	// A photo that does not decode.
+	bad := filepath.Join(t.TempDir(), "bad.jpg")
+	require.NoError(t, os.WriteFile(bad, []byte("not an image"), 0o644))
+	code, _, errOut = runCLI(t, "generate", "--model", golden.Path("tiny-sdxl.safetensors"),
+		"--photomaker", golden.Path("photomaker/photomaker-v1-real.bin"), "--id-image", bad,
+		"--prompt", "a photo of a man img", "--device", "cpu", "-o", out2)
+	require.Equal(t, 1, code)
+	require.Contains(t, errOut, "bad.jpg")
 }

@@ -1,0 +1,99 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"sort"
+	"strings"
+	"text/tabwriter"
+
+	"github.com/urfave/cli/v2"
+
+	"github.com/gophotomaker/photomaker/bindings/ggml"
+	"github.com/gophotomaker/photomaker/weights"
+)
+
+func infoCommand() *cli.Command {
+	return &cli.Command{
+		Name:      "info",
+		Usage:     "say what a model file or folder is and list its tensors, types and sizes",
+		ArgsUsage: "FILE|DIR",
+		Description: `Examples:
+  photomaker info sd_xl_base_1.0.safetensors
+  photomaker info photomaker-v1.bin --tensors
+  photomaker info ./stable-diffusion-xl-base-1.0 --json`,
+		Flags: []cli.Flag{
+			&cli.BoolFlag{Name: "tensors", Usage: "list every tensor (canonical name, type, shape)", EnvVars: envs("tensors")},
+			&cli.BoolFlag{Name: "json", Usage: "print JSON", EnvVars: envs("json")},
+		},
+		Action: func(c *cli.Context) error {
+			if c.NArg() != 1 {
+				return usagef("info takes one FILE or DIR")
+			}
+			m, err := weights.Open(c.Args().First())
+			if err != nil {
+				return err
+			}
+			defer m.Close()
+			type tensor struct {
+				Name  string  `json:"name"`
+				Type  string  `json:"type"`
+				Shape []int64 `json:"shape"`
+				Bytes int64   `json:"bytes"`
+			}
+			var ts []tensor
+			byComponent := map[string]int64{}
+			counts := map[string]int{}
+			var total int64
+			add := func(set *weights.Set) {
+				for _, n := range set.Names() {
+					t, _ := set.Get(n)
+					b := t.Elements() * int64(max(1, t.DType.Size()))
+					ts = append(ts, tensor{n, string(t.DType), t.Shape, b})
+					comp, _, _ := strings.Cut(n, ".")
+					byComponent[comp] += b
+					counts[comp]++
+					total += b
+				}
+			}
+			add(m.Tensors)
+			if m.LoRA != nil {
+				for _, n := range m.LoRA.Names() {
+					t, _ := m.LoRA.Get(n)
+					b := t.Elements() * int64(max(1, t.DType.Size()))
+					byComponent["lora"] += b
+					counts["lora"]++
+					total += b
+					ts = append(ts, tensor{"lora." + n, string(t.DType), t.Shape, b})
+				}
+			}
+			if c.Bool("json") {
+				return json.NewEncoder(c.App.Writer).Encode(map[string]any{
+					"path": m.Path, "kind": m.Kind.String(), "bytes": total, "tensors": ts, "warnings": m.Warnings,
+				})
+			}
+			w := c.App.Writer
+			fmt.Fprintf(w, "%s: %s, %d tensors, %s\n", m.Path, m.Kind, len(ts), ggml.HumanBytes(total))
+			comps := make([]string, 0, len(counts))
+			for k := range counts {
+				comps = append(comps, k)
+			}
+			sort.Strings(comps)
+			for _, k := range comps {
+				fmt.Fprintf(w, "  %-6s %5d tensors  %s\n", k, counts[k], ggml.HumanBytes(byComponent[k]))
+			}
+			for _, warn := range m.Warnings {
+				fmt.Fprintf(w, "  warning: %s\n", warn)
+			}
+			if c.Bool("tensors") {
+				tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+				fmt.Fprintln(tw, "NAME\tTYPE\tSHAPE\tSIZE")
+				for _, t := range ts {
+					fmt.Fprintf(tw, "%s\t%s\t%v\t%s\n", t.Name, t.Type, t.Shape, ggml.HumanBytes(t.Bytes))
+				}
+				return tw.Flush()
+			}
+			return nil
+		},
+	}
+}

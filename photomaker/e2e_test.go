@@ -1,0 +1,70 @@
+package photomaker
+
+import (
+	"bytes"
+	"context"
+	"image"
+	"os"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/gophotomaker/photomaker/imageproc"
+	"github.com/gophotomaker/photomaker/internal/golden"
+)
+
+// The official pipelines' end-to-end goldens: PhotoMaker v1 release code and
+// v2 HEAD on the tiny SDXL with two astronaut photos, 8 Euler steps at
+// 128×128, guidance 5, style strength 20 (start_merge_step 1), fp32 CPU.
+func TestEndToEndGoldens(t *testing.T) {
+	for _, tc := range []struct{ name, adapter, file string }{
+		{"v1", "photomaker/photomaker-v1-tiny.safetensors", "e2e_v1"},
+		{"v2", "photomaker/photomaker-v2-tiny.safetensors", "e2e_v2"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			p := loadTiny(t, tc.adapter)
+			var faces []image.Image
+			for _, f := range []string{"faces/astronaut_0.png", "faces/astronaut_1.png"} {
+				img, err := imageproc.DecodeFile(golden.Path(f), imageproc.Limits{})
+				require.NoError(t, err)
+				faces = append(faces, img)
+			}
+			req := Request{
+				Prompt:         "a photo of a man img, portrait, sharp focus",
+				NegativePrompt: "(asymmetry, worst quality, low quality, illustration, 3d, 2d, painting, cartoons, sketch), open mouth",
+				Width:          128, Height: 128, Steps: 8, Guidance: 5, StyleStrength: 20,
+				IDImages:       faces,
+				InitialLatents: golden.Ref(t, tc.file+":initial_latents").Data,
+			}
+			if tc.name == "v2" {
+				emb := golden.Ref(t, "id_encoder_v2:id_embeds[:2]")
+				req.IDEmbeds = [][]float32{emb.Data[:512], emb.Data[512:1024]}
+			}
+			require.Equal(t, 1, req.StartMergeStep())
+			var final []float32
+			p.testHookFinalLatents = func(l []float32) { final = append([]float32(nil), l...) }
+			res, err := p.Generate(context.Background(), req)
+			require.NoError(t, err)
+			golden.AssertClose(t, "final latents", final, golden.Ref(t, tc.file+":final_latents").Data, 1e-3, 0)
+			// The PNG the official pipeline wrote, ±1 LSB.
+			want, err := os.ReadFile(golden.Path("golden/" + tc.file + ".png"))
+			require.NoError(t, err)
+			wantImg, err := imageproc.Decode(bytes.NewReader(want), imageproc.Limits{})
+			require.NoError(t, err)
+			got, exp := pixels(res.Images[0]), pixels(wantImg)
+			require.Len(t, got, len(exp))
+			worst := 0
+			for i := range got {
+				worst = max(worst, absInt(int(got[i])-int(exp[i])))
+			}
+			require.LessOrEqual(t, worst, 1, "PNG differs by %d levels", worst)
+		})
+	}
+}
+
+func absInt(x int) int {
+	if x < 0 {
+		return -x
+	}
+	return x
+}
