@@ -14,6 +14,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"github.com/gophotomaker/photomaker/internal/mmap"
 	"io"
 	"math"
 	"os"
@@ -128,7 +129,7 @@ func Open(path string) (*File, error) {
 		return nil, fmt.Errorf("%s: %w", path, err)
 	}
 	gf.path, gf.f = path, f
-	gf.mapped = mmap(f, st.Size())
+	gf.mapped = mmap.Map(f, st.Size())
 	return gf, nil
 }
 
@@ -525,7 +526,7 @@ func (f *File) Strings(key string) ([]string, bool) { return get[[]string](f, ke
 // Close releases the mapping and the file.
 func (f *File) Close() error {
 	if f.mapped != nil {
-		munmap(f.mapped)
+		mmap.Unmap(f.mapped)
 		f.mapped = nil
 	}
 	if f.f != nil {

@@ -12,6 +12,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/gophotomaker/photomaker/internal/mmap"
 	"io"
 	"math"
 	"os"
@@ -103,7 +104,7 @@ func Open(path string) (*File, error) {
 		return nil, fmt.Errorf("%s: %w", path, err)
 	}
 	sf.path, sf.f = path, f
-	sf.mapped = mmap(f, st.Size())
+	sf.mapped = mmap.Map(f, st.Size())
 	return sf, nil
 }
 
@@ -213,7 +214,7 @@ func (f *File) Bytes(name string) ([]byte, error) {
 // Close releases the mapping and the file.
 func (f *File) Close() error {
 	if f.mapped != nil {
-		munmap(f.mapped)
+		mmap.Unmap(f.mapped)
 		f.mapped = nil
 	}
 	if f.f != nil {

@@ -16,6 +16,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"github.com/gophotomaker/photomaker/internal/mmap"
 	"io"
 	"math"
 	"os"
@@ -101,7 +102,7 @@ func Open(path string) (*File, error) {
 		return nil, fmt.Errorf("%s: %w", path, err)
 	}
 	tf.path, tf.f = path, f
-	tf.mapped = mmap(f, st.Size())
+	tf.mapped = mmap.Map(f, st.Size())
 	return tf, nil
 }
 
@@ -455,7 +456,7 @@ func (f *File) Float32(name string) ([]float32, error) {
 // Close releases the mapping and the file.
 func (f *File) Close() error {
 	if f.mapped != nil {
-		munmap(f.mapped)
+		mmap.Unmap(f.mapped)
 		f.mapped = nil
 	}
 	if f.f != nil {
