@@ -35,10 +35,15 @@ test:
 bench:
 	CGO_CFLAGS="$(NATIVE_FLAGS)" CGO_CXXFLAGS="$(NATIVE_FLAGS)" $(GO) test -run '^$$' -bench . -benchtime 3x ./bindings/... ./models/...
 
-# Longer fuzzing by hand: make fuzz FUZZTIME=10m
+# Fuzz every parser in turn; longer runs by hand: make fuzz FUZZTIME=1h
 FUZZTIME ?= 1m
+FUZZ_TARGETS := FuzzHeader:./weights/safetensors FuzzPickle:./weights/torch FuzzGGUF:./weights/gguf \
+	FuzzDecode:./imageproc FuzzEncode:./tokenizer FuzzParseWeights:./tokenizer
 fuzz:
-	$(GO) test -run '^$$' -fuzz FuzzHeader -fuzztime $(FUZZTIME) ./weights/safetensors
+	@for t in $(FUZZ_TARGETS); do \
+		echo "== $${t%%:*} ($(FUZZTIME))"; \
+		$(GO) test -run '^$$' -fuzz "^$${t%%:*}$$" -fuzztime $(FUZZTIME) -fuzzminimizetime 3s "$${t#*:}" || exit 1; \
+	done
 
 # The main job: a PhotoMaker generation. Without MODEL/ADAPTER it runs the
 # bundled tiny random-weight model (noise, but the whole pipeline runs).
