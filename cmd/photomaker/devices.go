@@ -10,6 +10,8 @@ import (
 	"github.com/gophotomaker/photomaker/bindings/ggml"
 )
 
+func init() { register(devicesCommand) }
+
 func devicesCommand() *cli.Command {
 	return &cli.Command{
 		Name:  "devices",

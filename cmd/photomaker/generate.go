@@ -17,6 +17,8 @@ import (
 	"github.com/gophotomaker/photomaker/weights/safetensors"
 )
 
+func init() { register(generateCommand) }
+
 func generateCommand() *cli.Command {
 	return &cli.Command{
 		Name:  "generate",

@@ -13,6 +13,8 @@ import (
 	"github.com/gophotomaker/photomaker/weights"
 )
 
+func init() { register(infoCommand) }
+
 func infoCommand() *cli.Command {
 	return &cli.Command{
 		Name:      "info",

@@ -9,6 +9,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"sort"
 	"strings"
 
 	"github.com/urfave/cli/v2"
@@ -51,12 +52,7 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 			ggml.Logger = logger
 			return nil
 		},
-		Commands: []*cli.Command{
-			generateCommand(),
-			infoCommand(),
-			devicesCommand(),
-			versionCommand(),
-		},
+		Commands:       commands(),
 		OnUsageError:   func(_ *cli.Context, err error, _ bool) error { return usageError{err.Error()} },
 		ExitErrHandler: func(*cli.Context, error) {}, // main decides the exit code
 	}
@@ -64,6 +60,21 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 		cmd.OnUsageError = app.OnUsageError
 	}
 	return app
+}
+
+// commandConstructors is filled by each command's file (register in an
+// init function), so commands can be added without touching this file.
+var commandConstructors []func() *cli.Command
+
+func register(f func() *cli.Command) { commandConstructors = append(commandConstructors, f) }
+
+func commands() []*cli.Command {
+	out := make([]*cli.Command, 0, len(commandConstructors))
+	for _, f := range commandConstructors {
+		out = append(out, f())
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return out
 }
 
 // run executes the CLI and returns the process exit status.
