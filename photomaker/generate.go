@@ -36,6 +36,10 @@ type Request struct {
 	StyleStrength float64       // percent; start_merge_step = int(StyleStrength/100·Steps)
 	NoMergeCap    bool          // the demos cap start_merge_step at 30; true lifts the cap
 
+	// Progress, if set, receives this request's progress (encode, denoise,
+	// decode) instead of Config.Progress: a server reports per job.
+	Progress func(Progress) `json:"-"`
+
 	// InitialLatents replaces the seeded noise (N×4×H/8×W/8, before the
 	// sampler's init_noise_sigma scaling): for tests and img2img-style use.
 	InitialLatents []float32
@@ -183,7 +187,7 @@ func samplerName(name string, karras bool) string {
 
 // prepare tokenizes and encodes the prompts.
 func (p *Pipeline) prepare(ctx context.Context, req *Request) (*plan, error) {
-	p.progress("encode", 0, 1)
+	p.progress(req, "encode", 0, 1)
 	neg, err := p.encodeText(ctx, req.NegativePrompt, req.NegativePrompt == "")
 	if err != nil {
 		return nil, err
@@ -211,7 +215,7 @@ func (p *Pipeline) prepare(ctx context.Context, req *Request) (*plan, error) {
 		}
 		pl.positive = func(int) conditioning { return pos }
 	}
-	p.progress("encode", 1, 1)
+	p.progress(req, "encode", 1, 1)
 	return pl, nil
 }
 
@@ -234,9 +238,13 @@ func fromClip(c *clip.Conditioning) conditioning {
 	return conditioning{embeds: c.Embeds, pooled: c.Pooled}
 }
 
-func (p *Pipeline) progress(stage string, done, total int) {
-	if p.cfg.Progress != nil {
-		p.cfg.Progress(Progress{Stage: stage, Done: done, Total: total})
+func (p *Pipeline) progress(req *Request, stage string, done, total int) {
+	ev := Progress{Stage: stage, Done: done, Total: total}
+	switch {
+	case req.Progress != nil:
+		req.Progress(ev)
+	case p.cfg.Progress != nil:
+		p.cfg.Progress(ev)
 	}
 }
 
@@ -276,12 +284,12 @@ func (p *Pipeline) denoiseAndDecode(ctx context.Context, req *Request, pl *plan,
 			eps = sampling.CFG(out[:len(x)], out[len(x):], req.Guidance)
 		}
 		latents = sampler.Step(i, eps, latents)
-		p.progress("denoise", i+1, len(ts))
+		p.progress(req, "denoise", i+1, len(ts))
 	}
 	if p.testHookFinalLatents != nil {
 		p.testHookFinalLatents(latents)
 	}
-	p.progress("decode", 0, 1)
+	p.progress(req, "decode", 0, 1)
 	scaled := make([]float32, len(latents))
 	for j, v := range latents {
 		scaled[j] = v / p.scaling // diffusers divides in float32
@@ -290,6 +298,6 @@ func (p *Pipeline) denoiseAndDecode(ctx context.Context, req *Request, pl *plan,
 	if err != nil {
 		return nil, err
 	}
-	p.progress("decode", 1, 1)
+	p.progress(req, "decode", 1, 1)
 	return imageproc.FromFloatCHW(pix, req.Width, req.Height), nil
 }
