@@ -32,6 +32,7 @@ type Request struct {
 	// PhotoMaker only.
 	IDImages      []image.Image // one identity's photos
 	IDEmbeds      [][]float32   // v2: one raw 512-d ArcFace embedding per photo
+	People        []Person      // several people in one image (instead of IDImages)
 	TriggerWord   string        // default "img"
 	StyleStrength float64       // percent; start_merge_step = int(StyleStrength/100·Steps)
 	NoMergeCap    bool          // the demos cap start_merge_step at 30; true lifts the cap
@@ -43,6 +44,15 @@ type Request struct {
 	// InitialLatents replaces the seeded noise (N×4×H/8×W/8, before the
 	// sampler's init_noise_sigma scaling): for tests and img2img-style use.
 	InitialLatents []float32
+}
+
+// Person is one identity of a multi-person request: the class word it is
+// written as in the prompt ("man" in "a man img and a woman img") and its
+// photos (and, for v2, one face embedding per photo).
+type Person struct {
+	Class    string
+	Images   []image.Image
+	IDEmbeds [][]float32
 }
 
 // Defaults of the official PhotoMaker demo.
@@ -206,7 +216,7 @@ func (p *Pipeline) prepare(ctx context.Context, req *Request) (*plan, error) {
 			return id
 		}
 	} else {
-		if len(req.IDImages) > 0 || len(req.IDEmbeds) > 0 {
+		if len(req.IDImages) > 0 || len(req.IDEmbeds) > 0 || len(req.People) > 0 {
 			return nil, fmt.Errorf("%w: ID photos need a PhotoMaker adapter (--photomaker)", ErrInvalidRequest)
 		}
 		pos, err := p.encodeText(ctx, req.Prompt, false)

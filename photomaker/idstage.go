@@ -3,6 +3,9 @@ package photomaker
 import (
 	"context"
 	"fmt"
+	"image"
+	"regexp"
+	"strings"
 
 	"github.com/gophotomaker/photomaker/imageproc"
 	"github.com/gophotomaker/photomaker/nn"
@@ -25,30 +28,71 @@ func loadIDStage(ctx context.Context, rt *nn.Runtime, adapter *weights.Model, po
 	return &idStage{enc: enc}, nil
 }
 
-func (s *idStage) conditioning(ctx context.Context, p *Pipeline, req *Request) (text, id conditioning, err error) {
-	n := len(req.IDImages)
-	if n == 0 {
-		return text, id, fmt.Errorf("%w: PhotoMaker needs at least one ID photo of the person", ErrInvalidRequest)
+// identities lists the request's people as the ID prompt wants them, with
+// their photos and embeddings in the same order, and the prompt to
+// tokenize. One person (IDImages, or People of length one) is the official
+// single-identity path. With several people, who share the trigger word,
+// each "CLASS TRIGGER" in the prompt gets a trigger token of its own so
+// the tokenizer can tell the people apart.
+func (s *idStage) identities(req *Request) (prompt string, people []Identity, images []image.Image, embeds [][]float32, err error) {
+	switch {
+	case len(req.People) > 0 && (len(req.IDImages) > 0 || len(req.IDEmbeds) > 0):
+		return "", nil, nil, nil, fmt.Errorf("%w: give either ID photos of one person or People, not both", ErrInvalidRequest)
+	case len(req.People) == 0:
+		return req.Prompt, []Identity{{Trigger: req.TriggerWord, Images: len(req.IDImages)}}, req.IDImages, req.IDEmbeds, nil
+	case len(req.People) == 1:
+		p := req.People[0]
+		return req.Prompt, []Identity{{Trigger: req.TriggerWord, Class: p.Class, Images: len(p.Images)}}, p.Images, p.IDEmbeds, nil
 	}
-	if s.enc.Version == V2 && len(req.IDEmbeds) != n {
-		if len(req.IDEmbeds) == 0 {
+	prompt = req.Prompt
+	for j, p := range req.People {
+		if p.Class == "" || strings.ContainsFunc(p.Class, func(r rune) bool { return r == ' ' || r == '\t' }) {
+			return "", nil, nil, nil, fmt.Errorf("%w: person %d needs a one-word class word (e.g. man, woman)", ErrInvalidRequest, j+1)
+		}
+		re := regexp.MustCompile(`(?i)(^|[^\pL\pN])(` + regexp.QuoteMeta(p.Class) + `)(\s+)` + regexp.QuoteMeta(req.TriggerWord) + `($|[^\pL\pN])`)
+		if n := len(re.FindAllStringIndex(prompt, -1)); n != 1 {
+			return "", nil, nil, nil, fmt.Errorf("%w: the prompt must contain %q exactly once for the photos of the %s (found %d)",
+				ErrInvalidRequest, p.Class+" "+req.TriggerWord, p.Class, n)
+		}
+		token := fmt.Sprintf("<|pm-person-%d|>", j+1)
+		prompt = re.ReplaceAllString(prompt, "${1}${2}${3}"+token+"${4}")
+		people = append(people, Identity{Trigger: token, Class: p.Class, Images: len(p.Images)})
+		images = append(images, p.Images...)
+		embeds = append(embeds, p.IDEmbeds...)
+	}
+	return prompt, people, images, embeds, nil
+}
+
+func (s *idStage) conditioning(ctx context.Context, p *Pipeline, req *Request) (text, id conditioning, err error) {
+	prompt, people, images, embeds, err := s.identities(req)
+	if err != nil {
+		return text, id, err
+	}
+	n := len(images)
+	for _, who := range people {
+		if who.Images == 0 {
+			return text, id, fmt.Errorf("%w: PhotoMaker needs at least one ID photo of each person", ErrInvalidRequest)
+		}
+	}
+	if s.enc.Version == V2 && len(embeds) != n {
+		if len(embeds) == 0 {
 			return text, id, fmt.Errorf("%w: PhotoMaker v2 needs a face embedding per ID photo (--id-embeds: raw 512-d ArcFace embeddings); in-process face detection is not available yet", ErrInvalidRequest)
 		}
-		return text, id, fmt.Errorf("%w: %d face embeddings for %d ID photos: give one per photo", ErrInvalidRequest, len(req.IDEmbeds), n)
+		return text, id, fmt.Errorf("%w: %d face embeddings for %d ID photos: give one per photo", ErrInvalidRequest, len(embeds), n)
 	}
-	ip, err := TokenizeIDPrompt(tokenizer.New(), tokenizer.New2(), req.Prompt, s.enc.Version, []Identity{{Trigger: req.TriggerWord, Images: n}})
+	ip, err := TokenizeIDPrompt(tokenizer.New(), tokenizer.New2(), prompt, s.enc.Version, people)
 	if err != nil {
 		return text, id, fmt.Errorf("%w: %v", ErrInvalidRequest, err)
 	}
 	pixels := make([]float32, 0, n*3*224*224)
-	for _, img := range req.IDImages {
+	for _, img := range images {
 		pixels = append(pixels, imageproc.CLIPPixels(img)...)
 	}
 	withClass, err := p.encodeIDs(ctx, ip.IDs1, ip.IDs2, false)
 	if err != nil {
 		return text, id, err
 	}
-	fused, err := s.enc.EncodeRows(ctx, p.rt, pixels, req.IDEmbeds, withClass.embeds, ip.FusionRows())
+	fused, err := s.enc.EncodeRows(ctx, p.rt, pixels, embeds, withClass.embeds, ip.FusionRows())
 	if err != nil {
 		return text, id, err
 	}

@@ -49,6 +49,7 @@ Every flag also reads PHOTOMAKER_<FLAG> (e.g. PHOTOMAKER_MODEL).`,
 			&cli.BoolFlag{Name: "force", Usage: "overwrite existing output files", EnvVars: envs("force")},
 			&cli.StringFlag{Name: "photomaker", Usage: "PhotoMaker adapter: official .bin, .safetensors or .gguf (v1/v2 detected from the tensors)", EnvVars: envs("photomaker")},
 			&cli.StringSliceFlag{Name: "id-image", Usage: "ID photo of the person (repeatable)", EnvVars: envs("id-image")},
+			&cli.StringSliceFlag{Name: "id", Usage: "several people: NAME=F1,F2 where NAME is the class word written before the trigger word (\"a man img and a woman img\"); repeat per person", EnvVars: envs("id")},
 			&cli.StringFlag{Name: "id-embeds", Usage: "v2: safetensors with tensor \"id_embeds\" [N,512] (raw ArcFace), one row per ID photo", EnvVars: envs("id-embeds")},
 			&cli.Float64Flag{Name: "style-strength", Value: photomaker.DefaultStyleStrength, Usage: "percent of steps that use the text-only prompt before the ID kicks in", EnvVars: envs("style-strength")},
 			&cli.BoolFlag{Name: "no-merge-cap", Usage: "do not cap the text-only steps at 30 (the demo's cap)", EnvVars: envs("no-merge-cap")},
@@ -111,8 +112,29 @@ func runGenerate(c *cli.Context) error {
 		}
 		req.IDEmbeds = emb
 	}
-	if c.String("photomaker") != "" && len(ids) == 0 {
-		return usagef("--photomaker needs at least one --id-image photo of the person")
+	for _, spec := range c.StringSlice("id") {
+		name, files, ok := strings.Cut(spec, "=")
+		if !ok || name == "" || files == "" {
+			return usagef("--id wants NAME=PHOTO[,PHOTO...], e.g. --id man=a1.jpg,a2.jpg (got %q)", spec)
+		}
+		person := photomaker.Person{Class: name}
+		for _, path := range strings.Split(files, ",") {
+			img, err := imageproc.DecodeFile(strings.TrimSpace(path), imageproc.Limits{})
+			if err != nil {
+				return err
+			}
+			person.Images = append(person.Images, img)
+		}
+		req.People = append(req.People, person)
+	}
+	if len(req.People) > 0 && len(ids) > 0 {
+		return usagef("use either --id-image (one person) or --id NAME=... (one per person), not both")
+	}
+	if len(req.People) > 0 && c.String("photomaker") == "" {
+		return usagef("--id needs a PhotoMaker adapter (--photomaker photomaker-v1.bin)")
+	}
+	if c.String("photomaker") != "" && len(ids) == 0 && len(req.People) == 0 {
+		return usagef("--photomaker needs at least one --id-image photo of the person (or --id NAME=PHOTOS per person)")
 	}
 	outputs := outputNames(c.String("output"), req.N)
 	if !c.Bool("force") {
@@ -209,7 +231,7 @@ func parameters(r *photomaker.Request, seed int64, model, adapter string) string
 	s := fmt.Sprintf("%s\nNegative prompt: %s\nSteps: %d, Sampler: %s, CFG scale: %g, Seed: %d, Size: %dx%d, RNG: %s, Model: %s",
 		r.Prompt, r.NegativePrompt, r.Steps, sampler, r.Guidance, seed, r.Width, r.Height, r.RNG, filepath.Base(model))
 	if adapter != "" {
-		s += fmt.Sprintf(", PhotoMaker: %s, Style strength: %g, Trigger word: %s, ID images: %d", filepath.Base(adapter), r.StyleStrength, r.TriggerWord, len(r.IDImages))
+		s += fmt.Sprintf(", PhotoMaker: %s, Style strength: %g, Trigger word: %s, ID images: %d, People: %d", filepath.Base(adapter), r.StyleStrength, r.TriggerWord, len(r.IDImages), len(r.People))
 	}
 	return s + ", Generator: photomaker " + version
 }

@@ -52,9 +52,11 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 			ggml.Logger = logger
 			return nil
 		},
-		Commands:       commands(),
-		OnUsageError:   func(_ *cli.Context, err error, _ bool) error { return usageError{err.Error()} },
-		ExitErrHandler: func(*cli.Context, error) {}, // main decides the exit code
+		Commands: commands(),
+		// --id NAME=F1,F2 carries commas: repeat flags instead of splitting.
+		DisableSliceFlagSeparator: true,
+		OnUsageError:              func(_ *cli.Context, err error, _ bool) error { return usageError{err.Error()} },
+		ExitErrHandler:            func(*cli.Context, error) {}, // main decides the exit code
 	}
 	for _, cmd := range app.Commands {
 		cmd.OnUsageError = app.OnUsageError

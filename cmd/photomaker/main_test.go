@@ -126,3 +126,19 @@ func TestGeneratePhotoMakerTiny(t *testing.T) {
 	require.Equal(t, 1, code)
 	require.Contains(t, errOut, "bad.jpg")
 }
+
+func TestGenerateTwoPeople(t *testing.T) {
+	out := filepath.Join(t.TempDir(), "two.png")
+	code, _, errOut := runCLI(t, "generate", "--model", golden.Path("tiny-sdxl.safetensors"),
+		"--photomaker", golden.Path("photomaker/photomaker-v1-tiny.safetensors"),
+		"--id", "man="+golden.Path("faces/astronaut_0.png")+","+golden.Path("faces/astronaut_1.png"),
+		"--id", "woman="+golden.Path("faces/lfw_1.png"),
+		"--prompt", "a man img and a woman img at the beach",
+		"--width", "64", "--height", "64", "--steps", "2", "--device", "cpu", "-o", out)
+	require.Equal(t, 0, code, errOut)
+	_, err := os.Stat(out)
+	require.NoError(t, err)
+	code, _, errOut = runCLI(t, "generate", "--model", "m", "--photomaker", "p", "--id", "man", "--prompt", "x")
+	require.Equal(t, 2, code)
+	require.Contains(t, errOut, "NAME=PHOTO")
+}
