@@ -43,7 +43,7 @@ type TextModel struct {
 	Attn nn.AttentionOptions
 
 	prefix string
-	owned  *nn.Weights
+	loaded
 }
 
 // BindText declares a text encoder's weights under prefix (e.g. "te1.") in
@@ -64,26 +64,7 @@ func BindText(w *nn.Weights, set *weights.Set, prefix string, cfg TextConfig) (*
 // LoadText binds the text encoder under prefix, stores its weights on rt's
 // device as policy says (nil: all float32) and returns it ready to run.
 func LoadText(ctx context.Context, rt *nn.Runtime, set *weights.Set, prefix string, cfg TextConfig, policy nn.TypePolicy) (*TextModel, error) {
-	w := nn.NewWeights(len(set.Prefix(normPrefix(prefix)).Names())+16, policy)
-	m, err := BindText(w, set, prefix, cfg)
-	if err == nil {
-		err = w.Upload(ctx, rt.Device, nil)
-	}
-	if err != nil {
-		w.Free()
-		return nil, err
-	}
-	m.owned = w
-	m.Attn = rt.Attn
-	return m, nil
-}
-
-// Close frees the weights LoadText allocated (not those of BindText).
-func (m *TextModel) Close() {
-	if m.owned != nil {
-		m.owned.Free()
-		m.owned = nil
-	}
+	return loadOwned(ctx, rt, set, prefix, policy, func(w *nn.Weights) (*TextModel, error) { return BindText(w, set, prefix, cfg) })
 }
 
 func (m *TextModel) check() error {

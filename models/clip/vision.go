@@ -50,7 +50,7 @@ type VisionModel struct {
 	Attn nn.AttentionOptions
 
 	prefix string
-	owned  *nn.Weights
+	loaded
 }
 
 // BindVision declares the vision tower under prefix (e.g. "pm.", holding
@@ -70,26 +70,7 @@ func BindVision(w *nn.Weights, set *weights.Set, prefix string, cfg VisionConfig
 // LoadVision binds the vision tower under prefix, stores its weights on
 // rt's device as policy says (nil: all float32) and returns it ready to run.
 func LoadVision(ctx context.Context, rt *nn.Runtime, set *weights.Set, prefix string, cfg VisionConfig, policy nn.TypePolicy) (*VisionModel, error) {
-	w := nn.NewWeights(len(set.Prefix(normPrefix(prefix)).Names())+16, policy)
-	m, err := BindVision(w, set, prefix, cfg)
-	if err == nil {
-		err = w.Upload(ctx, rt.Device, nil)
-	}
-	if err != nil {
-		w.Free()
-		return nil, err
-	}
-	m.owned = w
-	m.Attn = rt.Attn
-	return m, nil
-}
-
-// Close frees the weights LoadVision allocated (not those of BindVision).
-func (m *VisionModel) Close() {
-	if m.owned != nil {
-		m.owned.Free()
-		m.owned = nil
-	}
+	return loadOwned(ctx, rt, set, prefix, policy, func(w *nn.Weights) (*VisionModel, error) { return BindVision(w, set, prefix, cfg) })
 }
 
 func (m *VisionModel) check() error {
