@@ -81,3 +81,30 @@ func TestLoadErrors(t *testing.T) {
 	_, err = Load(context.Background(), Config{Model: golden.Path("tiny-sdxl.safetensors"), PhotoMaker: golden.Path("tiny-sdxl.safetensors"), Device: "cpu"})
 	require.ErrorContains(t, err, "not a PhotoMaker adapter")
 }
+
+// Concurrent callers are serialized on one pipeline and get the same images
+// as sequential calls; Close waits for a running generation.
+func TestConcurrentCallers(t *testing.T) {
+	p := loadTiny(t, "")
+	req := Request{Prompt: "a photo of a cat", Width: 64, Height: 64, Steps: 2, Seed: 3, RNG: "torch-cpu"}
+	want, err := p.Generate(context.Background(), req)
+	require.NoError(t, err)
+	errs := make(chan error, 4)
+	imgs := make(chan image.Image, 4)
+	for i := 0; i < 4; i++ {
+		go func() {
+			r, err := p.Generate(context.Background(), req)
+			if err == nil {
+				imgs <- r.Images[0]
+			}
+			errs <- err
+		}()
+	}
+	for i := 0; i < 4; i++ {
+		require.NoError(t, <-errs)
+		require.Equal(t, pixels(want.Images[0]), pixels(<-imgs))
+	}
+	require.NoError(t, p.Close())
+	_, err = p.Generate(context.Background(), req)
+	require.ErrorIs(t, err, ErrClosed)
+}
