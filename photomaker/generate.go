@@ -28,6 +28,9 @@ type Request struct {
 	Seed           int64   // < 0: random; the seed used is returned in Result
 	RNG            string  // "torch-cuda" (default, as the official demos on NVIDIA) or "torch-cpu"
 	N              int     // images
+	// PromptWeighting is WeightingNone (literal text, the default) or
+	// WeightingA1111 for (word:1.2) emphasis in the prompt and negative prompt.
+	PromptWeighting string
 
 	// PhotoMaker only.
 	IDImages      []image.Image // one identity's photos
@@ -119,6 +122,9 @@ func (r *Request) fill() error {
 	case r.StyleStrength < 0 || r.StyleStrength > 100:
 		return fmt.Errorf("%w: style strength is a percentage (0–100), got %g", ErrInvalidRequest, r.StyleStrength)
 	}
+	if r.PromptWeighting != WeightingNone && r.PromptWeighting != WeightingA1111 {
+		return fmt.Errorf("%w: unknown prompt weighting %q (want a1111, or none for literal prompts)", ErrInvalidRequest, r.PromptWeighting)
+	}
 	if r.Seed < 0 {
 		r.Seed = rand.Int64N(1 << 53)
 	}
@@ -198,12 +204,15 @@ func samplerName(name string, karras bool) string {
 // prepare tokenizes and encodes the prompts.
 func (p *Pipeline) prepare(ctx context.Context, req *Request) (*plan, error) {
 	p.progress(req, "encode", 0, 1)
-	neg, err := p.encodeText(ctx, req.NegativePrompt, req.NegativePrompt == "")
+	neg, err := p.encodePrompt(ctx, req, req.NegativePrompt, req.NegativePrompt == "")
 	if err != nil {
 		return nil, err
 	}
 	pl := &plan{negative: neg}
 	if p.id != nil {
+		if req.PromptWeighting != WeightingNone {
+			return nil, fmt.Errorf("%w: prompt weighting is not supported with PhotoMaker yet: use a literal prompt", ErrInvalidRequest)
+		}
 		text, id, err := p.id.conditioning(ctx, p, req)
 		if err != nil {
 			return nil, err
@@ -219,7 +228,7 @@ func (p *Pipeline) prepare(ctx context.Context, req *Request) (*plan, error) {
 		if len(req.IDImages) > 0 || len(req.IDEmbeds) > 0 || len(req.People) > 0 {
 			return nil, fmt.Errorf("%w: ID photos need a PhotoMaker adapter (--photomaker)", ErrInvalidRequest)
 		}
-		pos, err := p.encodeText(ctx, req.Prompt, false)
+		pos, err := p.encodePrompt(ctx, req, req.Prompt, false)
 		if err != nil {
 			return nil, err
 		}
@@ -227,6 +236,15 @@ func (p *Pipeline) prepare(ctx context.Context, req *Request) (*plan, error) {
 	}
 	p.progress(req, "encode", 1, 1)
 	return pl, nil
+}
+
+// encodePrompt encodes a user prompt, literally or with the request's
+// weighting syntax.
+func (p *Pipeline) encodePrompt(ctx context.Context, req *Request, prompt string, zero bool) (conditioning, error) {
+	if req.PromptWeighting == WeightingA1111 && !zero {
+		return p.encodeWeighted(ctx, prompt)
+	}
+	return p.encodeText(ctx, prompt, zero)
 }
 
 // encodeText is SDXL's encode_prompt for one literal prompt.

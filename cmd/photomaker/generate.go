@@ -35,6 +35,7 @@ Every flag also reads PHOTOMAKER_<FLAG> (e.g. PHOTOMAKER_MODEL).`,
 		Flags: []cli.Flag{
 			&cli.StringFlag{Name: "model", Aliases: []string{"m"}, Usage: "SDXL checkpoint: single-file .safetensors/.ckpt, diffusers folder, or .gguf", EnvVars: envs("model"), Required: true},
 			&cli.StringFlag{Name: "prompt", Aliases: []string{"p"}, Usage: "prompt (literal text, as diffusers)", EnvVars: envs("prompt"), Required: true},
+			&cli.StringFlag{Name: "prompt-weighting", Usage: "none (literal text, as diffusers) or a1111 for (word:1.2) emphasis", EnvVars: envs("prompt-weighting")},
 			&cli.StringFlag{Name: "negative-prompt", Usage: "negative prompt (empty: zeros, as diffusers)", EnvVars: envs("negative-prompt")},
 			&cli.IntFlag{Name: "width", Value: 1024, Usage: "width in pixels, a multiple of 8", EnvVars: envs("width")},
 			&cli.IntFlag{Name: "height", Value: 1024, Usage: "height in pixels, a multiple of 8", EnvVars: envs("height")},
@@ -68,8 +69,12 @@ func runGenerate(c *cli.Context) error {
 	req := photomaker.Request{
 		Prompt: c.String("prompt"), NegativePrompt: c.String("negative-prompt"),
 		Width: c.Int("width"), Height: c.Int("height"), Steps: c.Int("steps"), Guidance: c.Float64("guidance"),
-		Sampler: c.String("sampler"), Seed: c.Int64("seed"), RNG: c.String("rng"), N: c.Int("n"),
+		PromptWeighting: strings.TrimPrefix(strings.ToLower(c.String("prompt-weighting")), "none"),
+		Sampler:         c.String("sampler"), Seed: c.Int64("seed"), RNG: c.String("rng"), N: c.Int("n"),
 		TriggerWord: c.String("trigger-word"), StyleStrength: c.Float64("style-strength"), NoMergeCap: c.Bool("no-merge-cap"),
+	}
+	if w := req.PromptWeighting; w != photomaker.WeightingNone && w != photomaker.WeightingA1111 {
+		return usagef("unknown --prompt-weighting %q (want none or a1111)", c.String("prompt-weighting"))
 	}
 	switch strings.ToLower(c.String("scheduler")) {
 	case "", "default":
