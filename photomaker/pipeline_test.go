@@ -3,11 +3,14 @@ package photomaker
 import (
 	"context"
 	"image"
+	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/stretchr/testify/require"
 
 	"github.com/gophotomaker/photomaker/internal/golden"
+	"github.com/gophotomaker/photomaker/weights/safetensors"
 )
 
 func loadTiny(t *testing.T, adapter string) *Pipeline {
@@ -107,4 +110,45 @@ func TestConcurrentCallers(t *testing.T) {
 	require.NoError(t, p.Close())
 	_, err = p.Generate(context.Background(), req)
 	require.ErrorIs(t, err, ErrClosed)
+}
+
+func TestV2NeedsOneEmbeddingPerPhoto(t *testing.T) {
+	p := loadTiny(t, "photomaker/photomaker-v2-tiny.safetensors")
+	photos := []image.Image{image.NewRGBA(image.Rect(0, 0, 32, 32)), image.NewRGBA(image.Rect(0, 0, 32, 32))}
+	base := Request{Prompt: "a photo of a man img", Width: 64, Height: 64, Steps: 1, IDImages: photos}
+	_, err := p.Generate(context.Background(), base)
+	require.ErrorIs(t, err, ErrInvalidRequest)
+	require.ErrorContains(t, err, "face embedding per ID photo")
+	base.IDEmbeds = [][]float32{make([]float32, 512)}
+	_, err = p.Generate(context.Background(), base)
+	require.ErrorContains(t, err, "1 face embeddings for 2 ID photos")
+	base.IDEmbeds = append(base.IDEmbeds, make([]float32, 512))
+	_, err = p.Generate(context.Background(), base)
+	require.NoError(t, err)
+}
+
+// Empty and punctuation-only prompts are valid (diffusers encodes them);
+// a checkpoint without a VAE is refused at load, naming what is missing.
+func TestOddPromptsAndIncompleteCheckpoint(t *testing.T) {
+	p := loadTiny(t, "")
+	for _, prompt := range []string{"", "!!! ,,, ..."} {
+		_, err := p.Generate(context.Background(), Request{Prompt: prompt, Width: 64, Height: 64, Steps: 1})
+		require.NoError(t, err, "%q", prompt)
+	}
+	src, err := safetensors.Open(golden.Path("tiny-sdxl.safetensors"))
+	require.NoError(t, err)
+	defer src.Close()
+	var entries []safetensors.Entry
+	for _, tt := range src.Tensors() {
+		if strings.HasPrefix(tt.Name, "first_stage_model.") {
+			continue
+		}
+		name := tt.Name
+		entries = append(entries, safetensors.Entry{Name: name, DType: tt.DType, Shape: tt.Shape, Data: func() ([]byte, error) { return src.Bytes(name) }})
+	}
+	noVAE := filepath.Join(t.TempDir(), "no-vae.safetensors")
+	require.NoError(t, safetensors.Write(noVAE, entries, nil))
+	_, err = Load(context.Background(), Config{Model: noVAE, Device: "cpu"})
+	require.Error(t, err)
+	require.ErrorContains(t, err, "vae")
 }

@@ -14,7 +14,6 @@ import (
 	"github.com/gophotomaker/photomaker/imageproc"
 	"github.com/gophotomaker/photomaker/internal/pngtext"
 	"github.com/gophotomaker/photomaker/photomaker"
-	"github.com/gophotomaker/photomaker/weights/safetensors"
 )
 
 func init() { register(generateCommand) }
@@ -36,7 +35,7 @@ Every flag also reads PHOTOMAKER_<FLAG> (e.g. PHOTOMAKER_MODEL).`,
 			&cli.StringFlag{Name: "model", Aliases: []string{"m"}, Usage: "SDXL checkpoint: single-file .safetensors/.ckpt, diffusers folder, or .gguf", EnvVars: envs("model"), Required: true},
 			&cli.StringFlag{Name: "prompt", Aliases: []string{"p"}, Usage: "prompt (literal text, as diffusers)", EnvVars: envs("prompt"), Required: true},
 			&cli.StringFlag{Name: "prompt-weighting", Usage: "none (literal text, as diffusers) or a1111 for (word:1.2) emphasis", EnvVars: envs("prompt-weighting")},
-			&cli.StringFlag{Name: "negative-prompt", Usage: "negative prompt (empty: zeros, as diffusers)", EnvVars: envs("negative-prompt")},
+			&cli.StringFlag{Name: "negative-prompt", Usage: "negative prompt (empty: zeros, as diffusers; @demo: the official demo's negative prompt)", EnvVars: envs("negative-prompt")},
 			&cli.IntFlag{Name: "width", Value: 1024, Usage: "width in pixels, a multiple of 8", EnvVars: envs("width")},
 			&cli.IntFlag{Name: "height", Value: 1024, Usage: "height in pixels, a multiple of 8", EnvVars: envs("height")},
 			&cli.IntFlag{Name: "steps", Value: photomaker.DefaultSteps, Usage: "denoising steps", EnvVars: envs("steps")},
@@ -51,7 +50,7 @@ Every flag also reads PHOTOMAKER_<FLAG> (e.g. PHOTOMAKER_MODEL).`,
 			&cli.StringFlag{Name: "photomaker", Usage: "PhotoMaker adapter: official .bin, .safetensors or .gguf (v1/v2 detected from the tensors)", EnvVars: envs("photomaker")},
 			&cli.StringSliceFlag{Name: "id-image", Usage: "ID photo of the person (repeatable)", EnvVars: envs("id-image")},
 			&cli.StringSliceFlag{Name: "id", Usage: "several people: NAME=F1,F2 where NAME is the class word written before the trigger word (\"a man img and a woman img\"); repeat per person", EnvVars: envs("id")},
-			&cli.StringFlag{Name: "id-embeds", Usage: "v2: safetensors with tensor \"id_embeds\" [N,512] (raw ArcFace), one row per ID photo", EnvVars: envs("id-embeds")},
+			&cli.StringFlag{Name: "id-embeds", Usage: "v2: face embeddings, one raw 512-d ArcFace embedding per ID photo: .safetensors with tensor \"id_embeds\" [N,512], or .npy [N,512]", EnvVars: envs("id-embeds")},
 			&cli.Float64Flag{Name: "style-strength", Value: photomaker.DefaultStyleStrength, Usage: "percent of steps that use the text-only prompt before the ID kicks in", EnvVars: envs("style-strength")},
 			&cli.BoolFlag{Name: "no-merge-cap", Usage: "do not cap the text-only steps at 30 (the demo's cap)", EnvVars: envs("no-merge-cap")},
 			&cli.StringFlag{Name: "trigger-word", Value: photomaker.DefaultTrigger, Usage: "the word that marks the class word to personalise", EnvVars: envs("trigger-word")},
@@ -92,6 +91,9 @@ func runGenerate(c *cli.Context) error {
 	if req.Width%8 != 0 || req.Height%8 != 0 || req.Width <= 0 || req.Height <= 0 {
 		return usagef("--width and --height must be positive multiples of 8 (got %d×%d)", req.Width, req.Height)
 	}
+	if req.NegativePrompt == "@demo" {
+		req.NegativePrompt = photomaker.DefaultNegativePrompt
+	}
 	if s := c.String("style"); s != "" {
 		st, err := photomaker.FindStyle(s)
 		if err != nil {
@@ -111,7 +113,7 @@ func runGenerate(c *cli.Context) error {
 		req.IDImages = append(req.IDImages, img)
 	}
 	if path := c.String("id-embeds"); path != "" {
-		emb, err := readIDEmbeds(path)
+		emb, err := photomaker.ReadIDEmbeds(path)
 		if err != nil {
 			return err
 		}
@@ -185,29 +187,6 @@ func runGenerate(c *cli.Context) error {
 		fmt.Fprintf(c.App.Writer, "wrote %s (seed %d)\n", o, res.Seed)
 	}
 	return nil
-}
-
-// readIDEmbeds reads tensor "id_embeds" [N,512] from a safetensors file.
-func readIDEmbeds(path string) ([][]float32, error) {
-	f, err := safetensors.Open(path)
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	info, ok := f.Tensor("id_embeds")
-	if !ok || len(info.Shape) != 2 || info.Shape[0] < 1 {
-		return nil, fmt.Errorf("%s: want a tensor \"id_embeds\" of shape [N,512] (one raw ArcFace embedding per ID photo)", path)
-	}
-	v, err := f.Float32("id_embeds")
-	if err != nil {
-		return nil, err
-	}
-	n, w := int(info.Shape[0]), int(info.Shape[1])
-	out := make([][]float32, n)
-	for i := range out {
-		out[i] = v[i*w : (i+1)*w]
-	}
-	return out, nil
 }
 
 // outputNames gives FILE.png for one image and FILE-1.png, ... for several.
