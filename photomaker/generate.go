@@ -5,8 +5,10 @@ import (
 	"errors"
 	"fmt"
 	"image"
+	"log/slog"
 	"math/rand/v2"
 
+	"github.com/gophotomaker/photomaker/bindings/ggml"
 	"github.com/gophotomaker/photomaker/imageproc"
 	"github.com/gophotomaker/photomaker/models/clip"
 	"github.com/gophotomaker/photomaker/models/unet"
@@ -276,6 +278,25 @@ func (p *Pipeline) progress(req *Request, stage string, done, total int) {
 	}
 }
 
+// decode turns latents (already divided by the scaling factor) into pixels,
+// whole or in tiles as Config.VAETile says.
+func (p *Pipeline) decode(ctx context.Context, latents []float32, lw, lh int) ([]float32, error) {
+	tile := p.cfg.VAETile
+	if tile > 0 && (tile < lw || tile < lh) {
+		return p.vae.DecodeTiled(ctx, p.rt, latents, lw, lh, tile, max(1, tile/4))
+	}
+	pix, err := p.vae.DecodeImage(ctx, p.rt, latents, lw, lh)
+	if err != nil && tile == 0 && errors.Is(err, ggml.ErrOutOfMemory) && (lw > autoTile || lh > autoTile) {
+		slog.Warn("VAE decode did not fit in memory; decoding in tiles", "tile_pixels", autoTile*8, "error", err)
+		return p.vae.DecodeTiled(ctx, p.rt, latents, lw, lh, autoTile, autoTile/4)
+	}
+	return pix, err
+}
+
+// autoTile is the VAE tile size (latent pixels) used when a whole decode
+// runs out of memory.
+const autoTile = 64
+
 // denoiseAndDecode runs the sampler loop for one image and decodes it.
 func (p *Pipeline) denoiseAndDecode(ctx context.Context, req *Request, pl *plan, initial []float32, noise rng.Source) (image.Image, error) {
 	sampler, err := sampling.New(samplerName(req.Sampler, req.Karras), p.sched, req.Steps, noise)
@@ -322,7 +343,7 @@ func (p *Pipeline) denoiseAndDecode(ctx context.Context, req *Request, pl *plan,
 	for j, v := range latents {
 		scaled[j] = v / p.scaling // diffusers divides in float32
 	}
-	pix, err := p.vae.DecodeImage(ctx, p.rt, scaled, lw, lh)
+	pix, err := p.decode(ctx, scaled, lw, lh)
 	if err != nil {
 		return nil, err
 	}

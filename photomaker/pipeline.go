@@ -46,6 +46,10 @@ type Config struct {
 	// "q8_0", "q4_K", ...); empty keeps the checkpoint's own type. Norms,
 	// biases and embeddings always stay f32.
 	WeightType string
+	// VAETile decodes in overlapping tiles of this many latent pixels (8
+	// image pixels each) to bound memory: 0 decodes whole and falls back to
+	// 64-latent tiles when the device runs out of memory; < 0 never tiles.
+	VAETile int
 	// Progress, if set, receives load and generation progress.
 	Progress func(Progress)
 }
@@ -108,6 +112,13 @@ func Load(ctx context.Context, cfg Config) (_ *Pipeline, err error) {
 		if c, err := sampling.ParseConfig(raw); err == nil {
 			p.sched = c
 		}
+	}
+	if p.model.Adapter != nil {
+		// A GGUF from photomaker convert holding SDXL and an adapter (LoRA already merged).
+		if cfg.PhotoMaker != "" {
+			return nil, fmt.Errorf("%s already holds a PhotoMaker adapter (%s): do not pass another", cfg.Model, p.model.Adapter.Kind)
+		}
+		p.adapter, p.model.Adapter = p.model.Adapter, nil
 	}
 	if cfg.PhotoMaker != "" {
 		p.adapter, err = weights.Open(cfg.PhotoMaker)

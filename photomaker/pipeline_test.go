@@ -3,6 +3,7 @@ package photomaker
 import (
 	"context"
 	"image"
+	"math"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -151,4 +152,30 @@ func TestOddPromptsAndIncompleteCheckpoint(t *testing.T) {
 	_, err = Load(context.Background(), Config{Model: noVAE, Device: "cpu"})
 	require.Error(t, err)
 	require.ErrorContains(t, err, "vae")
+}
+
+// Tiled VAE decoding (memory mode) yields an image of the same size that
+// stays close to the whole decode (GroupNorm statistics are per tile, so it
+// cannot be exact on this random model).
+func TestTiledDecode(t *testing.T) {
+	whole := loadTiny(t, "")
+	cfg := Config{Model: golden.Path("tiny-sdxl.safetensors"), Device: "cpu", WeightType: "f32", VAETile: 8}
+	tiled, err := Load(context.Background(), cfg)
+	require.NoError(t, err)
+	defer tiled.Close()
+	req := Request{Prompt: "a cat", Width: 128, Height: 128, Steps: 1, Seed: 5}
+	a, err := whole.Generate(context.Background(), req)
+	require.NoError(t, err)
+	b, err := tiled.Generate(context.Background(), req)
+	require.NoError(t, err)
+	require.Equal(t, a.Images[0].Bounds(), b.Images[0].Bounds())
+	pa, pb := pixels(a.Images[0]), pixels(b.Images[0])
+	var diff float64
+	for i := range pa {
+		diff += math.Abs(float64(pa[i]) - float64(pb[i]))
+	}
+	mean := diff / float64(len(pa))
+	t.Logf("tiled vs whole decode: mean abs difference %.2f levels", mean)
+	require.NotEqual(t, pa, pb, "tiling was used")
+	require.Less(t, mean, 40.0)
 }
