@@ -257,7 +257,7 @@ func (p *Pipeline) encodeText(ctx context.Context, prompt string, zero bool) (co
 }
 
 func (p *Pipeline) encodeIDs(ctx context.Context, ids1, ids2 []int, zero bool) (conditioning, error) {
-	c, err := p.text.Encode(ctx, p.rt, ids1, ids2, zero)
+	c, err := p.text.Encode(ctx, p.encRT, ids1, ids2, zero)
 	if err != nil {
 		return conditioning{}, err
 	}

@@ -92,7 +92,7 @@ func (s *idStage) conditioning(ctx context.Context, p *Pipeline, req *Request) (
 	if err != nil {
 		return text, id, err
 	}
-	fused, err := s.enc.EncodeRows(ctx, p.rt, pixels, embeds, withClass.embeds, ip.FusionRows())
+	fused, err := s.enc.EncodeRows(ctx, p.encRT, pixels, embeds, withClass.embeds, ip.FusionRows())
 	if err != nil {
 		return text, id, err
 	}

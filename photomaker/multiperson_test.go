@@ -51,7 +51,7 @@ func TestMultiPersonConditioning(t *testing.T) {
 	require.NoError(t, err)
 	width := len(plain.embeds) / tokenizer.MaxLen
 	fusedWith := func(img image.Image, rows []int) []float32 {
-		out, err := p.id.enc.EncodeRows(ctx, p.rt, imageproc.CLIPPixels(img), nil, plain.embeds, rows)
+		out, err := p.id.enc.EncodeRows(ctx, p.encRT, imageproc.CLIPPixels(img), nil, plain.embeds, rows)
 		require.NoError(t, err)
 		return out
 	}

@@ -179,3 +179,21 @@ func TestTiledDecode(t *testing.T) {
 	require.NotEqual(t, pa, pb, "tiling was used")
 	require.Less(t, mean, 40.0)
 }
+
+// Low-VRAM mode puts the encoders on a CPU runtime of their own; the
+// result is the same image.
+func TestEncodersOnCPU(t *testing.T) {
+	a := loadTiny(t, "photomaker/photomaker-v1-tiny.safetensors")
+	b, err := Load(context.Background(), Config{Model: golden.Path("tiny-sdxl.safetensors"),
+		PhotoMaker: golden.Path("photomaker/photomaker-v1-tiny.safetensors"), Device: "cpu", WeightType: "f32", EncodersOnCPU: true})
+	require.NoError(t, err)
+	defer b.Close()
+	require.NotSame(t, b.rt, b.encRT)
+	req := Request{Prompt: "a photo of a man img", Width: 64, Height: 64, Steps: 2, Seed: 9,
+		IDImages: []image.Image{face(t, "astronaut_0.png")}}
+	ra, err := a.Generate(context.Background(), req)
+	require.NoError(t, err)
+	rb, err := b.Generate(context.Background(), req)
+	require.NoError(t, err)
+	require.Equal(t, pixels(ra.Images[0]), pixels(rb.Images[0]))
+}
