@@ -279,6 +279,10 @@ func (b *Backend) Alloc(ctx *Context) (*Buffer, error) {
 		return nil, fmt.Errorf("%w on %s: the weights need %s but only %s of %s is free; try quantized weights (--type q8_0 or q4_K), a smaller model, or --device cpu",
 			ErrOutOfMemory, b.Dev.Name, HumanBytes(need), HumanBytes(int64(free)), HumanBytes(int64(total)))
 	}
+	if avail, ok := availableHostMemory(); b.Dev.Type == DeviceCPU && ok && uint64(need) > avail {
+		return nil, fmt.Errorf("%w: the weights need %s of RAM but only %s is available; try quantized weights (--type q8_0 or q4_K) or close other programs",
+			ErrOutOfMemory, HumanBytes(need), HumanBytes(int64(avail)))
+	}
 	p := C.ggml_backend_alloc_ctx_tensors_from_buft(ctx.p, C.ggml_backend_dev_buffer_type(b.Dev.p))
 	if p == nil {
 		return nil, fmt.Errorf("%w on %s: could not allocate %s for weights; try quantized weights or --device cpu", ErrOutOfMemory, b.Dev.Name, HumanBytes(need))
@@ -315,4 +319,22 @@ func HumanBytes(n int64) string {
 		exp++
 	}
 	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
+}
+
+// availableHostMemory reads MemAvailable from /proc/meminfo (Linux); ok is
+// false where that is not available.
+func availableHostMemory() (uint64, bool) {
+	b, err := os.ReadFile("/proc/meminfo")
+	if err != nil {
+		return 0, false
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if rest, found := strings.CutPrefix(line, "MemAvailable:"); found {
+			var kb uint64
+			if _, err := fmt.Sscan(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(rest), "kB")), &kb); err == nil {
+				return kb * 1024, true
+			}
+		}
+	}
+	return 0, false
 }

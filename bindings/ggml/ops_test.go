@@ -220,3 +220,18 @@ func f64(v []float32) []float64 {
 	}
 	return out
 }
+
+func TestAllocRefusesMoreThanRAM(t *testing.T) {
+	avail, ok := availableHostMemory()
+	if !ok {
+		t.Skip("no /proc/meminfo")
+	}
+	ctx := NewContext(2, 0)
+	defer ctx.Free()
+	// Declared only: a tensor larger than the available RAM is refused
+	// before anything is allocated.
+	ctx.NewTensor(TypeF32, int64(avail/4/1024)*2+1024, 1024) // twice what is free
+	_, err := cpuBackend(t).Alloc(ctx)
+	require.ErrorIs(t, err, ErrOutOfMemory)
+	require.ErrorContains(t, err, "quantized weights")
+}
