@@ -8,11 +8,11 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"github.com/gophotomaker/photomaker/internal/atomicfile"
 	"hash/crc32"
 	"image"
 	"image/png"
 	"os"
-	"path/filepath"
 	"strings"
 )
 
@@ -116,22 +116,5 @@ func WriteFile(path string, data []byte, overwrite bool) error {
 			return fmt.Errorf("%s already exists (use --force to overwrite)", path)
 		}
 	}
-	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp*")
-	if err != nil {
-		return err
-	}
-	if _, err := tmp.Write(data); err != nil {
-		tmp.Close()
-		os.Remove(tmp.Name())
-		return err
-	}
-	if err := tmp.Close(); err != nil {
-		os.Remove(tmp.Name())
-		return err
-	}
-	if err := os.Chmod(tmp.Name(), 0o644); err != nil {
-		os.Remove(tmp.Name())
-		return err
-	}
-	return os.Rename(tmp.Name(), path)
+	return atomicfile.WriteFile(path, data)
 }

@@ -5,9 +5,8 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"github.com/gophotomaker/photomaker/internal/atomicfile"
 	"math"
-	"os"
-	"path/filepath"
 )
 
 // Writer writes a GGUF file in one pass: declare metadata and tensors, then
@@ -16,7 +15,7 @@ import (
 // succeeds.
 type Writer struct {
 	path      string
-	tmp       *os.File
+	tmp       *atomicfile.File
 	w         *bufio.Writer
 	keys      []string
 	meta      map[string]any
@@ -31,7 +30,7 @@ type Writer struct {
 // Create starts a GGUF file at path, writing through a temporary file in
 // the same folder.
 func Create(path string) (*Writer, error) {
-	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp*")
+	tmp, err := atomicfile.Create(path)
 	if err != nil {
 		return nil, err
 	}
@@ -335,19 +334,13 @@ func (w *Writer) Close() error {
 			w.fail(err)
 		}
 	}
-	if err := w.tmp.Close(); err != nil {
-		w.fail(err)
-	}
-	name := w.tmp.Name()
+	tmp := w.tmp
 	w.tmp = nil
-	if w.err == nil {
-		w.fail(os.Rename(name, w.path))
-	}
 	if w.err != nil {
-		os.Remove(name)
+		tmp.Abort()
 		return w.err
 	}
-	return nil
+	return w.fail(tmp.Commit())
 }
 
 // Abort discards the file.
@@ -355,9 +348,8 @@ func (w *Writer) Abort() error {
 	if w.tmp == nil {
 		return nil
 	}
-	name := w.tmp.Name()
-	w.tmp.Close()
+	w.tmp.Abort()
 	w.tmp = nil
 	w.fail(errors.New("gguf: writer aborted"))
-	return os.Remove(name)
+	return nil
 }

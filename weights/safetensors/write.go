@@ -5,8 +5,7 @@ import (
 	"encoding/binary"
 	"encoding/json"
 	"fmt"
-	"os"
-	"path/filepath"
+	"github.com/gophotomaker/photomaker/internal/atomicfile"
 )
 
 // Entry is one tensor to write. Data is called once, in order, to produce the
@@ -46,16 +45,11 @@ func Write(path string, entries []Entry, metadata map[string]string) (err error)
 	for len(hdr)%8 != 0 { // keep the data section 8-byte aligned
 		hdr = append(hdr, ' ')
 	}
-	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp*")
+	tmp, err := atomicfile.Create(path)
 	if err != nil {
 		return err
 	}
-	defer func() {
-		if err != nil {
-			tmp.Close()
-			os.Remove(tmp.Name())
-		}
-	}()
+	defer tmp.Abort() // no-op once committed
 	w := bufio.NewWriterSize(tmp, 1<<20)
 	var lenBuf [8]byte
 	binary.LittleEndian.PutUint64(lenBuf[:], uint64(len(hdr)))
@@ -80,10 +74,7 @@ func Write(path string, entries []Entry, metadata map[string]string) (err error)
 	if err := w.Flush(); err != nil {
 		return err
 	}
-	if err := tmp.Close(); err != nil {
-		return err
-	}
-	return os.Rename(tmp.Name(), path)
+	return tmp.Commit()
 }
 
 func nonNil(s []int64) []int64 {
