@@ -4,8 +4,8 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"github.com/gophotomaker/photomaker/internal/pyjson"
 	"os"
-	"regexp"
 )
 
 // Config is the subset of a diffusers scheduler_config.json that the
@@ -48,15 +48,11 @@ func DefaultConfig() Config {
 	}
 }
 
-// Python's json writes non-finite floats as bare words that encoding/json
-// rejects (diffusers configs carry e.g. "lambda_min_clipped": -Infinity).
-var nonFinite = regexp.MustCompile(`(:\s*)-?(Infinity|NaN)\b`)
-
 // ParseConfig reads a diffusers scheduler_config.json (any scheduler class);
 // fields it does not mention keep DefaultConfig's values.
 func ParseConfig(data []byte) (Config, error) {
 	cfg := DefaultConfig()
-	data = nonFinite.ReplaceAll(data, []byte("${1}null"))
+	data = pyjson.Sanitize(data) // e.g. "lambda_min_clipped": -Infinity
 	dec := json.NewDecoder(bytes.NewReader(data))
 	if err := dec.Decode(&cfg); err != nil {
 		return Config{}, fmt.Errorf("sampling: scheduler config: %w", err)

@@ -2,6 +2,7 @@ package sampling
 
 import (
 	"encoding/json"
+	"github.com/gophotomaker/photomaker/internal/pyjson"
 	"math"
 	"os"
 	"strings"
@@ -29,7 +30,7 @@ func schedulerCases(t *testing.T) []schedCase {
 	if err != nil {
 		t.Fatal(err)
 	}
-	b = nonFinite.ReplaceAll(b, []byte("${1}null"))
+	b = pyjson.Sanitize(b)
 	var m struct {
 		Cases []json.RawMessage `json:"cases"`
 	}

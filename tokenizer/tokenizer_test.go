@@ -2,6 +2,7 @@ package tokenizer
 
 import (
 	"encoding/json"
+	"github.com/gophotomaker/photomaker/internal/pyjson"
 	"os"
 	"slices"
 	"strings"
@@ -195,7 +196,7 @@ func rawCase(t *testing.T, name string) map[string]json.RawMessage {
 	var m struct {
 		Cases []map[string]json.RawMessage `json:"cases"`
 	}
-	if err := json.Unmarshal(pythonJSONToJSON(b), &m); err != nil {
+	if err := json.Unmarshal(pyjson.Sanitize(b), &m); err != nil {
 		t.Fatal(err)
 	}
 	for _, c := range m.Cases {
@@ -222,43 +223,6 @@ func findCase(t *testing.T, name string) golden.Case {
 		t.Fatal(err)
 	}
 	return c
-}
-
-// pythonJSONToJSON replaces the bare NaN, Infinity and -Infinity that
-// Python's json writes (outside strings) by null.
-func pythonJSONToJSON(b []byte) []byte {
-	out := make([]byte, 0, len(b))
-	inStr := false
-	for i := 0; i < len(b); i++ {
-		c := b[i]
-		if inStr {
-			out = append(out, c)
-			if c == '\\' && i+1 < len(b) {
-				i++
-				out = append(out, b[i])
-			} else if c == '"' {
-				inStr = false
-			}
-			continue
-		}
-		replaced := false
-		for _, w := range []string{"-Infinity", "Infinity", "NaN"} {
-			if strings.HasPrefix(string(b[i:min(len(b), i+len(w))]), w) {
-				out = append(out, "null"...)
-				i += len(w) - 1
-				replaced = true
-				break
-			}
-		}
-		if replaced {
-			continue
-		}
-		if c == '"' {
-			inStr = true
-		}
-		out = append(out, c)
-	}
-	return out
 }
 
 // TestGoldenPhotoMakerIDs rebuilds the clean ids that PhotoMaker v1 feeds to

@@ -3,6 +3,7 @@ package weights
 import (
 	"encoding/json"
 	"fmt"
+	"github.com/gophotomaker/photomaker/internal/pyjson"
 	"os"
 	"path/filepath"
 	"sort"
@@ -48,6 +49,7 @@ func readConfigs(dir string) (map[string]json.RawMessage, error) {
 		if err != nil {
 			return nil, err
 		}
+		b = pyjson.Sanitize(b) // diffusers writes -Infinity in scheduler configs
 		if !json.Valid(b) {
 			return nil, fmt.Errorf("%s: not valid JSON", filepath.Join(dir, rel))
 		}
@@ -131,6 +133,9 @@ func componentFiles(dir string) ([]string, error) {
 		seen := map[string]bool{}
 		var files []string
 		for _, f := range idx.WeightMap {
+			if !filepath.IsLocal(f) {
+				return nil, fmt.Errorf("%s: shard %q is outside the component folder", p, f)
+			}
 			if !seen[f] {
 				seen[f] = true
 				files = append(files, filepath.Join(dir, f))

@@ -8,12 +8,12 @@ import (
 	"math"
 	"os"
 	"path/filepath"
-	"regexp"
 	"runtime"
 	"strings"
 	"sync"
 	"testing"
 
+	"github.com/gophotomaker/photomaker/internal/pyjson"
 	"github.com/gophotomaker/photomaker/weights/safetensors"
 )
 
@@ -126,8 +126,6 @@ type Manifest struct {
 	Cases []Case                     `json:"cases"`
 }
 
-var pyNonFinite = regexp.MustCompile(`-?\bInfinity\b|\bNaN\b`)
-
 var manifest = sync.OnceValues(func() (*Manifest, error) {
 	b, err := os.ReadFile(Path("golden/cases.json"))
 	if err != nil {
@@ -135,7 +133,7 @@ var manifest = sync.OnceValues(func() (*Manifest, error) {
 	}
 	// Python's json writes bare Infinity/NaN (e.g. lambda_min_clipped),
 	// which encoding/json rejects; they only occur in config values.
-	b = pyNonFinite.ReplaceAll(b, []byte("null"))
+	b = pyjson.Sanitize(b)
 	var m Manifest
 	return &m, json.Unmarshal(b, &m)
 })

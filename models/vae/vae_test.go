@@ -2,11 +2,9 @@ package vae
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"math"
 	"math/rand/v2"
-	"os"
 	"regexp"
 	"testing"
 
@@ -40,29 +38,10 @@ func loadTiny(t *testing.T, rt *nn.Runtime, policy nn.TypePolicy) *VAE {
 	return v
 }
 
-// findCase is golden.FindCase on a reading of cases.json that tolerates the
-// bare -Infinity of the scheduler configs (encoding/json rejects it, so
-// golden.FindCase fails on this kit).
-func findCase(t *testing.T, name string) golden.Case {
-	t.Helper()
-	b, err := os.ReadFile(golden.Path("golden/cases.json"))
-	require.NoError(t, err)
-	b = regexp.MustCompile(`-?\bInfinity\b|\bNaN\b`).ReplaceAll(b, []byte("null"))
-	var m struct{ Cases []golden.Case }
-	require.NoError(t, json.Unmarshal(b, &m))
-	for _, c := range m.Cases {
-		if c.Name == name {
-			return c
-		}
-	}
-	t.Fatalf("no golden case %q", name)
-	return golden.Case{}
-}
-
 // goldenLatents returns the vae.decode case's latents divided by the
 // scaling factor, as the reference call does.
 func goldenLatents(t *testing.T) (lat []float32, want golden.Tensor) {
-	cs := findCase(t, "vae.decode")
+	cs := golden.FindCase(t, "vae.decode")
 	in := golden.Ref(t, golden.String(t, cs.Inputs["latents"]))
 	require.Equal(t, []int64{1, 4, 16, 16}, in.Shape)
 	lat = make([]float32, len(in.Data))
@@ -111,7 +90,7 @@ func TestDecodeGolden(t *testing.T) {
 func TestEncodeGolden(t *testing.T) {
 	rt := newRuntime(t)
 	v := loadTiny(t, rt, nil)
-	cs := findCase(t, "vae.encode")
+	cs := golden.FindCase(t, "vae.encode")
 	img := golden.Ref(t, golden.String(t, cs.Inputs["image"]))
 	require.Equal(t, []int64{1, 3, 128, 128}, img.Shape)
 	ref := func(k string) []float32 { return golden.Ref(t, golden.String(t, cs.Outputs[k])).Data }
