@@ -70,6 +70,8 @@ const (
 	DefaultRNG           = "torch-cuda"
 	DefaultSampler       = "euler"
 	mergeStepCap         = 30
+	// MaxImages bounds Request.N: more is a script's job, one call each.
+	MaxImages = 100
 )
 
 // Result is the generated images and the parameters actually used.
@@ -117,8 +119,8 @@ func (r *Request) fill() error {
 		return fmt.Errorf("%w: size %d×%d is larger than 8192 pixels on a side", ErrInvalidRequest, r.Width, r.Height)
 	case r.Steps < 0:
 		return fmt.Errorf("%w: steps must be at least 1, got %d", ErrInvalidRequest, r.Steps)
-	case r.N < 1:
-		return fmt.Errorf("%w: the number of images must be at least 1, got %d", ErrInvalidRequest, r.N)
+	case r.N < 1 || r.N > MaxImages:
+		return fmt.Errorf("%w: the number of images must be 1 to %d, got %d", ErrInvalidRequest, MaxImages, r.N)
 	case r.Guidance < 0:
 		return fmt.Errorf("%w: guidance must not be negative, got %g", ErrInvalidRequest, r.Guidance)
 	case r.StyleStrength < 0 || r.StyleStrength > 100:

@@ -94,8 +94,12 @@ func TokenizeIDPrompt(tok1, tok2 *tokenizer.Tokenizer, prompt string, v Version,
 		if strings.ContainsFunc(p.Trigger, unicode.IsSpace) {
 			return nil, fmt.Errorf("%w: trigger word %q must be one word without spaces", ErrIDPrompt, p.Trigger)
 		}
-		if p.Images < 1 {
-			return nil, fmt.Errorf("%w: identity %q has %d photos, want at least 1", ErrIDPrompt, p.Trigger, p.Images)
+		if p.Images < 1 || p.Images > tokenizer.MaxLen {
+			return nil, fmt.Errorf("%w: identity %q has %d photos, want at least 1 (and at most %d)", ErrIDPrompt, p.Trigger, p.Images, tokenizer.MaxLen)
+		}
+		switch p.Trigger {
+		case "!", "<|startoftext|>", "<|endoftext|>": // already special tokens (tokenizer 2 pads with "!")
+			return nil, fmt.Errorf("%w: %q cannot be a trigger word: the tokenizers already use it; pick a word such as img", ErrIDPrompt, p.Trigger)
 		}
 		for _, q := range people[:i] {
 			if q.Trigger == p.Trigger {
