@@ -16,7 +16,7 @@ const (
 	SDXLDiffusers       // diffusers folder
 	PhotoMakerV1        // PhotoMaker v1 adapter (id_encoder + lora_weights)
 	PhotoMakerV2        // PhotoMaker v2 adapter (adds qformer_perceiver)
-	GGUF                // GGUF file written by this project
+	GGUF                // SDXL checkpoint in a GGUF file written by photomaker convert (Model.Adapter holds an embedded PhotoMaker adapter)
 )
 
 func (k Kind) String() string {
@@ -30,7 +30,7 @@ func (k Kind) String() string {
 	case PhotoMakerV2:
 		return "PhotoMaker v2 adapter"
 	case GGUF:
-		return "GGUF"
+		return "SDXL GGUF"
 	}
 	return "unknown"
 }

@@ -26,13 +26,21 @@ type Model struct {
 	Configs map[string]json.RawMessage
 	// Warnings lists tensors that were not understood and were skipped.
 	Warnings []string
+	// Adapter is the PhotoMaker adapter stored in the same file as the SDXL
+	// model (a GGUF written by photomaker convert), or nil. Its Tensors are
+	// the pm.* tensors, which Tensors holds too; its LoRA is nil when the
+	// LoRA was merged into the UNet at conversion.
+	Adapter *Model
 }
 
 // Close closes every file behind the model.
 func (m *Model) Close() error {
 	var err error
+	if m.Adapter != nil && m.Adapter != m {
+		err = m.Adapter.Close()
+	}
 	if m.Tensors != nil {
-		err = m.Tensors.Close()
+		err = errors.Join(err, m.Tensors.Close())
 	}
 	if m.LoRA != nil {
 		if e := m.LoRA.Close(); err == nil {
@@ -83,11 +91,6 @@ func Open(path string) (*Model, error) {
 		return nil, err
 	}
 	return m, nil
-}
-
-// openGGUF is where GGUF checkpoints written by this project will be opened.
-func openGGUF(path string) (*Model, error) {
-	return nil, fmt.Errorf("%s: GGUF model files are not supported yet", path)
 }
 
 func openFile(path string, f tensorFile) (*Model, error) {
@@ -201,15 +204,23 @@ func buildAdapter(path string, kind Kind, f tensorFile, list []rawTensor, wrap s
 		}
 	}
 	m.Warnings = summarize("tensors outside id_encoder/lora_weights skipped", skipped)
-	for _, n := range []string{"pm.vision_model.embeddings.patch_embedding.weight", "pm.visual_projection.weight", "pm.visual_projection_2.weight", "pm.fuse_module.mlp1.fc1.weight"} {
-		if _, ok := set.Get(n); !ok {
-			return nil, fmt.Errorf("%s: incomplete PhotoMaker adapter: missing %s", path, strings.Replace(n, "pm.", "id_encoder.", 1))
-		}
+	if err := checkAdapter(path, set); err != nil {
+		return nil, err
 	}
 	if lora.Len() == 0 {
 		m.Warnings = append(m.Warnings, "adapter has no lora_weights")
 	}
 	return m, nil
+}
+
+// checkAdapter checks that set holds a PhotoMaker ID encoder (pm.*).
+func checkAdapter(path string, set *Set) error {
+	for _, n := range []string{"pm.vision_model.embeddings.patch_embedding.weight", "pm.visual_projection.weight", "pm.visual_projection_2.weight", "pm.fuse_module.mlp1.fc1.weight"} {
+		if _, ok := set.Get(n); !ok {
+			return fmt.Errorf("%s: incomplete PhotoMaker adapter: missing %s", path, strings.Replace(n, "pm.", "id_encoder.", 1))
+		}
+	}
+	return nil
 }
 
 // OpenLoRA opens a LoRA file (kohya, diffusers/PEFT, or a PhotoMaker

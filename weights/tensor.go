@@ -62,7 +62,7 @@ func (t *Tensor) Bytes() ([]byte, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%s: tensor %s: %w", t.File, t.Name, err)
 	}
-	if want := t.Elements() * int64(t.DType.Size()); int64(len(b)) != want {
+	if want := t.NBytes(); int64(len(b)) != want {
 		return nil, fmt.Errorf("%s: tensor %s: got %d bytes, shape %v of %s needs %d", t.File, t.Name, len(b), t.Shape, t.DType, want)
 	}
 	return b, nil
@@ -81,7 +81,44 @@ func (t *Tensor) Float32() ([]float32, error) {
 	if err != nil {
 		return nil, err
 	}
+	if q, ok := quantType(t.DType); ok {
+		v, err := dequantize(q, b, t.Elements())
+		if err != nil {
+			return nil, fmt.Errorf("%s: tensor %s: %w", t.File, t.Name, err)
+		}
+		return v, nil
+	}
 	return safetensors.DecodeFloat32(t.DType, b)
+}
+
+// NBytes returns the size of the tensor's raw data in its DType, including
+// ggml's block-quantized types (whole blocks per row), or -1 when the DType
+// is unknown or the rows are not whole blocks.
+func (t *Tensor) NBytes() int64 {
+	if sz := t.DType.Size(); sz > 0 {
+		return t.Elements() * int64(sz)
+	}
+	q, ok := quantType(t.DType)
+	if !ok {
+		return -1
+	}
+	ne0 := int64(1)
+	if len(t.Shape) > 0 {
+		ne0 = t.Shape[len(t.Shape)-1]
+	}
+	row := q.RowBytes(ne0)
+	if row < 0 || ne0 == 0 {
+		return max(row, 0)
+	}
+	return row * (t.Elements() / ne0)
+}
+
+// Quantized reports whether the tensor holds ggml quantization blocks (a
+// DType such as "Q4_K", from a GGUF file). Bytes then returns the raw blocks
+// and Float32 decodes them.
+func (t *Tensor) Quantized() bool {
+	_, ok := quantType(t.DType)
+	return ok
 }
 
 // NewTensor makes a tensor whose bytes come from load. It is meant for

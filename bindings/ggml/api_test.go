@@ -1,6 +1,8 @@
 package ggml
 
 import (
+	"math"
+	"math/rand"
 	"testing"
 
 	"github.com/stretchr/testify/require"
@@ -58,4 +60,46 @@ func testTypeEnum(t *testing.T) {
 func TestDeclarations(t *testing.T) {
 	t.Run("header layout", testHeaderLayout)
 	t.Run("type enum", testTypeEnum)
+	t.Run("type traits", testTypeTraits)
+}
+
+// struct ggml_type_traits in ggml_api.h: its fields agree with the library's
+// accessors, and to_float decodes what ggml_quantize_chunk encodes.
+func testTypeTraits(t *testing.T) {
+	for _, typ := range AllTypes {
+		name, block, size, quantized, ok := traitsInfo(typ)
+		require.True(t, ok, typ.String())
+		require.Equal(t, typ.String(), name)
+		require.Equal(t, typ.BlockSize(), block, typ.String())
+		require.Equal(t, typ.BlockBytes(), size, typ.String())
+		require.Equal(t, typ.Quantized(), quantized, typ.String())
+	}
+	rng := rand.New(rand.NewSource(1))
+	const rows, n = 3, 512
+	src := make([]float32, rows*n)
+	for i := range src {
+		src[i] = float32(rng.NormFloat64())
+	}
+	// Worst relative RMS error per type (ggml's own quantizers on Gaussian data).
+	for typ, tol := range map[Type]float64{TypeF16: 1e-3, TypeBF16: 5e-3, TypeQ8_0: 0.01, TypeQ6_K: 0.02, TypeQ5_0: 0.05,
+		TypeQ5_1: 0.05, TypeQ5_K: 0.05, TypeQ4_0: 0.1, TypeQ4_1: 0.1, TypeQ4_K: 0.1, TypeQ3_K: 0.2, TypeQ2_K: 0.4} {
+		q, err := Quantize(typ, src, n)
+		require.NoError(t, err, typ.String())
+		got, err := Dequantize(typ, q, int64(len(src)))
+		require.NoError(t, err, typ.String())
+		var se, ss float64
+		for i := range src {
+			d := float64(got[i] - src[i])
+			se += d * d
+			ss += float64(src[i]) * float64(src[i])
+		}
+		require.Less(t, math.Sqrt(se/ss), tol, typ.String())
+	}
+	_, err := Dequantize(TypeQ4_K, make([]byte, 10), 256)
+	require.Error(t, err)
+	_, err = Dequantize(TypeQ4_K, nil, 100)
+	require.Error(t, err)
+	f32, err := Dequantize(TypeF32, F32Bytes(src), int64(len(src)))
+	require.NoError(t, err)
+	require.Equal(t, src, f32)
 }

@@ -135,6 +135,21 @@ void ggml_build_forward_expand(struct ggml_cgraph * g, struct ggml_tensor * t);
 int ggml_graph_n_nodes(struct ggml_cgraph * g);
 struct ggml_tensor * ggml_graph_node(struct ggml_cgraph * g, int i);
 bool ggml_quantize_requires_imatrix(enum ggml_type type);
+typedef void (*ggml_to_float_t)(const void * x, float * y, int64_t k);
+typedef void (*ggml_from_float_t)(const float * x, void * y, int64_t k);
+// Field order and sizes must match ggml.h (api_test.go checks the fields
+// against ggml_type_name/ggml_blck_size/ggml_type_size and to_float
+// against a round trip).
+struct ggml_type_traits {
+	const char * type_name;
+	int64_t blck_size;
+	int64_t blck_size_interleave;
+	size_t type_size;
+	bool is_quantized;
+	ggml_to_float_t to_float;
+	ggml_from_float_t from_float_ref;
+};
+const struct ggml_type_traits * ggml_get_type_traits(enum ggml_type type);
 size_t ggml_quantize_chunk(enum ggml_type type, const float * src, void * dst, int64_t start, int64_t nrows, int64_t n_per_row, const float * imatrix);
 
 // ops

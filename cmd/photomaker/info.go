@@ -50,7 +50,7 @@ func infoCommand() *cli.Command {
 			add := func(set *weights.Set) {
 				for _, n := range set.Names() {
 					t, _ := set.Get(n)
-					b := t.Elements() * int64(max(1, t.DType.Size()))
+					b := max(t.NBytes(), 0) // quantized GGUF tensors count their blocks
 					ts = append(ts, tensor{n, string(t.DType), t.Shape, b})
 					comp, _, _ := strings.Cut(n, ".")
 					byComponent[comp] += b
@@ -62,20 +62,24 @@ func infoCommand() *cli.Command {
 			if m.LoRA != nil {
 				for _, n := range m.LoRA.Names() {
 					t, _ := m.LoRA.Get(n)
-					b := t.Elements() * int64(max(1, t.DType.Size()))
+					b := max(t.NBytes(), 0) // quantized GGUF tensors count their blocks
 					byComponent["lora"] += b
 					counts["lora"]++
 					total += b
 					ts = append(ts, tensor{"lora." + n, string(t.DType), t.Shape, b})
 				}
 			}
+			kind := m.Kind.String()
+			if m.Adapter != nil {
+				kind += " + " + m.Adapter.Kind.String() + " (LoRA merged)"
+			}
 			if c.Bool("json") {
 				return json.NewEncoder(c.App.Writer).Encode(map[string]any{
-					"path": m.Path, "kind": m.Kind.String(), "bytes": total, "tensors": ts, "warnings": m.Warnings,
+					"path": m.Path, "kind": kind, "bytes": total, "tensors": ts, "warnings": m.Warnings,
 				})
 			}
 			w := c.App.Writer
-			fmt.Fprintf(w, "%s: %s, %d tensors, %s\n", m.Path, m.Kind, len(ts), ggml.HumanBytes(total))
+			fmt.Fprintf(w, "%s: %s, %d tensors, %s\n", m.Path, kind, len(ts), ggml.HumanBytes(total))
 			comps := make([]string, 0, len(counts))
 			for k := range counts {
 				comps = append(comps, k)

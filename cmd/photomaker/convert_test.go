@@ -1,0 +1,98 @@
+package main
+
+import (
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/gophotomaker/photomaker/internal/golden"
+)
+
+func TestConvert(t *testing.T) {
+	dir := t.TempDir()
+	out := filepath.Join(dir, "tiny-q4_K.gguf")
+	sdxl, v1 := golden.Path("tiny-sdxl.safetensors"), golden.Path("photomaker/photomaker-v1-tiny.safetensors")
+	code, stdout, errOut := runCLI(t, "quantize", sdxl, "--photomaker", v1, "--type", "q4_K",
+		"--rules", `^pm\.=f16`, "-o", out)
+	require.Equal(t, 0, code, errOut)
+	require.Contains(t, stdout, "sdxl + photomaker-v1")
+	require.Contains(t, stdout, "q4_K")
+	require.Contains(t, errOut, "convert [")
+
+	// info names what it is and lists GGUF types.
+	code, stdout, errOut = runCLI(t, "info", "--json", "--tensors", out)
+	require.Equal(t, 0, code, errOut)
+	var doc struct {
+		Kind    string
+		Bytes   int64
+		Tensors []struct {
+			Name, Type string
+			Bytes      int64
+		}
+	}
+	require.NoError(t, json.Unmarshal([]byte(stdout), &doc))
+	require.Equal(t, "SDXL GGUF + PhotoMaker v1 adapter (LoRA merged)", doc.Kind)
+	types := map[string]string{}
+	var sum int64
+	for _, tt := range doc.Tensors {
+		types[tt.Name] = tt.Type
+		sum += tt.Bytes
+	}
+	require.Equal(t, "F16", types["pm.visual_projection.weight"])
+	require.Equal(t, "F32", types["unet.conv_in.bias"])
+	require.Equal(t, "Q4_0", types["unet.mid_block.attentions.0.proj_in.weight"]) // 128-wide rows fall back
+	st, err := os.Stat(out)
+	require.NoError(t, err)
+	require.InDelta(t, st.Size(), sum, float64(st.Size())/10, "sizes of quantized tensors count their blocks")
+
+	// Never overwrite without --force; PHOTOMAKER_<FLAG> works.
+	code, _, errOut = runCLI(t, "convert", sdxl, "--type", "f16", "-o", out)
+	require.Equal(t, 1, code)
+	require.Contains(t, errOut, "--force")
+	t.Setenv("PHOTOMAKER_TYPE", "q8_0")
+	code, stdout, errOut = runCLI(t, "convert", v1, "-o", out, "--force", "--json")
+	require.Equal(t, 0, code, errOut)
+	var rep struct {
+		Kinds  []string
+		ByType map[string]struct{ Tensors int }
+	}
+	require.NoError(t, json.Unmarshal([]byte(stdout), &rep))
+	require.Equal(t, []string{"photomaker-v1"}, rep.Kinds)
+	require.Positive(t, rep.ByType["q8_0"].Tensors)
+	require.NotContains(t, errOut, "convert [")
+}
+
+func TestConvertErrors(t *testing.T) {
+	dir := t.TempDir()
+	out := filepath.Join(dir, "out.gguf")
+	sdxl := golden.Path("tiny-sdxl.safetensors")
+	garbage := filepath.Join(dir, "garbage.safetensors")
+	require.NoError(t, os.WriteFile(garbage, []byte("garbage, not a model"), 0o644))
+	for _, tc := range []struct {
+		args []string
+		code int
+		msg  string
+	}{
+		{[]string{"convert", sdxl, "-o", out}, 2, "type"},
+		{[]string{"convert", sdxl, "--type", "f16"}, 2, "output"},
+		{[]string{"convert", "--type", "f16", "-o", out}, 2, "one SRC"},
+		{[]string{"convert", sdxl, sdxl, "--type", "f16", "-o", out}, 2, "one SRC"},
+		{[]string{"convert", sdxl, "--type", "q7_X", "-o", out}, 2, "unknown type"},
+		{[]string{"convert", sdxl, "--type", "f16", "--rules", "unet(=f16", "-o", out}, 2, "rules"},
+		{[]string{"convert", sdxl, "--type", "f16", "--lora-scale", "-1", "-o", out}, 2, "lora-scale"},
+		{[]string{"convert", garbage, "--type", "f16", "-o", out}, 1, "unrecognised file format"},
+		{[]string{"convert", sdxl, "--photomaker", garbage, "--type", "f16", "-o", out}, 1, "garbage.safetensors"},
+	} {
+		code, _, errOut := runCLI(t, tc.args...)
+		require.Equal(t, tc.code, code, "%v: %s", tc.args, errOut)
+		require.Contains(t, errOut, tc.msg, tc.args)
+		_, err := os.Stat(out)
+		require.True(t, os.IsNotExist(err), "%v left an output file", tc.args)
+	}
+	ents, err := os.ReadDir(dir)
+	require.NoError(t, err)
+	require.Len(t, ents, 1, "only the garbage input remains")
+}
