@@ -38,7 +38,9 @@ bench:
 # Fuzz every parser in turn; longer runs by hand: make fuzz FUZZTIME=1h
 FUZZTIME ?= 1m
 FUZZ_TARGETS := FuzzHeader:./weights/safetensors FuzzPickle:./weights/torch FuzzGGUF:./weights/gguf \
-	FuzzDecode:./imageproc FuzzEncode:./tokenizer FuzzParseWeights:./tokenizer
+	FuzzDecode:./imageproc FuzzEncode:./tokenizer FuzzParseWeights:./tokenizer \
+	FuzzDiffusersConfig:./weights FuzzTriggerPrompt:./photomaker FuzzGenerateArgs:./cmd/photomaker \
+	FuzzSanitize:./internal/pyjson
 fuzz:
 	@for t in $(FUZZ_TARGETS); do \
 		echo "== $${t%%:*} ($(FUZZTIME))"; \

@@ -32,7 +32,7 @@ PhotoMaker (the trigger word follows the class word):
 
 Every flag also reads PHOTOMAKER_<FLAG> (e.g. PHOTOMAKER_MODEL).`,
 		Flags: []cli.Flag{
-			&cli.StringFlag{Name: "model", Aliases: []string{"m"}, Usage: "SDXL checkpoint: single-file .safetensors/.ckpt, diffusers folder, or .gguf", EnvVars: envs("model"), Required: true},
+			&cli.StringFlag{Name: "model", Aliases: []string{"m"}, Usage: "SDXL checkpoint: single-file .safetensors/.ckpt, diffusers folder, .gguf, or a name pulled with 'photomaker pull' (sdxl, realvisxl-v4)", EnvVars: envs("model"), Required: true},
 			&cli.StringFlag{Name: "prompt", Aliases: []string{"p"}, Usage: "prompt (literal text, as diffusers)", EnvVars: envs("prompt"), Required: true},
 			&cli.StringFlag{Name: "prompt-weighting", Usage: "none (literal text, as diffusers) or a1111 for (word:1.2) emphasis", EnvVars: envs("prompt-weighting")},
 			&cli.StringFlag{Name: "negative-prompt", Usage: "negative prompt (empty: zeros, as diffusers; @demo: the official demo's negative prompt)", EnvVars: envs("negative-prompt")},
@@ -47,7 +47,7 @@ Every flag also reads PHOTOMAKER_<FLAG> (e.g. PHOTOMAKER_MODEL).`,
 			&cli.IntFlag{Name: "n", Value: 1, Usage: "images to generate", EnvVars: envs("n")},
 			&cli.StringFlag{Name: "output", Aliases: []string{"o"}, Value: "photomaker.png", Usage: "output PNG; with --n > 1: NAME-1.png, NAME-2.png, ...", EnvVars: envs("output")},
 			&cli.BoolFlag{Name: "force", Usage: "overwrite existing output files", EnvVars: envs("force")},
-			&cli.StringFlag{Name: "photomaker", Usage: "PhotoMaker adapter: official .bin, .safetensors or .gguf (v1/v2 detected from the tensors)", EnvVars: envs("photomaker")},
+			&cli.StringFlag{Name: "photomaker", Usage: "PhotoMaker adapter: official .bin, .safetensors or .gguf (v1/v2 detected from the tensors), or photomaker-v1/photomaker-v2 once pulled", EnvVars: envs("photomaker")},
 			&cli.StringSliceFlag{Name: "id-image", Usage: "ID photo of the person (repeatable)", EnvVars: envs("id-image")},
 			&cli.StringSliceFlag{Name: "id", Usage: "several people: NAME=F1,F2 where NAME is the class word written before the trigger word (\"a man img and a woman img\"); repeat per person", EnvVars: envs("id")},
 			&cli.StringFlag{Name: "id-embeds", Usage: "v2: face embeddings, one raw 512-d ArcFace embedding per ID photo: .safetensors with tensor \"id_embeds\" [N,512], or .npy [N,512]", EnvVars: envs("id-embeds")},
@@ -87,8 +87,8 @@ func runGenerate(c *cli.Context) error {
 	if req.Steps <= 0 {
 		return usagef("--steps must be at least 1")
 	}
-	if req.N <= 0 {
-		return usagef("--n must be at least 1")
+	if req.N <= 0 || req.N > photomaker.MaxImages {
+		return usagef("--n must be 1 to %d", photomaker.MaxImages)
 	}
 	if req.Width%8 != 0 || req.Height%8 != 0 || req.Width <= 0 || req.Height <= 0 {
 		return usagef("--width and --height must be positive multiples of 8 (got %d×%d)", req.Width, req.Height)
@@ -104,9 +104,6 @@ func runGenerate(c *cli.Context) error {
 		req.Prompt, req.NegativePrompt = st.Apply(req.Prompt, req.NegativePrompt)
 	}
 	ids := c.StringSlice("id-image")
-	if len(ids) > 0 && c.String("photomaker") == "" {
-		return usagef("--id-image needs a PhotoMaker adapter (--photomaker photomaker-v1.bin)")
-	}
 	for _, path := range ids {
 		img, err := imageproc.DecodeFile(path, imageproc.Limits{})
 		if err != nil {
@@ -139,11 +136,11 @@ func runGenerate(c *cli.Context) error {
 	if len(req.People) > 0 && len(ids) > 0 {
 		return usagef("use either --id-image (one person) or --id NAME=... (one per person), not both")
 	}
-	if len(req.People) > 0 && c.String("photomaker") == "" {
-		return usagef("--id needs a PhotoMaker adapter (--photomaker photomaker-v1.bin)")
-	}
 	if c.String("photomaker") != "" && len(ids) == 0 && len(req.People) == 0 {
 		return usagef("--photomaker needs at least one --id-image photo of the person (or --id NAME=PHOTOS per person)")
+	}
+	if err := resolveModelFlags(c); err != nil { // catalog names → files pulled into the cache
+		return err
 	}
 	outputs := outputNames(c.String("output"), req.N)
 	if !c.Bool("force") {
