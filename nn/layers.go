@@ -128,3 +128,13 @@ type Upsample struct {
 func (l *Upsample) Forward(c *ggml.Context, x *ggml.Tensor) *ggml.Tensor {
 	return l.Conv.Forward(c, c.UpscaleNearest(x, 2), 1, 1)
 }
+
+// ForwardTo resizes to w×h with nearest-neighbour sampling before the
+// convolution: diffusers' upsample_size, used when a skip connection's size
+// is odd (the latent side was not a multiple of the UNet's total downscale).
+func (l *Upsample) ForwardTo(c *ggml.Context, x *ggml.Tensor, w, h int64) *ggml.Tensor {
+	if w == 2*x.Ne(0) && h == 2*x.Ne(1) {
+		return l.Forward(c, x)
+	}
+	return l.Conv.Forward(c, c.InterpolateNearest(x, w, h, x.Ne(2), x.Ne(3)), 1, 1)
+}

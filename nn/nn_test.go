@@ -226,3 +226,21 @@ func TestLayersAgainstReferences(t *testing.T) {
 		require.Less(t, maxRel(t, b, want), 1e-5)
 	})
 }
+
+// Nearest resizing to an odd size picks source index floor(dst·in/out), as
+// PyTorch's F.interpolate(mode="nearest") does (diffusers' upsample_size).
+func TestUpsampleToOddSize(t *testing.T) {
+	x := make([]float32, 5*3)
+	for i := range x {
+		x[i] = float32(i)
+	}
+	got := run(t, func(c *ggml.Context) *ggml.Tensor {
+		return c.InterpolateNearest(c.InputF32(x, 5, 3, 1, 1), 9, 5, 1, 1)
+	})
+	for oy := 0; oy < 5; oy++ {
+		for ox := 0; ox < 9; ox++ {
+			sx, sy := ox*5/9, oy*3/5
+			require.Equal(t, x[sy*5+sx], got[oy*9+ox], "pixel %d,%d", ox, oy)
+		}
+	}
+}

@@ -197,3 +197,12 @@ func TestEncodersOnCPU(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, pixels(ra.Images[0]), pixels(rb.Images[0]))
 }
+
+// The demo's aspect presets (e.g. 1024×680) give latent sides that are not
+// multiples of the UNet's downscale; they work as in diffusers.
+func TestNonSquareOddLatents(t *testing.T) {
+	p := loadTiny(t, "")
+	res, err := p.Generate(context.Background(), Request{Prompt: "a cat", Width: 64, Height: 40, Steps: 1})
+	require.NoError(t, err)
+	require.Equal(t, image.Rect(0, 0, 64, 40), res.Images[0].Bounds())
+}

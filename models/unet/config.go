@@ -54,7 +54,8 @@ type Config struct {
 // Levels returns the number of resolution levels.
 func (c *Config) Levels() int { return len(c.BlockOutChannels) }
 
-// Factor returns the factor sample widths and heights must be a multiple of.
+// Factor returns the UNet's total downscale. Sides that are not a multiple
+// of it work too (the upsamplers then match the skip connections' sizes).
 func (c *Config) Factor() int { return 1 << (c.Levels() - 1) }
 
 // String summarises the configuration.

@@ -73,12 +73,11 @@ func (u *UNet) checkInputs(sample, timestep, context, textEmbeds, timeIDs [4]int
 		return 0, &InputError{Msg: fmt.Sprintf(format, a...)}
 	}
 	W, H, C, B := sample[0], sample[1], sample[2], sample[3]
-	f := int64(cfg.Factor())
 	switch {
 	case C != int64(cfg.InChannels):
 		return bad("sample %v has %d channels, want %d", sample, C, cfg.InChannels)
-	case W <= 0 || H <= 0 || W%f != 0 || H%f != 0:
-		return bad("sample %v: width and height must be positive multiples of %d", sample, f)
+	case W <= 0 || H <= 0:
+		return bad("sample %v: width and height must be positive", sample)
 	case timestep != [4]int64{B, 1, 1, 1}:
 		return bad("timestep %v: want one per batch element [%d]", timestep, B)
 	case context[0] != int64(cfg.CrossAttentionDim) || context[1] <= 0 || context[2] != B || context[3] != 1:
@@ -167,7 +166,10 @@ func (u *UNet) forward(c *ggml.Context, sample, timestep, context, textEmbeds, t
 			}
 		}
 		if len(blk.Upsamplers) > 0 {
-			x = blk.Upsamplers[0].Forward(c, x)
+			// Upsample to the size of the skip it meets next: twice the size,
+			// or one less for odd sides, as diffusers' upsample_size does.
+			next := skips[len(skips)-1]
+			x = blk.Upsamplers[0].ForwardTo(c, x, next.Ne(0), next.Ne(1))
 		}
 		tap(fmt.Sprintf("up_blocks.%d", i), x)
 	}
