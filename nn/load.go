@@ -12,7 +12,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/gophotomaker/photomaker/internal/mmap"
 	"reflect"
+	"runtime"
 	"sort"
 	"strconv"
 	"strings"
@@ -214,17 +216,69 @@ func (w *Weights) Upload(ctx context.Context, b *ggml.Backend, progress func(don
 	}
 	w.buf = buf
 	sort.SliceStable(w.pending, func(i, j int) bool { return w.pending[i].src.File < w.pending[j].src.File })
+	// Once a tensor is on the device its file pages need not stay resident.
+	files := map[string]bool{}
+	for _, p := range w.pending {
+		files[p.src.File] = true
+	}
+	var paths []string
+	for f := range files {
+		paths = append(paths, f)
+	}
+	release := mmap.NewReleaser(paths...)
+
+	// Conversion (f16 widening, quantization, LoRA merges) runs on every
+	// core, a few tensors ahead; uploads happen in order on this goroutine.
+	type result struct {
+		data []byte
+		err  error
+	}
+	results := make([]chan result, len(w.pending))
+	for i := range results {
+		results[i] = make(chan result, 1)
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	next := make(chan int)
+	ahead := make(chan struct{}, 2*runtime.NumCPU()) // bounds converted-but-not-uploaded tensors
+	go func() {
+		defer close(next)
+		for i := range w.pending {
+			select {
+			case ahead <- struct{}{}:
+			case <-ctx.Done():
+				return
+			}
+			select {
+			case next <- i:
+			case <-ctx.Done():
+				return
+			}
+		}
+	}()
+	for range runtime.NumCPU() {
+		go func() {
+			for i := range next {
+				data, err := convert(w.pending[i].src, w.pending[i].dst)
+				results[i] <- result{data, err}
+			}
+		}()
+	}
 	for i, p := range w.pending {
-		if err := ctx.Err(); err != nil {
-			return err
+		var r result
+		select {
+		case r = <-results[i]:
+		case <-ctx.Done():
+			return ctx.Err()
 		}
-		data, err := convert(p.src, p.dst)
-		if err != nil {
+		if r.err != nil {
+			return fmt.Errorf("load %s: %w", p.name, r.err)
+		}
+		if err := p.dst.SetData(r.data); err != nil {
 			return fmt.Errorf("load %s: %w", p.name, err)
 		}
-		if err := p.dst.SetData(data); err != nil {
-			return fmt.Errorf("load %s: %w", p.name, err)
-		}
+		release.After(p.src.NBytes())
+		<-ahead
 		if progress != nil {
 			progress(i+1, len(w.pending))
 		}

@@ -11,6 +11,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/gophotomaker/photomaker/internal/mmap"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -223,7 +224,7 @@ func Convert(ctx context.Context, o Options) (_ *Report, err error) {
 		}
 	}
 
-	release := newReleaser(o.Src, o.PhotoMaker)
+	release := mmap.NewReleaser(o.Src, o.PhotoMaker)
 	for i, e := range plan {
 		if err := ctx.Err(); err != nil {
 			return nil, err
@@ -235,7 +236,7 @@ func Convert(ctx context.Context, o Options) (_ *Report, err error) {
 		if err := w.WriteTensorData(weights.ShortName(names[i]), data); err != nil {
 			return nil, fmt.Errorf("write %s: %w", o.Out, err)
 		}
-		release.after(e.src.NBytes())
+		release.After(e.src.NBytes())
 		if o.Progress != nil {
 			o.Progress(i+1, len(plan), names[i])
 		}

@@ -1,4 +1,4 @@
-package convert
+package mmap
 
 import (
 	"bufio"
@@ -9,21 +9,23 @@ import (
 	"syscall"
 )
 
-// releaser keeps converting a model larger than RAM from keeping it all
-// resident: the inputs are memory-mapped, and pages of a file mapping that
-// have been read count in the process's RSS until the kernel needs the
-// memory. Every releaseEvery bytes it drops this process's pages of the
-// inputs' mappings (MADV_DONTNEED on a read-only file mapping only unmaps;
-// the data stays in the page cache and is faulted back in if read again).
-type releaser struct {
+// Releaser keeps a pass over a model larger than RAM (converting it, or
+// uploading it to a GPU) from keeping it all resident: the inputs are
+// memory-mapped, and pages of a file mapping that have been read count in
+// the process's RSS until the kernel needs the memory. Every releaseEvery
+// bytes it drops this process's pages of the inputs' mappings (MADV_DONTNEED
+// on a read-only file mapping only unmaps; the data stays in the page cache
+// and is faulted back in if read again).
+type Releaser struct {
 	inputs []string // absolute paths; a folder covers the files inside it
 	read   int64
 }
 
 const releaseEvery = 64 << 20
 
-func newReleaser(paths ...string) *releaser {
-	r := &releaser{}
+// NewReleaser watches the mappings of the given files or folders.
+func NewReleaser(paths ...string) *Releaser {
+	r := &Releaser{}
 	for _, p := range paths {
 		if p == "" {
 			continue
@@ -38,7 +40,7 @@ func newReleaser(paths ...string) *releaser {
 	return r
 }
 
-func (r *releaser) covers(path string) bool {
+func (r *Releaser) covers(path string) bool {
 	for _, in := range r.inputs {
 		if path == in || strings.HasPrefix(path, in+string(filepath.Separator)) {
 			return true
@@ -47,8 +49,8 @@ func (r *releaser) covers(path string) bool {
 	return false
 }
 
-// after notes n bytes read and releases the mappings once enough were.
-func (r *releaser) after(n int64) {
+// After notes n bytes read and releases the mappings once enough were.
+func (r *Releaser) After(n int64) {
 	r.read += n
 	if r.read < releaseEvery || len(r.inputs) == 0 {
 		return

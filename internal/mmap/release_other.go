@@ -1,0 +1,12 @@
+//go:build !linux
+
+package mmap
+
+// Releaser does nothing where /proc/self/maps and madvise are unavailable.
+type Releaser struct{}
+
+// NewReleaser returns a no-op Releaser.
+func NewReleaser(...string) *Releaser { return &Releaser{} }
+
+// After does nothing.
+func (*Releaser) After(int64) {}
