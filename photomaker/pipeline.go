@@ -185,7 +185,11 @@ func weightPolicy(name string) (nn.TypePolicy, error) {
 	switch strings.ToLower(name) {
 	case "":
 		return nn.KeepPrecise(func(_ string, t *weights.Tensor) ggml.Type {
-			if q, err := ggml.ParseType(string(t.DType)); err == nil {
+			dtype := t.DType
+			if t.StoredAs != "" { // a LoRA merge: keep the original weight's type
+				dtype = t.StoredAs
+			}
+			if q, err := ggml.ParseType(string(dtype)); err == nil {
 				return q
 			}
 			return ggml.TypeF16

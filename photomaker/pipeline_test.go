@@ -10,7 +10,9 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/gophotomaker/photomaker/bindings/ggml"
 	"github.com/gophotomaker/photomaker/internal/golden"
+	"github.com/gophotomaker/photomaker/weights"
 	"github.com/gophotomaker/photomaker/weights/safetensors"
 )
 
@@ -205,4 +207,17 @@ func TestNonSquareOddLatents(t *testing.T) {
 	res, err := p.Generate(context.Background(), Request{Prompt: "a cat", Width: 64, Height: 40, Steps: 1})
 	require.NoError(t, err)
 	require.Equal(t, image.Rect(0, 0, 64, 40), res.Images[0].Bounds())
+}
+
+// With no --type, weights keep the checkpoint's own type, and a LoRA merged
+// into an f16 weight is stored as f16 again rather than as its f32 result.
+func TestDefaultWeightPolicy(t *testing.T) {
+	policy, err := weightPolicy("")
+	require.NoError(t, err)
+	merged := &weights.Tensor{Name: "unet.x.attn1.to_q.weight", DType: "F32", StoredAs: "F16", Shape: []int64{64, 64}}
+	require.Equal(t, ggml.TypeF16, policy(merged.Name, merged))
+	q := &weights.Tensor{Name: "unet.x.proj.weight", DType: "Q4_K", Shape: []int64{256, 256}}
+	require.Equal(t, ggml.TypeQ4_K, policy(q.Name, q))
+	bias := &weights.Tensor{Name: "unet.x.proj.bias", DType: "F16", Shape: []int64{256}}
+	require.Equal(t, ggml.TypeF32, policy(bias.Name, bias))
 }

@@ -265,7 +265,7 @@ func mergedTensor(base *Tensor, p LoRAPatch, scale float32) *Tensor {
 		return w, nil
 	}
 	return &Tensor{
-		Name: base.Name, DType: safetensors.F32, Shape: base.Shape, File: base.File, Source: base.Source,
+		Name: base.Name, DType: safetensors.F32, Shape: base.Shape, File: base.File, Source: base.Source, StoredAs: storedAs(base),
 		loadF32: compute,
 		load: func() ([]byte, error) {
 			v, err := compute()
@@ -279,4 +279,13 @@ func mergedTensor(base *Tensor, p LoRAPatch, scale float32) *Tensor {
 			return b, nil
 		},
 	}
+}
+
+// storedAs is the dtype a merge result should be stored in: that of the
+// weight it was merged into (or of that weight's own original).
+func storedAs(base *Tensor) safetensors.DType {
+	if base.StoredAs != "" {
+		return base.StoredAs
+	}
+	return base.DType
 }

@@ -37,6 +37,10 @@ type Tensor struct {
 	File string
 	// Source is the tensor's name inside File ("" for computed tensors).
 	Source string
+	// StoredAs is, for a tensor computed from another (a LoRA merged into a
+	// weight), the dtype the original was stored in: the natural type to
+	// keep it in on a device.
+	StoredAs safetensors.DType
 
 	load    func() ([]byte, error)
 	loadF32 func() ([]float32, error) // optional fast path for computed F32 tensors
