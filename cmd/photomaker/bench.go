@@ -1,0 +1,483 @@
+//go:build unix
+
+package main
+
+import (
+	"bufio"
+	"encoding/json"
+	"fmt"
+	"image"
+	"image/color"
+	"io"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"runtime"
+	"runtime/debug"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/urfave/cli/v2"
+
+	"github.com/gophotomaker/photomaker/bindings/ggml"
+	"github.com/gophotomaker/photomaker/photomaker"
+	"github.com/gophotomaker/photomaker/tools/randweights"
+)
+
+func init() { register(benchCommand) }
+
+// randomGeneration names the random-weight generator's output format in
+// cache file names: bump it when randweights changes what it writes.
+const randomGeneration = 1
+
+func benchCommand() *cli.Command {
+	return &cli.Command{
+		Name:  "bench",
+		Usage: "time the full PhotoMaker pipeline (load, encoders, UNet steps, VAE) and measure peak memory",
+		Description: `With --random, runs on full-size random weights in the real layouts (SDXL
+single-file + PhotoMaker adapter), generated once (about 8 GB, deterministic
+from --seed) into the cache folder; no download. With --model (and
+--photomaker) it runs the given files the same way.
+
+The ID photos are synthetic solid images; the output image is discarded.
+Times: load (open, LoRA merge, conversion/quantization, upload), one prompt
+through both text encoders, the ID encoder, the median UNet step, the VAE
+decode per image, and the whole load + generation. Memory: peak resident
+set size of the process (getrusage) and the device memory the pipeline
+holds (weights + compute buffers).
+
+Examples:
+  photomaker bench --random --device cpu --width 256 --height 256 --steps 1 --type q4_K --json
+  photomaker bench --model sdxl.safetensors --photomaker photomaker-v1.bin --steps 4`,
+		Flags: []cli.Flag{
+			&cli.BoolFlag{Name: "random", Usage: "use full-size random weights made by our generator (cached)", EnvVars: envs("random")},
+			&cli.StringFlag{Name: "model", Aliases: []string{"m"}, Usage: "SDXL checkpoint to benchmark instead of random weights", EnvVars: envs("model")},
+			&cli.StringFlag{Name: "photomaker", Usage: "PhotoMaker adapter (with --model; empty: plain SDXL)", EnvVars: envs("photomaker")},
+			&cli.IntFlag{Name: "photomaker-version", Value: 1, Usage: "with --random: adapter version 1 or 2 (0: plain SDXL, no adapter)", EnvVars: envs("photomaker-version")},
+			&cli.StringFlag{Name: "device", Value: "auto", Usage: "auto, cpu, cuda, cuda:1, metal, ...", EnvVars: envs("device")},
+			&cli.StringFlag{Name: "type", Usage: "store weights as f32, f16, q8_0, q4_K, ... (default: as in the file)", EnvVars: envs("type")},
+			&cli.IntFlag{Name: "width", Value: 1024, Usage: "width in pixels, a multiple of 8", EnvVars: envs("width")},
+			&cli.IntFlag{Name: "height", Value: 1024, Usage: "height in pixels, a multiple of 8", EnvVars: envs("height")},
+			&cli.IntFlag{Name: "steps", Value: 4, Usage: "denoising steps", EnvVars: envs("steps")},
+			&cli.IntFlag{Name: "batch", Aliases: []string{"n"}, Value: 1, Usage: "images per prompt", EnvVars: envs("batch")},
+			&cli.Float64Flag{Name: "guidance", Value: photomaker.DefaultGuidance, Usage: "guidance scale (> 1: two UNet rows per step)", EnvVars: envs("guidance")},
+			&cli.IntFlag{Name: "id-images", Value: 2, Usage: "synthetic ID photos", EnvVars: envs("id-images")},
+			&cli.IntFlag{Name: "threads", Usage: "CPU threads (default: all cores)", EnvVars: envs("threads")},
+			&cli.Uint64Flag{Name: "seed", Value: 1, Usage: "seed of the random weights (and of the generation)", EnvVars: envs("seed")},
+			&cli.StringFlag{Name: "cache-dir", Usage: "where random weights are kept (default: $XDG_CACHE_HOME/photomaker/random)", EnvVars: envs("cache-dir")},
+			&cli.StringFlag{Name: "random-scale", Value: "full", Usage: "full or tiny (tests)", Hidden: true, EnvVars: envs("random-scale")},
+			&cli.BoolFlag{Name: "json", Usage: "print JSON", EnvVars: envs("json")},
+		},
+		Action: runBench,
+	}
+}
+
+// benchResult is the --json output.
+type benchResult struct {
+	Model             string    `json:"model"`
+	PhotoMaker        string    `json:"photomaker,omitempty"`
+	Kind              string    `json:"kind"`
+	Random            bool      `json:"random"`
+	RandomScale       string    `json:"random_scale,omitempty"`
+	Device            string    `json:"device"`
+	Type              string    `json:"type"`
+	Threads           int       `json:"threads"`
+	Width             int       `json:"width"`
+	Height            int       `json:"height"`
+	Steps             int       `json:"steps"`
+	Batch             int       `json:"batch"`
+	Guidance          float64   `json:"guidance"`
+	IDImages          int       `json:"id_images"`
+	GenerateWeightsS  float64   `json:"generate_weights_seconds,omitempty"`
+	LoadSeconds       float64   `json:"load_seconds"`
+	TextEncodeSeconds float64   `json:"text_encode_seconds"`
+	IDEncodeSeconds   float64   `json:"id_encode_seconds"`
+	EncodeSeconds     float64   `json:"encode_seconds"`
+	UNetStepSeconds   float64   `json:"unet_step_seconds"`
+	UNetStepsSeconds  []float64 `json:"unet_steps_seconds"`
+	ItPerS            float64   `json:"it_per_s"`
+	VAESeconds        float64   `json:"vae_seconds"`
+	GenerateSeconds   float64   `json:"generate_seconds"`
+	TotalSeconds      float64   `json:"total_seconds"`
+	CPUSeconds        float64   `json:"cpu_seconds"`
+	PeakRSSBytes      int64     `json:"peak_rss_bytes"`
+	RSSFileBytes      int64     `json:"rss_file_bytes,omitempty"`
+	PeakDeviceBytes   int64     `json:"peak_device_bytes"`
+	DeviceWeights     int64     `json:"device_weights_bytes"`
+	DeviceCompute     int64     `json:"device_compute_bytes"`
+	HostCompute       int64     `json:"host_compute_bytes,omitempty"`
+	DeviceUsedPeak    int64     `json:"device_used_peak_bytes,omitempty"`
+	Warnings          []string  `json:"warnings,omitempty"`
+}
+
+func runBench(c *cli.Context) error {
+	res := &benchResult{
+		Device: c.String("device"), Type: c.String("type"), Threads: c.Int("threads"),
+		Width: c.Int("width"), Height: c.Int("height"), Steps: c.Int("steps"), Batch: c.Int("batch"),
+		Guidance: c.Float64("guidance"), IDImages: c.Int("id-images"),
+	}
+	if res.Threads <= 0 {
+		res.Threads = runtime.NumCPU()
+	}
+	switch {
+	case res.Steps < 1:
+		return usagef("--steps must be at least 1")
+	case res.Batch < 1:
+		return usagef("--batch must be at least 1")
+	case res.Width < 8 || res.Height < 8 || res.Width%8 != 0 || res.Height%8 != 0:
+		return usagef("--width and --height must be positive multiples of 8")
+	}
+	if res.Type != "" {
+		if _, err := ggml.ParseType(res.Type); err != nil {
+			return usagef("--type: %v", err)
+		}
+	}
+	ctx, stop := signal.NotifyContext(c.Context, os.Interrupt)
+	defer stop()
+
+	random := c.Bool("random")
+	switch {
+	case random && c.String("model") != "":
+		return usagef("give either --random or --model, not both")
+	case !random && c.String("model") == "":
+		return usagef("give --random (generated weights) or --model PATH")
+	case !random && c.IsSet("photomaker-version"):
+		return usagef("--photomaker-version applies to --random; pass the adapter with --photomaker")
+	}
+	res.Model, res.PhotoMaker, res.Random = c.String("model"), c.String("photomaker"), random
+	if random {
+		if res.PhotoMaker != "" {
+			return usagef("--photomaker applies to --model; with --random use --photomaker-version")
+		}
+		t0 := time.Now()
+		var err error
+		res.RandomScale = c.String("random-scale")
+		res.Model, res.PhotoMaker, err = ensureRandom(c, res.RandomScale)
+		if err != nil {
+			return err
+		}
+		res.GenerateWeightsS = time.Since(t0).Seconds()
+		runtime.GC()
+		debug.FreeOSMemory() // the generator's buffers are not the pipeline's memory
+	}
+
+	_, cpu0 := peakRSS()
+	var sampler *deviceSampler
+	if d, err := ggml.FindDevice(res.Device); err == nil && d.Type != ggml.DeviceCPU {
+		sampler = startDeviceSampler(d)
+	}
+	t0 := time.Now()
+	p, err := photomaker.Load(ctx, photomaker.Config{
+		Model: res.Model, PhotoMaker: res.PhotoMaker, Device: res.Device, WeightType: res.Type, Threads: c.Int("threads"),
+	})
+	if err != nil {
+		if sampler != nil {
+			sampler.stop()
+		}
+		return err
+	}
+	defer p.Close()
+	res.LoadSeconds = time.Since(t0).Seconds()
+	res.Kind, res.Device = p.Kind(), p.Device()
+	if res.Type == "" {
+		res.Type = "as in file"
+	}
+
+	req := benchRequest(res, c.Uint64("seed"), p.Kind())
+	var mu sync.Mutex
+	var events []benchEvent
+	req.Progress = func(ev photomaker.Progress) {
+		mu.Lock()
+		events = append(events, benchEvent{ev, time.Now()})
+		mu.Unlock()
+	}
+	t1 := time.Now()
+	if _, err := p.Generate(ctx, req); err != nil {
+		if sampler != nil {
+			sampler.stop()
+		}
+		return err
+	}
+	res.GenerateSeconds = time.Since(t1).Seconds()
+	res.TotalSeconds = time.Since(t0).Seconds()
+	stageTimes(res, events)
+	req.Progress = nil
+	et, err := p.TimeEncoders(ctx, req)
+	if err != nil {
+		return err
+	}
+	res.TextEncodeSeconds, res.IDEncodeSeconds = et.Text.Seconds(), et.ID.Seconds()
+
+	mem := p.MemoryUse()
+	res.DeviceWeights, res.DeviceCompute, res.HostCompute = mem.Weights, mem.Compute, mem.HostCompute
+	res.PeakDeviceBytes = mem.Total()
+	if sampler != nil {
+		res.DeviceUsedPeak = sampler.stop()
+	}
+	res.PeakRSSBytes, res.CPUSeconds = peakRSS()
+	res.CPUSeconds -= cpu0
+	res.RSSFileBytes = procStatusBytes("RssFile")
+	if c.Bool("json") {
+		enc := json.NewEncoder(c.App.Writer)
+		enc.SetIndent("", "  ")
+		return enc.Encode(res)
+	}
+	return printBench(c.App.Writer, res)
+}
+
+// benchRequest is a PhotoMaker request with synthetic ID photos (and, for
+// v2, synthetic face embeddings).
+func benchRequest(res *benchResult, seed uint64, kind string) photomaker.Request {
+	req := photomaker.Request{
+		Prompt:         "a photo of a man img, wearing a spacesuit, sharp focus",
+		NegativePrompt: "nsfw, lowres, bad anatomy, bad hands, text, error, missing fingers, extra digit, fewer digits, cropped, worst quality, low quality, normal quality, jpeg artifacts, signature, watermark, username, blurry",
+		Width:          res.Width, Height: res.Height, Steps: res.Steps, Guidance: res.Guidance, N: res.Batch,
+		Seed: int64(seed & (1<<53 - 1)),
+	}
+	if !strings.Contains(kind, "PhotoMaker") {
+		req.Prompt = "an astronaut in a spacesuit, sharp focus"
+		res.IDImages = 0
+		return req
+	}
+	if res.IDImages < 1 {
+		res.IDImages = 1
+	}
+	tones := []color.RGBA{{224, 172, 140, 255}, {141, 85, 60, 255}, {128, 128, 128, 255}, {250, 220, 190, 255}}
+	for i := 0; i < res.IDImages; i++ {
+		req.IDImages = append(req.IDImages, solidImage(tones[i%len(tones)], 256))
+		if strings.Contains(kind, "v2") {
+			e := make([]float32, 512)
+			for j := range e {
+				e[j] = float32((i*131+j*17)%41-20) / 10 // ArcFace-sized, deterministic
+			}
+			req.IDEmbeds = append(req.IDEmbeds, e)
+		}
+	}
+	return req
+}
+
+func solidImage(c color.RGBA, size int) image.Image {
+	img := image.NewRGBA(image.Rect(0, 0, size, size))
+	for i := 0; i < len(img.Pix); i += 4 {
+		img.Pix[i], img.Pix[i+1], img.Pix[i+2], img.Pix[i+3] = c.R, c.G, c.B, c.A
+	}
+	return img
+}
+
+type benchEvent struct {
+	photomaker.Progress
+	at time.Time
+}
+
+// stageTimes turns the progress events of one Generate into stage times:
+// encode (start to end), each UNet step (from the previous event), VAE
+// decode (mean per image).
+func stageTimes(res *benchResult, events []benchEvent) {
+	var prev, encStart, decStart time.Time
+	var vae time.Duration
+	images := 0
+	for _, ev := range events {
+		switch {
+		case ev.Stage == "encode" && ev.Done == 0:
+			encStart = ev.at
+		case ev.Stage == "encode":
+			res.EncodeSeconds = ev.at.Sub(encStart).Seconds()
+		case ev.Stage == "denoise":
+			res.UNetStepsSeconds = append(res.UNetStepsSeconds, ev.at.Sub(prev).Seconds())
+		case ev.Stage == "decode" && ev.Done == 0:
+			decStart = ev.at
+		case ev.Stage == "decode":
+			vae += ev.at.Sub(decStart)
+			images++
+		}
+		prev = ev.at
+	}
+	if images > 0 {
+		res.VAESeconds = vae.Seconds() / float64(images)
+	}
+	if n := len(res.UNetStepsSeconds); n > 0 {
+		s := slices.Clone(res.UNetStepsSeconds)
+		slices.Sort(s)
+		res.UNetStepSeconds = s[n/2]
+		if n%2 == 0 {
+			res.UNetStepSeconds = (s[n/2-1] + s[n/2]) / 2
+		}
+		if res.UNetStepSeconds > 0 {
+			res.ItPerS = 1 / res.UNetStepSeconds
+		}
+	}
+}
+
+// ensureRandom returns the cached random SDXL and adapter, generating them
+// first when missing.
+func ensureRandom(c *cli.Context, scale string) (model, adapter string, err error) {
+	var sdxl randweights.SDXLConfig
+	var pm randweights.PhotoMakerConfig
+	version := c.Int("photomaker-version")
+	if version < 0 || version > 2 {
+		return "", "", usagef("--photomaker-version must be 0 (none), 1 or 2")
+	}
+	pmVersion := max(version, 1)
+	switch scale {
+	case "full":
+		sdxl, pm = randweights.DefaultSDXL(), randweights.DefaultPhotoMaker(pmVersion)
+	case "tiny":
+		sdxl, pm = randweights.TinySDXL(), randweights.TinyPhotoMaker(pmVersion)
+	default:
+		return "", "", usagef("--random-scale must be full or tiny")
+	}
+	dir := c.String("cache-dir")
+	if dir == "" {
+		base, err := os.UserCacheDir()
+		if err != nil {
+			return "", "", fmt.Errorf("no cache folder (set --cache-dir): %w", err)
+		}
+		dir = filepath.Join(base, "photomaker", "random")
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return "", "", err
+	}
+	seed := c.Uint64("seed")
+	model = filepath.Join(dir, fmt.Sprintf("sdxl-%s-seed%d-g%d.safetensors", scale, seed, randomGeneration))
+	specs := randweights.SDXLTensors(sdxl)
+	if err := ensureFile(c.App.ErrWriter, model, specs, func() error { return randweights.WriteSDXL(model, seed, sdxl) }); err != nil {
+		return "", "", err
+	}
+	if version == 0 {
+		return model, "", nil
+	}
+	adapter = filepath.Join(dir, fmt.Sprintf("photomaker-v%d-%s-seed%d-g%d.safetensors", version, scale, seed, randomGeneration))
+	specs = randweights.PhotoMakerTensors(pm)
+	if err := ensureFile(c.App.ErrWriter, adapter, specs, func() error { return randweights.WritePhotoMakerConfig(adapter, seed, pm) }); err != nil {
+		return "", "", err
+	}
+	return model, adapter, nil
+}
+
+// ensureFile runs write unless path exists with at least the data specs
+// need (files are written to a temporary name and renamed when complete).
+func ensureFile(log io.Writer, path string, specs []randweights.Spec, write func() error) error {
+	var need int64
+	for _, s := range specs {
+		need += 2 * s.Elements()
+	}
+	if st, err := os.Stat(path); err == nil && st.Size() > need {
+		return nil
+	}
+	fmt.Fprintf(log, "generating random weights %s (%s, once)...\n", path, ggml.HumanBytes(need))
+	t := time.Now()
+	if err := write(); err != nil {
+		return fmt.Errorf("generating %s: %w", path, err)
+	}
+	fmt.Fprintf(log, "  done in %.1fs\n", time.Since(t).Seconds())
+	return nil
+}
+
+// peakRSS returns the process's peak resident set size in bytes and the
+// CPU time (user + system) it has used so far in seconds.
+func peakRSS() (int64, float64) {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0, 0
+	}
+	cpu := time.Duration(ru.Utime.Nano() + ru.Stime.Nano()).Seconds()
+	if runtime.GOOS == "darwin" {
+		return int64(ru.Maxrss), cpu // bytes on macOS
+	}
+	return int64(ru.Maxrss) * 1024, cpu // KiB on Linux and the BSDs
+}
+
+// procStatusBytes reads a "Name: N kB" line of /proc/self/status (Linux); 0 elsewhere.
+func procStatusBytes(name string) int64 {
+	f, err := os.Open("/proc/self/status")
+	if err != nil {
+		return 0
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		if rest, ok := strings.CutPrefix(sc.Text(), name+":"); ok {
+			fields := strings.Fields(rest)
+			if len(fields) > 0 {
+				if n, err := strconv.ParseInt(fields[0], 10, 64); err == nil {
+					return n * 1024
+				}
+			}
+		}
+	}
+	return 0
+}
+
+// deviceSampler polls a GPU's free memory and keeps the largest use seen
+// above what was in use when it started.
+type deviceSampler struct {
+	done chan struct{}
+	wg   sync.WaitGroup
+	peak int64
+}
+
+func startDeviceSampler(d ggml.Device) *deviceSampler {
+	s := &deviceSampler{done: make(chan struct{})}
+	free0, _ := d.Memory()
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		tick := time.NewTicker(50 * time.Millisecond)
+		defer tick.Stop()
+		for {
+			if free, total := d.Memory(); total > 0 && free0 > free {
+				s.peak = max(s.peak, int64(free0-free))
+			}
+			select {
+			case <-s.done:
+				return
+			case <-tick.C:
+			}
+		}
+	}()
+	return s
+}
+
+func (s *deviceSampler) stop() int64 {
+	close(s.done)
+	s.wg.Wait()
+	return s.peak
+}
+
+func printBench(w io.Writer, r *benchResult) error {
+	src := r.Model
+	if r.Random {
+		src = "random weights (" + r.RandomScale + " size)"
+	}
+	steps := "steps"
+	if r.Steps == 1 {
+		steps = "step"
+	}
+	fmt.Fprintf(w, "%s on %s, weights %s, %d×%d, %d %s, batch %d, guidance %g, %d threads\n%s\n",
+		r.Kind, r.Device, r.Type, r.Width, r.Height, r.Steps, steps, r.Batch, r.Guidance, r.Threads, src)
+	row := func(name, value, note string) { fmt.Fprintf(w, "  %-20s %11s   %s\n", name, value, note) }
+	sec := func(s float64) string { return fmt.Sprintf("%.2f s", s) }
+	row("load", sec(r.LoadSeconds), "open, LoRA merge, convert, upload")
+	row("text encoders", sec(r.TextEncodeSeconds), "one prompt, CLIP-L + bigG")
+	if r.IDImages > 0 {
+		row("ID encoder", sec(r.IDEncodeSeconds), fmt.Sprintf("%d photos", r.IDImages))
+	}
+	row("encode stage", sec(r.EncodeSeconds), "all prompts and the ID encoder")
+	row("UNet step", sec(r.UNetStepSeconds), fmt.Sprintf("median of %d, %.3f it/s", len(r.UNetStepsSeconds), r.ItPerS))
+	row("VAE decode", sec(r.VAESeconds), "per image")
+	row("total", sec(r.TotalSeconds), fmt.Sprintf("load + generate (CPU time %.1f s)", r.CPUSeconds))
+	row("peak RSS", ggml.HumanBytes(r.PeakRSSBytes), fmt.Sprintf("(mapped model files now: %s)", ggml.HumanBytes(r.RSSFileBytes)))
+	note := fmt.Sprintf("weights %s + compute %s", ggml.HumanBytes(r.DeviceWeights), ggml.HumanBytes(r.DeviceCompute))
+	if r.DeviceUsedPeak > 0 {
+		note += fmt.Sprintf("; driver reported %s", ggml.HumanBytes(r.DeviceUsedPeak))
+	}
+	row("peak device memory", ggml.HumanBytes(r.PeakDeviceBytes), note)
+	if r.GenerateWeightsS > 1 {
+		fmt.Fprintf(w, "(random weights generated in %.1f s, not counted)\n", r.GenerateWeightsS)
+	}
+	return nil
+}

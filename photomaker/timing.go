@@ -1,0 +1,140 @@
+package photomaker
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/gophotomaker/photomaker/bindings/ggml"
+	"github.com/gophotomaker/photomaker/imageproc"
+	"github.com/gophotomaker/photomaker/tokenizer"
+	"github.com/gophotomaker/photomaker/weights"
+)
+
+// EncoderTimes are the durations of the encoder stages of one request,
+// measured one at a time (Generate's "encode" stage runs them together).
+type EncoderTimes struct {
+	// Text is one prompt through both text encoders.
+	Text time.Duration
+	// ID is the ID encoder over all of the request's photos: preprocessing,
+	// vision tower, (v2) perceiver and fusion into the prompt. Zero without
+	// an adapter.
+	ID time.Duration
+}
+
+// TimeEncoders runs req's text encoding and, with an adapter, its ID
+// encoder once each and times them. It is for benchmarks: Generate does the
+// same work (the text encoders three times with an adapter: negative, ID
+// and text-only prompts).
+func (p *Pipeline) TimeEncoders(ctx context.Context, req Request) (EncoderTimes, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	var et EncoderTimes
+	if p.rt == nil {
+		return et, ErrClosed
+	}
+	if err := req.fill(); err != nil {
+		return et, err
+	}
+	start := time.Now()
+	if _, err := p.encodeText(ctx, req.Prompt, false); err != nil {
+		return et, err
+	}
+	et.Text = time.Since(start)
+	if p.id == nil {
+		return et, nil
+	}
+	prompt, people, images, embeds, err := p.id.identities(&req)
+	if err != nil {
+		return et, err
+	}
+	if p.id.enc.Version == V2 && len(embeds) != len(images) {
+		return et, fmt.Errorf("%w: PhotoMaker v2 needs a face embedding per ID photo", ErrInvalidRequest)
+	}
+	ip, err := TokenizeIDPrompt(tokenizer.New(), tokenizer.New2(), prompt, p.id.enc.Version, people)
+	if err != nil {
+		return et, fmt.Errorf("%w: %v", ErrInvalidRequest, err)
+	}
+	withClass, err := p.encodeIDs(ctx, ip.IDs1, ip.IDs2, false)
+	if err != nil {
+		return et, err
+	}
+	start = time.Now()
+	pixels := make([]float32, 0, len(images)*3*224*224)
+	for _, img := range images {
+		pixels = append(pixels, imageproc.CLIPPixels(img)...)
+	}
+	if _, err := p.id.enc.EncodeRows(ctx, p.rt, pixels, embeds, withClass.embeds, ip.FusionRows()); err != nil {
+		return et, err
+	}
+	et.ID = time.Since(start)
+	return et, nil
+}
+
+// MemoryUse is the memory a pipeline holds on its device.
+type MemoryUse struct {
+	// Weights is the bytes of every model's weights in their device types.
+	Weights int64
+	// Compute is the device's compute buffer: the largest graph run so far
+	// (buffers are reused and only grow).
+	Compute int64
+	// HostCompute is the CPU fallback's compute buffer when the device is a
+	// GPU (0 on the CPU, where Compute already counts it).
+	HostCompute int64
+}
+
+// Total is Weights + Compute: the device memory the pipeline needs.
+func (m MemoryUse) Total() int64 { return m.Weights + m.Compute }
+
+// MemoryUse reports the device memory held now. Weights are computed from
+// the tensors and the type policy chosen at Load, which is what the model
+// loaders allocate (up to per-tensor alignment).
+func (p *Pipeline) MemoryUse() MemoryUse {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	var m MemoryUse
+	if p.rt == nil {
+		return m
+	}
+	m.Compute = p.rt.Sched.BufferSize(p.rt.Device)
+	if p.rt.Device != p.rt.CPU {
+		m.HostCompute = p.rt.Sched.BufferSize(p.rt.CPU)
+	}
+	policy, err := weightPolicy(p.cfg.WeightType)
+	if err != nil {
+		return m
+	}
+	m.Weights = setBytes(p.model.Tensors, func(name string, t *weights.Tensor) (ggml.Type, bool) {
+		switch {
+		case strings.HasPrefix(name, "vae."):
+			return ggml.TypeF32, true // the VAE stays f32 (see Load)
+		case strings.HasPrefix(name, "unet."), strings.HasPrefix(name, "te1."), strings.HasPrefix(name, "te2."):
+			return policy(name, t), true
+		}
+		return 0, false // not loaded
+	})
+	if p.adapter != nil {
+		m.Weights += setBytes(p.adapter.Tensors, func(name string, t *weights.Tensor) (ggml.Type, bool) { return policy(name, t), true })
+	}
+	return m
+}
+
+// setBytes sums the device bytes of set's tensors in the types typeOf
+// picks (skipping those it rejects).
+func setBytes(set *weights.Set, typeOf func(string, *weights.Tensor) (ggml.Type, bool)) int64 {
+	var n int64
+	for _, name := range set.Names() {
+		t, ok := set.Get(name)
+		if !ok || len(t.Shape) == 0 {
+			continue
+		}
+		typ, ok := typeOf(name, t)
+		if !ok {
+			continue
+		}
+		ne0 := t.Shape[len(t.Shape)-1]
+		n += typ.RowBytes(ne0) * (t.Elements() / ne0)
+	}
+	return n
+}

@@ -1,0 +1,127 @@
+package randweights
+
+import (
+	"context"
+	"math"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/gophotomaker/photomaker/bindings/ggml"
+	"github.com/gophotomaker/photomaker/models/unet"
+	"github.com/gophotomaker/photomaker/nn"
+	"github.com/gophotomaker/photomaker/weights"
+)
+
+// bigSDXL returns a full-size random SDXL: $PHOTOMAKER_RANDOM_SDXL, the
+// file `photomaker bench --random` caches, or a new one in a temporary
+// folder (7 GB). Tests using it run only with PHOTOMAKER_BIG=1.
+func bigSDXL(t *testing.T) string {
+	if os.Getenv("PHOTOMAKER_BIG") != "1" {
+		t.Skip("full-size test: set PHOTOMAKER_BIG=1 (needs ~7 GB of disk and ~12 GB of memory)")
+	}
+	if p := os.Getenv("PHOTOMAKER_RANDOM_SDXL"); p != "" {
+		return p
+	}
+	if dir, err := os.UserCacheDir(); err == nil {
+		p := filepath.Join(dir, "photomaker", "random", "sdxl-full-seed1-g1.safetensors")
+		if _, err := os.Stat(p); err == nil {
+			return p
+		}
+	}
+	p := filepath.Join(t.TempDir(), "sdxl.safetensors")
+	require.NoError(t, WriteSDXL(p, 1, DefaultSDXL()))
+	return p
+}
+
+// TestQuantizationQualityBig measures one UNet evaluation on full-size
+// random weights at 256×256 with the weights stored as q8_0 and q4_K,
+// against f16: relative L2 error of the noise prediction.
+//
+// Random weights are a pessimistic proxy: every layer's quantization error
+// adds up with nothing trained to dampen it. Measured on the 2-core dev
+// machine (seed 1): q8_0 2.02 %, q4_K 19.7 % (input sensitivity: 0.1 %
+// input noise → 0.245 %). Issue #8's targets (q8_0 ≤ 1 %, q4_K ≤ 5 %) are
+// for real weights; the limits below only catch regressions.
+func TestQuantizationQualityBig(t *testing.T) {
+	path := bigSDXL(t)
+	m, err := weights.Open(path)
+	require.NoError(t, err)
+	defer m.Close()
+
+	const lw, lh = 32, 32 // 256×256 pixels
+	r := rand.New(rand.NewPCG(1, 2))
+	normal := func(n int) []float32 {
+		v := make([]float32, n)
+		for i := range v {
+			v[i] = float32(r.NormFloat64())
+		}
+		return v
+	}
+	in := unet.Inputs{Width: lw, Height: lh, Batch: 1, Sample: normal(4 * lw * lh), Timesteps: []float32{999},
+		Context: normal(77 * 2048), TextEmbeds: normal(1280), TimeIDs: []float32{256, 256, 0, 0, 256, 256}}
+
+	relErr := func(got, ref []float32) float64 {
+		var diff, norm float64
+		for i := range got {
+			d := float64(got[i]) - float64(ref[i])
+			diff += d * d
+			norm += float64(ref[i]) * float64(ref[i])
+		}
+		return math.Sqrt(diff / norm)
+	}
+	// predict loads the UNet with weights of type typ and evaluates it on
+	// in and, when perturbed is set, also on a copy of in whose sample
+	// carries 0.1 % relative noise (how much this random network amplifies
+	// a small input change: a floor for any quantization error).
+	var sensitivity float64
+	predict := func(typ ggml.Type, perturbed bool) []float32 {
+		rt, err := nn.NewRuntime("cpu", 0)
+		require.NoError(t, err)
+		defer rt.Close()
+		t0 := time.Now()
+		u, err := unet.Load(context.Background(), rt, m.Tensors, "unet.", unet.Options{
+			Policy: nn.KeepPrecise(func(string, *weights.Tensor) ggml.Type { return typ })})
+		require.NoError(t, err)
+		defer u.Close()
+		t1 := time.Now()
+		out, err := u.Predict(context.Background(), in)
+		require.NoError(t, err)
+		t.Logf("%s: load %.1fs, one UNet evaluation %.1fs", typ, t1.Sub(t0).Seconds(), time.Since(t1).Seconds())
+		for _, v := range out {
+			require.False(t, math.IsNaN(float64(v)) || math.IsInf(float64(v), 0), "%s output not finite", typ)
+		}
+		if perturbed {
+			p := in
+			p.Sample = append([]float32(nil), in.Sample...)
+			noise := normal(len(p.Sample))
+			for i := range p.Sample {
+				p.Sample[i] += 1e-3 * noise[i] // the sample has unit RMS
+			}
+			po, err := u.Predict(context.Background(), p)
+			require.NoError(t, err)
+			sensitivity = relErr(po, out)
+			t.Logf("%s: 0.1%% relative input noise changes the output by %.4f%%", typ, 100*sensitivity)
+		}
+		return out
+	}
+	ref := predict(ggml.TypeF16, true)
+	var sq float64
+	for _, v := range ref {
+		sq += float64(v) * float64(v)
+	}
+	t.Logf("f16 output RMS %.4g", math.Sqrt(sq/float64(len(ref))))
+	for _, tc := range []struct {
+		typ   ggml.Type
+		limit float64
+	}{{ggml.TypeQ8_0, 0.04}, {ggml.TypeQ4_K, 0.30}} {
+		rel := relErr(predict(tc.typ, false), ref)
+		t.Logf("%s vs f16: relative error %.4f%% (regression limit %.0f%%)", tc.typ, 100*rel, 100*tc.limit)
+		assert.LessOrEqual(t, rel, tc.limit, "%s", tc.typ)
+	}
+}
