@@ -17,7 +17,6 @@ import (
 	"github.com/gophotomaker/photomaker/internal/mmap"
 	"io"
 	"math"
-	"os"
 	"sort"
 	"strconv"
 )
@@ -100,9 +99,8 @@ func (t TensorInfo) Elements() int64 {
 // File is an open GGUF file.
 type File struct {
 	path      string
-	f         *os.File
+	file      *mmap.File // nil when parsed from memory (fuzzing)
 	r         io.ReaderAt
-	mapped    []byte
 	version   uint32
 	alignment int64
 	dataOff   int64
@@ -114,22 +112,16 @@ type File struct {
 
 // Open reads and validates the header of path.
 func Open(path string) (*File, error) {
-	f, err := os.Open(path)
+	mf, err := mmap.Open(path)
 	if err != nil {
 		return nil, err
 	}
-	st, err := f.Stat()
+	gf, err := parse(mf, mf.Size())
 	if err != nil {
-		f.Close()
-		return nil, err
-	}
-	gf, err := parse(f, st.Size())
-	if err != nil {
-		f.Close()
+		mf.Close()
 		return nil, fmt.Errorf("%s: %w", path, err)
 	}
-	gf.path, gf.f = path, f
-	gf.mapped = mmap.Map(f, st.Size())
+	gf.path, gf.file = path, mf
 	return gf, nil
 }
 
@@ -460,8 +452,12 @@ func (f *File) Bytes(name string) ([]byte, error) {
 	if !ok {
 		return nil, fmt.Errorf("%s: no tensor %q", f.path, name)
 	}
-	if f.mapped != nil {
-		return f.mapped[t.Offset : t.Offset+t.Size : t.Offset+t.Size], nil
+	if f.file != nil {
+		b, err := f.file.Slice(t.Offset, t.Size)
+		if err != nil {
+			return nil, fmt.Errorf("%s: read %q: %w", f.path, name, err)
+		}
+		return b, nil
 	}
 	buf := make([]byte, t.Size)
 	if _, err := f.r.ReadAt(buf, t.Offset); err != nil {
@@ -525,14 +521,10 @@ func (f *File) Strings(key string) ([]string, bool) { return get[[]string](f, ke
 
 // Close releases the mapping and the file.
 func (f *File) Close() error {
-	if f.mapped != nil {
-		mmap.Unmap(f.mapped)
-		f.mapped = nil
+	if f.file == nil {
+		return nil
 	}
-	if f.f != nil {
-		err := f.f.Close()
-		f.f = nil
-		return err
-	}
-	return nil
+	err := f.file.Close()
+	f.file = nil
+	return err
 }

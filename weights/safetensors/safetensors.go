@@ -15,7 +15,6 @@ import (
 	"github.com/gophotomaker/photomaker/internal/mmap"
 	"io"
 	"math"
-	"os"
 	"sort"
 )
 
@@ -79,8 +78,7 @@ func (t Tensor) Elements() int64 {
 // File is an open safetensors file.
 type File struct {
 	path     string
-	f        *os.File
-	mapped   []byte // whole file when memory-mapped, else nil
+	file     *mmap.File
 	dataOff  int64
 	tensors  []Tensor
 	byName   map[string]int
@@ -89,22 +87,16 @@ type File struct {
 
 // Open reads and validates the header of path.
 func Open(path string) (*File, error) {
-	f, err := os.Open(path)
+	mf, err := mmap.Open(path)
 	if err != nil {
 		return nil, err
 	}
-	st, err := f.Stat()
+	sf, err := parse(mf, mf.Size())
 	if err != nil {
-		f.Close()
-		return nil, err
-	}
-	sf, err := parse(f, st.Size())
-	if err != nil {
-		f.Close()
+		mf.Close()
 		return nil, fmt.Errorf("%s: %w", path, err)
 	}
-	sf.path, sf.f = path, f
-	sf.mapped = mmap.Map(f, st.Size())
+	sf.path, sf.file = path, mf
 	return sf, nil
 }
 
@@ -201,24 +193,17 @@ func (f *File) Bytes(name string) ([]byte, error) {
 	if !ok {
 		return nil, fmt.Errorf("%s: no tensor %q", f.path, name)
 	}
-	if f.mapped != nil {
-		return f.mapped[f.dataOff+t.Begin : f.dataOff+t.End : f.dataOff+t.End], nil
-	}
-	buf := make([]byte, t.End-t.Begin)
-	if _, err := f.f.ReadAt(buf, f.dataOff+t.Begin); err != nil {
+	b, err := f.file.Slice(f.dataOff+t.Begin, t.End-t.Begin)
+	if err != nil {
 		return nil, fmt.Errorf("%s: read %q: %w", f.path, name, err)
 	}
-	return buf, nil
+	return b, nil
 }
 
 // Close releases the mapping and the file.
 func (f *File) Close() error {
-	if f.mapped != nil {
-		mmap.Unmap(f.mapped)
-		f.mapped = nil
+	if f.file == nil {
+		return nil
 	}
-	if f.f != nil {
-		return f.f.Close()
-	}
-	return nil
+	return f.file.Close()
 }

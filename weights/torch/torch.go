@@ -19,7 +19,6 @@ import (
 	"github.com/gophotomaker/photomaker/internal/mmap"
 	"io"
 	"math"
-	"os"
 	"sort"
 	"strconv"
 	"strings"
@@ -77,9 +76,8 @@ type view struct {
 // File is an open PyTorch checkpoint.
 type File struct {
 	path    string
-	f       *os.File
+	file    *mmap.File // nil when parsed from memory (fuzzing)
 	r       io.ReaderAt
-	mapped  []byte // whole file when memory-mapped, else nil
 	tensors []Tensor
 	views   []view
 	byName  map[string]int
@@ -87,22 +85,16 @@ type File struct {
 
 // Open reads and validates the checkpoint at path.
 func Open(path string) (*File, error) {
-	f, err := os.Open(path)
+	mf, err := mmap.Open(path)
 	if err != nil {
 		return nil, err
 	}
-	st, err := f.Stat()
+	tf, err := parse(mf, mf.Size())
 	if err != nil {
-		f.Close()
-		return nil, err
-	}
-	tf, err := parse(f, st.Size())
-	if err != nil {
-		f.Close()
+		mf.Close()
 		return nil, fmt.Errorf("%s: %w", path, err)
 	}
-	tf.path, tf.f = path, f
-	tf.mapped = mmap.Map(f, st.Size())
+	tf.path, tf.file = path, mf
 	return tf, nil
 }
 
@@ -346,8 +338,12 @@ func (f *File) Tensor(name string) (Tensor, bool) {
 // storageBytes returns bytes [lo, hi) of a storage.
 func (f *File) storageBytes(e *entry, lo, hi int64) ([]byte, error) {
 	if e.stored {
-		if f.mapped != nil {
-			return f.mapped[e.dataOff+lo : e.dataOff+hi : e.dataOff+hi], nil
+		if f.file != nil {
+			b, err := f.file.Slice(e.dataOff+lo, hi-lo)
+			if err != nil {
+				return nil, fmt.Errorf("read %s: %w", e.zf.Name, err)
+			}
+			return b, nil
 		}
 		buf := make([]byte, hi-lo)
 		if _, err := f.r.ReadAt(buf, e.dataOff+lo); err != nil {
@@ -455,14 +451,10 @@ func (f *File) Float32(name string) ([]float32, error) {
 
 // Close releases the mapping and the file.
 func (f *File) Close() error {
-	if f.mapped != nil {
-		mmap.Unmap(f.mapped)
-		f.mapped = nil
+	if f.file == nil {
+		return nil
 	}
-	if f.f != nil {
-		err := f.f.Close()
-		f.f = nil
-		return err
-	}
-	return nil
+	err := f.file.Close()
+	f.file = nil
+	return err
 }
