@@ -20,3 +20,15 @@ func TestStyles(t *testing.T) {
 	require.ErrorContains(t, err, "unknown style")
 	require.ErrorContains(t, err, "Cinematic")
 }
+
+func TestSizePresets(t *testing.T) {
+	for _, p := range SizePresets {
+		require.Zero(t, p.Width%8, p.Name)
+		require.Zero(t, p.Height%8, p.Name)
+		got, err := FindSize(p.Ratio)
+		require.NoError(t, err)
+		require.Equal(t, p, got)
+	}
+	_, err := FindSize("5:4")
+	require.ErrorContains(t, err, "16:9")
+}

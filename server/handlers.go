@@ -252,32 +252,6 @@ func (s *Server) handleImage(w http.ResponseWriter, r *http.Request) {
 	_, _ = w.Write(img)
 }
 
-// sizePreset is one of the official demo's output sizes.
-type sizePreset struct {
-	Name   string `json:"name"`
-	Width  int    `json:"width"`
-	Height int    `json:"height"`
-}
-
-// sizePresets are the official PhotoMaker demo's aspect ratios (sides
-// rounded to multiples of 8).
-var sizePresets = []sizePreset{
-	{"Instagram (1:1)", 1024, 1024},
-	{"35mm film / Landscape (3:2)", 1024, 680},
-	{"35mm film / Portrait (2:3)", 680, 1024},
-	{"CRT Monitor / Landscape (4:3)", 1024, 768},
-	{"CRT Monitor / Portrait (3:4)", 768, 1024},
-	{"Widescreen TV / Landscape (16:9)", 1024, 576},
-	{"Widescreen TV / Portrait (9:16)", 576, 1024},
-	{"Widescreen Monitor / Landscape (16:10)", 1024, 640},
-	{"Widescreen Monitor / Portrait (10:16)", 640, 1024},
-	{"Cinemascope (2.39:1)", 1024, 424},
-	{"Widescreen Movie (1.85:1)", 1024, 552},
-	{"Academy Movie (1.37:1)", 1024, 744},
-	{"Sheet-print (A-series) / Landscape (297:210)", 1024, 720},
-	{"Sheet-print (A-series) / Portrait (210:297)", 720, 1024},
-}
-
 func (s *Server) handleInfo(w http.ResponseWriter, r *http.Request) {
 	styles := make([]string, len(photomaker.Styles))
 	for i, st := range photomaker.Styles {
@@ -295,7 +269,7 @@ func (s *Server) handleInfo(w http.ResponseWriter, r *http.Request) {
 		"adapter":    o.AdapterName,
 		"version":    o.Version,
 		"styles":     styles,
-		"sizes":      sizePresets,
+		"sizes":      photomaker.SizePresets,
 		// What the page starts with (the official demo's choices). The
 		// API's own defaults for absent fields are the same numbers, no
 		// style, an empty negative prompt and a random seed.

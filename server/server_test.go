@@ -131,7 +131,7 @@ func TestInfoAndPage(t *testing.T) {
 		PhotoMaker bool
 		Device     string
 		Styles     []string
-		Sizes      []sizePreset
+		Sizes      []photomaker.SizePreset
 		Defaults   map[string]any
 		Limits     map[string]any
 	}

@@ -32,12 +32,13 @@ PhotoMaker (the trigger word follows the class word):
 
 Every flag also reads PHOTOMAKER_<FLAG> (e.g. PHOTOMAKER_MODEL).`,
 		Flags: []cli.Flag{
-			&cli.StringFlag{Name: "model", Aliases: []string{"m"}, Usage: "SDXL checkpoint: single-file .safetensors/.ckpt, diffusers folder, .gguf, or a name pulled with 'photomaker pull' (sdxl, realvisxl-v4)", EnvVars: envs("model"), Required: true},
+			&cli.StringFlag{Name: "model", Aliases: []string{"m"}, Value: "sdxl", Usage: "SDXL checkpoint: single-file .safetensors/.ckpt, diffusers folder, .gguf, or a name pulled with 'photomaker pull' (sdxl, realvisxl-v4)", EnvVars: envs("model")},
 			&cli.StringFlag{Name: "prompt", Aliases: []string{"p"}, Usage: "prompt (literal text, as diffusers)", EnvVars: envs("prompt"), Required: true},
 			&cli.StringFlag{Name: "prompt-weighting", Usage: "none (literal text, as diffusers) or a1111 for (word:1.2) emphasis", EnvVars: envs("prompt-weighting")},
 			&cli.StringFlag{Name: "negative-prompt", Usage: "negative prompt (empty: zeros, as diffusers; @demo: the official demo's negative prompt)", EnvVars: envs("negative-prompt")},
 			&cli.IntFlag{Name: "width", Value: 1024, Usage: "width in pixels, a multiple of 8", EnvVars: envs("width")},
 			&cli.IntFlag{Name: "height", Value: 1024, Usage: "height in pixels, a multiple of 8", EnvVars: envs("height")},
+			&cli.StringFlag{Name: "aspect", Usage: "one of the demo's size presets by ratio (1:1, 3:2, 2:3, 4:3, 3:4, 16:9, 9:16, ...); overrides --width/--height", EnvVars: envs("aspect")},
 			&cli.IntFlag{Name: "steps", Value: photomaker.DefaultSteps, Usage: "denoising steps", EnvVars: envs("steps")},
 			&cli.Float64Flag{Name: "guidance", Value: photomaker.DefaultGuidance, Usage: "classifier-free guidance scale (≤ 1 disables it)", EnvVars: envs("guidance")},
 			&cli.StringFlag{Name: "sampler", Value: photomaker.DefaultSampler, Usage: "euler, euler_a, dpmpp_2m or ddim (diffusers semantics)", EnvVars: envs("sampler")},
@@ -90,6 +91,13 @@ func runGenerate(c *cli.Context) error {
 	if req.N <= 0 || req.N > photomaker.MaxImages {
 		return usagef("--n must be 1 to %d", photomaker.MaxImages)
 	}
+	if a := c.String("aspect"); a != "" {
+		p, err := photomaker.FindSize(a)
+		if err != nil {
+			return usagef("%v", err)
+		}
+		req.Width, req.Height = p.Width, p.Height
+	}
 	if req.Width%8 != 0 || req.Height%8 != 0 || req.Width <= 0 || req.Height <= 0 {
 		return usagef("--width and --height must be positive multiples of 8 (got %d×%d)", req.Width, req.Height)
 	}
@@ -138,6 +146,12 @@ func runGenerate(c *cli.Context) error {
 	}
 	if c.String("photomaker") != "" && len(ids) == 0 && len(req.People) == 0 {
 		return usagef("--photomaker needs at least one --id-image photo of the person (or --id NAME=PHOTOS per person)")
+	}
+	if (len(req.IDImages) > 0 || len(req.People) > 0) && c.String("photomaker") == "" && !strings.HasSuffix(strings.ToLower(c.String("model")), ".gguf") {
+		// ID photos without an adapter: use a pulled photomaker-v1 if there is one.
+		if p, err := resolveModelPath("photomaker-v1"); err == nil {
+			c.Set("photomaker", p)
+		}
 	}
 	if err := resolveModelFlags(c); err != nil { // catalog names → files pulled into the cache
 		return err
