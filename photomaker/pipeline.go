@@ -38,6 +38,9 @@ type Config struct {
 	PhotoMaker string
 	// LoRAScale scales the adapter's LoRA (0 means the official 1.0).
 	LoRAScale float32
+	// LoRAs are community LoRAs (kohya, diffusers/PEFT formats) merged into
+	// the model at load, each at its scale.
+	LoRAs []LoRA
 	// Device is "auto" (first GPU, else CPU), "cpu", "cuda", "cuda:1", ...
 	Device string
 	// Threads for the CPU (0: all cores).
@@ -56,6 +59,12 @@ type Config struct {
 	VAETile int
 	// Progress, if set, receives load and generation progress.
 	Progress func(Progress)
+}
+
+// LoRA is a LoRA file and the scale it is merged at.
+type LoRA struct {
+	Path  string
+	Scale float32
 }
 
 // Progress reports a stage of work: Done of Total units.
@@ -77,7 +86,8 @@ type Pipeline struct {
 	vae     *vae.VAE
 	id      *idStage // nil without an adapter
 	sched   sampling.Config
-	scaling float32 // the VAE's scaling_factor
+	loras   []*weights.Set // community LoRA files, open while their merges load
+	scaling float32        // the VAE's scaling_factor
 	mu      sync.Mutex
 
 	testHookFinalLatents func([]float32) // tests compare the latents before decoding
@@ -142,6 +152,18 @@ func Load(ctx context.Context, cfg Config) (_ *Pipeline, err error) {
 				return nil, fmt.Errorf("%s: merging the PhotoMaker LoRA into %s: %w", cfg.PhotoMaker, cfg.Model, err)
 			}
 		}
+	}
+	for _, l := range cfg.LoRAs {
+		set, err := weights.OpenLoRA(l.Path)
+		if err != nil {
+			return nil, err
+		}
+		_, err = weights.MergeLoRA(p.model.Tensors, set, l.Scale)
+		if err != nil {
+			set.Close()
+			return nil, fmt.Errorf("%s: merging into %s: %w", l.Path, cfg.Model, err)
+		}
+		p.loras = append(p.loras, set) // merged tensors read it lazily: keep it open
 	}
 	policy, err := weightPolicy(cfg.WeightType)
 	if err != nil {
@@ -248,6 +270,10 @@ func (p *Pipeline) Close() error {
 		err = p.adapter.Close()
 		p.adapter = nil
 	}
+	for _, l := range p.loras {
+		err = errors.Join(err, l.Close())
+	}
+	p.loras = nil
 	if p.model != nil {
 		err = errors.Join(err, p.model.Close())
 		p.model = nil

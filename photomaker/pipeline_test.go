@@ -221,3 +221,50 @@ func TestDefaultWeightPolicy(t *testing.T) {
 	bias := &weights.Tensor{Name: "unet.x.proj.bias", DType: "F16", Shape: []int64{256}}
 	require.Equal(t, ggml.TypeF32, policy(bias.Name, bias))
 }
+
+// A community LoRA in kohya format is merged at load: scale 0 changes
+// nothing, scale 1 changes the image.
+func TestCommunityLoRA(t *testing.T) {
+	base := loadTiny(t, "")
+	w, _ := base.model.Tensors.Get("unet.down_blocks.1.attentions.0.transformer_blocks.0.attn1.to_q.weight")
+	out, in := w.Shape[0], w.Shape[1]
+	const r = 4
+	vals := func(n int64, v float32) func() ([]byte, error) {
+		return func() ([]byte, error) {
+			x := make([]float32, n)
+			for i := range x {
+				x[i] = v * float32(i%7-3)
+			}
+			return ggml.F32Bytes(x), nil
+		}
+	}
+	key := "lora_unet_down_blocks_1_attentions_0_transformer_blocks_0_attn1_to_q"
+	path := filepath.Join(t.TempDir(), "style.safetensors")
+	require.NoError(t, safetensors.Write(path, []safetensors.Entry{
+		{Name: key + ".lora_down.weight", DType: safetensors.F32, Shape: []int64{r, in}, Data: vals(r*in, 0.05)},
+		{Name: key + ".lora_up.weight", DType: safetensors.F32, Shape: []int64{out, r}, Data: vals(out*r, 0.05)},
+		{Name: key + ".alpha", DType: safetensors.F32, Shape: []int64{}, Data: func() ([]byte, error) { return ggml.F32Bytes([]float32{r}), nil }},
+	}, nil))
+	req := Request{Prompt: "a cat", Width: 64, Height: 64, Steps: 2, Seed: 4}
+	want, err := base.Generate(context.Background(), req)
+	require.NoError(t, err)
+	for _, c := range []struct {
+		scale float32
+		same  bool
+	}{{0, true}, {1, false}} {
+		p, err := Load(context.Background(), Config{Model: golden.Path("tiny-sdxl.safetensors"), Device: "cpu", WeightType: "f32",
+			LoRAs: []LoRA{{Path: path, Scale: c.scale}}})
+		require.NoError(t, err)
+		got, err := p.Generate(context.Background(), req)
+		require.NoError(t, err)
+		p.Close()
+		if c.same {
+			require.Equal(t, pixels(want.Images[0]), pixels(got.Images[0]))
+		} else {
+			require.NotEqual(t, pixels(want.Images[0]), pixels(got.Images[0]))
+		}
+	}
+	_, err = Load(context.Background(), Config{Model: golden.Path("tiny-sdxl.safetensors"), Device: "cpu",
+		LoRAs: []LoRA{{Path: golden.Path("tiny-sdxl.safetensors"), Scale: 1}}})
+	require.Error(t, err)
+}

@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"strconv"
 	"strings"
 
 	"github.com/urfave/cli/v2"
@@ -49,6 +50,7 @@ Every flag also reads PHOTOMAKER_<FLAG> (e.g. PHOTOMAKER_MODEL).`,
 			&cli.StringFlag{Name: "output", Aliases: []string{"o"}, Value: "photomaker.png", Usage: "output PNG; with --n > 1: NAME-1.png, NAME-2.png, ...", EnvVars: envs("output")},
 			&cli.BoolFlag{Name: "force", Usage: "overwrite existing output files", EnvVars: envs("force")},
 			&cli.StringFlag{Name: "photomaker", Usage: "PhotoMaker adapter: official .bin, .safetensors or .gguf (v1/v2 detected from the tensors), or photomaker-v1/photomaker-v2 once pulled", EnvVars: envs("photomaker")},
+			&cli.StringSliceFlag{Name: "lora", Usage: "community LoRA (kohya or diffusers/PEFT .safetensors) merged at load, as FILE or FILE:SCALE (default scale 1); repeatable", EnvVars: envs("lora")},
 			&cli.StringSliceFlag{Name: "id-image", Usage: "ID photo of the person (repeatable)", EnvVars: envs("id-image")},
 			&cli.StringSliceFlag{Name: "id", Usage: "several people: NAME=F1,F2 where NAME is the class word written before the trigger word (\"a man img and a woman img\"); repeat per person", EnvVars: envs("id")},
 			&cli.StringFlag{Name: "id-embeds", Usage: "v2: face embeddings, one raw 512-d ArcFace embedding per ID photo: .safetensors with tensor \"id_embeds\" [N,512], or .npy [N,512]", EnvVars: envs("id-embeds")},
@@ -165,12 +167,16 @@ func runGenerate(c *cli.Context) error {
 		}
 	}
 
+	loras, err := parseLoRAs(c.StringSlice("lora"))
+	if err != nil {
+		return err
+	}
 	ctx, stop := signal.NotifyContext(c.Context, os.Interrupt)
 	defer stop()
 	bar := newProgress(c.App.ErrWriter, !c.Bool("json"))
 	p, err := photomaker.Load(ctx, photomaker.Config{
 		Model: c.String("model"), PhotoMaker: c.String("photomaker"), Device: c.String("device"),
-		Threads: c.Int("threads"), WeightType: c.String("type"), VAETile: c.Int("vae-tile"), EncodersOnCPU: c.Bool("encoders-on-cpu"), Progress: bar.update,
+		LoRAs: loras, Threads: c.Int("threads"), WeightType: c.String("type"), VAETile: c.Int("vae-tile"), EncodersOnCPU: c.Bool("encoders-on-cpu"), Progress: bar.update,
 	})
 	if err != nil {
 		return err
@@ -200,6 +206,24 @@ func runGenerate(c *cli.Context) error {
 		fmt.Fprintf(c.App.Writer, "wrote %s (seed %d)\n", o, res.Seed)
 	}
 	return nil
+}
+
+// parseLoRAs reads --lora FILE[:SCALE] values.
+func parseLoRAs(specs []string) ([]photomaker.LoRA, error) {
+	var out []photomaker.LoRA
+	for _, s := range specs {
+		l := photomaker.LoRA{Path: s, Scale: 1}
+		if i := strings.LastIndex(s, ":"); i > 0 {
+			if v, err := strconv.ParseFloat(s[i+1:], 32); err == nil {
+				l.Path, l.Scale = s[:i], float32(v)
+			}
+		}
+		if _, err := os.Stat(l.Path); err != nil {
+			return nil, usagef("--lora %s: %v", s, err)
+		}
+		out = append(out, l)
+	}
+	return out, nil
 }
 
 // outputNames gives FILE.png for one image and FILE-1.png, ... for several.

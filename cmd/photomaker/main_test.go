@@ -142,3 +142,14 @@ func TestGenerateTwoPeople(t *testing.T) {
 	require.Equal(t, 2, code)
 	require.Contains(t, errOut, "NAME=PHOTO")
 }
+
+func TestGenerateLoRAFlag(t *testing.T) {
+	code, _, errOut := runCLI(t, "generate", "--model", golden.Path("tiny-sdxl.safetensors"), "--prompt", "x",
+		"--lora", "/nonexistent/style.safetensors:0.8")
+	require.Equal(t, 2, code)
+	require.Contains(t, errOut, "/nonexistent/style.safetensors")
+	ls, err := parseLoRAs([]string{golden.Path("tiny-sdxl.safetensors") + ":0.5", golden.Path("tiny-sdxl.safetensors")})
+	require.NoError(t, err)
+	require.Equal(t, float32(0.5), ls[0].Scale)
+	require.Equal(t, float32(1), ls[1].Scale)
+}
