@@ -28,9 +28,11 @@ rocm:
 	cmake -S . -B build/rocm -G Ninja -DGGML_SRC=$(GGML_SRC) -DPM_BACKEND=hip -DCMAKE_BUILD_TYPE=Release
 	cmake --build build/rocm -j
 
-# The test command (README and .ci/run use exactly this).
+# The test command (README and .ci/run use exactly this): vet, every test,
+# then each parser's fuzz target for a few seconds beyond its seed corpus.
 test:
 	$(GO) vet ./... && $(GO) test ./...
+	$(MAKE) --no-print-directory fuzz FUZZTIME=3s
 
 bench:
 	CGO_CFLAGS="$(NATIVE_FLAGS)" CGO_CXXFLAGS="$(NATIVE_FLAGS)" $(GO) test -run '^$$' -bench . -benchtime 3x ./bindings/... ./models/...
