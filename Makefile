@@ -9,7 +9,7 @@ CUDA_ARCH ?= native
 NATIVE_FLAGS := -O3 -march=native
 PORTABLE_FLAGS := -O3
 
-.PHONY: all build portable cuda vulkan rocm test bench fuzz clean demo
+.PHONY: all build portable cuda vulkan rocm test bench fuzz clean demo docs
 
 all: build
 
@@ -56,6 +56,14 @@ ADAPTER ?= testdata/photomaker/photomaker-v1-tiny.safetensors
 ID      ?= testdata/faces/astronaut_0.png testdata/faces/astronaut_1.png
 PROMPT  ?= a photo of a man img, portrait, sharp focus
 DEMO_ARGS ?= $(if $(findstring testdata/,$(MODEL)),--width 128 --height 128 --steps 8 --device cpu,)
+# docs/cli.md: the CLI reference, from each command's --help (a test checks it).
+docs: build
+	@{ echo "# Command-line reference"; echo; \
+	  echo "Generated from \`photomaker <command> --help\` (\`make docs\`); every flag also reads \`PHOTOMAKER_<FLAG>\`."; \
+	  for c in generate convert info pull serve bench devices version; do \
+	    echo; echo "## photomaker $$c"; echo; echo '```'; ./$(BIN) $$c --help 2>&1 | sed 's/[[:space:]]*$$//'; echo '```'; \
+	  done; } > docs/cli.md
+
 demo: build
 	./$(BIN) generate --model $(MODEL) --photomaker $(ADAPTER) $(foreach f,$(ID),--id-image $(f)) \
 		--prompt "$(PROMPT)" $(DEMO_ARGS) --output demo.png --force
