@@ -33,15 +33,18 @@ type TypePolicy func(name string, t *weights.Tensor) ggml.Type
 // used by the golden tests.
 func AllF32(string, *weights.Tensor) ggml.Type { return ggml.TypeF32 }
 
-// KeepPrecise wraps a policy so that tensors ggml computes poorly in low
-// precision stay float32: biases, norms, embeddings and 1-D tensors, plus
-// rows that are not a whole number of the chosen type's blocks.
+// KeepPrecise wraps a policy so that what ggml computes poorly in low
+// precision stays float32 (biases, norms and 1-D tensors) and embeddings
+// stay at least f16 (never block-quantized), as do rows that are not a
+// whole number of the chosen type's blocks.
 func KeepPrecise(p TypePolicy) TypePolicy {
 	return func(name string, t *weights.Tensor) ggml.Type {
 		typ := p(name, t)
-		if typ == ggml.TypeF32 || len(t.Shape) < 2 || strings.HasSuffix(name, ".bias") ||
-			strings.Contains(name, "norm") || strings.Contains(name, "embedding") || strings.Contains(name, "class_embedding") {
+		if typ == ggml.TypeF32 || len(t.Shape) < 2 || strings.HasSuffix(name, ".bias") || strings.Contains(name, "norm") {
 			return ggml.TypeF32
+		}
+		if strings.Contains(name, "embedding") && typ.Quantized() {
+			return ggml.TypeF16
 		}
 		if t.Shape[len(t.Shape)-1]%typ.BlockSize() != 0 {
 			return ggml.TypeF16

@@ -190,8 +190,9 @@ func Load(ctx context.Context, cfg Config) (_ *Pipeline, err error) {
 	if p.unet, err = unet.Load(ctx, p.rt, p.model.Tensors, "unet.", unet.Options{Policy: policy, Progress: report}); err != nil {
 		return nil, err
 	}
-	// SDXL's VAE overflows in f16: keep it f32.
-	if p.vae, err = vae.Load(ctx, p.rt, p.model.Tensors, "vae.", nn.AllF32); err != nil {
+	// SDXL's VAE overflows in f16 arithmetic: it computes in f32 whatever
+	// its weights are stored in (f16 unless everything is f32).
+	if p.vae, err = vae.Load(ctx, p.rt, p.model.Tensors, "vae.", policy); err != nil {
 		return nil, err
 	}
 	if p.adapter != nil {
