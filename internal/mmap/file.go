@@ -61,6 +61,9 @@ func (m *File) Slice(off, n int64) ([]byte, error) {
 		return m.data[off : off+n : off+n], nil
 	}
 	buf := make([]byte, n)
+	if n == 0 {
+		return buf, nil
+	}
 	if _, err := m.f.ReadAt(buf, off); err != nil {
 		return nil, err
 	}

@@ -452,6 +452,9 @@ func (f *File) Bytes(name string) ([]byte, error) {
 	if !ok {
 		return nil, fmt.Errorf("%s: no tensor %q", f.path, name)
 	}
+	if t.Size == 0 {
+		return []byte{}, nil
+	}
 	if f.file != nil {
 		b, err := f.file.Slice(t.Offset, t.Size)
 		if err != nil {

@@ -337,6 +337,9 @@ func (f *File) Tensor(name string) (Tensor, bool) {
 
 // storageBytes returns bytes [lo, hi) of a storage.
 func (f *File) storageBytes(e *entry, lo, hi int64) ([]byte, error) {
+	if hi == lo {
+		return []byte{}, nil
+	}
 	if e.stored {
 		if f.file != nil {
 			b, err := f.file.Slice(e.dataOff+lo, hi-lo)
