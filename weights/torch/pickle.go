@@ -240,6 +240,40 @@ func (m *machine) u64() (uint64, error) {
 }
 
 // str reads n bytes of string payload after checking n against the limits.
+// pushSized reads a little-endian length of width bytes, then that many
+// bytes, and pushes them as a string (or []byte for the BYTES opcodes).
+func (m *machine) pushSized(width int, asBytes bool) error {
+	var n uint64
+	switch width {
+	case 1:
+		v, err := m.u8()
+		if err != nil {
+			return err
+		}
+		n = uint64(v)
+	case 4:
+		v, err := m.u32()
+		if err != nil {
+			return err
+		}
+		n = uint64(v)
+	default:
+		v, err := m.u64()
+		if err != nil {
+			return err
+		}
+		n = v
+	}
+	s, err := m.str(n)
+	if err != nil {
+		return err
+	}
+	if asBytes {
+		return m.push([]byte(s))
+	}
+	return m.push(s)
+}
+
 func (m *machine) str(n uint64) (string, error) {
 	if n > maxString {
 		return "", m.errf(ErrFormat, "string of %d bytes exceeds the %d-byte limit", n, maxString)
@@ -600,66 +634,12 @@ func (m *machine) step(c byte) error {
 			return err
 		}
 		return m.push(math.Float64frombits(binary.BigEndian.Uint64(b)))
-	case opShortBinUni, opShortBinString:
-		n, err := m.u8()
-		if err != nil {
-			return err
-		}
-		s, err := m.str(uint64(n))
-		if err != nil {
-			return err
-		}
-		return m.push(s)
-	case opBinUnicode, opBinString:
-		n, err := m.u32()
-		if err != nil {
-			return err
-		}
-		s, err := m.str(uint64(n))
-		if err != nil {
-			return err
-		}
-		return m.push(s)
-	case opBinUnicode8:
-		n, err := m.u64()
-		if err != nil {
-			return err
-		}
-		s, err := m.str(n)
-		if err != nil {
-			return err
-		}
-		return m.push(s)
-	case opShortBinBytes:
-		n, err := m.u8()
-		if err != nil {
-			return err
-		}
-		s, err := m.str(uint64(n))
-		if err != nil {
-			return err
-		}
-		return m.push([]byte(s))
-	case opBinBytes:
-		n, err := m.u32()
-		if err != nil {
-			return err
-		}
-		s, err := m.str(uint64(n))
-		if err != nil {
-			return err
-		}
-		return m.push([]byte(s))
-	case opBinBytes8:
-		n, err := m.u64()
-		if err != nil {
-			return err
-		}
-		s, err := m.str(n)
-		if err != nil {
-			return err
-		}
-		return m.push([]byte(s))
+	case opShortBinUni, opShortBinString, opShortBinBytes:
+		return m.pushSized(1, c == opShortBinBytes)
+	case opBinUnicode, opBinString, opBinBytes:
+		return m.pushSized(4, c == opBinBytes)
+	case opBinUnicode8, opBinBytes8:
+		return m.pushSized(8, c == opBinBytes8)
 	case opTuple1, opTuple2, opTuple3:
 		n := int(c-opTuple1) + 1
 		if len(m.stack) < n || (len(m.marks) > 0 && len(m.stack)-n < m.marks[len(m.marks)-1]) {
