@@ -52,12 +52,15 @@ fuzz:
 		$(GO) test -run '^$$' -fuzz "^$${t%%:*}$$" -fuzztime $(FUZZTIME) -fuzzminimizetime $(FUZZMIN) "$${t#*:}" || exit 1; \
 	done
 
-# The main job: a PhotoMaker generation. Without MODEL/ADAPTER it runs the
-# bundled tiny random-weight model (noise, but the whole pipeline runs).
-MODEL   ?= testdata/tiny-sdxl.safetensors
-ADAPTER ?= testdata/photomaker/photomaker-v1-tiny.safetensors
+# The main job: a PhotoMaker generation. With models fetched by
+# `photomaker pull` it uses them (sdxl + photomaker-v1, 1024², 50 steps);
+# otherwise it runs the bundled tiny random-weight model (noise, but the whole
+# pipeline runs). MODEL/ADAPTER/ID/PROMPT override.
+pulled  = $(shell ./$(BIN) pull --list --json 2>/dev/null | tr '{' '\n' | grep -E '"name":"(sdxl|photomaker-v1)"' | grep -c '"status":"downloaded"')
+MODEL   ?= $(if $(filter 2,$(pulled)),sdxl,testdata/tiny-sdxl.safetensors)
+ADAPTER ?= $(if $(filter 2,$(pulled)),photomaker-v1,testdata/photomaker/photomaker-v1-tiny.safetensors)
 ID      ?= testdata/faces/astronaut_0.png testdata/faces/astronaut_1.png
-PROMPT  ?= a photo of a man img, portrait, sharp focus
+PROMPT  ?= a photo of a woman img, portrait, sharp focus
 DEMO_ARGS ?= $(if $(findstring testdata/,$(MODEL)),--width 128 --height 128 --steps 8 --device cpu,)
 # docs/cli.md: the CLI reference, from each command's --help (a test checks it).
 docs: build
@@ -70,7 +73,7 @@ docs: build
 demo: build
 	./$(BIN) generate --model $(MODEL) --photomaker $(ADAPTER) $(foreach f,$(ID),--id-image $(f)) \
 		--prompt "$(PROMPT)" $(DEMO_ARGS) --output demo.png --force
-	@case "$(MODEL)" in testdata/*) echo "demo.png comes from the tiny random-weight test model (it is noise). For real photos: make demo MODEL=sdxl.safetensors ADAPTER=photomaker-v1.bin ID='a.jpg b.jpg' PROMPT='a photo of a man img, ...'";; esac
+	@case "$(MODEL)" in testdata/*) echo "demo.png comes from the tiny random-weight test model (it is noise). For real photos: ./$(BIN) pull (then make demo again), or make demo MODEL=sdxl.safetensors ADAPTER=photomaker-v1.bin ID='a.jpg b.jpg' PROMPT='a photo of a man img, ...'";; esac
 
 clean:
 	rm -rf bin build
