@@ -3,6 +3,7 @@ package tokenizer
 import (
 	"encoding/json"
 	"github.com/gophotomaker/photomaker/internal/pyjson"
+	"golang.org/x/text/unicode/norm"
 	"os"
 	"slices"
 	"strings"
@@ -530,9 +531,15 @@ func FuzzEncode(f *testing.F) {
 			t.Fatalf("Decode gave invalid UTF-8 %q", d)
 		}
 		// Without added tokens (which decode without a word end), re-encoding
-		// the decoded text is stable for valid input.
+		// the decoded text is stable for valid input, except where lower-casing
+		// after NFC left marks out of canonical order (e.g. "İ" + U+0670 →
+		// "i" U+0307 U+0670): the reference re-normalizes those on the second
+		// pass too.
 		if utf8.ValidString(s) {
 			d := plain.Decode(plain.Encode(s))
+			if !norm.NFC.IsNormalString(d) {
+				return
+			}
 			if d2 := plain.Decode(plain.Encode(d)); d2 != d {
 				t.Fatalf("decode not stable: %q -> %q -> %q", s, d, d2)
 			}
