@@ -2,6 +2,7 @@ package nn
 
 import (
 	"context"
+	"errors"
 	"fmt"
 
 	"github.com/gophotomaker/photomaker/bindings/ggml"
@@ -54,11 +55,35 @@ func NewRuntime(device string, threads int) (*Runtime, error) {
 // Run builds a graph with build, computes it and returns each output
 // tensor's values as float32 with its ggml shape.
 func (r *Runtime) Run(ctx context.Context, build func(c *ggml.Context) []*ggml.Tensor) ([]Output, error) {
-	gctx := ggml.NewContext(GraphSize*2, GraphSize)
-	defer gctx.Free()
-	outs, err := safeBuild(gctx, build)
+	g, err := r.Prepare(build)
 	if err != nil {
 		return nil, err
+	}
+	defer g.Close()
+	return g.Run(ctx)
+}
+
+// Graph is a built graph that can be computed many times with new input
+// values (Context().SetInput): a sampler loop builds the UNet once and
+// reuses the graph and its compute buffers for every step.
+type Graph struct {
+	rt   *Runtime
+	ctx  *ggml.Context
+	g    *ggml.Graph
+	outs []*ggml.Tensor
+}
+
+// Prepare builds a graph with build; its outputs are read as float32.
+func (r *Runtime) Prepare(build func(c *ggml.Context) []*ggml.Tensor) (*Graph, error) {
+	gctx := ggml.NewContext(GraphSize*2, GraphSize)
+	outs, err := safeBuild(gctx, build)
+	if err != nil {
+		gctx.Free()
+		return nil, err
+	}
+	if len(outs) == 0 {
+		gctx.Free()
+		return nil, errors.New("building the compute graph failed: no outputs")
 	}
 	g := gctx.NewGraph(GraphSize)
 	for i, o := range outs {
@@ -69,14 +94,30 @@ func (r *Runtime) Run(ctx context.Context, build func(c *ggml.Context) []*ggml.T
 		o.SetOutput()
 		g.Expand(o)
 	}
-	if err := r.Sched.Compute(ctx, g); err != nil {
+	return &Graph{rt: r, ctx: gctx, g: g, outs: outs}, nil
+}
+
+// Context is the graph's context, where its inputs were declared.
+func (g *Graph) Context() *ggml.Context { return g.ctx }
+
+// Run computes the graph with its inputs' current values.
+func (g *Graph) Run(ctx context.Context) ([]Output, error) {
+	if err := g.rt.Sched.Compute(ctx, g.g); err != nil {
 		return nil, err
 	}
-	res := make([]Output, len(outs))
-	for i, o := range outs {
+	res := make([]Output, len(g.outs))
+	for i, o := range g.outs {
 		res[i] = Output{Data: o.Float32(), Shape: o.Shape()}
 	}
 	return res, nil
+}
+
+// Close frees the graph.
+func (g *Graph) Close() {
+	if g.ctx != nil {
+		g.ctx.Free()
+		g.ctx = nil
+	}
 }
 
 // safeBuild turns a shape panic while building a graph (a bug, or weights

@@ -310,6 +310,12 @@ func (p *Pipeline) denoiseAndDecode(ctx context.Context, req *Request, pl *plan,
 	timeIDs := []float32{float32(req.Height), float32(req.Width), 0, 0, float32(req.Height), float32(req.Width)}
 	cfg := req.Guidance > 1
 	ts := sampler.Timesteps()
+	var stepper *unet.Stepper // one graph for every step
+	defer func() {
+		if stepper != nil {
+			stepper.Close()
+		}
+	}()
 	for i := range ts {
 		if err := ctx.Err(); err != nil {
 			return nil, err
@@ -326,7 +332,12 @@ func (p *Pipeline) denoiseAndDecode(ctx context.Context, req *Request, pl *plan,
 			in.TextEmbeds = append(append([]float32{}, pl.negative.pooled...), pos.pooled...)
 			in.TimeIDs = append(append([]float32{}, timeIDs...), timeIDs...)
 		}
-		out, err := p.unet.Predict(ctx, in)
+		if stepper == nil {
+			if stepper, err = p.unet.NewStepper(in); err != nil {
+				return nil, fmt.Errorf("denoising: %w", err)
+			}
+		}
+		out, err := stepper.Predict(ctx, in)
 		if err != nil {
 			return nil, fmt.Errorf("denoising step %d of %d: %w", i+1, len(ts), err)
 		}

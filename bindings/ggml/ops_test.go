@@ -235,3 +235,38 @@ func TestAllocRefusesMoreThanRAM(t *testing.T) {
 	require.ErrorIs(t, err, ErrOutOfMemory)
 	require.ErrorContains(t, err, "quantized weights")
 }
+
+// TestGraphReuse computes one graph three times with new input values (the
+// allocation is kept), then once after another graph took the buffers.
+func TestGraphReuse(t *testing.T) {
+	s, err := NewScheduler([]*Backend{cpuBackend(t)}, 64)
+	require.NoError(t, err)
+	defer s.Close()
+	ctx := NewContext(64, 64)
+	defer ctx.Free()
+	x := ctx.InputF32([]float32{1, 2, 3}, 3)
+	y := ctx.Scale(ctx.Add(x, x), 0.5) // = x
+	y.SetOutput()
+	g := ctx.NewGraph(64)
+	g.Expand(y)
+	run := func(v []float32) []float32 {
+		require.NoError(t, ctx.SetInputF32(x, v))
+		require.NoError(t, s.Compute(context.Background(), g))
+		return y.Float32()
+	}
+	require.Equal(t, []float32{1, 2, 3}, run([]float32{1, 2, 3}))
+	require.Equal(t, []float32{4, 5, 6}, run([]float32{4, 5, 6}))
+	require.Equal(t, []float32{-1, 0, 7}, run([]float32{-1, 0, 7}))
+	ctx2 := NewContext(64, 64) // another graph on the same scheduler
+	defer ctx2.Free()
+	z := ctx2.Scale(ctx2.InputF32([]float32{3, 3, 3, 3}, 4), 3)
+	z.SetOutput()
+	g2 := ctx2.NewGraph(64)
+	g2.Expand(z)
+	require.NoError(t, s.Compute(context.Background(), g2))
+	require.Equal(t, []float32{9, 9, 9, 9}, z.Float32())
+	require.Equal(t, []float32{8, 8, 8}, run([]float32{8, 8, 8}))
+
+	require.Error(t, ctx.SetInputF32(x, []float32{1}), "wrong size")
+	require.Error(t, ctx.SetInputF32(y, []float32{1, 2, 3}), "not an input")
+}

@@ -25,6 +25,10 @@ type Scheduler struct {
 	p        C.ggml_backend_sched_t
 	backends []*Backend
 	size     int
+	// allocated is the graph whose tensors hold the compute buffers now;
+	// computing it again skips splitting and allocation (which also keeps
+	// the CUDA backend's captured graph valid from one step to the next).
+	allocated *Graph
 }
 
 // NewScheduler makes a scheduler for graphs of up to graphSize nodes. The
@@ -55,6 +59,7 @@ func (s *Scheduler) Backends() []*Backend { return s.backends }
 // Reserve sizes the compute buffers for g (the worst case) so later graphs
 // of the same or smaller size reuse them without reallocating.
 func (s *Scheduler) Reserve(g *Graph) error {
+	s.allocated = nil
 	if !C.ggml_backend_sched_reserve(s.p, g.p) {
 		return s.oomError("reserve")
 	}
@@ -71,15 +76,24 @@ func (s *Scheduler) BufferSize(b *Backend) int64 {
 func (s *Scheduler) Splits() int { return int(C.ggml_backend_sched_get_n_splits(s.p)) }
 
 // Compute allocates g, uploads the inputs declared on its context, runs it
-// and leaves outputs readable until the next Compute. Cancelling ctx stops a
-// CPU computation between nodes and returns ErrCanceled.
+// and leaves outputs readable until the next Compute. Computing the same
+// graph again (new input values set with Context.SetInput) reuses its
+// allocation as long as no other graph ran in between. Cancelling ctx stops
+// a CPU computation between nodes and returns ErrCanceled.
 func (s *Scheduler) Compute(ctx context.Context, g *Graph) error {
 	if err := ctx.Err(); err != nil {
 		return fmt.Errorf("%w: %w", ErrCanceled, err)
 	}
-	C.ggml_backend_sched_reset(s.p)
-	if !C.ggml_backend_sched_alloc_graph(s.p, g.p) {
-		return s.oomError("allocate")
+	if g.ctx.p == nil {
+		return errors.New("ggml: computing a graph whose context was freed")
+	}
+	if s.allocated != g {
+		s.allocated = nil
+		C.ggml_backend_sched_reset(s.p)
+		if !C.ggml_backend_sched_alloc_graph(s.p, g.p) {
+			return s.oomError("allocate")
+		}
+		s.allocated = g
 	}
 	for _, in := range g.ctx.inputs {
 		if !in.t.Allocated() {
@@ -113,6 +127,7 @@ func (s *Scheduler) Compute(ctx context.Context, g *Graph) error {
 	case C.GGML_STATUS_ABORTED:
 		return fmt.Errorf("%w: %w", ErrCanceled, context.Cause(ctx))
 	case C.GGML_STATUS_ALLOC_FAILED:
+		s.allocated = nil
 		return s.oomError("compute")
 	}
 	return fmt.Errorf("ggml: graph computation failed (status %d)", int(status))
@@ -138,6 +153,7 @@ func (s *Scheduler) oomError(what string) error {
 
 // Close frees the scheduler (not its backends).
 func (s *Scheduler) Close() {
+	s.allocated = nil
 	if s.p != nil {
 		C.ggml_backend_sched_free(s.p)
 		s.p = nil

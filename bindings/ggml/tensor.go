@@ -86,6 +86,27 @@ func (c *Context) Input(t Type, data []byte, ne ...int64) *Tensor {
 	return x
 }
 
+// SetInput replaces the data of input x (declared on c with Input) for the
+// next computation of a graph that is reused: only values change, never
+// shapes, so the graph and its buffers stay as they are.
+func (c *Context) SetInput(x *Tensor, data []byte) error {
+	for i := range c.inputs {
+		if c.inputs[i].t.p == x.p {
+			if int64(len(data)) != x.Bytes() {
+				return fmt.Errorf("ggml: input %v needs %d bytes, got %d", x.Shape(), x.Bytes(), len(data))
+			}
+			c.inputs[i].data = data
+			return nil
+		}
+	}
+	return fmt.Errorf("ggml: tensor %v is not an input of this context", x.Shape())
+}
+
+// SetInputF32 is SetInput for float32 values.
+func (c *Context) SetInputF32(x *Tensor, data []float32) error {
+	return c.SetInput(x, F32Bytes(data))
+}
+
 // InputF32 declares a float32 graph input.
 func (c *Context) InputF32(data []float32, ne ...int64) *Tensor {
 	return c.Input(TypeF32, F32Bytes(data), ne...)

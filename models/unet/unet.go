@@ -221,6 +221,26 @@ func (u *UNet) shapes(in *Inputs) (sample, ts, ctx, text, ids [4]int64, err erro
 // Predict runs one forward pass on rt and returns the noise prediction
 // [B, out, H, W] (PyTorch order).
 func (u *UNet) Predict(ctx context.Context, in Inputs) ([]float32, error) {
+	s, err := u.NewStepper(in)
+	if err != nil {
+		return nil, err
+	}
+	defer s.Close()
+	return s.Predict(ctx, in)
+}
+
+// Stepper evaluates the UNet again and again on inputs of one shape: the
+// graph is built and its buffers allocated once, and each Predict only
+// uploads new values. A sampler loop uses one Stepper for all its steps.
+type Stepper struct {
+	u      *UNet
+	g      *nn.Graph
+	shapes [5][4]int64
+	inputs [5]*ggml.Tensor // sample, timesteps, context, text_embeds, time_ids
+}
+
+// NewStepper builds the graph for inputs shaped like in.
+func (u *UNet) NewStepper(in Inputs) (*Stepper, error) {
 	s, ts, cs, te, ti, err := u.shapes(&in)
 	if err != nil {
 		return nil, err
@@ -228,11 +248,12 @@ func (u *UNet) Predict(ctx context.Context, in Inputs) ([]float32, error) {
 	if _, err := u.checkInputs(s, ts, cs, te, ti); err != nil {
 		return nil, err
 	}
+	st := &Stepper{u: u, shapes: [5][4]int64{s, ts, cs, te, ti}}
 	var ferr error
-	out, err := u.rt.Run(ctx, func(c *ggml.Context) []*ggml.Tensor {
-		y, err := u.Forward(c,
-			c.InputF32(in.Sample, s[:]...), c.InputF32(in.Timesteps, ts[0]), c.InputF32(in.Context, cs[:3]...),
-			c.InputF32(in.TextEmbeds, te[:2]...), c.InputF32(in.TimeIDs, ti[:2]...))
+	st.g, err = u.rt.Prepare(func(c *ggml.Context) []*ggml.Tensor {
+		st.inputs = [5]*ggml.Tensor{c.InputF32(in.Sample, s[:]...), c.InputF32(in.Timesteps, ts[0]),
+			c.InputF32(in.Context, cs[:3]...), c.InputF32(in.TextEmbeds, te[:2]...), c.InputF32(in.TimeIDs, ti[:2]...)}
+		y, err := u.Forward(c, st.inputs[0], st.inputs[1], st.inputs[2], st.inputs[3], st.inputs[4])
 		if err != nil {
 			ferr = err
 			return nil
@@ -245,5 +266,36 @@ func (u *UNet) Predict(ctx context.Context, in Inputs) ([]float32, error) {
 	if err != nil {
 		return nil, err
 	}
+	return st, nil
+}
+
+// Predict evaluates the UNet on in, which must be shaped like the inputs
+// the Stepper was made for.
+func (st *Stepper) Predict(ctx context.Context, in Inputs) ([]float32, error) {
+	s, ts, cs, te, ti, err := st.u.shapes(&in)
+	if err != nil {
+		return nil, err
+	}
+	if got := [5][4]int64{s, ts, cs, te, ti}; got != st.shapes {
+		return nil, &InputError{Msg: fmt.Sprintf("inputs shaped %v, but this stepper was built for %v", got, st.shapes)}
+	}
+	c := st.g.Context()
+	for i, v := range [5][]float32{in.Sample, in.Timesteps, in.Context, in.TextEmbeds, in.TimeIDs} {
+		if err := c.SetInputF32(st.inputs[i], v); err != nil {
+			return nil, err
+		}
+	}
+	out, err := st.g.Run(ctx)
+	if err != nil {
+		return nil, err
+	}
 	return out[0].Data, nil
+}
+
+// Close frees the graph.
+func (st *Stepper) Close() {
+	if st.g != nil {
+		st.g.Close()
+		st.g = nil
+	}
 }

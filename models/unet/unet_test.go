@@ -187,3 +187,52 @@ func BenchmarkUNetTiny(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkStepperTiny is BenchmarkUNetTiny with the graph built once, as
+// the sampler loop runs it: the difference is the per-step cost of building
+// and allocating the graph.
+func BenchmarkStepperTiny(b *testing.B) {
+	u := loadTiny(b)
+	in := noLoRACases[1].inputs(b)
+	st, err := u.NewStepper(in)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer st.Close()
+	for b.Loop() {
+		if _, err := st.Predict(context.Background(), in); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// TestStepperReusesGraph evaluates the golden cases through one Stepper,
+// back to back (one allocation, new values per call) and then interleaved
+// with other graphs that take its buffers away, and requires the bits
+// Predict gives.
+func TestStepperReusesGraph(t *testing.T) {
+	u := loadTiny(t)
+	st, err := u.NewStepper(noLoRACases[0].inputs(t))
+	require.NoError(t, err)
+	defer st.Close()
+	var stepped [][]float32
+	for _, gc := range noLoRACases {
+		got, err := st.Predict(context.Background(), gc.inputs(t))
+		require.NoError(t, err)
+		stepped = append(stepped, got)
+	}
+	for i, gc := range noLoRACases {
+		want, err := u.Predict(context.Background(), gc.inputs(t))
+		require.NoError(t, err)
+		require.Equal(t, want, stepped[i], gc.name)
+		got, err := st.Predict(context.Background(), gc.inputs(t))
+		require.NoError(t, err)
+		require.Equal(t, want, got, "%s after another graph", gc.name)
+	}
+	in := noLoRACases[0].inputs(t)
+	in.Width *= 2 // other shape
+	in.Sample = append(in.Sample, in.Sample...)
+	_, err = st.Predict(context.Background(), in)
+	var ie *InputError
+	require.ErrorAs(t, err, &ie)
+}
