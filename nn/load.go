@@ -15,6 +15,7 @@ import (
 	"github.com/gophotomaker/photomaker/internal/mmap"
 	"reflect"
 	"runtime"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -35,8 +36,9 @@ func AllF32(string, *weights.Tensor) ggml.Type { return ggml.TypeF32 }
 
 // KeepPrecise wraps a policy so that what ggml computes poorly in low
 // precision stays float32 (biases, norms and 1-D tensors) and embeddings
-// stay at least f16 (never block-quantized), as do rows that are not a
-// whole number of the chosen type's blocks.
+// stay at least f16 (never block-quantized). Rows that are not a whole
+// number of the chosen type's blocks take its 32-block sibling or f16
+// (ggml.Type.FitRow), as photomaker convert does.
 func KeepPrecise(p TypePolicy) TypePolicy {
 	return func(name string, t *weights.Tensor) ggml.Type {
 		typ := p(name, t)
@@ -46,10 +48,7 @@ func KeepPrecise(p TypePolicy) TypePolicy {
 		if strings.Contains(name, "embedding") && typ.Quantized() {
 			return ggml.TypeF16
 		}
-		if t.Shape[len(t.Shape)-1]%typ.BlockSize() != 0 {
-			return ggml.TypeF16
-		}
-		return typ
+		return typ.FitRow(t.Shape[len(t.Shape)-1])
 	}
 }
 
@@ -206,6 +205,45 @@ func (w *Weights) declare(name string, src *weights.Tensor) *ggml.Tensor {
 	return t
 }
 
+// EstimateBytes is the memory the tensors of set under prefix take once
+// stored as policy says (ggml's 32-byte alignment included), for planning
+// before anything is bound.
+func EstimateBytes(set *weights.Set, prefix string, policy TypePolicy) int64 {
+	var total int64
+	forEachStored(set, prefix, policy, func(n int64) { total += n })
+	return total
+}
+
+// LargestBytes is the summed size of the k largest tensors EstimateBytes
+// counts.
+func LargestBytes(set *weights.Set, prefix string, policy TypePolicy, k int) int64 {
+	var sizes []int64
+	forEachStored(set, prefix, policy, func(n int64) { sizes = append(sizes, n) })
+	slices.Sort(sizes)
+	var sum int64
+	for _, n := range sizes[max(0, len(sizes)-k):] {
+		sum += n
+	}
+	return sum
+}
+
+func forEachStored(set *weights.Set, prefix string, policy TypePolicy, f func(bytes int64)) {
+	if policy == nil {
+		policy = AllF32
+	}
+	sub := set.Prefix(prefix)
+	for _, name := range sub.Names() {
+		t, _ := sub.Get(name)
+		n := int64(1)
+		for _, d := range t.Shape {
+			n *= d
+		}
+		typ := policy(prefix+name, t)
+		b := (n + typ.BlockSize() - 1) / typ.BlockSize() * typ.BlockBytes()
+		f((b + 31) &^ 31)
+	}
+}
+
 // Bytes returns the device memory the declared weights will take.
 func (w *Weights) Bytes(b *ggml.Backend) int64 { return b.AllocSize(w.ctx) }
 
@@ -213,7 +251,18 @@ func (w *Weights) Bytes(b *ggml.Backend) int64 { return b.AllocSize(w.ctx) }
 // or quantizing as the policy chose. progress (may be nil) is called after
 // each tensor with the number done and the total.
 func (w *Weights) Upload(ctx context.Context, b *ggml.Backend, progress func(done, total int)) error {
-	buf, err := b.Alloc(w.ctx)
+	return w.upload(ctx, b.Alloc, progress)
+}
+
+// UploadHost is Upload into host memory that b's device streams from
+// (ggml.Backend.AllocHost): the weights take no device memory and are
+// copied to the device by every graph that uses them.
+func (w *Weights) UploadHost(ctx context.Context, b *ggml.Backend, progress func(done, total int)) error {
+	return w.upload(ctx, b.AllocHost, progress)
+}
+
+func (w *Weights) upload(ctx context.Context, alloc func(*ggml.Context) (*ggml.Buffer, error), progress func(done, total int)) error {
+	buf, err := alloc(w.ctx)
 	if err != nil {
 		return err
 	}

@@ -244,3 +244,25 @@ func TestUpsampleToOddSize(t *testing.T) {
 		}
 	}
 }
+
+// TestEstimateBytes plans exactly what binding and uploading allocates.
+func TestEstimateBytes(t *testing.T) {
+	f := newFixture(t)
+	rt, err := NewRuntime("cpu", 1)
+	require.NoError(t, err)
+	defer rt.Close()
+	for _, typ := range []ggml.Type{ggml.TypeF32, ggml.TypeF16, ggml.TypeQ8_0} {
+		p := KeepPrecise(func(string, *weights.Tensor) ggml.Type { return typ })
+		w := NewWeights(64, p)
+		var m testModel
+		require.NoError(t, w.Bind(f.set, "m.", &m))
+		// testModel binds every tensor of the fixture: sizes agree exactly.
+		require.Equal(t, w.Bytes(rt.Device), EstimateBytes(f.set, "m.", p), typ.String())
+		w.Free()
+	}
+	big := EstimateBytes(f.set, "m.", AllF32)
+	require.Equal(t, int64(128*32*4), LargestBytes(f.set, "m.", AllF32, 1))
+	require.Equal(t, int64(2*128*32*4+2*32*64*4), LargestBytes(f.set, "m.", AllF32, 4))
+	require.Equal(t, big, LargestBytes(f.set, "m.", AllF32, 1000))
+	require.Greater(t, big, EstimateBytes(f.set, "m.", KeepPrecise(func(string, *weights.Tensor) ggml.Type { return ggml.TypeQ8_0 })))
+}

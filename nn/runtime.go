@@ -112,6 +112,16 @@ func (g *Graph) Run(ctx context.Context) ([]Output, error) {
 	return res, nil
 }
 
+// Reserve sizes the scheduler's compute buffers for this graph without
+// computing it and returns the device's compute buffer size: a request that
+// does not fit fails here, before any work, with the sizes in the error.
+func (g *Graph) Reserve() (int64, error) {
+	if err := g.rt.Sched.Reserve(g.g); err != nil {
+		return 0, err
+	}
+	return g.rt.Sched.BufferSize(g.rt.Device), nil
+}
+
 // Close frees the graph.
 func (g *Graph) Close() {
 	if g.ctx != nil {

@@ -17,12 +17,19 @@ import (
 // v2 HEAD on the tiny SDXL with two astronaut photos, 8 Euler steps at
 // 128×128, guidance 5, style strength 20 (start_merge_step 1), fp32 CPU.
 func TestEndToEndGoldens(t *testing.T) {
-	for _, tc := range []struct{ name, adapter, file string }{
-		{"v1", "photomaker/photomaker-v1-tiny.safetensors", "e2e_v1"},
-		{"v2", "photomaker/photomaker-v2-tiny.safetensors", "e2e_v2"},
+	for _, tc := range []struct{ name, adapter, file, vram string }{
+		{"v1", "photomaker/photomaker-v1-tiny.safetensors", "e2e_v1", ""},
+		{"v2", "photomaker/photomaker-v2-tiny.safetensors", "e2e_v2", ""},
+		// The low-VRAM placement (encoders on their own CPU runtime, UNet
+		// weights in streaming host memory) must not change a bit of it.
+		{"v1 vram stream", "photomaker/photomaker-v1-tiny.safetensors", "e2e_v1", VRAMStream},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			p := loadTiny(t, tc.adapter)
+			p := loadTinyWith(t, tc.adapter, func(c *Config) { c.VRAM = tc.vram })
+			if tc.vram != "" {
+				require.Equal(t, tc.vram, p.VRAM())
+				require.NotSame(t, p.rt, p.encRT)
+			}
 			var faces []image.Image
 			for _, f := range []string{"faces/astronaut_0.png", "faces/astronaut_1.png"} {
 				img, err := imageproc.DecodeFile(golden.Path(f), imageproc.Limits{})
@@ -36,7 +43,7 @@ func TestEndToEndGoldens(t *testing.T) {
 				IDImages:       faces,
 				InitialLatents: golden.Ref(t, tc.file+":initial_latents").Data,
 			}
-			if tc.name == "v2" {
+			if tc.adapter == "photomaker/photomaker-v2-tiny.safetensors" {
 				emb := golden.Ref(t, "id_encoder_v2:id_embeds[:2]")
 				req.IDEmbeds = [][]float32{emb.Data[:512], emb.Data[512:1024]}
 			}

@@ -53,6 +53,15 @@ type Config struct {
 	// the GPU holds only the UNet and the VAE (about 1.6 GB less at f16): a
 	// low-VRAM mode. Their work is small next to the denoising steps.
 	EncodersOnCPU bool
+	// VRAM is how parts are placed on a GPU: auto (default: the fastest of
+	// the modes below that fits the free device memory at PlanWidth ×
+	// PlanHeight), full, low (EncodersOnCPU and VAE tiles) or stream (low,
+	// and the UNet's weights stream from host memory every step). Ignored
+	// on the CPU.
+	VRAM string
+	// PlanWidth and PlanHeight are the image size the VRAM choice plans
+	// for (0: 1024×1024). Larger requests may run out of memory later.
+	PlanWidth, PlanHeight int
 	// VAETile decodes in overlapping tiles of this many latent pixels (8
 	// image pixels each) to bound memory: 0 decodes whole and falls back to
 	// 64-latent tiles when the device runs out of memory; < 0 never tiles.
@@ -88,6 +97,8 @@ type Pipeline struct {
 	sched   sampling.Config
 	loras   []*weights.Set // community LoRA files, open while their merges load
 	scaling float32        // the VAE's scaling_factor
+	vram    string         // the VRAM mode in use ("" on the CPU)
+	vaeTile int            // Config.VAETile, or autoTile in the low-VRAM modes
 	mu      sync.Mutex
 
 	testHookFinalLatents func([]float32) // tests compare the latents before decoding
@@ -173,8 +184,16 @@ func Load(ctx context.Context, cfg Config) (_ *Pipeline, err error) {
 	if err != nil {
 		return nil, err
 	}
+	p.vram, err = p.chooseVRAM(policy)
+	if err != nil {
+		return nil, err
+	}
+	p.vaeTile = cfg.VAETile
+	if p.vaeTile == 0 && (p.vram == VRAMLow || p.vram == VRAMStream) {
+		p.vaeTile = autoTile
+	}
 	p.encRT = p.rt
-	if cfg.EncodersOnCPU {
+	if cfg.EncodersOnCPU || p.vram == VRAMLow || p.vram == VRAMStream {
 		if p.encRT, err = nn.NewRuntime("cpu", cfg.Threads); err != nil {
 			return nil, err
 		}
@@ -187,7 +206,7 @@ func Load(ctx context.Context, cfg Config) (_ *Pipeline, err error) {
 	if p.text, err = clip.LoadSDXL(ctx, p.encRT, p.model.Tensors, policy); err != nil {
 		return nil, err
 	}
-	if p.unet, err = unet.Load(ctx, p.rt, p.model.Tensors, "unet.", unet.Options{Policy: policy, Progress: report}); err != nil {
+	if p.unet, err = unet.Load(ctx, p.rt, p.model.Tensors, "unet.", unet.Options{Policy: policy, Progress: report, Stream: p.vram == VRAMStream}); err != nil {
 		return nil, err
 	}
 	// SDXL's VAE overflows in f16 arithmetic: it computes in f32 whatever
@@ -234,6 +253,10 @@ func (p *Pipeline) Kind() string {
 	}
 	return p.model.Kind.String()
 }
+
+// VRAM is the VRAM mode in use (VRAMFull, VRAMLow, VRAMStream), "" on the
+// CPU.
+func (p *Pipeline) VRAM() string { return p.vram }
 
 // Device names the device the pipeline computes on.
 func (p *Pipeline) Device() string { return p.rt.Device.Dev.Name }

@@ -18,9 +18,18 @@ import (
 
 func loadTiny(t *testing.T, adapter string) *Pipeline {
 	t.Helper()
+	return loadTinyWith(t, adapter, nil)
+}
+
+// loadTinyWith is loadTiny with the config edited by edit (may be nil).
+func loadTinyWith(t *testing.T, adapter string, edit func(*Config)) *Pipeline {
+	t.Helper()
 	cfg := Config{Model: golden.Path("tiny-sdxl.safetensors"), Device: "cpu", WeightType: "f32"}
 	if adapter != "" {
 		cfg.PhotoMaker = golden.Path(adapter)
+	}
+	if edit != nil {
+		edit(&cfg)
 	}
 	p, err := Load(context.Background(), cfg)
 	require.NoError(t, err)

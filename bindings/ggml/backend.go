@@ -271,25 +271,48 @@ func (b *Backend) AllocSize(ctx *Context) int64 {
 // Alloc gives every unallocated tensor of ctx memory on this backend, as a
 // weights buffer. It checks the device's free memory first.
 func (b *Backend) Alloc(ctx *Context) (*Buffer, error) {
-	need := b.AllocSize(ctx)
+	return b.alloc(ctx, C.ggml_backend_dev_buffer_type(b.Dev.p), b.Dev.Type != DeviceCPU)
+}
+
+// AllocHost gives every unallocated tensor of ctx memory in host RAM that
+// this backend's device reads fastest (pinned memory for CUDA), as a weights
+// buffer. A scheduler streams such weights to the device for each graph
+// that uses them: the weight-streaming low-VRAM mode.
+func (b *Backend) AllocHost(ctx *Context) (*Buffer, error) {
+	buft := C.ggml_backend_dev_host_buffer_type(b.Dev.p)
+	if buft == nil {
+		buft = C.ggml_backend_cpu_buffer_type()
+	}
+	return b.alloc(ctx, buft, false)
+}
+
+func (b *Backend) alloc(ctx *Context, buft C.ggml_backend_buffer_type_t, onDevice bool) (*Buffer, error) {
+	need := int64(C.ggml_backend_alloc_ctx_tensors_from_buft_size(ctx.p, buft))
 	if need == 0 {
 		return &Buffer{}, nil
 	}
-	if free, total := b.Dev.Memory(); b.Dev.Type != DeviceCPU && total > 0 && uint64(need) > free {
-		return nil, fmt.Errorf("%w on %s: the weights need %s but only %s of %s is free; try quantized weights (--type q8_0 or q4_K), a smaller model, or --device cpu",
+	if free, total := b.Dev.Memory(); onDevice && total > 0 && uint64(need) > free {
+		return nil, fmt.Errorf("%w on %s: the weights need %s but only %s of %s is free; try quantized weights (--type q8_0 or q4_K), --vram stream, or --device cpu",
 			ErrOutOfMemory, b.Dev.Name, HumanBytes(need), HumanBytes(int64(free)), HumanBytes(int64(total)))
 	}
-	if avail, ok := availableHostMemory(); b.Dev.Type == DeviceCPU && ok && uint64(need) > avail {
+	if avail, ok := availableHostMemory(); !onDevice && ok && uint64(need) > avail {
 		return nil, fmt.Errorf("%w: the weights need %s of RAM but only %s is available; try quantized weights (--type q8_0 or q4_K) or close other programs",
 			ErrOutOfMemory, HumanBytes(need), HumanBytes(int64(avail)))
 	}
-	p := C.ggml_backend_alloc_ctx_tensors_from_buft(ctx.p, C.ggml_backend_dev_buffer_type(b.Dev.p))
+	p := C.ggml_backend_alloc_ctx_tensors_from_buft(ctx.p, buft)
 	if p == nil {
-		return nil, fmt.Errorf("%w on %s: could not allocate %s for weights; try quantized weights or --device cpu", ErrOutOfMemory, b.Dev.Name, HumanBytes(need))
+		where := b.Dev.Name
+		if !onDevice {
+			where = "host memory"
+		}
+		return nil, fmt.Errorf("%w in %s: could not allocate %s for weights; try quantized weights or --device cpu", ErrOutOfMemory, where, HumanBytes(need))
 	}
 	C.ggml_backend_buffer_set_usage(p, C.GGML_BACKEND_BUFFER_USAGE_WEIGHTS)
 	return &Buffer{p: p}, nil
 }
+
+// IsHost says whether the buffer is in host memory.
+func (buf *Buffer) IsHost() bool { return buf.p == nil || bool(C.ggml_backend_buffer_is_host(buf.p)) }
 
 // Size returns the buffer's size in bytes.
 func (buf *Buffer) Size() int64 {

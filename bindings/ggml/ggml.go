@@ -125,6 +125,24 @@ func (t Type) RowBytes(n int64) int64 {
 	return int64(C.ggml_row_size(C.enum_ggml_type(t), C.int64_t(n)))
 }
 
+// kFallback maps each k-quant (256-element blocks) to the 32-block type of
+// about the same size.
+var kFallback = map[Type]Type{
+	TypeQ2_K: TypeQ4_0, TypeQ3_K: TypeQ4_0, TypeQ4_K: TypeQ4_0, TypeQ5_K: TypeQ5_0, TypeQ6_K: TypeQ8_0,
+}
+
+// FitRow returns t if its blocks divide a row of n elements; else a k-quant's
+// 32-block sibling if that fits (SDXL's 320- and 640-wide rows), else F16.
+func (t Type) FitRow(n int64) Type {
+	if n%t.BlockSize() == 0 {
+		return t
+	}
+	if fb, ok := kFallback[t]; ok && n%fb.BlockSize() == 0 {
+		return fb
+	}
+	return TypeF16
+}
+
 // Quantized reports whether the type is block-quantized.
 func (t Type) Quantized() bool { return t.BlockSize() > 1 }
 

@@ -200,6 +200,8 @@ void ggml_backend_dev_memory(ggml_backend_dev_t dev, size_t * free, size_t * tot
 enum ggml_backend_dev_type ggml_backend_dev_type(ggml_backend_dev_t dev);
 ggml_backend_t ggml_backend_dev_init(ggml_backend_dev_t dev, const char * params);
 ggml_backend_buffer_type_t ggml_backend_dev_buffer_type(ggml_backend_dev_t dev);
+ggml_backend_buffer_type_t ggml_backend_dev_host_buffer_type(ggml_backend_dev_t dev);
+ggml_backend_buffer_type_t ggml_backend_cpu_buffer_type(void);
 bool ggml_backend_dev_supports_op(ggml_backend_dev_t dev, const struct ggml_tensor * op);
 ggml_backend_reg_t ggml_backend_dev_backend_reg(ggml_backend_dev_t dev);
 const char * ggml_backend_reg_name(ggml_backend_reg_t reg);
@@ -219,6 +221,7 @@ size_t ggml_backend_alloc_ctx_tensors_from_buft_size(struct ggml_context * ctx, 
 ggml_backend_buffer_t ggml_backend_alloc_ctx_tensors_from_buft(struct ggml_context * ctx, ggml_backend_buffer_type_t buft);
 void ggml_backend_buffer_free(ggml_backend_buffer_t buffer);
 size_t ggml_backend_buffer_get_size(ggml_backend_buffer_t buffer);
+bool ggml_backend_buffer_is_host(ggml_backend_buffer_t buffer);
 void ggml_backend_buffer_set_usage(ggml_backend_buffer_t buffer, enum ggml_backend_buffer_usage usage);
 void ggml_backend_tensor_set(struct ggml_tensor * t, const void * data, size_t offset, size_t size);
 void ggml_backend_tensor_get(const struct ggml_tensor * t, void * data, size_t offset, size_t size);

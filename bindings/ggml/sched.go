@@ -32,7 +32,10 @@ type Scheduler struct {
 }
 
 // NewScheduler makes a scheduler for graphs of up to graphSize nodes. The
-// last backend must be the CPU.
+// last backend must be the CPU. With a device in front of the CPU, an op
+// whose weight lies in host memory (AllocHost) runs on the device when the
+// device asks for it (large batches): the weight is copied over for each
+// graph, which is how weights stream.
 func NewScheduler(backends []*Backend, graphSize int) (*Scheduler, error) {
 	if len(backends) == 0 || !backends[len(backends)-1].IsCPU() {
 		return nil, errors.New("ggml: the scheduler's last backend must be the CPU")
@@ -43,7 +46,7 @@ func NewScheduler(backends []*Backend, graphSize int) (*Scheduler, error) {
 	for i, b := range backends {
 		arr[i] = b.p
 	}
-	p := C.ggml_backend_sched_new((*C.ggml_backend_t)(ps), nil, C.int(len(backends)), C.size_t(graphSize), false, false)
+	p := C.ggml_backend_sched_new((*C.ggml_backend_t)(ps), nil, C.int(len(backends)), C.size_t(graphSize), false, C.bool(len(backends) > 1))
 	if p == nil {
 		return nil, errors.New("ggml: could not create a scheduler")
 	}

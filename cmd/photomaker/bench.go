@@ -60,6 +60,7 @@ Examples:
 			&cli.IntFlag{Name: "photomaker-version", Value: 1, Usage: "with --random: adapter version 1 or 2 (0: plain SDXL, no adapter)", EnvVars: envs("photomaker-version")},
 			&cli.StringFlag{Name: "device", Value: "auto", Usage: "auto, cpu, cuda, cuda:1, metal, ...", EnvVars: envs("device")},
 			&cli.StringFlag{Name: "type", Usage: "store weights as f32, f16, q8_0, q4_K, ... (default: as in the file)", EnvVars: envs("type")},
+			vramFlag(),
 			&cli.IntFlag{Name: "width", Value: 1024, Usage: "width in pixels, a multiple of 8", EnvVars: envs("width")},
 			&cli.IntFlag{Name: "height", Value: 1024, Usage: "height in pixels, a multiple of 8", EnvVars: envs("height")},
 			&cli.IntFlag{Name: "steps", Value: 4, Usage: "denoising steps", EnvVars: envs("steps")},
@@ -84,6 +85,7 @@ type benchResult struct {
 	Random            bool      `json:"random"`
 	RandomScale       string    `json:"random_scale,omitempty"`
 	Device            string    `json:"device"`
+	VRAM              string    `json:"vram,omitempty"`
 	Type              string    `json:"type"`
 	Threads           int       `json:"threads"`
 	Width             int       `json:"width"`
@@ -122,6 +124,10 @@ func runBench(c *cli.Context) error {
 	}
 	if res.Threads <= 0 {
 		res.Threads = runtime.NumCPU()
+	}
+	vram, err := vramMode(c)
+	if err != nil {
+		return err
 	}
 	switch {
 	case res.Steps < 1:
@@ -173,6 +179,7 @@ func runBench(c *cli.Context) error {
 	t0 := time.Now()
 	p, err := photomaker.Load(ctx, photomaker.Config{
 		Model: res.Model, PhotoMaker: res.PhotoMaker, Device: res.Device, WeightType: res.Type, Threads: c.Int("threads"),
+		VRAM: vram, PlanWidth: res.Width, PlanHeight: res.Height,
 	})
 	if err != nil {
 		if sampler != nil {
@@ -182,7 +189,7 @@ func runBench(c *cli.Context) error {
 	}
 	defer p.Close()
 	res.LoadSeconds = time.Since(t0).Seconds()
-	res.Kind, res.Device = p.Kind(), p.Device()
+	res.Kind, res.Device, res.VRAM = p.Kind(), p.Device(), p.VRAM()
 	if res.Type == "" {
 		res.Type = "as in file"
 	}
@@ -457,8 +464,12 @@ func printBench(w io.Writer, r *benchResult) error {
 	if r.Steps == 1 {
 		steps = "step"
 	}
+	device := r.Device
+	if r.VRAM != "" {
+		device += " (vram " + r.VRAM + ")"
+	}
 	fmt.Fprintf(w, "%s on %s, weights %s, %d×%d, %d %s, batch %d, guidance %g, %d threads\n%s\n",
-		r.Kind, r.Device, r.Type, r.Width, r.Height, r.Steps, steps, r.Batch, r.Guidance, r.Threads, src)
+		r.Kind, device, r.Type, r.Width, r.Height, r.Steps, steps, r.Batch, r.Guidance, r.Threads, src)
 	row := func(name, value, note string) { fmt.Fprintf(w, "  %-20s %11s   %s\n", name, value, note) }
 	sec := func(s float64) string { return fmt.Sprintf("%.2f s", s) }
 	row("load", sec(r.LoadSeconds), "open, LoRA merge, convert, upload")

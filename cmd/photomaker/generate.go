@@ -60,6 +60,7 @@ Every flag also reads PHOTOMAKER_<FLAG> (e.g. PHOTOMAKER_MODEL).`,
 			&cli.StringFlag{Name: "style", Usage: "one of the official demo's style templates (photographic, cinematic, disney, digital-art, fantasy-art, neonpunk, enhance, comic-book, lowpoly, line-art)", EnvVars: envs("style")},
 			&cli.StringFlag{Name: "device", Value: "auto", Usage: "auto, cpu, cuda, cuda:1, metal, ...", EnvVars: envs("device")},
 			&cli.StringFlag{Name: "type", Usage: "store weights as f32, f16, q8_0, q4_K, ... (default: as in the file)", EnvVars: envs("type")},
+			vramFlag(),
 			&cli.BoolFlag{Name: "encoders-on-cpu", Usage: "low-VRAM mode: run the text and ID encoders on the CPU, keep only the UNet and VAE on the GPU", EnvVars: envs("encoders-on-cpu")},
 			&cli.IntFlag{Name: "vae-tile", Usage: "decode in tiles of N latent pixels (8 image pixels each) to save memory; 0 = whole, tiles only if memory runs out; -1 = never", EnvVars: envs("vae-tile")},
 			&cli.IntFlag{Name: "threads", Usage: "CPU threads (default: all cores)", EnvVars: envs("threads")},
@@ -167,6 +168,10 @@ func runGenerate(c *cli.Context) error {
 		}
 	}
 
+	vram, err := vramMode(c)
+	if err != nil {
+		return err
+	}
 	loras, err := parseLoRAs(c.StringSlice("lora"))
 	if err != nil {
 		return err
@@ -177,6 +182,7 @@ func runGenerate(c *cli.Context) error {
 	p, err := photomaker.Load(ctx, photomaker.Config{
 		Model: c.String("model"), PhotoMaker: c.String("photomaker"), Device: c.String("device"),
 		LoRAs: loras, Threads: c.Int("threads"), WeightType: c.String("type"), VAETile: c.Int("vae-tile"), EncodersOnCPU: c.Bool("encoders-on-cpu"), Progress: bar.update,
+		VRAM: vram, PlanWidth: req.Width, PlanHeight: req.Height,
 	})
 	if err != nil {
 		return err
@@ -199,7 +205,7 @@ func runGenerate(c *cli.Context) error {
 	if c.Bool("json") {
 		return json.NewEncoder(c.App.Writer).Encode(map[string]any{
 			"outputs": outputs, "seed": res.Seed, "width": req.Width, "height": req.Height,
-			"steps": req.Steps, "device": p.Device(), "kind": p.Kind(),
+			"steps": req.Steps, "device": p.Device(), "kind": p.Kind(), "vram": p.VRAM(),
 		})
 	}
 	for _, o := range outputs {

@@ -9,12 +9,14 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"slices"
 	"sort"
 	"strings"
 
 	"github.com/urfave/cli/v2"
 
 	"github.com/gophotomaker/photomaker/bindings/ggml"
+	"github.com/gophotomaker/photomaker/photomaker"
 )
 
 // version is set at build time with -ldflags "-X main.version=...".
@@ -30,6 +32,21 @@ func usagef(format string, a ...any) error { return usageError{fmt.Sprintf(forma
 // envs gives a flag its PHOTOMAKER_<NAME> environment variable.
 func envs(name string) []string {
 	return []string{"PHOTOMAKER_" + strings.ToUpper(strings.ReplaceAll(name, "-", "_"))}
+}
+
+// vramFlag is --vram, shared by the commands that load a pipeline.
+func vramFlag() cli.Flag {
+	return &cli.StringFlag{Name: "vram", Value: photomaker.VRAMAuto, EnvVars: envs("vram"),
+		Usage: "GPU memory mode: auto (the fastest that fits the free memory), full (everything on the GPU), low (encoders on the CPU, VAE in tiles) or stream (low, and UNet weights stream from RAM every step)"}
+}
+
+// vramMode reads --vram: a usage error unless it names a mode.
+func vramMode(c *cli.Context) (string, error) {
+	m := strings.ToLower(c.String("vram"))
+	if !slices.Contains(photomaker.VRAMModes, m) {
+		return "", usagef("--vram %q: want one of %s", c.String("vram"), strings.Join(photomaker.VRAMModes, ", "))
+	}
+	return m, nil
 }
 
 func newApp(stdout, stderr io.Writer) *cli.App {

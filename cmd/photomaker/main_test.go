@@ -95,16 +95,20 @@ func TestGenerateTiny(t *testing.T) {
 	code, _, errOut = runCLI(t, "generate", "--model", "x", "--prompt", "y", "--style", "watercolour")
 	require.Equal(t, 2, code)
 	require.Contains(t, errOut, "unknown style")
+	code, _, errOut = runCLI(t, "generate", "--model", "x", "--prompt", "y", "--vram", "lots")
+	require.Equal(t, 2, code)
+	require.Contains(t, errOut, "auto, full, low, stream")
 }
 
 func TestGeneratePhotoMakerTiny(t *testing.T) {
 	out := filepath.Join(t.TempDir(), "me.png")
-	code, _, errOut := runCLI(t, "generate", "--model", golden.Path("tiny-sdxl.safetensors"),
+	code, stdout, errOut := runCLI(t, "generate", "--model", golden.Path("tiny-sdxl.safetensors"),
 		"--photomaker", golden.Path("photomaker/photomaker-v1-real.bin"),
 		"--id-image", golden.Path("faces/astronaut_0.png"), "--id-image", golden.Path("faces/lfw_0.png"),
-		"--prompt", "a photo of a man img, portrait", "--style", "photographic",
+		"--prompt", "a photo of a man img, portrait", "--style", "photographic", "--vram", "stream", "--json",
 		"--width", "64", "--height", "64", "--steps", "3", "--device", "cpu", "-o", out)
 	require.Equal(t, 0, code, errOut)
+	require.Contains(t, stdout, `"vram":"stream"`)
 	_, err := os.Stat(out)
 	require.NoError(t, err)
 	// Without the trigger word: a clear error, no file.

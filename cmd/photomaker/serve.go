@@ -45,6 +45,7 @@ Every flag also reads PHOTOMAKER_<FLAG> (e.g. PHOTOMAKER_ADDR).`,
 			&cli.StringFlag{Name: "device", Value: "auto", Usage: "auto, cpu, cuda, cuda:1, metal, ...", EnvVars: envs("device")},
 			&cli.StringFlag{Name: "type", Usage: "store weights as f32, f16, q8_0, q4_K, ... (default: as in the file)", EnvVars: envs("type")},
 			&cli.IntFlag{Name: "threads", Usage: "CPU threads (default: all cores)", EnvVars: envs("threads")},
+			vramFlag(),
 			&cli.IntFlag{Name: "max-queue", Value: server.DefaultMaxQueue, Usage: "jobs that may wait behind the running one; more get 429", EnvVars: envs("max-queue")},
 			&cli.IntFlag{Name: "max-upload-mb", Value: server.DefaultMaxUploadBytes >> 20, Usage: "largest request body in MiB (ID photos included); larger get 413", EnvVars: envs("max-upload-mb")},
 			&cli.IntFlag{Name: "max-images", Value: server.DefaultMaxImages, Usage: "most ID photos per request", EnvVars: envs("max-images")},
@@ -76,6 +77,10 @@ func runServe(c *cli.Context) error {
 		}
 	}
 
+	vram, err := vramMode(c)
+	if err != nil {
+		return err
+	}
 	// Take the port before the (slow) model load, so a clash is reported at once.
 	addr := c.String("addr")
 	ln, err := net.Listen("tcp", addr)
@@ -93,6 +98,7 @@ func runServe(c *cli.Context) error {
 	p, err := photomaker.Load(ctx, photomaker.Config{
 		Model: c.String("model"), PhotoMaker: c.String("photomaker"), Device: c.String("device"),
 		Threads: c.Int("threads"), WeightType: c.String("type"), Progress: bar.update,
+		VRAM: vram, PlanWidth: c.Int("max-side"), PlanHeight: c.Int("max-side"),
 	})
 	bar.done()
 	if err != nil {

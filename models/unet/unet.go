@@ -18,6 +18,10 @@ type Options struct {
 	Policy nn.TypePolicy
 	// Progress, if set, is called after each uploaded tensor.
 	Progress func(done, total int)
+	// Stream keeps the weights in host memory and streams them to the
+	// device for every step: the UNet then needs only compute memory on
+	// the device (slower: each step moves all weights over the bus).
+	Stream bool
 }
 
 // UNet is a loaded UNet bound to a runtime's device.
@@ -42,7 +46,11 @@ func Load(ctx context.Context, rt *nn.Runtime, set *weights.Set, prefix string, 
 		u.w.Free()
 		return nil, fmt.Errorf("unet: %w", err)
 	}
-	if err := u.w.Upload(ctx, rt.Device, opts.Progress); err != nil {
+	upload := u.w.Upload
+	if opts.Stream {
+		upload = u.w.UploadHost
+	}
+	if err := upload(ctx, rt.Device, opts.Progress); err != nil {
 		u.w.Free()
 		return nil, fmt.Errorf("unet: %w", err)
 	}
@@ -268,6 +276,10 @@ func (u *UNet) NewStepper(in Inputs) (*Stepper, error) {
 	}
 	return st, nil
 }
+
+// Reserve allocates the compute buffers a step needs without running one
+// and returns their size on the device.
+func (st *Stepper) Reserve() (int64, error) { return st.g.Reserve() }
 
 // Predict evaluates the UNet on in, which must be shaped like the inputs
 // the Stepper was made for.

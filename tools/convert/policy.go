@@ -172,20 +172,11 @@ func rowLen(t *weights.Tensor) int64 {
 	return t.Shape[len(t.Shape)-1]
 }
 
-// kFallback maps each k-quant to a 32-block type of similar size.
-var kFallback = map[ggml.Type]ggml.Type{
-	ggml.TypeQ2_K: ggml.TypeQ4_0, ggml.TypeQ3_K: ggml.TypeQ4_0, ggml.TypeQ4_K: ggml.TypeQ4_0,
-	ggml.TypeQ5_K: ggml.TypeQ5_0, ggml.TypeQ6_K: ggml.TypeQ8_0,
-}
-
 // fitRow returns want, or a type whose blocks fit a row of n elements.
 func fitRow(want ggml.Type, n int64) choice {
-	if n%want.BlockSize() == 0 {
+	got := want.FitRow(n)
+	if got == want {
 		return choice{typ: want}
-	}
-	got := ggml.TypeF16
-	if fb, ok := kFallback[want]; ok && n%fb.BlockSize() == 0 {
-		got = fb
 	}
 	return choice{typ: got, fallback: fmt.Sprintf("%s→%s: row of %d is not a multiple of %d", want, got, n, want.BlockSize())}
 }

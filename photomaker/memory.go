@@ -1,0 +1,138 @@
+package photomaker
+
+import (
+	"fmt"
+	"log/slog"
+	"strings"
+
+	"github.com/gophotomaker/photomaker/bindings/ggml"
+	"github.com/gophotomaker/photomaker/nn"
+)
+
+// VRAM modes: where the pipeline keeps its parts on a GPU (Config.VRAM,
+// --vram). Each mode after full trades speed for device memory.
+const (
+	VRAMAuto   = "auto"   // the fastest mode the free device memory allows
+	VRAMFull   = "full"   // everything on the device
+	VRAMLow    = "low"    // text and ID encoders on the CPU, VAE decoded in tiles
+	VRAMStream = "stream" // as low, and the UNet's weights stay in host memory and stream to the device every step
+)
+
+// VRAMModes lists the modes a user can ask for.
+var VRAMModes = []string{VRAMAuto, VRAMFull, VRAMLow, VRAMStream}
+
+// Compute memory per latent pixel, measured with ggml's scheduler on the
+// SDXL base architecture (bench --random weights, flash attention with f16
+// K/V as on GPUs): one CFG UNet step (batch 2) needs 784 MiB at 1024²
+// (128² latents) and grows linearly with the pixel count; a whole VAE decode
+// needs 3.5 GiB at 1024², about 224 KiB per latent pixel (a 64² latent tile:
+// 0.9 GiB).
+const (
+	unetStepBytesPerLatentPixel  = 784 << 20 / (128 * 128)
+	vaeDecodeBytesPerLatentPixel = 3587 << 20 / (128 * 128)
+	// deviceReserve covers what lives outside the scheduler's buffers: the
+	// CUDA context, cuBLAS workspaces and the backend's memory pool.
+	deviceReserve = 768 << 20
+)
+
+// memoryNeeds are the device bytes of each part at one image size.
+type memoryNeeds struct {
+	UNet, VAE, Encoders int64 // weights as stored on the device
+	UNetStep            int64 // compute of one UNet step with CFG (batch 2)
+	VAEDecode, VAETile  int64 // compute of a whole decode and of one tile
+	StreamChunk         int64 // room for the weights one graph split streams in
+}
+
+// total is the peak device memory of a mode: the weights it keeps on the
+// device plus the largest compute stage (the scheduler reuses one set of
+// buffers for the UNet and the VAE) and a fixed reserve.
+func (n memoryNeeds) total(mode string) int64 {
+	switch mode {
+	case VRAMFull:
+		return n.UNet + n.VAE + n.Encoders + max(n.UNetStep, n.VAEDecode) + deviceReserve
+	case VRAMLow:
+		return n.UNet + n.VAE + max(n.UNetStep, n.VAETile) + deviceReserve
+	default: // stream
+		return n.VAE + max(n.UNetStep+n.StreamChunk, n.VAETile) + deviceReserve
+	}
+}
+
+// chooseVRAM resolves mode (auto or a forced one) for a device with free
+// bytes. Auto takes the fastest mode that fits; a forced mode is used as
+// asked. Nothing fitting is an error with the estimates and what to try.
+func chooseVRAM(mode string, free int64, n memoryNeeds, width, height int) (string, error) {
+	mode = strings.ToLower(mode)
+	switch mode {
+	case "", VRAMAuto:
+	case VRAMFull, VRAMLow, VRAMStream:
+		return mode, nil
+	default:
+		return "", fmt.Errorf("unknown VRAM mode %q: want one of %s", mode, strings.Join(VRAMModes, ", "))
+	}
+	for _, m := range []string{VRAMFull, VRAMLow, VRAMStream} {
+		if n.total(m) <= free {
+			return m, nil
+		}
+	}
+	return "", fmt.Errorf("%w: a %d×%d image needs about %s of device memory even with --vram stream (%s with everything on the device), but %s is free; "+
+		"try a smaller size, quantized weights (--type q4_K), or --device cpu",
+		ggml.ErrOutOfMemory, width, height, ggml.HumanBytes(n.total(VRAMStream)), ggml.HumanBytes(n.total(VRAMFull)), ggml.HumanBytes(free))
+}
+
+// deviceMemory is the free memory of rt's device, ok=false for the CPU
+// (whose RAM is checked as the weights load). Tests replace it.
+var deviceMemory = func(rt *nn.Runtime) (free int64, ok bool) {
+	if rt.Device.Dev.Type == ggml.DeviceCPU {
+		return 0, false
+	}
+	f, _ := rt.Device.Dev.Memory()
+	return int64(f), true
+}
+
+// chooseVRAM picks the VRAM mode for p's device: on a GPU from its free
+// memory (Config.VRAM auto) or as forced; on the CPU "" unless a mode was
+// forced (the modes then only move work between CPU runtimes, which keeps
+// their code paths testable anywhere).
+func (p *Pipeline) chooseVRAM(policy nn.TypePolicy) (string, error) {
+	w, h := p.cfg.PlanWidth, p.cfg.PlanHeight
+	if w <= 0 || h <= 0 {
+		w, h = 1024, 1024
+	}
+	free, gpu := deviceMemory(p.rt)
+	if !gpu {
+		mode := strings.ToLower(p.cfg.VRAM)
+		if mode == "" || mode == VRAMAuto {
+			return "", nil
+		}
+		return chooseVRAM(mode, 0, memoryNeeds{}, w, h)
+	}
+	mode, err := chooseVRAM(p.cfg.VRAM, free, p.estimateNeeds(policy, w, h), w, h)
+	if err != nil {
+		return "", fmt.Errorf("%s: %w", p.rt.Device.Dev.Name, err)
+	}
+	slog.Info("device memory plan", "device", p.rt.Device.Dev.Name, "vram", mode, "free", ggml.HumanBytes(free), "plan_size", fmt.Sprintf("%d×%d", w, h))
+	return mode, nil
+}
+
+// estimateNeeds sizes the parts of p's model for width×height images with
+// the weights stored as policy says.
+func (p *Pipeline) estimateNeeds(policy nn.TypePolicy, width, height int) memoryNeeds {
+	set := p.model.Tensors
+	lat := int64(width/8) * int64(height/8)
+	tile := int64(autoTile * autoTile)
+	n := memoryNeeds{
+		UNet:      nn.EstimateBytes(set, "unet.", policy),
+		VAE:       nn.EstimateBytes(set, "vae.", policy),
+		Encoders:  nn.EstimateBytes(set, "te1.", policy) + nn.EstimateBytes(set, "te2.", policy),
+		UNetStep:  lat * unetStepBytesPerLatentPixel,
+		VAEDecode: lat * vaeDecodeBytesPerLatentPixel,
+		VAETile:   min(lat, tile) * vaeDecodeBytesPerLatentPixel,
+	}
+	if p.adapter != nil {
+		n.Encoders += nn.EstimateBytes(p.adapter.Tensors, "pm.", policy)
+	}
+	// ggml's scheduler cuts a graph where a split would take more than 30
+	// inputs, so at most that many streamed weights are on the device at once.
+	n.StreamChunk = nn.LargestBytes(set, "unet.", policy, 30)
+	return n
+}

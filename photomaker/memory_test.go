@@ -1,0 +1,76 @@
+package photomaker
+
+import (
+	"testing"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/gophotomaker/photomaker/bindings/ggml"
+	"github.com/gophotomaker/photomaker/nn"
+)
+
+func TestChooseVRAM(t *testing.T) {
+	const gib = int64(1) << 30
+	n := memoryNeeds{UNet: 5 * gib, VAE: gib / 8, Encoders: 2 * gib, UNetStep: gib, VAEDecode: 3 * gib, VAETile: gib, StreamChunk: gib / 2}
+	require.Equal(t, n.UNet+n.VAE+n.Encoders+n.VAEDecode+deviceReserve, n.total(VRAMFull))
+	require.Equal(t, n.UNet+n.VAE+n.UNetStep+deviceReserve, n.total(VRAMLow))
+	require.Equal(t, n.VAE+n.UNetStep+n.StreamChunk+deviceReserve, n.total(VRAMStream))
+	for _, tc := range []struct {
+		free int64
+		want string
+	}{
+		{80 * gib, VRAMFull}, {n.total(VRAMFull), VRAMFull}, {n.total(VRAMFull) - 1, VRAMLow},
+		{n.total(VRAMLow), VRAMLow}, {n.total(VRAMLow) - 1, VRAMStream}, {n.total(VRAMStream), VRAMStream},
+	} {
+		got, err := chooseVRAM(VRAMAuto, tc.free, n, 1024, 1024)
+		require.NoError(t, err)
+		require.Equal(t, tc.want, got, "free %d", tc.free)
+	}
+	_, err := chooseVRAM("", n.total(VRAMStream)-1, n, 1024, 1024)
+	require.ErrorIs(t, err, ggml.ErrOutOfMemory)
+	require.ErrorContains(t, err, "1024×1024 image needs about 2.4 GiB")
+	require.ErrorContains(t, err, "--type q4_K")
+	require.ErrorContains(t, err, "--device cpu")
+
+	got, err := chooseVRAM("Stream", 80*gib, n, 1024, 1024) // forced: as asked
+	require.NoError(t, err)
+	require.Equal(t, VRAMStream, got)
+	_, err = chooseVRAM("tiny", 80*gib, n, 1024, 1024)
+	require.ErrorContains(t, err, "auto, full, low, stream")
+}
+
+// TestVRAMAutoOnAGPU loads the tiny model as if the CPU were a GPU with a
+// given amount of free memory and checks the placement auto chooses.
+func TestVRAMAutoOnAGPU(t *testing.T) {
+	var free int64
+	old := deviceMemory
+	deviceMemory = func(*nn.Runtime) (int64, bool) { return free, true }
+	t.Cleanup(func() { deviceMemory = old })
+
+	free = 1 << 40
+	p := loadTiny(t, "photomaker/photomaker-v1-tiny.safetensors")
+	require.Equal(t, VRAMFull, p.VRAM())
+	require.Same(t, p.rt, p.encRT)
+	n := p.estimateNeeds(nn.AllF32, 1024, 1024)
+	require.Positive(t, n.Encoders)
+	require.Less(t, n.UNet, int64(64<<20)) // the tiny model
+
+	free = n.total(VRAMLow)
+	p = loadTiny(t, "photomaker/photomaker-v1-tiny.safetensors")
+	require.Equal(t, VRAMLow, p.VRAM())
+	require.NotSame(t, p.rt, p.encRT)
+	require.Equal(t, autoTile, p.vaeTile)
+
+	free = n.total(VRAMStream)
+	p = loadTiny(t, "photomaker/photomaker-v1-tiny.safetensors")
+	require.Equal(t, VRAMStream, p.VRAM())
+
+	free = n.total(VRAMStream) - 1
+	_, err := Load(t.Context(), Config{Model: p.cfg.Model, PhotoMaker: p.cfg.PhotoMaker, Device: "cpu", WeightType: "f32"})
+	require.ErrorIs(t, err, ggml.ErrOutOfMemory)
+	require.ErrorContains(t, err, "even with --vram stream")
+
+	// Planning for a smaller image needs less.
+	small := p.estimateNeeds(nn.AllF32, 512, 512)
+	require.Less(t, small.total(VRAMFull), n.total(VRAMFull))
+}
