@@ -20,6 +20,8 @@ import (
 	"strings"
 	"sync"
 	"unsafe"
+
+	"github.com/gophotomaker/photomaker/internal/cpuinfo"
 )
 
 // LibraryPathEnv names extra folders (a list, like PATH) searched for GPU
@@ -207,7 +209,8 @@ type Backend struct {
 	abort *C.int // CPU only: non-zero asks the running graph to stop
 }
 
-// NewBackend initialises a device. threads applies to the CPU (≤0: all cores).
+// NewBackend initialises a device. threads applies to the CPU (≤0: one per
+// physical core).
 func NewBackend(dev Device, threads int) (*Backend, error) {
 	p := C.ggml_backend_dev_init(dev.p, nil)
 	if p == nil {
@@ -216,7 +219,7 @@ func NewBackend(dev Device, threads int) (*Backend, error) {
 	b := &Backend{p: p, Dev: dev}
 	if dev.Type == DeviceCPU {
 		if threads <= 0 {
-			threads = runtime.NumCPU()
+			threads = cpuinfo.Threads()
 		}
 		C.ggml_backend_cpu_set_n_threads(p, C.int(threads))
 		b.abort = (*C.int)(C.calloc(1, C.size_t(unsafe.Sizeof(C.int(0)))))

@@ -24,6 +24,7 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/gophotomaker/photomaker/bindings/ggml"
+	"github.com/gophotomaker/photomaker/internal/cpuinfo"
 	"github.com/gophotomaker/photomaker/photomaker"
 	"github.com/gophotomaker/photomaker/tools/randweights"
 )
@@ -67,7 +68,7 @@ Examples:
 			&cli.IntFlag{Name: "batch", Aliases: []string{"n"}, Value: 1, Usage: "images per prompt", EnvVars: envs("batch")},
 			&cli.Float64Flag{Name: "guidance", Value: photomaker.DefaultGuidance, Usage: "guidance scale (> 1: two UNet rows per step)", EnvVars: envs("guidance")},
 			&cli.IntFlag{Name: "id-images", Value: 2, Usage: "synthetic ID photos", EnvVars: envs("id-images")},
-			&cli.IntFlag{Name: "threads", Usage: "CPU threads (default: all cores)", EnvVars: envs("threads")},
+			&cli.IntFlag{Name: "threads", Usage: "CPU threads (default: one per physical core)", EnvVars: envs("threads")},
 			&cli.Uint64Flag{Name: "seed", Value: 1, Usage: "seed of the random weights (and of the generation)", EnvVars: envs("seed")},
 			&cli.StringFlag{Name: "cache-dir", Usage: "where random weights are kept (default: $XDG_CACHE_HOME/photomaker/random)", EnvVars: envs("cache-dir")},
 			&cli.StringFlag{Name: "random-scale", Value: "full", Usage: "full or tiny (tests)", Hidden: true, EnvVars: envs("random-scale")},
@@ -123,7 +124,7 @@ func runBench(c *cli.Context) error {
 		Guidance: c.Float64("guidance"), IDImages: c.Int("id-images"),
 	}
 	if res.Threads <= 0 {
-		res.Threads = runtime.NumCPU()
+		res.Threads = cpuinfo.Threads()
 	}
 	vram, err := vramMode(c)
 	if err != nil {
