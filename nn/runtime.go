@@ -71,6 +71,10 @@ type Graph struct {
 	ctx  *ggml.Context
 	g    *ggml.Graph
 	outs []*ggml.Tensor
+	// Replay marks a loop body computed again and again with new values,
+	// which GPU backends may capture once and replay (ggml.Scheduler
+	// SetReplay). Leave it off for graphs that stream weights.
+	Replay bool
 }
 
 // Prepare builds a graph with build; its outputs are read as float32.
@@ -102,6 +106,7 @@ func (g *Graph) Context() *ggml.Context { return g.ctx }
 
 // Run computes the graph with its inputs' current values.
 func (g *Graph) Run(ctx context.Context) ([]Output, error) {
+	g.rt.Sched.SetReplay(g.Replay)
 	if err := g.rt.Sched.Compute(ctx, g.g); err != nil {
 		return nil, err
 	}

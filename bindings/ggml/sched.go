@@ -74,6 +74,20 @@ func (s *Scheduler) BufferSize(b *Backend) int64 {
 	return int64(C.ggml_backend_sched_get_buffer_size(s.p, b.p))
 }
 
+// SetReplay says whether the next graphs are a loop body that repeats with
+// new input values (a sampler step). The CUDA backend then captures the
+// graph once and replays it; without the hint it guesses from tensor shapes
+// and sees SDXL's image-sized additions as a batch, which disables capture.
+// The hint also turns off offloading ops on host weights to the device, so
+// graphs that stream weights must not set it.
+func (s *Scheduler) SetReplay(on bool) {
+	n := -1 // no hint: the backends decide (and host weights may be offloaded)
+	if on {
+		n = 1
+	}
+	C.ggml_backend_sched_set_batch_size(s.p, C.int(n))
+}
+
 // Splits returns how many backend splits the last graph needed (1 = all on
 // one device).
 func (s *Scheduler) Splits() int { return int(C.ggml_backend_sched_get_n_splits(s.p)) }

@@ -26,10 +26,11 @@ type Options struct {
 
 // UNet is a loaded UNet bound to a runtime's device.
 type UNet struct {
-	cfg Config
-	m   model
-	w   *nn.Weights
-	rt  *nn.Runtime
+	cfg    Config
+	m      model
+	w      *nn.Weights
+	rt     *nn.Runtime
+	stream bool // weights in host memory (Options.Stream)
 }
 
 // Load infers the configuration from the tensors of set under prefix
@@ -41,7 +42,7 @@ func Load(ctx context.Context, rt *nn.Runtime, set *weights.Set, prefix string, 
 		return nil, err
 	}
 	n := len(set.Prefix(prefix).Names())
-	u := &UNet{cfg: cfg, rt: rt, w: nn.NewWeights(n, opts.Policy)}
+	u := &UNet{cfg: cfg, rt: rt, w: nn.NewWeights(n, opts.Policy), stream: opts.Stream}
 	if err := u.w.Bind(set, prefix, &u.m); err != nil {
 		u.w.Free()
 		return nil, fmt.Errorf("unet: %w", err)
@@ -274,6 +275,7 @@ func (u *UNet) NewStepper(in Inputs) (*Stepper, error) {
 	if err != nil {
 		return nil, err
 	}
+	st.g.Replay = !u.stream // every step is the same graph: let CUDA capture it
 	return st, nil
 }
 
