@@ -9,6 +9,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/gophotomaker/photomaker/bindings/ggml"
 	"github.com/gophotomaker/photomaker/imageproc"
 	"github.com/gophotomaker/photomaker/internal/golden"
 )
@@ -30,19 +31,7 @@ func TestEndToEndGoldens(t *testing.T) {
 				require.Equal(t, tc.vram, p.VRAM())
 				require.NotSame(t, p.rt, p.encRT)
 			}
-			var faces []image.Image
-			for _, f := range []string{"faces/astronaut_0.png", "faces/astronaut_1.png"} {
-				img, err := imageproc.DecodeFile(golden.Path(f), imageproc.Limits{})
-				require.NoError(t, err)
-				faces = append(faces, img)
-			}
-			req := Request{
-				Prompt:         "a photo of a man img, portrait, sharp focus",
-				NegativePrompt: "(asymmetry, worst quality, low quality, illustration, 3d, 2d, painting, cartoons, sketch), open mouth",
-				Width:          128, Height: 128, Steps: 8, Guidance: 5, StyleStrength: 20,
-				IDImages:       faces,
-				InitialLatents: golden.Ref(t, tc.file+":initial_latents").Data,
-			}
+			req := e2eRequest(t, tc.file)
 			if tc.adapter == "photomaker/photomaker-v2-tiny.safetensors" {
 				emb := golden.Ref(t, "id_encoder_v2:id_embeds[:2]")
 				req.IDEmbeds = [][]float32{emb.Data[:512], emb.Data[512:1024]}
@@ -69,9 +58,45 @@ func TestEndToEndGoldens(t *testing.T) {
 	}
 }
 
+// e2eRequest is the request of the official end-to-end golden file (e2e_v1
+// or e2e_v2), its initial latents included.
+func e2eRequest(t *testing.T, file string) Request {
+	var faces []image.Image
+	for _, f := range []string{"faces/astronaut_0.png", "faces/astronaut_1.png"} {
+		img, err := imageproc.DecodeFile(golden.Path(f), imageproc.Limits{})
+		require.NoError(t, err)
+		faces = append(faces, img)
+	}
+	return Request{
+		Prompt:         "a photo of a man img, portrait, sharp focus",
+		NegativePrompt: "(asymmetry, worst quality, low quality, illustration, 3d, 2d, painting, cartoons, sketch), open mouth",
+		Width:          128, Height: 128, Steps: 8, Guidance: 5, StyleStrength: 20,
+		IDImages:       faces,
+		InitialLatents: golden.Ref(t, file+":initial_latents").Data,
+	}
+}
+
 func absInt(x int) int {
 	if x < 0 {
 		return -x
 	}
 	return x
+}
+
+// TestEndToEndOnGPU runs the v1 golden on the first GPU, when a GPU backend
+// is loaded (the lent GPU machine; skipped elsewhere). The GPU computes
+// attention with f16 keys and values, so the kit's fp16 tolerance applies
+// (end-to-end 3e-2 after 8 steps).
+func TestEndToEndOnGPU(t *testing.T) {
+	dev, err := ggml.FindDevice("auto")
+	if err != nil || dev.Type == ggml.DeviceCPU {
+		t.Skip("no GPU backend loaded (build one with `make cuda`; see ggml/README.md)")
+	}
+	p := loadTinyWith(t, "photomaker/photomaker-v1-tiny.safetensors", func(c *Config) { c.Device = "auto" })
+	require.Equal(t, dev.Name, p.Device())
+	var final []float32
+	p.testHookFinalLatents = func(l []float32) { final = append([]float32(nil), l...) }
+	_, err = p.Generate(context.Background(), e2eRequest(t, "e2e_v1"))
+	require.NoError(t, err)
+	golden.AssertClose(t, "final latents on "+dev.Name, final, golden.Ref(t, "e2e_v1:final_latents").Data, 3e-2, 0)
 }

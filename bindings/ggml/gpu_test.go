@@ -1,0 +1,104 @@
+package ggml
+
+import (
+	"math"
+	"math/rand/v2"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+)
+
+// gpuBackend opens the first GPU whose backend library was found (make cuda
+// puts it next to the binary; or $PHOTOMAKER_LIB_PATH), else returns nil.
+func gpuBackend(t *testing.T) *Backend {
+	t.Helper()
+	dev, err := FindDevice("auto")
+	if err != nil || dev.Type == DeviceCPU {
+		return nil
+	}
+	b, err := NewBackend(dev, 0)
+	require.NoError(t, err)
+	t.Cleanup(b.Close)
+	return b
+}
+
+// TestGPUMatchesCPU runs the ops the models use on the GPU and on the CPU
+// and compares: the GPU kernels are checked against the CPU ones, which the
+// other tests check against float64 references. Without a GPU backend (CI)
+// only the CPU side runs, so the cases stay valid; the tolerances allow for
+// the GPU's own summation order and f16 accumulation in cuBLAS.
+func TestGPUMatchesCPU(t *testing.T) {
+	gpu := gpuBackend(t)
+	r := rand.New(rand.NewPCG(7, 7))
+	x := randn(r, 64*48*32*2) // an image [64, 48, 32, 2]
+	w := randn(r, 3*3*32*16)  // a 3×3 kernel 32 → 16
+	a := randn(r, 256*96)     // a matrix [256, 96]
+	bm := randn(r, 256*80)    // [256, 80]
+	q := randn(r, 64*77*8*2)  // attention [64, 77, 8, 2]
+	kv := randn(r, 64*40*8*2) // [64, 40, 8, 2]
+	for _, tc := range []struct {
+		name  string
+		tol   float64
+		build func(c *Context) *Tensor
+	}{
+		{"mul_mat f32", 1e-4, func(c *Context) *Tensor { return c.MulMat(c.InputF32(a, 256, 96), c.InputF32(bm, 256, 80)) }},
+		{"mul_mat f16", 5e-3, func(c *Context) *Tensor {
+			return c.MulMat(c.Cast(c.InputF32(a, 256, 96), TypeF16), c.InputF32(bm, 256, 80))
+		}},
+		{"mul_mat q8_0", 2e-2, func(c *Context) *Tensor {
+			wq, _ := Quantize(TypeQ8_0, a, 256)
+			return c.MulMat(c.Input(TypeQ8_0, wq, 256, 96), c.InputF32(bm, 256, 80))
+		}},
+		{"mul_mat q4_K", 2e-2, func(c *Context) *Tensor {
+			wq, _ := Quantize(TypeQ4_K, a, 256)
+			return c.MulMat(c.Input(TypeQ4_K, wq, 256, 96), c.InputF32(bm, 256, 80))
+		}},
+		{"conv2d im2col f16", 5e-3, func(c *Context) *Tensor {
+			return c.Conv2D(c.Cast(c.InputF32(w, 3, 3, 32, 16), TypeF16), c.InputF32(x, 64, 48, 32, 2), 1, 1, 1, 1, 1, 1)
+		}},
+		{"conv2d direct f32", 1e-4, func(c *Context) *Tensor {
+			return c.Conv2DDirect(c.InputF32(w, 3, 3, 32, 16), c.InputF32(x, 64, 48, 32, 2), 2, 2, 1, 1, 1, 1)
+		}},
+		{"group_norm", 1e-5, func(c *Context) *Tensor { return c.GroupNorm(c.InputF32(x, 64, 48, 32, 2), 8, 1e-5) }},
+		{"norm", 1e-5, func(c *Context) *Tensor { return c.Norm(c.InputF32(a, 256, 96), 1e-5) }},
+		{"soft_max", 1e-5, func(c *Context) *Tensor { return c.SoftMax(c.InputF32(a, 256, 96), nil, 0.125) }},
+		{"flash_attn f16 kv", 5e-3, func(c *Context) *Tensor {
+			k := c.Cast(c.InputF32(kv, 64, 40, 8, 2), TypeF16)
+			v := c.Cast(c.InputF32(kv, 64, 40, 8, 2), TypeF16)
+			return c.FlashAttn(c.InputF32(q, 64, 77, 8, 2), k, v, nil, 0.125)
+		}},
+		{"gelu silu geglu", 1e-5, func(c *Context) *Tensor {
+			in := c.InputF32(a, 256, 96)
+			return c.Add(c.Add(c.GELU(in), c.SiLU(in)), c.Concat(c.GEGLUSecondHalf(in), c.GEGLUSecondHalf(in), 0))
+		}},
+		{"upscale concat broadcast", 1e-6, func(c *Context) *Tensor {
+			img := c.InputF32(x, 64, 48, 32, 2)
+			half := c.Cont(c.View(img, [4]int64{32, 24, 32, 2}, img.Nb(1), img.Nb(2), img.Nb(3), 0))
+			up := c.UpscaleNearest(half, 2)
+			bias := c.Reshape(c.Cont(c.View(c.InputF32(a, 256, 96), [4]int64{32, 1, 1, 1}, 0, 0, 0, 0)), 1, 1, 32, 1)
+			return c.Concat(c.Add(up, bias), img, 2)
+		}},
+		{"timestep embedding", 1e-5, func(c *Context) *Tensor {
+			return c.TimestepEmbedding(c.InputF32([]float32{999, 500, 1, 0}, 4), 320, 10000)
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			want, wantShape := computeOn(t, cpuBackend(t), tc.build)
+			for _, v := range want {
+				require.False(t, math.IsNaN(float64(v)) || math.IsInf(float64(v), 0))
+			}
+			if gpu == nil {
+				t.Skip("no GPU backend loaded (build one with `make cuda`; see ggml/README.md)")
+			}
+			got, gotShape := computeOn(t, gpu, tc.build)
+			require.Equal(t, wantShape, gotShape)
+			ref := make([]float64, len(want))
+			for i, v := range want {
+				ref[i] = float64(v)
+			}
+			e := relErr(got, ref)
+			t.Logf("%s on %s: relative error vs CPU %.3g", tc.name, gpu.Dev.Name, e)
+			require.LessOrEqual(t, e, tc.tol)
+		})
+	}
+}

@@ -1,0 +1,58 @@
+#!/usr/bin/env bash
+# Runs the GPU checks on a machine that has CUDA, CMake and Ninja but no Go
+# and no network (the lent GPU machine). Two halves:
+#
+#   ggml/gpu-session.sh prepare   # here, with Go: fills .carry/ (ignored by git)
+#   ggml/gpu-session.sh run       # there, from the repository root; results in $OUT
+#
+# prepare copies the pinned ggml source (the same one cgo compiles) and
+# builds portable binaries: photomaker, and the test binaries of
+# bindings/ggml (GPU vs CPU op suite) and photomaker (end-to-end golden on
+# the GPU). run builds libggml-cuda.so with our CMakeLists.txt (kept in
+# build/cuda between calls), then runs the op suite, the end-to-end golden
+# (if testdata/ came along) and `photomaker bench --random` at the issue's
+# sizes. Keep a call under 64 MiB: move testdata/ aside for the bench-only
+# call (see ggml/README.md).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+CARRY=.carry
+case "${1:-}" in
+prepare)
+	src="$(go list -m -f '{{.Dir}}' github.com/ollama/ollama)/ml/backend/ggml/ggml"
+	rm -rf "$CARRY" && mkdir -p "$CARRY"
+	cp -r "$src" "$CARRY/ggml" && chmod -R u+w "$CARRY/ggml"
+	# No -march=native: the GPU machine's CPU differs from this one.
+	export CGO_CFLAGS="-O3" CGO_CXXFLAGS="-O3"
+	go build -ldflags "-s -w" -o "$CARRY/photomaker" ./cmd/photomaker
+	go test -c -ldflags "-s -w" -o "$CARRY/ggml.test" ./bindings/ggml
+	go test -c -ldflags "-s -w" -o "$CARRY/photomaker.test" ./photomaker
+	du -sh "$CARRY"
+	;;
+run)
+	OUT="${OUT:-$PWD/gpu-out}"
+	mkdir -p "$OUT"
+	if [ ! -f build/cuda/build.ninja ]; then
+		cmake -S . -B build/cuda -G Ninja -DGGML_SRC="$PWD/$CARRY/ggml" -DPM_BACKEND=cuda \
+			-DCMAKE_BUILD_TYPE=Release -DCMAKE_CUDA_ARCHITECTURES="${CUDA_ARCH:-90}" -DPM_OUT="$PWD/$CARRY/lib" \
+			>"$OUT/cmake.txt" 2>&1
+	fi
+	cmake --build build/cuda -j "$(nproc)" >"$OUT/build.txt" 2>&1 || { tail -50 "$OUT/build.txt"; exit 1; }
+	export PHOTOMAKER_LIB_PATH="$PWD/$CARRY/lib"
+	nvidia-smi >"$OUT/nvidia-smi.txt" 2>&1 || true
+	"$CARRY/photomaker" devices >"$OUT/devices.txt" 2>&1 || true
+	(cd bindings/ggml && "../../$CARRY/ggml.test" -test.run 'TestGPUMatchesCPU' -test.v) >"$OUT/ops.txt" 2>&1 || true
+	if [ -f testdata/tiny-sdxl.safetensors ]; then
+		(cd photomaker && "../$CARRY/photomaker.test" -test.run 'TestEndToEndOnGPU' -test.v) >"$OUT/e2e.txt" 2>&1 || true
+	fi
+	for spec in ${BENCH:-f16:1024:20 q4_K:1024:20 f16:512:20}; do
+		IFS=: read -r typ side steps <<<"$spec"
+		"$CARRY/photomaker" bench --random --device cuda --type "$typ" --width "$side" --height "$side" \
+			--steps "$steps" --cache-dir "$PWD/build/random" --json >"$OUT/bench-$typ-$side.json" 2>"$OUT/bench-$typ-$side.err" || true
+	done
+	tail -n 3 "$OUT"/*.txt "$OUT"/*.json 2>/dev/null | head -100
+	;;
+*)
+	echo "usage: $0 prepare|run" >&2
+	exit 2
+	;;
+esac
