@@ -298,7 +298,7 @@ func (b *Backend) alloc(ctx *Context, buft C.ggml_backend_buffer_type_t, onDevic
 		return nil, fmt.Errorf("%w on %s: the weights need %s but only %s of %s is free; try quantized weights (--type q8_0 or q4_K), --vram stream, or --device cpu",
 			ErrOutOfMemory, b.Dev.Name, HumanBytes(need), HumanBytes(int64(free)), HumanBytes(int64(total)))
 	}
-	if avail, ok := availableHostMemory(); !onDevice && ok && uint64(need) > avail {
+	if avail, ok := hostMemory(); !onDevice && ok && uint64(need) > avail {
 		return nil, fmt.Errorf("%w: the weights need %s of RAM but only %s is available; try quantized weights (--type q8_0 or q4_K) or close other programs",
 			ErrOutOfMemory, HumanBytes(need), HumanBytes(int64(avail)))
 	}
@@ -346,6 +346,9 @@ func HumanBytes(n int64) string {
 	}
 	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
 }
+
+// hostMemory is availableHostMemory; tests replace it.
+var hostMemory = availableHostMemory
 
 // availableHostMemory reads MemAvailable from /proc/meminfo (Linux); ok is
 // false where that is not available.

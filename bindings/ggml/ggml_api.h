@@ -234,6 +234,7 @@ bool ggml_backend_sched_alloc_graph(ggml_backend_sched_t sched, struct ggml_cgra
 enum ggml_status ggml_backend_sched_graph_compute(ggml_backend_sched_t sched, struct ggml_cgraph * g);
 void ggml_backend_sched_reset(ggml_backend_sched_t sched);
 void ggml_backend_sched_set_batch_size(ggml_backend_sched_t sched, int batch_size); // ollama's ggml
+void ggml_backend_sched_reserve_size(ggml_backend_sched_t sched, struct ggml_cgraph * g, size_t * sizes); // ollama's ggml
 int ggml_backend_sched_get_n_splits(ggml_backend_sched_t sched);
 size_t ggml_backend_sched_get_buffer_size(ggml_backend_sched_t sched, ggml_backend_t backend);
 size_t ggml_backend_sched_get_attempted_buffer_size(ggml_backend_sched_t sched, ggml_backend_t backend);

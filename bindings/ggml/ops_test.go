@@ -270,3 +270,31 @@ func TestGraphReuse(t *testing.T) {
 	require.Error(t, ctx.SetInputF32(x, []float32{1}), "wrong size")
 	require.Error(t, ctx.SetInputF32(y, []float32{1, 2, 3}), "not an input")
 }
+
+// TestComputeRefusesMoreThanRAM: a graph whose working memory exceeds the
+// available RAM is refused with the sizes before anything is allocated.
+func TestComputeRefusesMoreThanRAM(t *testing.T) {
+	old := hostMemory
+	t.Cleanup(func() { hostMemory = old })
+	hostMemory = func() (uint64, bool) { return 1 << 20, true } // 1 MiB free
+
+	s, err := NewScheduler([]*Backend{cpuBackend(t)}, 64)
+	require.NoError(t, err)
+	defer s.Close()
+	ctx := NewContext(64, 64)
+	defer ctx.Free()
+	small := ctx.InputF32([]float32{1, 2}, 2)
+	big := ctx.Repeat(small, ctx.NewTensor(TypeF32, 2, 1<<20)) // 8 MiB of output
+	big.SetOutput()
+	g := ctx.NewGraph(64)
+	g.Expand(big)
+	err = s.Compute(context.Background(), g)
+	require.ErrorIs(t, err, ErrOutOfMemory)
+	require.ErrorContains(t, err, "needs 8.0 MiB of working memory on CPU but only 1.0 MiB is free")
+	require.ErrorContains(t, err, "smaller image size")
+	require.ErrorIs(t, s.Reserve(g), ErrOutOfMemory)
+
+	hostMemory = old
+	require.NoError(t, s.Compute(context.Background(), g))
+	require.Equal(t, []float32{1, 2, 1, 2}, big.Float32()[:4])
+}

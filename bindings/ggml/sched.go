@@ -63,6 +63,9 @@ func (s *Scheduler) Backends() []*Backend { return s.backends }
 // of the same or smaller size reuse them without reallocating.
 func (s *Scheduler) Reserve(g *Graph) error {
 	s.allocated = nil
+	if err := s.checkMemory(g); err != nil {
+		return err
+	}
 	if !C.ggml_backend_sched_reserve(s.p, g.p) {
 		return s.oomError("reserve")
 	}
@@ -106,6 +109,14 @@ func (s *Scheduler) Compute(ctx context.Context, g *Graph) error {
 	}
 	if s.allocated != g {
 		s.allocated = nil
+		if err := s.checkMemory(g); err != nil {
+			return err
+		}
+		// checkMemory's sizing pass drops buffers that must grow: reserve
+		// (allocate) them before allocating the graph's tensors.
+		if !C.ggml_backend_sched_reserve(s.p, g.p) {
+			return s.oomError("reserve")
+		}
 		C.ggml_backend_sched_reset(s.p)
 		if !C.ggml_backend_sched_alloc_graph(s.p, g.p) {
 			return s.oomError("allocate")
@@ -148,6 +159,36 @@ func (s *Scheduler) Compute(ctx context.Context, g *Graph) error {
 		return s.oomError("compute")
 	}
 	return fmt.Errorf("ggml: graph computation failed (status %d)", int(status))
+}
+
+// checkMemory sizes g's compute buffers without allocating them and refuses
+// growth beyond the free memory of a device or the available RAM: an error
+// with the sizes, instead of an abort inside ggml or the kernel's OOM killer
+// (host allocations overcommit and fail only when touched). The sizing frees
+// buffers that would have to grow; callers reserve right after.
+func (s *Scheduler) checkMemory(g *Graph) error {
+	sizes := make([]C.size_t, len(s.backends))
+	C.ggml_backend_sched_reserve_size(s.p, g.p, &sizes[0])
+	for i, b := range s.backends {
+		need := int64(sizes[i])
+		grow := need - s.BufferSize(b) // a larger buffer replaces the old one
+		if grow <= 0 {
+			continue
+		}
+		var avail uint64
+		var known bool
+		if b.IsCPU() {
+			avail, known = hostMemory()
+		} else if free, total := b.Dev.Memory(); total > 0 {
+			avail, known = free, true
+		}
+		if known && uint64(grow) > avail {
+			return fmt.Errorf("%w: this computation needs %s of working memory on %s but only %s is free; "+
+				"try a smaller image size, VAE tiling (--vae-tile 64), quantized weights (--type q4_K), --vram low or stream, or --device cpu",
+				ErrOutOfMemory, HumanBytes(need), b.Dev.Name, HumanBytes(int64(avail)))
+		}
+	}
+	return nil
 }
 
 func (s *Scheduler) setAbort(v int) {
