@@ -283,7 +283,7 @@ func (p *Pipeline) progress(req *Request, stage string, done, total int) {
 // decode turns latents (already divided by the scaling factor) into pixels,
 // whole or in tiles as Config.VAETile says.
 func (p *Pipeline) decode(ctx context.Context, latents []float32, lw, lh int) ([]float32, error) {
-	tile := p.vaeTile
+	tile := p.cfg.VAETile
 	if tile > 0 && (tile < lw || tile < lh) {
 		return p.vae.DecodeTiled(ctx, p.rt, latents, lw, lh, tile, max(1, tile/4))
 	}

@@ -14,7 +14,7 @@ import (
 const (
 	VRAMAuto   = "auto"   // the fastest mode the free device memory allows
 	VRAMFull   = "full"   // everything on the device
-	VRAMLow    = "low"    // text and ID encoders on the CPU, VAE decoded in tiles
+	VRAMLow    = "low"    // text and ID encoders on the CPU
 	VRAMStream = "stream" // as low, and the UNet's weights stay in host memory and stream to the device every step
 )
 
@@ -39,17 +39,18 @@ const (
 type memoryNeeds struct {
 	UNet, VAE, Encoders int64 // weights as stored on the device
 	UNetStep            int64 // compute of one UNet step with CFG (batch 2)
-	VAEDecode, VAETile  int64 // compute of a whole decode and of one tile
+	VAETile             int64 // compute of a VAE decode tile (or the whole image if smaller)
 	StreamChunk         int64 // room for the weights one graph split streams in
 }
 
-// total is the peak device memory of a mode: the weights it keeps on the
-// device plus the largest compute stage (the scheduler reuses one set of
-// buffers for the UNet and the VAE) and a fixed reserve.
+// total is the least device memory a mode runs in: the weights it keeps on
+// the device plus the largest compute stage (the scheduler reuses one set of
+// buffers for the UNet and the VAE) and a fixed reserve. The VAE counts as
+// one tile: a whole decode that does not fit falls back to tiles by itself.
 func (n memoryNeeds) total(mode string) int64 {
 	switch mode {
 	case VRAMFull:
-		return n.UNet + n.VAE + n.Encoders + max(n.UNetStep, n.VAEDecode) + deviceReserve
+		return n.UNet + n.VAE + n.Encoders + max(n.UNetStep, n.VAETile) + deviceReserve
 	case VRAMLow:
 		return n.UNet + n.VAE + max(n.UNetStep, n.VAETile) + deviceReserve
 	default: // stream
@@ -74,7 +75,7 @@ func chooseVRAM(mode string, free int64, n memoryNeeds, width, height int) (stri
 			return m, nil
 		}
 	}
-	return "", fmt.Errorf("%w: a %d×%d image needs about %s of device memory even with --vram stream (%s with everything on the device), but %s is free; "+
+	return "", fmt.Errorf("%w: a %d×%d image needs at least %s of device memory even with --vram stream (%s with everything on the device), but %s is free; "+
 		"try a smaller size, quantized weights (--type q4_K), or --device cpu",
 		ggml.ErrOutOfMemory, width, height, ggml.HumanBytes(n.total(VRAMStream)), ggml.HumanBytes(n.total(VRAMFull)), ggml.HumanBytes(free))
 }
@@ -124,9 +125,8 @@ func (p *Pipeline) estimateNeeds(policy nn.TypePolicy, width, height int) memory
 		UNet:      nn.EstimateBytes(set, "unet.", policy),
 		VAE:       nn.EstimateBytes(set, "vae.", policy),
 		Encoders:  nn.EstimateBytes(set, "te1.", policy) + nn.EstimateBytes(set, "te2.", policy),
-		UNetStep:  lat * unetStepBytesPerLatentPixel,
-		VAEDecode: lat * vaeDecodeBytesPerLatentPixel,
-		VAETile:   min(lat, tile) * vaeDecodeBytesPerLatentPixel,
+		UNetStep: lat * unetStepBytesPerLatentPixel,
+		VAETile:  min(lat, tile) * vaeDecodeBytesPerLatentPixel,
 	}
 	if p.adapter != nil {
 		n.Encoders += nn.EstimateBytes(p.adapter.Tensors, "pm.", policy)

@@ -55,9 +55,9 @@ type Config struct {
 	EncodersOnCPU bool
 	// VRAM is how parts are placed on a GPU: auto (default: the fastest of
 	// the modes below that fits the free device memory at PlanWidth ×
-	// PlanHeight), full, low (EncodersOnCPU and VAE tiles) or stream (low,
-	// and the UNet's weights stream from host memory every step). Ignored
-	// on the CPU.
+	// PlanHeight), full, low (as EncodersOnCPU) or stream (low, and the
+	// UNet's weights stream from host memory every step). In every mode a
+	// VAE decode that does not fit falls back to tiles. Ignored on the CPU.
 	VRAM string
 	// PlanWidth and PlanHeight are the image size the VRAM choice plans
 	// for (0: 1024×1024). Larger requests may run out of memory later.
@@ -98,7 +98,6 @@ type Pipeline struct {
 	loras   []*weights.Set // community LoRA files, open while their merges load
 	scaling float32        // the VAE's scaling_factor
 	vram    string         // the VRAM mode in use ("" on the CPU)
-	vaeTile int            // Config.VAETile, or autoTile in the low-VRAM modes
 	mu      sync.Mutex
 
 	testHookFinalLatents func([]float32) // tests compare the latents before decoding
@@ -187,10 +186,6 @@ func Load(ctx context.Context, cfg Config) (_ *Pipeline, err error) {
 	p.vram, err = p.chooseVRAM(policy)
 	if err != nil {
 		return nil, err
-	}
-	p.vaeTile = cfg.VAETile
-	if p.vaeTile == 0 && (p.vram == VRAMLow || p.vram == VRAMStream) {
-		p.vaeTile = autoTile
 	}
 	p.encRT = p.rt
 	if cfg.EncodersOnCPU || p.vram == VRAMLow || p.vram == VRAMStream {
