@@ -122,9 +122,9 @@ func (p *Pipeline) estimateNeeds(policy nn.TypePolicy, width, height int) memory
 	lat := int64(width/8) * int64(height/8)
 	tile := int64(autoTile * autoTile)
 	n := memoryNeeds{
-		UNet:      nn.EstimateBytes(set, "unet.", policy),
-		VAE:       nn.EstimateBytes(set, "vae.", policy),
-		Encoders:  nn.EstimateBytes(set, "te1.", policy) + nn.EstimateBytes(set, "te2.", policy),
+		UNet:     nn.EstimateBytes(set, "unet.", policy),
+		VAE:      nn.EstimateBytes(set, "vae.", policy),
+		Encoders: nn.EstimateBytes(set, "te1.", policy) + nn.EstimateBytes(set, "te2.", policy),
 		UNetStep: lat * unetStepBytesPerLatentPixel,
 		VAETile:  min(lat, tile) * vaeDecodeBytesPerLatentPixel,
 	}
