@@ -16,6 +16,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"strings"
 	"sync"
 
@@ -182,6 +183,9 @@ func Load(ctx context.Context, cfg Config) (_ *Pipeline, err error) {
 	p.rt, err = nn.NewRuntime(cfg.Device, cfg.Threads)
 	if err != nil {
 		return nil, err
+	}
+	if simd := ggml.MissingSIMD(); simd != "" && (p.rt.Device.Dev.Type == ggml.DeviceCPU || cfg.EncodersOnCPU) {
+		slog.Warn("this binary's ggml was compiled without "+simd+", which this CPU has: CPU work runs many times slower; build with `make` (CGO_CFLAGS=-march=native)", "missing", simd)
 	}
 	p.vram, err = p.chooseVRAM(policy)
 	if err != nil {

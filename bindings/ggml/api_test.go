@@ -3,9 +3,13 @@ package ggml
 import (
 	"math"
 	"math/rand"
+	"os"
+	"runtime"
+	"strings"
 	"testing"
 
 	"github.com/stretchr/testify/require"
+	"golang.org/x/sys/cpu"
 )
 
 // Our header re-declares struct ggml_tensor; ggml_tensor_overhead() is the
@@ -113,4 +117,18 @@ func TestFitRow(t *testing.T) {
 	require.Equal(t, TypeF16, TypeQ8_0.FitRow(36)) // conv_in: 4 channels × 3×3
 	require.Equal(t, TypeF16, TypeQ4_K.FitRow(36))
 	require.Equal(t, TypeF32, TypeF32.FitRow(7))
+}
+
+// TestMissingSIMD: the test binary's ggml is built with this process's
+// CGO_CFLAGS; with -march=native nothing may be missing, and what is
+// reported must be a feature the CPU has.
+func TestMissingSIMD(t *testing.T) {
+	m := MissingSIMD()
+	require.Contains(t, []string{"", "AVX2", "FMA", "F16C"}, m)
+	switch flags := os.Getenv("CGO_CFLAGS"); {
+	case strings.Contains(flags, "-march=native"):
+		require.Empty(t, m)
+	case flags == "" && runtime.GOARCH == "amd64" && cpu.X86.HasAVX2: // go's default -O2 -g
+		require.Equal(t, "AVX2", m)
+	}
 }

@@ -211,6 +211,9 @@ void * ggml_backend_reg_get_proc_address(ggml_backend_reg_t reg, const char * na
 void ggml_backend_free(ggml_backend_t backend);
 const char * ggml_backend_name(ggml_backend_t backend);
 ggml_backend_dev_t ggml_backend_get_device(ggml_backend_t backend);
+int ggml_cpu_has_avx2(void);
+int ggml_cpu_has_fma(void);
+int ggml_cpu_has_f16c(void);
 void ggml_backend_cpu_set_n_threads(ggml_backend_t backend, int n_threads);
 void ggml_backend_cpu_set_abort_callback(ggml_backend_t backend, ggml_abort_callback cb, void * data);
 void ggml_backend_synchronize(ggml_backend_t backend);

@@ -52,6 +52,9 @@ Example:
 				fmt.Fprintf(tw, "%s\t%s\t%s\t%s / %s\t%s\n", r.Name, r.Type, r.Backend,
 					ggml.HumanBytes(int64(r.FreeBytes)), ggml.HumanBytes(int64(r.TotalBytes)), r.Description)
 			}
+			if simd := ggml.MissingSIMD(); simd != "" {
+				fmt.Fprintf(tw, "\nThis binary's CPU kernels were compiled without %s, which this CPU has: CPU work runs many times slower. Build with 'make'.\n", simd)
+			}
 			if len(ggml.LoadBackends()) == 0 {
 				fmt.Fprintf(tw, "\nNo GPU backend library found (looked next to the executable and in $%s); build one with 'make cuda'.\n", ggml.LibraryPathEnv)
 			}
