@@ -1,5 +1,5 @@
 # photomaker build. `make` builds bin/photomaker tuned for this CPU;
-# `make portable` builds one that runs on any x86-64/arm64 CPU;
+# `make portable` builds one for any x86-64-v3 (Haswell or later) or arm64 CPU;
 # `make cuda` (vulkan, rocm) adds a GPU backend library next to the binary.
 GO        ?= go
 BIN       := bin/photomaker
@@ -7,7 +7,8 @@ GGML_SRC   = $(shell $(GO) list -m -f '{{.Dir}}' github.com/ollama/ollama)/ml/ba
 CUDA_ARCH ?= native
 # cgo compiles ggml; without SIMD flags its CPU kernels are several times slower.
 NATIVE_FLAGS := -O3 -march=native
-PORTABLE_FLAGS := -O3
+# Portable: any x86-64 CPU since 2013 (AVX2, FMA, F16C: x86-64-v3), any arm64.
+PORTABLE_FLAGS := -O3 $(if $(filter x86_64 amd64,$(shell uname -m)),-march=x86-64-v3)
 
 .PHONY: all build portable cuda vulkan rocm test bench fuzz clean demo docs
 
