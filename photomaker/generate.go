@@ -295,6 +295,27 @@ func (p *Pipeline) decode(ctx context.Context, latents []float32, lw, lh int) ([
 	return pix, err
 }
 
+// cfgPairs caches the batch-2 [negative, positive] conditioning: the
+// positive prompt changes once (text-only, then with the ID from the merge
+// step), so the large concatenation is not rebuilt every step.
+type cfgPairs struct {
+	key  *float32 // the positive embeddings the cached pair was made from
+	pair conditioning
+}
+
+func (c *cfgPairs) get(neg, pos conditioning) conditioning {
+	var key *float32
+	if len(pos.embeds) > 0 {
+		key = &pos.embeds[0]
+	}
+	if c.pair.embeds == nil || c.key != key {
+		c.key = key
+		c.pair = conditioning{embeds: append(append([]float32{}, neg.embeds...), pos.embeds...),
+			pooled: append(append([]float32{}, neg.pooled...), pos.pooled...)}
+	}
+	return c.pair
+}
+
 // autoTile is the VAE tile size (latent pixels) used when a whole decode
 // runs out of memory.
 const autoTile = 64
@@ -311,6 +332,7 @@ func (p *Pipeline) denoiseAndDecode(ctx context.Context, req *Request, pl *plan,
 	cfg := req.Guidance > 1
 	ts := sampler.Timesteps()
 	var stepper *unet.Stepper // one graph for every step
+	var pairs cfgPairs
 	defer func() {
 		if stepper != nil {
 			stepper.Close()
@@ -325,11 +347,11 @@ func (p *Pipeline) denoiseAndDecode(ctx context.Context, req *Request, pl *plan,
 		in := unet.Inputs{Width: lw, Height: lh, Batch: 1, Sample: x,
 			Timesteps: []float32{float32(ts[i])}, Context: pos.embeds, TextEmbeds: pos.pooled, TimeIDs: timeIDs}
 		if cfg { // one batch-2 call: [uncond, cond], as diffusers orders them
+			both := pairs.get(pl.negative, pos)
 			in.Batch = 2
 			in.Sample = append(append([]float32{}, x...), x...)
 			in.Timesteps = []float32{float32(ts[i]), float32(ts[i])}
-			in.Context = append(append([]float32{}, pl.negative.embeds...), pos.embeds...)
-			in.TextEmbeds = append(append([]float32{}, pl.negative.pooled...), pos.pooled...)
+			in.Context, in.TextEmbeds = both.embeds, both.pooled
 			in.TimeIDs = append(append([]float32{}, timeIDs...), timeIDs...)
 		}
 		if stepper == nil {
