@@ -1,0 +1,82 @@
+package photomaker
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/gophotomaker/photomaker/bindings/ggml"
+	"github.com/gophotomaker/photomaker/models/unet"
+	"github.com/gophotomaker/photomaker/models/vae"
+	"github.com/gophotomaker/photomaker/nn"
+	"github.com/gophotomaker/photomaker/weights"
+)
+
+// TestComputeEstimatesBig re-measures the per-pixel compute constants the
+// VRAM plan uses, on the full-size random SDXL that `photomaker bench
+// --random` caches, with GPU-style attention (flash, f16 K/V). Only with
+// PHOTOMAKER_BIG=1 (about 6 GB of memory).
+func TestComputeEstimatesBig(t *testing.T) {
+	if os.Getenv("PHOTOMAKER_BIG") != "1" {
+		t.Skip("full-size test: set PHOTOMAKER_BIG=1 (and PHOTOMAKER_RANDOM_SDXL, or run `photomaker bench --random` once)")
+	}
+	path := os.Getenv("PHOTOMAKER_RANDOM_SDXL")
+	if path == "" {
+		dir, err := os.UserCacheDir()
+		require.NoError(t, err)
+		path = filepath.Join(dir, "photomaker", "random", "sdxl-full-seed1-g1.safetensors")
+	}
+	m, err := weights.Open(path)
+	require.NoError(t, err)
+	defer m.Close()
+	f16, err := weightPolicy("f16")
+	require.NoError(t, err)
+	measure := func(build func(rt *nn.Runtime) (int64, error)) int64 {
+		rt, err := nn.NewRuntime("cpu", 0)
+		require.NoError(t, err)
+		defer rt.Close()
+		rt.Attn = nn.AttentionOptions{Flash: true, KVType: ggml.TypeF16}
+		n, err := build(rt)
+		require.NoError(t, err)
+		return n
+	}
+	const lw = 128 // 1024×1024
+	step := measure(func(rt *nn.Runtime) (int64, error) {
+		u, err := unet.Load(context.Background(), rt, m.Tensors, "unet.", unet.Options{Policy: f16})
+		if err != nil {
+			return 0, err
+		}
+		defer u.Close()
+		in := unet.Inputs{Width: lw, Height: lw, Batch: 2, Sample: make([]float32, 4*lw*lw*2), Timesteps: make([]float32, 2),
+			Context: make([]float32, 77*2048*2), TextEmbeds: make([]float32, 1280*2), TimeIDs: make([]float32, 6*2)}
+		st, err := u.NewStepper(in)
+		if err != nil {
+			return 0, err
+		}
+		defer st.Close()
+		return st.Reserve()
+	})
+	tile := measure(func(rt *nn.Runtime) (int64, error) {
+		v, err := vae.Load(context.Background(), rt, m.Tensors, "vae.", f16)
+		if err != nil {
+			return 0, err
+		}
+		defer v.Close()
+		g, err := rt.Prepare(func(c *ggml.Context) []*ggml.Tensor {
+			return []*ggml.Tensor{v.Decode(c, c.InputF32(make([]float32, 4*autoTile*autoTile), autoTile, autoTile, 4, 1))}
+		})
+		if err != nil {
+			return 0, err
+		}
+		defer g.Close()
+		return g.Reserve()
+	})
+	t.Logf("UNet CFG step at 1024²: %s (plan %s); VAE tile of %d²: %s (plan %s)",
+		ggml.HumanBytes(step), ggml.HumanBytes(lw*lw*unetStepBytesPerLatentPixel), autoTile,
+		ggml.HumanBytes(tile), ggml.HumanBytes(autoTile*autoTile*vaeDecodeBytesPerLatentPixel))
+	require.InEpsilon(t, float64(lw*lw*unetStepBytesPerLatentPixel), float64(step), 0.05)
+	require.InEpsilon(t, float64(autoTile*autoTile*vaeDecodeBytesPerLatentPixel), float64(tile), 0.05)
+}
