@@ -6,6 +6,7 @@ import (
 	"strings"
 
 	"github.com/gophotomaker/photomaker/bindings/ggml"
+	"github.com/gophotomaker/photomaker/models/vae"
 	"github.com/gophotomaker/photomaker/nn"
 )
 
@@ -78,6 +79,31 @@ func chooseVRAM(mode string, free int64, n memoryNeeds, width, height int) (stri
 	return "", fmt.Errorf("%w: a %d×%d image needs at least %s of device memory even with --vram stream (%s with everything on the device), but %s is free; "+
 		"try a smaller size, quantized weights (--type q4_K), or --device cpu",
 		ggml.ErrOutOfMemory, width, height, ggml.HumanBytes(n.total(VRAMStream)), ggml.HumanBytes(n.total(VRAMFull)), ggml.HumanBytes(free))
+}
+
+// vaeIm2ColBytesPerLatentPixel is the VAE decoder's compute memory with
+// every 3×3 convolution as im2col + matrix product: 3.0 GiB at 512² (64²
+// latents), measured like the constants above.
+const vaeIm2ColBytesPerLatentPixel = 3 << 30 / (64 * 64)
+
+// vaeConvMode picks the VAE's convolution kernels for a decode of w×h
+// latent pixels: on the CPU im2col, about 1.5× faster than ggml's direct
+// kernel (SDXL's VAE at 512² on the 2-core dev VM: 32 s instead of 47 s),
+// when its column buffers take at most half the available RAM; elsewhere
+// the memory-bounded automatic choice.
+func (p *Pipeline) vaeConvMode(w, h int) vae.ConvMode {
+	if p.rt.Device.Dev.Type != ggml.DeviceCPU {
+		return vae.ConvAuto
+	}
+	avail, ok := ggml.AvailableHostMemory()
+	return chooseVAEConv(int64(w)*int64(h), avail, ok)
+}
+
+func chooseVAEConv(latentPixels int64, availRAM uint64, known bool) vae.ConvMode {
+	if known && latentPixels*vaeIm2ColBytesPerLatentPixel <= int64(availRAM/2) {
+		return vae.ConvIm2Col
+	}
+	return vae.ConvAuto
 }
 
 // deviceMemory is the free memory of rt's device, ok=false for the CPU

@@ -6,6 +6,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/gophotomaker/photomaker/bindings/ggml"
+	"github.com/gophotomaker/photomaker/models/vae"
 	"github.com/gophotomaker/photomaker/nn"
 )
 
@@ -74,4 +75,13 @@ func TestVRAMAutoOnAGPU(t *testing.T) {
 	require.Equal(t, 4*small.UNetStep, n.UNetStep)
 	require.Equal(t, n.VAETile, big.VAETile)
 	require.Greater(t, big.total(VRAMStream), n.total(VRAMStream))
+}
+
+func TestChooseVAEConv(t *testing.T) {
+	const gib = uint64(1) << 30
+	lat512 := int64(64 * 64)
+	require.Equal(t, vae.ConvIm2Col, chooseVAEConv(lat512, 16*gib, true))  // 3 GiB of columns ≤ half of 16
+	require.Equal(t, vae.ConvAuto, chooseVAEConv(4*lat512, 16*gib, true)) // 1024²: 12 GiB
+	require.Equal(t, vae.ConvAuto, chooseVAEConv(lat512, 5*gib, true))
+	require.Equal(t, vae.ConvAuto, chooseVAEConv(lat512, 0, false)) // unknown RAM: bounded
 }

@@ -350,6 +350,10 @@ func HumanBytes(n int64) string {
 // hostMemory is availableHostMemory; tests replace it.
 var hostMemory = availableHostMemory
 
+// AvailableHostMemory is the RAM the system can give this process without
+// swapping (MemAvailable); ok is false where that is unknown.
+func AvailableHostMemory() (bytes uint64, ok bool) { return hostMemory() }
+
 // availableHostMemory reads MemAvailable from /proc/meminfo (Linux); ok is
 // false where that is not available.
 func availableHostMemory() (uint64, bool) {
