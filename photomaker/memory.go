@@ -87,10 +87,12 @@ func chooseVRAM(mode string, free int64, n memoryNeeds, width, height int) (stri
 const vaeIm2ColBytesPerLatentPixel = 3 << 30 / (64 * 64)
 
 // vaeConvMode picks the VAE's convolution kernels for a decode of w×h
-// latent pixels: on the CPU im2col, about 1.5× faster than ggml's direct
-// kernel (SDXL's VAE at 512² on the 2-core dev VM: 32 s instead of 47 s),
-// when its column buffers take at most half the available RAM; elsewhere
-// the memory-bounded automatic choice.
+// latent pixels. im2col is about 1.5× faster on the CPU than ggml's direct
+// kernel (SDXL's VAE at 512² on the 2-core dev VM: 32 s instead of 47 s)
+// but its column buffers are large (3 GiB at 512², 12 GiB at 1024²), so it
+// is only used on machines with memory to spare: at least 32 GiB available,
+// of which the columns take at most a quarter. Smaller machines, and GPUs,
+// keep the memory-bounded automatic choice.
 func (p *Pipeline) vaeConvMode(w, h int) vae.ConvMode {
 	if p.rt.Device.Dev.Type != ggml.DeviceCPU {
 		return vae.ConvAuto
@@ -100,7 +102,7 @@ func (p *Pipeline) vaeConvMode(w, h int) vae.ConvMode {
 }
 
 func chooseVAEConv(latentPixels int64, availRAM uint64, known bool) vae.ConvMode {
-	if known && latentPixels*vaeIm2ColBytesPerLatentPixel <= int64(availRAM/2) {
+	if known && availRAM >= 32<<30 && latentPixels*vaeIm2ColBytesPerLatentPixel <= int64(availRAM/4) {
 		return vae.ConvIm2Col
 	}
 	return vae.ConvAuto

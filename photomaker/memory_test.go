@@ -80,8 +80,9 @@ func TestVRAMAutoOnAGPU(t *testing.T) {
 func TestChooseVAEConv(t *testing.T) {
 	const gib = uint64(1) << 30
 	lat512 := int64(64 * 64)
-	require.Equal(t, vae.ConvIm2Col, chooseVAEConv(lat512, 16*gib, true))  // 3 GiB of columns ≤ half of 16
-	require.Equal(t, vae.ConvAuto, chooseVAEConv(4*lat512, 16*gib, true)) // 1024²: 12 GiB
-	require.Equal(t, vae.ConvAuto, chooseVAEConv(lat512, 5*gib, true))
-	require.Equal(t, vae.ConvAuto, chooseVAEConv(lat512, 0, false)) // unknown RAM: bounded
+	require.Equal(t, vae.ConvIm2Col, chooseVAEConv(lat512, 48*gib, true))   // 3 GiB of columns ≤ a quarter of 48
+	require.Equal(t, vae.ConvIm2Col, chooseVAEConv(4*lat512, 48*gib, true)) // 1024²: 12 GiB
+	require.Equal(t, vae.ConvAuto, chooseVAEConv(4*lat512, 40*gib, true))
+	require.Equal(t, vae.ConvAuto, chooseVAEConv(lat512/4, 20*gib, true)) // a small machine stays lean
+	require.Equal(t, vae.ConvAuto, chooseVAEConv(lat512, 0, false))       // unknown RAM
 }
