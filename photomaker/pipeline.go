@@ -184,9 +184,6 @@ func Load(ctx context.Context, cfg Config) (_ *Pipeline, err error) {
 	if err != nil {
 		return nil, err
 	}
-	if simd := ggml.MissingSIMD(); simd != "" && (p.rt.Device.Dev.Type == ggml.DeviceCPU || cfg.EncodersOnCPU) {
-		slog.Warn("this binary's ggml was compiled without "+simd+", which this CPU has: CPU work runs many times slower; build with `make` (CGO_CFLAGS=-march=native)", "missing", simd)
-	}
 	p.vram, err = p.chooseVRAM(policy)
 	if err != nil {
 		return nil, err
@@ -196,6 +193,9 @@ func Load(ctx context.Context, cfg Config) (_ *Pipeline, err error) {
 		if p.encRT, err = nn.NewRuntime("cpu", cfg.Threads); err != nil {
 			return nil, err
 		}
+	}
+	if simd := ggml.MissingSIMD(); simd != "" && (p.rt.Device.Dev.Type == ggml.DeviceCPU || p.encRT != p.rt) {
+		slog.Warn("this binary's ggml was compiled without "+simd+", which this CPU has: CPU work runs many times slower; build with `make` (CGO_CFLAGS=-march=native)", "missing", simd)
 	}
 	report := func(done, total int) {
 		if cfg.Progress != nil {
