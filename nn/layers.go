@@ -1,6 +1,8 @@
 package nn
 
 import (
+	"fmt"
+
 	"github.com/gophotomaker/photomaker/bindings/ggml"
 )
 
@@ -29,23 +31,42 @@ func (l *Linear) OutFeatures() int64 { return l.Weight.Ne(1) }
 func (l *Linear) InFeatures() int64 { return l.Weight.Ne(0) }
 
 // Conv2D is a 2-D convolution with PyTorch's [out, in, kh, kw] weight and
-// "same"-style padding of kernel/2, as every SDXL convolution uses.
+// "same"-style padding of kernel/2, as every SDXL convolution uses. A
+// block-quantized kernel is stored flattened, [in·k·k, out] in ggml order
+// (ggml quantizes along dimension 0); its size k is then 2·pad+1.
 type Conv2D struct {
 	Weight *ggml.Tensor `w:"weight"`
 	Bias   *ggml.Tensor `w:"bias,optional"`
 }
 
+// flat says whether the kernel is stored as an im2col matrix.
+func (l *Conv2D) flat() bool {
+	return l.Weight.Ne(2) == 1 && l.Weight.Ne(3) == 1 && l.Weight.Type().Quantized()
+}
+
 // Forward convolves x [W, H, Cin, B] with the given stride and padding.
 func (l *Conv2D) Forward(c *ggml.Context, x *ggml.Tensor, stride, pad int) *ggml.Tensor {
 	var y *ggml.Tensor
-	if l.Weight.Ne(0) == 1 && l.Weight.Ne(1) == 1 && stride == 1 && pad == 0 {
+	w, h, ch, b := x.Ne(0), x.Ne(1), x.Ne(2), x.Ne(3)
+	cout := l.OutChannels()
+	switch k := int64(2*pad + 1); {
+	case (l.flat() && k == 1 || !l.flat() && l.Weight.Ne(0) == 1 && l.Weight.Ne(1) == 1) && stride == 1 && pad == 0:
 		// A 1×1 convolution is a matrix product over channels.
-		w, h, ch, b := x.Ne(0), x.Ne(1), x.Ne(2), x.Ne(3)
 		flat := c.Cont(c.Permute(c.Reshape(x, w*h, ch, b), 1, 0, 2, 3)) // [Cin, W·H, B]
-		k := c.Reshape(l.Weight, l.Weight.Ne(2), l.Weight.Ne(3))        // [Cin, Cout]
-		y = c.MulMat(k, flat)                                           // [Cout, W·H, B]
-		y = c.Reshape(c.Cont(c.Permute(y, 1, 0, 2, 3)), w, h, l.Weight.Ne(3), b)
-	} else {
+		y = c.MulMat(c.Reshape(l.Weight, ch, cout), flat)               // [Cout, W·H, B]
+		y = c.Reshape(c.Cont(c.Permute(y, 1, 0, 2, 3)), w, h, cout, b)
+	case l.flat():
+		if l.Weight.Ne(0) != k*k*ch {
+			panic(fmt.Sprintf("nn.Conv2D: flattened %v kernel does not fit %d channels with a %d×%d kernel", l.Weight.Shape(), ch, k, k))
+		}
+		// im2col (f32: a quantized product takes f32 activations) then one
+		// product with the kernel as the quantized operand.
+		shape := c.NewTensor(ggml.TypeF16, k, k, ch, 1) // only its shape is read
+		cols := c.Im2Col(shape, x, stride, stride, pad, pad, 1, 1, ggml.TypeF32)
+		ow, oh := cols.Ne(1), cols.Ne(2)
+		y = c.MulMat(l.Weight, c.Reshape(cols, k*k*ch, ow*oh*b))         // [Cout, OW·OH·B]
+		y = c.Cont(c.Permute(c.Reshape(y, cout, ow, oh, b), 2, 0, 1, 3)) // [OW, OH, Cout, B]
+	default:
 		y = c.Conv2D(l.Weight, x, stride, stride, pad, pad, 1, 1)
 	}
 	if l.Bias != nil {
@@ -55,7 +76,12 @@ func (l *Conv2D) Forward(c *ggml.Context, x *ggml.Tensor, stride, pad int) *ggml
 }
 
 // OutChannels returns the number of output channels.
-func (l *Conv2D) OutChannels() int64 { return l.Weight.Ne(3) }
+func (l *Conv2D) OutChannels() int64 {
+	if l.flat() {
+		return l.Weight.Ne(1)
+	}
+	return l.Weight.Ne(3)
+}
 
 // GroupNorm normalises groups of channels of an image [W, H, C, B].
 type GroupNorm struct {

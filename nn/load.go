@@ -38,7 +38,9 @@ func AllF32(string, *weights.Tensor) ggml.Type { return ggml.TypeF32 }
 // precision stays float32 (biases, norms and 1-D tensors) and embeddings
 // stay at least f16 (never block-quantized). Rows that are not a whole
 // number of the chosen type's blocks take its 32-block sibling or f16
-// (ggml.Type.FitRow), as photomaker convert does.
+// (ggml.Type.FitRow), as photomaker convert does. A convolution kernel's
+// rows are its im2col rows (in·kh·kw): quantized, it is stored flattened
+// (see Conv2D).
 func KeepPrecise(p TypePolicy) TypePolicy {
 	return func(name string, t *weights.Tensor) ggml.Type {
 		typ := p(name, t)
@@ -48,8 +50,18 @@ func KeepPrecise(p TypePolicy) TypePolicy {
 		if strings.Contains(name, "embedding") && typ.Quantized() {
 			return ggml.TypeF16
 		}
-		return typ.FitRow(t.Shape[len(t.Shape)-1])
+		return typ.FitRow(rowLength(t.Shape))
 	}
+}
+
+// rowLength is the length of the rows a tensor of PyTorch shape is
+// quantized in: the last dimension, or in·kh·kw for a [out, in, kh, kw]
+// convolution kernel.
+func rowLength(shape []int64) int64 {
+	if len(shape) == 4 {
+		return shape[1] * shape[2] * shape[3]
+	}
+	return shape[len(shape)-1]
 }
 
 // Weights is a set of device tensors bound from a checkpoint. Bind declares
@@ -196,8 +208,13 @@ func (w *Weights) declare(name string, src *weights.Tensor) *ggml.Tensor {
 	for i, d := range src.Shape {
 		ne[len(ne)-1-i] = d
 	}
-	if len(ne) == 0 {
+	switch {
+	case len(ne) == 0:
 		ne = []int64{1}
+	case len(ne) == 4 && typ.Quantized():
+		// ggml quantizes along dimension 0, which for a kernel is kw (3):
+		// a quantized kernel is stored as its im2col matrix [in·kh·kw, out].
+		ne = []int64{rowLength(src.Shape), src.Shape[0]}
 	}
 	t := w.ctx.NewTensor(typ, ne...)
 	t.SetName(weights.ShortName(name))

@@ -165,6 +165,42 @@ func TestLayersAgainstReferences(t *testing.T) {
 		}
 		require.Less(t, maxRel(t, one, want), 1e-6)
 	})
+	t.Run("quantized kernels are stored flattened", func(t *testing.T) {
+		// Same weights through the flattened q8_0 path and a float
+		// convolution with the dequantized kernel: they differ only by the
+		// 8-bit activations of the quantized product (a layout mistake would
+		// be off by ~100 %).
+		const I, O = 32, 16
+		x, b := randv(9*7*I*2), randv(O)
+		for _, tc := range []struct{ k, stride, pad int }{{3, 1, 1}, {3, 2, 1}, {1, 1, 0}} {
+			W := randv(O * I * tc.k * tc.k)
+			q, err := ggml.Quantize(ggml.TypeQ8_0, W, int64(I*tc.k*tc.k))
+			require.NoError(t, err)
+			deq, err := ggml.Dequantize(ggml.TypeQ8_0, q, int64(len(W)))
+			require.NoError(t, err)
+			k := int64(tc.k)
+			got := run(t, func(c *ggml.Context) *ggml.Tensor {
+				l := Conv2D{Weight: c.Input(ggml.TypeQ8_0, q, k*k*I, O), Bias: c.InputF32(b, O)}
+				require.Equal(t, int64(O), l.OutChannels())
+				return l.Forward(c, c.InputF32(x, 9, 7, I, 2), tc.stride, tc.pad)
+			})
+			ref := run(t, func(c *ggml.Context) *ggml.Tensor {
+				l := Conv2D{Weight: c.InputF32(deq, k, k, I, O), Bias: c.InputF32(b, O)}
+				return l.Forward(c, c.InputF32(x, 9, 7, I, 2), tc.stride, tc.pad)
+			})
+			want := make([]float64, len(ref))
+			for i, v := range ref {
+				want[i] = float64(v)
+			}
+			require.Len(t, got, len(ref), "k=%d stride=%d", tc.k, tc.stride)
+			var num, den float64
+			for i := range got {
+				d := float64(got[i]) - want[i]
+				num, den = num+d*d, den+want[i]*want[i]
+			}
+			require.Less(t, math.Sqrt(num/den), 1e-2, "k=%d stride=%d", tc.k, tc.stride)
+		}
+	})
 	t.Run("layer norm + geglu", func(t *testing.T) {
 		x, g, bb := randv(8*2), randv(8), randv(8)
 		got := run(t, func(c *ggml.Context) *ggml.Tensor {

@@ -6,6 +6,7 @@ import (
 	"strings"
 
 	"github.com/gophotomaker/photomaker/bindings/ggml"
+	"github.com/gophotomaker/photomaker/models/unet"
 	"github.com/gophotomaker/photomaker/models/vae"
 	"github.com/gophotomaker/photomaker/nn"
 )
@@ -147,10 +148,14 @@ func (p *Pipeline) chooseVRAM(policy nn.TypePolicy) (string, error) {
 // the weights stored as policy says.
 func (p *Pipeline) estimateNeeds(policy nn.TypePolicy, width, height int) memoryNeeds {
 	set := p.model.Tensors
+	unetPolicy, err := unet.StoragePolicy(set, "unet.", policy)
+	if err != nil {
+		unetPolicy = policy // Load will report the problem
+	}
 	lat := int64(width/8) * int64(height/8)
 	tile := int64(autoTile * autoTile)
 	n := memoryNeeds{
-		UNet:     nn.EstimateBytes(set, "unet.", policy),
+		UNet:     nn.EstimateBytes(set, "unet.", unetPolicy),
 		VAE:      nn.EstimateBytes(set, "vae.", policy),
 		Encoders: nn.EstimateBytes(set, "te1.", policy) + nn.EstimateBytes(set, "te2.", policy),
 		UNetStep: lat * unetStepBytesPerLatentPixel,
@@ -161,6 +166,6 @@ func (p *Pipeline) estimateNeeds(policy nn.TypePolicy, width, height int) memory
 	}
 	// ggml's scheduler cuts a graph where a split would take more than 30
 	// inputs, so at most that many streamed weights are on the device at once.
-	n.StreamChunk = nn.LargestBytes(set, "unet.", policy, 30)
+	n.StreamChunk = nn.LargestBytes(set, "unet.", unetPolicy, 30)
 	return n
 }

@@ -6,6 +6,7 @@ package unet
 import (
 	"context"
 	"fmt"
+	"strings"
 
 	"github.com/gophotomaker/photomaker/bindings/ggml"
 	"github.com/gophotomaker/photomaker/nn"
@@ -42,7 +43,7 @@ func Load(ctx context.Context, rt *nn.Runtime, set *weights.Set, prefix string, 
 		return nil, err
 	}
 	n := len(set.Prefix(prefix).Names())
-	u := &UNet{cfg: cfg, rt: rt, w: nn.NewWeights(n, opts.Policy), stream: opts.Stream}
+	u := &UNet{cfg: cfg, rt: rt, w: nn.NewWeights(n, convPolicy(opts.Policy, cfg)), stream: opts.Stream}
 	if err := u.w.Bind(set, prefix, &u.m); err != nil {
 		u.w.Free()
 		return nil, fmt.Errorf("unet: %w", err)
@@ -56,6 +57,37 @@ func Load(ctx context.Context, rt *nn.Runtime, set *weights.Set, prefix string, 
 		return nil, fmt.Errorf("unet: %w", err)
 	}
 	return u, nil
+}
+
+// StoragePolicy is the type policy Load stores the weights of set under
+// prefix with, given the caller's policy: for planning memory before loading.
+func StoragePolicy(set *weights.Set, prefix string, policy nn.TypePolicy) (nn.TypePolicy, error) {
+	cfg, err := Infer(set, prefix)
+	if err != nil {
+		return nil, err
+	}
+	return convPolicy(policy, cfg), nil
+}
+
+// convPolicy limits policy's block quantization of 3×3 kernels to the
+// resnets of the deepest level. A quantized kernel's im2col columns must be
+// f32 rather than f16; at the lowest resolution they are small while the
+// kernels are the largest in the model (about 470 MB of SDXL's f16 weights),
+// elsewhere the columns would cost more memory than the kernel saves. 1×1
+// kernels are plain matrix products and quantize anywhere.
+func convPolicy(policy nn.TypePolicy, cfg Config) nn.TypePolicy {
+	if policy == nil {
+		return nil
+	}
+	deepest := int64(cfg.BlockOutChannels[len(cfg.BlockOutChannels)-1])
+	return func(name string, t *weights.Tensor) ggml.Type {
+		typ := policy(name, t)
+		if len(t.Shape) == 4 && typ.Quantized() && t.Shape[2]*t.Shape[3] > 1 &&
+			(t.Shape[0] != deepest || !strings.Contains(name, ".resnets.")) {
+			return ggml.TypeF16
+		}
+		return typ
+	}
 }
 
 // Config returns the inferred configuration.

@@ -2,6 +2,7 @@ package unet
 
 import (
 	"context"
+	"math"
 	"os"
 	"sync"
 	"testing"
@@ -235,4 +236,45 @@ func TestStepperReusesGraph(t *testing.T) {
 	_, err = st.Predict(context.Background(), in)
 	var ie *InputError
 	require.ErrorAs(t, err, &ie)
+}
+
+// TestQuantizedUNet stores the tiny UNet as q8_0: the deepest level's 3×3
+// kernels quantize (flattened), the others stay f16, 1×1 kernels quantize,
+// and the prediction stays close to the golden.
+func TestQuantizedUNet(t *testing.T) {
+	m, err := weights.Open(golden.Path("tiny-sdxl.safetensors"))
+	require.NoError(t, err)
+	defer m.Close()
+	rt, err := nn.NewRuntime("cpu", 0)
+	require.NoError(t, err)
+	defer rt.Close()
+	q8 := nn.KeepPrecise(func(string, *weights.Tensor) ggml.Type { return ggml.TypeQ8_0 })
+	policy, err := StoragePolicy(m.Tensors, "unet.", q8)
+	require.NoError(t, err)
+	get := func(n string) *weights.Tensor { x, ok := m.Tensors.Get(n); require.True(t, ok, n); return x }
+	for name, want := range map[string]ggml.Type{
+		"unet.mid_block.resnets.0.conv1.weight":             ggml.TypeQ8_0, // 128 channels: the deepest level
+		"unet.up_blocks.0.resnets.0.conv1.weight":           ggml.TypeQ8_0,
+		"unet.down_blocks.0.resnets.0.conv1.weight":         ggml.TypeF16,  // the highest resolution
+		"unet.up_blocks.0.upsamplers.0.conv.weight":         ggml.TypeF16,  // runs at the next resolution
+		"unet.down_blocks.1.resnets.0.conv_shortcut.weight": ggml.TypeQ8_0, // 1×1
+		"unet.conv_in.weight":                               ggml.TypeF16,
+	} {
+		require.Equal(t, want, policy(name, get(name)), name)
+	}
+	u, err := Load(context.Background(), rt, m.Tensors, "unet.", Options{Policy: q8})
+	require.NoError(t, err)
+	defer u.Close()
+	gc := noLoRACases[1]
+	got, err := u.Predict(context.Background(), gc.inputs(t))
+	require.NoError(t, err)
+	want := golden.Ref(t, gc.out).Data
+	var num, den float64
+	for i := range got {
+		d := float64(got[i] - want[i])
+		num, den = num+d*d, den+float64(want[i])*float64(want[i])
+	}
+	rel := math.Sqrt(num / den)
+	t.Logf("q8_0 tiny UNet vs f32 golden: relative error %.3g", rel)
+	require.Less(t, rel, 0.05)
 }
