@@ -148,7 +148,7 @@ func (p *Pipeline) chooseVRAM(policy nn.TypePolicy) (string, error) {
 // the weights stored as policy says.
 func (p *Pipeline) estimateNeeds(policy nn.TypePolicy, width, height int) memoryNeeds {
 	set := p.model.Tensors
-	unetPolicy, err := unet.StoragePolicy(set, "unet.", policy)
+	unetPolicy, err := unet.StoragePolicy(set, "unet.", policy, p.cfg.QuantizeConvs)
 	if err != nil {
 		unetPolicy = policy // Load will report the problem
 	}

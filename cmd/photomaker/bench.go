@@ -62,6 +62,7 @@ Examples:
 			&cli.StringFlag{Name: "device", Value: "auto", Usage: "auto, cpu, cuda, cuda:1, metal, ...", EnvVars: envs("device")},
 			&cli.StringFlag{Name: "type", Usage: "store weights as f32, f16, q8_0, q4_K, ... (default: as in the file)", EnvVars: envs("type")},
 			vramFlag(),
+			quantizeConvsFlag(),
 			&cli.IntFlag{Name: "width", Value: 1024, Usage: "width in pixels, a multiple of 8", EnvVars: envs("width")},
 			&cli.IntFlag{Name: "height", Value: 1024, Usage: "height in pixels, a multiple of 8", EnvVars: envs("height")},
 			&cli.IntFlag{Name: "steps", Value: 4, Usage: "denoising steps", EnvVars: envs("steps")},
@@ -180,7 +181,7 @@ func runBench(c *cli.Context) error {
 	t0 := time.Now()
 	p, err := photomaker.Load(ctx, photomaker.Config{
 		Model: res.Model, PhotoMaker: res.PhotoMaker, Device: res.Device, WeightType: res.Type, Threads: c.Int("threads"),
-		VRAM: vram, PlanWidth: res.Width, PlanHeight: res.Height,
+		VRAM: vram, PlanWidth: res.Width, PlanHeight: res.Height, QuantizeConvs: c.Bool("quantize-convs"),
 	})
 	if err != nil {
 		if sampler != nil {

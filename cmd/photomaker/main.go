@@ -40,6 +40,12 @@ func vramFlag() cli.Flag {
 		Usage: "GPU memory mode: auto (the fastest that fits the free memory), full (everything on the GPU), low (encoders on the CPU, VAE in tiles) or stream (low, and UNet weights stream from RAM every step)"}
 }
 
+// quantizeConvsFlag is --quantize-convs, shared like vramFlag.
+func quantizeConvsFlag() cli.Flag {
+	return &cli.BoolFlag{Name: "quantize-convs", EnvVars: envs("quantize-convs"),
+		Usage: "with a quantized --type, also store the UNet's largest convolution kernels as q8_0 (about 220 MB less for SDXL, slightly less accurate)"}
+}
+
 // vramMode reads --vram: a usage error unless it names a mode.
 func vramMode(c *cli.Context) (string, error) {
 	m := strings.ToLower(c.String("vram"))

@@ -98,6 +98,13 @@ func TestGenerateTiny(t *testing.T) {
 	code, _, errOut = runCLI(t, "generate", "--model", "x", "--prompt", "y", "--vram", "lots")
 	require.Equal(t, 2, code)
 	require.Contains(t, errOut, "auto, full, low, stream")
+	// Quantized weights with quantized convolution kernels.
+	q := filepath.Join(t.TempDir(), "q.png")
+	code, _, errOut = runCLI(t, "generate", "--model", golden.Path("tiny-sdxl.safetensors"), "--prompt", "a photo of a cat",
+		"--width", "64", "--height", "64", "--steps", "1", "--device", "cpu", "--type", "q8_0", "--quantize-convs", "-o", q)
+	require.Equal(t, 0, code, errOut)
+	_, err = os.Stat(q)
+	require.NoError(t, err)
 }
 
 func TestGeneratePhotoMakerTiny(t *testing.T) {

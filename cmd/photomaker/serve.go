@@ -46,6 +46,7 @@ Every flag also reads PHOTOMAKER_<FLAG> (e.g. PHOTOMAKER_ADDR).`,
 			&cli.StringFlag{Name: "type", Usage: "store weights as f32, f16, q8_0, q4_K, ... (default: as in the file)", EnvVars: envs("type")},
 			&cli.IntFlag{Name: "threads", Usage: "CPU threads (default: one per physical core)", EnvVars: envs("threads")},
 			vramFlag(),
+			quantizeConvsFlag(),
 			&cli.IntFlag{Name: "max-queue", Value: server.DefaultMaxQueue, Usage: "jobs that may wait behind the running one; more get 429", EnvVars: envs("max-queue")},
 			&cli.IntFlag{Name: "max-upload-mb", Value: server.DefaultMaxUploadBytes >> 20, Usage: "largest request body in MiB (ID photos included); larger get 413", EnvVars: envs("max-upload-mb")},
 			&cli.IntFlag{Name: "max-images", Value: server.DefaultMaxImages, Usage: "most ID photos per request", EnvVars: envs("max-images")},
@@ -98,7 +99,7 @@ func runServe(c *cli.Context) error {
 	p, err := photomaker.Load(ctx, photomaker.Config{
 		Model: c.String("model"), PhotoMaker: c.String("photomaker"), Device: c.String("device"),
 		Threads: c.Int("threads"), WeightType: c.String("type"), Progress: bar.update,
-		VRAM: vram, PlanWidth: c.Int("max-side"), PlanHeight: c.Int("max-side"),
+		VRAM: vram, PlanWidth: c.Int("max-side"), PlanHeight: c.Int("max-side"), QuantizeConvs: c.Bool("quantize-convs"),
 	})
 	bar.done()
 	if err != nil {

@@ -238,9 +238,10 @@ func TestStepperReusesGraph(t *testing.T) {
 	require.ErrorAs(t, err, &ie)
 }
 
-// TestQuantizedUNet stores the tiny UNet as q8_0: the deepest level's 3×3
-// kernels quantize (flattened), the others stay f16, 1×1 kernels quantize,
-// and the prediction stays close to the golden.
+// TestQuantizedUNet stores the tiny UNet as q8_0 with QuantizeKernels: the
+// deepest level's 3×3 kernels quantize (flattened; never below q8_0), the
+// others stay f16, 1×1 kernels quantize, and the prediction stays close to
+// the golden. Without the option every kernel stays f16.
 func TestQuantizedUNet(t *testing.T) {
 	m, err := weights.Open(golden.Path("tiny-sdxl.safetensors"))
 	require.NoError(t, err)
@@ -249,9 +250,16 @@ func TestQuantizedUNet(t *testing.T) {
 	require.NoError(t, err)
 	defer rt.Close()
 	q8 := nn.KeepPrecise(func(string, *weights.Tensor) ggml.Type { return ggml.TypeQ8_0 })
-	policy, err := StoragePolicy(m.Tensors, "unet.", q8)
+	policy, err := StoragePolicy(m.Tensors, "unet.", q8, true)
+	require.NoError(t, err)
+	plain, err := StoragePolicy(m.Tensors, "unet.", q8, false)
 	require.NoError(t, err)
 	get := func(n string) *weights.Tensor { x, ok := m.Tensors.Get(n); require.True(t, ok, n); return x }
+	q4 := nn.KeepPrecise(func(string, *weights.Tensor) ggml.Type { return ggml.TypeQ4_0 })
+	p4, err := StoragePolicy(m.Tensors, "unet.", q4, true)
+	require.NoError(t, err)
+	require.Equal(t, ggml.TypeQ8_0, p4("unet.mid_block.resnets.0.conv1.weight", get("unet.mid_block.resnets.0.conv1.weight")))
+	require.Equal(t, ggml.TypeQ4_0, p4("unet.down_blocks.1.resnets.0.conv_shortcut.weight", get("unet.down_blocks.1.resnets.0.conv_shortcut.weight")))
 	for name, want := range map[string]ggml.Type{
 		"unet.mid_block.resnets.0.conv1.weight":             ggml.TypeQ8_0, // 128 channels: the deepest level
 		"unet.up_blocks.0.resnets.0.conv1.weight":           ggml.TypeQ8_0,
@@ -261,8 +269,10 @@ func TestQuantizedUNet(t *testing.T) {
 		"unet.conv_in.weight":                               ggml.TypeF16,
 	} {
 		require.Equal(t, want, policy(name, get(name)), name)
+		require.Equal(t, ggml.TypeF16, plain(name, get(name)), name)
 	}
-	u, err := Load(context.Background(), rt, m.Tensors, "unet.", Options{Policy: q8})
+	require.Equal(t, ggml.TypeQ8_0, plain("unet.mid_block.attentions.0.proj_in.weight", get("unet.mid_block.attentions.0.proj_in.weight")))
+	u, err := Load(context.Background(), rt, m.Tensors, "unet.", Options{Policy: q8, QuantizeKernels: true})
 	require.NoError(t, err)
 	defer u.Close()
 	gc := noLoRACases[1]
