@@ -261,6 +261,14 @@ func forEachStored(set *weights.Set, prefix string, policy TypePolicy, f func(by
 	}
 }
 
+// Allocated is the size of the memory Upload allocated (0 before).
+func (w *Weights) Allocated() int64 {
+	if w.buf == nil {
+		return 0
+	}
+	return w.buf.Size()
+}
+
 // Bytes returns the device memory the declared weights will take.
 func (w *Weights) Bytes(b *ggml.Backend) int64 { return b.AllocSize(w.ctx) }
 

@@ -144,28 +144,42 @@ func (p *Pipeline) chooseVRAM(policy nn.TypePolicy) (string, error) {
 	return mode, nil
 }
 
-// estimateNeeds sizes the parts of p's model for width×height images with
-// the weights stored as policy says.
-func (p *Pipeline) estimateNeeds(policy nn.TypePolicy, width, height int) memoryNeeds {
+// partBytes are the weight bytes of the pipeline's parts as stored.
+type partBytes struct {
+	unet, vae, encoders int64
+	streamChunk         int64 // the 30 largest UNet weights (see estimateNeeds)
+}
+
+// weightBytes sizes each part's weights as Load stores them under policy.
+func (p *Pipeline) weightBytes(policy nn.TypePolicy) partBytes {
 	set := p.model.Tensors
 	unetPolicy, err := unet.StoragePolicy(set, "unet.", policy, p.cfg.QuantizeConvs)
 	if err != nil {
 		unetPolicy = policy // Load will report the problem
 	}
-	lat := int64(width/8) * int64(height/8)
-	tile := int64(autoTile * autoTile)
-	n := memoryNeeds{
-		UNet:     nn.EstimateBytes(set, "unet.", unetPolicy),
-		VAE:      nn.EstimateBytes(set, "vae.", policy),
-		Encoders: nn.EstimateBytes(set, "te1.", policy) + nn.EstimateBytes(set, "te2.", policy),
-		UNetStep: lat * unetStepBytesPerLatentPixel,
-		VAETile:  min(lat, tile) * vaeDecodeBytesPerLatentPixel,
+	b := partBytes{
+		unet:     nn.EstimateBytes(set, "unet.", unetPolicy),
+		vae:      nn.EstimateBytes(set, "vae.", vae.StoragePolicy(policy)),
+		encoders: nn.EstimateBytes(set, "te1.", policy) + nn.EstimateBytes(set, "te2.", policy),
+		// ggml's scheduler cuts a graph where a split would take more than
+		// 30 inputs, so at most that many streamed weights are on the
+		// device at once.
+		streamChunk: nn.LargestBytes(set, "unet.", unetPolicy, 30),
 	}
 	if p.adapter != nil {
-		n.Encoders += nn.EstimateBytes(p.adapter.Tensors, "pm.", policy)
+		b.encoders += nn.EstimateBytes(p.adapter.Tensors, "pm.", policy)
 	}
-	// ggml's scheduler cuts a graph where a split would take more than 30
-	// inputs, so at most that many streamed weights are on the device at once.
-	n.StreamChunk = nn.LargestBytes(set, "unet.", unetPolicy, 30)
-	return n
+	return b
+}
+
+// estimateNeeds sizes the parts of p's model for width×height images with
+// the weights stored as policy says.
+func (p *Pipeline) estimateNeeds(policy nn.TypePolicy, width, height int) memoryNeeds {
+	w := p.weightBytes(policy)
+	lat := int64(width/8) * int64(height/8)
+	return memoryNeeds{
+		UNet: w.unet, VAE: w.vae, Encoders: w.encoders, StreamChunk: w.streamChunk,
+		UNetStep: lat * unetStepBytesPerLatentPixel,
+		VAETile:  min(lat, int64(autoTile*autoTile)) * vaeDecodeBytesPerLatentPixel,
+	}
 }

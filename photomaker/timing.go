@@ -3,13 +3,10 @@ package photomaker
 import (
 	"context"
 	"fmt"
-	"strings"
 	"time"
 
-	"github.com/gophotomaker/photomaker/bindings/ggml"
 	"github.com/gophotomaker/photomaker/imageproc"
 	"github.com/gophotomaker/photomaker/tokenizer"
-	"github.com/gophotomaker/photomaker/weights"
 )
 
 // EncoderTimes are the durations of the encoder stages of one request,
@@ -88,8 +85,8 @@ type MemoryUse struct {
 func (m MemoryUse) Total() int64 { return m.Weights + m.Compute }
 
 // MemoryUse reports the device memory held now. Weights are computed from
-// the tensors and the type policy chosen at Load, which is what the model
-// loaders allocate (up to per-tensor alignment).
+// the tensors and the storage policies Load used, which is what the model
+// loaders allocate.
 func (p *Pipeline) MemoryUse() MemoryUse {
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -105,36 +102,7 @@ func (p *Pipeline) MemoryUse() MemoryUse {
 	if err != nil {
 		return m
 	}
-	m.Weights = setBytes(p.model.Tensors, func(name string, t *weights.Tensor) (ggml.Type, bool) {
-		switch {
-		case strings.HasPrefix(name, "vae."):
-			return ggml.TypeF32, true // the VAE stays f32 (see Load)
-		case strings.HasPrefix(name, "unet."), strings.HasPrefix(name, "te1."), strings.HasPrefix(name, "te2."):
-			return policy(name, t), true
-		}
-		return 0, false // not loaded
-	})
-	if p.adapter != nil {
-		m.Weights += setBytes(p.adapter.Tensors, func(name string, t *weights.Tensor) (ggml.Type, bool) { return policy(name, t), true })
-	}
+	w := p.weightBytes(policy)
+	m.Weights = w.unet + w.vae + w.encoders
 	return m
-}
-
-// setBytes sums the device bytes of set's tensors in the types typeOf
-// picks (skipping those it rejects).
-func setBytes(set *weights.Set, typeOf func(string, *weights.Tensor) (ggml.Type, bool)) int64 {
-	var n int64
-	for _, name := range set.Names() {
-		t, ok := set.Get(name)
-		if !ok || len(t.Shape) == 0 {
-			continue
-		}
-		typ, ok := typeOf(name, t)
-		if !ok {
-			continue
-		}
-		ne0 := t.Shape[len(t.Shape)-1]
-		n += typ.RowBytes(ne0) * (t.Elements() / ne0)
-	}
-	return n
 }

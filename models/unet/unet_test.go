@@ -275,6 +275,13 @@ func TestQuantizedUNet(t *testing.T) {
 	u, err := Load(context.Background(), rt, m.Tensors, "unet.", Options{Policy: q8, QuantizeKernels: true})
 	require.NoError(t, err)
 	defer u.Close()
+	// What planning estimates is what Load allocates, kernel layout included.
+	require.Equal(t, nn.EstimateBytes(m.Tensors, "unet.", policy), u.w.Allocated())
+	u2, err := Load(context.Background(), rt, m.Tensors, "unet.", Options{Policy: q8})
+	require.NoError(t, err)
+	require.Equal(t, nn.EstimateBytes(m.Tensors, "unet.", plain), u2.w.Allocated())
+	require.Greater(t, u2.w.Allocated(), u.w.Allocated())
+	u2.Close()
 	gc := noLoRACases[1]
 	got, err := u.Predict(context.Background(), gc.inputs(t))
 	require.NoError(t, err)

@@ -100,7 +100,7 @@ func bind(set *weights.Set, prefix string, policy nn.TypePolicy) (*VAE, error) {
 	if n == 0 {
 		return nil, fmt.Errorf("%w: no tensors under %q", ErrWeights, prefix)
 	}
-	v := &VAE{weights: nn.NewWeights(n, storagePolicy(policy))}
+	v := &VAE{weights: nn.NewWeights(n, StoragePolicy(policy))}
 	if err := v.weights.Bind(set, prefix, v); err != nil {
 		v.Close()
 		return nil, fmt.Errorf("vae: %w", err)
@@ -114,9 +114,10 @@ func bind(set *weights.Set, prefix string, policy nn.TypePolicy) (*VAE, error) {
 	return v, nil
 }
 
-// storagePolicy keeps 1-D tensors in f32 and stores the rest as f32 or f16:
-// the VAE computes in f32 and quantized kernels would not help it.
-func storagePolicy(p nn.TypePolicy) nn.TypePolicy {
+// StoragePolicy is the policy Load stores weights with, given the caller's:
+// 1-D tensors in f32 and the rest as f32 or f16, since the VAE computes in
+// f32 and quantized kernels would not help it.
+func StoragePolicy(p nn.TypePolicy) nn.TypePolicy {
 	return func(name string, t *weights.Tensor) ggml.Type {
 		if p == nil || len(t.Shape) < 2 || p(name, t) == ggml.TypeF32 {
 			return ggml.TypeF32
