@@ -96,10 +96,14 @@ func runServe(c *cli.Context) error {
 	ctx, stop := signal.NotifyContext(c.Context, os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	bar := newProgress(c.App.ErrWriter, true)
+	// Plan device memory for SDXL's native size: planning for --max-side
+	// would push every request into a slower mode for the rare large one
+	// (which then tiles its decode, or is refused with the sizes).
+	plan := min(c.Int("max-side"), 1024)
 	p, err := photomaker.Load(ctx, photomaker.Config{
 		Model: c.String("model"), PhotoMaker: c.String("photomaker"), Device: c.String("device"),
 		Threads: c.Int("threads"), WeightType: c.String("type"), Progress: bar.update,
-		VRAM: vram, PlanWidth: c.Int("max-side"), PlanHeight: c.Int("max-side"), QuantizeConvs: c.Bool("quantize-convs"),
+		VRAM: vram, PlanWidth: plan, PlanHeight: plan, QuantizeConvs: c.Bool("quantize-convs"),
 	})
 	bar.done()
 	if err != nil {
