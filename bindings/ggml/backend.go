@@ -354,20 +354,3 @@ var hostMemory = availableHostMemory
 // swapping (MemAvailable); ok is false where that is unknown.
 func AvailableHostMemory() (bytes uint64, ok bool) { return hostMemory() }
 
-// availableHostMemory reads MemAvailable from /proc/meminfo (Linux); ok is
-// false where that is not available.
-func availableHostMemory() (uint64, bool) {
-	b, err := os.ReadFile("/proc/meminfo")
-	if err != nil {
-		return 0, false
-	}
-	for _, line := range strings.Split(string(b), "\n") {
-		if rest, found := strings.CutPrefix(line, "MemAvailable:"); found {
-			var kb uint64
-			if _, err := fmt.Sscan(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(rest), "kB")), &kb); err == nil {
-				return kb * 1024, true
-			}
-		}
-	}
-	return 0, false
-}
