@@ -353,4 +353,3 @@ var hostMemory = availableHostMemory
 // AvailableHostMemory is the RAM the system can give this process without
 // swapping (MemAvailable); ok is false where that is unknown.
 func AvailableHostMemory() (bytes uint64, ok bool) { return hostMemory() }
-
