@@ -350,6 +350,6 @@ func HumanBytes(n int64) string {
 // hostMemory is availableHostMemory; tests replace it.
 var hostMemory = availableHostMemory
 
-// AvailableHostMemory is the RAM the system can give this process without
-// swapping (MemAvailable); ok is false where that is unknown.
+// AvailableHostMemory is the RAM this process can still use (MemAvailable,
+// or its memory cgroup's room if smaller); ok is false where unknown.
 func AvailableHostMemory() (bytes uint64, ok bool) { return hostMemory() }
