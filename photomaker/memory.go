@@ -9,6 +9,7 @@ import (
 	"github.com/gophotomaker/photomaker/models/unet"
 	"github.com/gophotomaker/photomaker/models/vae"
 	"github.com/gophotomaker/photomaker/nn"
+	"github.com/gophotomaker/photomaker/weights"
 )
 
 // VRAM modes: where the pipeline keeps its parts on a GPU (Config.VRAM,
@@ -182,4 +183,46 @@ func (p *Pipeline) estimateNeeds(policy nn.TypePolicy, width, height int) memory
 		UNetStep: lat * unetStepBytesPerLatentPixel,
 		VAETile:  min(lat, int64(autoTile*autoTile)) * vaeDecodeBytesPerLatentPixel,
 	}
+}
+
+// MemoryEstimate is the device memory one VRAM mode needs.
+type MemoryEstimate struct {
+	Mode  string `json:"mode"`
+	Bytes int64  `json:"bytes"`
+}
+
+// EstimateMemory estimates, for each VRAM mode, the device memory a
+// width×height generation needs with cfg's model, adapter and WeightType,
+// reading only the files' headers: the figures --vram auto plans with.
+func EstimateMemory(cfg Config, width, height int) ([]MemoryEstimate, error) {
+	if width <= 0 || height <= 0 {
+		return nil, fmt.Errorf("estimate for %d×%d: want a positive size", width, height)
+	}
+	policy, err := weightPolicy(cfg.WeightType)
+	if err != nil {
+		return nil, err
+	}
+	m, err := weights.Open(cfg.Model)
+	if err != nil {
+		return nil, err
+	}
+	defer m.Close()
+	if m.Kind.IsPhotoMaker() || m.Kind == weights.Unknown {
+		return nil, fmt.Errorf("%s is not an SDXL checkpoint (it looks like %s)", cfg.Model, m.Kind)
+	}
+	p := &Pipeline{cfg: cfg, model: m, adapter: m.Adapter}
+	if cfg.PhotoMaker != "" {
+		a, err := weights.Open(cfg.PhotoMaker)
+		if err != nil {
+			return nil, err
+		}
+		defer a.Close()
+		p.adapter = a
+	}
+	n := p.estimateNeeds(policy, width, height)
+	var out []MemoryEstimate
+	for _, mode := range []string{VRAMFull, VRAMLow, VRAMStream} {
+		out = append(out, MemoryEstimate{mode, n.total(mode)})
+	}
+	return out, nil
 }

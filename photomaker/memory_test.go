@@ -6,6 +6,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/gophotomaker/photomaker/bindings/ggml"
+	"github.com/gophotomaker/photomaker/internal/golden"
 	"github.com/gophotomaker/photomaker/models/vae"
 	"github.com/gophotomaker/photomaker/nn"
 )
@@ -85,4 +86,30 @@ func TestChooseVAEConv(t *testing.T) {
 	require.Equal(t, vae.ConvAuto, chooseVAEConv(4*lat512, 40*gib, true))
 	require.Equal(t, vae.ConvAuto, chooseVAEConv(lat512/4, 20*gib, true)) // a small machine stays lean
 	require.Equal(t, vae.ConvAuto, chooseVAEConv(lat512, 0, false))       // unknown RAM
+}
+
+func TestEstimateMemory(t *testing.T) {
+	model, adapter := golden.Path("tiny-sdxl.safetensors"), golden.Path("photomaker/photomaker-v1-tiny.safetensors")
+	plain, err := EstimateMemory(Config{Model: model}, 1024, 1024)
+	require.NoError(t, err)
+	with, err := EstimateMemory(Config{Model: model, PhotoMaker: adapter}, 1024, 1024)
+	require.NoError(t, err)
+	require.Equal(t, []string{VRAMFull, VRAMLow, VRAMStream}, []string{with[0].Mode, with[1].Mode, with[2].Mode})
+	require.Greater(t, with[0].Bytes, plain[0].Bytes) // the ID encoder sits on the device in full mode only
+	require.Equal(t, with[1].Bytes, plain[1].Bytes)
+	// What a loaded pipeline plans with.
+	p := loadTiny(t, "photomaker/photomaker-v1-tiny.safetensors")
+	policy, err := weightPolicy("f32")
+	require.NoError(t, err)
+	n := p.estimateNeeds(policy, 1024, 1024)
+	f32, err := EstimateMemory(Config{Model: model, PhotoMaker: adapter, WeightType: "f32"}, 1024, 1024)
+	require.NoError(t, err)
+	require.Equal(t, n.total(VRAMFull), f32[0].Bytes)
+
+	_, err = EstimateMemory(Config{Model: adapter}, 1024, 1024)
+	require.ErrorContains(t, err, "not an SDXL checkpoint")
+	_, err = EstimateMemory(Config{Model: model}, 0, 1024)
+	require.Error(t, err)
+	_, err = EstimateMemory(Config{Model: model, WeightType: "q7_X"}, 1024, 1024)
+	require.Error(t, err)
 }

@@ -10,6 +10,7 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/gophotomaker/photomaker/bindings/ggml"
+	"github.com/gophotomaker/photomaker/photomaker"
 	"github.com/gophotomaker/photomaker/weights"
 )
 
@@ -23,10 +24,18 @@ func infoCommand() *cli.Command {
 		Description: `Examples:
   photomaker info sd_xl_base_1.0.safetensors
   photomaker info photomaker-v1.bin --tensors
-  photomaker info ./stable-diffusion-xl-base-1.0 --json`,
+  photomaker info ./stable-diffusion-xl-base-1.0 --json
+  photomaker info --type q4_K --width 1024 --height 1024 sd_xl_base_1.0.safetensors
+
+For an SDXL checkpoint it also estimates the GPU memory of each --vram mode
+(full, low, stream) for one image of --width × --height with the weights
+stored as --type (default: as in the file).`,
 		Flags: []cli.Flag{
 			&cli.BoolFlag{Name: "tensors", Usage: "list every tensor (canonical name, type, shape)", EnvVars: envs("tensors")},
 			&cli.BoolFlag{Name: "json", Usage: "print JSON", EnvVars: envs("json")},
+			&cli.StringFlag{Name: "type", Usage: "weight type for the GPU memory estimate (f16, q8_0, q4_K, ...; default: as in the file)", EnvVars: envs("type")},
+			&cli.IntFlag{Name: "width", Value: 1024, Usage: "image width for the GPU memory estimate", EnvVars: envs("width")},
+			&cli.IntFlag{Name: "height", Value: 1024, Usage: "image height for the GPU memory estimate", EnvVars: envs("height")},
 		},
 		Action: func(c *cli.Context) error {
 			if c.NArg() != 1 {
@@ -73,9 +82,16 @@ func infoCommand() *cli.Command {
 			if m.Adapter != nil {
 				kind += " + " + m.Adapter.Kind.String() + " (LoRA merged)"
 			}
+			var estimates []photomaker.MemoryEstimate
+			if !m.Kind.IsPhotoMaker() && m.Kind != weights.Unknown {
+				estimates, err = photomaker.EstimateMemory(photomaker.Config{Model: c.Args().First(), WeightType: c.String("type")}, c.Int("width"), c.Int("height"))
+				if err != nil {
+					return err
+				}
+			}
 			if c.Bool("json") {
 				return json.NewEncoder(c.App.Writer).Encode(map[string]any{
-					"path": m.Path, "kind": kind, "bytes": total, "tensors": ts, "warnings": m.Warnings,
+					"path": m.Path, "kind": kind, "bytes": total, "tensors": ts, "warnings": m.Warnings, "device_memory": estimates,
 				})
 			}
 			w := c.App.Writer
@@ -90,6 +106,16 @@ func infoCommand() *cli.Command {
 			}
 			for _, warn := range m.Warnings {
 				fmt.Fprintf(w, "  warning: %s\n", warn)
+			}
+			if len(estimates) > 0 {
+				typ := c.String("type")
+				if typ == "" {
+					typ = "as stored"
+				}
+				fmt.Fprintf(w, "GPU memory for one %d×%d image, weights %s (estimates, without a PhotoMaker adapter):\n", c.Int("width"), c.Int("height"), typ)
+				for _, e := range estimates {
+					fmt.Fprintf(w, "  --vram %-6s  %s\n", e.Mode, ggml.HumanBytes(e.Bytes))
+				}
 			}
 			if c.Bool("tensors") {
 				tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)

@@ -9,6 +9,7 @@ import (
 
 	"github.com/gophotomaker/photomaker/internal/golden"
 	"github.com/gophotomaker/photomaker/internal/pngtext"
+	"github.com/gophotomaker/photomaker/photomaker"
 
 	"github.com/stretchr/testify/require"
 )
@@ -52,6 +53,24 @@ func TestInfo(t *testing.T) {
 	require.Equal(t, 0, code, errOut)
 	require.Contains(t, out, "SDXL single-file checkpoint")
 	require.Contains(t, out, "unet")
+	require.Contains(t, out, "GPU memory for one 1024×1024 image, weights as stored")
+	require.Contains(t, out, "--vram stream")
+	// The estimates as JSON, for another size and type; they shrink with both.
+	var est struct {
+		DeviceMemory []photomaker.MemoryEstimate `json:"device_memory"`
+	}
+	code, out, errOut = runCLI(t, "info", "--json", "--type", "q8_0", "--width", "512", "--height", "512", golden.Path("tiny-sdxl.safetensors"))
+	require.Equal(t, 0, code, errOut)
+	require.NoError(t, json.Unmarshal([]byte(out), &est))
+	want, err := photomaker.EstimateMemory(photomaker.Config{Model: golden.Path("tiny-sdxl.safetensors"), WeightType: "q8_0"}, 512, 512)
+	require.NoError(t, err)
+	require.Equal(t, want, est.DeviceMemory)
+	require.Len(t, want, 3)
+	big, err := photomaker.EstimateMemory(photomaker.Config{Model: golden.Path("tiny-sdxl.safetensors")}, 2048, 2048)
+	require.NoError(t, err)
+	for i := range want {
+		require.Less(t, want[i].Bytes, big[i].Bytes, want[i].Mode)
+	}
 	code, out, _ = runCLI(t, "info", "--json", "--tensors", golden.Path("photomaker/photomaker-v1-real.bin"))
 	require.Equal(t, 0, code)
 	var doc struct {
