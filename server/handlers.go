@@ -265,6 +265,7 @@ func (s *Server) handleInfo(w http.ResponseWriter, r *http.Request) {
 		"kind":       s.kind,
 		"photomaker": s.pm,
 		"device":     s.device,
+		"vram":       s.vram,
 		"model":      o.ModelName,
 		"adapter":    o.AdapterName,
 		"version":    o.Version,

@@ -149,6 +149,8 @@ type Server struct {
 	wg   sync.WaitGroup // the worker
 	wake chan struct{}  // a job was queued (capacity 1)
 
+	vram string // the pipeline's VRAM mode ("" on the CPU)
+
 	mu       sync.Mutex
 	jobs     map[string]*job
 	pending  []*job // queued, oldest first
@@ -159,7 +161,9 @@ type Server struct {
 
 // New returns a server for p and starts its worker.
 func New(p *photomaker.Pipeline, opts Options) *Server {
-	return newServer(p, p.Kind(), p.Device(), opts)
+	s := newServer(p, p.Kind(), p.Device(), opts)
+	s.vram = p.VRAM() // read only by handlers, which start after New returns
+	return s
 }
 
 func newServer(gen generator, kind, device string, opts Options) *Server {

@@ -134,8 +134,11 @@ func TestInfoAndPage(t *testing.T) {
 		Sizes      []photomaker.SizePreset
 		Defaults   map[string]any
 		Limits     map[string]any
+		VRAM       *string
 	}
 	decodeBody(t, res, &info)
+	require.NotNil(t, info.VRAM, "the VRAM mode is reported")
+	require.Empty(t, *info.VRAM) // on the CPU
 	require.Contains(t, info.Kind, "PhotoMaker v1")
 	require.True(t, info.PhotoMaker)
 	require.NotEmpty(t, info.Device)

@@ -88,6 +88,7 @@ type benchResult struct {
 	RandomScale       string    `json:"random_scale,omitempty"`
 	Device            string    `json:"device"`
 	VRAM              string    `json:"vram,omitempty"`
+	QuantizeConvs     bool      `json:"quantize_convs,omitempty"`
 	Type              string    `json:"type"`
 	Threads           int       `json:"threads"`
 	Width             int       `json:"width"`
@@ -122,7 +123,7 @@ func runBench(c *cli.Context) error {
 	res := &benchResult{
 		Device: c.String("device"), Type: c.String("type"), Threads: c.Int("threads"),
 		Width: c.Int("width"), Height: c.Int("height"), Steps: c.Int("steps"), Batch: c.Int("batch"),
-		Guidance: c.Float64("guidance"), IDImages: c.Int("id-images"),
+		Guidance: c.Float64("guidance"), IDImages: c.Int("id-images"), QuantizeConvs: c.Bool("quantize-convs"),
 	}
 	if res.Threads <= 0 {
 		res.Threads = cpuinfo.Threads()
@@ -181,7 +182,7 @@ func runBench(c *cli.Context) error {
 	t0 := time.Now()
 	p, err := photomaker.Load(ctx, photomaker.Config{
 		Model: res.Model, PhotoMaker: res.PhotoMaker, Device: res.Device, WeightType: res.Type, Threads: c.Int("threads"),
-		VRAM: vram, PlanWidth: res.Width, PlanHeight: res.Height, QuantizeConvs: c.Bool("quantize-convs"),
+		VRAM: vram, PlanWidth: res.Width, PlanHeight: res.Height, QuantizeConvs: res.QuantizeConvs,
 	})
 	if err != nil {
 		if sampler != nil {
@@ -470,8 +471,12 @@ func printBench(w io.Writer, r *benchResult) error {
 	if r.VRAM != "" {
 		device += " (vram " + r.VRAM + ")"
 	}
+	weightType := r.Type
+	if r.QuantizeConvs {
+		weightType += " (+ q8_0 convs)"
+	}
 	fmt.Fprintf(w, "%s on %s, weights %s, %d×%d, %d %s, batch %d, guidance %g, %d threads\n%s\n",
-		r.Kind, device, r.Type, r.Width, r.Height, r.Steps, steps, r.Batch, r.Guidance, r.Threads, src)
+		r.Kind, device, weightType, r.Width, r.Height, r.Steps, steps, r.Batch, r.Guidance, r.Threads, src)
 	row := func(name, value, note string) { fmt.Fprintf(w, "  %-20s %11s   %s\n", name, value, note) }
 	sec := func(s float64) string { return fmt.Sprintf("%.2f s", s) }
 	row("load", sec(r.LoadSeconds), "open, LoRA merge, convert, upload")
