@@ -34,6 +34,7 @@ stored as --type (default: as in the file).`,
 			&cli.BoolFlag{Name: "tensors", Usage: "list every tensor (canonical name, type, shape)", EnvVars: envs("tensors")},
 			&cli.BoolFlag{Name: "json", Usage: "print JSON", EnvVars: envs("json")},
 			&cli.StringFlag{Name: "type", Usage: "weight type for the GPU memory estimate (f16, q8_0, q4_K, ...; default: as in the file)", EnvVars: envs("type")},
+			quantizeConvsFlag(),
 			&cli.IntFlag{Name: "width", Value: 1024, Usage: "image width for the GPU memory estimate", EnvVars: envs("width")},
 			&cli.IntFlag{Name: "height", Value: 1024, Usage: "image height for the GPU memory estimate", EnvVars: envs("height")},
 		},
@@ -84,7 +85,7 @@ stored as --type (default: as in the file).`,
 			}
 			var estimates []photomaker.MemoryEstimate
 			if !m.Kind.IsPhotoMaker() && m.Kind != weights.Unknown {
-				estimates, err = photomaker.EstimateMemory(photomaker.Config{Model: c.Args().First(), WeightType: c.String("type")}, c.Int("width"), c.Int("height"))
+				estimates, err = photomaker.EstimateMemory(photomaker.Config{Model: c.Args().First(), WeightType: c.String("type"), QuantizeConvs: c.Bool("quantize-convs")}, c.Int("width"), c.Int("height"))
 				if err != nil {
 					return err
 				}
