@@ -21,7 +21,6 @@ import (
 	"strings"
 
 	"github.com/gophotomaker/photomaker/bindings/ggml"
-	"github.com/gophotomaker/photomaker/internal/half"
 	"github.com/gophotomaker/photomaker/weights"
 	"github.com/gophotomaker/photomaker/weights/safetensors"
 )
@@ -380,16 +379,7 @@ func convert(src *weights.Tensor, dst *ggml.Tensor) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	switch typ {
-	case ggml.TypeF32:
-		return ggml.F32Bytes(f), nil
-	case ggml.TypeF16:
-		b := make([]byte, 2*len(f))
-		half.EncodeF16(b, f)
-		return b, nil
-	case ggml.TypeBF16:
-		b := make([]byte, 2*len(f))
-		half.EncodeBF16(b, f)
+	if b, ok := ggml.EncodeFloat(typ, f); ok {
 		return b, nil
 	}
 	return ggml.Quantize(typ, f, dst.Ne(0))

@@ -12,6 +12,8 @@ import "C"
 import (
 	"fmt"
 	"unsafe"
+
+	"github.com/gophotomaker/photomaker/internal/half"
 )
 
 // typeTraits returns ggml's traits of t, or nil for an unknown type.
@@ -61,4 +63,23 @@ func Dequantize(t Type, data []byte, n int64) ([]float32, error) {
 		C.pm_to_float(tr, unsafe.Pointer(&data[off/bs*t.BlockBytes()]), (*C.float)(unsafe.Pointer(&out[off])), C.int64_t(k))
 	}
 	return out, nil
+}
+
+// EncodeFloat stores float32 values as one of the plain float types (F32,
+// F16, BF16, rounding to nearest even); ok is false for block-quantized
+// types, which take Quantize with a row length.
+func EncodeFloat(t Type, f []float32) (b []byte, ok bool) {
+	switch t {
+	case TypeF32:
+		return F32Bytes(f), true
+	case TypeF16:
+		b = make([]byte, 2*len(f))
+		half.EncodeF16(b, f)
+		return b, true
+	case TypeBF16:
+		b = make([]byte, 2*len(f))
+		half.EncodeBF16(b, f)
+		return b, true
+	}
+	return nil, false
 }

@@ -19,7 +19,6 @@ import (
 	"sync"
 
 	"github.com/gophotomaker/photomaker/bindings/ggml"
-	"github.com/gophotomaker/photomaker/internal/half"
 	"github.com/gophotomaker/photomaker/weights"
 	"github.com/gophotomaker/photomaker/weights/gguf"
 	"github.com/gophotomaker/photomaker/weights/safetensors"
@@ -337,20 +336,11 @@ func encode(e entry, threads int) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	switch t := ggml.Type(e.typ); t {
-	case ggml.TypeF32:
-		return ggml.F32Bytes(f), nil
-	case ggml.TypeF16:
-		b := make([]byte, 2*len(f))
-		half.EncodeF16(b, f)
+	t := ggml.Type(e.typ)
+	if b, ok := ggml.EncodeFloat(t, f); ok {
 		return b, nil
-	case ggml.TypeBF16:
-		b := make([]byte, 2*len(f))
-		half.EncodeBF16(b, f)
-		return b, nil
-	default:
-		return quantize(t, f, e.shape[0], threads)
 	}
+	return quantize(t, f, e.shape[0], threads)
 }
 
 // quantize runs ggml's quantizer on row ranges in parallel; rows are
