@@ -299,17 +299,24 @@ func TestInferRejects(t *testing.T) {
 	})
 }
 
+// loadSmall loads a generated UNet of spec s on the CPU for the test.
+func loadSmall(t *testing.T, s genSpec) *UNet {
+	t.Helper()
+	rt, err := nn.NewRuntime("cpu", 0)
+	require.NoError(t, err)
+	t.Cleanup(rt.Close)
+	u, err := Load(context.Background(), rt, genUNet(t, s, nil), "unet.", Options{})
+	require.NoError(t, err)
+	t.Cleanup(u.Close)
+	return u
+}
+
 // Sides that are not a multiple of the UNet's downscale (SDXL at 1024×680
 // has 85 latent rows) work as in diffusers: the upsamplers resize to the
 // skip connection's size.
 func TestOddLatentSize(t *testing.T) {
 	s := smallSpec()
-	rt, err := nn.NewRuntime("cpu", 0)
-	require.NoError(t, err)
-	defer rt.Close()
-	u, err := Load(context.Background(), rt, genUNet(t, s, nil), "unet.", Options{})
-	require.NoError(t, err)
-	defer u.Close()
+	u := loadSmall(t, s)
 	in := randInputs(s, 7, 5, 1)
 	got, err := u.Predict(context.Background(), in)
 	require.NoError(t, err)
@@ -321,12 +328,7 @@ func TestOddLatentSize(t *testing.T) {
 
 func TestBadInputs(t *testing.T) {
 	s := smallSpec()
-	rt, err := nn.NewRuntime("cpu", 0)
-	require.NoError(t, err)
-	defer rt.Close()
-	u, err := Load(context.Background(), rt, genUNet(t, s, nil), "unet.", Options{})
-	require.NoError(t, err)
-	defer u.Close()
+	u := loadSmall(t, s)
 	for _, tc := range []struct {
 		name string
 		mod  func(*Inputs)
