@@ -314,9 +314,6 @@ func (b *Backend) alloc(ctx *Context, buft C.ggml_backend_buffer_type_t, onDevic
 	return &Buffer{p: p}, nil
 }
 
-// IsHost says whether the buffer is in host memory.
-func (buf *Buffer) IsHost() bool { return buf.p == nil || bool(C.ggml_backend_buffer_is_host(buf.p)) }
-
 // Size returns the buffer's size in bytes.
 func (buf *Buffer) Size() int64 {
 	if buf.p == nil {
