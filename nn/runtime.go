@@ -104,10 +104,10 @@ func (r *Runtime) Prepare(build func(c *ggml.Context) []*ggml.Tensor) (*Graph, e
 // Context is the graph's context, where its inputs were declared.
 func (g *Graph) Context() *ggml.Context { return g.ctx }
 
-// Run computes the graph with its inputs' current values.
+// Run computes the graph with its inputs' current values and reads its
+// outputs.
 func (g *Graph) Run(ctx context.Context) ([]Output, error) {
-	g.rt.Sched.SetReplay(g.Replay)
-	if err := g.rt.Sched.Compute(ctx, g.g); err != nil {
+	if err := g.Compute(ctx); err != nil {
 		return nil, err
 	}
 	res := make([]Output, len(g.outs))
@@ -115,6 +115,14 @@ func (g *Graph) Run(ctx context.Context) ([]Output, error) {
 		res[i] = Output{Data: o.Float32(), Shape: o.Shape()}
 	}
 	return res, nil
+}
+
+// Compute computes the graph with its inputs' current values and reads
+// nothing back: for graphs whose outputs write into tensors that stay on the
+// device (a sampler loop's latents).
+func (g *Graph) Compute(ctx context.Context) error {
+	g.rt.Sched.SetReplay(g.Replay)
+	return g.rt.Sched.Compute(ctx, g.g)
 }
 
 // Reserve sizes the scheduler's compute buffers for this graph without

@@ -333,46 +333,53 @@ func (p *Pipeline) denoiseAndDecode(ctx context.Context, req *Request, pl *plan,
 	latents := sampling.Scale(initial, sampler.InitNoiseSigma())
 	timeIDs := []float32{float32(req.Height), float32(req.Width), 0, 0, float32(req.Height), float32(req.Width)}
 	cfg := req.Guidance > 1
+	if cfg {
+		timeIDs = append(timeIDs, timeIDs...)
+	}
 	ts := sampler.Timesteps()
-	var stepper *unet.Stepper // one graph for every step
+	steps := sampling.LinearSteps(sampler)
+	// The whole loop runs on the device (unet.Loop); the host only feeds
+	// each step's timestep and coefficients, and the conditioning when the
+	// PhotoMaker branch switches prompts.
+	var loop *unet.Loop
 	var pairs cfgPairs
+	var current *float32 // the conditioning the loop holds
 	defer func() {
-		if stepper != nil {
-			stepper.Close()
+		if loop != nil {
+			loop.Close()
 		}
 	}()
 	for i := range ts {
 		if err := ctx.Err(); err != nil {
 			return nil, err
 		}
-		x := sampler.ScaleModelInput(latents, i)
-		pos := pl.positive(i)
-		in := unet.Inputs{Width: lw, Height: lh, Batch: 1, Sample: x,
-			Timesteps: []float32{float32(ts[i])}, Context: pos.embeds, TextEmbeds: pos.pooled, TimeIDs: timeIDs}
+		cond := pl.positive(i)
 		if cfg { // one batch-2 call: [uncond, cond], as diffusers orders them
-			both := pairs.get(pl.negative, pos)
-			in.Batch = 2
-			in.Sample = append(append([]float32{}, x...), x...)
-			in.Timesteps = []float32{float32(ts[i]), float32(ts[i])}
-			in.Context, in.TextEmbeds = both.embeds, both.pooled
-			in.TimeIDs = append(append([]float32{}, timeIDs...), timeIDs...)
+			cond = pairs.get(pl.negative, cond)
 		}
-		if stepper == nil {
-			if stepper, err = p.unet.NewStepper(in); err != nil {
+		switch {
+		case loop == nil:
+			loop, err = p.unet.NewLoop(unet.LoopInputs{Width: lw, Height: lh, Latents: latents, Guidance: req.Guidance,
+				Context: cond.embeds, Pooled: cond.pooled, TimeIDs: timeIDs, Steps: steps})
+			if err != nil {
+				return nil, fmt.Errorf("denoising: %w", err)
+			}
+		case &cond.embeds[0] != current:
+			if err := loop.SetConditioning(cond.embeds, cond.pooled, timeIDs); err != nil {
 				return nil, fmt.Errorf("denoising: %w", err)
 			}
 		}
-		out, err := stepper.Predict(ctx, in)
-		if err != nil {
+		current = &cond.embeds[0]
+		var stepNoise []float32
+		if steps[i].Noise {
+			stepNoise = noise.Normal(len(latents))
+		}
+		if err := loop.Step(ctx, float32(ts[i]), steps[i], stepNoise); err != nil {
 			return nil, fmt.Errorf("denoising step %d of %d: %w", i+1, len(ts), err)
 		}
-		eps := out
-		if cfg {
-			eps = sampling.CFG(out[:len(x)], out[len(x):], req.Guidance)
-		}
-		latents = sampler.Step(i, eps, latents)
 		p.progress(req, "denoise", i+1, len(ts))
 	}
+	latents = loop.Latents()
 	if p.testHookFinalLatents != nil {
 		p.testHookFinalLatents(latents)
 	}

@@ -12,6 +12,7 @@ import (
 	"github.com/gophotomaker/photomaker/models/unet"
 	"github.com/gophotomaker/photomaker/models/vae"
 	"github.com/gophotomaker/photomaker/nn"
+	"github.com/gophotomaker/photomaker/sampling"
 	"github.com/gophotomaker/photomaker/weights"
 )
 
@@ -50,14 +51,18 @@ func TestComputeEstimatesBig(t *testing.T) {
 			return 0, err
 		}
 		defer u.Close()
-		in := unet.Inputs{Width: lw, Height: lw, Batch: 2, Sample: make([]float32, 4*lw*lw*2), Timesteps: make([]float32, 2),
-			Context: make([]float32, 77*2048*2), TextEmbeds: make([]float32, 1280*2), TimeIDs: make([]float32, 6*2)}
-		st, err := u.NewStepper(in)
+		euler, err := sampling.New("euler", sampling.DefaultConfig(), 20, nil)
 		if err != nil {
 			return 0, err
 		}
-		defer st.Close()
-		return st.Reserve()
+		loop, err := u.NewLoop(unet.LoopInputs{Width: lw, Height: lw, Latents: make([]float32, 4*lw*lw), Guidance: 5,
+			Context: make([]float32, 77*2048*2), Pooled: make([]float32, 1280*2), TimeIDs: make([]float32, 6*2),
+			Steps: sampling.LinearSteps(euler)})
+		if err != nil {
+			return 0, err
+		}
+		defer loop.Close()
+		return loop.Reserve()
 	})
 	tile := measure(func(rt *nn.Runtime) (int64, error) {
 		v, err := vae.Load(context.Background(), rt, m.Tensors, "vae.", f16)

@@ -101,6 +101,9 @@ func (c Config) validate() error {
 	if c.InterpolationType != "" && c.InterpolationType != "linear" {
 		return fmt.Errorf("sampling: interpolation_type %q not supported (linear)", c.InterpolationType)
 	}
+	if c.ClipSample && !(c.ClipSampleRange > 0) {
+		return fmt.Errorf("sampling: clip_sample_range %g must be > 0", c.ClipSampleRange)
+	}
 	if c.Eta < 0 {
 		return fmt.Errorf("sampling: eta %g must be >= 0", c.Eta)
 	}

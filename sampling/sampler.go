@@ -53,6 +53,10 @@ type Sampler interface {
 	// Step returns the sample after step i given the model output for
 	// ScaleModelInput(sample, i). sample is not modified.
 	Step(i int, modelOutput, sample []float32) []float32
+	// Linear is step i as coefficients of whole-tensor sums (see Linear),
+	// for a device that runs the loop without the host. Steps must still
+	// run in order: DPM++ 2M's prev is the x0 of step i-1.
+	Linear(i int) Linear
 }
 
 type constructor func(cfg Config, steps int, noise NoiseSource) (Sampler, error)

@@ -277,6 +277,17 @@ func (b *Backend) Alloc(ctx *Context) (*Buffer, error) {
 	return b.alloc(ctx, C.ggml_backend_dev_buffer_type(b.Dev.p), b.Dev.Type != DeviceCPU)
 }
 
+// AllocState is Alloc for tensors that graphs write as well as read (a
+// sampler loop's latents): not marked as weights, so the scheduler places
+// ops on them by the usual rules.
+func (b *Backend) AllocState(ctx *Context) (*Buffer, error) {
+	buf, err := b.Alloc(ctx)
+	if err == nil && buf.p != nil {
+		C.ggml_backend_buffer_set_usage(buf.p, C.GGML_BACKEND_BUFFER_USAGE_ANY)
+	}
+	return buf, err
+}
+
 // AllocHost gives every unallocated tensor of ctx memory in host RAM that
 // this backend's device reads fastest (pinned memory for CUDA), as a weights
 // buffer. A scheduler streams such weights to the device for each graph

@@ -40,6 +40,11 @@ func (c *Context) Scale(a *Tensor, s float32) *Tensor {
 	return wrap(C.ggml_scale(c.p, a.p, C.float(s)))
 }
 
+// Clamp limits a to [lo, hi].
+func (c *Context) Clamp(a *Tensor, lo, hi float32) *Tensor {
+	return wrap(C.ggml_clamp(c.p, a.p, C.float(lo), C.float(hi)))
+}
+
 // Repeat tiles a to the shape of like.
 func (c *Context) Repeat(a, like *Tensor) *Tensor { return wrap(C.ggml_repeat(c.p, a.p, like.p)) }
 

@@ -186,6 +186,7 @@ func TestElementwise(t *testing.T) {
 		{"mul", func(c *Context, x, y *Tensor) *Tensor { return c.Mul(x, y) }, func(x, y float64) float64 { return x * y }},
 		{"div", func(c *Context, x, y *Tensor) *Tensor { return c.Div(x, y) }, func(x, y float64) float64 { return x / y }},
 		{"scale", func(c *Context, x, _ *Tensor) *Tensor { return c.Scale(x, 0.125) }, func(x, _ float64) float64 { return x * 0.125 }},
+		{"clamp", func(c *Context, x, _ *Tensor) *Tensor { return c.Clamp(x, -0.5, 0.75) }, func(x, _ float64) float64 { return min(max(x, -0.5), 0.75) }},
 		{"gelu_erf", func(c *Context, x, _ *Tensor) *Tensor { return c.GELUErf(x) }, func(x, _ float64) float64 { return 0.5 * x * (1 + math.Erf(x/math.Sqrt2)) }},
 		{"gelu_tanh", func(c *Context, x, _ *Tensor) *Tensor { return c.GELU(x) }, func(x, _ float64) float64 {
 			return 0.5 * x * (1 + math.Tanh(math.Sqrt(2/math.Pi)*(x+0.044715*x*x*x)))

@@ -1,0 +1,252 @@
+package unet
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/gophotomaker/photomaker/bindings/ggml"
+	"github.com/gophotomaker/photomaker/nn"
+	"github.com/gophotomaker/photomaker/sampling"
+)
+
+// Loop runs a whole sampler loop on the UNet's device. The latents, the
+// conditioning and the sampler's history live in device memory; one graph
+// scales the model input, runs the UNet (both CFG branches as one batch),
+// applies guidance and the sampler's update (sampling.Linear) and writes
+// the new latents in place. A step uploads only its timestep and a dozen
+// coefficients (and, for ancestral samplers, its noise) and reads nothing
+// back, so a GPU never waits on the host inside the loop.
+type Loop struct {
+	u     *UNet
+	g     *nn.Graph
+	terms sampling.Terms
+
+	state *ggml.Context // persistent tensors, in buf
+	buf   *ggml.Buffer
+	x     *ggml.Tensor // latents [W, H, C, 1]
+	prev  *ggml.Tensor // previous x0 (Terms.Prev)
+	cond  [3]*ggml.Tensor
+
+	coef, timesteps, noise *ggml.Tensor // per-step inputs
+	batch                  int
+}
+
+// LoopInputs shapes a Loop and gives its starting values.
+type LoopInputs struct {
+	Width, Height int       // latent pixels
+	Latents       []float32 // the initial sample [1, C, H, W]
+	// Guidance > 1 runs classifier-free guidance: the conditioning then
+	// holds two batch elements, [unconditional, conditional], as diffusers
+	// orders them.
+	Guidance float64
+	Context  []float32 // encoder_hidden_states [B, tokens, ctx]
+	Pooled   []float32 // text_embeds [B, pooled]
+	TimeIDs  []float32 // [B, 6]
+	// Steps are the sampler's steps as coefficients (sampling.LinearSteps);
+	// the graph holds only the terms some step uses.
+	Steps []sampling.Linear
+}
+
+// coefficient slots in the per-step input
+const (
+	cS = iota
+	cP
+	cQ
+	cR
+	cA
+	cB
+	cC
+	cD
+	cN
+	nCoef
+)
+
+// NewLoop builds the loop's graph and puts its starting values on the device.
+func (u *UNet) NewLoop(in LoopInputs) (*Loop, error) {
+	batch := 1
+	if in.Guidance > 1 {
+		batch = 2
+	}
+	shapeIn := Inputs{Width: in.Width, Height: in.Height, Batch: batch, Sample: make([]float32, batch*len(in.Latents)),
+		Timesteps: make([]float32, batch), Context: in.Context, TextEmbeds: in.Pooled, TimeIDs: in.TimeIDs}
+	s, ts, cs, te, ti, err := u.shapes(&shapeIn)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := u.checkInputs(s, ts, cs, te, ti); err != nil {
+		return nil, err
+	}
+	if len(in.Steps) == 0 {
+		return nil, &InputError{Msg: "a loop needs at least one step"}
+	}
+	l := &Loop{u: u, terms: sampling.TermsOf(in.Steps), batch: batch}
+	latent := [4]int64{s[0], s[1], s[2], 1}
+
+	l.state = ggml.NewContext(8, 0)
+	l.x = l.state.NewTensor(ggml.TypeF32, latent[:]...).SetName("loop.latents")
+	if l.terms.Prev {
+		l.prev = l.state.NewTensor(ggml.TypeF32, latent[:]...).SetName("loop.prev_x0")
+	}
+	l.cond = [3]*ggml.Tensor{l.state.NewTensor(ggml.TypeF32, cs[:3]...).SetName("loop.context"),
+		l.state.NewTensor(ggml.TypeF32, te[:2]...).SetName("loop.text_embeds"),
+		l.state.NewTensor(ggml.TypeF32, ti[:2]...).SetName("loop.time_ids")}
+	if l.buf, err = u.rt.Device.AllocState(l.state); err != nil {
+		l.Close()
+		return nil, fmt.Errorf("unet: sampler state: %w", err)
+	}
+	if err := l.x.SetData(ggml.F32Bytes(in.Latents)); err != nil {
+		l.Close()
+		return nil, err
+	}
+	if l.prev != nil { // read with a zero coefficient on the first step
+		if err := l.prev.SetData(make([]byte, l.prev.Bytes())); err != nil {
+			l.Close()
+			return nil, err
+		}
+	}
+	if err := l.SetConditioning(in.Context, in.Pooled, in.TimeIDs); err != nil {
+		l.Close()
+		return nil, err
+	}
+
+	var ferr error
+	l.g, err = u.rt.Prepare(func(c *ggml.Context) []*ggml.Tensor {
+		var outs []*ggml.Tensor
+		outs, ferr = l.build(c, in.Guidance, latent)
+		return outs
+	})
+	if err == nil {
+		err = ferr
+	}
+	if err != nil {
+		l.Close()
+		return nil, err
+	}
+	l.g.Replay = !u.stream
+	return l, nil
+}
+
+// build writes the loop body: see Linear for the update's terms.
+func (l *Loop) build(c *ggml.Context, guidance float64, latent [4]int64) ([]*ggml.Tensor, error) {
+	l.coef = c.InputF32(make([]float32, nCoef), nCoef)
+	l.timesteps = c.InputF32(make([]float32, l.batch), int64(l.batch))
+	k := func(slot int) *ggml.Tensor { return c.View(l.coef, [4]int64{1, 1, 1, 1}, 4, 4, 4, int64(4*slot)) }
+
+	x := l.x
+	xin := c.Div(x, k(cS))
+	if l.batch == 2 {
+		xin = c.Concat(xin, xin, 3)
+	}
+	out, err := l.u.Forward(c, xin, l.timesteps, l.cond[0], l.cond[1], l.cond[2])
+	if err != nil {
+		return nil, err
+	}
+	m := out
+	if l.batch == 2 { // uncond + g·(cond − uncond)
+		nb1, nb2, nb3 := out.Nb(1), out.Nb(2), out.Nb(3)
+		uncond := c.View(out, latent, nb1, nb2, nb3, 0)
+		cond := c.View(out, latent, nb1, nb2, nb3, nb3)
+		m = c.Add(uncond, c.Scale(c.Sub(cond, uncond), float32(guidance)))
+	}
+
+	t := l.terms
+	next := c.Mul(x, k(cA))
+	var x0 *ggml.Tensor
+	if t.X0 {
+		x0 = c.Add(c.Mul(x, k(cP)), c.Mul(m, k(cQ)))
+		if t.Div {
+			x0 = c.Div(x0, k(cR))
+		}
+		if t.Clip > 0 {
+			x0 = c.Clamp(x0, -t.Clip, t.Clip)
+		}
+		next = c.Add(next, c.Mul(x0, k(cB)))
+	}
+	if t.Prev {
+		next = c.Add(next, c.Mul(c.Sub(x0, l.prev), k(cC)))
+	}
+	if t.Model {
+		next = c.Add(next, c.Mul(m, k(cD)))
+	}
+	if t.Noise {
+		l.noise = c.InputF32(make([]float32, latent[0]*latent[1]*latent[2]), latent[:]...)
+		next = c.Add(next, c.Mul(l.noise, k(cN)))
+	}
+	// Writes come last, in this order: every read of the old latents and
+	// of prev is an ancestor of next, and ggml runs a graph in order.
+	outs := []*ggml.Tensor{c.Copy(next, l.x)}
+	if t.Prev {
+		outs = append(outs, c.Copy(x0, l.prev))
+	}
+	return outs, nil
+}
+
+// SetConditioning replaces the conditioning (same shapes as NewLoop's): the
+// PhotoMaker branch switches from the text-only prompt to the ID prompt at
+// its merge step.
+func (l *Loop) SetConditioning(context, pooled, timeIDs []float32) error {
+	for i, v := range [3][]float32{context, pooled, timeIDs} {
+		if err := l.cond[i].SetData(ggml.F32Bytes(v)); err != nil {
+			return &InputError{Msg: fmt.Sprintf("conditioning: %v", err)}
+		}
+	}
+	return nil
+}
+
+// Step runs step lin at timestep t on the device. noise is a fresh N(0,1)
+// draw of the latents' size where lin.Noise says so, else nil.
+func (l *Loop) Step(ctx context.Context, t float32, lin sampling.Linear, noise []float32) error {
+	coef := make([]float32, nCoef)
+	coef[cS], coef[cP], coef[cQ], coef[cR] = lin.S, lin.P, lin.Q, lin.R
+	coef[cA], coef[cB], coef[cC], coef[cD], coef[cN] = lin.A, lin.B, lin.C, lin.D, lin.N
+	switch {
+	case lin.Clip != l.terms.Clip:
+		return &InputError{Msg: fmt.Sprintf("step clips at %g, the loop at %g", lin.Clip, l.terms.Clip)}
+	case (lin.B != 0 || lin.C != 0) && !l.terms.X0, lin.C != 0 && !l.terms.Prev,
+		lin.D != 0 && !l.terms.Model, lin.Noise && !l.terms.Noise:
+		return &InputError{Msg: fmt.Sprintf("step %+v uses a term the loop was built without", lin)}
+	}
+	c := l.g.Context()
+	if err := c.SetInputF32(l.coef, coef); err != nil {
+		return err
+	}
+	ts := make([]float32, l.batch)
+	for i := range ts {
+		ts[i] = t
+	}
+	if err := c.SetInputF32(l.timesteps, ts); err != nil {
+		return err
+	}
+	if l.terms.Noise {
+		if len(noise) == 0 && !lin.Noise {
+			noise = make([]float32, l.noise.Elements())
+		}
+		if err := c.SetInputF32(l.noise, noise); err != nil {
+			return err
+		}
+	}
+	return l.g.Compute(ctx)
+}
+
+// Reserve allocates the compute buffers a step needs without running one
+// and returns their size on the device.
+func (l *Loop) Reserve() (int64, error) { return l.g.Reserve() }
+
+// Latents reads the current latents back ([1, C, H, W]).
+func (l *Loop) Latents() []float32 { return l.x.Float32() }
+
+// Close frees the graph and the device state.
+func (l *Loop) Close() {
+	if l.g != nil {
+		l.g.Close()
+		l.g = nil
+	}
+	if l.buf != nil {
+		l.buf.Free()
+		l.buf = nil
+	}
+	if l.state != nil {
+		l.state.Free()
+		l.state = nil
+	}
+}
