@@ -1,6 +1,7 @@
 package ggml
 
 import (
+	"context"
 	"math"
 	"math/rand/v2"
 	"testing"
@@ -99,6 +100,64 @@ func TestGPUMatchesCPU(t *testing.T) {
 			e := relErr(got, ref)
 			t.Logf("%s on %s: relative error vs CPU %.3g", tc.name, gpu.Dev.Name, e)
 			require.LessOrEqual(t, e, tc.tol)
+		})
+	}
+}
+
+// TestStateUpdatesInPlace is the sampler loop's pattern on every backend
+// found: a tensor in a persistent buffer (AllocState) is read, combined with
+// per-run coefficients taken as one-element views of a small input, and
+// overwritten by the same graph, which is computed again and again as a
+// replay (CUDA graph capture on a GPU). Each run must see the previous
+// run's result and the new coefficients.
+func TestStateUpdatesInPlace(t *testing.T) {
+	backends := []*Backend{cpuBackend(t)}
+	if gpu := gpuBackend(t); gpu != nil {
+		backends = append(backends, gpu)
+	}
+	r := rand.New(rand.NewPCG(5, 5))
+	start := randn(r, 16*8*4)
+	for _, b := range backends {
+		t.Run(b.Dev.Name, func(t *testing.T) {
+			all := []*Backend{b}
+			if !b.IsCPU() {
+				all = append(all, cpuBackend(t))
+			}
+			s, err := NewScheduler(all, 64)
+			require.NoError(t, err)
+			defer s.Close()
+			state := NewContext(1, 0)
+			defer state.Free()
+			x := state.NewTensor(TypeF32, 16, 8, 4)
+			buf, err := b.AllocState(state)
+			require.NoError(t, err)
+			defer buf.Free()
+			require.NoError(t, x.SetData(F32Bytes(start)))
+
+			ctx := NewContext(64, 64)
+			defer ctx.Free()
+			coef := ctx.InputF32(make([]float32, 3), 3)
+			k := func(i int) *Tensor { return ctx.View(coef, [4]int64{1, 1, 1, 1}, 4, 4, 4, int64(4*i)) }
+			// x ← clamp(x/k0, ±2)·k1 + x·k2
+			next := ctx.Add(ctx.Mul(ctx.Clamp(ctx.Div(x, k(0)), -2, 2), k(1)), ctx.Mul(x, k(2)))
+			out := ctx.Copy(next, x).SetOutput()
+			g := ctx.NewGraph(64)
+			g.Expand(out)
+
+			want := append([]float32{}, start...)
+			for run := range 4 {
+				c := []float32{1.5 + float32(run), 0.5, -0.25 * float32(run)}
+				require.NoError(t, ctx.SetInputF32(coef, c))
+				s.SetReplay(true)
+				require.NoError(t, s.Compute(context.Background(), g))
+				for i, v := range want {
+					want[i] = min(max(v/c[0], -2), 2)*c[1] + v*c[2]
+				}
+			}
+			got := x.Float32()
+			for i := range want {
+				require.InDelta(t, want[i], got[i], 1e-5, "element %d", i)
+			}
 		})
 	}
 }
