@@ -285,14 +285,11 @@ func (p *Pipeline) progress(req *Request, stage string, done, total int) {
 func (p *Pipeline) decode(ctx context.Context, latents []float32, lw, lh int) ([]float32, error) {
 	tile := p.cfg.VAETile
 	if tile > 0 && (tile < lw || tile < lh) {
-		p.vae.Conv = p.vaeConvMode(min(tile, lw), min(tile, lh))
 		return p.vae.DecodeTiled(ctx, p.rt, latents, lw, lh, tile, max(1, tile/4))
 	}
-	p.vae.Conv = p.vaeConvMode(lw, lh)
 	pix, err := p.vae.DecodeImage(ctx, p.rt, latents, lw, lh)
 	if err != nil && tile == 0 && errors.Is(err, ggml.ErrOutOfMemory) && (lw > autoTile || lh > autoTile) {
 		slog.Warn("VAE decode did not fit in memory; decoding in tiles", "tile_pixels", autoTile*8, "error", err)
-		p.vae.Conv = p.vaeConvMode(autoTile, autoTile)
 		return p.vae.DecodeTiled(ctx, p.rt, latents, lw, lh, autoTile, autoTile/4)
 	}
 	return pix, err

@@ -27,12 +27,14 @@ var VRAMModes = []string{VRAMAuto, VRAMFull, VRAMLow, VRAMStream}
 // Compute memory per latent pixel, measured with ggml's scheduler on the
 // SDXL base architecture (bench --random weights, flash attention with f16
 // K/V as on GPUs): one CFG UNet step (batch 2) needs 784 MiB at 1024²
-// (128² latents) and grows linearly with the pixel count; a whole VAE decode
-// needs 3.5 GiB at 1024², about 224 KiB per latent pixel (a 64² latent tile:
-// 0.9 GiB).
+// (128² latents) and grows linearly with the pixel count; a 64² latent VAE
+// tile needs 1022.5 MiB with its large convolutions in bands (their output
+// is assembled in place, and the bands' columns take at most
+// vae.Im2ColLimit), about 256 KiB per latent pixel. Only tiles are planned
+// with: a whole decode that does not fit falls back to them.
 const (
 	unetStepBytesPerLatentPixel  = 784 << 20 / (128 * 128)
-	vaeDecodeBytesPerLatentPixel = 3587 << 20 / (128 * 128)
+	vaeDecodeBytesPerLatentPixel = 4090 << 20 / (128 * 128)
 	// deviceReserve covers what lives outside the scheduler's buffers: the
 	// CUDA context, cuBLAS workspaces and the backend's memory pool.
 	deviceReserve = 768 << 20
@@ -81,33 +83,6 @@ func chooseVRAM(mode string, free int64, n memoryNeeds, width, height int) (stri
 	return "", fmt.Errorf("%w: a %d×%d image needs at least %s of device memory even with --vram stream (%s with everything on the device), but %s is free; "+
 		"try a smaller size, quantized weights (--type q4_K), or --device cpu",
 		ggml.ErrOutOfMemory, width, height, ggml.HumanBytes(n.total(VRAMStream)), ggml.HumanBytes(n.total(VRAMFull)), ggml.HumanBytes(free))
-}
-
-// vaeIm2ColBytesPerLatentPixel is the VAE decoder's compute memory with
-// every 3×3 convolution as im2col + matrix product: 3.0 GiB at 512² (64²
-// latents), measured like the constants above.
-const vaeIm2ColBytesPerLatentPixel = 3 << 30 / (64 * 64)
-
-// vaeConvMode picks the VAE's convolution kernels for a decode of w×h
-// latent pixels. im2col is about 1.5× faster on the CPU than ggml's direct
-// kernel (SDXL's VAE at 512² on the 2-core dev VM: 32 s instead of 47 s)
-// but its column buffers are large (3 GiB at 512², 12 GiB at 1024²), so it
-// is only used on machines with memory to spare: at least 32 GiB available,
-// of which the columns take at most a quarter. Smaller machines, and GPUs,
-// keep the memory-bounded automatic choice.
-func (p *Pipeline) vaeConvMode(w, h int) vae.ConvMode {
-	if p.rt.Device.Dev.Type != ggml.DeviceCPU {
-		return vae.ConvAuto
-	}
-	avail, ok := ggml.AvailableHostMemory()
-	return chooseVAEConv(int64(w)*int64(h), avail, ok)
-}
-
-func chooseVAEConv(latentPixels int64, availRAM uint64, known bool) vae.ConvMode {
-	if known && availRAM >= 32<<30 && latentPixels*vaeIm2ColBytesPerLatentPixel <= int64(availRAM/4) {
-		return vae.ConvIm2Col
-	}
-	return vae.ConvAuto
 }
 
 // deviceMemory is the free memory of rt's device, ok=false for the CPU

@@ -7,7 +7,6 @@ import (
 
 	"github.com/gophotomaker/photomaker/bindings/ggml"
 	"github.com/gophotomaker/photomaker/internal/golden"
-	"github.com/gophotomaker/photomaker/models/vae"
 	"github.com/gophotomaker/photomaker/nn"
 )
 
@@ -76,16 +75,6 @@ func TestVRAMAutoOnAGPU(t *testing.T) {
 	require.Equal(t, 4*small.UNetStep, n.UNetStep)
 	require.Equal(t, n.VAETile, big.VAETile)
 	require.Greater(t, big.total(VRAMStream), n.total(VRAMStream))
-}
-
-func TestChooseVAEConv(t *testing.T) {
-	const gib = uint64(1) << 30
-	lat512 := int64(64 * 64)
-	require.Equal(t, vae.ConvIm2Col, chooseVAEConv(lat512, 48*gib, true))   // 3 GiB of columns ≤ a quarter of 48
-	require.Equal(t, vae.ConvIm2Col, chooseVAEConv(4*lat512, 48*gib, true)) // 1024²: 12 GiB
-	require.Equal(t, vae.ConvAuto, chooseVAEConv(4*lat512, 40*gib, true))
-	require.Equal(t, vae.ConvAuto, chooseVAEConv(lat512/4, 20*gib, true)) // a small machine stays lean
-	require.Equal(t, vae.ConvAuto, chooseVAEConv(lat512, 0, false))       // unknown RAM
 }
 
 func TestEstimateMemory(t *testing.T) {

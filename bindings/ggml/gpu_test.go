@@ -60,6 +60,20 @@ func TestGPUMatchesCPU(t *testing.T) {
 		{"conv2d direct f32", 1e-4, func(c *Context) *Tensor {
 			return c.Conv2DDirect(c.InputF32(w, 3, 3, 32, 16), c.InputF32(x, 64, 48, 32, 2), 2, 2, 1, 1, 1, 1)
 		}},
+		{"conv2d in row bands (im2col of views, pad, set_2d)", 1e-4, func(c *Context) *Tensor {
+			// nn.BandedConv2D's ops: output rows 0-7 and 8-15 of a 3×3 conv
+			img := c.InputF32(x[:64*48*32], 64, 48, 32, 1)
+			kernel := c.Reshape(c.InputF32(w, 3, 3, 32, 16), 288, 16)
+			shape := c.NewTensor(TypeF32, 3, 3, 32, 16)
+			rows := func(lo, hi int64) *Tensor {
+				return c.View(img, [4]int64{64, hi - lo, 32, 1}, img.Nb(1), img.Nb(2), img.Nb(3), lo*img.Nb(1))
+			}
+			top := c.Im2Col(shape, rows(0, 9), 1, 1, 1, 1, 1, 1, TypeF32) // 9 rows out, 8 kept
+			top = c.View(top, [4]int64{288, 64 * 8, 1, 1}, top.Nb(1), top.Nb(1)*512, top.Nb(1)*512, 0)
+			inner := c.Im2Col(shape, rows(7, 17), 1, 1, 1, 0, 1, 1, TypeF32)
+			y := c.Pad(c.MulMat(top, kernel), 512, 0, 0, 0, 0, 0, 0, 0)
+			return c.Set2DInplace(y, c.MulMat(c.Reshape(inner, 288, 512), kernel), y.Nb(1), 512*4)
+		}},
 		{"group_norm", 1e-5, func(c *Context) *Tensor { return c.GroupNorm(c.InputF32(x, 64, 48, 32, 2), 8, 1e-5) }},
 		{"norm", 1e-5, func(c *Context) *Tensor { return c.Norm(c.InputF32(a, 256, 96), 1e-5) }},
 		{"soft_max", 1e-5, func(c *Context) *Tensor { return c.SoftMax(c.InputF32(a, 256, 96), nil, 0.125) }},

@@ -161,8 +161,9 @@ func (d *Decoder) forward(b *builder, x *ggml.Tensor) *ggml.Tensor {
 // the forward functions. Every weight is used in f32 (weights stored as f16
 // are cast in the graph): SDXL's VAE overflows in f16.
 type builder struct {
-	c    *ggml.Context
-	mode ConvMode
+	c        *ggml.Context
+	mode     ConvMode
+	colLimit int64 // Im2ColLimit
 }
 
 func f32(c *ggml.Context, t *ggml.Tensor) *ggml.Tensor {
@@ -177,20 +178,19 @@ func (b *builder) conv(l *nn.Conv2D, x *ggml.Tensor, stride, pad int) *ggml.Tens
 	c := b.c
 	w := f32(c, l.Weight)
 	kw, kh, cin := w.Ne(0), w.Ne(1), w.Ne(2)
-	direct := false
-	switch b.mode {
-	case ConvDirect:
-		direct = true
-	case ConvAuto:
-		ow := (x.Ne(0)+2*int64(pad)-kw)/int64(stride) + 1
-		oh := (x.Ne(1)+2*int64(pad)-kh)/int64(stride) + 1
-		direct = kw*kh*cin*ow*oh*x.Ne(3)*4 > Im2ColLimit
-	}
-	if (kw == 1 && kh == 1 && stride == 1 && pad == 0) || !direct {
+	ow := (x.Ne(0)+2*int64(pad)-kw)/int64(stride) + 1
+	oh := (x.Ne(1)+2*int64(pad)-kh)/int64(stride) + 1
+	large := kw*kh*cin*ow*oh*x.Ne(3)*4 > b.colLimit
+	var y *ggml.Tensor
+	switch {
+	case kw == 1 && kh == 1 && stride == 1 && pad == 0, b.mode == ConvAuto && !large:
 		tmp := nn.Conv2D{Weight: w, Bias: f32(c, l.Bias)}
 		return tmp.Forward(c, x, stride, pad)
+	case b.mode == ConvAuto && x.Ne(3) == 1:
+		y = nn.BandedConv2D(c, w, x, stride, pad, b.colLimit)
+	default:
+		y = c.Conv2DDirect(w, x, stride, stride, pad, pad, 1, 1)
 	}
-	y := c.Conv2DDirect(w, x, stride, stride, pad, pad, 1, 1)
 	if l.Bias != nil {
 		y = c.Add(y, c.Reshape(f32(c, l.Bias), 1, 1, l.Bias.Ne(0), 1))
 	}

@@ -29,21 +29,20 @@ import (
 // SDXLScalingFactor is SDXL's VAE scaling_factor: latents = sample · 0.13025.
 const SDXLScalingFactor = 0.13025
 
-// Im2ColLimit is the im2col buffer size above which ConvAuto switches a
-// convolution to ggml's direct kernel (at 1024² the decoder's last convs
-// would need several GB of columns).
+// Im2ColLimit bounds the im2col buffer of one convolution under ConvAuto:
+// larger ones (the decoder's last levels need gigabytes at 1024²) run in
+// bands of output rows (nn.BandedConv2D).
 const Im2ColLimit = 256 << 20
 
 // ConvMode selects how 3×3 convolutions are computed.
 type ConvMode int
 
 const (
-	// ConvAuto uses im2col + matrix product unless the column buffer would
-	// exceed Im2ColLimit, then the direct kernel.
+	// ConvAuto uses im2col + matrix product, in bands of rows where the
+	// column buffer would exceed Im2ColLimit (batches of several images
+	// take the direct kernel there instead).
 	ConvAuto ConvMode = iota
-	// ConvIm2Col always builds the column buffer (fastest on CPU).
-	ConvIm2Col
-	// ConvDirect never does (least memory).
+	// ConvDirect uses ggml's direct kernel (least memory, slowest).
 	ConvDirect
 )
 
@@ -74,6 +73,8 @@ type VAE struct {
 	Config Config
 	// Conv selects the convolution kernel (ConvAuto by default).
 	Conv ConvMode
+	// colLimit replaces Im2ColLimit (tests: banding at the tiny VAE's sizes).
+	colLimit int64
 
 	weights *nn.Weights
 }
@@ -134,7 +135,13 @@ func (v *VAE) Close() {
 	}
 }
 
-func (v *VAE) builder(c *ggml.Context) *builder { return &builder{c: c, mode: v.Conv} }
+func (v *VAE) builder(c *ggml.Context) *builder {
+	limit := v.colLimit
+	if limit == 0 {
+		limit = Im2ColLimit
+	}
+	return &builder{c: c, mode: v.Conv, colLimit: limit}
+}
 
 // Decode builds the decoder graph: latents [w, h, latent, B] (already
 // divided by the scaling factor) → pixels [w·f, h·f, out, B], roughly in

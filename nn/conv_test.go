@@ -1,0 +1,53 @@
+package nn
+
+import (
+	"math"
+	"math/rand/v2"
+	"testing"
+
+	"github.com/gophotomaker/photomaker/bindings/ggml"
+	"github.com/stretchr/testify/require"
+)
+
+// TestBandedConv2D checks the banded convolution against ggml's one-buffer
+// im2col convolution: bands of one row, of a few rows (with a ragged last
+// band), and a single band, for "same" 3×3 convolutions, a stride-2 one, and
+// a 3×3 one without padding, on sizes that do not divide evenly.
+func TestBandedConv2D(t *testing.T) {
+	r := rand.New(rand.NewPCG(9, 9))
+	for _, tc := range []struct {
+		w, h, cin, cout, k, stride, pad int64
+	}{
+		{13, 11, 5, 7, 3, 1, 1},
+		{16, 9, 8, 4, 3, 2, 1},
+		{10, 12, 3, 6, 3, 1, 0},
+		{9, 17, 4, 5, 5, 1, 2},
+	} {
+		x := make([]float32, tc.w*tc.h*tc.cin)
+		for i := range x {
+			x[i] = float32(r.NormFloat64())
+		}
+		wk := make([]float32, tc.k*tc.k*tc.cin*tc.cout)
+		for i := range wk {
+			wk[i] = float32(r.NormFloat64())
+		}
+		s, p := int(tc.stride), int(tc.pad)
+		want := run(t, func(c *ggml.Context) *ggml.Tensor {
+			return c.Conv2D(c.InputF32(wk, tc.k, tc.k, tc.cin, tc.cout), c.InputF32(x, tc.w, tc.h, tc.cin, 1), s, s, p, p, 1, 1)
+		})
+		ow := (tc.w+2*tc.pad-tc.k)/tc.stride + 1
+		rowCols := tc.k * tc.k * tc.cin * ow * 4
+		for _, rows := range []int64{1, 2, 3, 1000} {
+			got := run(t, func(c *ggml.Context) *ggml.Tensor {
+				y := BandedConv2D(c, c.InputF32(wk, tc.k, tc.k, tc.cin, tc.cout), c.InputF32(x, tc.w, tc.h, tc.cin, 1), s, p, rows*rowCols)
+				require.Equal(t, [4]int64{ow, (tc.h+2*tc.pad-tc.k)/tc.stride + 1, tc.cout, 1}, y.Shape())
+				return y
+			})
+			require.Len(t, got, len(want))
+			for i := range want {
+				require.InDelta(t, want[i], got[i], 1e-5*math.Max(1, math.Abs(float64(want[i]))),
+					"%+v, %d rows per band: element %d", tc, rows, i)
+			}
+		}
+	}
+}
