@@ -51,3 +51,38 @@ func TestBandedConv2D(t *testing.T) {
 		}
 	}
 }
+
+// TestF32Accumulation checks that the runtime's switch reaches the products
+// of f16 weights in Linear and Conv2D graphs, and only them.
+func TestF32Accumulation(t *testing.T) {
+	for _, on := range []bool{false, true} {
+		rt, err := NewRuntime("cpu", 1)
+		require.NoError(t, err)
+		rt.F32Accumulation = on
+		var muls []*ggml.Tensor
+		g, err := rt.Prepare(func(c *ggml.Context) []*ggml.Tensor {
+			f16 := func(ne ...int64) *ggml.Tensor {
+				n := int64(1)
+				for _, d := range ne {
+					n *= d
+				}
+				return c.Cast(c.InputF32(make([]float32, n), ne...), ggml.TypeF16)
+			}
+			lin := Linear{Weight: f16(8, 4)}
+			conv := Conv2D{Weight: f16(3, 3, 4, 2)}
+			x := c.InputF32(make([]float32, 8*5), 8, 5)
+			img := c.InputF32(make([]float32, 6*6*4), 6, 6, 4, 1)
+			y := lin.Forward(c, x)
+			z := conv.Forward(c, img, 1, 1)
+			f32 := c.MulMat(c.InputF32(make([]float32, 8*3), 8, 3), x)
+			muls = []*ggml.Tensor{y, z.Src(0), f32}
+			return []*ggml.Tensor{y, z, f32}
+		})
+		require.NoError(t, err)
+		require.Equal(t, on, muls[0].PreciseF32(), "Linear, f32 accumulation %v", on)
+		require.Equal(t, on, muls[1].PreciseF32(), "Conv2D, f32 accumulation %v", on)
+		require.False(t, muls[2].PreciseF32(), "f32 weights need no flag")
+		g.Close()
+		rt.Close()
+	}
+}

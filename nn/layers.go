@@ -67,7 +67,17 @@ func (l *Conv2D) Forward(c *ggml.Context, x *ggml.Tensor, stride, pad int) *ggml
 		y = c.MulMat(l.Weight, c.Reshape(cols, k*k*ch, ow*oh*b))         // [Cout, OW·OH·B]
 		y = c.Cont(c.Permute(c.Reshape(y, cout, ow, oh, b), 2, 0, 1, 3)) // [OW, OH, Cout, B]
 	default:
-		y = c.Conv2D(l.Weight, x, stride, stride, pad, pad, 1, 1)
+		// im2col + one product, as ggml_conv_2d does, written out so that
+		// the product follows the context's accumulation setting and one
+		// image needs no final copy.
+		cols := c.Im2Col(l.Weight, x, stride, stride, pad, pad, 1, 1, l.Weight.Type()) // [K, OW, OH, B]
+		k, ow, oh := cols.Ne(0), cols.Ne(1), cols.Ne(2)
+		y = c.MulMat(c.Reshape(cols, k, ow*oh*b), c.Reshape(l.Weight, k, cout)) // [OW·OH·B, Cout]
+		if b == 1 {
+			y = c.Reshape(y, ow, oh, cout, 1)
+		} else {
+			y = c.Cont(c.Permute(c.Reshape(y, ow, oh, b, cout), 0, 1, 3, 2))
+		}
 	}
 	if l.Bias != nil {
 		y = c.Add(y, c.Reshape(l.Bias, 1, 1, l.Bias.Ne(0), 1))

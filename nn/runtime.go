@@ -19,6 +19,11 @@ type Runtime struct {
 	CPU    *ggml.Backend // fallback for ops the device lacks (== Device on CPU)
 	Sched  *ggml.Scheduler
 	Attn   AttentionOptions
+	// F32Accumulation asks every product with f16 or bf16 weights in the
+	// graphs built here to accumulate in f32 (ggml.Context.
+	// SetF32Accumulation): what diffusers does; ggml-cuda otherwise
+	// accumulates f16 products in f16. The CPU always uses f32.
+	F32Accumulation bool
 }
 
 // NewRuntime opens a device by name ("auto", "cpu", "cuda:0", ...).
@@ -80,6 +85,7 @@ type Graph struct {
 // Prepare builds a graph with build; its outputs are read as float32.
 func (r *Runtime) Prepare(build func(c *ggml.Context) []*ggml.Tensor) (*Graph, error) {
 	gctx := ggml.NewContext(GraphSize*2, GraphSize)
+	gctx.SetF32Accumulation(r.F32Accumulation)
 	outs, err := safeBuild(gctx, build)
 	if err != nil {
 		gctx.Free()

@@ -3,6 +3,7 @@ package photomaker
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"image"
 	"os"
 	"testing"
@@ -92,11 +93,36 @@ func TestEndToEndOnGPU(t *testing.T) {
 	if err != nil || dev.Type == ggml.DeviceCPU {
 		t.Skip("no GPU backend loaded (build one with `make cuda`; see ggml/README.md)")
 	}
-	p := loadTinyWith(t, "photomaker/photomaker-v1-tiny.safetensors", func(c *Config) { c.Device = "auto" })
-	require.Equal(t, dev.Name, p.Device())
-	var final []float32
-	p.testHookFinalLatents = func(l []float32) { final = append([]float32(nil), l...) }
-	_, err = p.Generate(context.Background(), e2eRequest(t, "e2e_v1"))
-	require.NoError(t, err)
-	golden.AssertClose(t, "final latents on "+dev.Name, final, golden.Ref(t, "e2e_v1:final_latents").Data, 3e-2, 0)
+	// The drift of ggml-cuda's f16 accumulation against f32 accumulation.
+	for _, f32Accum := range []bool{false, true} {
+		p := loadTinyWith(t, "photomaker/photomaker-v1-tiny.safetensors", func(c *Config) {
+			c.Device, c.WeightType, c.F32Accumulation = "auto", "f16", f32Accum
+		})
+		require.Equal(t, dev.Name, p.Device())
+		require.Equal(t, f32Accum, p.rt.F32Accumulation)
+		var final []float32
+		p.testHookFinalLatents = func(l []float32) { final = append([]float32(nil), l...) }
+		_, err = p.Generate(context.Background(), e2eRequest(t, "e2e_v1"))
+		require.NoError(t, err)
+		what := fmt.Sprintf("final latents on %s (f16 weights, f32 accumulation %v)", dev.Name, f32Accum)
+		golden.AssertClose(t, what, final, golden.Ref(t, "e2e_v1:final_latents").Data, 3e-2, 0)
+	}
+}
+
+// F32Accumulation reaches the runtime and, the CPU accumulating in f32
+// anyway, changes nothing there.
+func TestF32AccumulationOnCPU(t *testing.T) {
+	var finals [2][]float32
+	for i, f32Accum := range []bool{false, true} {
+		p := loadTinyWith(t, "photomaker/photomaker-v1-tiny.safetensors", func(c *Config) {
+			c.WeightType, c.F32Accumulation = "f16", f32Accum
+		})
+		require.Equal(t, f32Accum, p.rt.F32Accumulation)
+		p.testHookFinalLatents = func(l []float32) { finals[i] = append([]float32(nil), l...) }
+		req := e2eRequest(t, "e2e_v1")
+		req.Steps = 2
+		_, err := p.Generate(context.Background(), req)
+		require.NoError(t, err)
+	}
+	require.Equal(t, finals[0], finals[1])
 }

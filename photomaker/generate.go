@@ -283,7 +283,7 @@ func (p *Pipeline) progress(req *Request, stage string, done, total int) {
 // decode turns latents (already divided by the scaling factor) into pixels,
 // whole or in tiles as Config.VAETile says.
 func (p *Pipeline) decode(ctx context.Context, latents []float32, lw, lh int) ([]float32, error) {
-	tile := p.cfg.VAETile
+	tile := p.vaeTile()
 	if tile > 0 && (tile < lw || tile < lh) {
 		return p.vae.DecodeTiled(ctx, p.rt, latents, lw, lh, tile, max(1, tile/4))
 	}
@@ -317,8 +317,18 @@ func (c *cfgPairs) get(neg, pos conditioning) conditioning {
 }
 
 // autoTile is the VAE tile size (latent pixels) used when a whole decode
-// runs out of memory.
+// runs out of memory, and by the low-memory modes.
 const autoTile = 64
+
+// vaeTile is Config.VAETile, or in the low and stream VRAM modes 64-latent
+// tiles: those modes were planned with a tile's compute (a whole 1024²
+// decode needs about 4 GiB), and the plan's figure should be the peak.
+func (p *Pipeline) vaeTile() int {
+	if p.cfg.VAETile == 0 && (p.vram == VRAMLow || p.vram == VRAMStream) {
+		return autoTile
+	}
+	return p.cfg.VAETile
+}
 
 // denoiseAndDecode runs the sampler loop for one image and decodes it.
 func (p *Pipeline) denoiseAndDecode(ctx context.Context, req *Request, pl *plan, initial []float32, noise rng.Source) (image.Image, error) {

@@ -102,3 +102,18 @@ func TestEstimateMemory(t *testing.T) {
 	_, err = EstimateMemory(Config{Model: model, WeightType: "q7_X"}, 1024, 1024)
 	require.Error(t, err)
 }
+
+// The low-memory modes decode in the tiles they were planned with; a
+// configured tile size (or -1, never) wins.
+func TestVAETileByMode(t *testing.T) {
+	for _, tc := range []struct {
+		vram       string
+		cfg, want int
+	}{
+		{"", 0, 0}, {VRAMFull, 0, 0}, {VRAMLow, 0, autoTile}, {VRAMStream, 0, autoTile},
+		{VRAMLow, -1, -1}, {VRAMLow, 32, 32}, {VRAMFull, 48, 48},
+	} {
+		p := &Pipeline{vram: tc.vram, cfg: Config{VAETile: tc.cfg}}
+		require.Equal(t, tc.want, p.vaeTile(), "%+v", tc)
+	}
+}

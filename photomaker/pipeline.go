@@ -54,6 +54,10 @@ type Config struct {
 	// convolution kernels (q8_0, about 220 MB less for SDXL) at some cost in
 	// accuracy; by default kernels stay f16.
 	QuantizeConvs bool
+	// F32Accumulation makes products with f16 weights accumulate in f32 on
+	// GPUs, as diffusers does; ggml-cuda otherwise accumulates them in f16
+	// (faster on consumer GPUs). The CPU always accumulates in f32.
+	F32Accumulation bool
 	// EncodersOnCPU runs the text encoders and the ID encoder on the CPU so
 	// the GPU holds only the UNet and the VAE (about 1.6 GB less at f16): a
 	// low-VRAM mode. Their work is small next to the denoising steps.
@@ -68,8 +72,9 @@ type Config struct {
 	// for (0: 1024×1024). Larger requests may run out of memory later.
 	PlanWidth, PlanHeight int
 	// VAETile decodes in overlapping tiles of this many latent pixels (8
-	// image pixels each) to bound memory: 0 decodes whole and falls back to
-	// 64-latent tiles when the device runs out of memory; < 0 never tiles.
+	// image pixels each) to bound memory: 0 decodes whole (in 64-latent
+	// tiles in the low and stream VRAM modes) and falls back to tiles when
+	// the device runs out of memory; < 0 never tiles.
 	VAETile int
 	// Progress, if set, receives load and generation progress.
 	Progress func(Progress)
@@ -188,6 +193,7 @@ func Load(ctx context.Context, cfg Config) (_ *Pipeline, err error) {
 	if err != nil {
 		return nil, err
 	}
+	p.rt.F32Accumulation = cfg.F32Accumulation
 	p.vram, err = p.chooseVRAM(policy)
 	if err != nil {
 		return nil, err

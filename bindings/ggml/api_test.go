@@ -21,7 +21,7 @@ func testHeaderLayout(t *testing.T) {
 	require.Equal(t, overhead, objectHeader+declared,
 		"struct ggml_tensor in ggml_api.h does not match the linked ggml")
 
-	ctx := NewContext(4, 0)
+	ctx := NewContext(8, 0)
 	defer ctx.Free()
 	x := ctx.NewTensor(TypeF16, 6, 5, 4, 3)
 	x.SetName("probe")
@@ -35,6 +35,13 @@ func testHeaderLayout(t *testing.T) {
 	require.Equal(t, "probe", x.Name())
 	require.Equal(t, TypeF16, x.Type())
 	require.Equal(t, "NONE", x.Op())
+	// op_params and src, written by the library.
+	m := ctx.NewTensor(TypeF32, 6, 2)
+	y := ctx.MulMatF32(ctx.NewTensor(TypeF16, 6, 3), m)
+	require.True(t, y.PreciseF32())
+	require.False(t, ctx.MulMat(m, m).PreciseF32())
+	require.Equal(t, m.p, y.Src(1).p)
+	require.Nil(t, y.Src(2))
 }
 
 func testTypeEnum(t *testing.T) {

@@ -86,7 +86,7 @@ struct ggml_init_params {
 };
 
 // The tensor header. Field order and sizes must match ggml.h; the Go side
-// reads type, ne, nb, op, data and name.
+// reads type, ne, nb, op, op_params, src, data and name.
 struct ggml_tensor {
 	enum ggml_type type;
 	struct ggml_backend_buffer * buffer;

@@ -13,12 +13,17 @@ import "fmt"
 // MulMat returns a·b with a [K, M, ...] and b [K, N, ...] giving [M, N, ...]:
 // a Linear layer's weight [in, out] times activations [in, tokens].
 // Broadcasts a over b's outer dimensions.
-func (c *Context) MulMat(a, b *Tensor) *Tensor { return wrap(C.ggml_mul_mat(c.p, a.p, b.p)) }
+func (c *Context) MulMat(a, b *Tensor) *Tensor {
+	if c.f32Accum && (a.Type() == TypeF16 || a.Type() == TypeBF16) {
+		return c.MulMatF32(a, b)
+	}
+	return wrap(C.ggml_mul_mat(c.p, a.p, b.p))
+}
 
 // MulMatF32 is MulMat with f32 accumulation forced on backends that would
 // otherwise accumulate in f16.
 func (c *Context) MulMatF32(a, b *Tensor) *Tensor {
-	r := c.MulMat(a, b)
+	r := wrap(C.ggml_mul_mat(c.p, a.p, b.p))
 	C.ggml_mul_mat_set_prec(r.p, C.GGML_PREC_F32)
 	return r
 }

@@ -19,7 +19,15 @@ import (
 type Context struct {
 	p      *C.struct_ggml_context
 	inputs []pendingInput
+	// f32Accum makes MulMat ask for f32 accumulation wherever its first
+	// operand is f16 or bf16 (SetF32Accumulation).
+	f32Accum bool
 }
+
+// SetF32Accumulation makes every later MulMat on c whose first operand is
+// f16 or bf16 accumulate in f32 on backends that would otherwise accumulate
+// in f16 (ggml-cuda's cuBLAS path). The CPU always accumulates in f32.
+func (c *Context) SetF32Accumulation(on bool) { c.f32Accum = on }
 
 type pendingInput struct {
 	t    *Tensor
@@ -155,6 +163,19 @@ func (t *Tensor) Contiguous() bool { return bool(C.ggml_is_contiguous(t.p)) }
 
 // Op returns ggml's name of the operation that produces the tensor ("NONE" for leaves).
 func (t *Tensor) Op() string { return C.GoString(C.ggml_op_desc(t.p)) }
+
+// Src returns the node's i-th operand, or nil.
+func (t *Tensor) Src(i int) *Tensor {
+	if i < 0 || i >= len(t.p.src) || t.p.src[i] == nil {
+		return nil
+	}
+	return &Tensor{p: t.p.src[i]}
+}
+
+// PreciseF32 reports whether a MUL_MAT node asks for f32 accumulation.
+func (t *Tensor) PreciseF32() bool {
+	return t.Op() == "MUL_MAT" && t.p.op_params[0] == C.GGML_PREC_F32
+}
 
 // Name returns the tensor's name.
 func (t *Tensor) Name() string { return C.GoString(&t.p.name[0]) }
