@@ -49,8 +49,11 @@ func (d *ddim) Sigmas() []float64                            { return nil }
 func (d *ddim) InitNoiseSigma() float64                      { return 1 }
 func (d *ddim) ScaleModelInput(x []float32, i int) []float32 { return x }
 
-func (d *ddim) Step(i int, m, x []float32) []float32 {
-	checkLens("ddim", i, len(d.timesteps), m, x)
+// ddimCoefs are step i's scalars: √ᾱ_t, √(1−ᾱ_t), √ᾱ_prev, the noise
+// scale σ (eta) and the direction coefficient √(1−ᾱ_prev−σ²).
+type ddimCoefs struct{ sqA, sqB, sqPrev, std, dir float32 }
+
+func (d *ddim) coefs(i int) ddimCoefs {
 	t := d.timesteps[i]
 	prevT := t - d.ratio
 	at := d.acp[t]
@@ -59,18 +62,26 @@ func (d *ddim) Step(i int, m, x []float32) []float32 {
 		aPrev = d.acp[prevT]
 	}
 	beta := sub32(1, at)
-	sqA, sqB := sqrt32(at), sqrt32(beta)
+	variance := mul32(div32(sub32(1, aPrev), beta), sub32(1, div32(at, aPrev)))
+	std := mul32(float32(d.cfg.Eta), sqrt32(variance))
+	return ddimCoefs{sqA: sqrt32(at), sqB: sqrt32(beta), sqPrev: sqrt32(aPrev), std: std,
+		dir: sqrt32(sub32(sub32(1, aPrev), mul32(std, std)))}
+}
+
+func (d *ddim) Step(i int, m, x []float32) []float32 {
+	checkLens("ddim", i, len(d.timesteps), m, x)
+	c := d.coefs(i)
 	x0 := make([]float32, len(x))
 	eps := m
 	if d.cfg.PredictionType == "v_prediction" {
 		eps = make([]float32, len(x))
 		for k := range x {
-			x0[k] = sub32(mul32(sqA, x[k]), mul32(sqB, m[k]))
-			eps[k] = add32(mul32(sqA, m[k]), mul32(sqB, x[k]))
+			x0[k] = sub32(mul32(c.sqA, x[k]), mul32(c.sqB, m[k]))
+			eps[k] = add32(mul32(c.sqA, m[k]), mul32(c.sqB, x[k]))
 		}
 	} else {
 		for k := range x {
-			x0[k] = div32(sub32(x[k], mul32(sqB, m[k])), sqA)
+			x0[k] = div32(sub32(x[k], mul32(c.sqB, m[k])), c.sqA)
 		}
 	}
 	if d.cfg.ClipSample {
@@ -79,18 +90,14 @@ func (d *ddim) Step(i int, m, x []float32) []float32 {
 			x0[k] = min(max(v, -r), r)
 		}
 	}
-	variance := mul32(div32(sub32(1, aPrev), beta), sub32(1, div32(at, aPrev)))
-	std := mul32(float32(d.cfg.Eta), sqrt32(variance))
-	dirCoef := sqrt32(sub32(sub32(1, aPrev), mul32(std, std)))
-	sqPrev := sqrt32(aPrev)
 	out := make([]float32, len(x))
 	for k := range x {
-		out[k] = add32(mul32(sqPrev, x0[k]), mul32(dirCoef, eps[k]))
+		out[k] = add32(mul32(c.sqPrev, x0[k]), mul32(c.dir, eps[k]))
 	}
 	if d.cfg.Eta > 0 {
 		noise := d.noise.Normal(len(x))
 		for k := range out {
-			out[k] = add32(out[k], mul32(std, noise[k]))
+			out[k] = add32(out[k], mul32(c.std, noise[k]))
 		}
 	}
 	return out

@@ -128,10 +128,7 @@ func (e *euler) Step(i int, m, x []float32) []float32 {
 		}
 		return out
 	}
-	// σ_up = sqrt(σ_to²(σ_from²-σ_to²)/σ_from²), σ_down = sqrt(σ_to²-σ_up²)
-	from2, to2 := mul32(sigma, sigma), mul32(next, next)
-	up := sqrt32(div32(mul32(to2, sub32(from2, to2)), from2))
-	down := sqrt32(sub32(to2, mul32(up, up)))
+	up, down := ancestralSigmas(sigma, next)
 	dt := sub32(down, sigma)
 	for k := range x {
 		d := div32(sub32(x[k], pred[k]), sigma)
@@ -142,4 +139,13 @@ func (e *euler) Step(i int, m, x []float32) []float32 {
 		out[k] = add32(out[k], mul32(noise[k], up))
 	}
 	return out
+}
+
+// ancestralSigmas splits the step from σ_from to σ_to into noise added back
+// and the deterministic part: σ_up = √(σ_to²(σ_from²−σ_to²)/σ_from²),
+// σ_down = √(σ_to²−σ_up²).
+func ancestralSigmas(from, to float32) (up, down float32) {
+	from2, to2 := mul32(from, from), mul32(to, to)
+	up = sqrt32(div32(mul32(to2, sub32(from2, to2)), from2))
+	return up, sqrt32(sub32(to2, mul32(up, up)))
 }

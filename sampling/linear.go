@@ -94,9 +94,7 @@ func (e *euler) Linear(i int) Linear {
 	dt := sub32(next, sigma)
 	l := Linear{S: sqrt32(s2), P: 1, Q: -sigma, R: 1}
 	if e.ancestral {
-		from2, to2 := mul32(sigma, sigma), mul32(next, next)
-		up := sqrt32(div32(mul32(to2, sub32(from2, to2)), from2))
-		down := sqrt32(sub32(to2, mul32(up, up)))
+		up, down := ancestralSigmas(sigma, next)
 		dt = sub32(down, sigma)
 		l.N, l.Noise = up, true
 	}
@@ -134,28 +132,17 @@ func (d *dpmpp2m) Linear(i int) Linear {
 // Linear for DDIM: x0 from the model output (clipped if configured), then
 // √ᾱ_prev·x0 + √(1−ᾱ_prev−σ²)·ε (+ σ·noise with eta).
 func (d *ddim) Linear(i int) Linear {
-	t := d.timesteps[i]
-	prevT := t - d.ratio
-	at := d.acp[t]
-	aPrev := d.final
-	if prevT >= 0 {
-		aPrev = d.acp[prevT]
-	}
-	beta := sub32(1, at)
-	sqA, sqB := sqrt32(at), sqrt32(beta)
-	variance := mul32(div32(sub32(1, aPrev), beta), sub32(1, div32(at, aPrev)))
-	std := mul32(float32(d.cfg.Eta), sqrt32(variance))
-	dir := sqrt32(sub32(sub32(1, aPrev), mul32(std, std)))
-	l := Linear{S: 1, P: 1, Q: -sqB, R: sqA, B: sqrt32(aPrev), D: dir}
+	c := d.coefs(i)
+	l := Linear{S: 1, P: 1, Q: -c.sqB, R: c.sqA, B: c.sqPrev, D: c.dir}
 	if d.cfg.PredictionType == "v_prediction" { // ε = √ᾱ·m + √(1−ᾱ)·x
-		l.P, l.Q, l.R = sqA, -sqB, 1
-		l.A, l.D = mul32(dir, sqB), mul32(dir, sqA)
+		l.P, l.Q, l.R = c.sqA, -c.sqB, 1
+		l.A, l.D = mul32(c.dir, c.sqB), mul32(c.dir, c.sqA)
 	}
 	if d.cfg.ClipSample {
 		l.Clip = float32(d.cfg.ClipSampleRange)
 	}
 	if d.cfg.Eta > 0 {
-		l.N, l.Noise = std, true
+		l.N, l.Noise = c.std, true
 	}
 	return l
 }
