@@ -163,7 +163,7 @@ func (d *Decoder) forward(b *builder, x *ggml.Tensor) *ggml.Tensor {
 type builder struct {
 	c        *ggml.Context
 	mode     ConvMode
-	colLimit int64 // Im2ColLimit
+	colLimit int64 // 0: see Im2ColLimit
 }
 
 func f32(c *ggml.Context, t *ggml.Tensor) *ggml.Tensor {
@@ -180,14 +180,18 @@ func (b *builder) conv(l *nn.Conv2D, x *ggml.Tensor, stride, pad int) *ggml.Tens
 	kw, kh, cin := w.Ne(0), w.Ne(1), w.Ne(2)
 	ow := (x.Ne(0)+2*int64(pad)-kw)/int64(stride) + 1
 	oh := (x.Ne(1)+2*int64(pad)-kh)/int64(stride) + 1
-	large := kw*kh*cin*ow*oh*x.Ne(3)*4 > b.colLimit
+	limit := b.colLimit
+	if limit == 0 {
+		limit = min(Im2ColLimit, max(minColumns, ow*oh*w.Ne(3)*x.Ne(3)*4))
+	}
+	large := kw*kh*cin*ow*oh*x.Ne(3)*4 > limit
 	var y *ggml.Tensor
 	switch {
 	case kw == 1 && kh == 1 && stride == 1 && pad == 0, b.mode == ConvAuto && !large:
 		tmp := nn.Conv2D{Weight: w, Bias: f32(c, l.Bias)}
 		return tmp.Forward(c, x, stride, pad)
 	case b.mode == ConvAuto && x.Ne(3) == 1:
-		y = nn.BandedConv2D(c, w, x, stride, pad, b.colLimit)
+		y = nn.BandedConv2D(c, w, x, stride, pad, limit)
 	default:
 		y = c.Conv2DDirect(w, x, stride, stride, pad, pad, 1, 1)
 	}

@@ -30,16 +30,21 @@ import (
 const SDXLScalingFactor = 0.13025
 
 // Im2ColLimit bounds the im2col buffer of one convolution under ConvAuto:
-// larger ones (the decoder's last levels need gigabytes at 1024²) run in
-// bands of output rows (nn.BandedConv2D).
-const Im2ColLimit = 256 << 20
+// one larger than its own output (and than minColumns), or than
+// Im2ColLimit, runs in bands of output rows (nn.BandedConv2D). The decoder's
+// last levels would need gigabytes of columns at 1024²; bands sized by the
+// output keep the decode's memory proportional to the pixels.
+const (
+	Im2ColLimit = 256 << 20
+	minColumns  = 16 << 20
+)
 
 // ConvMode selects how 3×3 convolutions are computed.
 type ConvMode int
 
 const (
 	// ConvAuto uses im2col + matrix product, in bands of rows where the
-	// column buffer would exceed Im2ColLimit (batches of several images
+	// column buffer would exceed the limit (batches of several images
 	// take the direct kernel there instead).
 	ConvAuto ConvMode = iota
 	// ConvDirect uses ggml's direct kernel (least memory, slowest).
@@ -73,7 +78,8 @@ type VAE struct {
 	Config Config
 	// Conv selects the convolution kernel (ConvAuto by default).
 	Conv ConvMode
-	// colLimit replaces Im2ColLimit (tests: banding at the tiny VAE's sizes).
+	// colLimit, if set, replaces the column limit (tests: banding at the
+	// tiny VAE's sizes).
 	colLimit int64
 
 	weights *nn.Weights
@@ -136,11 +142,7 @@ func (v *VAE) Close() {
 }
 
 func (v *VAE) builder(c *ggml.Context) *builder {
-	limit := v.colLimit
-	if limit == 0 {
-		limit = Im2ColLimit
-	}
-	return &builder{c: c, mode: v.Conv, colLimit: limit}
+	return &builder{c: c, mode: v.Conv, colLimit: v.colLimit}
 }
 
 // Decode builds the decoder graph: latents [w, h, latent, B] (already
