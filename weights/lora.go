@@ -7,6 +7,7 @@ import (
 	"sort"
 	"strings"
 
+	"github.com/gophotomaker/photomaker/bindings/ggml"
 	"github.com/gophotomaker/photomaker/weights/safetensors"
 )
 
@@ -247,20 +248,17 @@ func mergedTensor(base *Tensor, p LoRAPatch, scale float32) *Tensor {
 		}
 		out := int(p.Up.Shape[0])
 		in := len(down) / r
-		delta := make([]float32, in)
-		for o := 0; o < out; o++ {
-			clear(delta)
-			for k := 0; k < r; k++ {
-				a := up[o*r+k]
-				row := down[k*in : (k+1)*in]
-				for i, x := range row {
-					delta[i] += a * x
-				}
-			}
-			wr := w[o*in : (o+1)*in]
-			for i := range wr {
-				wr[i] += s * delta[i]
-			}
+		// up·down on ggml's CPU kernels, one thread: the loader already
+		// merges several tensors at once.
+		delta, err := ggml.MatMul(up, out, r, down, in, 1)
+		if err != nil {
+			return nil, fmt.Errorf("merging the LoRA into %s: %w", base.Name, err)
+		}
+		if len(delta) != len(w) {
+			return nil, fmt.Errorf("merging the LoRA into %s: the update has %d values, the weight %d", base.Name, len(delta), len(w))
+		}
+		for i, d := range delta {
+			w[i] += s * d
 		}
 		return w, nil
 	}

@@ -5,6 +5,7 @@ package half
 import (
 	"encoding/binary"
 	"math"
+	"sync"
 )
 
 // F16ToF32 widens one IEEE binary16 value exactly.
@@ -32,6 +33,21 @@ func F16ToF32(h uint16) float32 {
 // F32ToF16 rounds to nearest even, saturating to infinity as IEEE requires.
 func F32ToF16(f float32) uint16 {
 	b := math.Float32bits(f)
+	// Fast path, where nearly every weight falls: magnitudes from the
+	// smallest normal half (2⁻¹⁴) up to 2¹⁶. Rebias the exponent and round
+	// the 13 dropped bits to nearest even; a carry moves into the exponent
+	// (up to infinity from 65520), which is the right result.
+	if x := b & 0x7fffffff; x >= 0x38800000 && x < 0x47800000 {
+		r := x - 0x38000000
+		r += 0xfff + (r>>13)&1
+		return uint16(b>>16)&0x8000 | uint16(r>>13)
+	}
+	return f32ToF16Slow(b)
+}
+
+// f32ToF16Slow is F32ToF16 for zeros, subnormals, overflow, infinities and
+// NaNs (and the reference the fast path is tested against).
+func f32ToF16Slow(b uint32) uint16 {
 	sign := uint16(b>>16) & 0x8000
 	exp := int32(b>>23) & 0xff
 	frac := b & 0x7fffff
@@ -82,10 +98,21 @@ func F32ToBF16(f float32) uint16 {
 
 // DecodeF16 widens little-endian binary16 bytes into dst (len(src)/2 values).
 func DecodeF16(dst []float32, src []byte) {
+	lut := f16Table()
 	for i := range dst {
-		dst[i] = F16ToF32(binary.LittleEndian.Uint16(src[2*i:]))
+		dst[i] = lut[binary.LittleEndian.Uint16(src[2*i:])]
 	}
 }
+
+// f16Table holds F16ToF32 of every binary16 pattern (256 KiB): loading a
+// checkpoint widens billions of values.
+var f16Table = sync.OnceValue(func() *[1 << 16]float32 {
+	var t [1 << 16]float32
+	for h := range t {
+		t[h] = F16ToF32(uint16(h))
+	}
+	return &t
+})
 
 // DecodeBF16 widens little-endian bfloat16 bytes into dst.
 func DecodeBF16(dst []float32, src []byte) {

@@ -50,3 +50,39 @@ func TestBF16(t *testing.T) {
 	require.Equal(t, uint16(0x3f81), F32ToBF16(1.005))
 	require.True(t, math.IsNaN(float64(BF16ToF32(F32ToBF16(float32(math.NaN()))))))
 }
+
+// The fast path of F32ToF16 agrees with the general conversion on a sweep
+// of float32 bit patterns (every 31st, both signs) and around each edge of
+// its range.
+func TestF32ToF16FastPath(t *testing.T) {
+	check := func(b uint32) {
+		if got, want := F32ToF16(math.Float32frombits(b)), f32ToF16Slow(b); got != want {
+			t.Fatalf("%#08x (%g): %#04x, want %#04x", b, math.Float32frombits(b), got, want)
+		}
+	}
+	for b := uint64(0); b < 1<<32; b += 31 {
+		check(uint32(b))
+	}
+	for _, edge := range []uint32{0x38800000, 0x47800000, 0x477fe000, 0x477ff000, 0x387fc000} {
+		for d := uint32(0); d < 1<<14; d++ {
+			check(edge + d)
+			check(edge - d)
+			check(edge + d | 0x80000000)
+		}
+	}
+}
+
+func TestDecodeF16Table(t *testing.T) {
+	src := make([]byte, 2<<16)
+	for h := range 1 << 16 {
+		src[2*h], src[2*h+1] = byte(h), byte(h>>8)
+	}
+	dst := make([]float32, 1<<16)
+	DecodeF16(dst, src)
+	for h, v := range dst {
+		want := F16ToF32(uint16(h))
+		if math.Float32bits(v) != math.Float32bits(want) {
+			t.Fatalf("%#04x: %g, want %g", h, v, want)
+		}
+	}
+}
