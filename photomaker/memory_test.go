@@ -107,7 +107,7 @@ func TestEstimateMemory(t *testing.T) {
 // configured tile size (or -1, never) wins.
 func TestVAETileByMode(t *testing.T) {
 	for _, tc := range []struct {
-		vram       string
+		vram      string
 		cfg, want int
 	}{
 		{"", 0, 0}, {VRAMFull, 0, 0}, {VRAMLow, 0, autoTile}, {VRAMStream, 0, autoTile},
