@@ -12,7 +12,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"github.com/gophotomaker/photomaker/internal/mmap"
 	"reflect"
 	"runtime"
 	"slices"
@@ -20,7 +19,10 @@ import (
 	"strconv"
 	"strings"
 
+	"golang.org/x/sync/semaphore"
+
 	"github.com/gophotomaker/photomaker/bindings/ggml"
+	"github.com/gophotomaker/photomaker/internal/mmap"
 	"github.com/gophotomaker/photomaker/weights"
 	"github.com/gophotomaker/photomaker/weights/safetensors"
 )
@@ -316,13 +318,15 @@ func (w *Weights) upload(ctx context.Context, alloc func(*ggml.Context) (*ggml.B
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	next := make(chan int)
-	ahead := make(chan struct{}, 2*runtime.NumCPU()) // bounds converted-but-not-uploaded tensors
+	// Converted-but-not-uploaded tensors are bounded by their float32 size
+	// (what a conversion holds at its peak), not by count: the Go heap they
+	// take adds to the peak RSS of a low-memory load.
+	ahead := semaphore.NewWeighted(convertBudget)
+	weight := func(i int) int64 { return min(convertBudget, 4*w.pending[i].src.Elements()) }
 	go func() {
 		defer close(next)
 		for i := range w.pending {
-			select {
-			case ahead <- struct{}{}:
-			case <-ctx.Done():
+			if ahead.Acquire(ctx, weight(i)) != nil {
 				return
 			}
 			select {
@@ -354,7 +358,7 @@ func (w *Weights) upload(ctx context.Context, alloc func(*ggml.Context) (*ggml.B
 			return fmt.Errorf("load %s: %w", p.name, err)
 		}
 		release.After(p.src.NBytes())
-		<-ahead
+		ahead.Release(weight(i))
 		if progress != nil {
 			progress(i+1, len(w.pending))
 		}
@@ -362,6 +366,10 @@ func (w *Weights) upload(ctx context.Context, alloc func(*ggml.Context) (*ggml.B
 	w.pending = nil
 	return nil
 }
+
+// convertBudget bounds the float32 bytes of tensors converted ahead of
+// their upload (one larger tensor still goes alone).
+const convertBudget = 256 << 20
 
 // convert produces the bytes of src in dst's type.
 func convert(src *weights.Tensor, dst *ggml.Tensor) ([]byte, error) {

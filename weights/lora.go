@@ -248,17 +248,22 @@ func mergedTensor(base *Tensor, p LoRAPatch, scale float32) *Tensor {
 		}
 		out := int(p.Up.Shape[0])
 		in := len(down) / r
-		// up·down on ggml's CPU kernels, one thread: the loader already
-		// merges several tensors at once.
-		delta, err := ggml.MatMul(up, out, r, down, in, 1)
-		if err != nil {
-			return nil, fmt.Errorf("merging the LoRA into %s: %w", base.Name, err)
+		if out*in != len(w) {
+			return nil, fmt.Errorf("merging the LoRA into %s: its update has %d×%d values, the weight %d", base.Name, out, in, len(w))
 		}
-		if len(delta) != len(w) {
-			return nil, fmt.Errorf("merging the LoRA into %s: the update has %d values, the weight %d", base.Name, len(delta), len(w))
-		}
-		for i, d := range delta {
-			w[i] += s * d
+		// up·down on ggml's CPU kernels, one thread (the loader merges
+		// several tensors at once), a few MB of rows at a time so the
+		// update never needs a second weight-sized buffer.
+		rows := max(1, (1<<21)/in)
+		for o0 := 0; o0 < out; o0 += rows {
+			o1 := min(out, o0+rows)
+			delta, err := ggml.MatMul(up[o0*r:o1*r], o1-o0, r, down, in, 1)
+			if err != nil {
+				return nil, fmt.Errorf("merging the LoRA into %s: %w", base.Name, err)
+			}
+			for i, d := range delta {
+				w[o0*in+i] += s * d
+			}
 		}
 		return w, nil
 	}

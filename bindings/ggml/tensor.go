@@ -225,7 +225,13 @@ func (t *Tensor) Float32() []float32 {
 	if t.Type() != TypeF32 {
 		panic(fmt.Sprintf("ggml: Float32 on a %s tensor", t.Type()))
 	}
-	return BytesF32(t.Data())
+	// Straight into the float32 slice: outputs can be large, and a byte
+	// copy in between would double them (ggml's hosts are little-endian).
+	v := make([]float32, t.Bytes()/4)
+	if len(v) > 0 {
+		C.ggml_backend_tensor_get(t.p, unsafe.Pointer(&v[0]), 0, C.size_t(4*len(v)))
+	}
+	return v
 }
 
 // F32Bytes encodes float32 values little-endian.
