@@ -4,6 +4,7 @@
 #
 #   ggml/gpu-session.sh prepare   # here, with Go: fills .carry/ (ignored by git)
 #   ggml/gpu-session.sh run       # there, from the repository root; results in $OUT
+#   ggml/gpu-session.sh slim [e2e] | restore   # here, around a call: see below
 #
 # prepare copies the pinned ggml source (the same one cgo compiles) and
 # builds portable binaries: photomaker, and the test binaries of
@@ -11,8 +12,9 @@
 # the GPU). run builds libggml-cuda.so with our CMakeLists.txt (kept in
 # build/cuda between calls), then runs the op suite, the end-to-end golden
 # (if testdata/ came along) and `photomaker bench --random` at the issue's
-# sizes. Keep a call under 64 MiB: move testdata/ aside for the bench-only
-# call (see ggml/README.md).
+# sizes. A call carries at most 64 MiB: slim moves testdata/ (52 MB) out of
+# the checkout, keeping only what TestEndToEndOnGPU reads with "slim e2e"
+# (about 34 MB); restore brings it back (see ggml/README.md).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 CARRY=.carry
@@ -62,8 +64,27 @@ run)
 	done
 	tail -n 3 "$OUT"/*.txt "$OUT"/*.json 2>/dev/null | head -120
 	;;
+slim)
+	stash="${STASH:-/tmp/pm-testdata}"
+	[ -e "$stash" ] && { echo "$stash exists: run restore first" >&2; exit 1; }
+	mv testdata "$stash"
+	if [ "${2:-}" = e2e ]; then
+		mkdir -p testdata/golden testdata/photomaker testdata/faces
+		cp "$stash/tiny-sdxl.safetensors" testdata/
+		cp "$stash/photomaker/photomaker-v1-tiny.safetensors" testdata/photomaker/
+		cp "$stash/golden/e2e_v1.safetensors" testdata/golden/
+		cp "$stash/faces/astronaut_0.png" "$stash/faces/astronaut_1.png" testdata/faces/
+	fi
+	du -sh testdata 2>/dev/null || true
+	;;
+restore)
+	stash="${STASH:-/tmp/pm-testdata}"
+	[ -d "$stash" ] || { echo "nothing stashed at $stash" >&2; exit 1; }
+	rm -rf testdata && mv "$stash" testdata
+	git status --short testdata
+	;;
 *)
-	echo "usage: $0 prepare|run" >&2
+	echo "usage: $0 prepare|run|slim [e2e]|restore" >&2
 	exit 2
 	;;
 esac
