@@ -12,7 +12,8 @@ import (
 // most maxCols bytes. One im2col buffer for SDXL's VAE decoder at 1024²
 // would take gigabytes, and ggml's direct kernel is several times slower
 // than a matrix product (on a GPU it is a naive loop; the products go to
-// cuBLAS). The bands' products are written into one output in place.
+// cuBLAS). The bands' products are added in place into one zeroed output
+// (ggml's ACC: every backend has it, unlike SET).
 func BandedConv2D(c *ggml.Context, w, x *ggml.Tensor, stride, pad int, maxCols int64) *ggml.Tensor {
 	kw, kh, cin, cout := w.Ne(0), w.Ne(1), w.Ne(2), w.Ne(3)
 	W, H := x.Ne(0), x.Ne(1)
@@ -24,8 +25,10 @@ func BandedConv2D(c *ggml.Context, w, x *ggml.Tensor, stride, pad int, maxCols i
 	k := kw * kh * cin
 	rows := max(1, maxCols/(k*ow*4))
 	kernel := c.Reshape(w, k, cout)
-	band := func(lo, hi int64) *ggml.Tensor { // input rows [lo, hi) of x
-		return c.View(x, [4]int64{W, hi - lo, cin, 1}, x.Nb(1), x.Nb(2), x.Nb(3), lo*x.Nb(1))
+	band := func(lo, hi int64) *ggml.Tensor { // input rows [lo, hi) of x, contiguous:
+		// Vulkan's im2col reads its input as if it were (CPU and CUDA
+		// follow the strides); the copy is a ninth of the columns.
+		return c.Cont(c.View(x, [4]int64{W, hi - lo, cin, 1}, x.Nb(1), x.Nb(2), x.Nb(3), lo*x.Nb(1)))
 	}
 	var y *ggml.Tensor
 	for r0 := int64(0); r0 < oh; r0 += rows {
@@ -38,15 +41,15 @@ func BandedConv2D(c *ggml.Context, w, x *ggml.Tensor, stride, pad int, maxCols i
 		case r0 == 0 && hi <= H: // top edge: im2col pads; the extra rows it makes at the bottom are dropped
 			cols = c.Im2Col(w, band(0, hi), stride, stride, pad, pad, 1, 1, ggml.TypeF32)
 		default: // other edge bands: pad their rows explicitly
-			in := c.Pad(c.Cont(band(max(lo, 0), min(hi, H))), 0, 0, int(max(0, -lo)), int(max(0, hi-H)), 0, 0, 0, 0)
+			in := c.Pad(band(max(lo, 0), min(hi, H)), 0, 0, int(max(0, -lo)), int(max(0, hi-H)), 0, 0, 0, 0)
 			cols = c.Im2Col(w, in, stride, stride, pad, 0, 1, 1, ggml.TypeF32)
 		}
 		cols = c.View(cols, [4]int64{k, ow * n, 1, 1}, cols.Nb(1), cols.Nb(1)*ow*n, cols.Nb(1)*ow*n, 0)
 		yb := c.MulMat(cols, kernel) // [OW·n, Cout]
 		if y == nil {
-			y = c.Pad(yb, 0, int(ow*(oh-n)), 0, 0, 0, 0, 0, 0) // [OW·OH, Cout]
+			y = c.Pad(yb, 0, int(ow*(oh-n)), 0, 0, 0, 0, 0, 0) // [OW·OH, Cout], zeros past the band
 		} else {
-			y = c.Set2DInplace(y, yb, y.Nb(1), r0*ow*4)
+			y = c.AccInplace(y, yb, y.Nb(1), y.Nb(2), y.Nb(3), r0*ow*4) // into the zeros
 		}
 	}
 	return c.Reshape(y, ow, oh, cout, 1)

@@ -42,7 +42,10 @@ func TestGPUMatchesCPU(t *testing.T) {
 		tol   float64
 		build func(c *Context) *Tensor
 	}{
-		{"mul_mat f32", 1e-4, func(c *Context) *Tensor { return c.MulMat(c.InputF32(a, 256, 96), c.InputF32(bm, 256, 80)) }},
+		// f32 products keep about 10 mantissa bits on GPUs: ggml-cuda runs
+		// them in TF32 (its cuBLAS handles set CUBLAS_TF32_TENSOR_OP_MATH),
+		// ggml-vulkan in f16 where the device has it.
+		{"mul_mat f32", 1e-3, func(c *Context) *Tensor { return c.MulMat(c.InputF32(a, 256, 96), c.InputF32(bm, 256, 80)) }},
 		{"mul_mat f16", 5e-3, func(c *Context) *Tensor {
 			return c.MulMat(c.Cast(c.InputF32(a, 256, 96), TypeF16), c.InputF32(bm, 256, 80))
 		}},
@@ -60,19 +63,19 @@ func TestGPUMatchesCPU(t *testing.T) {
 		{"conv2d direct f32", 1e-4, func(c *Context) *Tensor {
 			return c.Conv2DDirect(c.InputF32(w, 3, 3, 32, 16), c.InputF32(x, 64, 48, 32, 2), 2, 2, 1, 1, 1, 1)
 		}},
-		{"conv2d in row bands (im2col of views, pad, set_2d)", 1e-4, func(c *Context) *Tensor {
+		{"conv2d in row bands (row copies, im2col, pad, acc)", 1e-3, func(c *Context) *Tensor {
 			// nn.BandedConv2D's ops: output rows 0-7 and 8-15 of a 3×3 conv
 			img := c.InputF32(x[:64*48*32], 64, 48, 32, 1)
 			kernel := c.Reshape(c.InputF32(w, 3, 3, 32, 16), 288, 16)
 			shape := c.NewTensor(TypeF32, 3, 3, 32, 16)
 			rows := func(lo, hi int64) *Tensor {
-				return c.View(img, [4]int64{64, hi - lo, 32, 1}, img.Nb(1), img.Nb(2), img.Nb(3), lo*img.Nb(1))
+				return c.Cont(c.View(img, [4]int64{64, hi - lo, 32, 1}, img.Nb(1), img.Nb(2), img.Nb(3), lo*img.Nb(1)))
 			}
 			top := c.Im2Col(shape, rows(0, 9), 1, 1, 1, 1, 1, 1, TypeF32) // 9 rows out, 8 kept
 			top = c.View(top, [4]int64{288, 64 * 8, 1, 1}, top.Nb(1), top.Nb(1)*512, top.Nb(1)*512, 0)
 			inner := c.Im2Col(shape, rows(7, 17), 1, 1, 1, 0, 1, 1, TypeF32)
 			y := c.Pad(c.MulMat(top, kernel), 512, 0, 0, 0, 0, 0, 0, 0)
-			return c.Set2DInplace(y, c.MulMat(c.Reshape(inner, 288, 512), kernel), y.Nb(1), 512*4)
+			return c.AccInplace(y, c.MulMat(c.Reshape(inner, 288, 512), kernel), y.Nb(1), y.Nb(2), y.Nb(3), 512*4)
 		}},
 		{"group_norm", 1e-5, func(c *Context) *Tensor { return c.GroupNorm(c.InputF32(x, 64, 48, 32, 2), 8, 1e-5) }},
 		{"norm", 1e-5, func(c *Context) *Tensor { return c.Norm(c.InputF32(a, 256, 96), 1e-5) }},
@@ -82,7 +85,8 @@ func TestGPUMatchesCPU(t *testing.T) {
 			v := c.Cast(c.InputF32(kv, 64, 40, 8, 2), TypeF16)
 			return c.FlashAttn(c.InputF32(q, 64, 77, 8, 2), k, v, nil, 0.125)
 		}},
-		{"gelu silu geglu", 1e-5, func(c *Context) *Tensor {
+		// ggml's CPU GELU reads an f16 table (TestElementwise): 1e-3-level.
+		{"gelu silu geglu", 2e-3, func(c *Context) *Tensor {
 			in := c.InputF32(a, 256, 96)
 			return c.Add(c.Add(c.GELU(in), c.SiLU(in)), c.Concat(c.GEGLUSecondHalf(in), c.GEGLUSecondHalf(in), 0))
 		}},

@@ -187,10 +187,12 @@ func (c *Context) View(a *Tensor, ne [4]int64, nb1, nb2, nb3, offset int64) *Ten
 // Cont makes a contiguous copy of a view.
 func (c *Context) Cont(a *Tensor) *Tensor { return wrap(C.ggml_cont(c.p, a.p)) }
 
-// Set2DInplace writes the rows of b into a at byte offset, a's rows nb1
-// bytes apart, and returns a (as a node that depends on the write).
-func (c *Context) Set2DInplace(a, b *Tensor, nb1, offset int64) *Tensor {
-	return wrap(C.ggml_set_2d_inplace(c.p, a.p, b.p, C.size_t(nb1), C.size_t(offset)))
+// AccInplace adds b into the view of a at byte offset with strides nb1..nb3
+// and returns a (as a node that depends on the addition). Into zeros it
+// writes b; unlike ggml's SET, every backend (CPU, CUDA, Metal, Vulkan) has
+// it.
+func (c *Context) AccInplace(a, b *Tensor, nb1, nb2, nb3, offset int64) *Tensor {
+	return wrap(C.ggml_acc_inplace(c.p, a.p, b.p, C.size_t(nb1), C.size_t(nb2), C.size_t(nb3), C.size_t(offset)))
 }
 
 // Copy writes a into b and returns the result node.

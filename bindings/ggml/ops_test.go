@@ -50,6 +50,17 @@ func computeOn(t testing.TB, b *Backend, build func(c *Context) *Tensor) ([]floa
 	out.SetOutput()
 	g := ctx.NewGraph(1024)
 	g.Expand(out)
+	if !b.IsCPU() {
+		// Inputs left to the scheduler live on the CPU, and ops on them
+		// run there: put them on the device, as weights and latents are.
+		var ins []*Tensor
+		for _, in := range ctx.inputs {
+			ins = append(ins, in.t)
+		}
+		buf, err := b.AllocTensors(ins...)
+		require.NoError(t, err)
+		defer buf.Free()
+	}
 	require.NoError(t, s.Compute(context.Background(), g))
 	return out.Float32(), out.Shape()
 }
