@@ -278,15 +278,10 @@ func (b *Backend) Alloc(ctx *Context) (*Buffer, error) {
 }
 
 // AllocState is Alloc for tensors that graphs write as well as read (a
-// sampler loop's latents): not marked as weights, so the scheduler places
-// ops on them by the usual rules.
-func (b *Backend) AllocState(ctx *Context) (*Buffer, error) {
-	buf, err := b.Alloc(ctx)
-	if err == nil && buf.p != nil {
-		C.ggml_backend_buffer_set_usage(buf.p, C.GGML_BACKEND_BUFFER_USAGE_ANY)
-	}
-	return buf, err
-}
+// sampler loop's latents). The buffer stays marked as weights on purpose:
+// the scheduler then runs every op that reads them on this device, next to
+// them, instead of possibly on the CPU, which cannot read device memory.
+func (b *Backend) AllocState(ctx *Context) (*Buffer, error) { return b.Alloc(ctx) }
 
 // AllocHost gives every unallocated tensor of ctx memory in host RAM that
 // this backend's device reads fastest (pinned memory for CUDA), as a weights
