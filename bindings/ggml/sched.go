@@ -69,7 +69,23 @@ func (s *Scheduler) Reserve(g *Graph) error {
 	if !C.ggml_backend_sched_reserve(s.p, g.p) {
 		return s.oomError("reserve")
 	}
+	s.forgetAllocation(g)
 	return nil
+}
+
+// forgetAllocation clears the compute-buffer addresses that
+// ggml_backend_sched_reserve leaves on g's tensors (ollama's version
+// allocates the graph it sizes). Left in place, a later allocation of g
+// skips those tensors as already placed and lays the scheduler's new
+// tensors (the device copies of CPU inputs) over them: on a GPU the inputs
+// read garbage and the host heap got corrupted. Weights and other
+// persistent tensors live in other contexts and keep their memory.
+func (s *Scheduler) forgetAllocation(g *Graph) {
+	for _, t := range g.ctx.Tensors() {
+		if t.p.buffer != nil && C.ggml_backend_buffer_get_usage(t.p.buffer) == C.GGML_BACKEND_BUFFER_USAGE_COMPUTE {
+			t.p.data, t.p.buffer = nil, nil
+		}
+	}
 }
 
 // BufferSize returns the compute buffer size held for backend b.
@@ -117,6 +133,7 @@ func (s *Scheduler) Compute(ctx context.Context, g *Graph) error {
 		if !C.ggml_backend_sched_reserve(s.p, g.p) {
 			return s.oomError("reserve")
 		}
+		s.forgetAllocation(g)
 		C.ggml_backend_sched_reset(s.p)
 		if !C.ggml_backend_sched_alloc_graph(s.p, g.p) {
 			return s.oomError("allocate")
