@@ -22,7 +22,11 @@ var ErrCanceled = errors.New("computation canceled")
 // and the CPU last, which takes any op the device cannot run. Buffers are
 // reserved for the largest graph once (Reserve) and reused by later graphs.
 type Scheduler struct {
-	p        C.ggml_backend_sched_t
+	p C.ggml_backend_sched_t
+	// sizer is a second scheduler over the same backends that only sizes
+	// graphs (checkMemory). Sizing on p itself would free p's buffers that
+	// must grow, and ollama's reserve leaves the graph allocated.
+	sizer    C.ggml_backend_sched_t
 	backends []*Backend
 	size     int
 	// allocated is the graph whose tensors hold the compute buffers now;
@@ -47,10 +51,16 @@ func NewScheduler(backends []*Backend, graphSize int) (*Scheduler, error) {
 		arr[i] = b.p
 	}
 	p := C.ggml_backend_sched_new((*C.ggml_backend_t)(ps), nil, C.int(len(backends)), C.size_t(graphSize), false, C.bool(len(backends) > 1))
-	if p == nil {
+	sizer := C.ggml_backend_sched_new((*C.ggml_backend_t)(ps), nil, C.int(len(backends)), C.size_t(graphSize), false, C.bool(len(backends) > 1))
+	if p == nil || sizer == nil {
+		for _, q := range []C.ggml_backend_sched_t{p, sizer} {
+			if q != nil {
+				C.ggml_backend_sched_free(q)
+			}
+		}
 		return nil, errors.New("ggml: could not create a scheduler")
 	}
-	return &Scheduler{p: p, backends: backends, size: graphSize}, nil
+	return &Scheduler{p: p, sizer: sizer, backends: backends, size: graphSize}, nil
 }
 
 // GraphSize is the node capacity graphs for this scheduler should have.
@@ -59,33 +69,36 @@ func (s *Scheduler) GraphSize() int { return s.size }
 // Backends returns the scheduler's backends, preferred first.
 func (s *Scheduler) Backends() []*Backend { return s.backends }
 
-// Reserve sizes the compute buffers for g (the worst case) so later graphs
-// of the same or smaller size reuse them without reallocating.
+// Reserve allocates g's compute buffers (checked against the free memory
+// first) without computing it; computing g next reuses the allocation.
 func (s *Scheduler) Reserve(g *Graph) error {
 	s.allocated = nil
 	if err := s.checkMemory(g); err != nil {
 		return err
 	}
-	if !C.ggml_backend_sched_reserve(s.p, g.p) {
-		return s.oomError("reserve")
-	}
-	s.forgetAllocation(g)
-	return nil
+	return s.allocate(g)
 }
 
-// forgetAllocation clears the compute-buffer addresses that
-// ggml_backend_sched_reserve leaves on g's tensors (ollama's version
-// allocates the graph it sizes). Left in place, a later allocation of g
-// skips those tensors as already placed and lays the scheduler's new
-// tensors (the device copies of CPU inputs) over them: on a GPU the inputs
-// read garbage and the host heap got corrupted. Weights and other
+// allocate gives g's tensors compute memory. Tensors of g that kept
+// addresses from an earlier allocation (another graph ran in between) are
+// cleared first: ggml would skip them as already placed and lay the
+// scheduler's new tensors, such as the device copies of CPU inputs, over
+// them. A CPU-only run allocates the same plan again and never showed it;
+// on a GPU (seen with Vulkan) the inputs read garbage. Weights and other
 // persistent tensors live in other contexts and keep their memory.
-func (s *Scheduler) forgetAllocation(g *Graph) {
+func (s *Scheduler) allocate(g *Graph) error {
+	g.restoreSources()
 	for _, t := range g.ctx.Tensors() {
 		if t.p.buffer != nil && C.ggml_backend_buffer_get_usage(t.p.buffer) == C.GGML_BACKEND_BUFFER_USAGE_COMPUTE {
 			t.p.data, t.p.buffer = nil, nil
 		}
 	}
+	C.ggml_backend_sched_reset(s.p)
+	if !C.ggml_backend_sched_alloc_graph(s.p, g.p) {
+		return s.oomError("allocate")
+	}
+	s.allocated = g
+	return nil
 }
 
 // BufferSize returns the compute buffer size held for backend b.
@@ -105,6 +118,7 @@ func (s *Scheduler) SetReplay(on bool) {
 		n = 1
 	}
 	C.ggml_backend_sched_set_batch_size(s.p, C.int(n))
+	C.ggml_backend_sched_set_batch_size(s.sizer, C.int(n)) // the same splits
 }
 
 // Splits returns how many backend splits the last graph needed (1 = all on
@@ -128,17 +142,9 @@ func (s *Scheduler) Compute(ctx context.Context, g *Graph) error {
 		if err := s.checkMemory(g); err != nil {
 			return err
 		}
-		// checkMemory's sizing pass drops buffers that must grow: reserve
-		// (allocate) them before allocating the graph's tensors.
-		if !C.ggml_backend_sched_reserve(s.p, g.p) {
-			return s.oomError("reserve")
+		if err := s.allocate(g); err != nil {
+			return err
 		}
-		s.forgetAllocation(g)
-		C.ggml_backend_sched_reset(s.p)
-		if !C.ggml_backend_sched_alloc_graph(s.p, g.p) {
-			return s.oomError("allocate")
-		}
-		s.allocated = g
 	}
 	for _, in := range g.ctx.inputs {
 		if !in.t.Allocated() {
@@ -181,11 +187,12 @@ func (s *Scheduler) Compute(ctx context.Context, g *Graph) error {
 // checkMemory sizes g's compute buffers without allocating them and refuses
 // growth beyond the free memory of a device or the available RAM: an error
 // with the sizes, instead of an abort inside ggml or the kernel's OOM killer
-// (host allocations overcommit and fail only when touched). The sizing frees
-// buffers that would have to grow; callers reserve right after.
+// (host allocations overcommit and fail only when touched). The sizing runs
+// on the sizer, which allocates nothing.
 func (s *Scheduler) checkMemory(g *Graph) error {
 	sizes := make([]C.size_t, len(s.backends))
-	C.ggml_backend_sched_reserve_size(s.p, g.p, &sizes[0])
+	g.restoreSources()
+	C.ggml_backend_sched_reserve_size(s.sizer, g.p, &sizes[0])
 	for i, b := range s.backends {
 		need := int64(sizes[i])
 		grow := need - s.BufferSize(b) // a larger buffer replaces the old one
@@ -232,5 +239,9 @@ func (s *Scheduler) Close() {
 	if s.p != nil {
 		C.ggml_backend_sched_free(s.p)
 		s.p = nil
+	}
+	if s.sizer != nil {
+		C.ggml_backend_sched_free(s.sizer)
+		s.sizer = nil
 	}
 }

@@ -256,6 +256,31 @@ func BytesF32(b []byte) []float32 {
 type Graph struct {
 	p   *C.struct_ggml_cgraph
 	ctx *Context
+	// srcs are the operands of each node as built. A scheduler splitting
+	// the graph across backends rewrites them to its copies of the inputs,
+	// which live only until its next split (and a backend may reorder the
+	// nodes): a graph split again (sized, then allocated, or computed again
+	// after another graph) must get its own operands back first, or it
+	// reads freed tensors.
+	srcs map[*C.struct_ggml_tensor][len(C.struct_ggml_tensor{}.src)]*C.struct_ggml_tensor
+}
+
+// restoreSources undoes a scheduler's rewriting of the nodes' operands
+// (see Graph.srcs); the first call records them.
+func (g *Graph) restoreSources() {
+	n := int(C.ggml_graph_n_nodes(g.p))
+	record := g.srcs == nil
+	if record {
+		g.srcs = make(map[*C.struct_ggml_tensor][len(C.struct_ggml_tensor{}.src)]*C.struct_ggml_tensor, n)
+	}
+	for i := range n {
+		node := C.ggml_graph_node(g.p, C.int(i))
+		if record {
+			g.srcs[node] = node.src
+		} else if src, ok := g.srcs[node]; ok {
+			node.src = src
+		}
+	}
 }
 
 // NewGraph makes a graph of up to size nodes in the context.
