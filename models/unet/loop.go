@@ -69,11 +69,8 @@ func (u *UNet) NewLoop(in LoopInputs) (*Loop, error) {
 	}
 	shapeIn := Inputs{Width: in.Width, Height: in.Height, Batch: batch, Sample: make([]float32, batch*len(in.Latents)),
 		Timesteps: make([]float32, batch), Context: in.Context, TextEmbeds: in.Pooled, TimeIDs: in.TimeIDs}
-	s, ts, cs, te, ti, err := u.shapes(&shapeIn)
+	s, _, cs, te, ti, err := u.shapes(&shapeIn)
 	if err != nil {
-		return nil, err
-	}
-	if _, err := u.checkInputs(s, ts, cs, te, ti); err != nil {
 		return nil, err
 	}
 	if len(in.Steps) == 0 {

@@ -246,7 +246,8 @@ type Inputs struct {
 	TimeIDs              []float32 // [B, 6]
 }
 
-// shapes returns the ggml shapes of in, or an error when lengths do not divide.
+// shapes returns the ggml shapes of in, or an error when lengths do not
+// divide or the shapes do not fit the UNet (checkInputs).
 func (u *UNet) shapes(in *Inputs) (sample, ts, ctx, text, ids [4]int64, err error) {
 	W, H, B := int64(in.Width), int64(in.Height), int64(in.Batch)
 	per := func(name string, v []float32, unit int64) (int64, error) {
@@ -269,8 +270,10 @@ func (u *UNet) shapes(in *Inputs) (sample, ts, ctx, text, ids [4]int64, err erro
 	if K, err = per("time_ids", in.TimeIDs, B); err != nil {
 		return
 	}
-	return [4]int64{W, H, C, B}, [4]int64{int64(len(in.Timesteps)), 1, 1, 1}, [4]int64{d, N, B, 1},
-		[4]int64{P, B, 1, 1}, [4]int64{K, B, 1, 1}, nil
+	sample, ts, ctx, text, ids = [4]int64{W, H, C, B}, [4]int64{int64(len(in.Timesteps)), 1, 1, 1}, [4]int64{d, N, B, 1},
+		[4]int64{P, B, 1, 1}, [4]int64{K, B, 1, 1}
+	_, err = u.checkInputs(sample, ts, ctx, text, ids)
+	return
 }
 
 // Predict runs one forward pass on rt and returns the noise prediction
@@ -298,9 +301,6 @@ type Stepper struct {
 func (u *UNet) NewStepper(in Inputs) (*Stepper, error) {
 	s, ts, cs, te, ti, err := u.shapes(&in)
 	if err != nil {
-		return nil, err
-	}
-	if _, err := u.checkInputs(s, ts, cs, te, ti); err != nil {
 		return nil, err
 	}
 	st := &Stepper{u: u, shapes: [5][4]int64{s, ts, cs, te, ti}}
