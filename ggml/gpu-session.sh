@@ -5,6 +5,7 @@
 #   ggml/gpu-session.sh prepare   # here, with Go: fills .carry/ (ignored by git)
 #   ggml/gpu-session.sh run       # there, from the repository root; results in $OUT
 #   ggml/gpu-session.sh slim [e2e] | restore   # here, around a call: see below
+#   ggml/gpu-session.sh pack      # here, after prepare: .carry as one archive
 #
 # prepare copies the pinned ggml source (the same one cgo compiles) and
 # builds portable binaries: photomaker, and the test binaries of
@@ -14,7 +15,9 @@
 # (if testdata/ came along) and `photomaker bench --random` at the issue's
 # sizes. A call carries at most 64 MiB: slim moves testdata/ (52 MB) out of
 # the checkout, keeping only what TestEndToEndOnGPU reads with "slim e2e"
-# (about 34 MB); restore brings it back (see ggml/README.md).
+# (about 34 MB); restore brings it back (see ggml/README.md). pack squeezes
+# .carry (40 MB) into .pack/carry.tgz (16 MB), which run unpacks: with
+# "slim e2e" everything fits one call.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 CARRY=.carry
@@ -30,39 +33,55 @@ prepare)
 	go test -c -ldflags "-s -w" -o "$CARRY/photomaker.test" ./photomaker
 	du -sh "$CARRY"
 	;;
+pack)
+	mkdir -p .pack && tar -czf .pack/carry.tgz "$CARRY" && du -sh .pack/carry.tgz
+	;;
 run)
-	OUT="${OUT:-$PWD/gpu-out}"
-	mkdir -p "$OUT"
+	# Results go to gpu-out/ (ignored); on the device machine, where $OUT is
+	# set, they also come back as one archive (a call returns at most 8 files).
+	R="$PWD/gpu-out"
+	rm -rf "$R" && mkdir -p "$R"
+	[ -n "${OUT:-}" ] && trap 'tar -czf "$OUT/results.tgz" -C "$R" .' EXIT
+	# tar keeps the archived times, so a warm machine's build stays current.
+	if [ -f .pack/carry.tgz ]; then tar -xzf .pack/carry.tgz; fi
+	# DEADLINE (seconds from start, 0: none) bounds every step and skips
+	# what would not finish, so the call returns before the device time ends.
+	deadline=${DEADLINE:-0}
+	fits() { ((deadline == 0 || SECONDS + $1 < deadline)) || { echo "skipped $2: deadline" >>"$R/skipped.txt"; false; }; }
+	limit() { local cap=$1; ((deadline == 0)) || cap=$((deadline - SECONDS < cap ? deadline - SECONDS : cap)); echo "$((cap > 1 ? cap : 1))"; }
 	# STEPS picks parts (a 600 s call may not fit the first CUDA build and
 	# every bench): build ops e2e bench.
 	steps=" ${STEPS:-build ops e2e bench} "
 	if [ ! -f build/cuda/build.ninja ]; then
 		cmake -S . -B build/cuda -G Ninja -DGGML_SRC="$PWD/$CARRY/ggml" -DPM_BACKEND=cuda \
 			-DCMAKE_BUILD_TYPE=Release -DCMAKE_CUDA_ARCHITECTURES="${CUDA_ARCH:-90}" -DPM_OUT="$PWD/$CARRY/lib" \
-			>"$OUT/cmake.txt" 2>&1
+			>"$R/cmake.txt" 2>&1 || { tail -50 "$R/cmake.txt"; exit 1; }
 	fi
 	if [[ $steps == *" build "* || ! -d "$CARRY/lib" ]]; then
-		cmake --build build/cuda -j "$(nproc)" >"$OUT/build.txt" 2>&1 || { tail -50 "$OUT/build.txt"; exit 1; }
+		start=$SECONDS
+		timeout "$(limit 3600)" cmake --build build/cuda -j "$(nproc)" >"$R/build.txt" 2>&1 || { tail -50 "$R/build.txt"; exit 1; }
+		echo "CUDA build: $((SECONDS - start)) s" >>"$R/build.txt"
 	fi
 	export PHOTOMAKER_LIB_PATH="$PWD/$CARRY/lib"
-	nvidia-smi >"$OUT/nvidia-smi.txt" 2>&1 || true
-	"$CARRY/photomaker" devices >"$OUT/devices.txt" 2>&1 || true
-	if [[ $steps == *" ops "* ]]; then
-		(cd bindings/ggml && "../../$CARRY/ggml.test" -test.run 'TestGPUMatchesCPU|TestStateUpdatesInPlace' -test.v) >"$OUT/ops.txt" 2>&1 || true
+	nvidia-smi >"$R/nvidia-smi.txt" 2>&1 || true
+	"$CARRY/photomaker" devices >"$R/devices.txt" 2>&1 || true
+	if [[ $steps == *" ops "* ]] && fits 30 ops; then
+		(cd bindings/ggml && timeout "$(limit 120)" "../../$CARRY/ggml.test" -test.run 'TestGPUMatchesCPU|TestStateUpdatesInPlace' -test.v) >"$R/ops.txt" 2>&1 || true
 	fi
-	if [[ $steps == *" e2e "* && -f testdata/tiny-sdxl.safetensors ]]; then
-		(cd photomaker && "../$CARRY/photomaker.test" -test.run 'TestEndToEndOnGPU' -test.v) >"$OUT/e2e.txt" 2>&1 || true
+	if [[ $steps == *" e2e "* && -f testdata/tiny-sdxl.safetensors ]] && fits 30 e2e; then
+		(cd photomaker && timeout "$(limit 120)" "../$CARRY/photomaker.test" -test.run 'TestEndToEndOnGPU' -test.v) >"$R/e2e.txt" 2>&1 || true
 	fi
 	# type:side:steps[:extra flags, comma-separated]
 	[[ $steps == *" bench "* ]] || BENCH=" "
 	for spec in ${BENCH:-f16:1024:20 f16:1024:20:--f32-accum q4_K:1024:20 q4_K:1024:20:--vram=low f16:512:20}; do
 		IFS=: read -r typ side n extra <<<"$spec"
 		name="bench-$typ-$side${extra:+-$(tr -cd 'a-z0-9' <<<"$extra")}"
+		fits "${BENCH_TIME:-60}" "$name" || continue
 		# shellcheck disable=SC2046 # the extra flags are meant to split
-		"$CARRY/photomaker" bench --random --device cuda --type "$typ" --width "$side" --height "$side" \
-			--steps "$n" --cache-dir "$PWD/build/random" --json $(tr , ' ' <<<"$extra") >"$OUT/$name.json" 2>"$OUT/$name.err" || true
+		timeout "$(limit "${BENCH_TIMEOUT:-180}")" "$CARRY/photomaker" bench --random --device cuda --type "$typ" --width "$side" --height "$side" \
+			--steps "$n" --cache-dir "$PWD/build/random" --json $(tr , ' ' <<<"$extra") >"$R/$name.json" 2>"$R/$name.err" || true
 	done
-	tail -n 3 "$OUT"/*.txt "$OUT"/*.json 2>/dev/null | head -120
+	tail -n 4 "$R"/*.txt "$R"/*.err "$R"/*.json 2>/dev/null | cut -c1-400 | head -150
 	;;
 slim)
 	stash="${STASH:-/tmp/pm-testdata}"
