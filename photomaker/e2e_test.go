@@ -99,18 +99,20 @@ func TestEndToEndOnGPU(t *testing.T) {
 		f32Accum bool
 		vram     string
 	}{{false, VRAMFull}, {true, VRAMFull}, {false, VRAMLow}, {false, VRAMStream}} {
-		p := loadTinyWith(t, "photomaker/photomaker-v1-tiny.safetensors", func(c *Config) {
-			c.Device, c.WeightType, c.F32Accumulation, c.VRAM = "auto", "f16", tc.f32Accum, tc.vram
+		t.Run(fmt.Sprintf("f32 accumulation %v vram %s", tc.f32Accum, tc.vram), func(t *testing.T) {
+			p := loadTinyWith(t, "photomaker/photomaker-v1-tiny.safetensors", func(c *Config) {
+				c.Device, c.WeightType, c.F32Accumulation, c.VRAM = "auto", "f16", tc.f32Accum, tc.vram
+			})
+			require.Equal(t, dev.Name, p.Device())
+			require.Equal(t, tc.f32Accum, p.rt.F32Accumulation)
+			require.Equal(t, tc.vram, p.VRAM())
+			var final []float32
+			p.testHookFinalLatents = func(l []float32) { final = append([]float32(nil), l...) }
+			_, err := p.Generate(context.Background(), e2eRequest(t, "e2e_v1"))
+			require.NoError(t, err)
+			what := fmt.Sprintf("final latents on %s (f16 weights, f32 accumulation %v, VRAM %s)", dev.Name, tc.f32Accum, tc.vram)
+			golden.AssertClose(t, what, final, golden.Ref(t, "e2e_v1:final_latents").Data, 3e-2, 0)
 		})
-		require.Equal(t, dev.Name, p.Device())
-		require.Equal(t, tc.f32Accum, p.rt.F32Accumulation)
-		require.Equal(t, tc.vram, p.VRAM())
-		var final []float32
-		p.testHookFinalLatents = func(l []float32) { final = append([]float32(nil), l...) }
-		_, err = p.Generate(context.Background(), e2eRequest(t, "e2e_v1"))
-		require.NoError(t, err)
-		what := fmt.Sprintf("final latents on %s (f16 weights, f32 accumulation %v, VRAM %s)", dev.Name, tc.f32Accum, tc.vram)
-		golden.AssertClose(t, what, final, golden.Ref(t, "e2e_v1:final_latents").Data, 3e-2, 0)
 	}
 }
 

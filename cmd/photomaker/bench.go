@@ -9,6 +9,7 @@ import (
 	"image"
 	"image/color"
 	"io"
+	"log/slog"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -194,6 +195,7 @@ func runBench(c *cli.Context) error {
 	}
 	defer p.Close()
 	res.LoadSeconds = time.Since(t0).Seconds()
+	slog.Debug("bench: loaded", "seconds", res.LoadSeconds)
 	res.Kind, res.Device, res.VRAM = p.Kind(), p.Device(), p.VRAM()
 	if res.Type == "" {
 		res.Type = "as in file"
@@ -206,6 +208,8 @@ func runBench(c *cli.Context) error {
 		mu.Lock()
 		events = append(events, benchEvent{ev, time.Now()})
 		mu.Unlock()
+		// With --verbose, a trail that shows where a slow run spends its time.
+		slog.Debug("bench: progress", "stage", ev.Stage, "done", ev.Done, "total", ev.Total)
 	}
 	t1 := time.Now()
 	if _, err := p.Generate(ctx, req); err != nil {
