@@ -73,7 +73,7 @@ run)
 	fi
 	# type:side:steps[:extra flags, comma-separated]
 	[[ $steps == *" bench "* ]] || BENCH=" "
-	for spec in ${BENCH:-f16:1024:20 f16:1024:20:--f32-accum q4_K:1024:20 q4_K:1024:20:--vram=low f16:512:20}; do
+	for spec in ${BENCH:-f16:1024:20 f16:1024:20:--f16-accum q4_K:1024:20 q4_K:1024:20:--vram=low f16:512:20}; do
 		IFS=: read -r typ side n extra <<<"$spec"
 		name="bench-$typ-$side${extra:+-$(tr -cd 'a-z0-9' <<<"$extra")}"
 		fits "${BENCH_TIME:-60}" "$name" || continue

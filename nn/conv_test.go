@@ -58,6 +58,7 @@ func TestF32Accumulation(t *testing.T) {
 	for _, on := range []bool{false, true} {
 		rt, err := NewRuntime("cpu", 1)
 		require.NoError(t, err)
+		require.True(t, rt.F32Accumulation, "the default")
 		rt.F32Accumulation = on
 		var muls []*ggml.Tensor
 		g, err := rt.Prepare(func(c *ggml.Context) []*ggml.Tensor {

@@ -4,6 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
+	"maps"
+	"slices"
+	"sync"
 
 	"github.com/gophotomaker/photomaker/bindings/ggml"
 )
@@ -21,9 +25,12 @@ type Runtime struct {
 	Attn   AttentionOptions
 	// F32Accumulation asks every product with f16 or bf16 weights in the
 	// graphs built here to accumulate in f32 (ggml.Context.
-	// SetF32Accumulation): what diffusers does; ggml-cuda otherwise
-	// accumulates f16 products in f16. The CPU always uses f32.
+	// SetF32Accumulation), as diffusers does; on by default (NewRuntime).
+	// Off, ggml-cuda accumulates f16 products in f16. The CPU always uses f32.
 	F32Accumulation bool
+
+	warnMu sync.Mutex
+	warned map[string]bool // ops already reported as running on the CPU
 }
 
 // NewRuntime opens a device by name ("auto", "cpu", "cuda:0", ...).
@@ -37,7 +44,7 @@ func NewRuntime(device string, threads int) (*Runtime, error) {
 	if err != nil {
 		return nil, err
 	}
-	r := &Runtime{CPU: cpu, Device: cpu}
+	r := &Runtime{CPU: cpu, Device: cpu, F32Accumulation: true}
 	backends := []*ggml.Backend{cpu}
 	if dev.Type != ggml.DeviceCPU {
 		b, err := ggml.NewBackend(dev, threads)
@@ -104,7 +111,31 @@ func (r *Runtime) Prepare(build func(c *ggml.Context) []*ggml.Tensor) (*Graph, e
 		o.SetOutput()
 		g.Expand(o)
 	}
+	r.warnUnsupported(g)
 	return &Graph{rt: r, ctx: gctx, g: g, outs: outs}, nil
+}
+
+// warnUnsupported says, once per op, when the device cannot compute some of
+// g's ops: the scheduler then runs them on the CPU, which is correct but can
+// make a GPU run many times slower (a backend built without a kernel).
+func (r *Runtime) warnUnsupported(g *ggml.Graph) {
+	if r.Device == r.CPU {
+		return
+	}
+	ops := r.Device.Unsupported(g)
+	r.warnMu.Lock()
+	defer r.warnMu.Unlock()
+	for _, op := range slices.Sorted(maps.Keys(ops)) {
+		if r.warned[op] {
+			continue
+		}
+		if r.warned == nil {
+			r.warned = map[string]bool{}
+		}
+		r.warned[op] = true
+		slog.Warn("the GPU backend has no kernel for an op, so the CPU computes it (slow); a backend library built as ggml/README.md says has every op the models use",
+			"device", r.Device.Dev.Name, "op", op, "nodes", ops[op])
+	}
 }
 
 // Context is the graph's context, where its inputs were declared.

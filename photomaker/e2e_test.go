@@ -87,44 +87,50 @@ func absInt(x int) int {
 // TestEndToEndOnGPU runs the v1 golden on the first GPU, when a GPU backend
 // is loaded (the lent GPU machine; skipped elsewhere). The GPU computes
 // attention with f16 keys and values, so the kit's fp16 tolerance applies
-// (end-to-end 3e-2 after 8 steps).
+// (end-to-end 3e-2 after 8 steps), in every VRAM mode (low and stream also
+// split the work between the GPU and the CPU).
 func TestEndToEndOnGPU(t *testing.T) {
 	dev, err := ggml.FindDevice("auto")
 	if err != nil || dev.Type == ggml.DeviceCPU {
 		t.Skip("no GPU backend loaded (build one with `make cuda`; see ggml/README.md)")
 	}
-	// f16 accumulation (ggml-cuda's default) and f32 accumulation; the low
-	// and stream modes also split the graph between the GPU and the CPU.
 	for _, tc := range []struct {
-		f32Accum bool
+		f16Accum bool
 		vram     string
-	}{{false, VRAMFull}, {true, VRAMFull}, {false, VRAMLow}, {false, VRAMStream}} {
-		t.Run(fmt.Sprintf("f32 accumulation %v vram %s", tc.f32Accum, tc.vram), func(t *testing.T) {
+		tol      float64
+	}{
+		{false, VRAMFull, 3e-2}, {false, VRAMLow, 3e-2}, {false, VRAMStream, 3e-2},
+		// Opt-in f16 accumulation is less precise than the kit's fp16
+		// reference (torch accumulates in f32): 0.059 measured on an H200,
+		// against 0.017 with f32. This bound only catches breakage.
+		{true, VRAMFull, 0.2},
+	} {
+		t.Run(fmt.Sprintf("f16 accumulation %v vram %s", tc.f16Accum, tc.vram), func(t *testing.T) {
 			p := loadTinyWith(t, "photomaker/photomaker-v1-tiny.safetensors", func(c *Config) {
-				c.Device, c.WeightType, c.F32Accumulation, c.VRAM = "auto", "f16", tc.f32Accum, tc.vram
+				c.Device, c.WeightType, c.F16Accumulation, c.VRAM = "auto", "f16", tc.f16Accum, tc.vram
 			})
 			require.Equal(t, dev.Name, p.Device())
-			require.Equal(t, tc.f32Accum, p.rt.F32Accumulation)
+			require.Equal(t, !tc.f16Accum, p.rt.F32Accumulation)
 			require.Equal(t, tc.vram, p.VRAM())
 			var final []float32
 			p.testHookFinalLatents = func(l []float32) { final = append([]float32(nil), l...) }
 			_, err := p.Generate(context.Background(), e2eRequest(t, "e2e_v1"))
 			require.NoError(t, err)
-			what := fmt.Sprintf("final latents on %s (f16 weights, f32 accumulation %v, VRAM %s)", dev.Name, tc.f32Accum, tc.vram)
-			golden.AssertClose(t, what, final, golden.Ref(t, "e2e_v1:final_latents").Data, 3e-2, 0)
+			what := fmt.Sprintf("final latents on %s (f16 weights, f16 accumulation %v, VRAM %s)", dev.Name, tc.f16Accum, tc.vram)
+			golden.AssertClose(t, what, final, golden.Ref(t, "e2e_v1:final_latents").Data, tc.tol, 0)
 		})
 	}
 }
 
-// F32Accumulation reaches the runtime and, the CPU accumulating in f32
-// anyway, changes nothing there.
-func TestF32AccumulationOnCPU(t *testing.T) {
+// F16Accumulation reaches the runtime (f32 accumulation is the default)
+// and, the CPU accumulating in f32 anyway, changes nothing there.
+func TestF16AccumulationOnCPU(t *testing.T) {
 	var finals [2][]float32
-	for i, f32Accum := range []bool{false, true} {
+	for i, f16Accum := range []bool{false, true} {
 		p := loadTinyWith(t, "photomaker/photomaker-v1-tiny.safetensors", func(c *Config) {
-			c.WeightType, c.F32Accumulation = "f16", f32Accum
+			c.WeightType, c.F16Accumulation = "f16", f16Accum
 		})
-		require.Equal(t, f32Accum, p.rt.F32Accumulation)
+		require.Equal(t, !f16Accum, p.rt.F32Accumulation)
 		p.testHookFinalLatents = func(l []float32) { finals[i] = append([]float32(nil), l...) }
 		req := e2eRequest(t, "e2e_v1")
 		req.Steps = 2

@@ -246,6 +246,23 @@ func (b *Backend) IsCPU() bool { return b.Dev.Type == DeviceCPU }
 // Supports reports whether the backend can compute op node t.
 func (b *Backend) Supports(t *Tensor) bool { return bool(C.ggml_backend_dev_supports_op(b.Dev.p, t.p)) }
 
+// Unsupported counts, by op, the nodes of g that b cannot compute. A
+// scheduler quietly runs those on its CPU backend, copying their operands
+// back and forth: correct, but a GPU that lacks a kernel the models need
+// (flash attention in a build without it) becomes many times slower.
+func (b *Backend) Unsupported(g *Graph) map[string]int {
+	var ops map[string]int
+	for i := range g.Nodes() {
+		if n := g.Node(i); !b.Supports(n) {
+			if ops == nil {
+				ops = map[string]int{}
+			}
+			ops[n.Op()]++
+		}
+	}
+	return ops
+}
+
 // Close frees the backend.
 func (b *Backend) Close() {
 	if b.p != nil {

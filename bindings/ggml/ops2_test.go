@@ -387,3 +387,20 @@ func TestShapeOps(t *testing.T) {
 		checkRel(t, "timestep_embedding", got, ref, 1e-5)
 	})
 }
+
+// Unsupported finds the nodes a backend cannot compute: the CPU has no
+// product of f16 weights with q8_0 activations (its f16 kernels take f16 or
+// f32 operands), and has everything else here.
+func TestUnsupported(t *testing.T) {
+	cpu := cpuBackend(t)
+	ctx := NewContext(16, 16)
+	defer ctx.Free()
+	a := ctx.NewTensor(TypeF16, 32, 4)
+	good := ctx.MulMat(a, ctx.NewTensor(TypeF32, 32, 2))
+	bad := ctx.MulMat(a, ctx.NewTensor(TypeQ8_0, 32, 2))
+	g := ctx.NewGraph(16)
+	g.Expand(ctx.Add(good, good))
+	require.Empty(t, cpu.Unsupported(g))
+	g.Expand(ctx.Add(bad, good))
+	require.Equal(t, map[string]int{"MUL_MAT": 1}, cpu.Unsupported(g))
+}

@@ -64,7 +64,7 @@ Examples:
 			&cli.StringFlag{Name: "type", Usage: "store weights as f32, f16, q8_0, q4_K, ... (default: as in the file)", EnvVars: envs("type")},
 			vramFlag(),
 			quantizeConvsFlag(),
-			f32AccumFlag(),
+			f16AccumFlag(),
 			&cli.IntFlag{Name: "width", Value: 1024, Usage: "width in pixels, a multiple of 8", EnvVars: envs("width")},
 			&cli.IntFlag{Name: "height", Value: 1024, Usage: "height in pixels, a multiple of 8", EnvVars: envs("height")},
 			&cli.IntFlag{Name: "steps", Value: 4, Usage: "denoising steps", EnvVars: envs("steps")},
@@ -91,7 +91,7 @@ type benchResult struct {
 	Device            string    `json:"device"`
 	VRAM              string    `json:"vram,omitempty"`
 	QuantizeConvs     bool      `json:"quantize_convs,omitempty"`
-	F32Accumulation   bool      `json:"f32_accum,omitempty"`
+	F16Accumulation   bool      `json:"f16_accum,omitempty"`
 	Type              string    `json:"type"`
 	Threads           int       `json:"threads"`
 	Width             int       `json:"width"`
@@ -126,7 +126,7 @@ func runBench(c *cli.Context) error {
 	res := &benchResult{
 		Device: c.String("device"), Type: c.String("type"), Threads: c.Int("threads"),
 		Width: c.Int("width"), Height: c.Int("height"), Steps: c.Int("steps"), Batch: c.Int("batch"),
-		Guidance: c.Float64("guidance"), IDImages: c.Int("id-images"), QuantizeConvs: c.Bool("quantize-convs"), F32Accumulation: c.Bool("f32-accum"),
+		Guidance: c.Float64("guidance"), IDImages: c.Int("id-images"), QuantizeConvs: c.Bool("quantize-convs"), F16Accumulation: c.Bool("f16-accum"),
 	}
 	if res.Threads <= 0 {
 		res.Threads = cpuinfo.Threads()
@@ -185,7 +185,7 @@ func runBench(c *cli.Context) error {
 	t0 := time.Now()
 	p, err := photomaker.Load(ctx, photomaker.Config{
 		Model: res.Model, PhotoMaker: res.PhotoMaker, Device: res.Device, WeightType: res.Type, Threads: c.Int("threads"),
-		VRAM: vram, PlanWidth: res.Width, PlanHeight: res.Height, QuantizeConvs: res.QuantizeConvs, F32Accumulation: res.F32Accumulation,
+		VRAM: vram, PlanWidth: res.Width, PlanHeight: res.Height, QuantizeConvs: res.QuantizeConvs, F16Accumulation: res.F16Accumulation,
 	})
 	if err != nil {
 		if sampler != nil {
@@ -481,8 +481,8 @@ func printBench(w io.Writer, r *benchResult) error {
 	if r.QuantizeConvs {
 		weightType += " (+ q8_0 convs)"
 	}
-	if r.F32Accumulation {
-		weightType += ", f32 accumulation"
+	if r.F16Accumulation {
+		weightType += ", f16 accumulation"
 	}
 	fmt.Fprintf(w, "%s on %s, weights %s, %d×%d, %d %s, batch %d, guidance %g, %d threads\n%s\n",
 		r.Kind, device, weightType, r.Width, r.Height, r.Steps, steps, r.Batch, r.Guidance, r.Threads, src)

@@ -62,7 +62,7 @@ Every flag also reads PHOTOMAKER_<FLAG> (e.g. PHOTOMAKER_MODEL).`,
 			&cli.StringFlag{Name: "type", Usage: "store weights as f32, f16, q8_0, q4_K, ... (default: as in the file)", EnvVars: envs("type")},
 			vramFlag(),
 			quantizeConvsFlag(),
-			f32AccumFlag(),
+			f16AccumFlag(),
 			&cli.BoolFlag{Name: "encoders-on-cpu", Usage: "low-VRAM mode: run the text and ID encoders on the CPU, keep only the UNet and VAE on the GPU", EnvVars: envs("encoders-on-cpu")},
 			&cli.IntFlag{Name: "vae-tile", Usage: "decode in tiles of N latent pixels (8 image pixels each) to save memory; 0 = whole (64-latent tiles in --vram low and stream, or when memory runs out); -1 = never", EnvVars: envs("vae-tile")},
 			&cli.IntFlag{Name: "threads", Usage: "CPU threads (default: one per physical core)", EnvVars: envs("threads")},
@@ -184,7 +184,7 @@ func runGenerate(c *cli.Context) error {
 	p, err := photomaker.Load(ctx, photomaker.Config{
 		Model: c.String("model"), PhotoMaker: c.String("photomaker"), Device: c.String("device"),
 		LoRAs: loras, Threads: c.Int("threads"), WeightType: c.String("type"), VAETile: c.Int("vae-tile"), EncodersOnCPU: c.Bool("encoders-on-cpu"), Progress: bar.update,
-		VRAM: vram, PlanWidth: req.Width, PlanHeight: req.Height, QuantizeConvs: c.Bool("quantize-convs"), F32Accumulation: c.Bool("f32-accum"),
+		VRAM: vram, PlanWidth: req.Width, PlanHeight: req.Height, QuantizeConvs: c.Bool("quantize-convs"), F16Accumulation: c.Bool("f16-accum"),
 	})
 	if err != nil {
 		return err

@@ -46,10 +46,10 @@ func quantizeConvsFlag() cli.Flag {
 		Usage: "with a quantized --type, also store the UNet's largest convolution kernels as q8_0 (about 220 MB less for SDXL, slightly less accurate)"}
 }
 
-// f32AccumFlag is --f32-accum, shared like vramFlag.
-func f32AccumFlag() cli.Flag {
-	return &cli.BoolFlag{Name: "f32-accum", EnvVars: envs("f32-accum"),
-		Usage: "on a GPU, accumulate products of f16 weights in f32 as diffusers does (ggml-cuda otherwise accumulates in f16, faster on consumer GPUs); the CPU always uses f32"}
+// f16AccumFlag is --f16-accum, shared like vramFlag.
+func f16AccumFlag() cli.Flag {
+	return &cli.BoolFlag{Name: "f16-accum", EnvVars: envs("f16-accum"),
+		Usage: "on a GPU, accumulate products of f16 weights in f16 instead of f32: faster on consumer GPUs, less faithful to the reference images; the CPU always uses f32"}
 }
 
 // vramMode reads --vram: a usage error unless it names a mode.
