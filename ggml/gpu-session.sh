@@ -31,6 +31,15 @@ prepare)
 	go build -ldflags "-s -w" -o "$CARRY/photomaker" ./cmd/photomaker
 	go test -c -ldflags "-s -w" -o "$CARRY/ggml.test" ./bindings/ggml
 	go test -c -ldflags "-s -w" -o "$CARRY/photomaker.test" ./photomaker
+	# VULKAN_LIBS: a folder with libggml-vulkan.so built here (`make vulkan`;
+	# the GPU machine has no glslc). The machine may lack the Vulkan loader:
+	# its package comes along.
+	if [ -n "${VULKAN_LIBS:-}" ]; then
+		mkdir -p "$CARRY/vulkan" "$CARRY/gl"
+		cp "$VULKAN_LIBS"/libggml-vulkan.so "$VULKAN_LIBS"/libggml-base.so* "$CARRY/vulkan/"
+		strip "$CARRY/vulkan/"*.so*
+		(cd "$CARRY/gl" && apt-get download libvulkan1)
+	fi
 	du -sh "$CARRY"
 	;;
 pack)
@@ -50,8 +59,8 @@ run)
 	fits() { ((deadline == 0 || SECONDS + $1 < deadline)) || { echo "skipped $2: deadline" >>"$R/skipped.txt"; false; }; }
 	limit() { local cap=$1; ((deadline == 0)) || cap=$((deadline - SECONDS < cap ? deadline - SECONDS : cap)); echo "$((cap > 1 ? cap : 1))"; }
 	# STEPS picks parts (a 600 s call may not fit the first CUDA build and
-	# every bench): build ops e2e bench.
-	steps=" ${STEPS:-build ops e2e bench} "
+	# every bench): build ops e2e bench vulkan.
+	steps=" ${STEPS:-build ops e2e bench vulkan} "
 	if [ ! -f build/cuda/build.ninja ]; then
 		cmake -S . -B build/cuda -G Ninja -DGGML_SRC="$PWD/$CARRY/ggml" -DPM_BACKEND=cuda \
 			-DCMAKE_BUILD_TYPE=Release -DCMAKE_CUDA_ARCHITECTURES="${CUDA_ARCH:-90}" -DPM_OUT="$PWD/$CARRY/lib" \
@@ -81,6 +90,24 @@ run)
 		timeout "$(limit "${BENCH_TIMEOUT:-180}")" "$CARRY/photomaker" bench --random --device cuda --type "$typ" --width "$side" --height "$side" \
 			--steps "$n" --cache-dir "$PWD/build/random" --json $(tr , ' ' <<<"$extra") >"$R/$name.json" 2>"$R/$name.err" || true
 	done
+	# The same checks on ggml-vulkan over the NVIDIA driver (when prepared).
+	if [[ $steps == *" vulkan "* && -d $CARRY/vulkan ]] && fits 60 vulkan; then
+		ldconfig -p | grep -q libvulkan.so.1 || { for f in "$CARRY"/gl/*.deb; do dpkg -x "$f" /; done; ldconfig; }
+		icd=/usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json
+		[ -f $icd ] && export VK_DRIVER_FILES=$icd
+		export PHOTOMAKER_LIB_PATH="$PWD/$CARRY/vulkan"
+		"$CARRY/photomaker" devices >"$R/vk-devices.txt" 2>&1 || true
+		(cd bindings/ggml && timeout "$(limit 120)" "../../$CARRY/ggml.test" -test.run 'TestGPUMatchesCPU|TestStateUpdatesInPlace' -test.v) >"$R/vk-ops.txt" 2>&1 || true
+		if [ -f testdata/tiny-sdxl.safetensors ] && fits 30 vk-e2e; then
+			(cd photomaker && timeout "$(limit 120)" "../$CARRY/photomaker.test" -test.run 'TestEndToEndOnGPU' -test.v) >"$R/vk-e2e.txt" 2>&1 || true
+		fi
+		for spec in ${VK_BENCH:-f16:1024:20}; do
+			IFS=: read -r typ side n <<<"$spec"
+			fits "${BENCH_TIME:-60}" "vk-bench-$typ-$side" || continue
+			timeout "$(limit "${BENCH_TIMEOUT:-180}")" "$CARRY/photomaker" bench --random --device vulkan --type "$typ" --width "$side" --height "$side" \
+				--steps "$n" --cache-dir "$PWD/build/random" --json >"$R/vk-bench-$typ-$side.json" 2>"$R/vk-bench-$typ-$side.err" || true
+		done
+	fi
 	tail -n 4 "$R"/*.txt "$R"/*.err "$R"/*.json 2>/dev/null | cut -c1-400 | head -150
 	;;
 slim)
