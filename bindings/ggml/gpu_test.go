@@ -49,6 +49,11 @@ func TestGPUMatchesCPU(t *testing.T) {
 		{"mul_mat f16", 5e-3, func(c *Context) *Tensor {
 			return c.MulMat(c.Cast(c.InputF32(a, 256, 96), TypeF16), c.InputF32(bm, 256, 80))
 		}},
+		// f32 accumulation: two matrices against one (MulMatF32), ggml-cuda's
+		// batched cuBLAS path with 32-bit compute.
+		{"mul_mat f16 f32 accumulation", 5e-3, func(c *Context) *Tensor {
+			return c.MulMatF32(c.Cast(c.InputF32(a, 256, 96), TypeF16), c.InputF32(bm, 256, 80))
+		}},
 		{"mul_mat q8_0", 2e-2, func(c *Context) *Tensor {
 			wq, _ := Quantize(TypeQ8_0, a, 256)
 			return c.MulMat(c.Input(TypeQ8_0, wq, 256, 96), c.InputF32(bm, 256, 80))

@@ -22,11 +22,28 @@ func (c *Context) MulMat(a, b *Tensor) *Tensor {
 
 // MulMatF32 is MulMat with f32 accumulation forced on backends that would
 // otherwise accumulate in f16.
+//
+// ggml-cuda keeps f16 tensor-core speed with f32 accumulation only in its
+// batched cuBLAS path (f16 inputs, 32-bit compute, f32 output), which it
+// takes when b holds more than one matrix; a single large matrix goes where
+// f32 accumulation means converting both operands to f32 for SGEMM. So a
+// large 2-D b is computed as two matrices of half its columns against the
+// one a: the same dot products, the result laid out exactly as before.
 func (c *Context) MulMatF32(a, b *Tensor) *Tensor {
+	if a.Ne(2) == 1 && a.Ne(3) == 1 && b.Ne(2) == 1 && b.Ne(3) == 1 &&
+		b.Ne(1) >= minBatchedColumns && b.Ne(1)%2 == 0 && b.Contiguous() {
+		r := wrap(C.ggml_mul_mat(c.p, a.p, c.Reshape(b, b.Ne(0), b.Ne(1)/2, 2).p))
+		C.ggml_mul_mat_set_prec(r.p, C.GGML_PREC_F32)
+		return c.Reshape(r, a.Ne(1), b.Ne(1))
+	}
 	r := wrap(C.ggml_mul_mat(c.p, a.p, b.p))
 	C.ggml_mul_mat_set_prec(r.p, C.GGML_PREC_F32)
 	return r
 }
+
+// minBatchedColumns leaves narrower products (a few tokens, the time
+// embedding) to ggml-cuda's small-batch kernels, which accumulate in f32.
+const minBatchedColumns = 64
 
 // Add returns a+b, b broadcast over a.
 func (c *Context) Add(a, b *Tensor) *Tensor { return wrap(C.ggml_add(c.p, a.p, b.p)) }

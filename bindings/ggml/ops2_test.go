@@ -404,3 +404,32 @@ func TestUnsupported(t *testing.T) {
 	g.Expand(ctx.Add(bad, good))
 	require.Equal(t, map[string]int{"MUL_MAT": 1}, cpu.Unsupported(g))
 }
+
+// A large 2-D product with f32 accumulation is computed as two matrices
+// (ggml-cuda's fast batched path) without changing a single value or the
+// result's layout; narrow ones stay one product.
+func TestMulMatF32Batches(t *testing.T) {
+	r := rand.New(rand.NewPCG(3, 3))
+	a, b := randn(r, 32*24), randn(r, 32*128)
+	plain, shape := computeOn(t, cpuBackend(t), func(c *Context) *Tensor {
+		return c.MulMat(c.Cast(c.InputF32(a, 32, 24), TypeF16), c.InputF32(b, 32, 128))
+	})
+	var prod *Tensor
+	split, splitShape := computeOn(t, cpuBackend(t), func(c *Context) *Tensor {
+		y := c.MulMatF32(c.Cast(c.InputF32(a, 32, 24), TypeF16), c.InputF32(b, 32, 128))
+		prod = y.Src(0)
+		return y
+	})
+	require.Equal(t, [4]int64{24, 128, 1, 1}, splitShape)
+	require.Equal(t, shape, splitShape)
+	require.Equal(t, plain, split)
+	require.Equal(t, "MUL_MAT", prod.Op())
+	require.True(t, prod.PreciseF32())
+	require.Equal(t, int64(2), prod.Src(1).Ne(2))
+
+	ctx := NewContext(8, 8)
+	defer ctx.Free()
+	narrow := ctx.MulMatF32(ctx.NewTensor(TypeF16, 32, 24), ctx.NewTensor(TypeF32, 32, 16))
+	require.Equal(t, "MUL_MAT", narrow.Op())
+	require.True(t, narrow.PreciseF32())
+}
