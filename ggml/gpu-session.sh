@@ -71,43 +71,43 @@ run)
 		timeout "$(limit 3600)" cmake --build build/cuda -j "$(nproc)" >"$R/build.txt" 2>&1 || { tail -50 "$R/build.txt"; exit 1; }
 		echo "CUDA build: $((SECONDS - start)) s" >>"$R/build.txt"
 	fi
-	export PHOTOMAKER_LIB_PATH="$PWD/$CARRY/lib"
 	nvidia-smi >"$R/nvidia-smi.txt" 2>&1 || true
-	"$CARRY/photomaker" devices >"$R/devices.txt" 2>&1 || true
-	if [[ $steps == *" ops "* ]] && fits 30 ops; then
-		(cd bindings/ggml && timeout "$(limit 120)" "../../$CARRY/ggml.test" -test.run 'TestGPUMatchesCPU|TestStateUpdatesInPlace' -test.v) >"$R/ops.txt" 2>&1 || true
-	fi
-	if [[ $steps == *" e2e "* && -f testdata/tiny-sdxl.safetensors ]] && fits 30 e2e; then
-		(cd photomaker && timeout "$(limit 120)" "../$CARRY/photomaker.test" -test.run 'TestEndToEndOnGPU' -test.v) >"$R/e2e.txt" 2>&1 || true
-	fi
-	# type:side:steps[:extra flags, comma-separated]
-	[[ $steps == *" bench "* ]] || BENCH=" "
-	for spec in ${BENCH:-f16:1024:20 f16:1024:20:--f16-accum q4_K:1024:20 q4_K:1024:20:--vram=low f16:512:20}; do
-		IFS=: read -r typ side n extra <<<"$spec"
-		name="bench-$typ-$side${extra:+-$(tr -cd 'a-z0-9' <<<"$extra")}"
-		fits "${BENCH_TIME:-60}" "$name" || continue
-		# shellcheck disable=SC2046 # the extra flags are meant to split
-		timeout "$(limit "${BENCH_TIMEOUT:-180}")" "$CARRY/photomaker" bench --random --device cuda --type "$typ" --width "$side" --height "$side" \
-			--steps "$n" --cache-dir "$PWD/build/random" --json $(tr , ' ' <<<"$extra") >"$R/$name.json" 2>"$R/$name.err" || true
-	done
-	# The same checks on ggml-vulkan over the NVIDIA driver (when prepared).
-	if [[ $steps == *" vulkan "* && -d $CARRY/vulkan ]] && fits 60 vulkan; then
+	# checks PREFIX LIBDIR: the op suite and the e2e golden on that backend.
+	checks() {
+		export PHOTOMAKER_LIB_PATH="$PWD/$2"
+		"$CARRY/photomaker" devices >"$R/${1}devices.txt" 2>&1 || true
+		if [[ $steps == *" ops "* ]] && fits 30 "${1}ops"; then
+			(cd bindings/ggml && timeout "$(limit 120)" "../../$CARRY/ggml.test" -test.run 'TestGPUMatchesCPU|TestStateUpdatesInPlace' -test.v) >"$R/${1}ops.txt" 2>&1 || true
+		fi
+		if [[ $steps == *" e2e "* && -f testdata/tiny-sdxl.safetensors ]] && fits 30 "${1}e2e"; then
+			(cd photomaker && timeout "$(limit 120)" "../$CARRY/photomaker.test" -test.run 'TestEndToEndOnGPU' -test.v) >"$R/${1}e2e.txt" 2>&1 || true
+		fi
+	}
+	# benches PREFIX LIBDIR DEVICE SPECS: type:side:steps[:extra flags, comma-separated]
+	benches() {
+		export PHOTOMAKER_LIB_PATH="$PWD/$2"
+		[[ $steps == *" bench "* ]] || return 0
+		for spec in $4; do
+			IFS=: read -r typ side n extra <<<"$spec"
+			name="${1}bench-$typ-$side${extra:+-$(tr -cd 'a-z0-9' <<<"$extra")}"
+			fits "${BENCH_TIME:-60}" "$name" || continue
+			# shellcheck disable=SC2046 # the extra flags are meant to split
+			timeout "$(limit "${BENCH_TIMEOUT:-180}")" "$CARRY/photomaker" bench --random --device "$3" --type "$typ" --width "$side" --height "$side" \
+				--steps "$n" --cache-dir "$PWD/build/random" --json $(tr , ' ' <<<"$extra") >"$R/$name.json" 2>"$R/$name.err" || true
+		done
+	}
+	checks "" "$CARRY/lib"
+	# The same on ggml-vulkan over the NVIDIA driver, when prepared.
+	vulkan=false
+	if [[ $steps == *" vulkan "* && -d $CARRY/vulkan ]]; then
+		vulkan=true
 		ldconfig -p | grep -q libvulkan.so.1 || { for f in "$CARRY"/gl/*.deb; do dpkg -x "$f" /; done; ldconfig; }
 		icd=/usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json
-		[ -f $icd ] && export VK_DRIVER_FILES=$icd
-		export PHOTOMAKER_LIB_PATH="$PWD/$CARRY/vulkan"
-		"$CARRY/photomaker" devices >"$R/vk-devices.txt" 2>&1 || true
-		(cd bindings/ggml && timeout "$(limit 120)" "../../$CARRY/ggml.test" -test.run 'TestGPUMatchesCPU|TestStateUpdatesInPlace' -test.v) >"$R/vk-ops.txt" 2>&1 || true
-		if [ -f testdata/tiny-sdxl.safetensors ] && fits 30 vk-e2e; then
-			(cd photomaker && timeout "$(limit 120)" "../$CARRY/photomaker.test" -test.run 'TestEndToEndOnGPU' -test.v) >"$R/vk-e2e.txt" 2>&1 || true
-		fi
-		for spec in ${VK_BENCH:-f16:1024:20}; do
-			IFS=: read -r typ side n <<<"$spec"
-			fits "${BENCH_TIME:-60}" "vk-bench-$typ-$side" || continue
-			timeout "$(limit "${BENCH_TIMEOUT:-180}")" "$CARRY/photomaker" bench --random --device vulkan --type "$typ" --width "$side" --height "$side" \
-				--steps "$n" --cache-dir "$PWD/build/random" --json >"$R/vk-bench-$typ-$side.json" 2>"$R/vk-bench-$typ-$side.err" || true
-		done
+		if [ -f $icd ]; then export VK_DRIVER_FILES=$icd; fi
+		checks vk- "$CARRY/vulkan"
 	fi
+	benches "" "$CARRY/lib" cuda "${BENCH:-f16:1024:20 f16:1024:20:--f16-accum f16:1024:20:--vram=low q4_K:1024:20:--vram=low q4_K:1024:20 f16:1024:20:--vram=stream f16:512:20}"
+	if $vulkan; then benches vk- "$CARRY/vulkan" vulkan "${VK_BENCH:-f16:1024:20}"; fi
 	tail -n 4 "$R"/*.txt "$R"/*.err "$R"/*.json 2>/dev/null | cut -c1-400 | head -150
 	;;
 slim)
