@@ -106,7 +106,7 @@ run)
 		if [ -f $icd ]; then export VK_DRIVER_FILES=$icd; fi
 		checks vk- "$CARRY/vulkan"
 	fi
-	benches "" "$CARRY/lib" cuda "${BENCH:-f16:1024:20 f16:1024:20:--f16-accum f16:1024:20:--vram=low q4_K:1024:20:--vram=low q4_K:1024:20 f16:1024:20:--vram=stream f16:512:20}"
+	benches "" "$CARRY/lib" cuda "${BENCH:-f16:1024:20:--profile f16:1024:20:--f16-accum,--profile f16:1024:20:--vram=low q4_K:1024:20:--vram=low q4_K:1024:20 f16:1024:20:--vram=stream f16:512:20}"
 	if $vulkan; then benches vk- "$CARRY/vulkan" vulkan "${VK_BENCH:-f16:1024:20}"; fi
 	tail -n 4 "$R"/*.txt "$R"/*.err "$R"/*.json 2>/dev/null | cut -c1-400 | head -150
 	;;

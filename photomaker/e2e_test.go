@@ -139,3 +139,28 @@ func TestF16AccumulationOnCPU(t *testing.T) {
 	}
 	require.Equal(t, finals[0], finals[1])
 }
+
+// A profiled generation times the UNet steps' ops without changing a bit of
+// the result.
+func TestStepProfile(t *testing.T) {
+	p := loadTinyWith(t, "photomaker/photomaker-v1-tiny.safetensors", func(c *Config) { c.WeightType = "f16" })
+	var finals [2][]float32
+	prof := ggml.NewOpProfile()
+	for i, profile := range []*ggml.OpProfile{nil, prof} {
+		p.testHookFinalLatents = func(l []float32) { finals[i] = append([]float32(nil), l...) }
+		req := e2eRequest(t, "e2e_v1")
+		req.Steps, req.StepProfile = 2, profile
+		_, err := p.Generate(context.Background(), req)
+		require.NoError(t, err)
+	}
+	require.Equal(t, finals[0], finals[1])
+	times := prof.Times()
+	require.NotEmpty(t, times)
+	ops := map[string]int{}
+	for _, op := range times {
+		ops[op.Op] = op.Count
+	}
+	require.Greater(t, ops["MUL_MAT"], 0)
+	require.Zero(t, ops["VIEW"]+ops["RESHAPE"]+ops["PERMUTE"], "views are not timed")
+	require.Zero(t, ops["MUL_MAT"]%2, "two identical steps")
+}

@@ -49,6 +49,11 @@ type Request struct {
 	// InitialLatents replaces the seeded noise (N×4×H/8×W/8, before the
 	// sampler's init_noise_sigma scaling): for tests and img2img-style use.
 	InitialLatents []float32
+
+	// StepProfile, if set, collects where the UNet steps spend their time,
+	// by op (bench --profile). Every op then ends with a synchronization,
+	// so the steps run slower: a diagnostic, not a timing.
+	StepProfile *ggml.OpProfile `json:"-"`
 }
 
 // Person is one identity of a multi-person request: the class word it is
@@ -381,7 +386,14 @@ func (p *Pipeline) denoiseAndDecode(ctx context.Context, req *Request, pl *plan,
 		if steps[i].Noise {
 			stepNoise = noise.Normal(len(latents))
 		}
-		if err := loop.Step(ctx, float32(ts[i]), steps[i], stepNoise); err != nil {
+		if req.StepProfile != nil {
+			p.rt.Sched.Profile(req.StepProfile)
+		}
+		err := loop.Step(ctx, float32(ts[i]), steps[i], stepNoise)
+		if req.StepProfile != nil {
+			p.rt.Sched.Profile(nil)
+		}
+		if err != nil {
 			return nil, fmt.Errorf("denoising step %d of %d: %w", i+1, len(ts), err)
 		}
 		p.progress(req, "denoise", i+1, len(ts))

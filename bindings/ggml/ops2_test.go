@@ -433,3 +433,39 @@ func TestMulMatF32Batches(t *testing.T) {
 	require.Equal(t, "MUL_MAT", narrow.Op())
 	require.True(t, narrow.PreciseF32())
 }
+
+// Profiling times every op but the free views, once per computation, and
+// leaves the results alone; Profile(nil) stops it.
+func TestOpProfile(t *testing.T) {
+	r := rand.New(rand.NewPCG(5, 5))
+	a, b := randn(r, 64*32), randn(r, 64*48)
+	s, err := NewScheduler([]*Backend{cpuBackend(t)}, 64)
+	require.NoError(t, err)
+	defer s.Close()
+	ctx := NewContext(64, 64)
+	defer ctx.Free()
+	y := ctx.MulMat(ctx.InputF32(a, 64, 32), ctx.InputF32(b, 64, 48))
+	out := ctx.Add(ctx.Reshape(y, 32*48), ctx.Reshape(y, 32*48))
+	out.SetOutput()
+	g := ctx.NewGraph(64)
+	g.Expand(out)
+
+	require.NoError(t, s.Compute(t.Context(), g))
+	want := out.Float32()
+	p := NewOpProfile()
+	s.Profile(p)
+	for range 3 {
+		require.NoError(t, s.Compute(t.Context(), g))
+		require.Equal(t, want, out.Float32())
+	}
+	s.Profile(nil)
+	require.NoError(t, s.Compute(t.Context(), g))
+	times := p.Times()
+	require.Len(t, times, 2, "%v", times)
+	ops := map[string]int{}
+	for _, op := range times {
+		ops[op.Op] = op.Count
+		require.Greater(t, op.Seconds, 0.0, op.Op)
+	}
+	require.Equal(t, map[string]int{"MUL_MAT": 3, "ADD": 3}, ops)
+}

@@ -10,6 +10,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"runtime/cgo"
 	"sync/atomic"
 	"unsafe"
 )
@@ -28,6 +29,9 @@ type Scheduler struct {
 	// must grow, and ollama's reserve leaves the graph allocated.
 	sizer    C.ggml_backend_sched_t
 	backends []*Backend
+	// profile is the handle of profiling (Profile), 0 when off.
+	profile   cgo.Handle
+	profiling *OpProfile
 	size     int
 	// allocated is the graph whose tensors hold the compute buffers now;
 	// computing it again skips splitting and allocation (which also keeps
@@ -166,6 +170,9 @@ func (s *Scheduler) Compute(ctx context.Context, g *Graph) error {
 		case <-stop:
 		}
 	}()
+	if s.profiling != nil {
+		s.profiling.start()
+	}
 	status := C.ggml_backend_sched_graph_compute(s.p, g.p)
 	done.Store(true)
 	s.setAbort(0)
@@ -237,6 +244,7 @@ func (s *Scheduler) oomError(what string) error {
 func (s *Scheduler) Close() {
 	s.allocated = nil
 	if s.p != nil {
+		s.Profile(nil)
 		C.ggml_backend_sched_free(s.p)
 		s.p = nil
 	}

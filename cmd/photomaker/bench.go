@@ -4,6 +4,7 @@ package main
 
 import (
 	"bufio"
+	"context"
 	"encoding/json"
 	"fmt"
 	"image"
@@ -75,6 +76,7 @@ Examples:
 			&cli.Uint64Flag{Name: "seed", Value: 1, Usage: "seed of the random weights (and of the generation)", EnvVars: envs("seed")},
 			&cli.StringFlag{Name: "cache-dir", Usage: "where random weights are kept (default: $XDG_CACHE_HOME/photomaker/random)", EnvVars: envs("cache-dir")},
 			&cli.StringFlag{Name: "random-scale", Value: "full", Usage: "full or tiny (tests)", Hidden: true, EnvVars: envs("random-scale")},
+			&cli.BoolFlag{Name: "profile", Usage: "then profile a few UNet steps by op (each op synchronized: shares, not timings)", EnvVars: envs("profile")},
 			&cli.BoolFlag{Name: "json", Usage: "print JSON", EnvVars: envs("json")},
 		},
 		Action: runBench,
@@ -119,6 +121,7 @@ type benchResult struct {
 	DeviceCompute     int64     `json:"device_compute_bytes"`
 	HostCompute       int64     `json:"host_compute_bytes,omitempty"`
 	DeviceUsedPeak    int64     `json:"device_used_peak_bytes,omitempty"`
+	StepProfile       []opShare `json:"unet_step_profile,omitempty"`
 	Warnings          []string  `json:"warnings,omitempty"`
 }
 
@@ -227,6 +230,11 @@ func runBench(c *cli.Context) error {
 		return err
 	}
 	res.TextEncodeSeconds, res.IDEncodeSeconds = et.Text.Seconds(), et.ID.Seconds()
+	if c.Bool("profile") {
+		if res.StepProfile, err = profileSteps(ctx, p, req); err != nil {
+			return err
+		}
+	}
 
 	mem := p.MemoryUse()
 	res.DeviceWeights, res.DeviceCompute, res.HostCompute = mem.Weights, mem.Compute, mem.HostCompute
@@ -282,6 +290,34 @@ func solidImage(c color.RGBA, size int) image.Image {
 		img.Pix[i], img.Pix[i+1], img.Pix[i+2], img.Pix[i+3] = c.R, c.G, c.B, c.A
 	}
 	return img
+}
+
+// opShare is one op's part of a profiled UNet step.
+type opShare struct {
+	Op    string  `json:"op"`
+	Nodes int     `json:"nodes_per_step"`
+	MS    float64 `json:"ms_per_step"`
+	Share float64 `json:"share"`
+}
+
+// profileSteps runs a few more steps of req with every op of the UNet
+// timed (ggml.OpProfile) and returns the ops by their time per step.
+func profileSteps(ctx context.Context, p *photomaker.Pipeline, req photomaker.Request) ([]opShare, error) {
+	req.Steps = min(req.Steps, 4)
+	req.StepProfile = ggml.NewOpProfile()
+	if _, err := p.Generate(ctx, req); err != nil {
+		return nil, err
+	}
+	times := req.StepProfile.Times()
+	var total float64
+	for _, t := range times {
+		total += t.Seconds
+	}
+	out := make([]opShare, len(times))
+	for i, t := range times {
+		out[i] = opShare{Op: t.Op, Nodes: t.Count / req.Steps, MS: 1e3 * t.Seconds / float64(req.Steps), Share: t.Seconds / total}
+	}
+	return out, nil
 }
 
 type benchEvent struct {
@@ -503,6 +539,16 @@ func printBench(w io.Writer, r *benchResult) error {
 		note += fmt.Sprintf("; driver reported %s", ggml.HumanBytes(r.DeviceUsedPeak))
 	}
 	row("peak device memory", ggml.HumanBytes(r.PeakDeviceBytes), note)
+	if len(r.StepProfile) > 0 {
+		fmt.Fprintln(w, "UNet step by op (profiled: every op synchronized)")
+		for i, op := range r.StepProfile {
+			if i == 12 {
+				fmt.Fprintf(w, "  ... %d more ops\n", len(r.StepProfile)-i)
+				break
+			}
+			row("  "+op.Op, fmt.Sprintf("%.1f ms", op.MS), fmt.Sprintf("%4.1f %%, %d nodes", 100*op.Share, op.Nodes))
+		}
+	}
 	if r.GenerateWeightsS > 1 {
 		fmt.Fprintf(w, "(random weights generated in %.1f s, not counted)\n", r.GenerateWeightsS)
 	}

@@ -33,18 +33,20 @@ func TestBenchRandomTiny(t *testing.T) {
 	require.Equal(t, 64.0, r["width"])
 	require.Equal(t, 2.0, r["id_images"])
 	require.GreaterOrEqual(t, r["total_seconds"], r["load_seconds"].(float64)+r["unet_step_seconds"].(float64))
+	require.Nil(t, r["unet_step_profile"], "only with --profile")
 	files, err := filepath.Glob(filepath.Join(cache, "*.safetensors"))
 	require.NoError(t, err)
 	require.Len(t, files, 2)
 	st, err := os.Stat(files[0])
 	require.NoError(t, err)
 
-	// Second run: cached files reused, plain table.
-	code, out, errOut = runCLI(t, append(args[:len(args)-2], "--steps", "1", "--photomaker-version", "2")...)
+	// Second run: cached files reused, plain table, op profile.
+	code, out, errOut = runCLI(t, append(args[:len(args)-2], "--steps", "1", "--photomaker-version", "2", "--profile")...)
 	require.Equal(t, 0, code, errOut)
 	require.Contains(t, out, "UNet step")
 	require.Contains(t, out, "peak RSS")
 	require.Contains(t, out, "PhotoMaker v2 adapter")
+	require.Regexp(t, `UNet step by op[^\n]*\n\s+MUL_MAT\s+[0-9.]+ ms\s+[0-9.]+ %, [0-9]+ nodes`, out)
 	st2, err := os.Stat(files[0])
 	require.NoError(t, err)
 	require.Equal(t, st.ModTime(), st2.ModTime())

@@ -1,0 +1,106 @@
+package ggml
+
+/*
+#include <stdint.h>
+#include "ggml_api.h"
+
+extern bool pmEval(struct ggml_tensor *t, bool ask, void *user);
+static bool pm_eval_trampoline(struct ggml_tensor *t, bool ask, void *user) { return pmEval(t, ask, user); }
+static void pm_set_eval(ggml_backend_sched_t s, uintptr_t user) {
+	ggml_backend_sched_set_eval_callback(s, user ? pm_eval_trampoline : NULL, (void *)user);
+}
+*/
+import "C"
+
+import (
+	"cmp"
+	"runtime/cgo"
+	"slices"
+	"sync"
+	"time"
+	"unsafe"
+)
+
+// OpProfile adds up, by op, the wall time of a scheduler's computations
+// (Scheduler.Profile). Each op then runs alone and the backend synchronizes
+// after it, so the total is somewhat above an unprofiled run's, but the
+// shares show where a GPU spends its time. An op's time includes copying
+// inputs from another backend when it starts a split.
+type OpProfile struct {
+	mu   sync.Mutex
+	ops  map[string]*OpTime
+	last time.Time
+}
+
+// OpTime is the time the ops of one kind took.
+type OpTime struct {
+	Op      string
+	Count   int // nodes computed
+	Seconds float64
+}
+
+// NewOpProfile returns an empty profile.
+func NewOpProfile() *OpProfile { return &OpProfile{ops: map[string]*OpTime{}} }
+
+// Times returns the ops, the most time first.
+func (p *OpProfile) Times() []OpTime {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	out := make([]OpTime, 0, len(p.ops))
+	for _, t := range p.ops {
+		out = append(out, *t)
+	}
+	slices.SortFunc(out, func(a, b OpTime) int {
+		return cmp.Or(cmp.Compare(b.Seconds, a.Seconds), cmp.Compare(a.Op, b.Op))
+	})
+	return out
+}
+
+// start marks the beginning of a computation.
+func (p *OpProfile) start() {
+	p.mu.Lock()
+	p.last = time.Now()
+	p.mu.Unlock()
+}
+
+func (p *OpProfile) add(op string) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	now := time.Now()
+	t := p.ops[op]
+	if t == nil {
+		t = &OpTime{Op: op}
+		p.ops[op] = t
+	}
+	t.Count++
+	t.Seconds += now.Sub(p.last).Seconds()
+	p.last = now
+}
+
+// viewOps cost nothing: asking for them would only add synchronizations.
+var viewOps = map[string]bool{"NONE": true, "RESHAPE": true, "VIEW": true, "PERMUTE": true, "TRANSPOSE": true}
+
+//export pmEval
+func pmEval(t *C.struct_ggml_tensor, ask C.bool, user unsafe.Pointer) C.bool {
+	p := cgo.Handle(uintptr(user)).Value().(*OpProfile)
+	op := (&Tensor{p: t}).Op()
+	if ask {
+		return C.bool(!viewOps[op])
+	}
+	p.add(op)
+	return true
+}
+
+// Profile makes the scheduler's computations add their op times to p; nil
+// stops profiling.
+func (s *Scheduler) Profile(p *OpProfile) {
+	if s.profile != 0 {
+		C.pm_set_eval(s.p, 0)
+		s.profile.Delete()
+		s.profile, s.profiling = 0, nil
+	}
+	if p != nil {
+		s.profile, s.profiling = cgo.NewHandle(p), p
+		C.pm_set_eval(s.p, C.uintptr_t(s.profile))
+	}
+}
