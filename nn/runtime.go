@@ -138,6 +138,14 @@ func (r *Runtime) warnUnsupported(g *ggml.Graph) {
 	}
 }
 
+// CPUFallbacks lists the ops this runtime's graphs used that its GPU
+// cannot compute (warned about once each); empty on the CPU.
+func (r *Runtime) CPUFallbacks() []string {
+	r.warnMu.Lock()
+	defer r.warnMu.Unlock()
+	return slices.Sorted(maps.Keys(r.warned))
+}
+
 // Context is the graph's context, where its inputs were declared.
 func (g *Graph) Context() *ggml.Context { return g.ctx }
 

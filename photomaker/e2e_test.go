@@ -118,6 +118,7 @@ func TestEndToEndOnGPU(t *testing.T) {
 			require.NoError(t, err)
 			what := fmt.Sprintf("final latents on %s (f16 weights, f16 accumulation %v, VRAM %s)", dev.Name, tc.f16Accum, tc.vram)
 			golden.AssertClose(t, what, final, golden.Ref(t, "e2e_v1:final_latents").Data, tc.tol, 0)
+			require.Empty(t, p.rt.CPUFallbacks(), "ops the GPU left to the CPU")
 		})
 	}
 }

@@ -1,0 +1,50 @@
+package nn
+
+import (
+	"bytes"
+	"log/slog"
+	"strings"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/gophotomaker/photomaker/bindings/ggml"
+)
+
+// A device runtime warns once per op its device cannot compute. The device
+// here is a second CPU backend, which has no product of f16 weights with
+// q8_0 activations.
+func TestWarnsAboutCPUFallbacks(t *testing.T) {
+	var logs bytes.Buffer
+	old := slog.Default()
+	slog.SetDefault(slog.New(slog.NewTextHandler(&logs, nil)))
+	defer slog.SetDefault(old)
+
+	cpu, err := ggml.NewCPUBackend(1)
+	require.NoError(t, err)
+	defer cpu.Close()
+	dev, err := ggml.NewCPUBackend(1)
+	require.NoError(t, err)
+	defer dev.Close()
+	rt := &Runtime{CPU: cpu, Device: dev}
+	build := func(c *ggml.Context) []*ggml.Tensor {
+		a := c.NewTensor(ggml.TypeF16, 32, 4)
+		ok := c.MulMat(a, c.NewTensor(ggml.TypeF32, 32, 2))
+		bad := c.MulMat(a, c.NewTensor(ggml.TypeQ8_0, 32, 2))
+		return []*ggml.Tensor{c.Add(ok, bad)}
+	}
+	for range 2 {
+		g, err := rt.Prepare(build)
+		require.NoError(t, err)
+		g.Close()
+	}
+	require.Equal(t, []string{"MUL_MAT"}, rt.CPUFallbacks())
+	require.Equal(t, 1, strings.Count(logs.String(), "op=MUL_MAT"), logs.String())
+
+	// On the CPU itself nothing is a fallback.
+	cpuRT := &Runtime{CPU: cpu, Device: cpu}
+	g, err := cpuRT.Prepare(build)
+	require.NoError(t, err)
+	g.Close()
+	require.Empty(t, cpuRT.CPUFallbacks())
+}
