@@ -185,9 +185,12 @@ func runBench(c *cli.Context) error {
 	if d, err := ggml.FindDevice(res.Device); err == nil && d.Type != ggml.DeviceCPU {
 		sampler = startDeviceSampler(d)
 	}
+	// Bars as generate draws them: a CPU run at 1024² takes many minutes.
+	bar := newProgress(c.App.ErrWriter, !c.Bool("json"))
+	defer bar.done()
 	t0 := time.Now()
 	p, err := photomaker.Load(ctx, photomaker.Config{
-		Model: res.Model, PhotoMaker: res.PhotoMaker, Device: res.Device, WeightType: res.Type, Threads: c.Int("threads"),
+		Model: res.Model, PhotoMaker: res.PhotoMaker, Device: res.Device, WeightType: res.Type, Threads: c.Int("threads"), Progress: bar.update,
 		VRAM: vram, PlanWidth: res.Width, PlanHeight: res.Height, QuantizeConvs: res.QuantizeConvs, F16Accumulation: res.F16Accumulation,
 	})
 	if err != nil {
@@ -211,6 +214,7 @@ func runBench(c *cli.Context) error {
 		mu.Lock()
 		events = append(events, benchEvent{ev, time.Now()})
 		mu.Unlock()
+		bar.update(ev)
 		// With --verbose, a trail that shows where a slow run spends its time.
 		slog.Debug("bench: progress", "stage", ev.Stage, "done", ev.Done, "total", ev.Total)
 	}
@@ -221,6 +225,7 @@ func runBench(c *cli.Context) error {
 		}
 		return err
 	}
+	bar.done()
 	res.GenerateSeconds = time.Since(t1).Seconds()
 	res.TotalSeconds = time.Since(t0).Seconds()
 	stageTimes(res, events)
