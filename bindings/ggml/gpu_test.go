@@ -54,6 +54,20 @@ func TestGPUMatchesCPU(t *testing.T) {
 		{"mul_mat f16 f32 accumulation", 5e-3, func(c *Context) *Tensor {
 			return c.MulMatF32(c.Cast(c.InputF32(a, 256, 96), TypeF16), c.InputF32(bm, 256, 80))
 		}},
+		// Two columns, as the time and pooled-text embeddings under CFG:
+		// GPUs take matrix-vector kernels there, not the matrix ones.
+		{"mul_mat f32 two columns", 1e-3, func(c *Context) *Tensor { return c.MulMat(c.InputF32(a, 256, 96), c.InputF32(bm[:512], 256, 2)) }},
+		{"mul_mat f16 two columns", 5e-3, func(c *Context) *Tensor {
+			return c.MulMatF32(c.Cast(c.InputF32(a, 256, 96), TypeF16), c.InputF32(bm[:512], 256, 2))
+		}},
+		{"mul_mat q8_0 two columns", 2e-2, func(c *Context) *Tensor {
+			wq, _ := Quantize(TypeQ8_0, a, 256)
+			return c.MulMat(c.Input(TypeQ8_0, wq, 256, 96), c.InputF32(bm[:512], 256, 2))
+		}},
+		{"mul_mat q4_K two columns", 2e-2, func(c *Context) *Tensor {
+			wq, _ := Quantize(TypeQ4_K, a, 256)
+			return c.MulMat(c.Input(TypeQ4_K, wq, 256, 96), c.InputF32(bm[:512], 256, 2))
+		}},
 		{"mul_mat q8_0", 2e-2, func(c *Context) *Tensor {
 			wq, _ := Quantize(TypeQ8_0, a, 256)
 			return c.MulMat(c.Input(TypeQ8_0, wq, 256, 96), c.InputF32(bm, 256, 80))
