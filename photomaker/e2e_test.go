@@ -165,3 +165,38 @@ func TestStepProfile(t *testing.T) {
 	require.Zero(t, ops["VIEW"]+ops["RESHAPE"]+ops["PERMUTE"], "views are not timed")
 	require.Zero(t, ops["MUL_MAT"]%2, "two identical steps")
 }
+
+// ReleaseEncoders frees the encoders after each request's encoding and
+// loads them again for the next: the same latents every time, and the
+// memory report without them.
+func TestReleaseEncoders(t *testing.T) {
+	run := func(p *Pipeline) []float32 {
+		var final []float32
+		p.testHookFinalLatents = func(l []float32) { final = append([]float32(nil), l...) }
+		req := e2eRequest(t, "e2e_v1")
+		req.Steps = 2
+		_, err := p.Generate(context.Background(), req)
+		require.NoError(t, err)
+		return final
+	}
+	keep := loadTinyWith(t, "photomaker/photomaker-v1-tiny.safetensors", nil)
+	want := run(keep)
+	release := loadTinyWith(t, "photomaker/photomaker-v1-tiny.safetensors", func(c *Config) { c.ReleaseEncoders = true })
+	require.NotNil(t, release.text, "loaded with the pipeline: bad files fail Load")
+	require.Equal(t, keep.MemoryUse().Weights, release.MemoryUse().Weights)
+	for range 2 {
+		require.Equal(t, want, run(release))
+		require.Nil(t, release.text)
+		require.Nil(t, release.id)
+	}
+	policy, err := weightPolicy(release.cfg.WeightType)
+	require.NoError(t, err)
+	m := release.MemoryUse()
+	require.Equal(t, keep.MemoryUse().Weights-release.weightBytes(policy).encoders, m.Weights)
+	require.GreaterOrEqual(t, m.Peak, keep.MemoryUse().Weights, "the encoders were there at load")
+	require.GreaterOrEqual(t, m.Peak, m.Total())
+	et, err := release.TimeEncoders(context.Background(), e2eRequest(t, "e2e_v1"))
+	require.NoError(t, err)
+	require.Positive(t, et.ID)
+	require.Nil(t, release.text)
+}

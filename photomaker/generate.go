@@ -180,7 +180,14 @@ func (p *Pipeline) Generate(ctx context.Context, req Request) (*Result, error) {
 	if _, err := sampling.New(samplerName(req.Sampler, req.Karras), p.sched, req.Steps, noise); err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrInvalidRequest, err)
 	}
+	if err := p.loadEncoders(ctx); err != nil {
+		return nil, err
+	}
 	pl, err := p.prepare(ctx, &req)
+	p.notePeak()
+	if p.cfg.ReleaseEncoders {
+		p.releaseEncoders() // the plan holds all the conditioning
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -200,6 +207,7 @@ func (p *Pipeline) Generate(ctx context.Context, req Request) (*Result, error) {
 		}
 		res.Images = append(res.Images, img)
 	}
+	p.notePeak()
 	return res, nil
 }
 

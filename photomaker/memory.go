@@ -126,6 +126,20 @@ type partBytes struct {
 	streamChunk         int64 // the 30 largest UNet weights (see estimateNeeds)
 }
 
+// onDevice is the bytes of the parts that sit in device memory. On the CPU
+// that is every part loaded; on a GPU, the UNet unless it streams from RAM,
+// and the encoders when they are loaded on the GPU's runtime.
+func (b partBytes) onDevice(cpu, unetStreams, encodersOnDevice bool) int64 {
+	n := b.vae
+	if cpu || !unetStreams {
+		n += b.unet
+	}
+	if encodersOnDevice {
+		n += b.encoders
+	}
+	return n
+}
+
 // weightBytes sizes each part's weights as Load stores them under policy.
 func (p *Pipeline) weightBytes(policy nn.TypePolicy) partBytes {
 	set := p.model.Tensors

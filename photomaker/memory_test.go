@@ -117,3 +117,13 @@ func TestVAETileByMode(t *testing.T) {
 		require.Equal(t, tc.want, p.vaeTile(), "%+v", tc)
 	}
 }
+
+// The weights a memory report counts on the device, per placement.
+func TestWeightsOnDevice(t *testing.T) {
+	b := partBytes{unet: 100, vae: 10, encoders: 1}
+	require.Equal(t, int64(111), b.onDevice(true, false, true))   // CPU
+	require.Equal(t, int64(111), b.onDevice(true, true, true))    // CPU, stream placement forced: all RAM
+	require.Equal(t, int64(111), b.onDevice(false, false, true))  // GPU, full
+	require.Equal(t, int64(110), b.onDevice(false, false, false)) // GPU, low (or encoders released)
+	require.Equal(t, int64(10), b.onDevice(false, true, false))   // GPU, stream
+}

@@ -34,6 +34,12 @@ func (p *Pipeline) TimeEncoders(ctx context.Context, req Request) (EncoderTimes,
 	if err := req.fill(); err != nil {
 		return et, err
 	}
+	if err := p.loadEncoders(ctx); err != nil {
+		return et, err
+	}
+	if p.cfg.ReleaseEncoders {
+		defer p.releaseEncoders()
+	}
 	start := time.Now()
 	if _, err := p.encodeText(ctx, req.Prompt, false); err != nil {
 		return et, err
@@ -62,7 +68,7 @@ func (p *Pipeline) TimeEncoders(ctx context.Context, req Request) (EncoderTimes,
 	for _, img := range images {
 		pixels = append(pixels, imageproc.CLIPPixels(img)...)
 	}
-	if _, err := p.id.enc.EncodeRows(ctx, p.rt, pixels, embeds, withClass.embeds, ip.FusionRows()); err != nil {
+	if _, err := p.id.enc.EncodeRows(ctx, p.encRT, pixels, embeds, withClass.embeds, ip.FusionRows()); err != nil {
 		return et, err
 	}
 	et.ID = time.Since(start)
@@ -79,6 +85,11 @@ type MemoryUse struct {
 	// HostCompute is the CPU fallback's compute buffer when the device is a
 	// GPU (0 on the CPU, where Compute already counts it).
 	HostCompute int64
+	// Peak is the largest Total so far, taken when it can grow most: after
+	// loading, after a request's encoding and after its decoding. With
+	// ReleaseEncoders the first two hold the encoders, the last the VAE's
+	// compute buffer.
+	Peak int64
 }
 
 // Total is Weights + Compute: the device memory the pipeline needs.
@@ -86,10 +97,22 @@ func (m MemoryUse) Total() int64 { return m.Weights + m.Compute }
 
 // MemoryUse reports the device memory held now. Weights are computed from
 // the tensors and the storage policies Load used, which is what the model
-// loaders allocate.
+// loaders allocate, counting the parts that sit on the device: not the
+// encoders when they run on the CPU or are released, not the UNet when it
+// streams from RAM.
 func (p *Pipeline) MemoryUse() MemoryUse {
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	m := p.memoryUse()
+	m.Peak = max(p.peak, m.Total())
+	return m
+}
+
+// notePeak records the memory in use now in MemoryUse.Peak.
+func (p *Pipeline) notePeak() { p.peak = max(p.peak, p.memoryUse().Total()) }
+
+// memoryUse is MemoryUse without the lock or the peak.
+func (p *Pipeline) memoryUse() MemoryUse {
 	var m MemoryUse
 	if p.rt == nil {
 		return m
@@ -102,7 +125,7 @@ func (p *Pipeline) MemoryUse() MemoryUse {
 	if err != nil {
 		return m
 	}
-	w := p.weightBytes(policy)
-	m.Weights = w.unet + w.vae + w.encoders
+	cpu := p.rt.Device.IsCPU()
+	m.Weights = p.weightBytes(policy).onDevice(cpu, p.vram == VRAMStream, p.text != nil && (cpu || p.encRT == p.rt))
 	return m
 }
