@@ -89,20 +89,24 @@ func LoadBackends() []string {
 			}
 			dirs = append(dirs, filepath.Dir(exe), filepath.Join(filepath.Dir(exe), "..", "lib", "photomaker"))
 		}
-		seen := map[string]bool{}
+		seen, libs := map[string]bool{}, map[string]bool{}
 		for _, d := range dirs {
 			abs, err := filepath.Abs(d)
 			if err != nil || seen[abs] {
 				continue
 			}
 			seen[abs] = true
-			if !hasBackendLibrary(abs) {
-				continue
+			names := newBackendLibraries(abs, libs)
+			if len(names) == 0 {
+				continue // none, or all loaded from an earlier folder
 			}
+			adoptBase(abs)
 			before := C.ggml_backend_dev_count()
-			cs := C.CString(abs)
-			C.ggml_backend_load_all_from_path(cs)
-			C.free(unsafe.Pointer(cs))
+			for _, n := range names {
+				cs := C.CString(filepath.Join(abs, n))
+				C.ggml_backend_load(cs)
+				C.free(unsafe.Pointer(cs))
+			}
 			after := C.ggml_backend_dev_count()
 			if after > before {
 				loadedLibs = append(loadedLibs, abs)
@@ -118,10 +122,12 @@ func LoadBackends() []string {
 	return loadedLibs
 }
 
-func hasBackendLibrary(dir string) bool {
+// backendLibraries lists the ggml backend libraries in dir (not the base
+// library they share).
+func backendLibraries(dir string) []string {
 	entries, err := os.ReadDir(dir)
 	if err != nil {
-		return false
+		return nil
 	}
 	ext := ".so"
 	switch runtime.GOOS {
@@ -130,13 +136,28 @@ func hasBackendLibrary(dir string) bool {
 	case "windows":
 		ext = ".dll"
 	}
+	var names []string
 	for _, e := range entries {
 		n := e.Name()
 		if strings.Contains(n, "ggml-") && strings.HasSuffix(n, ext) && !strings.Contains(n, "ggml-base") {
-			return true
+			names = append(names, n)
 		}
 	}
-	return false
+	return names
+}
+
+// newBackendLibraries is the backend libraries in dir not yet loaded from
+// an earlier folder (a copy next to the binary and one on the library path
+// would otherwise list every device twice); it marks them loaded.
+func newBackendLibraries(dir string, loaded map[string]bool) []string {
+	var names []string
+	for _, n := range backendLibraries(dir) {
+		if !loaded[n] {
+			loaded[n] = true
+			names = append(names, n)
+		}
+	}
+	return names
 }
 
 func deviceAt(i int) Device {

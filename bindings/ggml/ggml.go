@@ -9,6 +9,8 @@ package ggml
 
 /*
 #cgo CPPFLAGS: -DNDEBUG
+#cgo linux LDFLAGS: -ldl
+#include <dlfcn.h>
 #include <stdlib.h>
 #include "ggml_api.h"
 
@@ -21,6 +23,20 @@ static void pm_log_trampoline(enum ggml_log_level level, const char *text, void 
 static void pm_install_log(void) { ggml_log_set(pm_log_trampoline, NULL); }
 static void pm_abort_trampoline(const char *msg) { pmAbort((char *)msg); }
 static void pm_install_abort(void) { ggml_set_abort_callback(pm_abort_trampoline); }
+
+// A GPU backend library brings its own libggml-base, with its own log and
+// abort callbacks (by default: everything to stderr). Loading that base
+// first, by path, makes the backend link to this copy (the loader matches
+// its soname), and our callbacks go in before the backend says anything.
+static int pm_adopt_base(const char *path) {
+	void *h = dlopen(path, RTLD_NOW | RTLD_LOCAL);
+	if (!h) return 0;
+	void (*log_set)(ggml_log_callback, void *) = (void (*)(ggml_log_callback, void *))dlsym(h, "ggml_log_set");
+	ggml_abort_callback_t (*abort_set)(ggml_abort_callback_t) = (ggml_abort_callback_t (*)(ggml_abort_callback_t))dlsym(h, "ggml_set_abort_callback");
+	if (log_set) log_set(pm_log_trampoline, NULL);
+	if (abort_set) abort_set(pm_abort_trampoline);
+	return log_set != NULL; // h stays open: the backend uses this copy
+}
 */
 import "C"
 
@@ -28,6 +44,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"unsafe"
@@ -181,4 +198,22 @@ func Quantize(t Type, src []float32, n int64) ([]byte, error) {
 	}
 	C.ggml_quantize_chunk(C.enum_ggml_type(t), (*C.float)(unsafe.Pointer(&src[0])), unsafe.Pointer(&dst[0]), 0, C.int64_t(rows), C.int64_t(n), nil)
 	return dst, nil
+}
+
+// adoptBase routes the log and abort messages of the libggml-base that the
+// backend libraries in dir link to through ours (pm_adopt_base).
+func adoptBase(dir string) {
+	for _, name := range []string{"libggml-base.so.0", "libggml-base.so", "libggml-base.dylib"} {
+		path := filepath.Join(dir, name)
+		if _, err := os.Stat(path); err != nil {
+			continue
+		}
+		cs := C.CString(path)
+		ok := C.pm_adopt_base(cs) != 0
+		C.free(unsafe.Pointer(cs))
+		if !ok {
+			Logger.Debug("could not adopt the backend's ggml base library; its messages go to stderr", "path", path)
+		}
+		return
+	}
 }

@@ -1,7 +1,9 @@
 package ggml
 
 import (
+	"bytes"
 	"context"
+	"log/slog"
 	"math"
 	"math/rand/v2"
 	"testing"
@@ -200,4 +202,20 @@ func TestStateUpdatesInPlace(t *testing.T) {
 			}
 		})
 	}
+}
+
+// A loaded backend library logs through our Logger, not straight to
+// stderr (adoptBase): its memory query leaves a debug record here.
+func TestBackendLogsReachLogger(t *testing.T) {
+	if len(LoadBackends()) == 0 {
+		t.Skip("no GPU backend library loaded (build one with `make cuda`; see ggml/README.md)")
+	}
+	dev, err := FindDevice("auto")
+	require.NoError(t, err)
+	var logs bytes.Buffer
+	old := Logger
+	Logger = slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	defer func() { Logger = old }()
+	dev.Memory()
+	require.Contains(t, logs.String(), "ggml: ", "the %s library's messages bypass our logger", dev.Name)
 }
