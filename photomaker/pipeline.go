@@ -259,13 +259,18 @@ func (p *Pipeline) loadEncoders(ctx context.Context) error {
 
 // releaseEncoders frees the encoders' weights (ReleaseEncoders).
 func (p *Pipeline) releaseEncoders() {
-	if p.id != nil {
-		p.id.Close()
-		p.id = nil
-	}
-	if p.text != nil {
-		p.text.Close()
-		p.text = nil
+	closeNil(&p.id)
+	closeNil(&p.text)
+}
+
+// closeNil closes *part, when loaded, and clears it.
+func closeNil[T any, P interface {
+	*T
+	Close()
+}](part *P) {
+	if *part != nil {
+		(*part).Close()
+		*part = nil
 	}
 }
 
@@ -313,22 +318,13 @@ func (p *Pipeline) Close() error {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.releaseEncoders()
-	if p.vae != nil {
-		p.vae.Close()
-		p.vae = nil
-	}
-	if p.unet != nil {
-		p.unet.Close()
-		p.unet = nil
-	}
-	if p.encRT != nil && p.encRT != p.rt {
-		p.encRT.Close()
+	closeNil(&p.vae)
+	closeNil(&p.unet)
+	if p.encRT != p.rt {
+		closeNil(&p.encRT)
 	}
 	p.encRT = nil
-	if p.rt != nil {
-		p.rt.Close()
-		p.rt = nil
-	}
+	closeNil(&p.rt)
 	var err error
 	if p.adapter != nil {
 		err = p.adapter.Close()

@@ -32,7 +32,7 @@ type Scheduler struct {
 	// profile is the handle of profiling (Profile), 0 when off.
 	profile   cgo.Handle
 	profiling *OpProfile
-	size     int
+	size      int
 	// allocated is the graph whose tensors hold the compute buffers now;
 	// computing it again skips splitting and allocation (which also keeps
 	// the CUDA backend's captured graph valid from one step to the next).
