@@ -36,6 +36,8 @@ rocm:
 # defaults; plain `go test ./...` works too.
 TEST_FLAGS := -O2 $(if $(shell grep -qw avx2 /proc/cpuinfo 2>/dev/null && echo y),-march=x86-64-v3)
 test:
+	@unformatted="$$(gofmt -l $$(find . -name '*.go' -not -path './.carry/*' -not -path './build/*'))"; \
+	test -z "$$unformatted" || { echo "not gofmt-ed: $$unformatted"; exit 1; }
 	export CGO_CFLAGS="$(TEST_FLAGS)" CGO_CXXFLAGS="$(TEST_FLAGS)"; \
 	$(GO) vet ./... && $(GO) test ./... && \
 	$(MAKE) --no-print-directory fuzz FUZZTIME=20000x FUZZMIN=100x
