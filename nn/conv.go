@@ -25,10 +25,14 @@ func BandedConv2D(c *ggml.Context, w, x *ggml.Tensor, stride, pad int, maxCols i
 	k := kw * kh * cin
 	rows := max(1, maxCols/(k*ow*4))
 	kernel := c.Reshape(w, k, cout)
-	band := func(lo, hi int64) *ggml.Tensor { // input rows [lo, hi) of x, contiguous:
-		// Vulkan's im2col reads its input as if it were (CPU and CUDA
-		// follow the strides); the copy is a ninth of the columns.
-		return c.Cont(c.View(x, [4]int64{W, hi - lo, cin, 1}, x.Nb(1), x.Nb(2), x.Nb(3), lo*x.Nb(1)))
+	view := func(lo, hi int64) *ggml.Tensor { // input rows [lo, hi) of x
+		return c.View(x, [4]int64{W, hi - lo, cin, 1}, x.Nb(1), x.Nb(2), x.Nb(3), lo*x.Nb(1))
+	}
+	band := func(lo, hi int64) *ggml.Tensor { // the same as im2col's input
+		if c.ContiguousIm2Col() { // Vulkan's: copied (the CPU and CUDA read views)
+			return c.Cont(view(lo, hi))
+		}
+		return view(lo, hi)
 	}
 	var y *ggml.Tensor
 	for r0 := int64(0); r0 < oh; r0 += rows {
@@ -41,7 +45,7 @@ func BandedConv2D(c *ggml.Context, w, x *ggml.Tensor, stride, pad int, maxCols i
 		case r0 == 0 && hi <= H: // top edge: im2col pads; the extra rows it makes at the bottom are dropped
 			cols = c.Im2Col(w, band(0, hi), stride, stride, pad, pad, 1, 1, ggml.TypeF32)
 		default: // other edge bands: pad their rows explicitly
-			in := c.Pad(band(max(lo, 0), min(hi, H)), 0, 0, int(max(0, -lo)), int(max(0, hi-H)), 0, 0, 0, 0)
+			in := c.Pad(c.Cont(view(max(lo, 0), min(hi, H))), 0, 0, int(max(0, -lo)), int(max(0, hi-H)), 0, 0, 0, 0)
 			cols = c.Im2Col(w, in, stride, stride, pad, 0, 1, 1, ggml.TypeF32)
 		}
 		cols = c.View(cols, [4]int64{k, ow * n, 1, 1}, cols.Nb(1), cols.Nb(1)*ow*n, cols.Nb(1)*ow*n, 0)

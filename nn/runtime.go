@@ -29,7 +29,8 @@ type Runtime struct {
 	// Off, ggml-cuda accumulates f16 products in f16. The CPU always uses f32.
 	F32Accumulation bool
 
-	warnMu sync.Mutex
+	contiguousIm2Col bool // the device's im2col cannot read views
+	warnMu           sync.Mutex
 	warned map[string]bool // ops already reported as running on the CPU
 }
 
@@ -56,6 +57,7 @@ func NewRuntime(device string, threads int) (*Runtime, error) {
 		backends = []*ggml.Backend{b, cpu}
 		r.Attn = AttentionOptions{Flash: true, KVType: ggml.TypeF16}
 	}
+	r.contiguousIm2Col = !r.Device.Im2ColReadsViews()
 	r.Sched, err = ggml.NewScheduler(backends, GraphSize)
 	if err != nil {
 		r.Close()
@@ -93,6 +95,7 @@ type Graph struct {
 func (r *Runtime) Prepare(build func(c *ggml.Context) []*ggml.Tensor) (*Graph, error) {
 	gctx := ggml.NewContext(GraphSize*2, GraphSize)
 	gctx.SetF32Accumulation(r.F32Accumulation)
+	gctx.SetContiguousIm2Col(r.contiguousIm2Col)
 	outs, err := safeBuild(gctx, build)
 	if err != nil {
 		gctx.Free()

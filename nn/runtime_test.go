@@ -48,3 +48,20 @@ func TestWarnsAboutCPUFallbacks(t *testing.T) {
 	g.Close()
 	require.Empty(t, cpuRT.CPUFallbacks())
 }
+
+// The CPU's im2col reads views, so its graphs keep bands uncopied.
+func TestIm2ColReadsViewsOnCPU(t *testing.T) {
+	cpu, err := ggml.NewCPUBackend(1)
+	require.NoError(t, err)
+	defer cpu.Close()
+	require.True(t, cpu.Im2ColReadsViews())
+	rt, err := NewRuntime("cpu", 1)
+	require.NoError(t, err)
+	defer rt.Close()
+	g, err := rt.Prepare(func(c *ggml.Context) []*ggml.Tensor {
+		require.False(t, c.ContiguousIm2Col())
+		return []*ggml.Tensor{c.InputF32([]float32{1}, 1)}
+	})
+	require.NoError(t, err)
+	g.Close()
+}

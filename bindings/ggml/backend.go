@@ -267,6 +267,19 @@ func (b *Backend) IsCPU() bool { return b.Dev.Type == DeviceCPU }
 // Supports reports whether the backend can compute op node t.
 func (b *Backend) Supports(t *Tensor) bool { return bool(C.ggml_backend_dev_supports_op(b.Dev.p, t.p)) }
 
+// Im2ColReadsViews reports whether b's im2col takes a view as input (a band
+// of an image's rows). ggml-vulkan's needs a contiguous one, and a
+// scheduler would hand the im2col to the CPU; copying every band instead
+// costs memory elsewhere (a quarter more for a VAE tile), so only such
+// backends get the copies (Context.SetContiguousIm2Col).
+func (b *Backend) Im2ColReadsViews() bool {
+	c := NewContext(8, 0)
+	defer c.Free()
+	x := c.NewTensor(TypeF32, 4, 4, 2, 1)
+	band := c.View(x, [4]int64{4, 3, 2, 1}, x.Nb(1), x.Nb(2), x.Nb(3), x.Nb(1)) // rows 1–3
+	return b.Supports(c.Im2Col(c.NewTensor(TypeF32, 3, 3, 2, 1), band, 1, 1, 1, 0, 1, 1, TypeF32))
+}
+
 // Unsupported counts, by op, the nodes of g that b cannot compute. A
 // scheduler quietly runs those on its CPU backend, copying their operands
 // back and forth: correct, but a GPU that lacks a kernel the models need

@@ -161,13 +161,7 @@ func TestStateUpdatesInPlace(t *testing.T) {
 	start := randn(r, 16*8*4)
 	for _, b := range backends {
 		t.Run(b.Dev.Name, func(t *testing.T) {
-			all := []*Backend{b}
-			if !b.IsCPU() {
-				all = append(all, cpuBackend(t))
-			}
-			s, err := NewScheduler(all, 64)
-			require.NoError(t, err)
-			defer s.Close()
+			s := schedulerOn(t, b, 64)
 			state := NewContext(1, 0)
 			defer state.Free()
 			x := state.NewTensor(TypeF32, 16, 8, 4)

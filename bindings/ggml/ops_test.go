@@ -32,17 +32,25 @@ func compute(t testing.TB, build func(c *Context) *Tensor) ([]float32, [4]int64)
 	return computeOn(t, cpuBackend(t), build)
 }
 
-func computeOn(t testing.TB, b *Backend, build func(c *Context) *Tensor) ([]float32, [4]int64) {
+// schedulerOn is a scheduler preferring b, with the CPU as its fallback.
+func schedulerOn(t testing.TB, b *Backend, graphSize int) *Scheduler {
 	t.Helper()
 	backends := []*Backend{b}
 	if !b.IsCPU() {
 		backends = append(backends, cpuBackend(t))
 	}
-	s, err := NewScheduler(backends, 1024)
+	s, err := NewScheduler(backends, graphSize)
 	require.NoError(t, err)
-	defer s.Close()
+	t.Cleanup(s.Close)
+	return s
+}
+
+func computeOn(t testing.TB, b *Backend, build func(c *Context) *Tensor) ([]float32, [4]int64) {
+	t.Helper()
+	s := schedulerOn(t, b, 1024)
 	ctx := NewContext(1024, 1024)
 	defer ctx.Free()
+	ctx.SetContiguousIm2Col(!b.Im2ColReadsViews()) // as nn.Runtime does
 	out := build(ctx)
 	if out.Type() != TypeF32 {
 		out = ctx.Cast(out, TypeF32)

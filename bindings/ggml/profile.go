@@ -97,10 +97,10 @@ func (s *Scheduler) Profile(p *OpProfile) {
 	if s.profile != 0 {
 		C.pm_set_eval(s.p, 0)
 		s.profile.Delete()
-		s.profile, s.profiling = 0, nil
+		s.profile = 0
 	}
 	if p != nil {
-		s.profile, s.profiling = cgo.NewHandle(p), p
+		s.profile = cgo.NewHandle(p)
 		C.pm_set_eval(s.p, C.uintptr_t(s.profile))
 	}
 }

@@ -29,10 +29,10 @@ type Scheduler struct {
 	// must grow, and ollama's reserve leaves the graph allocated.
 	sizer    C.ggml_backend_sched_t
 	backends []*Backend
-	// profile is the handle of profiling (Profile), 0 when off.
-	profile   cgo.Handle
-	profiling *OpProfile
-	size      int
+	// profile is the handle of the OpProfile being filled (Profile), 0
+	// when off.
+	profile cgo.Handle
+	size    int
 	// allocated is the graph whose tensors hold the compute buffers now;
 	// computing it again skips splitting and allocation (which also keeps
 	// the CUDA backend's captured graph valid from one step to the next).
@@ -170,8 +170,8 @@ func (s *Scheduler) Compute(ctx context.Context, g *Graph) error {
 		case <-stop:
 		}
 	}()
-	if s.profiling != nil {
-		s.profiling.start()
+	if s.profile != 0 {
+		s.profile.Value().(*OpProfile).start()
 	}
 	status := C.ggml_backend_sched_graph_compute(s.p, g.p)
 	done.Store(true)

@@ -22,7 +22,17 @@ type Context struct {
 	// f32Accum makes MulMat ask for f32 accumulation wherever its first
 	// operand is f16 or bf16 (SetF32Accumulation).
 	f32Accum bool
+	// contiguousIm2Col says the graph's backend needs im2col inputs
+	// contiguous (SetContiguousIm2Col).
+	contiguousIm2Col bool
 }
+
+// SetContiguousIm2Col tells graph builders on c that im2col must get
+// contiguous inputs (Backend.Im2ColReadsViews false): they copy views first.
+func (c *Context) SetContiguousIm2Col(on bool) { c.contiguousIm2Col = on }
+
+// ContiguousIm2Col is what SetContiguousIm2Col set.
+func (c *Context) ContiguousIm2Col() bool { return c.contiguousIm2Col }
 
 // SetF32Accumulation makes every later MulMat on c whose first operand is
 // f16 or bf16 accumulate in f32 on backends that would otherwise accumulate
