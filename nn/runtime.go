@@ -31,7 +31,7 @@ type Runtime struct {
 
 	contiguousIm2Col bool // the device's im2col cannot read views
 	warnMu           sync.Mutex
-	warned map[string]bool // ops already reported as running on the CPU
+	warned           map[string]bool // ops already reported as running on the CPU
 }
 
 // NewRuntime opens a device by name ("auto", "cpu", "cuda:0", ...).
