@@ -13,6 +13,7 @@ import (
 	"github.com/gophotomaker/photomaker/models/vae"
 	"github.com/gophotomaker/photomaker/nn"
 	"github.com/gophotomaker/photomaker/sampling"
+	"github.com/gophotomaker/photomaker/tools/randweights"
 	"github.com/gophotomaker/photomaker/weights"
 )
 
@@ -28,7 +29,7 @@ func TestComputeEstimatesBig(t *testing.T) {
 	if path == "" {
 		dir, err := os.UserCacheDir()
 		require.NoError(t, err)
-		path = filepath.Join(dir, "photomaker", "random", "sdxl-full-seed1-g1.safetensors")
+		path = filepath.Join(dir, "photomaker", "random", randweights.FileName("sdxl", "full", 1))
 	}
 	m, err := weights.Open(path)
 	require.NoError(t, err)

@@ -33,10 +33,6 @@ import (
 
 func init() { register(benchCommand) }
 
-// randomGeneration names the random-weight generator's output format in
-// cache file names: bump it when randweights changes what it writes.
-const randomGeneration = 1
-
 func benchCommand() *cli.Command {
 	return &cli.Command{
 		Name:  "bench",
@@ -402,7 +398,7 @@ func ensureRandom(c *cli.Context, scale string) (model, adapter string, err erro
 		return "", "", err
 	}
 	seed := c.Uint64("seed")
-	model = filepath.Join(dir, fmt.Sprintf("sdxl-%s-seed%d-g%d.safetensors", scale, seed, randomGeneration))
+	model = filepath.Join(dir, randweights.FileName("sdxl", scale, seed))
 	specs := randweights.SDXLTensors(sdxl)
 	if err := ensureFile(c.App.ErrWriter, model, specs, func() error { return randweights.WriteSDXL(model, seed, sdxl) }); err != nil {
 		return "", "", err
@@ -410,7 +406,7 @@ func ensureRandom(c *cli.Context, scale string) (model, adapter string, err erro
 	if version == 0 {
 		return model, "", nil
 	}
-	adapter = filepath.Join(dir, fmt.Sprintf("photomaker-v%d-%s-seed%d-g%d.safetensors", version, scale, seed, randomGeneration))
+	adapter = filepath.Join(dir, randweights.FileName(fmt.Sprintf("photomaker-v%d", version), scale, seed))
 	specs = randweights.PhotoMakerTensors(pm)
 	if err := ensureFile(c.App.ErrWriter, adapter, specs, func() error { return randweights.WritePhotoMakerConfig(adapter, seed, pm) }); err != nil {
 		return "", "", err

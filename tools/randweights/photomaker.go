@@ -2,6 +2,7 @@ package randweights
 
 import (
 	"fmt"
+	"math"
 )
 
 // PhotoMakerConfig sizes a PhotoMaker adapter in the flattened .safetensors
@@ -94,25 +95,19 @@ func PhotoMakerTensors(c PhotoMakerConfig) []Spec {
 	w := c.VisionWidth
 	fuse := c.Projection + c.Projection2
 
-	// CLIPVisionModel (HF names; pre_layrnorm is transformers' spelling).
+	// CLIPVisionModel (HF names; pre_layrnorm is transformers' spelling),
+	// initialised by transformers' rules as in the kit's adapters.
 	grid := c.ImageSize / c.PatchSize
-	l.add("vision_model.embeddings.class_embedding", Normal, w)
-	l.add("vision_model.embeddings.patch_embedding.weight", Normal, w, 3, c.PatchSize, c.PatchSize)
-	l.add("vision_model.embeddings.position_embedding.weight", Normal, grid*grid+1, w)
+	l.add("vision_model.embeddings.class_embedding", Normal, 1/math.Sqrt(float64(w)), w)
+	l.add("vision_model.embeddings.patch_embedding.weight", Normal, Std, w, 3, c.PatchSize, c.PatchSize)
+	l.add("vision_model.embeddings.position_embedding.weight", Normal, Std, grid*grid+1, w)
 	l.norm("vision_model.pre_layrnorm", w)
-	for i := 0; i < c.VisionLayers; i++ {
-		p := fmt.Sprintf("vision_model.encoder.layers.%d.", i)
-		for _, proj := range []string{"k_proj", "v_proj", "q_proj", "out_proj"} {
-			l.linear(p+"self_attn."+proj, w, w)
-		}
-		l.norm(p+"layer_norm1", w)
-		l.linear(p+"mlp.fc1", c.VisionMLP, w)
-		l.linear(p+"mlp.fc2", w, c.VisionMLP)
-		l.norm(p+"layer_norm2", w)
-	}
+	l.prefix = "id_encoder.vision_model."
+	l.clipLayers(w, c.VisionMLP, c.VisionLayers)
+	l.prefix = "id_encoder."
 	l.norm("vision_model.post_layernorm", w)
-	l.add("visual_projection.weight", Normal, c.Projection, w)
-	l.add("visual_projection_2.weight", Normal, c.Projection2, w)
+	l.add("visual_projection.weight", Normal, Std, c.Projection, w)
+	l.matrix("visual_projection_2", c.Projection2, w) // PhotoMaker's own nn.Linear
 
 	// FuseModule(fuse): mlp1 = MLP(2·fuse → fuse), mlp2 = MLP(fuse → fuse) + residual.
 	l.linear("fuse_module.mlp1.fc1", fuse, 2*fuse)
@@ -136,18 +131,20 @@ func PhotoMakerTensors(c PhotoMakerConfig) []Spec {
 			p := fmt.Sprintf("%slayers.%d.", r, i)
 			l.norm(p+"0.norm1", fuse)
 			l.norm(p+"0.norm2", fuse)
-			l.add(p+"0.to_q.weight", Normal, inner, fuse)
-			l.add(p+"0.to_kv.weight", Normal, 2*inner, fuse)
-			l.add(p+"0.to_out.weight", Normal, fuse, inner)
+			l.matrix(p+"0.to_q", inner, fuse)
+			l.matrix(p+"0.to_kv", 2*inner, fuse)
+			l.matrix(p+"0.to_out", fuse, inner)
 			l.norm(p+"1.0", fuse) // FeedForward: LayerNorm, Linear, GELU, Linear (no biases)
-			l.add(p+"1.1.weight", Normal, fuse*c.FFMult, fuse)
-			l.add(p+"1.3.weight", Normal, fuse, fuse*c.FFMult)
+			l.matrix(p+"1.1", fuse*c.FFMult, fuse)
+			l.matrix(p+"1.3", fuse, fuse*c.FFMult)
 		}
 		l.linear(r+"proj_out", fuse, fuse)
 		l.norm(r+"norm_out", fuse)
 	}
 
 	// LoRA in diffusers' attention-processor format, scale 1 (no alphas).
+	// A new LoRA's up matrices are zero; these are random (N(0, Std²)) so
+	// that merging it changes the UNet, as a trained one does.
 	l.prefix = "lora_weights."
 	ctx := c.UNet.ContextDim()
 	for _, b := range unetTransformerBlocks(c.UNet) {
@@ -158,8 +155,8 @@ func PhotoMakerTensors(c PhotoMakerConfig) []Spec {
 					in = ctx
 				}
 				p := fmt.Sprintf("unet.%s.%s.processor.%s_lora.", b.path, attn, proj)
-				l.add(p+"down.weight", Normal, c.LoRARank, in)
-				l.add(p+"up.weight", Normal, b.ch, c.LoRARank)
+				l.add(p+"down.weight", Normal, Std, c.LoRARank, in)
+				l.add(p+"up.weight", Normal, Std, b.ch, c.LoRARank)
 			}
 		}
 	}

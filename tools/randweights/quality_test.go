@@ -29,7 +29,7 @@ func bigSDXL(t *testing.T) string {
 		return p
 	}
 	if dir, err := os.UserCacheDir(); err == nil {
-		p := filepath.Join(dir, "photomaker", "random", "sdxl-full-seed1-g1.safetensors")
+		p := filepath.Join(dir, "photomaker", "random", FileName("sdxl", "full", 1))
 		if _, err := os.Stat(p); err == nil {
 			return p
 		}
@@ -41,21 +41,18 @@ func bigSDXL(t *testing.T) string {
 
 // TestQuantizationQualityBig measures one UNet evaluation on full-size
 // random weights at 256×256 with the weights stored as q8_0 and q4_K,
-// against f16: relative L2 error of the noise prediction.
+// against f16: relative L2 error of the noise prediction. The limits are
+// issue #8's targets.
 //
-// Random weights are a pessimistic proxy: every layer's quantization error
-// adds up with nothing trained to dampen it. Measured on the 2-core dev
-// machine (seed 1): q8_0 2.02 %, q4_K 19.7 % (input sensitivity: 0.1 %
-// input noise → 0.245 %). Where it comes from (q8_0, one group of weights
-// quantized at a time, the rest f16): self-attention q/k/v 0.67 %, its
-// output 0.73 %, cross-attention 0.17–0.28 % per group, GEGLU projection
-// 1.01 %, feed-forward output 0.97 %, proj_in/proj_out 1.11 % (0.9 % of
-// the weights), time_emb_proj 0.43 %: no small set of layers dominates.
-// Rounding only the weights and computing in f16 still gives q8_0 1.55 %
-// and q4_K 20.2 %, so ggml's 8-bit activations add little: this random
-// network amplifies any 0.5 % weight noise to 1.5 %. Issue #8's targets
-// (q8_0 ≤ 1 %, q4_K ≤ 5 %) need trained weights to judge; the limits below
-// only catch regressions.
+// The result depends on how the random weights are drawn. Initialised as
+// diffusers initialises a new UNet (Generation 2), on the 2-core dev
+// machine (seed 1): q8_0 0.52 %, q4_K 3.95 % (input sensitivity: 0.1 %
+// input noise → 0.125 %). q4_K's 640-wide rows take q5_0; with q4_0 there
+// it was 5.7 %. Opt-in quantized kernels (--quantize-convs: the deepest
+// level's 3×3 resnet kernels as q8_0) take q4_K to 5.15 %, past the 5 %
+// target, which is why they stay opt-in; their limit is a regression bound. Generation 1 (every matrix N(0, 0.02²), 3×3 kernels four
+// times PyTorch's scale) amplified weight noise about twice as much: q8_0
+// 2.0 %, q4_K 20 %, spread over all layer groups.
 func TestQuantizationQualityBig(t *testing.T) {
 	path := bigSDXL(t)
 	m, err := weights.Open(path)
@@ -88,13 +85,13 @@ func TestQuantizationQualityBig(t *testing.T) {
 	// carries 0.1 % relative noise (how much this random network amplifies
 	// a small input change: a floor for any quantization error).
 	var sensitivity float64
-	predict := func(typ ggml.Type, perturbed bool) []float32 {
+	predict := func(typ ggml.Type, kernels, perturbed bool) []float32 {
 		rt, err := nn.NewRuntime("cpu", 0)
 		require.NoError(t, err)
 		defer rt.Close()
 		t0 := time.Now()
 		u, err := unet.Load(context.Background(), rt, m.Tensors, "unet.", unet.Options{
-			Policy: nn.KeepPrecise(func(string, *weights.Tensor) ggml.Type { return typ })})
+			Policy: nn.KeepPrecise(func(string, *weights.Tensor) ggml.Type { return typ }), QuantizeKernels: kernels})
 		require.NoError(t, err)
 		defer u.Close()
 		t1 := time.Now()
@@ -118,18 +115,19 @@ func TestQuantizationQualityBig(t *testing.T) {
 		}
 		return out
 	}
-	ref := predict(ggml.TypeF16, true)
+	ref := predict(ggml.TypeF16, false, true)
 	var sq float64
 	for _, v := range ref {
 		sq += float64(v) * float64(v)
 	}
 	t.Logf("f16 output RMS %.4g", math.Sqrt(sq/float64(len(ref))))
 	for _, tc := range []struct {
-		typ   ggml.Type
-		limit float64
-	}{{ggml.TypeQ8_0, 0.04}, {ggml.TypeQ4_K, 0.30}} {
-		rel := relErr(predict(tc.typ, false), ref)
-		t.Logf("%s vs f16: relative error %.4f%% (regression limit %.0f%%)", tc.typ, 100*rel, 100*tc.limit)
+		typ     ggml.Type
+		kernels bool // --quantize-convs
+		limit   float64
+	}{{ggml.TypeQ8_0, false, 0.01}, {ggml.TypeQ4_K, false, 0.05}, {ggml.TypeQ4_K, true, 0.06}} {
+		rel := relErr(predict(tc.typ, tc.kernels, false), ref)
+		t.Logf("%s (quantized kernels: %v) vs f16: relative error %.4f%% (limit %.0f%%)", tc.typ, tc.kernels, 100*rel, 100*tc.limit)
 		assert.LessOrEqual(t, rel, tc.limit, "%s", tc.typ)
 	}
 }

@@ -5,9 +5,13 @@
 //
 // Files are fp16 and deterministic: the bytes depend only on the seed and
 // the configuration (not on the machine, the Go version or the number of
-// cores). Values keep activations finite: weight matrices and embeddings
-// are approximately normal with standard deviation 0.02 (a sum of four
-// uniforms, so the tails stop at ±3.46σ), norm scales are one, biases zero.
+// cores). Each tensor is initialised the way its reference implementation
+// initialises a new model, as the reference kit's random models are:
+// PyTorch's default for diffusers' UNet and VAE layers (weights and biases
+// uniform in ±1/√fan_in), transformers' CLIP rules for the text and vision
+// encoders (normal, with standard deviations from the width and depth),
+// norm scales one. Normal values are a sum of four uniforms, so their
+// tails stop at ±3.46σ.
 // Tensors are generated while the file is written, so writing the 7 GB SDXL
 // file holds at most two tensors in memory.
 package randweights
@@ -29,19 +33,35 @@ type Init int
 
 // Initialisations.
 const (
-	Normal Init = iota // ≈ N(0, Std²)
+	Normal  Init = iota // ≈ N(0, σ²), σ = Spec.Scale, or Std when it is zero
+	Uniform             // U(−Spec.Scale, Spec.Scale)
 	Ones
 	Zeros
 )
 
-// Std is the standard deviation of Normal tensors.
+// Std is the standard deviation of Normal tensors that give none: CLIP's
+// initializer_range, used for its embeddings.
 const Std = 0.02
+
+// Generation numbers the generator's output. It changes whenever the values
+// written for a seed change, so files cached under it are regenerated.
+// Generation 1 drew every matrix from N(0, 0.02²) with zero biases; 2
+// initialises each tensor like its reference implementation.
+const Generation = 2
+
+// FileName is the name under which `photomaker bench --random` caches a
+// random model ("sdxl" or "photomaker-v1"…) of a scale ("full", "tiny") and
+// seed: it carries Generation, so a changed generator never reuses old files.
+func FileName(model, scale string, seed uint64) string {
+	return fmt.Sprintf("%s-%s-seed%d-g%d.safetensors", model, scale, seed, Generation)
+}
 
 // Spec is one tensor of a file: its name, PyTorch-order shape and filling.
 type Spec struct {
 	Name  string
 	Shape []int64
 	Init  Init
+	Scale float64 // standard deviation (Normal) or bound (Uniform)
 }
 
 // Elements returns the product of the shape.
@@ -123,6 +143,10 @@ func Generate(s Spec, seed uint64) []byte {
 		}
 		return out
 	}
+	fill := func(dst []byte, state uint64) { fillNormal(dst, state, s.Scale) }
+	if s.Init == Uniform {
+		fill = func(dst []byte, state uint64) { fillUniform(dst, state, s.Scale) }
+	}
 	base := tensorSeed(seed, s.Name)
 	chunks := int((n + chunk - 1) / chunk)
 	workers := min(runtime.GOMAXPROCS(0), chunks)
@@ -139,7 +163,7 @@ func Generate(s Spec, seed uint64) []byte {
 			for c := range next {
 				lo := int64(c) * chunk
 				hi := min(lo+chunk, n)
-				fillNormal(out[2*lo:2*hi], splitmix(base^uint64(c)*0x9e3779b97f4a7c15))
+				fill(out[2*lo:2*hi], splitmix(base^uint64(c)*0x9e3779b97f4a7c15))
 			}
 		}()
 	}
@@ -162,21 +186,33 @@ func splitmix(z uint64) uint64 {
 	return z ^ (z >> 31)
 }
 
-// fillNormal writes len(dst)/2 fp16 values ≈ N(0, Std²): each is the sum of
-// four 16-bit uniforms of one SplitMix64 draw, centred and scaled to the
-// standard deviation (Irwin–Hall, exact integer arithmetic up to one
-// correctly rounded float32 multiply).
-func fillNormal(dst []byte, state uint64) {
+// fillNormal writes len(dst)/2 fp16 values ≈ N(0, std²) (Std when std is
+// zero): each is the sum of four 16-bit uniforms of one SplitMix64 draw,
+// centred and scaled to the standard deviation (Irwin–Hall, exact integer
+// arithmetic up to one correctly rounded float32 multiply).
+func fillNormal(dst []byte, state uint64, std float64) {
 	const sqrt3 = 1.7320508075688772
-	const scale = float32(Std * sqrt3 / 65536)
+	if std == 0 {
+		std = Std
+	}
+	scale := float32(std * sqrt3 / 65536)
 	for i := 0; i+1 < len(dst); i += 2 {
+		z := splitmix(state) // the stream's next draw
 		state += 0x9e3779b97f4a7c15
-		z := state
-		z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9
-		z = (z ^ (z >> 27)) * 0x94d049bb133111eb
-		z ^= z >> 31
 		s := int32(z&0xffff) + int32(z>>16&0xffff) + int32(z>>32&0xffff) + int32(z>>48)
 		v := float32(s-131070) * scale
+		binary.LittleEndian.PutUint16(dst[i:], half.F32ToF16(v))
+	}
+}
+
+// fillUniform writes len(dst)/2 fp16 values uniform in (−bound, bound):
+// the midpoints of 2²⁴ equal cells, one SplitMix64 draw each.
+func fillUniform(dst []byte, state uint64, bound float64) {
+	step := 2 * bound / (1 << 24)
+	for i := 0; i+1 < len(dst); i += 2 {
+		cell := int64(splitmix(state)>>40) - 1<<23
+		state += 0x9e3779b97f4a7c15
+		v := float32((float64(cell) + 0.5) * step)
 		binary.LittleEndian.PutUint16(dst[i:], half.F32ToF16(v))
 	}
 }

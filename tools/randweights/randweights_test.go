@@ -277,6 +277,89 @@ func TestDeterministic(t *testing.T) {
 	s := Spec{Name: "x.weight", Shape: []int64{3, chunk + 5}, Init: Normal}
 	sum := sha256.Sum256(Generate(s, 42))
 	require.Equal(t, "4cd9dd5a03ec4c8f", hex.EncodeToString(sum[:8]))
+	s.Init, s.Scale = Uniform, 0.03
+	sum = sha256.Sum256(Generate(s, 42))
+	require.Equal(t, "6e58c5330c7716f6", hex.EncodeToString(sum[:8]))
+}
+
+func TestValuesLookUniform(t *testing.T) {
+	const bound = 0.03
+	v := make([]float32, 1<<21)
+	half.DecodeF16(v, Generate(Spec{Name: "w", Shape: []int64{int64(len(v))}, Init: Uniform, Scale: bound}, 1))
+	var sum, sq float64
+	var hist [10]int
+	for _, x := range v {
+		require.Less(t, math.Abs(float64(x)), bound*(1+1e-3)) // fp16 rounding
+		sum += float64(x)
+		sq += float64(x) * float64(x)
+		hist[min(9, int((float64(x)+bound)/(2*bound)*10))]++
+	}
+	n := float64(len(v))
+	require.InDelta(t, 0, sum/n, 1e-4)
+	require.InDelta(t, bound/math.Sqrt(3), math.Sqrt(sq/n), 1e-4)
+	for i, c := range hist {
+		require.InDelta(t, n/10, float64(c), n/10*0.01, "decile %d", i)
+	}
+}
+
+// kitStats summarises a tensor's values: RMS, and whether they look
+// uniform (peak/RMS near √3) or bell-shaped (well above).
+func kitStats(v []float32) (rms float64, uniform bool) {
+	var sq, peak float64
+	for _, x := range v {
+		sq += float64(x) * float64(x)
+		peak = math.Max(peak, math.Abs(float64(x)))
+	}
+	rms = math.Sqrt(sq / float64(len(v)))
+	return rms, rms > 0 && peak/rms < 2
+}
+
+// The generator initialises every tensor the way the reference kit's random
+// models were initialised by diffusers and transformers: per tensor, the
+// same distribution family and the same scale (within sampling noise), on
+// the bundled tiny models, whose sizes the tiny configurations reproduce.
+// The kit's PhotoMaker LoRA is random by its own recipe and not compared.
+func TestInitialisationMatchesReferenceModels(t *testing.T) {
+	cases := []struct {
+		file   string
+		specs  []Spec
+		rename func(string) string
+	}{
+		{"tiny-sdxl.safetensors", SDXLTensors(TinySDXL()), func(n string) string {
+			return strings.Replace(n, PrefixTE1, "conditioner.embedders.0.transformer.", 1)
+		}},
+		{"photomaker/photomaker-v1-tiny.safetensors", PhotoMakerTensors(TinyPhotoMaker(1)), nil},
+		{"photomaker/photomaker-v2-tiny.safetensors", PhotoMakerTensors(TinyPhotoMaker(2)), nil},
+	}
+	for _, tc := range cases {
+		f, err := safetensors.Open(golden.Path(tc.file))
+		require.NoError(t, err)
+		compared := 0
+		for _, s := range tc.specs {
+			name := s.Name
+			if tc.rename != nil {
+				name = tc.rename(name)
+			}
+			if strings.HasPrefix(name, "lora_weights.") {
+				continue
+			}
+			want, err := f.Float32(name)
+			require.NoError(t, err)
+			got := make([]float32, s.Elements())
+			half.DecodeF16(got, Generate(s, 1))
+			wantRMS, wantUniform := kitStats(want)
+			gotRMS, gotUniform := kitStats(got)
+			if wantRMS == 0 || len(want) < 256 { // zeros, or too few values to tell the family
+				require.True(t, gotRMS >= wantRMS/2 && gotRMS <= 2*wantRMS, "%s: %s: RMS %g, kit %g", tc.file, name, gotRMS, wantRMS)
+				continue
+			}
+			require.Equal(t, wantUniform, gotUniform, "%s: %s: distribution family", tc.file, name)
+			require.InDelta(t, wantRMS, gotRMS, 0.1*wantRMS, "%s: %s: scale", tc.file, name)
+			compared++
+		}
+		require.NoError(t, f.Close())
+		require.Greater(t, compared, 20, tc.file)
+	}
 }
 
 func TestValuesLookNormal(t *testing.T) {

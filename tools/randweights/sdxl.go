@@ -3,6 +3,7 @@ package randweights
 import (
 	"errors"
 	"fmt"
+	"math"
 )
 
 // Prefixes of the original (Stability "sgm") single-file SDXL layout.
@@ -108,28 +109,73 @@ type specList struct {
 	prefix string
 }
 
-func (l *specList) add(name string, init Init, shape ...int) {
-	s := Spec{Name: l.prefix + name, Init: init, Shape: make([]int64, len(shape))}
+func (l *specList) add(name string, init Init, scale float64, shape ...int) {
+	s := Spec{Name: l.prefix + name, Init: init, Scale: scale, Shape: make([]int64, len(shape))}
 	for i, d := range shape {
 		s.Shape[i] = int64(d)
 	}
 	l.out = append(l.out, s)
 }
 
-// linear adds NAME.weight [out,in] and NAME.bias [out].
+// torchBound is PyTorch's default initialisation of nn.Linear and
+// nn.Conv2d (kaiming uniform with a=√5): weights and biases uniform in
+// ±1/√fan_in. diffusers keeps it for every UNet and VAE layer.
+func torchBound(fanIn int) float64 { return 1 / math.Sqrt(float64(fanIn)) }
+
+// linear adds NAME.weight [out,in] and NAME.bias [out], PyTorch's default.
 func (l *specList) linear(name string, out, in int) {
-	l.add(name+".weight", Normal, out, in)
-	l.add(name+".bias", Zeros, out)
+	l.add(name+".weight", Uniform, torchBound(in), out, in)
+	l.add(name+".bias", Uniform, torchBound(in), out)
 }
 
+// matrix adds a bias-free nn.Linear's NAME.weight [out,in].
+func (l *specList) matrix(name string, out, in int) {
+	l.add(name+".weight", Uniform, torchBound(in), out, in)
+}
+
+// conv adds a k×k nn.Conv2d's NAME.weight [out,in,k,k] and NAME.bias.
 func (l *specList) conv(name string, out, in, k int) {
-	l.add(name+".weight", Normal, out, in, k, k)
-	l.add(name+".bias", Zeros, out)
+	l.add(name+".weight", Uniform, torchBound(in*k*k), out, in, k, k)
+	l.add(name+".bias", Uniform, torchBound(in*k*k), out)
+}
+
+// normalLinear adds NAME.weight ~ N(0, std²) and a zero NAME.bias, the way
+// transformers initialises CLIP's projections.
+func (l *specList) normalLinear(name string, out, in int, std float64) {
+	l.add(name+".weight", Normal, std, out, in)
+	l.add(name+".bias", Zeros, 0, out)
 }
 
 func (l *specList) norm(name string, ch int) {
-	l.add(name+".weight", Ones, ch)
-	l.add(name+".bias", Zeros, ch)
+	l.add(name+".weight", Ones, 0, ch)
+	l.add(name+".bias", Zeros, 0, ch)
+}
+
+// clipStd holds transformers' CLIP initialisation for a transformer of
+// width w and the given depth (initializer_factor 1).
+type clipStd struct {
+	qkv, out, fc1, fc2 float64
+}
+
+func clipStds(w, layers int) clipStd {
+	inProj := math.Pow(float64(w), -0.5) * math.Pow(float64(2*layers), -0.5)
+	return clipStd{qkv: inProj, out: math.Pow(float64(w), -0.5), fc1: math.Pow(float64(2*w), -0.5), fc2: inProj}
+}
+
+// clipLayers adds transformers' CLIPEncoderLayer tensors (text or vision).
+func (l *specList) clipLayers(w, mlp, layers int) {
+	std := clipStds(w, layers)
+	for i := 0; i < layers; i++ {
+		p := fmt.Sprintf("encoder.layers.%d.", i)
+		for _, proj := range []string{"k_proj", "v_proj", "q_proj"} {
+			l.normalLinear(p+"self_attn."+proj, w, w, std.qkv)
+		}
+		l.normalLinear(p+"self_attn.out_proj", w, w, std.out)
+		l.norm(p+"layer_norm1", w)
+		l.normalLinear(p+"mlp.fc1", mlp, w, std.fc1)
+		l.normalLinear(p+"mlp.fc2", w, mlp, std.fc2)
+		l.norm(p+"layer_norm2", w)
+	}
 }
 
 // SDXLTensors lists every tensor of a single-file SDXL checkpoint of size c
@@ -169,9 +215,9 @@ func unetSpecs(c SDXLConfig) []Spec {
 				if a == "attn2" {
 					kv = ctx
 				}
-				l.add(b+a+".to_q.weight", Normal, ch, ch)
-				l.add(b+a+".to_k.weight", Normal, ch, kv)
-				l.add(b+a+".to_v.weight", Normal, ch, kv)
+				l.matrix(b+a+".to_q", ch, ch)
+				l.matrix(b+a+".to_k", ch, kv)
+				l.matrix(b+a+".to_v", ch, kv)
 				l.linear(b+a+".to_out.0", ch, ch)
 			}
 			l.linear(b+"ff.net.0.proj", 8*ch, ch) // GEGLU: value and gate, 4·ch each
@@ -295,40 +341,33 @@ func vaeSpecs(c SDXLConfig) []Spec {
 func te1Specs(c SDXLConfig) []Spec {
 	l := &specList{prefix: PrefixTE1}
 	w := c.TE1.Width
-	l.add("embeddings.token_embedding.weight", Normal, c.Vocab, w)
-	l.add("embeddings.position_embedding.weight", Normal, c.Positions, w)
-	for i := 0; i < c.TE1.Layers; i++ {
-		p := fmt.Sprintf("encoder.layers.%d.", i)
-		for _, proj := range []string{"k_proj", "v_proj", "q_proj", "out_proj"} {
-			l.linear(p+"self_attn."+proj, w, w)
-		}
-		l.norm(p+"layer_norm1", w)
-		l.linear(p+"mlp.fc1", c.TE1.MLP, w)
-		l.linear(p+"mlp.fc2", w, c.TE1.MLP)
-		l.norm(p+"layer_norm2", w)
-	}
+	l.add("embeddings.token_embedding.weight", Normal, Std, c.Vocab, w)
+	l.add("embeddings.position_embedding.weight", Normal, Std, c.Positions, w)
+	l.clipLayers(w, c.TE1.MLP, c.TE1.Layers)
 	l.norm("final_layer_norm", w)
 	return l.out
 }
 
 // te2Specs is OpenCLIP bigG under open_clip's names: fused in_proj, and
-// text_projection [width, width] applied as x @ P.
+// text_projection [width, width] applied as x @ P. Its values follow
+// transformers' CLIPTextModelWithProjection, as the kit's model does.
 func te2Specs(c SDXLConfig) []Spec {
 	l := &specList{prefix: PrefixTE2}
 	w := c.TE2.Width
-	l.add("positional_embedding", Normal, c.Positions, w)
-	l.add("text_projection", Normal, w, w)
-	l.add("token_embedding.weight", Normal, c.Vocab, w)
+	std := clipStds(w, c.TE2.Layers)
+	l.add("positional_embedding", Normal, Std, c.Positions, w)
+	l.add("text_projection", Normal, std.out, w, w)
+	l.add("token_embedding.weight", Normal, Std, c.Vocab, w)
 	l.norm("ln_final", w)
 	for i := 0; i < c.TE2.Layers; i++ {
 		p := fmt.Sprintf("transformer.resblocks.%d.", i)
 		l.norm(p+"ln_1", w)
-		l.add(p+"attn.in_proj_weight", Normal, 3*w, w)
-		l.add(p+"attn.in_proj_bias", Zeros, 3*w)
-		l.linear(p+"attn.out_proj", w, w)
+		l.add(p+"attn.in_proj_weight", Normal, std.qkv, 3*w, w)
+		l.add(p+"attn.in_proj_bias", Zeros, 0, 3*w)
+		l.normalLinear(p+"attn.out_proj", w, w, std.out)
 		l.norm(p+"ln_2", w)
-		l.linear(p+"mlp.c_fc", c.TE2.MLP, w)
-		l.linear(p+"mlp.c_proj", w, c.TE2.MLP)
+		l.normalLinear(p+"mlp.c_fc", c.TE2.MLP, w, std.fc1)
+		l.normalLinear(p+"mlp.c_proj", w, c.TE2.MLP, std.fc2)
 	}
 	return l.out
 }
