@@ -12,6 +12,7 @@ require (
 	golang.org/x/image v0.22.0
 	golang.org/x/sync v0.25.0
 	golang.org/x/sys v0.50.0
+	golang.org/x/term v0.36.0
 	golang.org/x/text v0.30.0
 )
 

@@ -3,24 +3,34 @@ package main
 import (
 	"fmt"
 	"io"
+	"os"
 	"strings"
 	"sync"
 	"time"
 
+	"golang.org/x/term"
+
 	"github.com/gophotomaker/photomaker/photomaker"
 )
 
-// progress draws a one-line bar per stage on a terminal-like writer.
+// progress reports the stages of a generation: on a terminal a one-line bar
+// per stage, redrawn in place; elsewhere (a log file, a pipe, serve's
+// output) plain lines, one per denoising step and one per finished stage,
+// so logs stay readable.
 type progress struct {
-	mu      sync.Mutex
-	w       io.Writer
-	on      bool
-	stage   string
-	started time.Time
-	drawn   time.Time
+	mu       sync.Mutex
+	w        io.Writer
+	on       bool
+	terminal bool
+	stage    string
+	started  time.Time
+	drawn    time.Time
 }
 
-func newProgress(w io.Writer, on bool) *progress { return &progress{w: w, on: on} }
+func newProgress(w io.Writer, on bool) *progress {
+	f, ok := w.(*os.File)
+	return &progress{w: w, on: on, terminal: ok && term.IsTerminal(int(f.Fd()))}
+}
 
 func (p *progress) update(ev photomaker.Progress) {
 	if !p.on || ev.Total <= 0 {
@@ -29,28 +39,35 @@ func (p *progress) update(ev photomaker.Progress) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if ev.Stage != p.stage {
-		if p.stage != "" {
+		if p.stage != "" && p.terminal {
 			fmt.Fprintln(p.w)
 		}
 		p.stage, p.started = ev.Stage, time.Now()
-	} else if ev.Done < ev.Total && time.Since(p.drawn) < 100*time.Millisecond {
+	} else if p.terminal && ev.Done < ev.Total && time.Since(p.drawn) < 100*time.Millisecond {
 		return // redraw at most ten times a second
 	}
 	p.drawn = time.Now()
+	elapsed := time.Since(p.started).Seconds()
+	rate := ""
+	if ev.Done > 1 && elapsed > 0 && ev.Stage == "denoise" {
+		rate = fmt.Sprintf(" %.2f it/s", float64(ev.Done)/elapsed)
+	}
+	if !p.terminal {
+		if ev.Done == ev.Total || (ev.Stage == "denoise" && ev.Done > 0) {
+			fmt.Fprintf(p.w, "%s %d/%d%s (%.1fs)\n", ev.Stage, ev.Done, ev.Total, rate, elapsed)
+		}
+		return
+	}
 	const width = 30
 	filled := width * ev.Done / ev.Total
-	rate := ""
-	if el := time.Since(p.started).Seconds(); ev.Done > 1 && el > 0 && ev.Stage == "denoise" {
-		rate = fmt.Sprintf(" %.2f it/s", float64(ev.Done)/el)
-	}
 	fmt.Fprintf(p.w, "\r%-8s [%s%s] %d/%d%s", ev.Stage, strings.Repeat("=", filled), strings.Repeat(" ", width-filled), ev.Done, ev.Total, rate)
 }
 
 func (p *progress) done() {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if p.on && p.stage != "" {
+	if p.on && p.stage != "" && p.terminal {
 		fmt.Fprintln(p.w)
-		p.stage = ""
 	}
+	p.stage = ""
 }
