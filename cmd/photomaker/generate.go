@@ -9,9 +9,11 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/urfave/cli/v2"
 
+	"github.com/gophotomaker/photomaker/bindings/ggml"
 	"github.com/gophotomaker/photomaker/imageproc"
 	"github.com/gophotomaker/photomaker/internal/pngtext"
 	"github.com/gophotomaker/photomaker/photomaker"
@@ -181,6 +183,7 @@ func runGenerate(c *cli.Context) error {
 	ctx, stop := signal.NotifyContext(c.Context, os.Interrupt)
 	defer stop()
 	bar := newProgress(c.App.ErrWriter, !c.Bool("json"))
+	loadStart := time.Now()
 	p, err := photomaker.Load(ctx, photomaker.Config{
 		Model: c.String("model"), PhotoMaker: c.String("photomaker"), Device: c.String("device"),
 		LoRAs: loras, Threads: c.Int("threads"), WeightType: c.String("type"), VAETile: c.Int("vae-tile"), EncodersOnCPU: c.Bool("encoders-on-cpu"), Progress: bar.update,
@@ -191,6 +194,10 @@ func runGenerate(c *cli.Context) error {
 		return err
 	}
 	defer p.Close()
+	if hint := quantizeOnceHint(c.String("model"), c.String("photomaker"), c.String("type"), len(loras), time.Since(loadStart)); hint != "" && !c.Bool("json") {
+		bar.done()
+		fmt.Fprintln(c.App.ErrWriter, hint)
+	}
 	res, err := p.Generate(ctx, req)
 	bar.done()
 	if err != nil {
@@ -215,6 +222,23 @@ func runGenerate(c *cli.Context) error {
 		fmt.Fprintf(c.App.Writer, "wrote %s (seed %d)\n", o, res.Seed)
 	}
 	return nil
+}
+
+// quantizeOnceHint suggests converting once when a load spent long
+// quantizing a float checkpoint to a block type (minutes on small CPUs);
+// "" when it does not apply. Extra LoRAs are left out: the GGUF would not
+// hold them.
+func quantizeOnceHint(model, adapter, typ string, loras int, took time.Duration) string {
+	t, err := ggml.ParseType(typ)
+	if err != nil || !t.Quantized() || loras > 0 || took < 20*time.Second || strings.HasSuffix(strings.ToLower(model), ".gguf") {
+		return ""
+	}
+	out := strings.TrimSuffix(filepath.Base(model), filepath.Ext(model)) + "-" + t.String() + ".gguf"
+	cmd := fmt.Sprintf("photomaker convert %s", model)
+	if adapter != "" {
+		cmd += " --photomaker " + adapter
+	}
+	return fmt.Sprintf("loading took %.0fs, mostly quantizing to %s; do it once with\n  %s --type %s -o %s\nand pass --model %s", took.Seconds(), t, cmd, t, out, out)
 }
 
 // parseLoRAs reads --lora FILE[:SCALE] values.
