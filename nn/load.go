@@ -13,6 +13,7 @@ import (
 	"errors"
 	"fmt"
 	"reflect"
+	"runtime/debug"
 	"runtime"
 	"slices"
 	"sort"
@@ -298,6 +299,9 @@ func (w *Weights) upload(ctx context.Context, alloc func(*ggml.Context) (*ggml.B
 	files := map[string]bool{}
 	for _, p := range w.pending {
 		files[p.src.File] = true
+		for _, f := range p.src.AlsoReads {
+			files[f] = true
+		}
 	}
 	var paths []string
 	for f := range files {
@@ -364,6 +368,11 @@ func (w *Weights) upload(ctx context.Context, alloc func(*ggml.Context) (*ggml.B
 		}
 	}
 	w.pending = nil
+	release.Release()
+	// The conversions' buffers are garbage now, but the Go runtime returns
+	// freed heap to the OS only gradually: until then it counts in the RSS
+	// of the run that follows.
+	debug.FreeOSMemory()
 	return nil
 }
 

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"image"
 	"os"
+	"path/filepath"
 	"testing"
 
 	"github.com/stretchr/testify/require"
@@ -13,6 +14,7 @@ import (
 	"github.com/gophotomaker/photomaker/bindings/ggml"
 	"github.com/gophotomaker/photomaker/imageproc"
 	"github.com/gophotomaker/photomaker/internal/golden"
+	"github.com/gophotomaker/photomaker/weights/safetensors"
 )
 
 // The official pipelines' end-to-end goldens: PhotoMaker v1 release code and
@@ -199,4 +201,69 @@ func TestReleaseEncoders(t *testing.T) {
 	require.NoError(t, err)
 	require.Positive(t, et.ID)
 	require.Nil(t, release.text)
+}
+
+// OneShot loads the UNet only after the encoders are freed and frees it
+// before decoding: the same images every time (two per request here), a
+// lower peak than keeping every part loaded, and a "load" stage inside
+// Generate.
+func TestOneShot(t *testing.T) {
+	run := func(p *Pipeline) ([]float32, []uint8, []Progress) {
+		var final []float32
+		p.testHookFinalLatents = func(l []float32) { final = append(final, l...) }
+		req := e2eRequest(t, "e2e_v1")
+		req.Steps, req.N = 2, 2
+		req.InitialLatents = append(append([]float32(nil), req.InitialLatents...), req.InitialLatents...)
+		var events []Progress
+		req.Progress = func(ev Progress) { events = append(events, ev) }
+		res, err := p.Generate(context.Background(), req)
+		require.NoError(t, err)
+		require.Len(t, res.Images, 2)
+		return final, append(pixels(res.Images[0]), pixels(res.Images[1])...), events
+	}
+	keep := loadTinyWith(t, "photomaker/photomaker-v1-tiny.safetensors", nil)
+	wantLatents, wantPixels, events := run(keep)
+	require.NotEqual(t, "load", events[0].Stage)
+	keepPeak := keep.MemoryUse().Peak
+
+	one := loadTinyWith(t, "photomaker/photomaker-v1-tiny.safetensors", func(c *Config) { c.OneShot = true })
+	require.Nil(t, one.unet, "loaded by Generate")
+	for range 2 {
+		gotLatents, gotPixels, events := run(one)
+		require.Equal(t, wantLatents, gotLatents)
+		require.Equal(t, wantPixels, gotPixels)
+		require.Nil(t, one.unet, "freed before decoding")
+		require.Nil(t, one.text)
+		var stages []string
+		for _, ev := range events {
+			if len(stages) == 0 || stages[len(stages)-1] != ev.Stage {
+				stages = append(stages, ev.Stage)
+			}
+		}
+		require.Equal(t, []string{"encode", "load", "denoise", "decode"}, stages)
+	}
+	m := one.MemoryUse()
+	require.Less(t, m.Peak, keepPeak)
+	policy, err := weightPolicy(one.cfg.WeightType)
+	require.NoError(t, err)
+	parts := one.weightBytes(policy)
+	require.Equal(t, parts.vae, m.Weights, "only the VAE stays")
+	require.GreaterOrEqual(t, m.Peak, parts.unet+parts.vae, "the UNet was there while denoising")
+
+	// A checkpoint whose UNet lacks a weight still fails Load.
+	src, err := safetensors.Open(golden.Path("tiny-sdxl.safetensors"))
+	require.NoError(t, err)
+	defer src.Close()
+	const gone = "model.diffusion_model.output_blocks.2.1.transformer_blocks.0.attn2.to_v.weight"
+	var entries []safetensors.Entry
+	for _, ts := range src.Tensors() {
+		if ts.Name != gone {
+			entries = append(entries, safetensors.Entry{Name: ts.Name, DType: ts.DType, Shape: ts.Shape,
+				Data: func() ([]byte, error) { return src.Bytes(ts.Name) }})
+		}
+	}
+	broken := filepath.Join(t.TempDir(), "broken.safetensors")
+	require.NoError(t, safetensors.Write(broken, entries, nil))
+	_, err = Load(context.Background(), Config{Model: broken, Device: "cpu", OneShot: true})
+	require.ErrorContains(t, err, "missing weight unet.up_blocks.0.attentions.2.transformer_blocks.0.attn2.to_v.weight")
 }

@@ -185,11 +185,17 @@ func (p *Pipeline) Generate(ctx context.Context, req Request) (*Result, error) {
 	}
 	pl, err := p.prepare(ctx, &req)
 	p.notePeak()
-	if p.cfg.ReleaseEncoders {
+	if p.releasesEncoders() {
 		p.releaseEncoders() // the plan holds all the conditioning
 	}
 	if err != nil {
 		return nil, err
+	}
+	if p.unet == nil { // OneShot
+		p.progress(&req, "load", 0, 1)
+		if err := p.loadUNet(ctx, func(done, total int) { p.progress(&req, "load", done, total) }); err != nil {
+			return nil, err
+		}
 	}
 	lw, lh := req.Width/8, req.Height/8
 	per := 4 * lw * lh
@@ -199,9 +205,21 @@ func (p *Pipeline) Generate(ctx context.Context, req Request) (*Result, error) {
 	} else if len(latents) != req.N*per {
 		return nil, fmt.Errorf("%w: initial latents hold %d values, %d×4×%d×%d needs %d", ErrInvalidRequest, len(latents), req.N, lh, lw, req.N*per)
 	}
+	// Every image is denoised before any is decoded, so that OneShot can
+	// free the UNet before the VAE's large decode buffers grow.
+	final := make([][]float32, req.N)
+	for i := range final {
+		if final[i], err = p.denoise(ctx, &req, pl, latents[i*per:(i+1)*per], noise); err != nil {
+			return nil, err
+		}
+	}
+	p.notePeak()
+	if p.cfg.OneShot {
+		closeNil(&p.unet)
+	}
 	res := &Result{Seed: req.Seed, Request: req}
-	for i := 0; i < req.N; i++ {
-		img, err := p.denoiseAndDecode(ctx, &req, pl, latents[i*per:(i+1)*per], noise)
+	for _, l := range final {
+		img, err := p.decodeImage(ctx, &req, l)
 		if err != nil {
 			return nil, err
 		}
@@ -343,8 +361,8 @@ func (p *Pipeline) vaeTile() int {
 	return p.cfg.VAETile
 }
 
-// denoiseAndDecode runs the sampler loop for one image and decodes it.
-func (p *Pipeline) denoiseAndDecode(ctx context.Context, req *Request, pl *plan, initial []float32, noise rng.Source) (image.Image, error) {
+// denoise runs the sampler loop for one image and returns its final latents.
+func (p *Pipeline) denoise(ctx context.Context, req *Request, pl *plan, initial []float32, noise rng.Source) ([]float32, error) {
 	sampler, err := sampling.New(samplerName(req.Sampler, req.Karras), p.sched, req.Steps, noise)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrInvalidRequest, err)
@@ -410,6 +428,12 @@ func (p *Pipeline) denoiseAndDecode(ctx context.Context, req *Request, pl *plan,
 	if p.testHookFinalLatents != nil {
 		p.testHookFinalLatents(latents)
 	}
+	return latents, nil
+}
+
+// decodeImage turns one image's final latents into its picture.
+func (p *Pipeline) decodeImage(ctx context.Context, req *Request, latents []float32) (image.Image, error) {
+	lw, lh := req.Width/8, req.Height/8
 	p.progress(req, "decode", 0, 1)
 	scaled := make([]float32, len(latents))
 	for j, v := range latents {

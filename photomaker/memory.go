@@ -46,13 +46,25 @@ type memoryNeeds struct {
 	UNetStep            int64 // compute of one UNet step with CFG (batch 2)
 	VAETile             int64 // compute of a VAE decode tile (or the whole image if smaller)
 	StreamChunk         int64 // room for the weights one graph split streams in
+	// OneShot: the parts are loaded one stage at a time (Config.OneShot).
+	OneShot bool
 }
 
 // total is the least device memory a mode runs in: the weights it keeps on
 // the device plus the largest compute stage (the scheduler reuses one set of
 // buffers for the UNet and the VAE) and a fixed reserve. The VAE counts as
 // one tile: a whole decode that does not fit falls back to tiles by itself.
+// OneShot needs only its largest stage: encoding (the encoders on the
+// device in full mode), denoising (the UNet and its step), decoding (the
+// compute buffer, which only grows, then holds the larger of step and tile).
 func (n memoryNeeds) total(mode string) int64 {
+	if n.OneShot && mode != VRAMStream {
+		stages := max(n.UNet+n.UNetStep, n.VAETile)
+		if mode == VRAMFull {
+			stages = max(stages, n.Encoders)
+		}
+		return n.VAE + stages + deviceReserve
+	}
 	switch mode {
 	case VRAMFull:
 		return n.UNet + n.VAE + n.Encoders + max(n.UNetStep, n.VAETile) + deviceReserve
@@ -127,11 +139,12 @@ type partBytes struct {
 }
 
 // onDevice is the bytes of the parts that sit in device memory. On the CPU
-// that is every part loaded; on a GPU, the UNet unless it streams from RAM,
-// and the encoders when they are loaded on the GPU's runtime.
-func (b partBytes) onDevice(cpu, unetStreams, encodersOnDevice bool) int64 {
+// that is every part loaded; on a GPU, the UNet when loaded unless it
+// streams from RAM, and the encoders when they are loaded on the GPU's
+// runtime.
+func (b partBytes) onDevice(cpu, unetLoaded, unetStreams, encodersOnDevice bool) int64 {
 	n := b.vae
-	if cpu || !unetStreams {
+	if unetLoaded && (cpu || !unetStreams) {
 		n += b.unet
 	}
 	if encodersOnDevice {
@@ -168,7 +181,7 @@ func (p *Pipeline) estimateNeeds(policy nn.TypePolicy, width, height int) memory
 	w := p.weightBytes(policy)
 	lat := int64(width/8) * int64(height/8)
 	return memoryNeeds{
-		UNet: w.unet, VAE: w.vae, Encoders: w.encoders, StreamChunk: w.streamChunk,
+		UNet: w.unet, VAE: w.vae, Encoders: w.encoders, StreamChunk: w.streamChunk, OneShot: p.cfg.OneShot,
 		UNetStep: lat * unetStepBytesPerLatentPixel,
 		VAETile:  min(lat, int64(autoTile*autoTile)) * vaeDecodeBytesPerLatentPixel,
 	}

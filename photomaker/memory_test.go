@@ -27,13 +27,28 @@ func TestChooseVRAM(t *testing.T) {
 		require.NoError(t, err)
 		require.Equal(t, tc.want, got, "free %d", tc.free)
 	}
-	_, err := chooseVRAM("", n.total(VRAMStream)-1, n, 1024, 1024)
+	// One stage at a time: the largest stage counts, not the sum.
+	one := n
+	one.OneShot = true
+	require.Equal(t, n.UNet+n.VAE+n.UNetStep+deviceReserve, one.total(VRAMFull)) // denoising
+	require.Equal(t, one.total(VRAMFull), one.total(VRAMLow))
+	require.Equal(t, n.total(VRAMStream), one.total(VRAMStream))
+	one.UNet, one.Encoders = gib/4, 2*gib
+	require.Equal(t, one.Encoders+one.VAE+deviceReserve, one.total(VRAMFull)) // encoding
+	require.Equal(t, one.UNet+one.VAE+one.UNetStep+deviceReserve, one.total(VRAMLow))
+	one.Encoders, one.VAETile = 0, 3*gib
+	require.Equal(t, one.VAE+one.VAETile+deviceReserve, one.total(VRAMFull)) // decoding
+	got, err := chooseVRAM(VRAMAuto, n.total(VRAMLow), memoryNeeds{UNet: n.UNet, VAE: n.VAE, Encoders: n.Encoders, UNetStep: n.UNetStep, VAETile: n.VAETile, OneShot: true}, 1024, 1024)
+	require.NoError(t, err)
+	require.Equal(t, VRAMFull, got, "what low needs is enough for full when the encoders are gone before the UNet loads")
+
+	_, err = chooseVRAM("", n.total(VRAMStream)-1, n, 1024, 1024)
 	require.ErrorIs(t, err, ggml.ErrOutOfMemory)
 	require.ErrorContains(t, err, "1024×1024 image needs at least 2.4 GiB")
 	require.ErrorContains(t, err, "--type q4_K")
 	require.ErrorContains(t, err, "--device cpu")
 
-	got, err := chooseVRAM("Stream", 80*gib, n, 1024, 1024) // forced: as asked
+	got, err = chooseVRAM("Stream", 80*gib, n, 1024, 1024) // forced: as asked
 	require.NoError(t, err)
 	require.Equal(t, VRAMStream, got)
 	_, err = chooseVRAM("tiny", 80*gib, n, 1024, 1024)
@@ -121,9 +136,11 @@ func TestVAETileByMode(t *testing.T) {
 // The weights a memory report counts on the device, per placement.
 func TestWeightsOnDevice(t *testing.T) {
 	b := partBytes{unet: 100, vae: 10, encoders: 1}
-	require.Equal(t, int64(111), b.onDevice(true, false, true))   // CPU
-	require.Equal(t, int64(111), b.onDevice(true, true, true))    // CPU, stream placement forced: all RAM
-	require.Equal(t, int64(111), b.onDevice(false, false, true))  // GPU, full
-	require.Equal(t, int64(110), b.onDevice(false, false, false)) // GPU, low (or encoders released)
-	require.Equal(t, int64(10), b.onDevice(false, true, false))   // GPU, stream
+	require.Equal(t, int64(111), b.onDevice(true, true, false, true))   // CPU
+	require.Equal(t, int64(111), b.onDevice(true, true, true, true))    // CPU, stream placement forced: all RAM
+	require.Equal(t, int64(111), b.onDevice(false, true, false, true))  // GPU, full
+	require.Equal(t, int64(110), b.onDevice(false, true, false, false)) // GPU, low (or encoders released)
+	require.Equal(t, int64(11), b.onDevice(false, false, false, true))  // GPU, full, UNet not loaded (OneShot)
+	require.Equal(t, int64(11), b.onDevice(true, false, false, true))   // CPU, UNet not loaded
+	require.Equal(t, int64(10), b.onDevice(false, true, true, false))   // GPU, stream
 }

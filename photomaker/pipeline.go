@@ -65,9 +65,15 @@ type Config struct {
 	// request's prompts and photos are encoded, and loads them again for
 	// the next request. A one-shot run's peak memory then drops by their
 	// size (about 2.2 GB at f16 with a v1 adapter, on the GPU or in RAM);
-	// each later request pays a reload. The command line's generate and
-	// bench set it; a server keeps the encoders.
+	// each later request pays a reload. A server keeps the encoders.
 	ReleaseEncoders bool
+	// OneShot holds each big part only while a request needs it: the
+	// encoders as ReleaseEncoders, the UNet loaded once they are freed
+	// (not by Load) and freed before the VAE decodes. A run's peak is then
+	// its largest stage rather than the sum of every part's weights; each
+	// request loads the UNet again. The command line's generate and bench
+	// set it.
+	OneShot bool
 	// EncodersOnCPU runs the text encoders and the ID encoder on the CPU so
 	// the GPU holds only the UNet and the VAE (about 1.6 GB less at f16): a
 	// low-VRAM mode. Their work is small next to the denoising steps.
@@ -228,7 +234,12 @@ func Load(ctx context.Context, cfg Config) (_ *Pipeline, err error) {
 	if err := p.loadEncoders(ctx); err != nil {
 		return nil, err
 	}
-	if p.unet, err = unet.Load(ctx, p.rt, p.model.Tensors, "unet.", unet.Options{Policy: policy, Progress: report, Stream: p.vram == VRAMStream, QuantizeKernels: cfg.QuantizeConvs}); err != nil {
+	if cfg.OneShot {
+		// Loaded by Generate; an unsupported or incomplete UNet fails here.
+		if _, err := unet.Infer(p.model.Tensors, "unet."); err != nil {
+			return nil, err
+		}
+	} else if err := p.loadUNet(ctx, report); err != nil {
 		return nil, err
 	}
 	// SDXL's VAE overflows in f16 arithmetic: it computes in f32 whatever
@@ -256,6 +267,20 @@ func (p *Pipeline) loadEncoders(ctx context.Context) error {
 	}
 	return nil
 }
+
+// loadUNet loads the UNet unless it is loaded (OneShot frees it).
+func (p *Pipeline) loadUNet(ctx context.Context, progress func(done, total int)) error {
+	if p.unet != nil {
+		return nil
+	}
+	var err error
+	p.unet, err = unet.Load(ctx, p.rt, p.model.Tensors, "unet.", unet.Options{Policy: p.policy, Progress: progress,
+		Stream: p.vram == VRAMStream, QuantizeKernels: p.cfg.QuantizeConvs})
+	return err
+}
+
+// releasesEncoders says whether the encoders are freed after encoding.
+func (p *Pipeline) releasesEncoders() bool { return p.cfg.ReleaseEncoders || p.cfg.OneShot }
 
 // releaseEncoders frees the encoders' weights (ReleaseEncoders).
 func (p *Pipeline) releaseEncoders() {

@@ -37,7 +37,7 @@ func (p *Pipeline) TimeEncoders(ctx context.Context, req Request) (EncoderTimes,
 	if err := p.loadEncoders(ctx); err != nil {
 		return et, err
 	}
-	if p.cfg.ReleaseEncoders {
+	if p.releasesEncoders() {
 		defer p.releaseEncoders()
 	}
 	start := time.Now()
@@ -86,9 +86,9 @@ type MemoryUse struct {
 	// GPU (0 on the CPU, where Compute already counts it).
 	HostCompute int64
 	// Peak is the largest Total so far, taken when it can grow most: after
-	// loading, after a request's encoding and after its decoding. With
-	// ReleaseEncoders the first two hold the encoders, the last the VAE's
-	// compute buffer.
+	// loading, after a request's encoding, after its denoising and after
+	// its decoding. With ReleaseEncoders only the first two hold the
+	// encoders; with OneShot only the denoising holds the UNet.
 	Peak int64
 }
 
@@ -126,6 +126,6 @@ func (p *Pipeline) memoryUse() MemoryUse {
 		return m
 	}
 	cpu := p.rt.Device.IsCPU()
-	m.Weights = p.weightBytes(policy).onDevice(cpu, p.vram == VRAMStream, p.text != nil && (cpu || p.encRT == p.rt))
+	m.Weights = p.weightBytes(policy).onDevice(cpu, p.unet != nil, p.vram == VRAMStream, p.text != nil && (cpu || p.encRT == p.rt))
 	return m
 }

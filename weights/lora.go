@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"math"
+	"slices"
 	"sort"
 	"strings"
 
@@ -269,6 +270,7 @@ func mergedTensor(base *Tensor, p LoRAPatch, scale float32) *Tensor {
 	}
 	return &Tensor{
 		Name: base.Name, DType: safetensors.F32, Shape: base.Shape, File: base.File, Source: base.Source, StoredAs: storedAs(base),
+		AlsoReads: alsoReads(base, p.Down, p.Up),
 		loadF32: compute,
 		load: func() ([]byte, error) {
 			v, err := compute()
@@ -282,6 +284,19 @@ func mergedTensor(base *Tensor, p LoRAPatch, scale float32) *Tensor {
 			return b, nil
 		},
 	}
+}
+
+// alsoReads lists the files a merge reads besides base's own.
+func alsoReads(base *Tensor, lora ...*Tensor) []string {
+	out := slices.Clone(base.AlsoReads)
+	for _, t := range lora {
+		for _, f := range append([]string{t.File}, t.AlsoReads...) {
+			if f != "" && f != base.File && !slices.Contains(out, f) {
+				out = append(out, f)
+			}
+		}
+	}
+	return out
 }
 
 // storedAs is the dtype a merge result should be stored in: that of the

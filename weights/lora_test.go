@@ -54,6 +54,8 @@ func TestMergePhotoMakerLoRAGolden(t *testing.T) {
 	merged, _ := m.Tensors.Get(exampleTarget)
 	assert.Equal(t, safetensors.F32, merged.DType)
 	assert.Equal(t, before.Shape, merged.Shape)
+	assert.Equal(t, w.File, merged.File)
+	assert.Equal(t, []string{golden.Path("photomaker/photomaker-v1-tiny.safetensors")}, merged.AlsoReads, "a loader releases the LoRA file's pages too")
 	golden.AssertClose(t, "merged example weight", f32(t, merged), after.Data, 1e-6, 0)
 
 	// Bytes and Float32 of a merged tensor agree.
@@ -321,4 +323,5 @@ func TestMergeLoRATwice(t *testing.T) {
 	a, _ := once.Tensors.Get(exampleTarget)
 	b, _ := twice.Tensors.Get(exampleTarget)
 	golden.AssertClose(t, "twice at 0.5 vs once at 1", f32(t, b), f32(t, a), 1e-6, 1e-6)
+	require.Len(t, b.AlsoReads, 1, "one file however many merges read it")
 }

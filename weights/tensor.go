@@ -41,6 +41,9 @@ type Tensor struct {
 	// weight), the dtype the original was stored in: the natural type to
 	// keep it in on a device.
 	StoredAs safetensors.DType
+	// AlsoReads lists other files a computed tensor reads (a merged LoRA's),
+	// so that a loader can release their pages too.
+	AlsoReads []string
 
 	load    func() ([]byte, error)
 	loadF32 func() ([]float32, error) // optional fast path for computed F32 tensors

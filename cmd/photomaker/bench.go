@@ -188,7 +188,7 @@ func runBench(c *cli.Context) error {
 	p, err := photomaker.Load(ctx, photomaker.Config{
 		Model: res.Model, PhotoMaker: res.PhotoMaker, Device: res.Device, WeightType: res.Type, Threads: c.Int("threads"), Progress: bar.update,
 		VRAM: vram, PlanWidth: res.Width, PlanHeight: res.Height, QuantizeConvs: res.QuantizeConvs, F16Accumulation: res.F16Accumulation,
-		ReleaseEncoders: true, // as generate does
+		OneShot: true, // as generate does: the UNet loads inside Generate, after the encoders are freed
 	})
 	if err != nil {
 		if sampler != nil {
@@ -331,13 +331,18 @@ type benchEvent struct {
 
 // stageTimes turns the progress events of one Generate into stage times:
 // encode (start to end), each UNet step (from the previous event), VAE
-// decode (mean per image).
+// decode (mean per image). Loading inside Generate (OneShot's UNet) moves
+// from the generation's time to the load's.
 func stageTimes(res *benchResult, events []benchEvent) {
-	var prev, encStart, decStart time.Time
-	var vae time.Duration
+	var prev, encStart, decStart, loadStart time.Time
+	var vae, load time.Duration
 	images := 0
 	for _, ev := range events {
 		switch {
+		case ev.Stage == "load" && ev.Done == 0:
+			loadStart = ev.at
+		case ev.Stage == "load" && ev.Done == ev.Total:
+			load += ev.at.Sub(loadStart)
 		case ev.Stage == "encode" && ev.Done == 0:
 			encStart = ev.at
 		case ev.Stage == "encode":
@@ -355,6 +360,8 @@ func stageTimes(res *benchResult, events []benchEvent) {
 	if images > 0 {
 		res.VAESeconds = vae.Seconds() / float64(images)
 	}
+	res.LoadSeconds += load.Seconds()
+	res.GenerateSeconds -= load.Seconds()
 	if n := len(res.UNetStepsSeconds); n > 0 {
 		s := slices.Clone(res.UNetStepsSeconds)
 		slices.Sort(s)

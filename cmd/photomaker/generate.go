@@ -188,7 +188,7 @@ func runGenerate(c *cli.Context) error {
 		Model: c.String("model"), PhotoMaker: c.String("photomaker"), Device: c.String("device"),
 		LoRAs: loras, Threads: c.Int("threads"), WeightType: c.String("type"), VAETile: c.Int("vae-tile"), EncodersOnCPU: c.Bool("encoders-on-cpu"), Progress: bar.update,
 		VRAM: vram, PlanWidth: req.Width, PlanHeight: req.Height, QuantizeConvs: c.Bool("quantize-convs"), F16Accumulation: c.Bool("f16-accum"),
-		ReleaseEncoders: true, // one request: the encoders are done before the UNet runs
+		OneShot: true, // one request: each part is freed once done
 	})
 	if err != nil {
 		return err

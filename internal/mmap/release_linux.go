@@ -52,10 +52,17 @@ func (r *Releaser) covers(path string) bool {
 // After notes n bytes read and releases the mappings once enough were.
 func (r *Releaser) After(n int64) {
 	r.read += n
-	if r.read < releaseEvery || len(r.inputs) == 0 {
+	if r.read >= releaseEvery {
+		r.Release()
+	}
+}
+
+// Release drops the inputs' resident pages now (at the end of a pass).
+func (r *Releaser) Release() {
+	r.read = 0
+	if len(r.inputs) == 0 {
 		return
 	}
-	r.read = 0
 	f, err := os.Open("/proc/self/maps")
 	if err != nil {
 		return

@@ -10,3 +10,6 @@ func NewReleaser(...string) *Releaser { return &Releaser{} }
 
 // After does nothing.
 func (*Releaser) After(int64) {}
+
+// Release does nothing.
+func (*Releaser) Release() {}
