@@ -271,7 +271,7 @@ func mergedTensor(base *Tensor, p LoRAPatch, scale float32) *Tensor {
 	return &Tensor{
 		Name: base.Name, DType: safetensors.F32, Shape: base.Shape, File: base.File, Source: base.Source, StoredAs: storedAs(base),
 		AlsoReads: alsoReads(base, p.Down, p.Up),
-		loadF32: compute,
+		loadF32:   compute,
 		load: func() ([]byte, error) {
 			v, err := compute()
 			if err != nil {
