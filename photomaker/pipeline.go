@@ -135,7 +135,7 @@ type Pipeline struct {
 var ErrClosed = errors.New("photomaker: pipeline is closed")
 
 // Load opens the model files, merges the adapter's LoRA and uploads every
-// weight to the device.
+// weight to the device (with OneShot, the UNet's in each Generate).
 func Load(ctx context.Context, cfg Config) (_ *Pipeline, err error) {
 	if cfg.Model == "" {
 		return nil, errors.New("no model given: pass an SDXL checkpoint (single-file .safetensors, diffusers folder or .gguf)")
