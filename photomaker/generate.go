@@ -387,6 +387,7 @@ func (p *Pipeline) denoise(ctx context.Context, req *Request, pl *plan, initial 
 			loop.Close()
 		}
 	}()
+	p.progress(req, "denoise", 0, len(ts))
 	for i := range ts {
 		if err := ctx.Err(); err != nil {
 			return nil, err

@@ -347,7 +347,7 @@ func stageTimes(res *benchResult, events []benchEvent) {
 			encStart = ev.at
 		case ev.Stage == "encode":
 			res.EncodeSeconds = ev.at.Sub(encStart).Seconds()
-		case ev.Stage == "denoise":
+		case ev.Stage == "denoise" && ev.Done > 0: // timed from the previous event: the loop's start or the last step
 			res.UNetStepsSeconds = append(res.UNetStepsSeconds, ev.at.Sub(prev).Seconds())
 		case ev.Stage == "decode" && ev.Done == 0:
 			decStart = ev.at

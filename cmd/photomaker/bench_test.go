@@ -7,8 +7,11 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/require"
+
+	"github.com/gophotomaker/photomaker/photomaker"
 )
 
 // bench on a scaled-down random model: JSON fields filled, cache reused,
@@ -62,4 +65,28 @@ func TestBenchUsage(t *testing.T) {
 	require.Equal(t, 2, code)
 	code, _, _ = runCLI(t, "bench", "--random", "--type", "q9_Z")
 	require.Equal(t, 2, code)
+}
+
+// Stage times from a OneShot run's events: the UNet's load inside Generate
+// moves to the load figure, and each step is timed from the event before it.
+func TestStageTimes(t *testing.T) {
+	t0 := time.Now()
+	at := func(ms int) time.Time { return t0.Add(time.Duration(ms) * time.Millisecond) }
+	ev := func(stage string, done, total, ms int) benchEvent {
+		return benchEvent{photomaker.Progress{Stage: stage, Done: done, Total: total}, at(ms)}
+	}
+	res := &benchResult{LoadSeconds: 1, GenerateSeconds: 10}
+	stageTimes(res, []benchEvent{
+		ev("encode", 0, 1, 0), ev("encode", 1, 1, 500),
+		ev("load", 0, 1, 500), ev("load", 7, 10, 2000), ev("load", 10, 10, 3500),
+		ev("denoise", 0, 2, 3600), ev("denoise", 1, 2, 4600), ev("denoise", 2, 2, 6600),
+		ev("decode", 0, 1, 6600), ev("decode", 1, 1, 7400),
+	})
+	require.InDelta(t, 0.5, res.EncodeSeconds, 1e-9)
+	require.InDelta(t, 4.0, res.LoadSeconds, 1e-9)
+	require.InDelta(t, 7.0, res.GenerateSeconds, 1e-9)
+	require.Len(t, res.UNetStepsSeconds, 2)
+	require.InDelta(t, 1.0, res.UNetStepsSeconds[0], 1e-9)
+	require.InDelta(t, 1.5, res.UNetStepSeconds, 1e-9)
+	require.InDelta(t, 0.8, res.VAESeconds, 1e-9)
 }

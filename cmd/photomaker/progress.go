@@ -49,7 +49,7 @@ func (p *progress) update(ev photomaker.Progress) {
 	p.drawn = time.Now()
 	elapsed := time.Since(p.started).Seconds()
 	rate := ""
-	if ev.Done > 1 && elapsed > 0 && ev.Stage == "denoise" {
+	if ev.Done > 0 && elapsed > 0 && ev.Stage == "denoise" {
 		rate = fmt.Sprintf(" %.2f it/s", float64(ev.Done)/elapsed)
 	}
 	if !p.terminal {
