@@ -266,4 +266,19 @@ func TestOneShot(t *testing.T) {
 	require.NoError(t, safetensors.Write(broken, entries, nil))
 	_, err = Load(context.Background(), Config{Model: broken, Device: "cpu", OneShot: true})
 	require.ErrorContains(t, err, "missing weight unet.up_blocks.0.attentions.2.transformer_blocks.0.attn2.to_v.weight")
+
+	// So does a UNet that will not fit in RAM, even after the encoders.
+	old := availableRAM
+	t.Cleanup(func() { availableRAM = old })
+	availableRAM = func() (uint64, bool) { return uint64(parts.unet - parts.encoders - 1), true }
+	_, err = Load(context.Background(), Config{Model: golden.Path("tiny-sdxl.safetensors"), PhotoMaker: golden.Path("photomaker/photomaker-v1-tiny.safetensors"),
+		Device: "cpu", WeightType: "f32", OneShot: true})
+	require.ErrorIs(t, err, ggml.ErrOutOfMemory)
+	require.ErrorContains(t, err, "the UNet's weights need")
+	require.ErrorContains(t, err, "of RAM")
+	availableRAM = func() (uint64, bool) { return uint64(parts.unet - parts.encoders), true } // just enough
+	p, err := Load(context.Background(), Config{Model: golden.Path("tiny-sdxl.safetensors"), PhotoMaker: golden.Path("photomaker/photomaker-v1-tiny.safetensors"),
+		Device: "cpu", WeightType: "f32", OneShot: true})
+	require.NoError(t, err)
+	p.Close()
 }

@@ -107,6 +107,41 @@ var deviceMemory = func(rt *nn.Runtime) (free int64, ok bool) {
 	return int64(f), true
 }
 
+// availableRAM is ggml.AvailableHostMemory; tests replace it.
+var availableRAM = ggml.AvailableHostMemory
+
+// checkUNetRoom fails when the UNet that OneShot loads in Generate cannot
+// fit where it goes (RAM on the CPU or when it streams, else the device),
+// counting the encoders Generate frees first: the same error the upload
+// would give, but before a request is encoded.
+func (p *Pipeline) checkUNetRoom(policy nn.TypePolicy) error {
+	parts := p.weightBytes(policy)
+	inRAM := p.rt.Device.IsCPU() || p.vram == VRAMStream
+	var room int64
+	var known bool
+	if inRAM {
+		avail, ok := availableRAM()
+		room, known = int64(avail), ok
+		if p.encRT.Device.IsCPU() {
+			room += parts.encoders
+		}
+	} else {
+		room, known = deviceMemory(p.rt)
+		if p.encRT == p.rt {
+			room += parts.encoders
+		}
+	}
+	if !known || parts.unet <= room {
+		return nil
+	}
+	where, try := p.rt.Device.Dev.Name, "--vram stream, or --device cpu"
+	if inRAM {
+		where, try = "RAM", "or close other programs"
+	}
+	return fmt.Errorf("%w: the UNet's weights need %s of %s but about %s will be free once the encoders are done; try quantized weights (--type q8_0 or q4_K), %s",
+		ggml.ErrOutOfMemory, ggml.HumanBytes(parts.unet), where, ggml.HumanBytes(room), try)
+}
+
 // chooseVRAM picks the VRAM mode for p's device: on a GPU from its free
 // memory (Config.VRAM auto) or as forced; on the CPU "" unless a mode was
 // forced (the modes then only move work between CPU runtimes, which keeps

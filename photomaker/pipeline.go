@@ -235,8 +235,12 @@ func Load(ctx context.Context, cfg Config) (_ *Pipeline, err error) {
 		return nil, err
 	}
 	if cfg.OneShot {
-		// Loaded by Generate; an unsupported or incomplete UNet fails here.
+		// Loaded by Generate; an unsupported or incomplete UNet, or one
+		// that will not fit, fails here, before any work.
 		if _, err := unet.Infer(p.model.Tensors, "unet."); err != nil {
+			return nil, err
+		}
+		if err := p.checkUNetRoom(policy); err != nil {
 			return nil, err
 		}
 	} else if err := p.loadUNet(ctx, report); err != nil {
