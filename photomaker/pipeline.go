@@ -236,11 +236,8 @@ func Load(ctx context.Context, cfg Config) (_ *Pipeline, err error) {
 	}
 	if cfg.OneShot {
 		// Loaded by Generate; an unsupported or incomplete UNet, or one
-		// that will not fit, fails here, before any work.
+		// that will not fit (checked below), fails here, before any work.
 		if _, err := unet.Infer(p.model.Tensors, "unet."); err != nil {
-			return nil, err
-		}
-		if err := p.checkUNetRoom(policy); err != nil {
 			return nil, err
 		}
 	} else if err := p.loadUNet(ctx, report); err != nil {
@@ -250,6 +247,11 @@ func Load(ctx context.Context, cfg Config) (_ *Pipeline, err error) {
 	// its weights are stored in (f16 unless everything is f32).
 	if p.vae, err = vae.Load(ctx, p.rt, p.model.Tensors, "vae.", policy); err != nil {
 		return nil, err
+	}
+	if cfg.OneShot {
+		if err := p.checkUNetRoom(policy); err != nil {
+			return nil, err
+		}
 	}
 	p.notePeak()
 	return p, nil
