@@ -33,6 +33,10 @@ PhotoMaker (the trigger word follows the class word):
     --id-image me1.jpg --id-image me2.jpg --style photographic \
     --prompt "a photo of a man img, wearing a spacesuit" -o astronaut.png
 
+The parts load one at a time: the text and ID encoders, then the UNet once
+they are freed, and the UNet is freed before the VAE decodes, so the peak
+memory is the largest part's. 'photomaker info --type T MODEL' estimates it.
+
 Every flag also reads PHOTOMAKER_<FLAG> (e.g. PHOTOMAKER_MODEL).`,
 		Flags: []cli.Flag{
 			&cli.StringFlag{Name: "model", Aliases: []string{"m"}, Value: "sdxl", Usage: "SDXL checkpoint: single-file .safetensors/.ckpt, diffusers folder, .gguf, or a name pulled with 'photomaker pull' (sdxl, realvisxl-v4)", EnvVars: envs("model")},
