@@ -41,9 +41,16 @@ func AttendScaled(c *ggml.Context, q, k, v *ggml.Tensor, heads int, mask *ggml.T
 		if kvType == 0 && k.Type() != ggml.TypeF32 {
 			kvType = ggml.TypeF16
 		}
-		kc := c.Cast(c.Cont(kh), kvType)
-		vc := c.Cast(c.Cont(split(v, Nk)), kvType)
-		o := c.FlashAttn(c.Cont(qh), kc, vc, nil, scale) // [D, H, Nq, B]
+		// The kernels read q, k and v through their strides (llama.cpp
+		// passes permuted views too), and a cast writes the head-major
+		// layout itself: no separate copies of the permuted heads.
+		kv := func(x *ggml.Tensor) *ggml.Tensor {
+			if x.Type() == kvType {
+				return c.Cont(x)
+			}
+			return c.Cast(x, kvType)
+		}
+		o := c.FlashAttn(qh, kv(kh), kv(split(v, Nk)), nil, scale) // [D, H, Nq, B]
 		return c.Reshape(o, C, Nq, B)
 	}
 	scores := c.MulMat(c.Cont(kh), qh)                             // [Nk, Nq, H, B]

@@ -106,6 +106,14 @@ func TestGPUMatchesCPU(t *testing.T) {
 			v := c.Cast(c.InputF32(kv, 64, 40, 8, 2), TypeF16)
 			return c.FlashAttn(c.InputF32(q, 64, 77, 8, 2), k, v, nil, 0.125)
 		}},
+		// As nn.Attend passes them: q a permuted view of [D·H, N, B], k and v
+		// cast to f16 straight from such views.
+		{"flash_attn permuted heads", 5e-3, func(c *Context) *Tensor {
+			heads := func(x *Tensor, n int64) *Tensor { return c.Permute(c.Reshape(x, 64, 8, n, 2), 0, 2, 1, 3) }
+			k := c.Cast(heads(c.InputF32(kv, 512, 40, 2), 40), TypeF16)
+			v := c.Cast(heads(c.InputF32(kv, 512, 40, 2), 40), TypeF16)
+			return c.FlashAttn(heads(c.InputF32(q, 512, 77, 2), 77), k, v, nil, 0.125)
+		}},
 		// ggml's CPU GELU reads an f16 table (TestElementwise): 1e-3-level.
 		{"gelu silu geglu", 2e-3, func(c *Context) *Tensor {
 			in := c.InputF32(a, 256, 96)
