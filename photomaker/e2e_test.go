@@ -219,6 +219,7 @@ func TestOneShot(t *testing.T) {
 		res, err := p.Generate(context.Background(), req)
 		require.NoError(t, err)
 		require.Len(t, res.Images, 2)
+		require.Equal(t, p.cfg.OneShot, res.LoadTime > 0, "the UNet's load is timed when Generate does it")
 		return final, append(pixels(res.Images[0]), pixels(res.Images[1])...), events
 	}
 	keep := loadTinyWith(t, "photomaker/photomaker-v1-tiny.safetensors", nil)

@@ -7,6 +7,7 @@ import (
 	"image"
 	"log/slog"
 	"math/rand/v2"
+	"time"
 
 	"github.com/gophotomaker/photomaker/bindings/ggml"
 	"github.com/gophotomaker/photomaker/imageproc"
@@ -84,6 +85,9 @@ type Result struct {
 	Images  []image.Image
 	Seed    int64
 	Request Request // with defaults filled in
+	// LoadTime is the part of the call spent loading weights: OneShot's
+	// UNet (with any conversion or quantization), zero otherwise.
+	LoadTime time.Duration
 }
 
 // ErrInvalidRequest is wrapped by errors about the request itself.
@@ -191,11 +195,14 @@ func (p *Pipeline) Generate(ctx context.Context, req Request) (*Result, error) {
 	if err != nil {
 		return nil, err
 	}
+	var loadTime time.Duration
 	if p.unet == nil { // OneShot
+		start := time.Now()
 		p.progress(&req, "load", 0, 1)
 		if err := p.loadUNet(ctx, func(done, total int) { p.progress(&req, "load", done, total) }); err != nil {
 			return nil, err
 		}
+		loadTime = time.Since(start)
 	}
 	lw, lh := req.Width/8, req.Height/8
 	per := 4 * lw * lh
@@ -217,7 +224,7 @@ func (p *Pipeline) Generate(ctx context.Context, req Request) (*Result, error) {
 	if p.cfg.OneShot {
 		closeNil(&p.unet)
 	}
-	res := &Result{Seed: req.Seed, Request: req}
+	res := &Result{Seed: req.Seed, Request: req, LoadTime: loadTime}
 	for _, l := range final {
 		img, err := p.decodeImage(ctx, &req, l)
 		if err != nil {

@@ -110,11 +110,14 @@ var deviceMemory = func(rt *nn.Runtime) (free int64, ok bool) {
 // availableRAM is ggml.AvailableHostMemory; tests replace it.
 var availableRAM = ggml.AvailableHostMemory
 
-// checkUNetRoom fails when the UNet that OneShot loads in Generate cannot
-// fit where it goes (RAM on the CPU or when it streams, else the device),
-// counting the encoders Generate frees first: the same error the upload
-// would give, but before a request is encoded.
-func (p *Pipeline) checkUNetRoom(policy nn.TypePolicy) error {
+// checkLaterUNet fails Load, before any request is encoded, when the UNet
+// that OneShot loads in Generate is unsupported or incomplete, or cannot
+// fit where it goes (RAM on the CPU or when it streams, else the device)
+// once Generate has freed the encoders: the errors its loading would give.
+func (p *Pipeline) checkLaterUNet(policy nn.TypePolicy) error {
+	if _, err := unet.Infer(p.model.Tensors, "unet."); err != nil {
+		return err
+	}
 	parts := p.weightBytes(policy)
 	inRAM := p.rt.Device.IsCPU() || p.vram == VRAMStream
 	var room int64
@@ -224,13 +227,17 @@ func (p *Pipeline) estimateNeeds(policy nn.TypePolicy, width, height int) memory
 
 // MemoryEstimate is the device memory one VRAM mode needs.
 type MemoryEstimate struct {
-	Mode  string `json:"mode"`
-	Bytes int64  `json:"bytes"`
+	Mode string `json:"mode"`
+	// Bytes is with the parts loaded one at a time (Config.OneShot, as
+	// generate runs), ServeBytes with every part kept loaded (serve).
+	Bytes      int64 `json:"bytes"`
+	ServeBytes int64 `json:"serve_bytes"`
 }
 
 // EstimateMemory estimates, for each VRAM mode, the device memory a
 // width×height generation needs with cfg's model, adapter and WeightType,
-// reading only the files' headers: the figures --vram auto plans with.
+// reading only the files' headers: the figures --vram auto plans with
+// (cfg.OneShot does not matter: both are given).
 func EstimateMemory(cfg Config, width, height int) ([]MemoryEstimate, error) {
 	if width <= 0 || height <= 0 {
 		return nil, fmt.Errorf("estimate for %d×%d: want a positive size", width, height)
@@ -256,10 +263,13 @@ func EstimateMemory(cfg Config, width, height int) ([]MemoryEstimate, error) {
 		defer a.Close()
 		p.adapter = a
 	}
-	n := p.estimateNeeds(policy, width, height)
+	oneShot := p.estimateNeeds(policy, width, height)
+	oneShot.OneShot = true
+	serve := oneShot
+	serve.OneShot = false
 	var out []MemoryEstimate
 	for _, mode := range []string{VRAMFull, VRAMLow, VRAMStream} {
-		out = append(out, MemoryEstimate{mode, n.total(mode)})
+		out = append(out, MemoryEstimate{mode, oneShot.total(mode), serve.total(mode)})
 	}
 	return out, nil
 }

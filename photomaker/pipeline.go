@@ -234,14 +234,10 @@ func Load(ctx context.Context, cfg Config) (_ *Pipeline, err error) {
 	if err := p.loadEncoders(ctx); err != nil {
 		return nil, err
 	}
-	if cfg.OneShot {
-		// Loaded by Generate; an unsupported or incomplete UNet, or one
-		// that will not fit (checked below), fails here, before any work.
-		if _, err := unet.Infer(p.model.Tensors, "unet."); err != nil {
+	if !cfg.OneShot { // else Generate loads it (checked below)
+		if err := p.loadUNet(ctx, report); err != nil {
 			return nil, err
 		}
-	} else if err := p.loadUNet(ctx, report); err != nil {
-		return nil, err
 	}
 	// SDXL's VAE overflows in f16 arithmetic: it computes in f32 whatever
 	// its weights are stored in (f16 unless everything is f32).
@@ -249,7 +245,7 @@ func Load(ctx context.Context, cfg Config) (_ *Pipeline, err error) {
 		return nil, err
 	}
 	if cfg.OneShot {
-		if err := p.checkUNetRoom(policy); err != nil {
+		if err := p.checkLaterUNet(policy); err != nil {
 			return nil, err
 		}
 	}
@@ -274,11 +270,8 @@ func (p *Pipeline) loadEncoders(ctx context.Context) error {
 	return nil
 }
 
-// loadUNet loads the UNet unless it is loaded (OneShot frees it).
+// loadUNet loads the UNet (Load does, or with OneShot each Generate).
 func (p *Pipeline) loadUNet(ctx context.Context, progress func(done, total int)) error {
-	if p.unet != nil {
-		return nil
-	}
 	var err error
 	p.unet, err = unet.Load(ctx, p.rt, p.model.Tensors, "unet.", unet.Options{Policy: p.policy, Progress: progress,
 		Stream: p.vram == VRAMStream, QuantizeKernels: p.cfg.QuantizeConvs})

@@ -216,14 +216,17 @@ func runBench(c *cli.Context) error {
 		slog.Debug("bench: progress", "stage", ev.Stage, "done", ev.Done, "total", ev.Total)
 	}
 	t1 := time.Now()
-	if _, err := p.Generate(ctx, req); err != nil {
+	out, err := p.Generate(ctx, req)
+	if err != nil {
 		if sampler != nil {
 			sampler.stop()
 		}
 		return err
 	}
 	bar.done()
-	res.GenerateSeconds = time.Since(t1).Seconds()
+	// OneShot loads the UNet inside Generate: count it as loading.
+	res.LoadSeconds += out.LoadTime.Seconds()
+	res.GenerateSeconds = (time.Since(t1) - out.LoadTime).Seconds()
 	res.TotalSeconds = time.Since(t0).Seconds()
 	stageTimes(res, events)
 	// Memory and CPU time of the run itself: the measurements below reload
@@ -331,18 +334,13 @@ type benchEvent struct {
 
 // stageTimes turns the progress events of one Generate into stage times:
 // encode (start to end), each UNet step (from the previous event), VAE
-// decode (mean per image). Loading inside Generate (OneShot's UNet) moves
-// from the generation's time to the load's.
+// decode (mean per image).
 func stageTimes(res *benchResult, events []benchEvent) {
-	var prev, encStart, decStart, loadStart time.Time
-	var vae, load time.Duration
+	var prev, encStart, decStart time.Time
+	var vae time.Duration
 	images := 0
 	for _, ev := range events {
 		switch {
-		case ev.Stage == "load" && ev.Done == 0:
-			loadStart = ev.at
-		case ev.Stage == "load" && ev.Done == ev.Total:
-			load += ev.at.Sub(loadStart)
 		case ev.Stage == "encode" && ev.Done == 0:
 			encStart = ev.at
 		case ev.Stage == "encode":
@@ -360,8 +358,6 @@ func stageTimes(res *benchResult, events []benchEvent) {
 	if images > 0 {
 		res.VAESeconds = vae.Seconds() / float64(images)
 	}
-	res.LoadSeconds += load.Seconds()
-	res.GenerateSeconds -= load.Seconds()
 	if n := len(res.UNetStepsSeconds); n > 0 {
 		s := slices.Clone(res.UNetStepsSeconds)
 		slices.Sort(s)

@@ -187,19 +187,10 @@ func runGenerate(c *cli.Context) error {
 	ctx, stop := signal.NotifyContext(c.Context, os.Interrupt)
 	defer stop()
 	bar := newProgress(c.App.ErrWriter, !c.Bool("json"))
-	// Loading happens in Load and, for the UNet, inside Generate (OneShot):
-	// both count towards the convert hint.
 	loadStart := time.Now()
-	var loading loadTimer
-	progress := func(ev photomaker.Progress) {
-		if loading.inGenerate {
-			loading.observe(ev)
-		}
-		bar.update(ev)
-	}
 	p, err := photomaker.Load(ctx, photomaker.Config{
 		Model: c.String("model"), PhotoMaker: c.String("photomaker"), Device: c.String("device"),
-		LoRAs: loras, Threads: c.Int("threads"), WeightType: c.String("type"), VAETile: c.Int("vae-tile"), EncodersOnCPU: c.Bool("encoders-on-cpu"), Progress: progress,
+		LoRAs: loras, Threads: c.Int("threads"), WeightType: c.String("type"), VAETile: c.Int("vae-tile"), EncodersOnCPU: c.Bool("encoders-on-cpu"), Progress: bar.update,
 		VRAM: vram, PlanWidth: req.Width, PlanHeight: req.Height, QuantizeConvs: c.Bool("quantize-convs"), F16Accumulation: c.Bool("f16-accum"),
 		OneShot: true, // one request: each part is freed once done
 	})
@@ -207,11 +198,13 @@ func runGenerate(c *cli.Context) error {
 		return err
 	}
 	defer p.Close()
-	loading.total, loading.inGenerate = time.Since(loadStart), true
+	loadTime := time.Since(loadStart)
 	res, err := p.Generate(ctx, req)
 	bar.done()
-	if hint := quantizeOnceHint(c.String("model"), c.String("photomaker"), c.String("type"), len(loras), loading.total); hint != "" && err == nil && !c.Bool("json") {
-		fmt.Fprintln(c.App.ErrWriter, hint)
+	if err == nil && !c.Bool("json") { // the UNet loads inside Generate (OneShot)
+		if hint := quantizeOnceHint(c.String("model"), c.String("photomaker"), c.String("type"), len(loras), loadTime+res.LoadTime); hint != "" {
+			fmt.Fprintln(c.App.ErrWriter, hint)
+		}
 	}
 	if err != nil {
 		if ctx.Err() != nil {
@@ -235,24 +228,6 @@ func runGenerate(c *cli.Context) error {
 		fmt.Fprintf(c.App.Writer, "wrote %s (seed %d)\n", o, res.Seed)
 	}
 	return nil
-}
-
-// loadTimer adds up the time of "load" progress stages.
-type loadTimer struct {
-	inGenerate bool // Load is over: its time is already in total
-	start      time.Time
-	total      time.Duration
-}
-
-func (l *loadTimer) observe(ev photomaker.Progress) {
-	switch {
-	case ev.Stage != "load":
-	case l.start.IsZero():
-		l.start = time.Now()
-	case ev.Done == ev.Total:
-		l.total += time.Since(l.start)
-		l.start = time.Time{}
-	}
 }
 
 // quantizeOnceHint suggests converting once when a load spent long

@@ -5,8 +5,6 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
-
-	"github.com/gophotomaker/photomaker/photomaker"
 )
 
 func TestQuantizeOnceHint(t *testing.T) {
@@ -29,19 +27,4 @@ func TestQuantizeOnceHint(t *testing.T) {
 	} {
 		require.Empty(t, quantizeOnceHint(tc.model, "", tc.typ, tc.loras, tc.took), "%+v", tc)
 	}
-}
-
-func TestLoadTimer(t *testing.T) {
-	var l loadTimer
-	l.observe(photomaker.Progress{Stage: "encode", Done: 0, Total: 1})
-	l.observe(photomaker.Progress{Stage: "load", Done: 0, Total: 1})
-	time.Sleep(20 * time.Millisecond)
-	l.observe(photomaker.Progress{Stage: "load", Done: 5, Total: 10})
-	l.observe(photomaker.Progress{Stage: "load", Done: 10, Total: 10})
-	l.observe(photomaker.Progress{Stage: "denoise", Done: 1, Total: 1})
-	require.GreaterOrEqual(t, l.total, 20*time.Millisecond)
-	require.Less(t, l.total, time.Second)
-	first := l.total
-	l.observe(photomaker.Progress{Stage: "denoise", Done: 1, Total: 1})
-	require.Equal(t, first, l.total, "only load stages count")
 }

@@ -83,23 +83,16 @@ stored as --type (default: as in the file).`,
 			if m.Adapter != nil {
 				kind += " + " + m.Adapter.Kind.String() + " (LoRA merged)"
 			}
-			// generate loads one part at a time (OneShot); serve keeps every
-			// part loaded between requests.
-			var estimates, serveEstimates []photomaker.MemoryEstimate
+			var estimates []photomaker.MemoryEstimate
 			if !m.Kind.IsPhotoMaker() && m.Kind != weights.Unknown {
-				cfg := photomaker.Config{Model: c.Args().First(), WeightType: c.String("type"), QuantizeConvs: c.Bool("quantize-convs"), OneShot: true}
-				if estimates, err = photomaker.EstimateMemory(cfg, c.Int("width"), c.Int("height")); err != nil {
-					return err
-				}
-				cfg.OneShot = false
-				if serveEstimates, err = photomaker.EstimateMemory(cfg, c.Int("width"), c.Int("height")); err != nil {
+				estimates, err = photomaker.EstimateMemory(photomaker.Config{Model: c.Args().First(), WeightType: c.String("type"), QuantizeConvs: c.Bool("quantize-convs")}, c.Int("width"), c.Int("height"))
+				if err != nil {
 					return err
 				}
 			}
 			if c.Bool("json") {
 				return json.NewEncoder(c.App.Writer).Encode(map[string]any{
-					"path": m.Path, "kind": kind, "bytes": total, "tensors": ts, "warnings": m.Warnings,
-					"device_memory": estimates, "device_memory_serve": serveEstimates,
+					"path": m.Path, "kind": kind, "bytes": total, "tensors": ts, "warnings": m.Warnings, "device_memory": estimates,
 				})
 			}
 			w := c.App.Writer
@@ -122,8 +115,8 @@ stored as --type (default: as in the file).`,
 				}
 				fmt.Fprintf(w, "GPU memory for one %d×%d image, weights %s (estimates, without a PhotoMaker adapter):\n", c.Int("width"), c.Int("height"), typ)
 				fmt.Fprintf(w, "  %-13s  %10s  %10s\n", "", "generate", "serve")
-				for i, e := range estimates {
-					fmt.Fprintf(w, "  --vram %-6s  %10s  %10s\n", e.Mode, ggml.HumanBytes(e.Bytes), ggml.HumanBytes(serveEstimates[i].Bytes))
+				for _, e := range estimates {
+					fmt.Fprintf(w, "  --vram %-6s  %10s  %10s\n", e.Mode, ggml.HumanBytes(e.Bytes), ggml.HumanBytes(e.ServeBytes))
 				}
 			}
 			if c.Bool("tensors") {
