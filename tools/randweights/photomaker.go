@@ -102,9 +102,7 @@ func PhotoMakerTensors(c PhotoMakerConfig) []Spec {
 	l.add("vision_model.embeddings.patch_embedding.weight", Normal, Std, w, 3, c.PatchSize, c.PatchSize)
 	l.add("vision_model.embeddings.position_embedding.weight", Normal, Std, grid*grid+1, w)
 	l.norm("vision_model.pre_layrnorm", w)
-	l.prefix = "id_encoder.vision_model."
-	l.clipLayers(w, c.VisionMLP, c.VisionLayers)
-	l.prefix = "id_encoder."
+	l.clipLayers("vision_model.", w, c.VisionMLP, c.VisionLayers)
 	l.norm("vision_model.post_layernorm", w)
 	l.add("visual_projection.weight", Normal, Std, c.Projection, w)
 	l.matrix("visual_projection_2", c.Projection2, w) // PhotoMaker's own nn.Linear

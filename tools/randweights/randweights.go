@@ -33,14 +33,14 @@ type Init int
 
 // Initialisations.
 const (
-	Normal  Init = iota // ≈ N(0, σ²), σ = Spec.Scale, or Std when it is zero
+	Normal  Init = iota // ≈ N(0, Spec.Scale²)
 	Uniform             // U(−Spec.Scale, Spec.Scale)
 	Ones
 	Zeros
 )
 
-// Std is the standard deviation of Normal tensors that give none: CLIP's
-// initializer_range, used for its embeddings.
+// Std is CLIP's initializer_range: the standard deviation of its
+// embeddings.
 const Std = 0.02
 
 // Generation numbers the generator's output. It changes whenever the values
@@ -186,15 +186,12 @@ func splitmix(z uint64) uint64 {
 	return z ^ (z >> 31)
 }
 
-// fillNormal writes len(dst)/2 fp16 values ≈ N(0, std²) (Std when std is
-// zero): each is the sum of four 16-bit uniforms of one SplitMix64 draw,
+// fillNormal writes len(dst)/2 fp16 values ≈ N(0, std²): each is the sum
+// of four 16-bit uniforms of one SplitMix64 draw,
 // centred and scaled to the standard deviation (Irwin–Hall, exact integer
 // arithmetic up to one correctly rounded float32 multiply).
 func fillNormal(dst []byte, state uint64, std float64) {
 	const sqrt3 = 1.7320508075688772
-	if std == 0 {
-		std = Std
-	}
 	scale := float32(std * sqrt3 / 65536)
 	for i := 0; i+1 < len(dst); i += 2 {
 		z := splitmix(state) // the stream's next draw

@@ -274,7 +274,7 @@ func TestDeterministic(t *testing.T) {
 
 	// The values themselves are pinned: a change of generator changes
 	// every cached random model and must be deliberate.
-	s := Spec{Name: "x.weight", Shape: []int64{3, chunk + 5}, Init: Normal}
+	s := Spec{Name: "x.weight", Shape: []int64{3, chunk + 5}, Init: Normal, Scale: Std}
 	sum := sha256.Sum256(Generate(s, 42))
 	require.Equal(t, "4cd9dd5a03ec4c8f", hex.EncodeToString(sum[:8]))
 	s.Init, s.Scale = Uniform, 0.03
@@ -363,7 +363,7 @@ func TestInitialisationMatchesReferenceModels(t *testing.T) {
 }
 
 func TestValuesLookNormal(t *testing.T) {
-	s := Spec{Name: "w", Shape: []int64{1 << 21}, Init: Normal}
+	s := Spec{Name: "w", Shape: []int64{1 << 21}, Init: Normal, Scale: Std}
 	b := Generate(s, 1)
 	v := make([]float32, s.Elements())
 	half.DecodeF16(v, b)

@@ -162,11 +162,12 @@ func clipStds(w, layers int) clipStd {
 	return clipStd{qkv: inProj, out: math.Pow(float64(w), -0.5), fc1: math.Pow(float64(2*w), -0.5), fc2: inProj}
 }
 
-// clipLayers adds transformers' CLIPEncoderLayer tensors (text or vision).
-func (l *specList) clipLayers(w, mlp, layers int) {
+// clipLayers adds transformers' CLIPEncoderLayer tensors (text or vision)
+// under PREFIX.encoder.layers.
+func (l *specList) clipLayers(prefix string, w, mlp, layers int) {
 	std := clipStds(w, layers)
 	for i := 0; i < layers; i++ {
-		p := fmt.Sprintf("encoder.layers.%d.", i)
+		p := fmt.Sprintf("%sencoder.layers.%d.", prefix, i)
 		for _, proj := range []string{"k_proj", "v_proj", "q_proj"} {
 			l.normalLinear(p+"self_attn."+proj, w, w, std.qkv)
 		}
@@ -343,7 +344,7 @@ func te1Specs(c SDXLConfig) []Spec {
 	w := c.TE1.Width
 	l.add("embeddings.token_embedding.weight", Normal, Std, c.Vocab, w)
 	l.add("embeddings.position_embedding.weight", Normal, Std, c.Positions, w)
-	l.clipLayers(w, c.TE1.MLP, c.TE1.Layers)
+	l.clipLayers("", w, c.TE1.MLP, c.TE1.Layers)
 	l.norm("final_layer_norm", w)
 	return l.out
 }
