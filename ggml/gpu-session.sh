@@ -97,21 +97,18 @@ run)
 		done
 	}
 	# Order by worth, in case the deadline comes first: CUDA's checks, the
-	# headline bench, Vulkan's checks, the other benches.
-	specs=(${BENCH:-f16:1024:20:--profile f16:1024:20:--f16-accum,--profile f16:1024:20:--vram=low q4_K:1024:20:--vram=low q4_K:1024:20 f16:1024:20:--vram=stream f16:512:20})
+	# headline bench, the memory targets, the other CUDA benches, then
+	# ggml-vulkan over the NVIDIA driver (when prepared).
+	specs=(${BENCH:-f16:1024:20:--profile q4_K:1024:20 f16:1024:20:--f16-accum q4_K:1024:20:--vram=low f16:1024:20:--vram=stream f16:512:20 q8_0:1024:20})
 	checks "" "$CARRY/lib"
-	benches "" "$CARRY/lib" cuda "${specs[*]:0:1}"
-	# The same on ggml-vulkan over the NVIDIA driver, when prepared.
-	vulkan=false
+	benches "" "$CARRY/lib" cuda "${specs[*]}"
 	if [[ $steps == *" vulkan "* && -d $CARRY/vulkan ]]; then
-		vulkan=true
 		ldconfig -p | grep -q libvulkan.so.1 || { for f in "$CARRY"/gl/*.deb; do dpkg -x "$f" /; done; ldconfig; }
 		icd=/usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json
 		if [ -f $icd ]; then export VK_DRIVER_FILES=$icd; fi
 		checks vk- "$CARRY/vulkan"
+		benches vk- "$CARRY/vulkan" vulkan "${VK_BENCH:-f16:1024:20}"
 	fi
-	benches "" "$CARRY/lib" cuda "${specs[*]:1}"
-	if $vulkan; then benches vk- "$CARRY/vulkan" vulkan "${VK_BENCH:-f16:1024:20}"; fi
 	tail -n 4 "$R"/*.txt "$R"/*.err "$R"/*.json 2>/dev/null | cut -c1-400 | head -150
 	;;
 slim)

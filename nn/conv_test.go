@@ -1,11 +1,13 @@
 package nn
 
 import (
+	"context"
 	"math"
 	"math/rand/v2"
 	"testing"
 
 	"github.com/gophotomaker/photomaker/bindings/ggml"
+	"github.com/gophotomaker/photomaker/weights"
 	"github.com/stretchr/testify/require"
 )
 
@@ -37,7 +39,7 @@ func TestBandedConv2D(t *testing.T) {
 		})
 		ow := (tc.w+2*tc.pad-tc.k)/tc.stride + 1
 		rowCols := tc.k * tc.k * tc.cin * ow * 4
-		for i, rows := range []int64{1, 2, 3, 1000} {
+		for i, rows := range []int64{0, 1, 2, 3, 1000} { // 0: one output row per band
 			got := run(t, func(c *ggml.Context) *ggml.Tensor {
 				c.SetContiguousIm2Col(i%2 == 1) // bands as views, or copied as for Vulkan
 				y := BandedConv2D(c, c.InputF32(wk, tc.k, tc.k, tc.cin, tc.cout), c.InputF32(x, tc.w, tc.h, tc.cin, 1), s, p, rows*rowCols)
@@ -85,6 +87,71 @@ func TestF32Accumulation(t *testing.T) {
 		require.Equal(t, on, muls[1].PreciseF32(), "Conv2D, f32 accumulation %v", on)
 		require.False(t, muls[2].PreciseF32(), "f32 weights need no flag")
 		g.Close()
+		rt.Close()
+	}
+}
+
+// TestConv2DByRow binds the same kernels twice, in PyTorch's layout and by
+// kernel row (Weights.StoreKernelsByRow), and checks that both convolve
+// alike: strides 1 and 2, batches of 1 to 3 (the junk rows between images
+// skipped), odd sizes, with and without a bias, f32 and f16 kernels.
+func TestConv2DByRow(t *testing.T) {
+	r := rand.New(rand.NewPCG(4, 2))
+	set := weights.NewSet()
+	add := func(name string, shape ...int64) {
+		tt, _ := randT(r, name, shape...)
+		require.NoError(t, set.Add(tt))
+	}
+	add("a.weight", 6, 5, 3, 3)
+	add("a.bias", 6)
+	add("b.weight", 64, 3, 3, 3) // wide enough for MulMatF32's two halves
+	type convs struct {
+		A Conv2D `w:"a"`
+		B Conv2D `w:"b"`
+	}
+	for _, typ := range []ggml.Type{ggml.TypeF32, ggml.TypeF16} {
+		policy := func(string, *weights.Tensor) ggml.Type { return typ }
+		rt, err := NewRuntime("cpu", 2)
+		require.NoError(t, err)
+		plain, byRow := NewWeights(8, KeepPrecise(policy)), NewWeights(8, KeepPrecise(policy))
+		byRow.StoreKernelsByRow()
+		var p, q convs
+		require.NoError(t, plain.Bind(set, "", &p))
+		require.NoError(t, byRow.Bind(set, "", &q))
+		require.True(t, q.A.byRow && q.B.byRow && !p.A.byRow)
+		require.Equal(t, [4]int64{3, 5, 6, 3}, q.A.Weight.Shape())
+		require.Equal(t, p.A.OutChannels(), q.A.OutChannels())
+		require.NoError(t, plain.Upload(context.Background(), rt.Device, nil))
+		require.NoError(t, byRow.Upload(context.Background(), rt.Device, nil))
+		for _, tc := range []struct{ w, h, b, stride int64 }{
+			{7, 5, 1, 1}, {7, 5, 2, 1}, {8, 9, 3, 1}, {9, 7, 1, 2}, {10, 11, 2, 2}, {1, 1, 2, 1},
+		} {
+			for i, pair := range [][2]*Conv2D{{&p.A, &q.A}, {&p.B, &q.B}} {
+				cin := pair[0].Weight.Ne(2)
+				x := make([]float32, tc.w*tc.h*cin*tc.b)
+				for j := range x {
+					x[j] = float32(r.NormFloat64())
+				}
+				conv := func(l *Conv2D) []float32 {
+					out, err := rt.Run(context.Background(), func(c *ggml.Context) []*ggml.Tensor {
+						y := l.Forward(c, c.InputF32(x, tc.w, tc.h, cin, tc.b), int(tc.stride), 1)
+						o := (tc.w-1)/tc.stride + 1
+						require.Equal(t, [4]int64{o, (tc.h-1)/tc.stride + 1, l.OutChannels(), tc.b}, y.Shape())
+						return []*ggml.Tensor{y}
+					})
+					require.NoError(t, err)
+					return out[0].Data
+				}
+				want, got := conv(pair[0]), conv(pair[1])
+				require.Len(t, got, len(want))
+				for j := range want {
+					require.InDelta(t, want[j], got[j], 2e-3*math.Max(1, math.Abs(float64(want[j]))),
+						"%s %+v conv %d: element %d", typ, tc, i, j)
+				}
+			}
+		}
+		plain.Free()
+		byRow.Free()
 		rt.Close()
 	}
 }

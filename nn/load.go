@@ -73,12 +73,17 @@ type Weights struct {
 	buf     *ggml.Buffer
 	pending []binding
 	policy  TypePolicy
+	// kernelRows stores float 3×3 convolution kernels by kernel row (see
+	// Conv2D); byRows holds the tensors so declared.
+	kernelRows bool
+	byRows     map[*ggml.Tensor]bool
 }
 
 type binding struct {
 	dst  *ggml.Tensor
 	src  *weights.Tensor
 	name string
+	rows bool // a 3×3 kernel stored by kernel row: permuted on conversion
 }
 
 // NewWeights prepares room for up to maxTensors weights stored as policy says.
@@ -87,6 +92,16 @@ func NewWeights(maxTensors int, policy TypePolicy) *Weights {
 		policy = AllF32
 	}
 	return &Weights{ctx: ggml.NewContext(maxTensors, 0), policy: policy}
+}
+
+// StoreKernelsByRow makes Bind store each float 3×3 convolution kernel by
+// kernel row, the layout Conv2D convolves with as three products over a
+// 1×3 im2col, a third of the full im2col's size (see Conv2D). Call it
+// before Bind. The VAE keeps PyTorch's layout: it casts its kernels to f32
+// for each decode and rearranges them in the graph (KernelByRow).
+func (w *Weights) StoreKernelsByRow() {
+	w.kernelRows = true
+	w.byRows = map[*ggml.Tensor]bool{}
 }
 
 // ErrMissing is wrapped when a required weight is absent.
@@ -173,6 +188,9 @@ func (w *Weights) bindStruct(set *weights.Set, prefix string, v reflect.Value) e
 			return fmt.Errorf("nn.Bind: field %s.%s has unsupported type %s", t.Name(), f.Name, f.Type)
 		}
 	}
+	if conv, ok := v.Addr().Interface().(*Conv2D); ok && conv.Weight != nil {
+		conv.byRow = w.byRows[conv.Weight]
+	}
 	return nil
 }
 
@@ -218,9 +236,16 @@ func (w *Weights) declare(name string, src *weights.Tensor) *ggml.Tensor {
 		// a quantized kernel is stored as its im2col matrix [in·kh·kw, out].
 		ne = []int64{rowLength(src.Shape), src.Shape[0]}
 	}
+	rows := w.kernelRows && len(ne) == 4 && ne[0] == 3 && ne[1] == 3 && !typ.Quantized()
+	if rows {
+		ne = []int64{3, ne[2], ne[3], 3} // [kw, in, out, kh]
+	}
 	t := w.ctx.NewTensor(typ, ne...)
 	t.SetName(weights.ShortName(name))
-	w.pending = append(w.pending, binding{dst: t, src: src, name: name})
+	w.pending = append(w.pending, binding{dst: t, src: src, name: name, rows: rows})
+	if rows {
+		w.byRows[t] = true
+	}
 	return t
 }
 
@@ -344,6 +369,9 @@ func (w *Weights) upload(ctx context.Context, alloc func(*ggml.Context) (*ggml.B
 		go func() {
 			for i := range next {
 				data, err := convert(w.pending[i].src, w.pending[i].dst)
+				if err == nil && w.pending[i].rows {
+					data = kernelByRows(data, w.pending[i].src.Shape, int(w.pending[i].dst.Type().BlockBytes()))
+				}
 				results[i] <- result{data, err}
 			}
 		}()
@@ -400,6 +428,26 @@ func convert(src *weights.Tensor, dst *ggml.Tensor) ([]byte, error) {
 		return b, nil
 	}
 	return ggml.Quantize(typ, f, dst.Ne(0))
+}
+
+// kernelByRows reorders a kernel's bytes from PyTorch's [out, in, kh, kw]
+// to [kh, out, in, kw] (ggml's [kw, in, out, kh]): each kernel row's
+// [in·kw, out] matrix is then contiguous. It writes a new slice: data may
+// be a read-only file mapping.
+func kernelByRows(data []byte, shape []int64, elem int) []byte {
+	out, in, kh, kw := int(shape[0]), int(shape[1]), int(shape[2]), int(shape[3])
+	dst := make([]byte, len(data))
+	run := kw * elem // one kernel row of one channel pair
+	for ky := 0; ky < kh; ky++ {
+		for o := 0; o < out; o++ {
+			for c := 0; c < in; c++ {
+				from := ((o*in+c)*kh + ky) * run
+				to := ((ky*out+o)*in + c) * run
+				copy(dst[to:to+run], data[from:from+run])
+			}
+		}
+	}
+	return dst
 }
 
 // Free releases the device memory and headers.

@@ -47,6 +47,7 @@ func Load(ctx context.Context, rt *nn.Runtime, set *weights.Set, prefix string, 
 	}
 	n := len(set.Prefix(prefix).Names())
 	u := &UNet{cfg: cfg, rt: rt, w: nn.NewWeights(n, convPolicy(opts.Policy, cfg, opts.QuantizeKernels)), stream: opts.Stream}
+	u.w.StoreKernelsByRow()
 	if err := u.w.Bind(set, prefix, &u.m); err != nil {
 		u.w.Free()
 		return nil, fmt.Errorf("unet: %w", err)

@@ -184,9 +184,19 @@ func (b *builder) conv(l *nn.Conv2D, x *ggml.Tensor, stride, pad int) *ggml.Tens
 	if limit == 0 {
 		limit = min(Im2ColLimit, max(minColumns, ow*oh*w.Ne(3)*x.Ne(3)*4))
 	}
-	large := kw*kh*cin*ow*oh*x.Ne(3)*4 > limit
+	// What the product needs at once: its im2col buffer, or by kernel row
+	// (see nn.Conv2D) a 1×3 im2col and two of the three partial products.
+	byRow := kw == 3 && kh == 3 && pad == 1
+	cols := kw * kh * cin * ow * oh
+	if byRow {
+		cols = (3*cin*(x.Ne(1)+2) + 2*w.Ne(3)*oh) * ow
+	}
+	large := cols*x.Ne(3)*4 > limit
 	var y *ggml.Tensor
 	switch {
+	case byRow && b.mode == ConvAuto && !large:
+		tmp := nn.NewConv2DByRow(nn.KernelByRow(c, w), f32(c, l.Bias))
+		return tmp.Forward(c, x, stride, pad)
 	case kw == 1 && kh == 1 && stride == 1 && pad == 0, b.mode == ConvAuto && !large:
 		tmp := nn.Conv2D{Weight: w, Bias: f32(c, l.Bias)}
 		return tmp.Forward(c, x, stride, pad)
