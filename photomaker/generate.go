@@ -55,6 +55,8 @@ type Request struct {
 	// by op (bench --profile). Every op then ends with a synchronization,
 	// so the steps run slower: a diagnostic, not a timing.
 	StepProfile *ggml.OpProfile `json:"-"`
+	// DecodeProfile is the same for the VAE decode.
+	DecodeProfile *ggml.OpProfile `json:"-"`
 }
 
 // Person is one identity of a multi-person request: the class word it is
@@ -447,7 +449,13 @@ func (p *Pipeline) decodeImage(ctx context.Context, req *Request, latents []floa
 	for j, v := range latents {
 		scaled[j] = v / p.scaling // diffusers divides in float32
 	}
+	if req.DecodeProfile != nil {
+		p.rt.Sched.Profile(req.DecodeProfile)
+	}
 	pix, err := p.decode(ctx, scaled, lw, lh)
+	if req.DecodeProfile != nil {
+		p.rt.Sched.Profile(nil)
+	}
 	if err != nil {
 		return nil, err
 	}

@@ -72,7 +72,8 @@ Examples:
 			&cli.Uint64Flag{Name: "seed", Value: 1, Usage: "seed of the random weights (and of the generation)", EnvVars: envs("seed")},
 			&cli.StringFlag{Name: "cache-dir", Usage: "where random weights are kept (default: $XDG_CACHE_HOME/photomaker/random)", EnvVars: envs("cache-dir")},
 			&cli.StringFlag{Name: "random-scale", Value: "full", Usage: "full or tiny (tests)", Hidden: true, EnvVars: envs("random-scale")},
-			&cli.BoolFlag{Name: "profile", Usage: "then profile a few UNet steps by op (each op synchronized: shares, not timings)", EnvVars: envs("profile")},
+			&cli.IntFlag{Name: "runs", Value: 1, Usage: "generate this many times: the first run pays the device's first-use costs, the others are reported as warm", EnvVars: envs("runs")},
+			&cli.BoolFlag{Name: "profile", Usage: "then profile a few UNet steps and the VAE decode by op (each op synchronized: shares, not timings)", EnvVars: envs("profile")},
 			&cli.BoolFlag{Name: "json", Usage: "print JSON", EnvVars: envs("json")},
 		},
 		Action: runBench,
@@ -108,6 +109,9 @@ type benchResult struct {
 	ItPerS            float64   `json:"it_per_s"`
 	VAESeconds        float64   `json:"vae_seconds"`
 	GenerateSeconds   float64   `json:"generate_seconds"`
+	Runs              int       `json:"runs"`
+	WarmGenerateS     float64   `json:"warm_generate_seconds,omitempty"`
+	WarmUNetStepS     float64   `json:"warm_unet_step_seconds,omitempty"`
 	TotalSeconds      float64   `json:"total_seconds"`
 	CPUSeconds        float64   `json:"cpu_seconds"`
 	PeakRSSBytes      int64     `json:"peak_rss_bytes"`
@@ -118,6 +122,7 @@ type benchResult struct {
 	HostCompute       int64     `json:"host_compute_bytes,omitempty"`
 	DeviceUsedPeak    int64     `json:"device_used_peak_bytes,omitempty"`
 	StepProfile       []opShare `json:"unet_step_profile,omitempty"`
+	DecodeProfile     []opShare `json:"vae_decode_profile,omitempty"`
 	Warnings          []string  `json:"warnings,omitempty"`
 }
 
@@ -126,6 +131,7 @@ func runBench(c *cli.Context) error {
 		Device: c.String("device"), Type: c.String("type"), Threads: c.Int("threads"),
 		Width: c.Int("width"), Height: c.Int("height"), Steps: c.Int("steps"), Batch: c.Int("batch"),
 		Guidance: c.Float64("guidance"), IDImages: c.Int("id-images"), QuantizeConvs: c.Bool("quantize-convs"), F16Accumulation: c.Bool("f16-accum"),
+		Runs: c.Int("runs"),
 	}
 	if res.Threads <= 0 {
 		res.Threads = cpuinfo.Threads()
@@ -139,6 +145,8 @@ func runBench(c *cli.Context) error {
 		return usagef("--steps must be at least 1")
 	case res.Batch < 1:
 		return usagef("--batch must be at least 1")
+	case res.Runs < 1:
+		return usagef("--runs must be at least 1")
 	case res.Width < 8 || res.Height < 8 || res.Width%8 != 0 || res.Height%8 != 0:
 		return usagef("--width and --height must be positive multiples of 8")
 	}
@@ -240,6 +248,9 @@ func runBench(c *cli.Context) error {
 	res.PeakRSSBytes, res.CPUSeconds = peakRSS()
 	res.CPUSeconds -= cpu0
 	res.RSSFileBytes = procStatusBytes("RssFile")
+	if err := warmRuns(ctx, p, req, res); err != nil {
+		return err
+	}
 	req.Progress = nil
 	et, err := p.TimeEncoders(ctx, req)
 	if err != nil {
@@ -247,7 +258,7 @@ func runBench(c *cli.Context) error {
 	}
 	res.TextEncodeSeconds, res.IDEncodeSeconds = et.Text.Seconds(), et.ID.Seconds()
 	if c.Bool("profile") {
-		if res.StepProfile, err = profileSteps(ctx, p, req); err != nil {
+		if res.StepProfile, res.DecodeProfile, err = profile(ctx, p, req); err != nil {
 			return err
 		}
 	}
@@ -307,24 +318,71 @@ type opShare struct {
 	Share float64 `json:"share"`
 }
 
-// profileSteps runs a few more steps of req with every op of the UNet
-// timed (ggml.OpProfile) and returns the ops by their time per step.
-func profileSteps(ctx context.Context, p *photomaker.Pipeline, req photomaker.Request) ([]opShare, error) {
+// profile runs req again, with a few steps, every op of the UNet and of
+// the VAE timed (ggml.OpProfile), and returns the ops by their time per
+// step and per decoded image.
+func profile(ctx context.Context, p *photomaker.Pipeline, req photomaker.Request) (steps, decode []opShare, err error) {
 	req.Steps = min(req.Steps, 4)
-	req.StepProfile = ggml.NewOpProfile()
+	req.StepProfile, req.DecodeProfile = ggml.NewOpProfile(), ggml.NewOpProfile()
 	if _, err := p.Generate(ctx, req); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	times := req.StepProfile.Times()
+	return opShares(req.StepProfile, req.Steps), opShares(req.DecodeProfile, req.N), nil
+}
+
+// opShares is a profile's ops, by time, per one of its n repetitions.
+func opShares(prof *ggml.OpProfile, n int) []opShare {
+	times := prof.Times()
 	var total float64
 	for _, t := range times {
 		total += t.Seconds
 	}
 	out := make([]opShare, len(times))
 	for i, t := range times {
-		out[i] = opShare{Op: t.Op, Nodes: t.Count / req.Steps, MS: 1e3 * t.Seconds / float64(req.Steps), Share: t.Seconds / total}
+		out[i] = opShare{Op: t.Op, Nodes: t.Count / n, MS: 1e3 * t.Seconds / float64(n), Share: t.Seconds / total}
 	}
-	return out, nil
+	return out
+}
+
+// warmRuns generates req res.Runs-1 more times and records the median
+// generate time and UNet step of those runs: on a GPU the first run also
+// pays for loading kernels, creating library handles and capturing graphs.
+func warmRuns(ctx context.Context, p *photomaker.Pipeline, req photomaker.Request, res *benchResult) error {
+	if res.Runs < 2 {
+		return nil
+	}
+	var gens, steps []float64
+	for range res.Runs - 1 {
+		var last time.Time
+		req.Progress = func(ev photomaker.Progress) {
+			if ev.Stage == "denoise" && ev.Done > 0 {
+				steps = append(steps, time.Since(last).Seconds())
+			}
+			last = time.Now()
+		}
+		t0 := time.Now()
+		out, err := p.Generate(ctx, req)
+		if err != nil {
+			return err
+		}
+		gens = append(gens, (time.Since(t0) - out.LoadTime).Seconds())
+	}
+	res.WarmGenerateS, res.WarmUNetStepS = median(gens), median(steps)
+	return nil
+}
+
+// median of xs (0 for none).
+func median(xs []float64) float64 {
+	n := len(xs)
+	if n == 0 {
+		return 0
+	}
+	s := slices.Clone(xs)
+	slices.Sort(s)
+	if n%2 == 0 {
+		return (s[n/2-1] + s[n/2]) / 2
+	}
+	return s[n/2]
 }
 
 type benchEvent struct {
@@ -358,16 +416,8 @@ func stageTimes(res *benchResult, events []benchEvent) {
 	if images > 0 {
 		res.VAESeconds = vae.Seconds() / float64(images)
 	}
-	if n := len(res.UNetStepsSeconds); n > 0 {
-		s := slices.Clone(res.UNetStepsSeconds)
-		slices.Sort(s)
-		res.UNetStepSeconds = s[n/2]
-		if n%2 == 0 {
-			res.UNetStepSeconds = (s[n/2-1] + s[n/2]) / 2
-		}
-		if res.UNetStepSeconds > 0 {
-			res.ItPerS = 1 / res.UNetStepSeconds
-		}
+	if res.UNetStepSeconds = median(res.UNetStepsSeconds); res.UNetStepSeconds > 0 {
+		res.ItPerS = 1 / res.UNetStepSeconds
 	}
 }
 
@@ -539,6 +589,10 @@ func printBench(w io.Writer, r *benchResult) error {
 	row("encode stage", sec(r.EncodeSeconds), "all prompts and the ID encoder")
 	row("UNet step", sec(r.UNetStepSeconds), fmt.Sprintf("median of %d, %.3f it/s", len(r.UNetStepsSeconds), r.ItPerS))
 	row("VAE decode", sec(r.VAESeconds), "per image")
+	row("generate", sec(r.GenerateSeconds), "encode, denoise, decode (first run)")
+	if r.Runs > 1 {
+		row("generate, warm", sec(r.WarmGenerateS), fmt.Sprintf("median of %d more runs; UNet step %.3f s", r.Runs-1, r.WarmUNetStepS))
+	}
 	row("total", sec(r.TotalSeconds), fmt.Sprintf("load + generate (CPU time %.1f s)", r.CPUSeconds))
 	row("peak RSS", ggml.HumanBytes(r.PeakRSSBytes), fmt.Sprintf("(mapped model files now: %s)", ggml.HumanBytes(r.RSSFileBytes)))
 	note := fmt.Sprintf("at the end: weights %s + compute %s", ggml.HumanBytes(r.DeviceWeights), ggml.HumanBytes(r.DeviceCompute))
@@ -546,11 +600,17 @@ func printBench(w io.Writer, r *benchResult) error {
 		note += fmt.Sprintf("; driver reported %s", ggml.HumanBytes(r.DeviceUsedPeak))
 	}
 	row("peak device memory", ggml.HumanBytes(r.PeakDeviceBytes), note)
-	if len(r.StepProfile) > 0 {
-		fmt.Fprintln(w, "UNet step by op (profiled: every op synchronized)")
-		for i, op := range r.StepProfile {
+	for _, prof := range []struct {
+		title string
+		ops   []opShare
+	}{{"UNet step", r.StepProfile}, {"VAE decode", r.DecodeProfile}} {
+		if len(prof.ops) == 0 {
+			continue
+		}
+		fmt.Fprintf(w, "%s by op (profiled: every op synchronized)\n", prof.title)
+		for i, op := range prof.ops {
 			if i == 12 {
-				fmt.Fprintf(w, "  ... %d more ops\n", len(r.StepProfile)-i)
+				fmt.Fprintf(w, "  ... %d more ops\n", len(prof.ops)-i)
 				break
 			}
 			row("  "+op.Op, fmt.Sprintf("%.1f ms", op.MS), fmt.Sprintf("%4.1f %%, %d nodes", 100*op.Share, op.Nodes))

@@ -20,7 +20,7 @@ func TestBenchRandomTiny(t *testing.T) {
 	cache := t.TempDir()
 	args := []string{"bench", "--random", "--random-scale", "tiny", "--cache-dir", cache, "--device", "cpu",
 		"--width", "64", "--height", "64", "--steps", "2", "--type", "q8_0"}
-	code, out, errOut := runCLI(t, append(args, "--json")...)
+	code, out, errOut := runCLI(t, append(args, "--runs", "2", "--json")...)
 	require.Equal(t, 0, code, errOut)
 	require.Contains(t, errOut, "generating random weights")
 	var r map[string]any
@@ -37,6 +37,8 @@ func TestBenchRandomTiny(t *testing.T) {
 	require.Equal(t, 2.0, r["id_images"])
 	require.GreaterOrEqual(t, r["total_seconds"], r["load_seconds"].(float64)+r["unet_step_seconds"].(float64))
 	require.Nil(t, r["unet_step_profile"], "only with --profile")
+	require.Equal(t, 2.0, r["runs"])
+	require.Greater(t, r["warm_generate_seconds"], r["warm_unet_step_seconds"].(float64)*2, "two steps and more")
 	files, err := filepath.Glob(filepath.Join(cache, "*.safetensors"))
 	require.NoError(t, err)
 	require.Len(t, files, 2)
@@ -51,6 +53,9 @@ func TestBenchRandomTiny(t *testing.T) {
 	require.Contains(t, out, "PhotoMaker v2 adapter")
 	// The profile lists ops by time; which comes first depends on the machine.
 	require.Regexp(t, `UNet step by op[^\n]*\n(\s+[A-Z_0-9]+\s+[0-9.]+ ms\s+[0-9.]+ %, [0-9]+ nodes\n)*\s+MUL_MAT\s+[0-9.]+ ms\s+[0-9.]+ %, [0-9]+ nodes`, out)
+	require.Regexp(t, `VAE decode by op[^\n]*\n(\s+[A-Z_0-9]+\s+[0-9.]+ ms\s+[0-9.]+ %, [0-9]+ nodes\n)*\s+IM2COL\s+[0-9.]+ ms`, out)
+	require.Regexp(t, `generate\s+[0-9.]+ s\s+encode, denoise, decode`, out)
+	require.NotContains(t, out, "generate, warm", "one run unless --runs")
 	st2, err := os.Stat(files[0])
 	require.NoError(t, err)
 	require.Equal(t, st.ModTime(), st2.ModTime())
