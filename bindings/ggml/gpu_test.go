@@ -39,6 +39,7 @@ func TestGPUMatchesCPU(t *testing.T) {
 	bm := randn(r, 256*80)    // [256, 80]
 	q := randn(r, 64*77*8*2)  // attention [64, 77, 8, 2]
 	kv := randn(r, 64*40*8*2) // [64, 40, 8, 2]
+	wr := randn(r, 3*32*64*3) // a 3×3 kernel 32 → 64 by kernel row [kw, in, out, kh]
 	for _, tc := range []struct {
 		name  string
 		tol   float64
@@ -97,6 +98,26 @@ func TestGPUMatchesCPU(t *testing.T) {
 			inner := c.Im2Col(shape, rows(7, 17), 1, 1, 1, 0, 1, 1, TypeF32)
 			y := c.Pad(c.MulMat(top, kernel), 512, 0, 0, 0, 0, 0, 0, 0)
 			return c.AccInplace(y, c.MulMat(c.Reshape(inner, 288, 512), kernel), y.Nb(1), y.Nb(2), y.Nb(3), 512*4)
+		}},
+		{"conv2d by kernel row (1×3 im2col, row views, strided bias add)", 5e-3, func(c *Context) *Tensor {
+			// nn.Conv2D's ops for a kernel stored by row, on a batch of 2:
+			// each kernel row's product reads the im2col across both images
+			img := c.InputF32(x, 64, 48, 32, 2)
+			kernel := c.Cast(c.InputF32(wr, 3, 32, 64, 3), TypeF16)
+			cols := c.Im2Col(c.NewTensor(TypeF16, 3, 1, 32, 1), img, 1, 1, 1, 1, 1, 1, TypeF16) // [96, 64, 50, 2]
+			m := int64(2*50-2) * 64
+			var y *Tensor
+			for ky := int64(0); ky < 3; ky++ {
+				rows := c.View(cols, [4]int64{96, m, 1, 1}, cols.Nb(1), cols.Nb(1)*m, cols.Nb(1)*m, ky*cols.Nb(2))
+				k := c.View(kernel, [4]int64{96, 64, 1, 1}, kernel.Nb(2), kernel.Nb(3), kernel.Nb(3), ky*kernel.Nb(3))
+				if p := c.MulMatF32(rows, k); y == nil {
+					y = p
+				} else {
+					y = c.Add(y, p)
+				}
+			}
+			out := c.View(y, [4]int64{64, 48, 64, 2}, 4*64, y.Nb(1), 4*64*50, 0)
+			return c.Add(out, c.InputF32(bm[:64], 1, 1, 64, 1))
 		}},
 		{"group_norm", 1e-5, func(c *Context) *Tensor { return c.GroupNorm(c.InputF32(x, 64, 48, 32, 2), 8, 1e-5) }},
 		{"norm", 1e-5, func(c *Context) *Tensor { return c.Norm(c.InputF32(a, 256, 96), 1e-5) }},
