@@ -427,7 +427,9 @@ func convert(src *weights.Tensor, dst *ggml.Tensor) ([]byte, error) {
 	if b, ok := ggml.EncodeFloat(typ, f); ok {
 		return b, nil
 	}
-	return ggml.Quantize(typ, f, dst.Ne(0))
+	// A large tensor's rows are quantized on several cores: the in-order
+	// upload waits for it, and with it the tensors converted after it.
+	return ggml.QuantizeRows(typ, f, dst.Ne(0), 0)
 }
 
 // kernelByRows reorders a kernel's bytes from PyTorch's [out, in, kh, kw]

@@ -45,6 +45,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"sync"
 	"unsafe"
@@ -194,14 +195,57 @@ func Quantize(t Type, src []float32, n int64) ([]byte, error) {
 	if C.ggml_quantize_requires_imatrix(C.enum_ggml_type(t)) {
 		return nil, fmt.Errorf("quantize to %s needs an importance matrix, which photomaker does not support", t)
 	}
-	rows := int64(len(src)) / n
-	dst := make([]byte, rows*t.RowBytes(n))
-	if len(src) == 0 {
-		return dst, nil
-	}
-	C.ggml_quantize_chunk(C.enum_ggml_type(t), (*C.float)(unsafe.Pointer(&src[0])), unsafe.Pointer(&dst[0]), 0, C.int64_t(rows), C.int64_t(n), nil)
+	dst := make([]byte, int64(len(src))/n*t.RowBytes(n))
+	quantizeInto(t, src, dst, n)
 	return dst, nil
 }
+
+// quantizeInto quantizes whole rows of n values of src into dst, which has
+// room for them (checked by the callers).
+func quantizeInto(t Type, src []float32, dst []byte, n int64) {
+	if len(src) == 0 {
+		return
+	}
+	C.ggml_quantize_chunk(C.enum_ggml_type(t), (*C.float)(unsafe.Pointer(&src[0])), unsafe.Pointer(&dst[0]), 0, C.int64_t(int64(len(src))/n), C.int64_t(n), nil)
+}
+
+// QuantizeRows is Quantize with the rows split across up to workers
+// goroutines (0: GOMAXPROCS), at least 64k values each; rows are
+// independent, so the bytes equal one Quantize call. All callers together
+// run at most GOMAXPROCS pieces at once, so a pool of loaders that each
+// quantize a tensor does not start a thread per piece and core.
+func QuantizeRows(t Type, src []float32, n int64, workers int) ([]byte, error) {
+	if workers <= 0 {
+		workers = runtime.GOMAXPROCS(0)
+	}
+	var rows int64
+	if n > 0 {
+		rows = int64(len(src)) / n
+	}
+	pieces := min(int64(workers), max(1, int64(len(src))/(1<<16)), rows)
+	if pieces <= 1 || int64(len(src))%n != 0 || n%t.BlockSize() != 0 || C.ggml_quantize_requires_imatrix(C.enum_ggml_type(t)) {
+		return Quantize(t, src, n) // one piece, or Quantize's error
+	}
+	rowBytes := t.RowBytes(n)
+	dst := make([]byte, rows*rowBytes)
+	per := (rows + pieces - 1) / pieces
+	var wg sync.WaitGroup
+	for r0 := int64(0); r0 < rows; r0 += per {
+		r1 := min(rows, r0+per)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			quantizeSlots <- struct{}{}
+			defer func() { <-quantizeSlots }()
+			quantizeInto(t, src[r0*n:r1*n], dst[r0*rowBytes:r1*rowBytes], n)
+		}()
+	}
+	wg.Wait()
+	return dst, nil
+}
+
+// quantizeSlots bounds the QuantizeRows pieces running at once.
+var quantizeSlots = make(chan struct{}, runtime.GOMAXPROCS(0))
 
 // adoptBase routes the log and abort messages of the libggml-base that the
 // backend libraries in dir link to through ours (pm_adopt_base).

@@ -320,3 +320,30 @@ func TestComputeRefusesMoreThanRAM(t *testing.T) {
 	require.NoError(t, s.Compute(context.Background(), g))
 	require.Equal(t, []float32{1, 2, 1, 2}, big.Float32()[:4])
 }
+
+// TestQuantizeRows checks that the parallel quantizer writes the bytes of
+// one Quantize call, for row counts that do not split evenly, more workers
+// than pieces, and a tensor too small to split; and that it reports
+// Quantize's errors.
+func TestQuantizeRows(t *testing.T) {
+	f := make([]float32, 257*1024)
+	for i := range f {
+		f[i] = float32(math.Sin(float64(i) * 0.37))
+	}
+	for _, typ := range []Type{TypeQ4_K, TypeQ8_0} {
+		one, err := Quantize(typ, f, 1024)
+		require.NoError(t, err)
+		for _, workers := range []int{0, 1, 2, 7, 1000} {
+			many, err := QuantizeRows(typ, f, 1024, workers)
+			require.NoError(t, err)
+			require.Equal(t, one, many, "%s, %d workers", typ, workers)
+		}
+		small, err := QuantizeRows(typ, f[:4096], 1024, 8)
+		require.NoError(t, err)
+		require.Equal(t, one[:4*typ.RowBytes(1024)], small)
+	}
+	_, err := QuantizeRows(TypeQ4_K, f[:1000], 100, 4)
+	require.ErrorContains(t, err, "block size")
+	_, err = QuantizeRows(TypeQ4_K, f[:1000], 256, 4)
+	require.ErrorContains(t, err, "whole rows")
+}

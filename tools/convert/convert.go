@@ -14,9 +14,7 @@ import (
 	"github.com/gophotomaker/photomaker/internal/mmap"
 	"os"
 	"path/filepath"
-	"runtime"
 	"sort"
-	"sync"
 
 	"github.com/gophotomaker/photomaker/bindings/ggml"
 	"github.com/gophotomaker/photomaker/weights"
@@ -340,44 +338,7 @@ func encode(e entry, threads int) ([]byte, error) {
 	if b, ok := ggml.EncodeFloat(t, f); ok {
 		return b, nil
 	}
-	return quantize(t, f, e.shape[0], threads)
-}
-
-// quantize runs ggml's quantizer on row ranges in parallel; rows are
-// independent, so the bytes equal one ggml.Quantize call.
-func quantize(t ggml.Type, f []float32, n int64, threads int) ([]byte, error) {
-	rows := int64(len(f)) / n
-	if threads <= 0 {
-		threads = runtime.GOMAXPROCS(0)
-	}
-	// At least 64k elements per worker: smaller pieces cost more than they save.
-	workers := int64(min(int64(threads), max(1, int64(len(f))/(1<<16))))
-	if workers <= 1 {
-		return ggml.Quantize(t, f, n)
-	}
-	rowBytes := t.RowBytes(n)
-	dst := make([]byte, rows*rowBytes)
-	per := (rows + workers - 1) / workers
-	var wg sync.WaitGroup
-	errs := make([]error, workers)
-	for k := int64(0); k < workers; k++ {
-		r0, r1 := k*per, min(rows, (k+1)*per)
-		if r0 >= r1 {
-			break
-		}
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			q, err := ggml.Quantize(t, f[r0*n:r1*n], n)
-			if err != nil {
-				errs[k] = err
-				return
-			}
-			copy(dst[r0*rowBytes:], q)
-		}()
-	}
-	wg.Wait()
-	return dst, errors.Join(errs...)
+	return ggml.QuantizeRows(t, f, e.shape[0], threads)
 }
 
 // setMetadata records what the file holds and how it was made.
