@@ -105,7 +105,15 @@ run)
 	if [[ $steps == *" vulkan "* && -d $CARRY/vulkan ]]; then
 		ldconfig -p | grep -q libvulkan.so.1 || { for f in "$CARRY"/gl/*.deb; do dpkg -x "$f" /; done; ldconfig; }
 		icd=/usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json
-		if [ -f $icd ]; then export VK_DRIVER_FILES=$icd; fi
+		# Session 6 found no NVIDIA Vulkan ICD: write one when the driver's
+		# Vulkan library is there, and record what the machine has.
+		glx=$(ldconfig -p | awk '/libGLX_nvidia\.so\.0/ {print $NF; exit}')
+		if [[ ! -f $icd && -n $glx ]]; then
+			icd="$R/nvidia_icd.json"
+			printf '{"file_format_version": "1.0.0", "ICD": {"library_path": "%s", "api_version": "1.3.0"}}\n' "$glx" >"$icd"
+		fi
+		{ ls -l /usr/share/vulkan/icd.d /etc/vulkan/icd.d /usr/local/nvidia/share/vulkan/icd.d; ldconfig -p | grep -i -E 'nvidia|vulkan'; } >"$R/vk-driver.txt" 2>&1 || true
+		if [ -f "$icd" ]; then export VK_DRIVER_FILES=$icd; fi
 		checks vk- "$CARRY/vulkan"
 		benches vk- "$CARRY/vulkan" vulkan "${VK_BENCH:-f16:1024:20}"
 	fi
