@@ -29,8 +29,6 @@ func BandedConv2D(c *ggml.Context, w, x *ggml.Tensor, stride, pad int, maxCols i
 	k := kw * kh * cin
 	rows := max(1, maxCols/(k*ow*4))
 	kernel := c.Reshape(w, k, cout)
-	view := func(lo, hi int64) *ggml.Tensor { return rowsOf(c, x, lo, hi) }
-	band := func(lo, hi int64) *ggml.Tensor { return im2colInput(c, rowsOf(c, x, lo, hi)) }
 	var y *ggml.Tensor
 	for r0 := int64(0); r0 < oh; r0 += rows {
 		n := min(rows, oh-r0)
@@ -38,11 +36,11 @@ func BandedConv2D(c *ggml.Context, w, x *ggml.Tensor, stride, pad int, maxCols i
 		var cols *ggml.Tensor
 		switch {
 		case lo >= 0 && hi <= H: // inside: no padding along H
-			cols = c.Im2Col(w, band(lo, hi), stride, stride, pad, 0, 1, 1, ggml.TypeF32)
+			cols = c.Im2Col(w, im2colInput(c, rowsOf(c, x, lo, hi)), stride, stride, pad, 0, 1, 1, ggml.TypeF32)
 		case r0 == 0 && hi <= H: // top edge: im2col pads; the extra rows it makes at the bottom are dropped
-			cols = c.Im2Col(w, band(0, hi), stride, stride, pad, pad, 1, 1, ggml.TypeF32)
+			cols = c.Im2Col(w, im2colInput(c, rowsOf(c, x, 0, hi)), stride, stride, pad, pad, 1, 1, ggml.TypeF32)
 		default: // other edge bands: pad their rows explicitly
-			in := c.Pad(c.Cont(view(max(lo, 0), min(hi, H))), 0, 0, int(max(0, -lo)), int(max(0, hi-H)), 0, 0, 0, 0)
+			in := c.Pad(c.Cont(rowsOf(c, x, max(lo, 0), min(hi, H))), 0, 0, int(max(0, -lo)), int(max(0, hi-H)), 0, 0, 0, 0)
 			cols = c.Im2Col(w, in, stride, stride, pad, 0, 1, 1, ggml.TypeF32)
 		}
 		cols = c.View(cols, [4]int64{k, ow * n, 1, 1}, cols.Nb(1), cols.Nb(1)*ow*n, cols.Nb(1)*ow*n, 0)

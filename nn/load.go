@@ -73,17 +73,15 @@ type Weights struct {
 	buf     *ggml.Buffer
 	pending []binding
 	policy  TypePolicy
-	// kernelRows stores float 3×3 convolution kernels by kernel row (see
-	// Conv2D); byRows holds the tensors so declared.
-	kernelRows bool
-	byRows     map[*ggml.Tensor]bool
+	// byRows, once StoreKernelsByRow made it, holds the float 3×3 kernels
+	// declared by kernel row (see Conv2D).
+	byRows map[*ggml.Tensor]bool
 }
 
 type binding struct {
 	dst  *ggml.Tensor
 	src  *weights.Tensor
 	name string
-	rows bool // a 3×3 kernel stored by kernel row: permuted on conversion
 }
 
 // NewWeights prepares room for up to maxTensors weights stored as policy says.
@@ -99,10 +97,7 @@ func NewWeights(maxTensors int, policy TypePolicy) *Weights {
 // 1×3 im2col, a third of the full im2col's size (see Conv2D). Call it
 // before Bind. The VAE keeps PyTorch's layout: it casts its kernels to f32
 // for each decode and rearranges them in the graph (KernelByRow).
-func (w *Weights) StoreKernelsByRow() {
-	w.kernelRows = true
-	w.byRows = map[*ggml.Tensor]bool{}
-}
+func (w *Weights) StoreKernelsByRow() { w.byRows = map[*ggml.Tensor]bool{} }
 
 // ErrMissing is wrapped when a required weight is absent.
 var ErrMissing = errors.New("missing weight")
@@ -236,13 +231,13 @@ func (w *Weights) declare(name string, src *weights.Tensor) *ggml.Tensor {
 		// a quantized kernel is stored as its im2col matrix [in·kh·kw, out].
 		ne = []int64{rowLength(src.Shape), src.Shape[0]}
 	}
-	rows := w.kernelRows && len(ne) == 4 && ne[0] == 3 && ne[1] == 3 && !typ.Quantized()
+	rows := w.byRows != nil && len(ne) == 4 && ne[0] == 3 && ne[1] == 3 && !typ.Quantized()
 	if rows {
 		ne = []int64{3, ne[2], ne[3], 3} // [kw, in, out, kh]
 	}
 	t := w.ctx.NewTensor(typ, ne...)
 	t.SetName(weights.ShortName(name))
-	w.pending = append(w.pending, binding{dst: t, src: src, name: name, rows: rows})
+	w.pending = append(w.pending, binding{dst: t, src: src, name: name})
 	if rows {
 		w.byRows[t] = true
 	}
@@ -368,9 +363,10 @@ func (w *Weights) upload(ctx context.Context, alloc func(*ggml.Context) (*ggml.B
 	for range runtime.NumCPU() {
 		go func() {
 			for i := range next {
-				data, err := convert(w.pending[i].src, w.pending[i].dst)
-				if err == nil && w.pending[i].rows {
-					data = kernelByRows(data, w.pending[i].src.Shape, int(w.pending[i].dst.Type().BlockBytes()))
+				p := w.pending[i]
+				data, err := convert(p.src, p.dst)
+				if err == nil && w.byRows[p.dst] {
+					data = kernelByRows(data, p.src.Shape, int(p.dst.Type().BlockBytes()))
 				}
 				results[i] <- result{data, err}
 			}

@@ -422,13 +422,7 @@ func (p *Pipeline) denoise(ctx context.Context, req *Request, pl *plan, initial 
 		if steps[i].Noise {
 			stepNoise = noise.Normal(len(latents))
 		}
-		if req.StepProfile != nil {
-			p.rt.Sched.Profile(req.StepProfile)
-		}
-		err := loop.Step(ctx, float32(ts[i]), steps[i], stepNoise)
-		if req.StepProfile != nil {
-			p.rt.Sched.Profile(nil)
-		}
+		err := p.profiled(req.StepProfile, func() error { return loop.Step(ctx, float32(ts[i]), steps[i], stepNoise) })
 		if err != nil {
 			return nil, fmt.Errorf("denoising step %d of %d: %w", i+1, len(ts), err)
 		}
@@ -449,16 +443,25 @@ func (p *Pipeline) decodeImage(ctx context.Context, req *Request, latents []floa
 	for j, v := range latents {
 		scaled[j] = v / p.scaling // diffusers divides in float32
 	}
-	if req.DecodeProfile != nil {
-		p.rt.Sched.Profile(req.DecodeProfile)
-	}
-	pix, err := p.decode(ctx, scaled, lw, lh)
-	if req.DecodeProfile != nil {
-		p.rt.Sched.Profile(nil)
-	}
+	var pix []float32
+	err := p.profiled(req.DecodeProfile, func() (err error) {
+		pix, err = p.decode(ctx, scaled, lw, lh)
+		return err
+	})
 	if err != nil {
 		return nil, err
 	}
 	p.progress(req, "decode", 1, 1)
 	return imageproc.FromFloatCHW(pix, req.Width, req.Height), nil
+}
+
+// profiled runs f with every op the scheduler computes timed into prof,
+// when prof is set (bench --profile).
+func (p *Pipeline) profiled(prof *ggml.OpProfile, f func() error) error {
+	if prof == nil {
+		return f()
+	}
+	p.rt.Sched.Profile(prof)
+	defer p.rt.Sched.Profile(nil)
+	return f()
 }

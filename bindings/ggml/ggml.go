@@ -186,6 +186,15 @@ func ParseType(s string) (Type, error) {
 // Quantize converts rows of float32 (n per row) to type t using ggml's
 // reference quantizers. It returns the encoded bytes.
 func Quantize(t Type, src []float32, n int64) ([]byte, error) {
+	return QuantizeRows(t, src, n, 1)
+}
+
+// QuantizeRows is Quantize with the rows split across up to workers
+// goroutines (0: GOMAXPROCS), at least 64k values each; rows are
+// independent, so the bytes equal one ggml call. All callers together run
+// at most GOMAXPROCS pieces at once, so a pool of loaders that each
+// quantize a tensor does not start a thread per piece and core.
+func QuantizeRows(t Type, src []float32, n int64, workers int) ([]byte, error) {
 	if n <= 0 || int64(len(src))%n != 0 {
 		return nil, fmt.Errorf("quantize: %d values are not whole rows of %d", len(src), n)
 	}
@@ -195,40 +204,17 @@ func Quantize(t Type, src []float32, n int64) ([]byte, error) {
 	if C.ggml_quantize_requires_imatrix(C.enum_ggml_type(t)) {
 		return nil, fmt.Errorf("quantize to %s needs an importance matrix, which photomaker does not support", t)
 	}
-	dst := make([]byte, int64(len(src))/n*t.RowBytes(n))
-	quantizeInto(t, src, dst, n)
-	return dst, nil
-}
-
-// quantizeInto quantizes whole rows of n values of src into dst, which has
-// room for them (checked by the callers).
-func quantizeInto(t Type, src []float32, dst []byte, n int64) {
-	if len(src) == 0 {
-		return
-	}
-	C.ggml_quantize_chunk(C.enum_ggml_type(t), (*C.float)(unsafe.Pointer(&src[0])), unsafe.Pointer(&dst[0]), 0, C.int64_t(int64(len(src))/n), C.int64_t(n), nil)
-}
-
-// QuantizeRows is Quantize with the rows split across up to workers
-// goroutines (0: GOMAXPROCS), at least 64k values each; rows are
-// independent, so the bytes equal one Quantize call. All callers together
-// run at most GOMAXPROCS pieces at once, so a pool of loaders that each
-// quantize a tensor does not start a thread per piece and core.
-func QuantizeRows(t Type, src []float32, n int64, workers int) ([]byte, error) {
 	if workers <= 0 {
 		workers = runtime.GOMAXPROCS(0)
 	}
-	var rows int64
-	if n > 0 {
-		rows = int64(len(src)) / n
-	}
-	pieces := min(int64(workers), max(1, int64(len(src))/(1<<16)), rows)
-	if pieces <= 1 || int64(len(src))%n != 0 || n%t.BlockSize() != 0 || C.ggml_quantize_requires_imatrix(C.enum_ggml_type(t)) {
-		return Quantize(t, src, n) // one piece, or Quantize's error
-	}
-	rowBytes := t.RowBytes(n)
+	rows, rowBytes := int64(len(src))/n, t.RowBytes(n)
 	dst := make([]byte, rows*rowBytes)
-	per := (rows + pieces - 1) / pieces
+	pieces := min(int64(workers), max(1, int64(len(src))/(1<<16)))
+	per := max(1, (rows+pieces-1)/pieces)
+	if pieces <= 1 || rows <= per {
+		quantizeRows(t, src, dst, n)
+		return dst, nil
+	}
 	var wg sync.WaitGroup
 	for r0 := int64(0); r0 < rows; r0 += per {
 		r1 := min(rows, r0+per)
@@ -237,11 +223,20 @@ func QuantizeRows(t Type, src []float32, n int64, workers int) ([]byte, error) {
 			defer wg.Done()
 			quantizeSlots <- struct{}{}
 			defer func() { <-quantizeSlots }()
-			quantizeInto(t, src[r0*n:r1*n], dst[r0*rowBytes:r1*rowBytes], n)
+			quantizeRows(t, src[r0*n:r1*n], dst[r0*rowBytes:r1*rowBytes], n)
 		}()
 	}
 	wg.Wait()
 	return dst, nil
+}
+
+// quantizeRows quantizes whole rows of n values of src into dst, which has
+// room for them.
+func quantizeRows(t Type, src []float32, dst []byte, n int64) {
+	if len(src) == 0 {
+		return
+	}
+	C.ggml_quantize_chunk(C.enum_ggml_type(t), (*C.float)(unsafe.Pointer(&src[0])), unsafe.Pointer(&dst[0]), 0, C.int64_t(int64(len(src))/n), C.int64_t(n), nil)
 }
 
 // quantizeSlots bounds the QuantizeRows pieces running at once.

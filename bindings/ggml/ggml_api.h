@@ -208,7 +208,6 @@ bool ggml_backend_dev_supports_op(ggml_backend_dev_t dev, const struct ggml_tens
 ggml_backend_reg_t ggml_backend_dev_backend_reg(ggml_backend_dev_t dev);
 const char * ggml_backend_reg_name(ggml_backend_reg_t reg);
 ggml_backend_reg_t ggml_backend_load(const char * path);
-ggml_backend_reg_t ggml_backend_load(const char * path);
 void * ggml_backend_reg_get_proc_address(ggml_backend_reg_t reg, const char * name);
 void ggml_backend_free(ggml_backend_t backend);
 const char * ggml_backend_name(ggml_backend_t backend);

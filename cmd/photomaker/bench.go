@@ -348,17 +348,14 @@ func opShares(prof *ggml.OpProfile, n int) []opShare {
 // generate time and UNet step of those runs: on a GPU the first run also
 // pays for loading kernels, creating library handles and capturing graphs.
 func warmRuns(ctx context.Context, p *photomaker.Pipeline, req photomaker.Request, res *benchResult) error {
-	if res.Runs < 2 {
-		return nil
-	}
 	var gens, steps []float64
 	for range res.Runs - 1 {
-		var last time.Time
+		var mu sync.Mutex
+		var events []benchEvent
 		req.Progress = func(ev photomaker.Progress) {
-			if ev.Stage == "denoise" && ev.Done > 0 {
-				steps = append(steps, time.Since(last).Seconds())
-			}
-			last = time.Now()
+			mu.Lock()
+			events = append(events, benchEvent{ev, time.Now()})
+			mu.Unlock()
 		}
 		t0 := time.Now()
 		out, err := p.Generate(ctx, req)
@@ -366,6 +363,9 @@ func warmRuns(ctx context.Context, p *photomaker.Pipeline, req photomaker.Reques
 			return err
 		}
 		gens = append(gens, (time.Since(t0) - out.LoadTime).Seconds())
+		var run benchResult
+		stageTimes(&run, events)
+		steps = append(steps, run.UNetStepsSeconds...)
 	}
 	res.WarmGenerateS, res.WarmUNetStepS = median(gens), median(steps)
 	return nil
