@@ -213,12 +213,9 @@ func runBench(c *cli.Context) error {
 	}
 
 	req := benchRequest(res, c.Uint64("seed"), p.Kind())
-	var mu sync.Mutex
-	var events []benchEvent
+	var events eventLog
 	req.Progress = func(ev photomaker.Progress) {
-		mu.Lock()
-		events = append(events, benchEvent{ev, time.Now()})
-		mu.Unlock()
+		events.add(ev)
 		bar.update(ev)
 		// With --verbose, a trail that shows where a slow run spends its time.
 		slog.Debug("bench: progress", "stage", ev.Stage, "done", ev.Done, "total", ev.Total)
@@ -236,7 +233,7 @@ func runBench(c *cli.Context) error {
 	res.LoadSeconds += out.LoadTime.Seconds()
 	res.GenerateSeconds = (time.Since(t1) - out.LoadTime).Seconds()
 	res.TotalSeconds = time.Since(t0).Seconds()
-	stageTimes(res, events)
+	stageTimes(res, events.events)
 	// Memory and CPU time of the run itself: the measurements below reload
 	// the released encoders next to buffers the run has grown.
 	mem := p.MemoryUse()
@@ -350,13 +347,8 @@ func opShares(prof *ggml.OpProfile, n int) []opShare {
 func warmRuns(ctx context.Context, p *photomaker.Pipeline, req photomaker.Request, res *benchResult) error {
 	var gens, steps []float64
 	for range res.Runs - 1 {
-		var mu sync.Mutex
-		var events []benchEvent
-		req.Progress = func(ev photomaker.Progress) {
-			mu.Lock()
-			events = append(events, benchEvent{ev, time.Now()})
-			mu.Unlock()
-		}
+		var events eventLog
+		req.Progress = events.add
 		t0 := time.Now()
 		out, err := p.Generate(ctx, req)
 		if err != nil {
@@ -364,7 +356,7 @@ func warmRuns(ctx context.Context, p *photomaker.Pipeline, req photomaker.Reques
 		}
 		gens = append(gens, (time.Since(t0) - out.LoadTime).Seconds())
 		var run benchResult
-		stageTimes(&run, events)
+		stageTimes(&run, events.events)
 		steps = append(steps, run.UNetStepsSeconds...)
 	}
 	res.WarmGenerateS, res.WarmUNetStepS = median(gens), median(steps)
@@ -383,6 +375,18 @@ func median(xs []float64) float64 {
 		return (s[n/2-1] + s[n/2]) / 2
 	}
 	return s[n/2]
+}
+
+// eventLog records a run's progress events with their times.
+type eventLog struct {
+	mu     sync.Mutex
+	events []benchEvent
+}
+
+func (l *eventLog) add(ev photomaker.Progress) {
+	l.mu.Lock()
+	l.events = append(l.events, benchEvent{ev, time.Now()})
+	l.mu.Unlock()
 }
 
 type benchEvent struct {
