@@ -27,35 +27,59 @@ func Attend(c *ggml.Context, q, k, v *ggml.Tensor, heads int, mask *ggml.Tensor,
 
 // AttendScaled is Attend with an explicit score scale.
 func AttendScaled(c *ggml.Context, q, k, v *ggml.Tensor, heads int, mask *ggml.Tensor, scale float32, opt AttentionOptions) *ggml.Tensor {
-	C, Nq, B := q.Ne(0), q.Ne(1), q.Ne(2)
-	Nk := k.Ne(1)
-	D := C / int64(heads)
-	H := int64(heads)
-	// [C, N, B] → [D, H, N, B] → [D, N, H, B]
-	split := func(x *ggml.Tensor, n int64) *ggml.Tensor {
-		return c.Permute(c.Reshape(x, D, H, n, B), 0, 2, 1, 3)
+	if mask != nil {
+		opt.Flash = false // the flash kernel's mask layout is not ours
 	}
-	qh, kh := split(q, Nq), split(k, Nk)
-	if opt.Flash && mask == nil {
-		kvType := opt.KVType
-		if kvType == 0 && k.Type() != ggml.TypeF32 {
-			kvType = ggml.TypeF16
+	return AttendHeads(c, q, SplitKV(c, k, v, heads, opt), heads, mask, scale, opt)
+}
+
+// HeadsKV are projected keys and values split into heads, in the layout
+// and type the attention path chosen by AttentionOptions reads: keys that
+// stay the same for many graphs (cross-attention to a fixed text context)
+// are split once and kept.
+type HeadsKV struct{ K, V *ggml.Tensor }
+
+// SplitKV splits k and v [C, Nk, B] into heads for opt: both [D, Nk, H, B]
+// of opt's KV type for the flash kernel, else K [D, Nk, H, B] and V
+// [Nk, D, H, B] (the second product's operand) in k's type.
+func SplitKV(c *ggml.Context, k, v *ggml.Tensor, heads int, opt AttentionOptions) HeadsKV {
+	C, Nk, B := k.Ne(0), k.Ne(1), k.Ne(2)
+	D, H := C/int64(heads), int64(heads)
+	kh := c.Permute(c.Reshape(k, D, H, Nk, B), 0, 2, 1, 3) // [D, Nk, H, B]
+	if !opt.Flash {
+		vt := c.Permute(c.Reshape(v, D, H, Nk, B), 1, 2, 0, 3) // [Nk, D, H, B]
+		return HeadsKV{K: c.Cont(kh), V: c.Cont(vt)}
+	}
+	kvType := opt.KVType
+	if kvType == 0 && k.Type() != ggml.TypeF32 {
+		kvType = ggml.TypeF16
+	}
+	// A cast writes the head-major layout itself: no separate copy of the
+	// permuted heads.
+	kv := func(x *ggml.Tensor) *ggml.Tensor {
+		if x.Type() == kvType {
+			return c.Cont(x)
 		}
-		// The kernels read q, k and v through their strides (llama.cpp
-		// passes permuted views too), and a cast writes the head-major
-		// layout itself: no separate copies of the permuted heads.
-		kv := func(x *ggml.Tensor) *ggml.Tensor {
-			if x.Type() == kvType {
-				return c.Cont(x)
-			}
-			return c.Cast(x, kvType)
-		}
-		o := c.FlashAttn(qh, kv(kh), kv(split(v, Nk)), nil, scale) // [D, H, Nq, B]
+		return c.Cast(x, kvType)
+	}
+	return HeadsKV{K: kv(kh), V: kv(c.Permute(c.Reshape(v, D, H, Nk, B), 0, 2, 1, 3))}
+}
+
+// AttendHeads attends from q [C, Nq, B] to keys and values split by
+// SplitKV with the same heads and opt (mask ≠ nil needs opt.Flash off).
+// Returns [C, Nq, B].
+func AttendHeads(c *ggml.Context, q *ggml.Tensor, kv HeadsKV, heads int, mask *ggml.Tensor, scale float32, opt AttentionOptions) *ggml.Tensor {
+	C, Nq, B := q.Ne(0), q.Ne(1), q.Ne(2)
+	D, H := C/int64(heads), int64(heads)
+	// [C, N, B] → [D, H, N, B] → [D, N, H, B]; the kernels read q through
+	// its strides (llama.cpp passes permuted views too).
+	qh := c.Permute(c.Reshape(q, D, H, Nq, B), 0, 2, 1, 3)
+	if opt.Flash {
+		o := c.FlashAttn(qh, kv.K, kv.V, nil, scale) // [D, H, Nq, B]
 		return c.Reshape(o, C, Nq, B)
 	}
-	scores := c.MulMat(c.Cont(kh), qh)                             // [Nk, Nq, H, B]
-	probs := c.SoftMax(scores, mask, scale)                        // over keys
-	vt := c.Cont(c.Permute(c.Reshape(v, D, H, Nk, B), 1, 2, 0, 3)) // [Nk, D, H, B]
-	o := c.MulMat(vt, probs)                                       // [D, Nq, H, B]
-	return c.Reshape(c.Cont(c.Permute(o, 0, 2, 1, 3)), C, Nq, B)   // [D, H, Nq, B] → [C, Nq, B]
+	scores := c.MulMat(kv.K, qh)                                 // [Nk, Nq, H, B]
+	probs := c.SoftMax(scores, mask, scale)                      // over keys
+	o := c.MulMat(kv.V, probs)                                   // [D, Nq, H, B]
+	return c.Reshape(c.Cont(c.Permute(o, 0, 2, 1, 3)), C, Nq, B) // [D, H, Nq, B] → [C, Nq, B]
 }

@@ -89,6 +89,9 @@ type Graph struct {
 	ctx  *ggml.Context
 	g    *ggml.Graph
 	outs []*ggml.Tensor
+	// readBack: the outputs are float32 for Run (Prepare), not writes kept
+	// in their own types (PrepareWrites).
+	readBack bool
 	// Replay marks a loop body computed again and again with new values,
 	// which GPU backends may capture once and replay (ggml.Scheduler
 	// SetReplay). Leave it off for graphs that stream weights.
@@ -97,6 +100,17 @@ type Graph struct {
 
 // Prepare builds a graph with build; its outputs are read as float32.
 func (r *Runtime) Prepare(build func(c *ggml.Context) []*ggml.Tensor) (*Graph, error) {
+	return r.prepare(build, true)
+}
+
+// PrepareWrites builds a graph whose outputs are writes into tensors that
+// stay on the device (Context.Copy into a state buffer), kept in their own
+// types: Compute it, nothing is read back.
+func (r *Runtime) PrepareWrites(build func(c *ggml.Context) []*ggml.Tensor) (*Graph, error) {
+	return r.prepare(build, false)
+}
+
+func (r *Runtime) prepare(build func(c *ggml.Context) []*ggml.Tensor, readBack bool) (*Graph, error) {
 	gctx := ggml.NewContext(GraphSize*2, GraphSize)
 	gctx.SetF32Accumulation(r.F32Accumulation)
 	gctx.SetContiguousIm2Col(r.contiguousIm2Col)
@@ -111,7 +125,7 @@ func (r *Runtime) Prepare(build func(c *ggml.Context) []*ggml.Tensor) (*Graph, e
 	}
 	g := gctx.NewGraph(GraphSize)
 	for i, o := range outs {
-		if o.Type() != ggml.TypeF32 {
+		if readBack && o.Type() != ggml.TypeF32 {
 			o = gctx.Cast(o, ggml.TypeF32)
 			outs[i] = o
 		}
@@ -119,7 +133,7 @@ func (r *Runtime) Prepare(build func(c *ggml.Context) []*ggml.Tensor) (*Graph, e
 		g.Expand(o)
 	}
 	r.warnUnsupported(g)
-	return &Graph{rt: r, ctx: gctx, g: g, outs: outs}, nil
+	return &Graph{rt: r, ctx: gctx, g: g, outs: outs, readBack: readBack}, nil
 }
 
 // warnUnsupported says, once per op, when the device cannot compute some of
@@ -159,6 +173,9 @@ func (g *Graph) Context() *ggml.Context { return g.ctx }
 // Run computes the graph with its inputs' current values and reads its
 // outputs.
 func (g *Graph) Run(ctx context.Context) ([]Output, error) {
+	if !g.readBack {
+		return nil, errors.New("nn: a graph of writes (PrepareWrites) has nothing to read back; use Compute")
+	}
 	if err := g.Compute(ctx); err != nil {
 		return nil, err
 	}

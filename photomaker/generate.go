@@ -386,38 +386,39 @@ func (p *Pipeline) denoise(ctx context.Context, req *Request, pl *plan, initial 
 	ts := sampler.Timesteps()
 	steps := sampling.LinearSteps(sampler)
 	// The whole loop runs on the device (unet.Loop); the host only feeds
-	// each step's timestep and coefficients, and the conditioning when the
-	// PhotoMaker branch switches prompts.
-	var loop *unet.Loop
+	// each step's timestep and coefficients, and switches conditioning
+	// where the PhotoMaker branch moves to the ID prompt.
 	var pairs cfgPairs
-	var current *float32 // the conditioning the loop holds
-	defer func() {
-		if loop != nil {
-			loop.Close()
+	var conds []unet.Conditioning
+	use := make([]int, len(ts)) // each step's conditioning
+	seen := map[*float32]int{}
+	for i := range ts {
+		cond := pl.positive(i)
+		if cfg { // one batch-2 call: [uncond, cond], as diffusers orders them
+			cond = pairs.get(pl.negative, cond)
 		}
-	}()
+		k, ok := seen[&cond.embeds[0]]
+		if !ok {
+			k = len(conds)
+			seen[&cond.embeds[0]] = k
+			conds = append(conds, unet.Conditioning{Context: cond.embeds, Pooled: cond.pooled, TimeIDs: timeIDs})
+		}
+		use[i] = k
+	}
+	loop, err := p.unet.NewLoop(unet.LoopInputs{Width: lw, Height: lh, Latents: latents, Guidance: req.Guidance,
+		Conditionings: conds, Steps: steps})
+	if err != nil {
+		return nil, fmt.Errorf("denoising: %w", err)
+	}
+	defer loop.Close()
 	p.progress(req, "denoise", 0, len(ts))
 	for i := range ts {
 		if err := ctx.Err(); err != nil {
 			return nil, err
 		}
-		cond := pl.positive(i)
-		if cfg { // one batch-2 call: [uncond, cond], as diffusers orders them
-			cond = pairs.get(pl.negative, cond)
+		if err := loop.UseConditioning(use[i]); err != nil {
+			return nil, fmt.Errorf("denoising: %w", err)
 		}
-		switch {
-		case loop == nil:
-			loop, err = p.unet.NewLoop(unet.LoopInputs{Width: lw, Height: lh, Latents: latents, Guidance: req.Guidance,
-				Context: cond.embeds, Pooled: cond.pooled, TimeIDs: timeIDs, Steps: steps})
-			if err != nil {
-				return nil, fmt.Errorf("denoising: %w", err)
-			}
-		case &cond.embeds[0] != current:
-			if err := loop.SetConditioning(cond.embeds, cond.pooled, timeIDs); err != nil {
-				return nil, fmt.Errorf("denoising: %w", err)
-			}
-		}
-		current = &cond.embeds[0]
 		var stepNoise []float32
 		if steps[i].Noise {
 			stepNoise = noise.Normal(len(latents))

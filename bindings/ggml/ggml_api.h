@@ -234,6 +234,7 @@ void ggml_backend_buffer_set_usage(ggml_backend_buffer_t buffer, enum ggml_backe
 enum ggml_backend_buffer_usage ggml_backend_buffer_get_usage(ggml_backend_buffer_t buffer);
 void ggml_backend_tensor_set(struct ggml_tensor * t, const void * data, size_t offset, size_t size);
 void ggml_backend_tensor_get(const struct ggml_tensor * t, void * data, size_t offset, size_t size);
+void ggml_backend_tensor_copy(struct ggml_tensor * src, struct ggml_tensor * dst);
 
 // scheduler
 ggml_backend_sched_t ggml_backend_sched_new(ggml_backend_t * backends, ggml_backend_buffer_type_t * bufts, int n_backends, size_t graph_size, bool parallel, bool op_offload);

@@ -180,7 +180,9 @@ func TestGPUMatchesCPU(t *testing.T) {
 // per-run coefficients taken as one-element views of a small input, and
 // overwritten by the same graph, which is computed again and again as a
 // replay (CUDA graph capture on a GPU). Each run must see the previous
-// run's result and the new coefficients.
+// run's result and the new coefficients. CopyFrom then copies the state
+// within the device (how a loop switches conditioning) and the new values
+// reach the next run.
 func TestStateUpdatesInPlace(t *testing.T) {
 	backends := []*Backend{cpuBackend(t)}
 	if gpu := gpuBackend(t); gpu != nil {
@@ -191,9 +193,11 @@ func TestStateUpdatesInPlace(t *testing.T) {
 	for _, b := range backends {
 		t.Run(b.Dev.Name, func(t *testing.T) {
 			s := schedulerOn(t, b, 64)
-			state := NewContext(1, 0)
+			state := NewContext(3, 0)
 			defer state.Free()
 			x := state.NewTensor(TypeF32, 16, 8, 4)
+			stash := state.NewTensor(TypeF32, 16, 8, 4)
+			odd := state.NewTensor(TypeF32, 16, 8, 2)
 			buf, err := b.AllocState(state)
 			require.NoError(t, err)
 			defer buf.Free()
@@ -223,6 +227,18 @@ func TestStateUpdatesInPlace(t *testing.T) {
 			for i := range want {
 				require.InDelta(t, want[i], got[i], 1e-5, "element %d", i)
 			}
+
+			require.NoError(t, stash.SetData(F32Bytes(start)))
+			require.Error(t, x.CopyFrom(odd), "shapes differ")
+			require.NoError(t, x.CopyFrom(stash))
+			c := []float32{2, 1, 1}
+			require.NoError(t, ctx.SetInputF32(coef, c))
+			require.NoError(t, s.Compute(context.Background(), g))
+			got = x.Float32()
+			for i, v := range start {
+				require.InDelta(t, min(max(v/c[0], -2), 2)*c[1]+v*c[2], got[i], 1e-5, "element %d after CopyFrom", i)
+			}
+			s.SetReplay(false)
 		})
 	}
 }

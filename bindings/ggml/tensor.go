@@ -221,6 +221,20 @@ func (t *Tensor) SetData(data []byte) error {
 	return nil
 }
 
+// CopyFrom copies src's bytes into t, both allocated and of one type and
+// shape, within a device when both live on it (no trip through the host).
+func (t *Tensor) CopyFrom(src *Tensor) error {
+	switch {
+	case !t.Allocated() || !src.Allocated():
+		return fmt.Errorf("ggml: copying %q into %q: both need memory", src.Name(), t.Name())
+	case t.Type() != src.Type() || t.Shape() != src.Shape() || !t.Contiguous() || !src.Contiguous():
+		return fmt.Errorf("ggml: copying %q (%s %v) into %q (%s %v): want one contiguous type and shape",
+			src.Name(), src.Type(), src.Shape(), t.Name(), t.Type(), t.Shape())
+	}
+	C.ggml_backend_tensor_copy(src.p, t.p)
+	return nil
+}
+
 // Data copies the tensor's bytes out of backend memory.
 func (t *Tensor) Data() []byte {
 	b := make([]byte, t.Bytes())

@@ -1,6 +1,8 @@
 package unet
 
 import (
+	"math"
+
 	"github.com/gophotomaker/photomaker/bindings/ggml"
 	"github.com/gophotomaker/photomaker/nn"
 )
@@ -49,11 +51,38 @@ type attention struct {
 	ToOut nn.Linear `w:"to_out.0"`
 }
 
-// Forward attends from x [C, N, B] to ctx [Cctx, M, B] (ctx = x for self-attention).
-func (a *attention) Forward(c *ggml.Context, cfg *Config, opt nn.AttentionOptions, x, ctx *ggml.Tensor) *ggml.Tensor {
-	q, k, v := a.ToQ.Forward(c, x), a.ToK.Forward(c, ctx), a.ToV.Forward(c, ctx)
-	heads := int(q.Ne(0)) / cfg.HeadDim
-	return a.ToOut.Forward(c, nn.Attend(c, q, k, v, heads, nil, opt))
+func (a *attention) heads(cfg *Config) int { return int(a.ToQ.Weight.Ne(1)) / cfg.HeadDim }
+
+// keysValues projects ctx [Cctx, M, B] to keys and values split into heads.
+func (a *attention) keysValues(c *ggml.Context, cfg *Config, opt nn.AttentionOptions, ctx *ggml.Tensor) nn.HeadsKV {
+	return nn.SplitKV(c, a.ToK.Forward(c, ctx), a.ToV.Forward(c, ctx), a.heads(cfg), opt)
+}
+
+// Forward attends from x [C, N, B] to keys and values made by keysValues.
+func (a *attention) Forward(c *ggml.Context, cfg *Config, opt nn.AttentionOptions, x *ggml.Tensor, kv nn.HeadsKV) *ggml.Tensor {
+	scale := float32(1 / math.Sqrt(float64(cfg.HeadDim)))
+	return a.ToOut.Forward(c, nn.AttendHeads(c, a.ToQ.Forward(c, x), kv, a.heads(cfg), nil, scale, opt))
+}
+
+// textContext gives cross-attention its keys and values: projected from the
+// encoder states in the graph (encoderStates), or read from tensors that a
+// Loop computes once per conditioning (crossKV).
+type textContext interface {
+	keysValues(c *ggml.Context, cfg *Config, opt nn.AttentionOptions, a *attention) nn.HeadsKV
+}
+
+// encoderStates is encoder_hidden_states [Cctx, M, B] in the graph.
+type encoderStates struct{ t *ggml.Tensor }
+
+func (e encoderStates) keysValues(c *ggml.Context, cfg *Config, opt nn.AttentionOptions, a *attention) nn.HeadsKV {
+	return a.keysValues(c, cfg, opt, e.t)
+}
+
+// crossKV holds every cross-attention's keys and values for one context.
+type crossKV map[*attention]nn.HeadsKV
+
+func (p crossKV) keysValues(_ *ggml.Context, _ *Config, _ nn.AttentionOptions, a *attention) nn.HeadsKV {
+	return p[a]
 }
 
 // feedForward is GEGLU (net.0) then a linear layer (net.2); net.1 is dropout.
@@ -77,10 +106,10 @@ type transformerBlock struct {
 	FF    feedForward  `w:"ff"`
 }
 
-func (t *transformerBlock) Forward(c *ggml.Context, cfg *Config, opt nn.AttentionOptions, x, ctx *ggml.Tensor) *ggml.Tensor {
+func (t *transformerBlock) Forward(c *ggml.Context, cfg *Config, opt nn.AttentionOptions, x *ggml.Tensor, text textContext) *ggml.Tensor {
 	n := t.Norm1.Forward(c, x, cfg.LayerNormEps)
-	x = c.Add(t.Attn1.Forward(c, cfg, opt, n, n), x)
-	x = c.Add(t.Attn2.Forward(c, cfg, opt, t.Norm2.Forward(c, x, cfg.LayerNormEps), ctx), x)
+	x = c.Add(t.Attn1.Forward(c, cfg, opt, n, t.Attn1.keysValues(c, cfg, opt, n)), x)
+	x = c.Add(t.Attn2.Forward(c, cfg, opt, t.Norm2.Forward(c, x, cfg.LayerNormEps), text.keysValues(c, cfg, opt, &t.Attn2)), x)
 	return c.Add(t.FF.Forward(c, t.Norm3.Forward(c, x, cfg.LayerNormEps)), x)
 }
 
@@ -92,14 +121,14 @@ type transformer struct {
 	ProjOut nn.Linear          `w:"proj_out"`
 }
 
-// Forward maps x [W, H, C, B] with context ctx [Cctx, M, B] to [W, H, C, B].
-func (t *transformer) Forward(c *ggml.Context, cfg *Config, opt nn.AttentionOptions, x, ctx *ggml.Tensor) *ggml.Tensor {
+// Forward maps x [W, H, C, B] attending to text to [W, H, C, B].
+func (t *transformer) Forward(c *ggml.Context, cfg *Config, opt nn.AttentionOptions, x *ggml.Tensor, text textContext) *ggml.Tensor {
 	w, h, ch, b := x.Ne(0), x.Ne(1), x.Ne(2), x.Ne(3)
 	y := t.Norm.Forward(c, x, cfg.NormGroups, cfg.TransformerNormEps)
 	y = c.Cont(c.Permute(c.Reshape(y, w*h, ch, b), 1, 0, 2, 3)) // [C, W·H, B]: token index h·W + w, as PyTorch's
 	y = t.ProjIn.Forward(c, y)
 	for i := range t.Blocks {
-		y = t.Blocks[i].Forward(c, cfg, opt, y, ctx)
+		y = t.Blocks[i].Forward(c, cfg, opt, y, text)
 	}
 	y = t.ProjOut.Forward(c, y)
 	y = c.Reshape(c.Cont(c.Permute(y, 1, 0, 2, 3)), w, h, ch, b)
@@ -136,4 +165,25 @@ type model struct {
 	Up            []upBlock    `w:"up_blocks"`
 	NormOut       nn.GroupNorm `w:"conv_norm_out"`
 	ConvOut       nn.Conv2D    `w:"conv_out"`
+}
+
+// crossAttentions lists every transformer block's cross-attention, in the
+// order forward runs them.
+func (m *model) crossAttentions() []*attention {
+	var out []*attention
+	add := func(ts []transformer) {
+		for i := range ts {
+			for j := range ts[i].Blocks {
+				out = append(out, &ts[i].Blocks[j].Attn2)
+			}
+		}
+	}
+	for i := range m.Down {
+		add(m.Down[i].Attentions)
+	}
+	add(m.Mid.Attentions)
+	for i := range m.Up {
+		add(m.Up[i].Attentions)
+	}
+	return out
 }

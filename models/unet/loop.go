@@ -16,6 +16,11 @@ import (
 // the new latents in place. A step uploads only its timestep and a dozen
 // coefficients (and, for ancestral samplers, its noise) and reads nothing
 // back, so a GPU never waits on the host inside the loop.
+//
+// Cross-attention's keys and values depend only on the text: they are
+// computed once per conditioning, before the first step, rather than in
+// every step (SDXL's 140 projections of the text context are about a fifth
+// of a 256² step on a CPU).
 type Loop struct {
 	u     *UNet
 	g     *nn.Graph
@@ -23,12 +28,25 @@ type Loop struct {
 
 	state *ggml.Context // persistent tensors, in buf
 	buf   *ggml.Buffer
-	x     *ggml.Tensor // latents [W, H, C, 1]
-	prev  *ggml.Tensor // previous x0 (Terms.Prev)
-	cond  [3]*ggml.Tensor
+	x     *ggml.Tensor    // latents [W, H, C, 1]
+	prev  *ggml.Tensor    // previous x0 (Terms.Prev)
+	cond  [2]*ggml.Tensor // text_embeds and time_ids of the current conditioning
+	kv    crossKV         // the current conditioning's keys and values, read by the step
+
+	conds   []Conditioning
+	ctxDims [4]int64  // the shape of every conditioning's context
+	stashed []crossKV // keys and values of conditionings 1, 2, …, which UseConditioning copies into kv
+	current int       // the conditioning in kv
 
 	coef, timesteps, noise *ggml.Tensor // per-step inputs
 	batch                  int
+}
+
+// Conditioning is one prompt's conditioning, in PyTorch order.
+type Conditioning struct {
+	Context []float32 // encoder_hidden_states [B, tokens, ctx]
+	Pooled  []float32 // text_embeds [B, pooled]
+	TimeIDs []float32 // [B, 6]
 }
 
 // LoopInputs shapes a Loop and gives its starting values.
@@ -39,9 +57,12 @@ type LoopInputs struct {
 	// holds two batch elements, [unconditional, conditional], as diffusers
 	// orders them.
 	Guidance float64
-	Context  []float32 // encoder_hidden_states [B, tokens, ctx]
-	Pooled   []float32 // text_embeds [B, pooled]
-	TimeIDs  []float32 // [B, 6]
+	// Conditionings are the prompts the loop denoises with, all shaped
+	// alike. It starts with the first; UseConditioning switches (the
+	// PhotoMaker branch moves from the text-only prompt to the ID prompt at
+	// its merge step). Switching to a later one is a copy on the device;
+	// back to the first, its keys and values are computed again.
+	Conditionings []Conditioning
 	// Steps are the sampler's steps as coefficients (sampling.LinearSteps);
 	// the graph holds only the terms some step uses.
 	Steps []sampling.Linear
@@ -67,26 +88,41 @@ func (u *UNet) NewLoop(in LoopInputs) (*Loop, error) {
 	if in.Guidance > 1 {
 		batch = 2
 	}
-	shapeIn := Inputs{Width: in.Width, Height: in.Height, Batch: batch, Sample: make([]float32, batch*len(in.Latents)),
-		Timesteps: make([]float32, batch), Context: in.Context, TextEmbeds: in.Pooled, TimeIDs: in.TimeIDs}
-	s, _, cs, te, ti, err := u.shapes(&shapeIn)
-	if err != nil {
-		return nil, err
+	if len(in.Conditionings) == 0 {
+		return nil, &InputError{Msg: "a loop needs a conditioning"}
+	}
+	var s, cs, te, ti [4]int64
+	for k, cond := range in.Conditionings {
+		shapeIn := Inputs{Width: in.Width, Height: in.Height, Batch: batch, Sample: make([]float32, batch*len(in.Latents)),
+			Timesteps: make([]float32, batch), Context: cond.Context, TextEmbeds: cond.Pooled, TimeIDs: cond.TimeIDs}
+		s2, _, cs2, te2, ti2, err := u.shapes(&shapeIn)
+		if err != nil {
+			return nil, err
+		}
+		if k > 0 && (cs2 != cs || te2 != te || ti2 != ti) {
+			return nil, &InputError{Msg: fmt.Sprintf("conditioning %d is shaped %v, %v, %v; the first %v, %v, %v", k, cs2, te2, ti2, cs, te, ti)}
+		}
+		s, cs, te, ti = s2, cs2, te2, ti2
 	}
 	if len(in.Steps) == 0 {
 		return nil, &InputError{Msg: "a loop needs at least one step"}
 	}
-	l := &Loop{u: u, terms: sampling.TermsOf(in.Steps), batch: batch}
+	l := &Loop{u: u, terms: sampling.TermsOf(in.Steps), batch: batch, conds: in.Conditionings, ctxDims: cs}
 	latent := [4]int64{s[0], s[1], s[2], 1}
 
-	l.state = ggml.NewContext(8, 0)
+	attns := u.m.crossAttentions()
+	l.state = ggml.NewContext(4+2*len(attns)*len(in.Conditionings), 0)
 	l.x = l.state.NewTensor(ggml.TypeF32, latent[:]...).SetName("loop.latents")
 	if l.terms.Prev {
 		l.prev = l.state.NewTensor(ggml.TypeF32, latent[:]...).SetName("loop.prev_x0")
 	}
-	l.cond = [3]*ggml.Tensor{l.state.NewTensor(ggml.TypeF32, cs[:3]...).SetName("loop.context"),
-		l.state.NewTensor(ggml.TypeF32, te[:2]...).SetName("loop.text_embeds"),
+	l.cond = [2]*ggml.Tensor{l.state.NewTensor(ggml.TypeF32, te[:2]...).SetName("loop.text_embeds"),
 		l.state.NewTensor(ggml.TypeF32, ti[:2]...).SetName("loop.time_ids")}
+	l.kv = l.newCrossKV(attns, 0)
+	for k := 1; k < len(in.Conditionings); k++ {
+		l.stashed = append(l.stashed, l.newCrossKV(attns, k))
+	}
+	var err error
 	if l.buf, err = u.rt.Device.AllocState(l.state); err != nil {
 		l.Close()
 		return nil, fmt.Errorf("unet: sampler state: %w", err)
@@ -101,7 +137,13 @@ func (u *UNet) NewLoop(in LoopInputs) (*Loop, error) {
 			return nil, err
 		}
 	}
-	if err := l.SetConditioning(in.Context, in.Pooled, in.TimeIDs); err != nil {
+	for k := range in.Conditionings {
+		if err := l.computeCross(k); err != nil {
+			l.Close()
+			return nil, err
+		}
+	}
+	if err := l.setPooled(0); err != nil {
 		l.Close()
 		return nil, err
 	}
@@ -123,6 +165,91 @@ func (u *UNet) NewLoop(in LoopInputs) (*Loop, error) {
 	return l, nil
 }
 
+// newCrossKV declares in the loop's state one key and one value tensor per
+// cross-attention for conditioning k, shaped and typed as nn.SplitKV makes
+// them of the projected context (found on a scratch context: nothing is
+// computed).
+func (l *Loop) newCrossKV(attns []*attention, k int) crossKV {
+	cfg, opt := &l.u.cfg, l.u.rt.Attn
+	scratch := ggml.NewContext(8*len(attns), 0)
+	defer scratch.Free()
+	set := crossKV{}
+	for i, a := range attns {
+		proj := scratch.NewTensor(ggml.TypeF32, a.ToK.Weight.Ne(1), l.ctxDims[1], l.ctxDims[2])
+		like := nn.SplitKV(scratch, proj, proj, a.heads(cfg), opt)
+		kt, vt := like.K.Shape(), like.V.Shape()
+		set[a] = nn.HeadsKV{
+			K: l.state.NewTensor(like.K.Type(), kt[:]...).SetName(fmt.Sprintf("loop.cond%d.k%d", k, i)),
+			V: l.state.NewTensor(like.V.Type(), vt[:]...).SetName(fmt.Sprintf("loop.cond%d.v%d", k, i)),
+		}
+	}
+	return set
+}
+
+// computeCross computes conditioning k's keys and values into their
+// tensors: kv for the first, its stash for the others.
+func (l *Loop) computeCross(k int) error {
+	set := l.kv
+	if k > 0 {
+		set = l.stashed[k-1]
+	}
+	cfg, opt := &l.u.cfg, l.u.rt.Attn
+	g, err := l.u.rt.PrepareWrites(func(c *ggml.Context) []*ggml.Tensor {
+		text := c.InputF32(l.conds[k].Context, l.ctxDims[:3]...)
+		var outs []*ggml.Tensor
+		for _, a := range l.u.m.crossAttentions() {
+			kv := a.keysValues(c, cfg, opt, text)
+			outs = append(outs, c.Copy(kv.K, set[a].K), c.Copy(kv.V, set[a].V))
+		}
+		return outs
+	})
+	if err != nil {
+		return err
+	}
+	defer g.Close()
+	if err := g.Compute(context.Background()); err != nil {
+		return fmt.Errorf("unet: cross-attention keys and values: %w", err)
+	}
+	return nil
+}
+
+// setPooled uploads conditioning k's pooled embeddings and time ids.
+func (l *Loop) setPooled(k int) error {
+	for i, v := range [2][]float32{l.conds[k].Pooled, l.conds[k].TimeIDs} {
+		if err := l.cond[i].SetData(ggml.F32Bytes(v)); err != nil {
+			return &InputError{Msg: fmt.Sprintf("conditioning: %v", err)}
+		}
+	}
+	l.current = k
+	return nil
+}
+
+// UseConditioning makes the following steps denoise with conditioning k of
+// LoopInputs.Conditionings.
+func (l *Loop) UseConditioning(k int) error {
+	switch {
+	case k < 0 || k >= len(l.conds):
+		return &InputError{Msg: fmt.Sprintf("conditioning %d of %d", k, len(l.conds))}
+	case k == l.current:
+		return nil
+	case k == 0:
+		if err := l.computeCross(0); err != nil {
+			return err
+		}
+	default:
+		for a, kv := range l.kv {
+			from := l.stashed[k-1][a]
+			if err := kv.K.CopyFrom(from.K); err != nil {
+				return err
+			}
+			if err := kv.V.CopyFrom(from.V); err != nil {
+				return err
+			}
+		}
+	}
+	return l.setPooled(k)
+}
+
 // build writes the loop body: see Linear for the update's terms.
 func (l *Loop) build(c *ggml.Context, guidance float64, latent [4]int64) ([]*ggml.Tensor, error) {
 	l.coef = c.InputF32(make([]float32, nCoef), nCoef)
@@ -134,10 +261,11 @@ func (l *Loop) build(c *ggml.Context, guidance float64, latent [4]int64) ([]*ggm
 	if l.batch == 2 {
 		xin = c.Concat(xin, xin, 3)
 	}
-	out, err := l.u.Forward(c, xin, l.timesteps, l.cond[0], l.cond[1], l.cond[2])
+	addDim, err := l.u.checkInputs(xin.Shape(), l.timesteps.Shape(), l.ctxDims, l.cond[0].Shape(), l.cond[1].Shape())
 	if err != nil {
 		return nil, err
 	}
+	out := l.u.forward(c, xin, l.timesteps, l.kv, l.cond[0], l.cond[1], addDim, nil)
 	m := out
 	if l.batch == 2 { // uncond + g·(cond − uncond)
 		nb1, nb2, nb3 := out.Nb(1), out.Nb(2), out.Nb(3)
@@ -176,18 +304,6 @@ func (l *Loop) build(c *ggml.Context, guidance float64, latent [4]int64) ([]*ggm
 		outs = append(outs, c.Copy(x0, l.prev))
 	}
 	return outs, nil
-}
-
-// SetConditioning replaces the conditioning (same shapes as NewLoop's): the
-// PhotoMaker branch switches from the text-only prompt to the ID prompt at
-// its merge step.
-func (l *Loop) SetConditioning(context, pooled, timeIDs []float32) error {
-	for i, v := range [3][]float32{context, pooled, timeIDs} {
-		if err := l.cond[i].SetData(ggml.F32Bytes(v)); err != nil {
-			return &InputError{Msg: fmt.Sprintf("conditioning: %v", err)}
-		}
-	}
-	return nil
 }
 
 // Step runs step lin at timestep t on the device. noise is a fresh N(0,1)

@@ -90,7 +90,7 @@ func TestLoopMatchesHostLoop(t *testing.T) {
 			lin := sampling.LinearSteps(smp)
 
 			loop, err := u.NewLoop(LoopInputs{Width: w, Height: h, Latents: x, Guidance: lc.guidance,
-				Context: in.Context, Pooled: in.TextEmbeds, TimeIDs: in.TimeIDs, Steps: lin})
+				Conditionings: []Conditioning{{in.Context, in.TextEmbeds, in.TimeIDs}}, Steps: lin})
 			require.NoError(t, err)
 			defer loop.Close()
 			noise := rng.NewTorchCPU(11)
@@ -141,7 +141,7 @@ func TestLoopErrors(t *testing.T) {
 	require.NoError(t, err)
 	lin := sampling.LinearSteps(smp)
 	loop, err := u.NewLoop(LoopInputs{Width: 4, Height: 4, Latents: in.Sample, Guidance: 1,
-		Context: in.Context, Pooled: in.TextEmbeds, TimeIDs: in.TimeIDs, Steps: lin})
+		Conditionings: []Conditioning{{in.Context, in.TextEmbeds, in.TimeIDs}}, Steps: lin})
 	require.NoError(t, err)
 	defer loop.Close()
 	var ie *InputError
@@ -149,9 +149,64 @@ func TestLoopErrors(t *testing.T) {
 	dpm.C = 0.5
 	require.ErrorAs(t, loop.Step(context.Background(), 999, dpm, nil), &ie)
 	_, err = u.NewLoop(LoopInputs{Width: 4, Height: 4, Latents: in.Sample, Guidance: 5,
-		Context: in.Context, Pooled: in.TextEmbeds, TimeIDs: in.TimeIDs, Steps: lin})
+		Conditionings: []Conditioning{{in.Context, in.TextEmbeds, in.TimeIDs}}, Steps: lin})
 	require.ErrorAs(t, err, &ie, "CFG needs two batch elements of conditioning")
-	_, err = u.NewLoop(LoopInputs{Width: 4, Height: 4, Latents: in.Sample, Guidance: 1,
-		Context: in.Context, Pooled: in.TextEmbeds, TimeIDs: in.TimeIDs})
+	cond := Conditioning{in.Context, in.TextEmbeds, in.TimeIDs}
+	_, err = u.NewLoop(LoopInputs{Width: 4, Height: 4, Latents: in.Sample, Guidance: 1, Conditionings: []Conditioning{cond}})
 	require.ErrorAs(t, err, &ie, "no steps")
+	_, err = u.NewLoop(LoopInputs{Width: 4, Height: 4, Latents: in.Sample, Guidance: 1, Steps: lin})
+	require.ErrorAs(t, err, &ie, "no conditioning")
+	longer := cond
+	longer.Context = append(append([]float32{}, cond.Context...), cond.Context...)
+	_, err = u.NewLoop(LoopInputs{Width: 4, Height: 4, Latents: in.Sample, Guidance: 1,
+		Conditionings: []Conditioning{cond, longer}, Steps: lin})
+	require.ErrorAs(t, err, &ie, "conditionings shaped differently")
+	require.ErrorAs(t, loop.UseConditioning(1), &ie, "only one conditioning")
+}
+
+// A loop switching conditionings (to a stashed one, and back to the first,
+// whose keys and values are computed again) matches the host loop that
+// feeds the Stepper each step's conditioning, bit for bit.
+func TestLoopSwitchesConditioning(t *testing.T) {
+	s := smallSpec()
+	u := loadSmall(t, s)
+	const w, h = 8, 6
+	in := randInputs(s, w, h, 2)
+	other := Conditioning{Context: make([]float32, len(in.Context)), Pooled: make([]float32, len(in.TextEmbeds)), TimeIDs: in.TimeIDs}
+	for i, v := range in.Context {
+		other.Context[i] = 0.5 - v
+	}
+	for i, v := range in.TextEmbeds {
+		other.Pooled[i] = -v
+	}
+	conds := []Conditioning{{in.Context, in.TextEmbeds, in.TimeIDs}, other}
+	use := []int{0, 1, 1, 0}
+	smp, err := sampling.New("euler", sampling.DefaultConfig(), len(use), nil)
+	require.NoError(t, err)
+	lin := sampling.LinearSteps(smp)
+	x := sampling.Scale(in.Sample[:w*h*s.in], smp.InitNoiseSigma())
+
+	loop, err := u.NewLoop(LoopInputs{Width: w, Height: h, Latents: x, Guidance: 5, Conditionings: conds, Steps: lin})
+	require.NoError(t, err)
+	defer loop.Close()
+	for i, ts := range smp.Timesteps() {
+		require.NoError(t, loop.UseConditioning(use[i]))
+		require.NoError(t, loop.Step(context.Background(), float32(ts), lin[i], nil))
+	}
+	got := loop.Latents()
+
+	st, err := u.NewStepper(in)
+	require.NoError(t, err)
+	defer st.Close()
+	var prev []float32
+	for i, ts := range smp.Timesteps() {
+		xin := smp.ScaleModelInput(x, i)
+		in.Sample = append(append([]float32{}, xin...), xin...)
+		in.Timesteps = []float32{float32(ts), float32(ts)}
+		in.Context, in.TextEmbeds = conds[use[i]].Context, conds[use[i]].Pooled
+		out, err := st.Predict(context.Background(), in)
+		require.NoError(t, err)
+		x, prev = lin[i].Apply(x, sampling.CFG(out[:len(x)], out[len(x):], 5), prev, nil)
+	}
+	require.Equal(t, x, got)
 }

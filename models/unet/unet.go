@@ -164,12 +164,12 @@ func (u *UNet) Forward(c *ggml.Context, sample, timestep, context, textEmbeds, t
 	if timestep.Type() != ggml.TypeF32 || timeIDs.Type() != ggml.TypeF32 {
 		return nil, &InputError{Msg: "timestep and time_ids must be F32"}
 	}
-	return u.forward(c, sample, timestep, context, textEmbeds, timeIDs, addDim, nil), nil
+	return u.forward(c, sample, timestep, encoderStates{context}, textEmbeds, timeIDs, addDim, nil), nil
 }
 
 // forward is Forward after validation; tap (may be nil) sees the
 // intermediate activations under the reference's module names.
-func (u *UNet) forward(c *ggml.Context, sample, timestep, context, textEmbeds, timeIDs *ggml.Tensor, addDim int, tap func(string, *ggml.Tensor)) *ggml.Tensor {
+func (u *UNet) forward(c *ggml.Context, sample, timestep *ggml.Tensor, text textContext, textEmbeds, timeIDs *ggml.Tensor, addDim int, tap func(string, *ggml.Tensor)) *ggml.Tensor {
 	cfg, m, opt := &u.cfg, &u.m, u.rt.Attn
 	if tap == nil {
 		tap = func(string, *ggml.Tensor) {}
@@ -194,7 +194,7 @@ func (u *UNet) forward(c *ggml.Context, sample, timestep, context, textEmbeds, t
 		for j := range blk.Resnets {
 			x = blk.Resnets[j].Forward(c, cfg, x, embAct)
 			if len(blk.Attentions) > 0 {
-				x = blk.Attentions[j].Forward(c, cfg, opt, x, context)
+				x = blk.Attentions[j].Forward(c, cfg, opt, x, text)
 			}
 			skips = append(skips, x)
 		}
@@ -207,7 +207,7 @@ func (u *UNet) forward(c *ggml.Context, sample, timestep, context, textEmbeds, t
 
 	x = m.Mid.Resnets[0].Forward(c, cfg, x, embAct)
 	for j := range m.Mid.Attentions {
-		x = m.Mid.Attentions[j].Forward(c, cfg, opt, x, context)
+		x = m.Mid.Attentions[j].Forward(c, cfg, opt, x, text)
 		x = m.Mid.Resnets[j+1].Forward(c, cfg, x, embAct)
 	}
 	tap("mid_block", x)
@@ -219,7 +219,7 @@ func (u *UNet) forward(c *ggml.Context, sample, timestep, context, textEmbeds, t
 			skips = skips[:len(skips)-1]
 			x = blk.Resnets[j].Forward(c, cfg, c.Concat(x, skip, 2), embAct)
 			if len(blk.Attentions) > 0 {
-				x = blk.Attentions[j].Forward(c, cfg, opt, x, context)
+				x = blk.Attentions[j].Forward(c, cfg, opt, x, text)
 			}
 		}
 		if len(blk.Upsamplers) > 0 {

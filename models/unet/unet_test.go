@@ -119,7 +119,7 @@ func TestGoldenIntermediates(t *testing.T) {
 	var names []string
 	outs, err := u.rt.Run(context.Background(), func(g *ggml.Context) []*ggml.Tensor {
 		var taps []*ggml.Tensor
-		u.forward(g, g.InputF32(in.Sample, s[:]...), g.InputF32(in.Timesteps, ts[0]), g.InputF32(in.Context, cs[:3]...),
+		u.forward(g, g.InputF32(in.Sample, s[:]...), g.InputF32(in.Timesteps, ts[0]), encoderStates{g.InputF32(in.Context, cs[:3]...)},
 			g.InputF32(in.TextEmbeds, te[:2]...), g.InputF32(in.TimeIDs, ti[:2]...), addDim,
 			func(name string, x *ggml.Tensor) { names = append(names, name); taps = append(taps, x) })
 		return taps
