@@ -44,6 +44,7 @@ const (
 type memoryNeeds struct {
 	UNet, VAE, Encoders int64 // weights as stored on the device
 	UNetStep            int64 // compute of one UNet step with CFG (batch 2)
+	UNetState           int64 // the sampler loop's device state: each conditioning's cross-attention keys and values
 	VAETile             int64 // compute of a VAE decode tile (or the whole image if smaller)
 	StreamChunk         int64 // room for the weights one graph split streams in
 	// OneShot: the parts are loaded one stage at a time (Config.OneShot).
@@ -55,11 +56,12 @@ type memoryNeeds struct {
 // buffers for the UNet and the VAE) and a fixed reserve. The VAE counts as
 // one tile: a whole decode that does not fit falls back to tiles by itself.
 // OneShot needs only its largest stage: encoding (the encoders on the
-// device in full mode), denoising (the UNet and its step), decoding (the
-// compute buffer, which only grows, then holds the larger of step and tile).
+// device in full mode), denoising (the UNet, its step and the loop's
+// state), decoding (the compute buffer, which only grows, then holds the
+// larger of step and tile).
 func (n memoryNeeds) total(mode string) int64 {
 	if n.OneShot && mode != VRAMStream {
-		stages := max(n.UNet+n.UNetStep, n.VAETile)
+		stages := max(n.UNet+n.UNetStep+n.UNetState, n.VAETile)
 		if mode == VRAMFull {
 			stages = max(stages, n.Encoders)
 		}
@@ -67,11 +69,11 @@ func (n memoryNeeds) total(mode string) int64 {
 	}
 	switch mode {
 	case VRAMFull:
-		return n.UNet + n.VAE + n.Encoders + max(n.UNetStep, n.VAETile) + deviceReserve
+		return n.UNet + n.VAE + n.Encoders + max(n.UNetStep+n.UNetState, n.VAETile) + deviceReserve
 	case VRAMLow:
-		return n.UNet + n.VAE + max(n.UNetStep, n.VAETile) + deviceReserve
+		return n.UNet + n.VAE + max(n.UNetStep+n.UNetState, n.VAETile) + deviceReserve
 	default: // stream
-		return n.VAE + max(n.UNetStep+n.StreamChunk, n.VAETile) + deviceReserve
+		return n.VAE + max(n.UNetStep+n.UNetState+n.StreamChunk, n.VAETile) + deviceReserve
 	}
 }
 
@@ -174,6 +176,7 @@ func (p *Pipeline) chooseVRAM(policy nn.TypePolicy) (string, error) {
 type partBytes struct {
 	unet, vae, encoders int64
 	streamChunk         int64 // the 30 largest UNet weights (see estimateNeeds)
+	crossKV             int64 // a sampler loop's cross-attention keys and values (see weightBytes)
 }
 
 // onDevice is the bytes of the parts that sit in device memory. On the CPU
@@ -207,9 +210,15 @@ func (p *Pipeline) weightBytes(policy nn.TypePolicy) partBytes {
 		// device at once.
 		streamChunk: nn.LargestBytes(set, "unet.", unetPolicy, 30),
 	}
+	// The loop keeps each conditioning's keys and values in f16 (GPUs'
+	// flash attention), for one 77-token prompt chunk with CFG: the
+	// PhotoMaker branch has two conditionings, text-only and with the ID.
+	conds := int64(1)
 	if p.adapter != nil {
 		b.encoders += nn.EstimateBytes(p.adapter.Tensors, "pm.", policy)
+		conds = 2
 	}
+	b.crossKV = conds * unet.CrossKVBytes(set, "unet.", 77, 2, ggml.TypeF16)
 	return b
 }
 
@@ -220,8 +229,8 @@ func (p *Pipeline) estimateNeeds(policy nn.TypePolicy, width, height int) memory
 	lat := int64(width/8) * int64(height/8)
 	return memoryNeeds{
 		UNet: w.unet, VAE: w.vae, Encoders: w.encoders, StreamChunk: w.streamChunk, OneShot: p.cfg.OneShot,
-		UNetStep: lat * unetStepBytesPerLatentPixel,
-		VAETile:  min(lat, int64(autoTile*autoTile)) * vaeDecodeBytesPerLatentPixel,
+		UNetStep: lat * unetStepBytesPerLatentPixel, UNetState: w.crossKV,
+		VAETile: min(lat, int64(autoTile*autoTile)) * vaeDecodeBytesPerLatentPixel,
 	}
 }
 

@@ -58,7 +58,7 @@ func TestComputeEstimatesBig(t *testing.T) {
 		}
 		loop, err := u.NewLoop(unet.LoopInputs{Width: lw, Height: lw, Latents: make([]float32, 4*lw*lw), Guidance: 5,
 			Conditionings: []unet.Conditioning{{Context: make([]float32, 77*2048*2), Pooled: make([]float32, 1280*2), TimeIDs: make([]float32, 6*2)}},
-			Steps: sampling.LinearSteps(euler)})
+			Steps:         sampling.LinearSteps(euler)})
 		if err != nil {
 			return 0, err
 		}

@@ -3,10 +3,12 @@ package unet
 import (
 	"context"
 	"fmt"
+	"strings"
 
 	"github.com/gophotomaker/photomaker/bindings/ggml"
 	"github.com/gophotomaker/photomaker/nn"
 	"github.com/gophotomaker/photomaker/sampling"
+	"github.com/gophotomaker/photomaker/weights"
 )
 
 // Loop runs a whole sampler loop on the UNet's device. The latents, the
@@ -362,4 +364,18 @@ func (l *Loop) Close() {
 		l.state.Free()
 		l.state = nil
 	}
+}
+
+// CrossKVBytes is the device memory a Loop keeps per conditioning for the
+// cross-attention keys and values of the UNet under prefix in set, with a
+// text context of tokens tokens for batch images, stored as kvType (the
+// flash path's type: f16 on GPUs).
+func CrossKVBytes(set *weights.Set, prefix string, tokens, batch int, kvType ggml.Type) int64 {
+	var n int64
+	for _, name := range set.Prefix(prefix).Names() {
+		if t, _ := set.Get(prefix + name); strings.HasSuffix(name, ".attn2.to_k.weight") && len(t.Shape) == 2 {
+			n += 2 * kvType.RowBytes(t.Shape[0]) * int64(tokens) * int64(batch)
+		}
+	}
+	return n
 }

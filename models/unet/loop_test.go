@@ -194,6 +194,11 @@ func TestLoopSwitchesConditioning(t *testing.T) {
 		require.NoError(t, loop.Step(context.Background(), float32(ts), lin[i], nil))
 	}
 	got := loop.Latents()
+	var held int64
+	for _, kv := range loop.kv {
+		held += kv.K.Bytes() + kv.V.Bytes()
+	}
+	require.Equal(t, CrossKVBytes(genUNet(t, s, nil), "unet.", 77, 2, u.rt.Attn.KVType), held, "the planner's figure for one conditioning")
 
 	st, err := u.NewStepper(in)
 	require.NoError(t, err)
