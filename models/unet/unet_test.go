@@ -295,3 +295,34 @@ func TestQuantizedUNet(t *testing.T) {
 	t.Logf("q8_0 tiny UNet vs f32 golden: relative error %.3g", rel)
 	require.Less(t, rel, 0.05)
 }
+
+// TestBF16UNet stores the tiny UNet as bf16 (--type bf16): matrices take
+// bf16, convolution kernels f16 (ggml's im2col has no bf16 columns), as
+// planned, and the prediction stays close to the f32 golden.
+func TestBF16UNet(t *testing.T) {
+	m, err := weights.Open(golden.Path("tiny-sdxl.safetensors"))
+	require.NoError(t, err)
+	defer m.Close()
+	rt, err := nn.NewRuntime("cpu", 0)
+	require.NoError(t, err)
+	defer rt.Close()
+	bf16 := nn.KeepPrecise(func(string, *weights.Tensor) ggml.Type { return ggml.TypeBF16 })
+	u, err := Load(context.Background(), rt, m.Tensors, "unet.", Options{Policy: bf16})
+	require.NoError(t, err)
+	defer u.Close()
+	require.Equal(t, ggml.TypeBF16, u.m.Mid.Attentions[0].Blocks[0].Attn1.ToQ.Weight.Type())
+	require.Equal(t, ggml.TypeF16, u.m.Mid.Resnets[0].Conv1.Weight.Type())
+	require.Equal(t, nn.EstimateBytes(m.Tensors, "unet.", bf16), u.w.Allocated())
+	gc := noLoRACases[1]
+	got, err := u.Predict(context.Background(), gc.inputs(t))
+	require.NoError(t, err)
+	want := golden.Ref(t, gc.out).Data
+	var num, den float64
+	for i := range got {
+		d := float64(got[i] - want[i])
+		num, den = num+d*d, den+float64(want[i])*float64(want[i])
+	}
+	rel := math.Sqrt(num / den)
+	t.Logf("bf16 tiny UNet vs f32 golden: relative error %.3g", rel)
+	require.Less(t, rel, 0.02)
+}
