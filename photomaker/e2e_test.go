@@ -14,6 +14,7 @@ import (
 	"github.com/gophotomaker/photomaker/bindings/ggml"
 	"github.com/gophotomaker/photomaker/imageproc"
 	"github.com/gophotomaker/photomaker/internal/golden"
+	"github.com/gophotomaker/photomaker/models/unet"
 	"github.com/gophotomaker/photomaker/weights/safetensors"
 )
 
@@ -249,7 +250,9 @@ func TestOneShot(t *testing.T) {
 	require.NoError(t, err)
 	parts := one.weightBytes(policy)
 	require.Equal(t, parts.vae, m.Weights, "only the VAE stays")
-	require.GreaterOrEqual(t, m.Peak, parts.unet+parts.vae, "the UNet was there while denoising")
+	require.Zero(t, m.LoopState, "the sampler loop's state is freed with the loop")
+	require.GreaterOrEqual(t, m.Peak, parts.unet+parts.vae+unet.CrossKVBytes(one.model.Tensors, "unet.", 77, 2, ggml.TypeF32),
+		"the UNet and the loop's keys and values were there while denoising")
 
 	// A checkpoint whose UNet lacks a weight still fails Load.
 	src, err := safetensors.Open(golden.Path("tiny-sdxl.safetensors"))

@@ -410,7 +410,11 @@ func (p *Pipeline) denoise(ctx context.Context, req *Request, pl *plan, initial 
 	if err != nil {
 		return nil, fmt.Errorf("denoising: %w", err)
 	}
-	defer loop.Close()
+	p.loopState = loop.StateBytes()
+	defer func() {
+		loop.Close()
+		p.loopState = 0
+	}()
 	p.progress(req, "denoise", 0, len(ts))
 	for i := range ts {
 		if err := ctx.Err(); err != nil {
@@ -429,6 +433,7 @@ func (p *Pipeline) denoise(ctx context.Context, req *Request, pl *plan, initial 
 		}
 		p.progress(req, "denoise", i+1, len(ts))
 	}
+	p.notePeak() // the step's compute and the loop's state together
 	latents = loop.Latents()
 	if p.testHookFinalLatents != nil {
 		p.testHookFinalLatents(latents)

@@ -126,7 +126,9 @@ type Pipeline struct {
 	vram    string         // the VRAM mode in use ("" on the CPU)
 	policy  nn.TypePolicy  // how weights are stored (encoders reload with it)
 	peak    int64          // MemoryUse.Peak
-	mu      sync.Mutex
+	// loopState is the running sampler loop's device state (MemoryUse).
+	loopState int64
+	mu        sync.Mutex
 
 	testHookFinalLatents func([]float32) // tests compare the latents before decoding
 }

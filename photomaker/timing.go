@@ -85,15 +85,20 @@ type MemoryUse struct {
 	// HostCompute is the CPU fallback's compute buffer when the device is a
 	// GPU (0 on the CPU, where Compute already counts it).
 	HostCompute int64
+	// LoopState is the sampler loop's own device tensors while one runs:
+	// the latents and each conditioning's cross-attention keys and values.
+	LoopState int64
 	// Peak is the largest Total so far, taken when it can grow most: after
-	// loading, after a request's encoding, after its denoising and after
-	// its decoding. With ReleaseEncoders only the first two hold the
-	// encoders; with OneShot only the denoising holds the UNet.
+	// loading, after a request's encoding, at the end of its sampler loop,
+	// after its denoising and after its decoding. With ReleaseEncoders only
+	// the first two hold the encoders; with OneShot only the denoising
+	// holds the UNet.
 	Peak int64
 }
 
-// Total is Weights + Compute: the device memory the pipeline needs.
-func (m MemoryUse) Total() int64 { return m.Weights + m.Compute }
+// Total is Weights + Compute + LoopState: the device memory the pipeline
+// needs.
+func (m MemoryUse) Total() int64 { return m.Weights + m.Compute + m.LoopState }
 
 // MemoryUse reports the device memory held now. Weights are computed from
 // the tensors and the storage policies Load used, which is what the model
@@ -118,6 +123,7 @@ func (p *Pipeline) memoryUse() MemoryUse {
 		return m
 	}
 	m.Compute = p.rt.Sched.BufferSize(p.rt.Device)
+	m.LoopState = p.loopState
 	if p.rt.Device != p.rt.CPU {
 		m.HostCompute = p.rt.Sched.BufferSize(p.rt.CPU)
 	}

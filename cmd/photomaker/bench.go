@@ -47,7 +47,7 @@ Times: load (open, LoRA merge, conversion/quantization, upload), one prompt
 through both text encoders, the ID encoder, the median UNet step, the VAE
 decode per image, and the whole load + generation. Memory: peak resident
 set size of the process (getrusage) and the device memory the pipeline
-holds (weights + compute buffers).
+holds (weights, compute buffers and the sampler loop's state).
 
 Examples:
   photomaker bench --random --device cpu --width 256 --height 256 --steps 1 --type q4_K --json

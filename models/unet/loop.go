@@ -379,3 +379,7 @@ func CrossKVBytes(set *weights.Set, prefix string, tokens, batch int, kvType ggm
 	}
 	return n
 }
+
+// StateBytes is the device memory the loop's own tensors take (latents,
+// sampler history, conditioning, cross-attention keys and values).
+func (l *Loop) StateBytes() int64 { return l.buf.Size() }
