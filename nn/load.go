@@ -73,6 +73,11 @@ type Weights struct {
 	buf     *ggml.Buffer
 	pending []binding
 	policy  TypePolicy
+	max     int // tensors a context holds
+	// inHost, set by KeepInHost, picks the weights declared in hostCtx.
+	inHost  func(name string) bool
+	hostCtx *ggml.Context
+	hostBuf *ggml.Buffer
 	// byRows, once StoreKernelsByRow made it, holds the float 3×3 kernels
 	// declared by kernel row (see Conv2D).
 	byRows map[*ggml.Tensor]bool
@@ -89,7 +94,16 @@ func NewWeights(maxTensors int, policy TypePolicy) *Weights {
 	if policy == nil {
 		policy = AllF32
 	}
-	return &Weights{ctx: ggml.NewContext(maxTensors, 0), policy: policy}
+	return &Weights{ctx: ggml.NewContext(maxTensors, 0), policy: policy, max: maxTensors}
+}
+
+// KeepInHost makes Bind declare the weights whose checkpoint names match in
+// host memory that the device reads from, as UploadHost does for all of
+// them: the scheduler copies them to the device for each graph that uses
+// them, so they suit weights that few graphs use. Call it before Bind.
+func (w *Weights) KeepInHost(match func(name string) bool) {
+	w.inHost = match
+	w.hostCtx = ggml.NewContext(w.max, 0)
 }
 
 // StoreKernelsByRow makes Bind store each float 3×3 convolution kernel by
@@ -247,7 +261,11 @@ func (w *Weights) declare(name string, src *weights.Tensor) *ggml.Tensor {
 	if rows {
 		ne = []int64{3, ne[2], ne[3], 3} // [kw, in, out, kh]
 	}
-	t := w.ctx.NewTensor(typ, ne...)
+	ctx := w.ctx
+	if w.inHost != nil && w.inHost(name) {
+		ctx = w.hostCtx
+	}
+	t := ctx.NewTensor(typ, ne...)
 	t.SetName(weights.ShortName(name))
 	w.pending = append(w.pending, binding{dst: t, src: src, name: name})
 	if rows {
@@ -260,8 +278,18 @@ func (w *Weights) declare(name string, src *weights.Tensor) *ggml.Tensor {
 // stored as policy says (ggml's 32-byte alignment included), for planning
 // before anything is bound.
 func EstimateBytes(set *weights.Set, prefix string, policy TypePolicy) int64 {
+	return EstimateBytesOf(set, prefix, policy, nil)
+}
+
+// EstimateBytesOf is EstimateBytes for the tensors whose full names match
+// (all when match is nil).
+func EstimateBytesOf(set *weights.Set, prefix string, policy TypePolicy, match func(name string) bool) int64 {
 	var total int64
-	forEachStored(set, prefix, policy, func(n int64) { total += n })
+	forEachStored(set, prefix, policy, func(name string, n int64) {
+		if match == nil || match(name) {
+			total += n
+		}
+	})
 	return total
 }
 
@@ -269,7 +297,7 @@ func EstimateBytes(set *weights.Set, prefix string, policy TypePolicy) int64 {
 // counts.
 func LargestBytes(set *weights.Set, prefix string, policy TypePolicy, k int) int64 {
 	var sizes []int64
-	forEachStored(set, prefix, policy, func(n int64) { sizes = append(sizes, n) })
+	forEachStored(set, prefix, policy, func(_ string, n int64) { sizes = append(sizes, n) })
 	slices.Sort(sizes)
 	var sum int64
 	for _, n := range sizes[max(0, len(sizes)-k):] {
@@ -278,7 +306,7 @@ func LargestBytes(set *weights.Set, prefix string, policy TypePolicy, k int) int
 	return sum
 }
 
-func forEachStored(set *weights.Set, prefix string, policy TypePolicy, f func(bytes int64)) {
+func forEachStored(set *weights.Set, prefix string, policy TypePolicy, f func(name string, bytes int64)) {
 	if policy == nil {
 		policy = AllF32
 	}
@@ -291,16 +319,29 @@ func forEachStored(set *weights.Set, prefix string, policy TypePolicy, f func(by
 		}
 		typ := storedType(policy, prefix+name, t)
 		b := (n + typ.BlockSize() - 1) / typ.BlockSize() * typ.BlockBytes()
-		f((b + 31) &^ 31)
+		f(prefix+name, (b+31)&^31)
 	}
 }
 
-// Allocated is the size of the memory Upload allocated (0 before).
+// Allocated is the size of the memory Upload allocated (0 before), host
+// memory for KeepInHost's weights included.
 func (w *Weights) Allocated() int64 {
-	if w.buf == nil {
+	var n int64
+	for _, b := range []*ggml.Buffer{w.buf, w.hostBuf} {
+		if b != nil {
+			n += b.Size()
+		}
+	}
+	return n
+}
+
+// KeptInHost is the size of the host buffer Upload allocated for
+// KeepInHost's weights.
+func (w *Weights) KeptInHost() int64 {
+	if w.hostBuf == nil {
 		return 0
 	}
-	return w.buf.Size()
+	return w.hostBuf.Size()
 }
 
 // Bytes returns the device memory the declared weights will take.
@@ -310,22 +351,27 @@ func (w *Weights) Bytes(b *ggml.Backend) int64 { return b.AllocSize(w.ctx) }
 // or quantizing as the policy chose. progress (may be nil) is called after
 // each tensor with the number done and the total.
 func (w *Weights) Upload(ctx context.Context, b *ggml.Backend, progress func(done, total int)) error {
-	return w.upload(ctx, b.Alloc, progress)
+	return w.upload(ctx, b.Alloc, b.AllocHost, progress)
 }
 
 // UploadHost is Upload into host memory that b's device streams from
 // (ggml.Backend.AllocHost): the weights take no device memory and are
 // copied to the device by every graph that uses them.
 func (w *Weights) UploadHost(ctx context.Context, b *ggml.Backend, progress func(done, total int)) error {
-	return w.upload(ctx, b.AllocHost, progress)
+	return w.upload(ctx, b.AllocHost, b.AllocHost, progress)
 }
 
-func (w *Weights) upload(ctx context.Context, alloc func(*ggml.Context) (*ggml.Buffer, error), progress func(done, total int)) error {
+func (w *Weights) upload(ctx context.Context, alloc, allocHost func(*ggml.Context) (*ggml.Buffer, error), progress func(done, total int)) error {
 	buf, err := alloc(w.ctx)
 	if err != nil {
 		return err
 	}
 	w.buf = buf
+	if w.hostCtx != nil {
+		if w.hostBuf, err = allocHost(w.hostCtx); err != nil {
+			return err
+		}
+	}
 	sort.SliceStable(w.pending, func(i, j int) bool { return w.pending[i].src.File < w.pending[j].src.File })
 	// Once a tensor is on the device its file pages need not stay resident.
 	files := map[string]bool{}
@@ -462,12 +508,16 @@ func kernelByRows(data []byte, shape []int64, elem int) []byte {
 
 // Free releases the device memory and headers.
 func (w *Weights) Free() {
-	if w.buf != nil {
-		w.buf.Free()
-		w.buf = nil
+	for _, b := range []**ggml.Buffer{&w.buf, &w.hostBuf} {
+		if *b != nil {
+			(*b).Free()
+			*b = nil
+		}
 	}
-	if w.ctx != nil {
-		w.ctx.Free()
-		w.ctx = nil
+	for _, c := range []**ggml.Context{&w.ctx, &w.hostCtx} {
+		if *c != nil {
+			(*c).Free()
+			*c = nil
+		}
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"math"
 	"math/rand/v2"
+	"strings"
 	"testing"
 
 	"github.com/gophotomaker/photomaker/bindings/ggml"
@@ -91,6 +92,31 @@ func TestBindAndUpload(t *testing.T) {
 	err = NewWeights(4, nil).Bind(f.set, "m.", &other)
 	require.ErrorIs(t, err, ErrMissing)
 	require.ErrorContains(t, err, "m.nope.weight")
+}
+
+// KeepInHost puts the matching weights in a host buffer of their own: the
+// device's buffer shrinks by what EstimateBytesOf plans for them, and the
+// values arrive all the same.
+func TestKeepInHost(t *testing.T) {
+	f := newFixture(t)
+	rt, err := NewRuntime("cpu", 2)
+	require.NoError(t, err)
+	defer rt.Close()
+	ff := func(name string) bool { return strings.Contains(name, ".ff.") }
+	w := NewWeights(64, nil)
+	defer w.Free()
+	w.KeepInHost(ff)
+	var m testModel
+	require.NoError(t, w.Bind(f.set, "m.", &m))
+	all, host := EstimateBytes(f.set, "m.", nil), EstimateBytesOf(f.set, "m.", nil, ff)
+	require.Equal(t, int64(2*(128*32+128)*4), host)
+	require.Equal(t, all-host, w.Bytes(rt.Device), "the device's share")
+	require.NoError(t, w.Upload(context.Background(), rt.Device, nil))
+	require.Equal(t, all, w.Allocated())
+	require.Equal(t, f.vals["m.blocks.1.ff.proj.weight"], m.Blocks[1].FF.Proj.Weight.Float32())
+	require.Equal(t, f.vals["m.blocks.0.out.weight"], m.Blocks[0].Out.Weight.Float32())
+	w.Free()
+	require.Zero(t, w.Allocated())
 }
 
 func TestTypePolicy(t *testing.T) {

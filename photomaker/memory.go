@@ -17,7 +17,7 @@ import (
 const (
 	VRAMAuto   = "auto"   // the fastest mode the free device memory allows
 	VRAMFull   = "full"   // everything on the device
-	VRAMLow    = "low"    // text and ID encoders on the CPU
+	VRAMLow    = "low"    // text and ID encoders on the CPU, the UNet's cross-attention K/V projections in RAM
 	VRAMStream = "stream" // as low, and the UNet's weights stay in host memory and stream to the device every step
 )
 
@@ -43,6 +43,7 @@ const (
 // memoryNeeds are the device bytes of each part at one image size.
 type memoryNeeds struct {
 	UNet, VAE, Encoders int64 // weights as stored on the device
+	UNetCrossKV         int64 // the part of UNet the low mode keeps in RAM
 	UNetStep            int64 // compute of one UNet step with CFG (batch 2)
 	UNetState           int64 // the sampler loop's device state: each conditioning's cross-attention keys and values
 	VAETile             int64 // compute of a VAE decode tile (or the whole image if smaller)
@@ -60,8 +61,12 @@ type memoryNeeds struct {
 // state), decoding (the compute buffer, which only grows, then holds the
 // larger of step and tile).
 func (n memoryNeeds) total(mode string) int64 {
+	unetWeights := n.UNet
+	if mode == VRAMLow {
+		unetWeights -= n.UNetCrossKV
+	}
 	if n.OneShot && mode != VRAMStream {
-		stages := max(n.UNet+n.UNetStep+n.UNetState, n.VAETile)
+		stages := max(unetWeights+n.UNetStep+n.UNetState, n.VAETile)
 		if mode == VRAMFull {
 			stages = max(stages, n.Encoders)
 		}
@@ -71,7 +76,7 @@ func (n memoryNeeds) total(mode string) int64 {
 	case VRAMFull:
 		return n.UNet + n.VAE + n.Encoders + max(n.UNetStep+n.UNetState, n.VAETile) + deviceReserve
 	case VRAMLow:
-		return n.UNet + n.VAE + max(n.UNetStep+n.UNetState, n.VAETile) + deviceReserve
+		return unetWeights + n.VAE + max(n.UNetStep+n.UNetState, n.VAETile) + deviceReserve
 	default: // stream
 		return n.VAE + max(n.UNetStep+n.UNetState+n.StreamChunk, n.VAETile) + deviceReserve
 	}
@@ -136,7 +141,11 @@ func (p *Pipeline) checkLaterUNet(policy nn.TypePolicy) error {
 			room += parts.encoders
 		}
 	}
-	if !known || parts.unet <= room {
+	need := parts.unet
+	if !inRAM {
+		need = parts.unetOnDevice(p.vram)
+	}
+	if !known || need <= room {
 		return nil
 	}
 	where, try := p.rt.Device.Dev.Name, "--vram stream, or --device cpu"
@@ -144,7 +153,7 @@ func (p *Pipeline) checkLaterUNet(policy nn.TypePolicy) error {
 		where, try = "RAM", "or close other programs"
 	}
 	return fmt.Errorf("%w: the UNet's weights need %s of %s but about %s will be free once the encoders are done; try quantized weights (--type q8_0 or q4_K), %s",
-		ggml.ErrOutOfMemory, ggml.HumanBytes(parts.unet), where, ggml.HumanBytes(room), try)
+		ggml.ErrOutOfMemory, ggml.HumanBytes(need), where, ggml.HumanBytes(room), try)
 }
 
 // chooseVRAM picks the VRAM mode for p's device: on a GPU from its free
@@ -177,16 +186,33 @@ type partBytes struct {
 	unet, vae, encoders int64
 	streamChunk         int64 // the 30 largest UNet weights (see estimateNeeds)
 	crossKV             int64 // a sampler loop's cross-attention keys and values (see weightBytes)
+	// unetCrossKV is the UNet's cross-attention key and value projections,
+	// which the low mode keeps in RAM (unet.Options.HostCrossKV).
+	unetCrossKV int64
+}
+
+// unetOnDevice is the UNet's bytes in a GPU's memory in a VRAM mode.
+func (b partBytes) unetOnDevice(mode string) int64 {
+	switch mode {
+	case VRAMStream:
+		return 0
+	case VRAMLow:
+		return b.unet - b.unetCrossKV
+	}
+	return b.unet
 }
 
 // onDevice is the bytes of the parts that sit in device memory. On the CPU
-// that is every part loaded; on a GPU, the UNet when loaded unless it
-// streams from RAM, and the encoders when they are loaded on the GPU's
+// that is every part loaded; on a GPU, the UNet's share in the VRAM mode
+// when it is loaded, and the encoders when they are loaded on the GPU's
 // runtime.
-func (b partBytes) onDevice(cpu, unetLoaded, unetStreams, encodersOnDevice bool) int64 {
+func (b partBytes) onDevice(cpu, unetLoaded bool, mode string, encodersOnDevice bool) int64 {
 	n := b.vae
-	if unetLoaded && (cpu || !unetStreams) {
+	switch {
+	case unetLoaded && cpu:
 		n += b.unet
+	case unetLoaded:
+		n += b.unetOnDevice(mode)
 	}
 	if encodersOnDevice {
 		n += b.encoders
@@ -209,6 +235,7 @@ func (p *Pipeline) weightBytes(policy nn.TypePolicy) partBytes {
 		// 30 inputs, so at most that many streamed weights are on the
 		// device at once.
 		streamChunk: nn.LargestBytes(set, "unet.", unetPolicy, 30),
+		unetCrossKV: nn.EstimateBytesOf(set, "unet.", unetPolicy, unet.IsCrossKVWeight),
 	}
 	// The loop keeps each conditioning's keys and values in f16 (GPUs'
 	// flash attention), for one 77-token prompt chunk with CFG: the
@@ -228,7 +255,7 @@ func (p *Pipeline) estimateNeeds(policy nn.TypePolicy, width, height int) memory
 	w := p.weightBytes(policy)
 	lat := int64(width/8) * int64(height/8)
 	return memoryNeeds{
-		UNet: w.unet, VAE: w.vae, Encoders: w.encoders, StreamChunk: w.streamChunk, OneShot: p.cfg.OneShot,
+		UNet: w.unet, UNetCrossKV: w.unetCrossKV, VAE: w.vae, Encoders: w.encoders, StreamChunk: w.streamChunk, OneShot: p.cfg.OneShot,
 		UNetStep: lat * unetStepBytesPerLatentPixel, UNetState: w.crossKV,
 		VAETile: min(lat, int64(autoTile*autoTile)) * vaeDecodeBytesPerLatentPixel,
 	}

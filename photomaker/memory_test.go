@@ -12,10 +12,12 @@ import (
 
 func TestChooseVRAM(t *testing.T) {
 	const gib = int64(1) << 30
-	n := memoryNeeds{UNet: 5 * gib, VAE: gib / 8, Encoders: 2 * gib, UNetStep: gib, VAETile: gib / 2, StreamChunk: gib / 2}
-	require.Equal(t, n.UNet+n.VAE+n.Encoders+n.UNetStep+deviceReserve, n.total(VRAMFull))
-	require.Equal(t, n.UNet+n.VAE+n.UNetStep+deviceReserve, n.total(VRAMLow))
-	require.Equal(t, n.VAE+n.UNetStep+n.StreamChunk+deviceReserve, n.total(VRAMStream))
+	n := memoryNeeds{UNet: 5 * gib, UNetCrossKV: gib / 2, VAE: gib / 8, Encoders: 2 * gib, UNetStep: gib, UNetState: gib / 16,
+		VAETile: gib / 2, StreamChunk: gib / 2}
+	step := n.UNetStep + n.UNetState
+	require.Equal(t, n.UNet+n.VAE+n.Encoders+step+deviceReserve, n.total(VRAMFull))
+	require.Equal(t, n.UNet-n.UNetCrossKV+n.VAE+step+deviceReserve, n.total(VRAMLow), "cross-attention K/V projections in RAM")
+	require.Equal(t, n.VAE+step+n.StreamChunk+deviceReserve, n.total(VRAMStream))
 	for _, tc := range []struct {
 		free int64
 		want string
@@ -30,17 +32,18 @@ func TestChooseVRAM(t *testing.T) {
 	// One stage at a time: the largest stage counts, not the sum.
 	one := n
 	one.OneShot = true
-	require.Equal(t, n.UNet+n.VAE+n.UNetStep+deviceReserve, one.total(VRAMFull)) // denoising
-	require.Equal(t, one.total(VRAMFull), one.total(VRAMLow))
+	require.Equal(t, n.UNet+n.VAE+step+deviceReserve, one.total(VRAMFull)) // denoising
+	require.Equal(t, one.total(VRAMFull)-n.UNetCrossKV, one.total(VRAMLow))
 	require.Equal(t, n.total(VRAMStream), one.total(VRAMStream))
-	one.UNet, one.Encoders = gib/4, 2*gib
+	one.UNet, one.UNetCrossKV, one.Encoders = gib/4, 0, 2*gib
 	require.Equal(t, one.Encoders+one.VAE+deviceReserve, one.total(VRAMFull)) // encoding
-	require.Equal(t, one.UNet+one.VAE+one.UNetStep+deviceReserve, one.total(VRAMLow))
+	require.Equal(t, one.UNet+one.VAE+step+deviceReserve, one.total(VRAMLow))
 	one.Encoders, one.VAETile = 0, 3*gib
 	require.Equal(t, one.VAE+one.VAETile+deviceReserve, one.total(VRAMFull)) // decoding
-	got, err := chooseVRAM(VRAMAuto, n.total(VRAMLow), memoryNeeds{UNet: n.UNet, VAE: n.VAE, Encoders: n.Encoders, UNetStep: n.UNetStep, VAETile: n.VAETile, OneShot: true}, 1024, 1024)
+	got, err := chooseVRAM(VRAMAuto, n.total(VRAMLow)+n.UNetCrossKV, memoryNeeds{UNet: n.UNet, VAE: n.VAE, Encoders: n.Encoders,
+		UNetStep: n.UNetStep, UNetState: n.UNetState, VAETile: n.VAETile, OneShot: true}, 1024, 1024)
 	require.NoError(t, err)
-	require.Equal(t, VRAMFull, got, "what low needs is enough for full when the encoders are gone before the UNet loads")
+	require.Equal(t, VRAMFull, got, "what low needs with the whole UNet on the device is enough for full when the encoders are gone before the UNet loads")
 
 	_, err = chooseVRAM("", n.total(VRAMStream)-1, n, 1024, 1024)
 	require.ErrorIs(t, err, ggml.ErrOutOfMemory)
@@ -140,12 +143,13 @@ func TestVAETileByMode(t *testing.T) {
 
 // The weights a memory report counts on the device, per placement.
 func TestWeightsOnDevice(t *testing.T) {
-	b := partBytes{unet: 100, vae: 10, encoders: 1}
-	require.Equal(t, int64(111), b.onDevice(true, true, false, true))   // CPU
-	require.Equal(t, int64(111), b.onDevice(true, true, true, true))    // CPU, stream placement forced: all RAM
-	require.Equal(t, int64(111), b.onDevice(false, true, false, true))  // GPU, full
-	require.Equal(t, int64(110), b.onDevice(false, true, false, false)) // GPU, low (or encoders released)
-	require.Equal(t, int64(11), b.onDevice(false, false, false, true))  // GPU, full, UNet not loaded (OneShot)
-	require.Equal(t, int64(11), b.onDevice(true, false, false, true))   // CPU, UNet not loaded
-	require.Equal(t, int64(10), b.onDevice(false, true, true, false))   // GPU, stream
+	b := partBytes{unet: 100, unetCrossKV: 20, vae: 10, encoders: 1}
+	require.Equal(t, int64(111), b.onDevice(true, true, "", true))          // CPU
+	require.Equal(t, int64(111), b.onDevice(true, true, VRAMStream, true))  // CPU, stream placement forced: all RAM
+	require.Equal(t, int64(111), b.onDevice(false, true, VRAMFull, true))   // GPU, full
+	require.Equal(t, int64(110), b.onDevice(false, true, VRAMFull, false))  // GPU, full, encoders released
+	require.Equal(t, int64(90), b.onDevice(false, true, VRAMLow, false))    // GPU, low: cross-attention K/V projections in RAM
+	require.Equal(t, int64(11), b.onDevice(false, false, VRAMFull, true))   // GPU, full, UNet not loaded (OneShot)
+	require.Equal(t, int64(11), b.onDevice(true, false, "", true))          // CPU, UNet not loaded
+	require.Equal(t, int64(10), b.onDevice(false, true, VRAMStream, false)) // GPU, stream
 }

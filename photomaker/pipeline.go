@@ -276,7 +276,7 @@ func (p *Pipeline) loadEncoders(ctx context.Context) error {
 func (p *Pipeline) loadUNet(ctx context.Context, progress func(done, total int)) error {
 	var err error
 	p.unet, err = unet.Load(ctx, p.rt, p.model.Tensors, "unet.", unet.Options{Policy: p.policy, Progress: progress,
-		Stream: p.vram == VRAMStream, QuantizeKernels: p.cfg.QuantizeConvs})
+		Stream: p.vram == VRAMStream, HostCrossKV: p.vram == VRAMLow, QuantizeKernels: p.cfg.QuantizeConvs})
 	return err
 }
 

@@ -132,6 +132,6 @@ func (p *Pipeline) memoryUse() MemoryUse {
 		return m
 	}
 	cpu := p.rt.Device.IsCPU()
-	m.Weights = p.weightBytes(policy).onDevice(cpu, p.unet != nil, p.vram == VRAMStream, p.text != nil && (cpu || p.encRT == p.rt))
+	m.Weights = p.weightBytes(policy).onDevice(cpu, p.unet != nil, p.vram, p.text != nil && (cpu || p.encRT == p.rt))
 	return m
 }

@@ -373,7 +373,7 @@ func (l *Loop) Close() {
 func CrossKVBytes(set *weights.Set, prefix string, tokens, batch int, kvType ggml.Type) int64 {
 	var n int64
 	for _, name := range set.Prefix(prefix).Names() {
-		if t, _ := set.Get(prefix + name); strings.HasSuffix(name, ".attn2.to_k.weight") && len(t.Shape) == 2 {
+		if t, _ := set.Get(prefix + name); IsCrossKVWeight(name) && strings.HasSuffix(name, ".to_k.weight") && len(t.Shape) == 2 {
 			n += 2 * kvType.RowBytes(t.Shape[0]) * int64(tokens) * int64(batch)
 		}
 	}

@@ -5,6 +5,7 @@ import (
 	"math"
 	"testing"
 
+	"github.com/gophotomaker/photomaker/nn"
 	"github.com/gophotomaker/photomaker/sampling"
 	"github.com/gophotomaker/photomaker/sampling/rng"
 	"github.com/stretchr/testify/require"
@@ -214,4 +215,37 @@ func TestLoopSwitchesConditioning(t *testing.T) {
 		x, prev = lin[i].Apply(x, sampling.CFG(out[:len(x)], out[len(x):], 5), prev, nil)
 	}
 	require.Equal(t, x, got)
+}
+
+// With HostCrossKV the cross-attentions' key and value projections stay
+// out of the device's buffer, and a loop's latents do not change.
+func TestHostCrossKV(t *testing.T) {
+	s := smallSpec()
+	set := genUNet(t, s, nil)
+	rt, err := nn.NewRuntime("cpu", 0)
+	require.NoError(t, err)
+	defer rt.Close()
+	run := func(host bool) ([]float32, int64) {
+		u, err := Load(context.Background(), rt, set, "unet.", Options{HostCrossKV: host})
+		require.NoError(t, err)
+		defer u.Close()
+		in := randInputs(s, 8, 6, 2)
+		smp, err := sampling.New("euler", sampling.DefaultConfig(), 2, nil)
+		require.NoError(t, err)
+		loop, err := u.NewLoop(LoopInputs{Width: 8, Height: 6, Latents: in.Sample[:8*6*s.in], Guidance: 5,
+			Conditionings: []Conditioning{{in.Context, in.TextEmbeds, in.TimeIDs}}, Steps: sampling.LinearSteps(smp)})
+		require.NoError(t, err)
+		defer loop.Close()
+		for i, ts := range smp.Timesteps() {
+			require.NoError(t, loop.Step(context.Background(), float32(ts), sampling.LinearSteps(smp)[i], nil))
+		}
+		require.Equal(t, nn.EstimateBytes(set, "unet.", nil), u.w.Allocated())
+		return loop.Latents(), u.w.KeptInHost()
+	}
+	want, none := run(false)
+	got, host := run(true)
+	require.Equal(t, want, got)
+	require.Zero(t, none)
+	require.Positive(t, host)
+	require.Equal(t, nn.EstimateBytesOf(set, "unet.", nil, IsCrossKVWeight), host)
 }

@@ -26,6 +26,17 @@ type Options struct {
 	// QuantizeKernels lets a quantized Policy reach the convolution
 	// kernels (see convPolicy); by default they stay f16.
 	QuantizeKernels bool
+	// HostCrossKV keeps the cross-attentions' key and value projections
+	// in host memory: a Loop runs them once per conditioning, not in its
+	// steps, so they need not take device memory (about 680 MB of SDXL's
+	// f16 weights), at the price of a copy to the device per conditioning.
+	HostCrossKV bool
+}
+
+// IsCrossKVWeight says whether a UNet weight belongs to a cross-attention's
+// key or value projection (Options.HostCrossKV).
+func IsCrossKVWeight(name string) bool {
+	return strings.Contains(name, ".attn2.to_k.") || strings.Contains(name, ".attn2.to_v.")
 }
 
 // UNet is a loaded UNet bound to a runtime's device.
@@ -48,6 +59,9 @@ func Load(ctx context.Context, rt *nn.Runtime, set *weights.Set, prefix string, 
 	n := len(set.Prefix(prefix).Names())
 	u := &UNet{cfg: cfg, rt: rt, w: nn.NewWeights(n, convPolicy(opts.Policy, cfg, opts.QuantizeKernels)), stream: opts.Stream}
 	u.w.StoreKernelsByRow()
+	if opts.HostCrossKV && !opts.Stream {
+		u.w.KeepInHost(IsCrossKVWeight)
+	}
 	if err := u.w.Bind(set, prefix, &u.m); err != nil {
 		u.w.Free()
 		return nil, fmt.Errorf("unet: %w", err)
