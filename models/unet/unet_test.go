@@ -243,12 +243,7 @@ func TestStepperReusesGraph(t *testing.T) {
 // others stay f16, 1×1 kernels quantize, and the prediction stays close to
 // the golden. Without the option every kernel stays f16.
 func TestQuantizedUNet(t *testing.T) {
-	m, err := weights.Open(golden.Path("tiny-sdxl.safetensors"))
-	require.NoError(t, err)
-	defer m.Close()
-	rt, err := nn.NewRuntime("cpu", 0)
-	require.NoError(t, err)
-	defer rt.Close()
+	m, rt := openTinyOnCPU(t)
 	q8 := nn.KeepPrecise(func(string, *weights.Tensor) ggml.Type { return ggml.TypeQ8_0 })
 	policy, err := StoragePolicy(m.Tensors, "unet.", q8, true)
 	require.NoError(t, err)
@@ -282,6 +277,25 @@ func TestQuantizedUNet(t *testing.T) {
 	require.Equal(t, nn.EstimateBytes(m.Tensors, "unet.", plain), u2.w.Allocated())
 	require.Greater(t, u2.w.Allocated(), u.w.Allocated())
 	u2.Close()
+	rel := goldenError(t, u)
+	t.Logf("q8_0 tiny UNet vs f32 golden: relative error %.3g", rel)
+	require.Less(t, rel, 0.05)
+}
+
+// openTinyOnCPU opens the tiny SDXL and a CPU runtime for one test.
+func openTinyOnCPU(t *testing.T) (*weights.Model, *nn.Runtime) {
+	m, err := weights.Open(golden.Path("tiny-sdxl.safetensors"))
+	require.NoError(t, err)
+	t.Cleanup(func() { m.Close() })
+	rt, err := nn.NewRuntime("cpu", 0)
+	require.NoError(t, err)
+	t.Cleanup(rt.Close)
+	return m, rt
+}
+
+// goldenError is the relative L2 error of u's prediction for one of the
+// kit's cases against its f32 golden.
+func goldenError(t *testing.T, u *UNet) float64 {
 	gc := noLoRACases[1]
 	got, err := u.Predict(context.Background(), gc.inputs(t))
 	require.NoError(t, err)
@@ -291,21 +305,14 @@ func TestQuantizedUNet(t *testing.T) {
 		d := float64(got[i] - want[i])
 		num, den = num+d*d, den+float64(want[i])*float64(want[i])
 	}
-	rel := math.Sqrt(num / den)
-	t.Logf("q8_0 tiny UNet vs f32 golden: relative error %.3g", rel)
-	require.Less(t, rel, 0.05)
+	return math.Sqrt(num / den)
 }
 
 // TestBF16UNet stores the tiny UNet as bf16 (--type bf16): matrices take
 // bf16, convolution kernels f16 (ggml's im2col has no bf16 columns), as
 // planned, and the prediction stays close to the f32 golden.
 func TestBF16UNet(t *testing.T) {
-	m, err := weights.Open(golden.Path("tiny-sdxl.safetensors"))
-	require.NoError(t, err)
-	defer m.Close()
-	rt, err := nn.NewRuntime("cpu", 0)
-	require.NoError(t, err)
-	defer rt.Close()
+	m, rt := openTinyOnCPU(t)
 	bf16 := nn.KeepPrecise(func(string, *weights.Tensor) ggml.Type { return ggml.TypeBF16 })
 	u, err := Load(context.Background(), rt, m.Tensors, "unet.", Options{Policy: bf16})
 	require.NoError(t, err)
@@ -313,16 +320,7 @@ func TestBF16UNet(t *testing.T) {
 	require.Equal(t, ggml.TypeBF16, u.m.Mid.Attentions[0].Blocks[0].Attn1.ToQ.Weight.Type())
 	require.Equal(t, ggml.TypeF16, u.m.Mid.Resnets[0].Conv1.Weight.Type())
 	require.Equal(t, nn.EstimateBytes(m.Tensors, "unet.", bf16), u.w.Allocated())
-	gc := noLoRACases[1]
-	got, err := u.Predict(context.Background(), gc.inputs(t))
-	require.NoError(t, err)
-	want := golden.Ref(t, gc.out).Data
-	var num, den float64
-	for i := range got {
-		d := float64(got[i] - want[i])
-		num, den = num+d*d, den+float64(want[i])*float64(want[i])
-	}
-	rel := math.Sqrt(num / den)
+	rel := goldenError(t, u)
 	t.Logf("bf16 tiny UNet vs f32 golden: relative error %.3g", rel)
 	require.Less(t, rel, 0.02)
 }
