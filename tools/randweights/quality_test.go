@@ -40,13 +40,14 @@ func bigSDXL(t *testing.T) string {
 }
 
 // TestQuantizationQualityBig measures one UNet evaluation on full-size
-// random weights at 256×256 with the weights stored as q8_0 and q4_K,
+// random weights at 256×256 with the weights stored as bf16, q8_0 and q4_K,
 // against f16: relative L2 error of the noise prediction. The limits are
-// issue #8's targets.
+// issue #8's targets (bf16 is held to q8_0's).
 //
 // The result depends on how the random weights are drawn. Initialised as
 // diffusers initialises a new UNet (Generation 2), on the 2-core dev
-// machine (seed 1): q8_0 0.52 %, q4_K 3.95 % (input sensitivity: 0.1 %
+// machine (seed 1): bf16 0.22 % (its convolution kernels stay f16), q8_0
+// 0.52 %, q4_K 3.95 % (input sensitivity: 0.1 %
 // input noise → 0.125 %). q4_K's 640-wide rows take q5_0; with q4_0 there
 // it was 5.7 %. Opt-in quantized kernels (--quantize-convs: the deepest
 // level's 3×3 resnet kernels as q8_0) take q4_K to 5.15 %, past the 5 %
