@@ -98,19 +98,23 @@ func TestEndToEndOnGPU(t *testing.T) {
 		t.Skip("no GPU backend loaded (build one with `make cuda`; see ggml/README.md)")
 	}
 	for _, tc := range []struct {
+		weights  string
 		f16Accum bool
 		vram     string
 		tol      float64
 	}{
-		{false, VRAMFull, 3e-2}, {false, VRAMLow, 3e-2}, {false, VRAMStream, 3e-2},
+		{"f16", false, VRAMFull, 3e-2}, {"f16", false, VRAMLow, 3e-2}, {"f16", false, VRAMStream, 3e-2},
 		// Opt-in f16 accumulation is less precise than the kit's fp16
 		// reference (torch accumulates in f32): 0.059 measured on an H200,
 		// against 0.017 with f32. This bound only catches breakage.
-		{true, VRAMFull, 0.2},
+		{"f16", true, VRAMFull, 0.2},
+		// So are bf16 weights (0.061 on the CPU, TestBF16OnCPU); cuBLAS's
+		// bf16 products also round their outputs to bf16.
+		{"bf16", false, VRAMFull, 0.2},
 	} {
-		t.Run(fmt.Sprintf("f16 accumulation %v vram %s", tc.f16Accum, tc.vram), func(t *testing.T) {
+		t.Run(fmt.Sprintf("%s weights, f16 accumulation %v, vram %s", tc.weights, tc.f16Accum, tc.vram), func(t *testing.T) {
 			p := loadTinyWith(t, "photomaker/photomaker-v1-tiny.safetensors", func(c *Config) {
-				c.Device, c.WeightType, c.F16Accumulation, c.VRAM = "auto", "f16", tc.f16Accum, tc.vram
+				c.Device, c.WeightType, c.F16Accumulation, c.VRAM = "auto", tc.weights, tc.f16Accum, tc.vram
 			})
 			require.Equal(t, dev.Name, p.Device())
 			require.Equal(t, !tc.f16Accum, p.rt.F32Accumulation)
@@ -119,11 +123,23 @@ func TestEndToEndOnGPU(t *testing.T) {
 			p.testHookFinalLatents = func(l []float32) { final = append([]float32(nil), l...) }
 			_, err := p.Generate(context.Background(), e2eRequest(t, "e2e_v1"))
 			require.NoError(t, err)
-			what := fmt.Sprintf("final latents on %s (f16 weights, f16 accumulation %v, VRAM %s)", dev.Name, tc.f16Accum, tc.vram)
+			what := fmt.Sprintf("final latents on %s (%s weights, f16 accumulation %v, VRAM %s)", dev.Name, tc.weights, tc.f16Accum, tc.vram)
 			golden.AssertClose(t, what, final, golden.Ref(t, "e2e_v1:final_latents").Data, tc.tol, 0)
 			require.Empty(t, p.rt.CPUFallbacks(), "ops the GPU left to the CPU")
 		})
 	}
+}
+
+// bf16 weights (--type bf16) run the whole pipeline on the CPU, the
+// convolution kernels in f16; less precise than the kit's fp16 reference
+// (max 0.061 against f16's 0.017), so the bound only catches breakage.
+func TestBF16OnCPU(t *testing.T) {
+	p := loadTinyWith(t, "photomaker/photomaker-v1-tiny.safetensors", func(c *Config) { c.WeightType = "bf16" })
+	var final []float32
+	p.testHookFinalLatents = func(l []float32) { final = append([]float32(nil), l...) }
+	_, err := p.Generate(context.Background(), e2eRequest(t, "e2e_v1"))
+	require.NoError(t, err)
+	golden.AssertClose(t, "final latents with bf16 weights", final, golden.Ref(t, "e2e_v1:final_latents").Data, 0.1, 0)
 }
 
 // F16Accumulation reaches the runtime (f32 accumulation is the default)
