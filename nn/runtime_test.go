@@ -65,3 +65,28 @@ func TestIm2ColReadsViewsOnCPU(t *testing.T) {
 	require.NoError(t, err)
 	g.Close()
 }
+
+// A graph of writes keeps its outputs' types (no cast to f32 is added) and
+// fills the persistent tensor it copies into; it has nothing to Run.
+func TestPrepareWrites(t *testing.T) {
+	rt, err := NewRuntime("cpu", 1)
+	require.NoError(t, err)
+	defer rt.Close()
+	state := ggml.NewContext(1, 0)
+	defer state.Free()
+	dst := state.NewTensor(ggml.TypeF16, 4)
+	buf, err := rt.Device.AllocState(state)
+	require.NoError(t, err)
+	defer buf.Free()
+	g, err := rt.PrepareWrites(func(c *ggml.Context) []*ggml.Tensor {
+		return []*ggml.Tensor{c.Copy(c.InputF32([]float32{1, -2, 0.5, 3}, 4), dst)}
+	})
+	require.NoError(t, err)
+	defer g.Close()
+	require.NoError(t, g.Compute(t.Context()))
+	got, err := ggml.Dequantize(ggml.TypeF16, dst.Data(), 4)
+	require.NoError(t, err)
+	require.Equal(t, []float32{1, -2, 0.5, 3}, got)
+	_, err = g.Run(t.Context())
+	require.ErrorContains(t, err, "nothing to read back")
+}
