@@ -21,8 +21,8 @@ import (
 //
 // Cross-attention's keys and values depend only on the text: they are
 // computed once per conditioning, before the first step, rather than in
-// every step (SDXL's 140 projections of the text context are about a fifth
-// of a 256² step on a CPU).
+// every step (SDXL's 140 projections of the text context took 0.5 s of a
+// 6.1 s 256² step on a 2-core CPU).
 type Loop struct {
 	u     *UNet
 	g     *nn.Graph
@@ -63,7 +63,8 @@ type LoopInputs struct {
 	// alike. It starts with the first; UseConditioning switches (the
 	// PhotoMaker branch moves from the text-only prompt to the ID prompt at
 	// its merge step). Switching to a later one is a copy on the device;
-	// back to the first, its keys and values are computed again.
+	// back to the first, its keys and values are computed again. The loop
+	// keeps reading these slices: leave them unchanged while it runs.
 	Conditionings []Conditioning
 	// Steps are the sampler's steps as coefficients (sampling.LinearSteps);
 	// the graph holds only the terms some step uses.
