@@ -259,7 +259,8 @@ func TestAllocRefusesMoreThanRAM(t *testing.T) {
 }
 
 // TestGraphReuse computes one graph three times with new input values (the
-// allocation is kept), then once after another graph took the buffers.
+// allocation is kept), then after other graphs took the buffers, and after
+// larger ones replaced them.
 func TestGraphReuse(t *testing.T) {
 	s, err := NewScheduler([]*Backend{cpuBackend(t)}, 64)
 	require.NoError(t, err)
@@ -288,6 +289,21 @@ func TestGraphReuse(t *testing.T) {
 	require.NoError(t, s.Compute(context.Background(), g2))
 	require.Equal(t, []float32{9, 9, 9, 9}, z.Float32())
 	require.Equal(t, []float32{8, 8, 8}, run([]float32{8, 8, 8}))
+
+	// Graphs that grow the compute buffer free the one g was placed in;
+	// g must be placed again without reading the freed buffer.
+	for n := int64(1 << 12); n <= 1<<20; n <<= 2 {
+		big := NewContext(64, 64)
+		v := big.Scale(big.Repeat(big.InputF32([]float32{1, 2}, 2), big.NewTensor(TypeF32, 2, n)), 2)
+		v.SetOutput()
+		gb := big.NewGraph(64)
+		gb.Expand(v)
+		require.NoError(t, s.Compute(context.Background(), gb))
+		require.Equal(t, []float32{2, 4}, v.Float32()[:2])
+		big.Free()
+		f := float32(n)
+		require.Equal(t, []float32{f, -f, 1}, run([]float32{f, -f, 1}))
+	}
 
 	require.Error(t, ctx.SetInputF32(x, []float32{1}), "wrong size")
 	require.Error(t, ctx.SetInputF32(y, []float32{1, 2, 3}), "not an input")

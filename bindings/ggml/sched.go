@@ -87,13 +87,26 @@ func (s *Scheduler) Reserve(g *Graph) error {
 // addresses from an earlier allocation (another graph ran in between) are
 // cleared first: ggml would skip them as already placed and lay the
 // scheduler's new tensors, such as the device copies of CPU inputs, over
-// them. A CPU-only run allocates the same plan again and never showed it;
-// on a GPU (seen with Vulkan) the inputs read garbage. Weights and other
-// persistent tensors live in other contexts and keep their memory.
+// them (on a GPU, seen with Vulkan, the inputs read garbage), or, when the
+// other graph grew the compute buffers, write into the freed old ones
+// (heap corruption on the CPU). Which tensors to clear is decided by
+// ownership, not by reading their buffers, which may be freed: every
+// tensor of g's context, and every view of one, has compute memory;
+// views of weights and other persistent tensors, which live in other
+// contexts, keep theirs.
 func (s *Scheduler) allocate(g *Graph) error {
 	g.restoreSources()
-	for _, t := range g.ctx.Tensors() {
-		if t.p.buffer != nil && C.ggml_backend_buffer_get_usage(t.p.buffer) == C.GGML_BACKEND_BUFFER_USAGE_COMPUTE {
+	tensors := g.ctx.Tensors()
+	own := make(map[*C.struct_ggml_tensor]bool, len(tensors))
+	for _, t := range tensors {
+		own[t.p] = true
+	}
+	for _, t := range tensors {
+		root := t.p
+		for root.view_src != nil {
+			root = root.view_src
+		}
+		if own[root] {
 			t.p.data, t.p.buffer = nil, nil
 		}
 	}
