@@ -77,24 +77,34 @@ func (s *Scheduler) Backends() []*Backend { return s.backends }
 // first) without computing it; computing g next reuses the allocation.
 func (s *Scheduler) Reserve(g *Graph) error {
 	s.allocated = nil
+	g.forgetStale()
 	if err := s.checkMemory(g); err != nil {
 		return err
 	}
 	return s.allocate(g)
 }
 
-// allocate gives g's tensors compute memory. Tensors of g that kept
-// addresses from an earlier allocation (another graph ran in between) are
-// cleared first: ggml would skip them as already placed and lay the
+// allocate gives g's tensors compute memory (after forgetStale).
+func (s *Scheduler) allocate(g *Graph) error {
+	C.ggml_backend_sched_reset(s.p)
+	if !C.ggml_backend_sched_alloc_graph(s.p, g.p) {
+		return s.oomError("allocate")
+	}
+	s.allocated = g
+	return nil
+}
+
+// forgetStale clears the addresses g's tensors kept from an earlier
+// allocation, before another graph ran, so that sizing and allocating g
+// start afresh: ggml would skip such tensors as already placed and lay the
 // scheduler's new tensors, such as the device copies of CPU inputs, over
 // them (on a GPU, seen with Vulkan, the inputs read garbage), or, when the
-// other graph grew the compute buffers, write into the freed old ones
-// (heap corruption on the CPU). Which tensors to clear is decided by
-// ownership, not by reading their buffers, which may be freed: every
-// tensor of g's context, and every view of one, has compute memory;
-// views of weights and other persistent tensors, which live in other
-// contexts, keep theirs.
-func (s *Scheduler) allocate(g *Graph) error {
+// other graph grew the compute buffers, read and write the freed old ones
+// (heap corruption on the CPU). Ownership decides, not the tensors'
+// buffers, which may be freed: every tensor of g's context, and every view
+// of one, has compute memory; views of weights and other persistent
+// tensors, which live in other contexts, keep theirs.
+func (g *Graph) forgetStale() {
 	g.restoreSources()
 	tensors := g.ctx.Tensors()
 	own := make(map[*C.struct_ggml_tensor]bool, len(tensors))
@@ -110,12 +120,6 @@ func (s *Scheduler) allocate(g *Graph) error {
 			t.p.data, t.p.buffer = nil, nil
 		}
 	}
-	C.ggml_backend_sched_reset(s.p)
-	if !C.ggml_backend_sched_alloc_graph(s.p, g.p) {
-		return s.oomError("allocate")
-	}
-	s.allocated = g
-	return nil
 }
 
 // BufferSize returns the compute buffer size held for backend b.
@@ -156,6 +160,7 @@ func (s *Scheduler) Compute(ctx context.Context, g *Graph) error {
 	}
 	if s.allocated != g {
 		s.allocated = nil
+		g.forgetStale()
 		if err := s.checkMemory(g); err != nil {
 			return err
 		}
