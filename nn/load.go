@@ -74,10 +74,12 @@ type Weights struct {
 	pending []binding
 	policy  TypePolicy
 	max     int // tensors a context holds
-	// inHost, set by KeepInHost, picks the weights declared in hostCtx.
-	inHost  func(name string) bool
-	hostCtx *ggml.Context
-	hostBuf *ggml.Buffer
+	// apart, set by KeepApart or KeepInHost, picks the weights declared in
+	// apartCtx, whose buffer is in host memory when apartInHost.
+	apart       func(name string) bool
+	apartInHost bool
+	apartCtx    *ggml.Context
+	apartBuf    *ggml.Buffer
 	// byRows, once StoreKernelsByRow made it, holds the float 3×3 kernels
 	// declared by kernel row (see Conv2D).
 	byRows map[*ggml.Tensor]bool
@@ -101,9 +103,25 @@ func NewWeights(maxTensors int, policy TypePolicy) *Weights {
 // host memory that the device reads from, as UploadHost does for all of
 // them: the scheduler copies them to the device for each graph that uses
 // them, so they suit weights that few graphs use. Call it before Bind.
-func (w *Weights) KeepInHost(match func(name string) bool) {
-	w.inHost = match
-	w.hostCtx = ggml.NewContext(w.max, 0)
+func (w *Weights) KeepInHost(match func(name string) bool) { w.keepApart(match, true) }
+
+// KeepApart makes Bind declare the weights whose checkpoint names match in
+// a device buffer of their own, which FreeApart releases once no graph
+// will use them again. Call it before Bind.
+func (w *Weights) KeepApart(match func(name string) bool) { w.keepApart(match, false) }
+
+func (w *Weights) keepApart(match func(name string) bool, inHost bool) {
+	w.apart, w.apartInHost = match, inHost
+	w.apartCtx = ggml.NewContext(w.max, 0)
+}
+
+// FreeApart releases the memory of the weights KeepApart or KeepInHost set
+// apart; graphs must not use them afterwards.
+func (w *Weights) FreeApart() {
+	if w.apartBuf != nil {
+		w.apartBuf.Free()
+		w.apartBuf = nil
+	}
 }
 
 // StoreKernelsByRow makes Bind store each float 3×3 convolution kernel by
@@ -262,8 +280,8 @@ func (w *Weights) declare(name string, src *weights.Tensor) *ggml.Tensor {
 		ne = []int64{3, ne[2], ne[3], 3} // [kw, in, out, kh]
 	}
 	ctx := w.ctx
-	if w.inHost != nil && w.inHost(name) {
-		ctx = w.hostCtx
+	if w.apart != nil && w.apart(name) {
+		ctx = w.apartCtx
 	}
 	t := ctx.NewTensor(typ, ne...)
 	t.SetName(weights.ShortName(name))
@@ -323,11 +341,11 @@ func forEachStored(set *weights.Set, prefix string, policy TypePolicy, f func(na
 	}
 }
 
-// Allocated is the size of the memory Upload allocated (0 before), host
-// memory for KeepInHost's weights included.
+// Allocated is the size of the memory Upload allocated and that is not
+// freed (0 before), the weights set apart included.
 func (w *Weights) Allocated() int64 {
 	var n int64
-	for _, b := range []*ggml.Buffer{w.buf, w.hostBuf} {
+	for _, b := range []*ggml.Buffer{w.buf, w.apartBuf} {
 		if b != nil {
 			n += b.Size()
 		}
@@ -335,13 +353,13 @@ func (w *Weights) Allocated() int64 {
 	return n
 }
 
-// KeptInHost is the size of the host buffer Upload allocated for
-// KeepInHost's weights.
-func (w *Weights) KeptInHost() int64 {
-	if w.hostBuf == nil {
+// ApartBytes is the size of the buffer that holds the weights set apart
+// (KeepApart, KeepInHost), 0 once freed.
+func (w *Weights) ApartBytes() int64 {
+	if w.apartBuf == nil {
 		return 0
 	}
-	return w.hostBuf.Size()
+	return w.apartBuf.Size()
 }
 
 // Bytes returns the device memory the declared weights will take.
@@ -367,8 +385,12 @@ func (w *Weights) upload(ctx context.Context, alloc, allocHost func(*ggml.Contex
 		return err
 	}
 	w.buf = buf
-	if w.hostCtx != nil {
-		if w.hostBuf, err = allocHost(w.hostCtx); err != nil {
+	if w.apartCtx != nil {
+		allocApart := alloc
+		if w.apartInHost {
+			allocApart = allocHost
+		}
+		if w.apartBuf, err = allocApart(w.apartCtx); err != nil {
 			return err
 		}
 	}
@@ -508,13 +530,13 @@ func kernelByRows(data []byte, shape []int64, elem int) []byte {
 
 // Free releases the device memory and headers.
 func (w *Weights) Free() {
-	for _, b := range []**ggml.Buffer{&w.buf, &w.hostBuf} {
+	for _, b := range []**ggml.Buffer{&w.buf, &w.apartBuf} {
 		if *b != nil {
 			(*b).Free()
 			*b = nil
 		}
 	}
-	for _, c := range []**ggml.Context{&w.ctx, &w.hostCtx} {
+	for _, c := range []**ggml.Context{&w.ctx, &w.apartCtx} {
 		if *c != nil {
 			(*c).Free()
 			*c = nil

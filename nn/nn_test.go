@@ -96,7 +96,8 @@ func TestBindAndUpload(t *testing.T) {
 
 // KeepInHost puts the matching weights in a host buffer of their own: the
 // device's buffer shrinks by what EstimateBytesOf plans for them, and the
-// values arrive all the same.
+// values arrive all the same. KeepApart keeps them on the device in a
+// buffer that can be freed alone.
 func TestKeepInHost(t *testing.T) {
 	f := newFixture(t)
 	rt, err := NewRuntime("cpu", 2)
@@ -115,8 +116,21 @@ func TestKeepInHost(t *testing.T) {
 	require.Equal(t, all, w.Allocated())
 	require.Equal(t, f.vals["m.blocks.1.ff.proj.weight"], m.Blocks[1].FF.Proj.Weight.Float32())
 	require.Equal(t, f.vals["m.blocks.0.out.weight"], m.Blocks[0].Out.Weight.Float32())
+	require.Equal(t, host, w.ApartBytes())
 	w.Free()
 	require.Zero(t, w.Allocated())
+
+	// KeepApart: on the device, in a buffer that FreeApart releases.
+	w = NewWeights(64, nil)
+	defer w.Free()
+	w.KeepApart(ff)
+	require.NoError(t, w.Bind(f.set, "m.", &m))
+	require.NoError(t, w.Upload(context.Background(), rt.Device, nil))
+	require.Equal(t, f.vals["m.blocks.0.ff.proj.weight"], m.Blocks[0].FF.Proj.Weight.Float32())
+	require.Equal(t, host, w.ApartBytes())
+	w.FreeApart()
+	require.Zero(t, w.ApartBytes())
+	require.Equal(t, all-host, w.Allocated())
 }
 
 func TestTypePolicy(t *testing.T) {

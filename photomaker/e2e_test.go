@@ -241,6 +241,8 @@ func TestOneShot(t *testing.T) {
 	}
 	keep := loadTinyWith(t, "photomaker/photomaker-v1-tiny.safetensors", nil)
 	wantLatents, wantPixels, events := run(keep)
+	half := len(wantLatents) / 2
+	require.Equal(t, wantLatents[:half], wantLatents[half:], "the second image, from the same start on the restarted loop, matches the first")
 	require.NotEqual(t, "load", events[0].Stage)
 	keepPeak := keep.MemoryUse().Peak
 

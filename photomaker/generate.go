@@ -199,6 +199,9 @@ func (p *Pipeline) Generate(ctx context.Context, req Request) (*Result, error) {
 	}
 	var loadTime time.Duration
 	if p.unet == nil { // OneShot
+		// Loaded for this request only (denoising may free some of it):
+		// freed on every way out.
+		defer closeNil(&p.unet)
 		start := time.Now()
 		p.progress(&req, "load", 0, 1)
 		if err := p.loadUNet(ctx, func(done, total int) { p.progress(&req, "load", done, total) }); err != nil {
@@ -216,11 +219,9 @@ func (p *Pipeline) Generate(ctx context.Context, req Request) (*Result, error) {
 	}
 	// Every image is denoised before any is decoded, so that OneShot can
 	// free the UNet before the VAE's large decode buffers grow.
-	final := make([][]float32, req.N)
-	for i := range final {
-		if final[i], err = p.denoise(ctx, &req, pl, latents[i*per:(i+1)*per], noise); err != nil {
-			return nil, err
-		}
+	final, err := p.denoise(ctx, &req, pl, latents, noise)
+	if err != nil {
+		return nil, err
 	}
 	p.notePeak()
 	if p.cfg.OneShot {
@@ -370,14 +371,20 @@ func (p *Pipeline) vaeTile() int {
 	return p.cfg.VAETile
 }
 
-// denoise runs the sampler loop for one image and returns its final latents.
-func (p *Pipeline) denoise(ctx context.Context, req *Request, pl *plan, initial []float32, noise rng.Source) ([]float32, error) {
+// denoise runs the sampler loop for each image of the request, from its
+// share of initial (N images), and returns their final latents. One Loop
+// serves them all: its graph and the cross-attention keys and values are
+// made once per request.
+func (p *Pipeline) denoise(ctx context.Context, req *Request, pl *plan, initial []float32, noise rng.Source) ([][]float32, error) {
 	sampler, err := sampling.New(samplerName(req.Sampler, req.Karras), p.sched, req.Steps, noise)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrInvalidRequest, err)
 	}
 	lw, lh := req.Width/8, req.Height/8
-	latents := sampling.Scale(initial, sampler.InitNoiseSigma())
+	per := 4 * lw * lh
+	start := func(img int) []float32 {
+		return sampling.Scale(initial[img*per:(img+1)*per], sampler.InitNoiseSigma())
+	}
 	timeIDs := []float32{float32(req.Height), float32(req.Width), 0, 0, float32(req.Height), float32(req.Width)}
 	cfg := req.Guidance > 1
 	if cfg {
@@ -405,7 +412,7 @@ func (p *Pipeline) denoise(ctx context.Context, req *Request, pl *plan, initial 
 		}
 		use[i] = k
 	}
-	loop, err := p.unet.NewLoop(unet.LoopInputs{Width: lw, Height: lh, Latents: latents, Guidance: req.Guidance,
+	loop, err := p.unet.NewLoop(unet.LoopInputs{Width: lw, Height: lh, Latents: start(0), Guidance: req.Guidance,
 		Conditionings: conds, Steps: steps})
 	if err != nil {
 		return nil, fmt.Errorf("denoising: %w", err)
@@ -415,30 +422,42 @@ func (p *Pipeline) denoise(ctx context.Context, req *Request, pl *plan, initial 
 		loop.Close()
 		p.loopState = 0
 	}()
-	p.progress(req, "denoise", 0, len(ts))
-	for i := range ts {
-		if err := ctx.Err(); err != nil {
-			return nil, err
+	p.notePeak() // the whole UNet and the keys and values
+	// The loop has its keys and values: a UNet loaded for this request
+	// only frees the projections before the steps' compute is allocated.
+	p.unet.FreeCrossKV()
+	final := make([][]float32, req.N)
+	for img := range final {
+		if img > 0 {
+			if err := loop.Restart(start(img)); err != nil {
+				return nil, fmt.Errorf("denoising: %w", err)
+			}
 		}
-		if err := loop.UseConditioning(use[i]); err != nil {
-			return nil, fmt.Errorf("denoising: %w", err)
+		p.progress(req, "denoise", 0, len(ts))
+		for i := range ts {
+			if err := ctx.Err(); err != nil {
+				return nil, err
+			}
+			if err := loop.UseConditioning(use[i]); err != nil {
+				return nil, fmt.Errorf("denoising: %w", err)
+			}
+			var stepNoise []float32
+			if steps[i].Noise {
+				stepNoise = noise.Normal(per)
+			}
+			err := p.profiled(req.StepProfile, func() error { return loop.Step(ctx, float32(ts[i]), steps[i], stepNoise) })
+			if err != nil {
+				return nil, fmt.Errorf("denoising step %d of %d: %w", i+1, len(ts), err)
+			}
+			p.progress(req, "denoise", i+1, len(ts))
 		}
-		var stepNoise []float32
-		if steps[i].Noise {
-			stepNoise = noise.Normal(len(latents))
+		final[img] = loop.Latents()
+		if p.testHookFinalLatents != nil {
+			p.testHookFinalLatents(final[img])
 		}
-		err := p.profiled(req.StepProfile, func() error { return loop.Step(ctx, float32(ts[i]), steps[i], stepNoise) })
-		if err != nil {
-			return nil, fmt.Errorf("denoising step %d of %d: %w", i+1, len(ts), err)
-		}
-		p.progress(req, "denoise", i+1, len(ts))
 	}
 	p.notePeak() // the step's compute and the loop's state together
-	latents = loop.Latents()
-	if p.testHookFinalLatents != nil {
-		p.testHookFinalLatents(latents)
-	}
-	return latents, nil
+	return final, nil
 }
 
 // decodeImage turns one image's final latents into its picture.

@@ -43,7 +43,7 @@ const (
 // memoryNeeds are the device bytes of each part at one image size.
 type memoryNeeds struct {
 	UNet, VAE, Encoders int64 // weights as stored on the device
-	UNetCrossKV         int64 // the part of UNet the low mode keeps in RAM
+	UNetCrossKV         int64 // the UNet's cross-attention K/V projections: in RAM in low mode, freed after the loop's set-up in OneShot full mode
 	UNetStep            int64 // compute of one UNet step with CFG (batch 2)
 	UNetState           int64 // the sampler loop's device state: each conditioning's cross-attention keys and values
 	VAETile             int64 // compute of a VAE decode tile (or the whole image if smaller)
@@ -58,15 +58,23 @@ type memoryNeeds struct {
 // one tile: a whole decode that does not fit falls back to tiles by itself.
 // OneShot needs only its largest stage: encoding (the encoders on the
 // device in full mode), denoising (the UNet, its step and the loop's
-// state), decoding (the compute buffer, which only grows, then holds the
-// larger of step and tile).
+// state, less the cross-attention projections once the loop has its keys
+// and values), decoding (the compute buffer, which only grows, then holds
+// the larger of step and tile).
 func (n memoryNeeds) total(mode string) int64 {
 	unetWeights := n.UNet
 	if mode == VRAMLow {
 		unetWeights -= n.UNetCrossKV
 	}
 	if n.OneShot && mode != VRAMStream {
-		stages := max(unetWeights+n.UNetStep+n.UNetState, n.VAETile)
+		denoise := unetWeights + n.UNetStep + n.UNetState
+		if mode == VRAMFull {
+			// The loop makes its keys and values with the whole UNet loaded,
+			// then the projections are freed before the steps' compute is
+			// allocated (unet.CrossKVFreeable).
+			denoise = n.UNet + n.UNetState + max(0, n.UNetStep-n.UNetCrossKV)
+		}
+		stages := max(denoise, n.VAETile)
 		if mode == VRAMFull {
 			stages = max(stages, n.Encoders)
 		}

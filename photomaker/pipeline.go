@@ -276,8 +276,22 @@ func (p *Pipeline) loadEncoders(ctx context.Context) error {
 func (p *Pipeline) loadUNet(ctx context.Context, progress func(done, total int)) error {
 	var err error
 	p.unet, err = unet.Load(ctx, p.rt, p.model.Tensors, "unet.", unet.Options{Policy: p.policy, Progress: progress,
-		Stream: p.vram == VRAMStream, HostCrossKV: p.vram == VRAMLow, QuantizeKernels: p.cfg.QuantizeConvs})
+		Stream: p.vram == VRAMStream, CrossKV: p.crossKVPlacement(), QuantizeKernels: p.cfg.QuantizeConvs})
 	return err
+}
+
+// crossKVPlacement is where the UNet's cross-attention key and value
+// projections go: in RAM in the low mode; apart, to be freed once a
+// request's sampler loop has their keys and values, when the UNet is
+// loaded for one request only (OneShot); else with the other weights.
+func (p *Pipeline) crossKVPlacement() unet.CrossKVPlacement {
+	switch {
+	case p.vram == VRAMLow:
+		return unet.CrossKVInHost
+	case p.cfg.OneShot:
+		return unet.CrossKVFreeable
+	}
+	return unet.CrossKVWithUNet
 }
 
 // releasesEncoders says whether the encoders are freed after encoding.

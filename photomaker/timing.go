@@ -89,8 +89,8 @@ type MemoryUse struct {
 	// the latents and each conditioning's cross-attention keys and values.
 	LoopState int64
 	// Peak is the largest Total so far, taken when it can grow most: after
-	// loading, after a request's encoding, at the end of its sampler loop,
-	// after its denoising and after its decoding. With ReleaseEncoders only
+	// loading, after a request's encoding, once its sampler loop is set up
+	// and at the loop's end, after its denoising and after its decoding. With ReleaseEncoders only
 	// the first two hold the encoders; with OneShot only the denoising
 	// holds the UNet.
 	Peak int64
@@ -132,6 +132,10 @@ func (p *Pipeline) memoryUse() MemoryUse {
 		return m
 	}
 	cpu := p.rt.Device.IsCPU()
-	m.Weights = p.weightBytes(policy).onDevice(cpu, p.unet != nil, p.vram, p.text != nil && (cpu || p.encRT == p.rt))
+	parts := p.weightBytes(policy)
+	m.Weights = parts.onDevice(cpu, p.unet != nil, p.vram, p.text != nil && (cpu || p.encRT == p.rt))
+	if p.unet != nil && p.unet.CrossKVFreed() {
+		m.Weights -= parts.unetCrossKV
+	}
 	return m
 }

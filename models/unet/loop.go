@@ -37,7 +37,7 @@ type Loop struct {
 
 	conds   []Conditioning
 	ctxDims [4]int64  // the shape of every conditioning's context
-	stashed []crossKV // keys and values of conditionings 1, 2, …, which UseConditioning copies into kv
+	stashed []crossKV // with several conditionings, each one's keys and values, which UseConditioning copies into kv
 	current int       // the conditioning in kv
 
 	coef, timesteps, noise *ggml.Tensor // per-step inputs
@@ -62,9 +62,9 @@ type LoopInputs struct {
 	// Conditionings are the prompts the loop denoises with, all shaped
 	// alike. It starts with the first; UseConditioning switches (the
 	// PhotoMaker branch moves from the text-only prompt to the ID prompt at
-	// its merge step). Switching to a later one is a copy on the device;
-	// back to the first, its keys and values are computed again. The loop
-	// keeps reading these slices: leave them unchanged while it runs.
+	// its merge step): each one's keys and values are computed up front,
+	// and switching copies them within the device. The loop keeps reading
+	// these slices: leave them unchanged while it runs.
 	Conditionings []Conditioning
 	// Steps are the sampler's steps as coefficients (sampling.LinearSteps);
 	// the graph holds only the terms some step uses.
@@ -113,17 +113,22 @@ func (u *UNet) NewLoop(in LoopInputs) (*Loop, error) {
 	l := &Loop{u: u, terms: sampling.TermsOf(in.Steps), batch: batch, conds: in.Conditionings, ctxDims: cs}
 	latent := [4]int64{s[0], s[1], s[2], 1}
 
+	if u.crossFreed {
+		return nil, errCrossFreed
+	}
 	attns := u.m.crossAttentions()
-	l.state = ggml.NewContext(4+2*len(attns)*len(in.Conditionings), 0)
+	l.state = ggml.NewContext(4+2*len(attns)*(1+len(in.Conditionings)), 0)
 	l.x = l.state.NewTensor(ggml.TypeF32, latent[:]...).SetName("loop.latents")
 	if l.terms.Prev {
 		l.prev = l.state.NewTensor(ggml.TypeF32, latent[:]...).SetName("loop.prev_x0")
 	}
 	l.cond = [2]*ggml.Tensor{l.state.NewTensor(ggml.TypeF32, te[:2]...).SetName("loop.text_embeds"),
 		l.state.NewTensor(ggml.TypeF32, ti[:2]...).SetName("loop.time_ids")}
-	l.kv = l.newCrossKV(attns, 0)
-	for k := 1; k < len(in.Conditionings); k++ {
-		l.stashed = append(l.stashed, l.newCrossKV(attns, k))
+	l.kv = l.newCrossKV(attns, "")
+	if len(in.Conditionings) > 1 {
+		for k := range in.Conditionings {
+			l.stashed = append(l.stashed, l.newCrossKV(attns, fmt.Sprint(k)))
+		}
 	}
 	var err error
 	if l.buf, err = u.rt.Device.AllocState(l.state); err != nil {
@@ -146,7 +151,8 @@ func (u *UNet) NewLoop(in LoopInputs) (*Loop, error) {
 			return nil, err
 		}
 	}
-	if err := l.setPooled(0); err != nil {
+	l.current = -1
+	if err := l.UseConditioning(0); err != nil {
 		l.Close()
 		return nil, err
 	}
@@ -169,10 +175,10 @@ func (u *UNet) NewLoop(in LoopInputs) (*Loop, error) {
 }
 
 // newCrossKV declares in the loop's state one key and one value tensor per
-// cross-attention for conditioning k, shaped and typed as nn.SplitKV makes
-// them of the projected context (found on a scratch context: nothing is
-// computed).
-func (l *Loop) newCrossKV(attns []*attention, k int) crossKV {
+// cross-attention, shaped and typed as nn.SplitKV makes them of the
+// projected context (found on a scratch context: nothing is computed), for
+// the step to read (name "") or to stash a conditioning's (its number).
+func (l *Loop) newCrossKV(attns []*attention, name string) crossKV {
 	cfg, opt := &l.u.cfg, l.u.rt.Attn
 	scratch := ggml.NewContext(8*len(attns), 0)
 	defer scratch.Free()
@@ -182,19 +188,19 @@ func (l *Loop) newCrossKV(attns []*attention, k int) crossKV {
 		like := nn.SplitKV(scratch, proj, proj, a.heads(cfg), opt)
 		kt, vt := like.K.Shape(), like.V.Shape()
 		set[a] = nn.HeadsKV{
-			K: l.state.NewTensor(like.K.Type(), kt[:]...).SetName(fmt.Sprintf("loop.cond%d.k%d", k, i)),
-			V: l.state.NewTensor(like.V.Type(), vt[:]...).SetName(fmt.Sprintf("loop.cond%d.v%d", k, i)),
+			K: l.state.NewTensor(like.K.Type(), kt[:]...).SetName(fmt.Sprintf("loop.cross%s.k%d", name, i)),
+			V: l.state.NewTensor(like.V.Type(), vt[:]...).SetName(fmt.Sprintf("loop.cross%s.v%d", name, i)),
 		}
 	}
 	return set
 }
 
 // computeCross computes conditioning k's keys and values into their
-// tensors: kv for the first, its stash for the others.
+// tensors: its stash, or kv when it is the only one.
 func (l *Loop) computeCross(k int) error {
 	set := l.kv
-	if k > 0 {
-		set = l.stashed[k-1]
+	if l.stashed != nil {
+		set = l.stashed[k]
 	}
 	cfg, opt := &l.u.cfg, l.u.rt.Attn
 	g, err := l.u.rt.PrepareWrites(func(c *ggml.Context) []*ggml.Tensor {
@@ -216,8 +222,26 @@ func (l *Loop) computeCross(k int) error {
 	return nil
 }
 
-// setPooled uploads conditioning k's pooled embeddings and time ids.
-func (l *Loop) setPooled(k int) error {
+// UseConditioning makes the following steps denoise with conditioning k of
+// LoopInputs.Conditionings.
+func (l *Loop) UseConditioning(k int) error {
+	switch {
+	case k < 0 || k >= len(l.conds):
+		return &InputError{Msg: fmt.Sprintf("conditioning %d of %d", k, len(l.conds))}
+	case k == l.current:
+		return nil
+	}
+	if l.stashed != nil {
+		for a, kv := range l.kv {
+			from := l.stashed[k][a]
+			if err := kv.K.CopyFrom(from.K); err != nil {
+				return err
+			}
+			if err := kv.V.CopyFrom(from.V); err != nil {
+				return err
+			}
+		}
+	}
 	for i, v := range [2][]float32{l.conds[k].Pooled, l.conds[k].TimeIDs} {
 		if err := l.cond[i].SetData(ggml.F32Bytes(v)); err != nil {
 			return &InputError{Msg: fmt.Sprintf("conditioning: %v", err)}
@@ -227,30 +251,19 @@ func (l *Loop) setPooled(k int) error {
 	return nil
 }
 
-// UseConditioning makes the following steps denoise with conditioning k of
-// LoopInputs.Conditionings.
-func (l *Loop) UseConditioning(k int) error {
-	switch {
-	case k < 0 || k >= len(l.conds):
-		return &InputError{Msg: fmt.Sprintf("conditioning %d of %d", k, len(l.conds))}
-	case k == l.current:
-		return nil
-	case k == 0:
-		if err := l.computeCross(0); err != nil {
+// Restart starts the loop again from new initial latents (the next image
+// of a batch), with the first conditioning: the graph, its buffers and the
+// keys and values are reused.
+func (l *Loop) Restart(latents []float32) error {
+	if err := l.x.SetData(ggml.F32Bytes(latents)); err != nil {
+		return &InputError{Msg: fmt.Sprintf("latents: %v", err)}
+	}
+	if l.prev != nil { // read with a zero coefficient on the first step
+		if err := l.prev.SetData(make([]byte, l.prev.Bytes())); err != nil {
 			return err
 		}
-	default:
-		for a, kv := range l.kv {
-			from := l.stashed[k-1][a]
-			if err := kv.K.CopyFrom(from.K); err != nil {
-				return err
-			}
-			if err := kv.V.CopyFrom(from.V); err != nil {
-				return err
-			}
-		}
 	}
-	return l.setPooled(k)
+	return l.UseConditioning(0)
 }
 
 // build writes the loop body: see Linear for the update's terms.

@@ -186,6 +186,7 @@ func TestLoopSwitchesConditioning(t *testing.T) {
 	require.NoError(t, err)
 	lin := sampling.LinearSteps(smp)
 	x := sampling.Scale(in.Sample[:w*h*s.in], smp.InitNoiseSigma())
+	start := x
 
 	loop, err := u.NewLoop(LoopInputs{Width: w, Height: h, Latents: x, Guidance: 5, Conditionings: conds, Steps: lin})
 	require.NoError(t, err)
@@ -215,37 +216,63 @@ func TestLoopSwitchesConditioning(t *testing.T) {
 		x, prev = lin[i].Apply(x, sampling.CFG(out[:len(x)], out[len(x):], 5), prev, nil)
 	}
 	require.Equal(t, x, got)
+
+	// The next image of a batch reuses the loop from its first conditioning.
+	require.NoError(t, loop.Restart(start))
+	for i, ts := range smp.Timesteps() {
+		require.NoError(t, loop.UseConditioning(use[i]))
+		require.NoError(t, loop.Step(context.Background(), float32(ts), lin[i], nil))
+	}
+	require.Equal(t, got, loop.Latents(), "after Restart")
 }
 
-// With HostCrossKV the cross-attentions' key and value projections stay
-// out of the device's buffer, and a loop's latents do not change.
-func TestHostCrossKV(t *testing.T) {
+// Wherever Load puts the cross-attentions' key and value projections, a
+// loop's latents are the same: in host memory they leave the device's
+// buffer, and kept apart they can be freed once the loop has its keys and
+// values, after which nothing can project a text context any more.
+func TestCrossKVPlacement(t *testing.T) {
 	s := smallSpec()
 	set := genUNet(t, s, nil)
 	rt, err := nn.NewRuntime("cpu", 0)
 	require.NoError(t, err)
 	defer rt.Close()
-	run := func(host bool) ([]float32, int64) {
-		u, err := Load(context.Background(), rt, set, "unet.", Options{HostCrossKV: host})
+	in := randInputs(s, 8, 6, 2)
+	smp, err := sampling.New("euler", sampling.DefaultConfig(), 2, nil)
+	require.NoError(t, err)
+	lin := sampling.LinearSteps(smp)
+	projections := nn.EstimateBytesOf(set, "unet.", nil, IsCrossKVWeight)
+	require.Positive(t, projections)
+	run := func(place CrossKVPlacement) []float32 {
+		u, err := Load(context.Background(), rt, set, "unet.", Options{CrossKV: place})
 		require.NoError(t, err)
 		defer u.Close()
-		in := randInputs(s, 8, 6, 2)
-		smp, err := sampling.New("euler", sampling.DefaultConfig(), 2, nil)
-		require.NoError(t, err)
-		loop, err := u.NewLoop(LoopInputs{Width: 8, Height: 6, Latents: in.Sample[:8*6*s.in], Guidance: 5,
-			Conditionings: []Conditioning{{in.Context, in.TextEmbeds, in.TimeIDs}}, Steps: sampling.LinearSteps(smp)})
+		require.Equal(t, nn.EstimateBytes(set, "unet.", nil), u.w.Allocated())
+		loopIn := LoopInputs{Width: 8, Height: 6, Latents: in.Sample[:8*6*s.in], Guidance: 5,
+			Conditionings: []Conditioning{{in.Context, in.TextEmbeds, in.TimeIDs}}, Steps: lin}
+		loop, err := u.NewLoop(loopIn)
 		require.NoError(t, err)
 		defer loop.Close()
-		for i, ts := range smp.Timesteps() {
-			require.NoError(t, loop.Step(context.Background(), float32(ts), sampling.LinearSteps(smp)[i], nil))
+		u.FreeCrossKV()
+		switch place {
+		case CrossKVWithUNet:
+			require.Zero(t, u.w.ApartBytes())
+		case CrossKVInHost:
+			require.Equal(t, projections, u.w.ApartBytes(), "kept in host memory, not freed")
+		case CrossKVFreeable:
+			require.Zero(t, u.w.ApartBytes())
+			require.Equal(t, nn.EstimateBytes(set, "unet.", nil)-projections, u.w.Allocated())
+			var ie *InputError
+			_, err := u.NewLoop(loopIn)
+			require.ErrorAs(t, err, &ie)
+			_, err = u.Predict(context.Background(), in)
+			require.ErrorAs(t, err, &ie)
 		}
-		require.Equal(t, nn.EstimateBytes(set, "unet.", nil), u.w.Allocated())
-		return loop.Latents(), u.w.KeptInHost()
+		for i, ts := range smp.Timesteps() {
+			require.NoError(t, loop.Step(context.Background(), float32(ts), lin[i], nil))
+		}
+		return loop.Latents()
 	}
-	want, none := run(false)
-	got, host := run(true)
-	require.Equal(t, want, got)
-	require.Zero(t, none)
-	require.Positive(t, host)
-	require.Equal(t, nn.EstimateBytesOf(set, "unet.", nil, IsCrossKVWeight), host)
+	want := run(CrossKVWithUNet)
+	require.Equal(t, want, run(CrossKVInHost))
+	require.Equal(t, want, run(CrossKVFreeable))
 }

@@ -26,15 +26,29 @@ type Options struct {
 	// QuantizeKernels lets a quantized Policy reach the convolution
 	// kernels (see convPolicy); by default they stay f16.
 	QuantizeKernels bool
-	// HostCrossKV keeps the cross-attentions' key and value projections
-	// in host memory: a Loop runs them once per conditioning, not in its
-	// steps, so they need not take device memory (about 680 MB of SDXL's
-	// f16 weights), at the price of a copy to the device per conditioning.
-	HostCrossKV bool
+	// CrossKV places the cross-attentions' key and value projections
+	// (about 680 MB of SDXL's f16 weights), which a Loop runs once per
+	// conditioning rather than in its steps.
+	CrossKV CrossKVPlacement
 }
 
+// CrossKVPlacement is where Load puts the cross-attention key and value
+// projections (IsCrossKVWeight).
+type CrossKVPlacement int
+
+const (
+	// CrossKVWithUNet keeps them with the other weights.
+	CrossKVWithUNet CrossKVPlacement = iota
+	// CrossKVInHost keeps them in host memory that the device reads from:
+	// no device memory, one copy to the device per conditioning.
+	CrossKVInHost
+	// CrossKVFreeable keeps them on the device in a buffer of their own,
+	// which FreeCrossKV releases once the loops have their keys and values.
+	CrossKVFreeable
+)
+
 // IsCrossKVWeight says whether a UNet weight belongs to a cross-attention's
-// key or value projection (Options.HostCrossKV).
+// key or value projection (Options.CrossKV).
 func IsCrossKVWeight(name string) bool {
 	return strings.Contains(name, ".attn2.to_k.") || strings.Contains(name, ".attn2.to_v.")
 }
@@ -46,6 +60,10 @@ type UNet struct {
 	w      *nn.Weights
 	rt     *nn.Runtime
 	stream bool // weights in host memory (Options.Stream)
+	cross  CrossKVPlacement
+	// crossFreed: FreeCrossKV released the cross-attention key and value
+	// projections, so only existing loops can run.
+	crossFreed bool
 }
 
 // Load infers the configuration from the tensors of set under prefix
@@ -57,10 +75,14 @@ func Load(ctx context.Context, rt *nn.Runtime, set *weights.Set, prefix string, 
 		return nil, err
 	}
 	n := len(set.Prefix(prefix).Names())
-	u := &UNet{cfg: cfg, rt: rt, w: nn.NewWeights(n, convPolicy(opts.Policy, cfg, opts.QuantizeKernels)), stream: opts.Stream}
+	u := &UNet{cfg: cfg, rt: rt, w: nn.NewWeights(n, convPolicy(opts.Policy, cfg, opts.QuantizeKernels)), stream: opts.Stream, cross: opts.CrossKV}
 	u.w.StoreKernelsByRow()
-	if opts.HostCrossKV && !opts.Stream {
+	switch {
+	case opts.Stream: // every weight is in host memory already
+	case opts.CrossKV == CrossKVInHost:
 		u.w.KeepInHost(IsCrossKVWeight)
+	case opts.CrossKV == CrossKVFreeable:
+		u.w.KeepApart(IsCrossKVWeight)
 	}
 	if err := u.w.Bind(set, prefix, &u.m); err != nil {
 		u.w.Free()
@@ -120,6 +142,23 @@ func convPolicy(policy nn.TypePolicy, cfg Config, quantizeKernels bool) nn.TypeP
 	}
 }
 
+// FreeCrossKV releases the cross-attention key and value projections when
+// Load kept them apart (CrossKVFreeable): loops made before keep their keys
+// and values and run on, but nothing that projects a text context (a new
+// Loop, Predict) can run afterwards. Otherwise it does nothing.
+func (u *UNet) FreeCrossKV() {
+	if u.cross == CrossKVFreeable && !u.stream && !u.crossFreed {
+		u.w.FreeApart()
+		u.crossFreed = true
+	}
+}
+
+// CrossKVFreed says whether FreeCrossKV released the projections.
+func (u *UNet) CrossKVFreed() bool { return u.crossFreed }
+
+// errCrossFreed is what graphs that need the freed projections get.
+var errCrossFreed = &InputError{Msg: "the cross-attention key and value projections were freed (FreeCrossKV)"}
+
 // Config returns the inferred configuration.
 func (u *UNet) Config() Config { return u.cfg }
 
@@ -177,6 +216,9 @@ func (u *UNet) Forward(c *ggml.Context, sample, timestep, context, textEmbeds, t
 	}
 	if timestep.Type() != ggml.TypeF32 || timeIDs.Type() != ggml.TypeF32 {
 		return nil, &InputError{Msg: "timestep and time_ids must be F32"}
+	}
+	if u.crossFreed {
+		return nil, errCrossFreed
 	}
 	return u.forward(c, sample, timestep, encoderStates{context}, textEmbeds, timeIDs, addDim, nil), nil
 }
