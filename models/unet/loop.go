@@ -110,12 +110,12 @@ func (u *UNet) NewLoop(in LoopInputs) (*Loop, error) {
 	if len(in.Steps) == 0 {
 		return nil, &InputError{Msg: "a loop needs at least one step"}
 	}
-	l := &Loop{u: u, terms: sampling.TermsOf(in.Steps), batch: batch, conds: in.Conditionings, ctxDims: cs}
-	latent := [4]int64{s[0], s[1], s[2], 1}
-
 	if u.crossFreed {
 		return nil, errCrossFreed
 	}
+	l := &Loop{u: u, terms: sampling.TermsOf(in.Steps), batch: batch, conds: in.Conditionings, ctxDims: cs, current: -1}
+	latent := [4]int64{s[0], s[1], s[2], 1}
+
 	attns := u.m.crossAttentions()
 	l.state = ggml.NewContext(4+2*len(attns)*(1+len(in.Conditionings)), 0)
 	l.x = l.state.NewTensor(ggml.TypeF32, latent[:]...).SetName("loop.latents")
@@ -135,24 +135,13 @@ func (u *UNet) NewLoop(in LoopInputs) (*Loop, error) {
 		l.Close()
 		return nil, fmt.Errorf("unet: sampler state: %w", err)
 	}
-	if err := l.x.SetData(ggml.F32Bytes(in.Latents)); err != nil {
-		l.Close()
-		return nil, err
-	}
-	if l.prev != nil { // read with a zero coefficient on the first step
-		if err := l.prev.SetData(make([]byte, l.prev.Bytes())); err != nil {
-			l.Close()
-			return nil, err
-		}
-	}
 	for k := range in.Conditionings {
 		if err := l.computeCross(k); err != nil {
 			l.Close()
 			return nil, err
 		}
 	}
-	l.current = -1
-	if err := l.UseConditioning(0); err != nil {
+	if err := l.Restart(in.Latents); err != nil {
 		l.Close()
 		return nil, err
 	}
@@ -251,7 +240,7 @@ func (l *Loop) UseConditioning(k int) error {
 	return nil
 }
 
-// Restart starts the loop again from new initial latents (the next image
+// Restart starts the loop from initial latents (again for the next image
 // of a batch), with the first conditioning: the graph, its buffers and the
 // keys and values are reused.
 func (l *Loop) Restart(latents []float32) error {
