@@ -195,7 +195,8 @@ type partBytes struct {
 	streamChunk         int64 // the 30 largest UNet weights (see estimateNeeds)
 	crossKV             int64 // a sampler loop's cross-attention keys and values (see weightBytes)
 	// unetCrossKV is the UNet's cross-attention key and value projections,
-	// which the low mode keeps in RAM (unet.Options.HostCrossKV).
+	// which the low mode keeps in RAM (unet.CrossKVInHost) and generate
+	// frees once the loop is set up (unet.CrossKVFreeable).
 	unetCrossKV int64
 }
 
@@ -245,15 +246,16 @@ func (p *Pipeline) weightBytes(policy nn.TypePolicy) partBytes {
 		streamChunk: nn.LargestBytes(set, "unet.", unetPolicy, 30),
 		unetCrossKV: nn.EstimateBytesOf(set, "unet.", unetPolicy, unet.IsCrossKVWeight),
 	}
-	// The loop keeps each conditioning's keys and values in f16 (GPUs'
-	// flash attention), for one 77-token prompt chunk with CFG: the
-	// PhotoMaker branch has two conditionings, text-only and with the ID.
-	conds := int64(1)
+	// The loop keeps keys and values in f16 (GPUs' flash attention), for
+	// one 77-token prompt chunk with CFG: the set the step reads and, with
+	// PhotoMaker's two conditionings (text-only, then with the ID), a copy
+	// of each to switch between.
+	sets := int64(1)
 	if p.adapter != nil {
 		b.encoders += nn.EstimateBytes(p.adapter.Tensors, "pm.", policy)
-		conds = 2
+		sets = 3
 	}
-	b.crossKV = conds * unet.CrossKVBytes(set, "unet.", 77, 2, ggml.TypeF16)
+	b.crossKV = sets * unet.CrossKVBytes(set, "unet.", 77, 2, ggml.TypeF16)
 	return b
 }
 
