@@ -69,11 +69,11 @@ func rowLength(shape []int64) int64 {
 // Weights is a set of device tensors bound from a checkpoint. Bind declares
 // them, Upload allocates device memory and copies the data in.
 type Weights struct {
-	ctx     *ggml.Context
-	buf     *ggml.Buffer
-	pending []binding
-	policy  TypePolicy
-	max     int // tensors a context holds
+	ctx        *ggml.Context
+	buf        *ggml.Buffer
+	pending    []binding
+	policy     TypePolicy
+	maxTensors int // tensors a context holds
 	// apart, set by KeepApart or KeepInHost, picks the weights declared in
 	// apartCtx, whose buffer is in host memory when apartInHost.
 	apart       func(name string) bool
@@ -96,7 +96,7 @@ func NewWeights(maxTensors int, policy TypePolicy) *Weights {
 	if policy == nil {
 		policy = AllF32
 	}
-	return &Weights{ctx: ggml.NewContext(maxTensors, 0), policy: policy, max: maxTensors}
+	return &Weights{ctx: ggml.NewContext(maxTensors, 0), policy: policy, maxTensors: maxTensors}
 }
 
 // KeepInHost makes Bind declare the weights whose checkpoint names match in
@@ -112,7 +112,7 @@ func (w *Weights) KeepApart(match func(name string) bool) { w.keepApart(match, f
 
 func (w *Weights) keepApart(match func(name string) bool, inHost bool) {
 	w.apart, w.apartInHost = match, inHost
-	w.apartCtx = ggml.NewContext(w.max, 0)
+	w.apartCtx = ggml.NewContext(w.maxTensors, 0)
 }
 
 // FreeApart releases the memory of the weights KeepApart or KeepInHost set

@@ -193,7 +193,7 @@ func (p *Pipeline) chooseVRAM(policy nn.TypePolicy) (string, error) {
 type partBytes struct {
 	unet, vae, encoders int64
 	streamChunk         int64 // the 30 largest UNet weights (see estimateNeeds)
-	crossKV             int64 // a sampler loop's cross-attention keys and values (see weightBytes)
+	loopKV              int64 // a sampler loop's cross-attention keys and values (see weightBytes)
 	// unetCrossKV is the UNet's cross-attention key and value projections,
 	// which the low mode keeps in RAM (unet.CrossKVInHost) and generate
 	// frees once the loop is set up (unet.CrossKVFreeable).
@@ -255,7 +255,7 @@ func (p *Pipeline) weightBytes(policy nn.TypePolicy) partBytes {
 		b.encoders += nn.EstimateBytes(p.adapter.Tensors, "pm.", policy)
 		sets = 3
 	}
-	b.crossKV = sets * unet.CrossKVBytes(set, "unet.", 77, 2, ggml.TypeF16)
+	b.loopKV = sets * unet.CrossKVBytes(set, "unet.", 77, 2, ggml.TypeF16)
 	return b
 }
 
@@ -266,7 +266,7 @@ func (p *Pipeline) estimateNeeds(policy nn.TypePolicy, width, height int) memory
 	lat := int64(width/8) * int64(height/8)
 	return memoryNeeds{
 		UNet: w.unet, UNetCrossKV: w.unetCrossKV, VAE: w.vae, Encoders: w.encoders, StreamChunk: w.streamChunk, OneShot: p.cfg.OneShot,
-		UNetStep: lat * unetStepBytesPerLatentPixel, UNetState: w.crossKV,
+		UNetStep: lat * unetStepBytesPerLatentPixel, UNetState: w.loopKV,
 		VAETile: min(lat, int64(autoTile*autoTile)) * vaeDecodeBytesPerLatentPixel,
 	}
 }

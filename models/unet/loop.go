@@ -95,9 +95,10 @@ func (u *UNet) NewLoop(in LoopInputs) (*Loop, error) {
 		return nil, &InputError{Msg: "a loop needs a conditioning"}
 	}
 	var s, cs, te, ti [4]int64
+	sample, timesteps := make([]float32, batch*len(in.Latents)), make([]float32, batch) // only their lengths are checked
 	for k, cond := range in.Conditionings {
-		shapeIn := Inputs{Width: in.Width, Height: in.Height, Batch: batch, Sample: make([]float32, batch*len(in.Latents)),
-			Timesteps: make([]float32, batch), Context: cond.Context, TextEmbeds: cond.Pooled, TimeIDs: cond.TimeIDs}
+		shapeIn := Inputs{Width: in.Width, Height: in.Height, Batch: batch, Sample: sample,
+			Timesteps: timesteps, Context: cond.Context, TextEmbeds: cond.Pooled, TimeIDs: cond.TimeIDs}
 		s2, _, cs2, te2, ti2, err := u.shapes(&shapeIn)
 		if err != nil {
 			return nil, err
@@ -375,8 +376,9 @@ func (l *Loop) Close() {
 // flash path's type: f16 on GPUs).
 func CrossKVBytes(set *weights.Set, prefix string, tokens, batch int, kvType ggml.Type) int64 {
 	var n int64
-	for _, name := range set.Prefix(prefix).Names() {
-		if t, _ := set.Get(prefix + name); IsCrossKVWeight(name) && strings.HasSuffix(name, ".to_k.weight") && len(t.Shape) == 2 {
+	sub := set.Prefix(prefix)
+	for _, name := range sub.Names() {
+		if t, _ := sub.Get(name); IsCrossKVWeight(name) && strings.HasSuffix(name, ".to_k.weight") && len(t.Shape) == 2 {
 			n += 2 * kvType.RowBytes(t.Shape[0]) * int64(tokens) * int64(batch)
 		}
 	}
