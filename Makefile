@@ -9,6 +9,10 @@ CUDA_ARCH ?= native
 NATIVE_FLAGS := -O3 -march=native
 # Portable: any x86-64 CPU since 2013 (AVX2, FMA, F16C: x86-64-v3), any arm64.
 PORTABLE_FLAGS := -O3 $(if $(filter x86_64 amd64,$(shell uname -m)),-march=x86-64-v3)
+# ggml's CPU backend then stores q4_K and q4_0 weights interleaved for its
+# faster products (about 1.6× for q4_K on AVX2); plain `go build` leaves it out.
+CGO_CPPFLAGS += -DGGML_USE_CPU_REPACK
+export CGO_CPPFLAGS
 
 .PHONY: all build portable cuda vulkan rocm test bench fuzz clean demo docs
 

@@ -27,7 +27,7 @@ prepare)
 	rm -rf "$CARRY" && mkdir -p "$CARRY"
 	cp -r "$src" "$CARRY/ggml" && chmod -R u+w "$CARRY/ggml"
 	# No -march=native: the GPU machine's CPU differs from this one.
-	export CGO_CFLAGS="-O3 -march=x86-64-v3" CGO_CXXFLAGS="-O3 -march=x86-64-v3"
+	export CGO_CFLAGS="-O3 -march=x86-64-v3" CGO_CXXFLAGS="-O3 -march=x86-64-v3" CGO_CPPFLAGS="-DGGML_USE_CPU_REPACK"
 	go build -ldflags "-s -w" -o "$CARRY/photomaker" ./cmd/photomaker
 	go test -c -ldflags "-s -w" -o "$CARRY/ggml.test" ./bindings/ggml
 	go test -c -ldflags "-s -w" -o "$CARRY/photomaker.test" ./photomaker

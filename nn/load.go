@@ -19,6 +19,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
 
 	"golang.org/x/sync/semaphore"
 
@@ -80,6 +81,9 @@ type Weights struct {
 	apartInHost bool
 	apartCtx    *ggml.Context
 	apartBuf    *ggml.Buffer
+	// repacked and apartRepacked hold the weights that the CPU multiplies
+	// faster repacked (ggml.Backend.Repacks), out of ctx and apartCtx.
+	repacked, apartRepacked *ggml.Buffer
 	// byRows, once StoreKernelsByRow made it, holds the float 3×3 kernels
 	// declared by kernel row (see Conv2D).
 	byRows map[*ggml.Tensor]bool
@@ -118,9 +122,11 @@ func (w *Weights) keepApart(match func(name string) bool, inHost bool) {
 // FreeApart releases the memory of the weights KeepApart or KeepInHost set
 // apart; graphs must not use them afterwards.
 func (w *Weights) FreeApart() {
-	if w.apartBuf != nil {
-		w.apartBuf.Free()
-		w.apartBuf = nil
+	for _, b := range []**ggml.Buffer{&w.apartBuf, &w.apartRepacked} {
+		if *b != nil {
+			(*b).Free()
+			*b = nil
+		}
 	}
 }
 
@@ -344,8 +350,12 @@ func forEachStored(set *weights.Set, prefix string, policy TypePolicy, f func(na
 // Allocated is the size of the memory Upload allocated and that is not
 // freed (0 before), the weights set apart included.
 func (w *Weights) Allocated() int64 {
+	return bufferBytes(w.buf, w.apartBuf, w.repacked, w.apartRepacked)
+}
+
+func bufferBytes(bufs ...*ggml.Buffer) int64 {
 	var n int64
-	for _, b := range []*ggml.Buffer{w.buf, w.apartBuf} {
+	for _, b := range bufs {
 		if b != nil {
 			n += b.Size()
 		}
@@ -355,31 +365,38 @@ func (w *Weights) Allocated() int64 {
 
 // ApartBytes is the size of the buffer that holds the weights set apart
 // (KeepApart, KeepInHost), 0 once freed.
-func (w *Weights) ApartBytes() int64 {
-	if w.apartBuf == nil {
-		return 0
-	}
-	return w.apartBuf.Size()
-}
+func (w *Weights) ApartBytes() int64 { return bufferBytes(w.apartBuf, w.apartRepacked) }
 
 // Bytes returns the device memory the declared weights will take.
 func (w *Weights) Bytes(b *ggml.Backend) int64 { return b.AllocSize(w.ctx) }
 
 // Upload allocates the weights on backend b and copies them in, converting
 // or quantizing as the policy chose. progress (may be nil) is called after
-// each tensor with the number done and the total.
+// each tensor with the number done and the total. On the CPU, the weights
+// it multiplies faster repacked (q4_K, q4_0) are stored so.
 func (w *Weights) Upload(ctx context.Context, b *ggml.Backend, progress func(done, total int)) error {
-	return w.upload(ctx, b.Alloc, b.AllocHost, progress)
+	return w.upload(ctx, b.Alloc, b.AllocHost, b, progress)
 }
 
 // UploadHost is Upload into host memory that b's device streams from
 // (ggml.Backend.AllocHost): the weights take no device memory and are
 // copied to the device by every graph that uses them.
 func (w *Weights) UploadHost(ctx context.Context, b *ggml.Backend, progress func(done, total int)) error {
-	return w.upload(ctx, b.AllocHost, b.AllocHost, progress)
+	return w.upload(ctx, b.AllocHost, b.AllocHost, nil, progress)
 }
 
-func (w *Weights) upload(ctx context.Context, alloc, allocHost func(*ggml.Context) (*ggml.Buffer, error), progress func(done, total int)) error {
+// upload allocates and fills the weights; when cpu is not nil, those it
+// repacks go in buffers of their own first.
+func (w *Weights) upload(ctx context.Context, alloc, allocHost func(*ggml.Context) (*ggml.Buffer, error), cpu *ggml.Backend, progress func(done, total int)) error {
+	var err error
+	if w.repacked, err = allocRepacked(cpu, w.ctx); err != nil {
+		return err
+	}
+	if w.apartCtx != nil {
+		if w.apartRepacked, err = allocRepacked(cpu, w.apartCtx); err != nil {
+			return err
+		}
+	}
 	buf, err := alloc(w.ctx)
 	if err != nil {
 		return err
@@ -412,13 +429,18 @@ func (w *Weights) upload(ctx context.Context, alloc, allocHost func(*ggml.Contex
 	// Conversion (f16 widening, quantization, LoRA merges) runs on every
 	// core, a few tensors ahead; uploads happen in order on this goroutine.
 	type result struct {
-		data []byte
-		err  error
+		data   []byte
+		err    error
+		stored bool // the worker wrote it (repacked weights)
 	}
 	results := make([]chan result, len(w.pending))
 	for i := range results {
 		results[i] = make(chan result, 1)
 	}
+	// Workers may be writing repacked weights: an early return waits for
+	// them (after cancel) before the caller can free the buffers.
+	var workers sync.WaitGroup
+	defer workers.Wait()
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	next := make(chan int)
@@ -441,16 +463,22 @@ func (w *Weights) upload(ctx context.Context, alloc, allocHost func(*ggml.Contex
 		}
 	}()
 	for range runtime.NumCPU() {
-		go func() {
+		workers.Go(func() {
 			for i := range next {
 				p := w.pending[i]
 				data, err := convert(p.src, p.dst)
 				if err == nil && w.byRows[p.dst] {
 					data = kernelByRows(data, p.src.Shape, int(p.dst.Type().BlockBytes()))
 				}
-				results[i] <- result{data, err}
+				// Repacking, done by ggml as the tensor is written, takes
+				// longer than copying: it runs here, on every core.
+				if err == nil && p.dst.Repacked() {
+					results[i] <- result{err: p.dst.SetData(data), stored: true}
+					continue
+				}
+				results[i] <- result{data: data, err: err}
 			}
-		}()
+		})
 	}
 	for i, p := range w.pending {
 		var r result
@@ -462,8 +490,10 @@ func (w *Weights) upload(ctx context.Context, alloc, allocHost func(*ggml.Contex
 		if r.err != nil {
 			return fmt.Errorf("load %s: %w", p.name, r.err)
 		}
-		if err := p.dst.SetData(r.data); err != nil {
-			return fmt.Errorf("load %s: %w", p.name, err)
+		if !r.stored {
+			if err := p.dst.SetData(r.data); err != nil {
+				return fmt.Errorf("load %s: %w", p.name, err)
+			}
 		}
 		release.After(p.src.NBytes())
 		ahead.Release(weight(i))
@@ -478,6 +508,24 @@ func (w *Weights) upload(ctx context.Context, alloc, allocHost func(*ggml.Contex
 	// of the run that follows.
 	debug.FreeOSMemory()
 	return nil
+}
+
+// allocRepacked places the weights of ctx that cpu (nil: none) multiplies
+// faster repacked in a buffer of their own; nil when there are none.
+func allocRepacked(cpu *ggml.Backend, ctx *ggml.Context) (*ggml.Buffer, error) {
+	if cpu == nil || !cpu.IsCPU() {
+		return nil, nil
+	}
+	var ts []*ggml.Tensor
+	for _, t := range ctx.Tensors() {
+		if cpu.Repacks(t) {
+			ts = append(ts, t)
+		}
+	}
+	if len(ts) == 0 {
+		return nil, nil
+	}
+	return cpu.AllocRepacked(ts...)
 }
 
 // convertBudget bounds the float32 bytes of tensors converted ahead of
@@ -530,7 +578,7 @@ func kernelByRows(data []byte, shape []int64, elem int) []byte {
 
 // Free releases the device memory and headers.
 func (w *Weights) Free() {
-	for _, b := range []**ggml.Buffer{&w.buf, &w.apartBuf} {
+	for _, b := range []**ggml.Buffer{&w.buf, &w.apartBuf, &w.repacked, &w.apartRepacked} {
 		if *b != nil {
 			(*b).Free()
 			*b = nil

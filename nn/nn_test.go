@@ -344,3 +344,53 @@ func TestEstimateBytes(t *testing.T) {
 	require.Equal(t, big, LargestBytes(f.set, "m.", AllF32, 1000))
 	require.Greater(t, big, EstimateBytes(f.set, "m.", KeepPrecise(func(string, *weights.Tensor) ggml.Type { return ggml.TypeQ8_0 })))
 }
+
+// On the CPU, Upload stores the q4_0 products' weights repacked (when ggml
+// has the repack buffer): the model computes what it computes with them
+// stored plainly (UploadHost never repacks).
+func TestUploadRepacks(t *testing.T) {
+	if !ggml.CanRepack() {
+		t.Skip("ggml was built without GGML_USE_CPU_REPACK (make test sets it)")
+	}
+	f := newFixture(t)
+	rt, err := NewRuntime("cpu", 2)
+	require.NoError(t, err)
+	defer rt.Close()
+	q4 := KeepPrecise(func(string, *weights.Tensor) ggml.Type { return ggml.TypeQ4_0 })
+	r := rand.New(rand.NewPCG(5, 5))
+	x := make([]float32, 32*7*2)
+	for i := range x {
+		x[i] = float32(r.NormFloat64())
+	}
+	run := func(upload func(*Weights) error) ([]float32, *Weights) {
+		w := NewWeights(64, q4)
+		var m testModel
+		require.NoError(t, w.Bind(f.set, "m.", &m))
+		require.NoError(t, upload(w))
+		out, err := rt.Run(context.Background(), func(c *ggml.Context) []*ggml.Tensor {
+			b := &m.Blocks[0]
+			return []*ggml.Tensor{b.Out.Forward(c, b.FF.Forward(c, c.InputF32(x, 32, 7, 2)))}
+		})
+		require.NoError(t, err)
+		return out[0].Data, w
+	}
+	want, plain := run(func(w *Weights) error { return w.UploadHost(context.Background(), rt.Device, nil) })
+	defer plain.Free()
+	require.Nil(t, plain.repacked)
+	got, w := run(func(w *Weights) error { return w.Upload(context.Background(), rt.Device, nil) })
+	defer w.Free()
+	// ff.proj and out of both blocks; the flattened 3×3 kernel's 36-long
+	// rows fit no q4_0 block.
+	require.NotNil(t, w.repacked)
+	require.Equal(t, int64(2*(128*32+32*64)/32*18), w.repacked.Size())
+	require.Equal(t, plain.Allocated(), w.Allocated())
+	// The same products, summed in another order.
+	require.Len(t, got, len(want))
+	var num, den float64
+	for i := range want {
+		d := float64(got[i] - want[i])
+		num, den = num+d*d, den+float64(want[i])*float64(want[i])
+	}
+	require.Less(t, math.Sqrt(num/den), 1e-6)
+	require.NotZero(t, den)
+}

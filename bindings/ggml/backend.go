@@ -376,7 +376,12 @@ func (b *Backend) alloc(ctx *Context, buft C.ggml_backend_buffer_type_t, onDevic
 // scheduler: test inputs that should sit on the device, so that the ops on
 // them run there while ops the device lacks still fall back to the CPU.
 func (b *Backend) AllocTensors(ts ...*Tensor) (*Buffer, error) {
-	buft := C.ggml_backend_dev_buffer_type(b.Dev.p)
+	return allocTensorsIn(C.ggml_backend_dev_buffer_type(b.Dev.p), ts, b.Dev.Name)
+}
+
+// allocTensorsIn places ts, one after another, in a new buffer of type
+// buft; where names its memory for errors.
+func allocTensorsIn(buft C.ggml_backend_buffer_type_t, ts []*Tensor, where string) (*Buffer, error) {
 	align := int64(C.ggml_backend_buft_get_alignment(buft))
 	up := func(n int64) int64 { return (n + align - 1) / align * align }
 	var size int64
@@ -385,14 +390,14 @@ func (b *Backend) AllocTensors(ts ...*Tensor) (*Buffer, error) {
 	}
 	p := C.ggml_backend_buft_alloc_buffer(buft, C.size_t(max(size, align)))
 	if p == nil {
-		return nil, fmt.Errorf("%w on %s: could not allocate %s", ErrOutOfMemory, b.Dev.Name, HumanBytes(size))
+		return nil, fmt.Errorf("%w in %s: could not allocate %s", ErrOutOfMemory, where, HumanBytes(size))
 	}
 	base := C.ggml_backend_buffer_get_base(p)
 	var off int64
 	for _, t := range ts {
 		if C.ggml_backend_tensor_alloc(p, t.p, unsafe.Add(base, off)) != C.GGML_STATUS_SUCCESS {
 			C.ggml_backend_buffer_free(p)
-			return nil, fmt.Errorf("ggml: could not place tensor %q in a %s buffer", t.Name(), b.Dev.Name)
+			return nil, fmt.Errorf("ggml: could not place tensor %q in a %s buffer", t.Name(), C.GoString(C.ggml_backend_buft_name(buft)))
 		}
 		off += up(int64(C.ggml_backend_buft_get_alloc_size(buft, t.p)))
 	}

@@ -209,6 +209,10 @@ ggml_backend_reg_t ggml_backend_dev_backend_reg(ggml_backend_dev_t dev);
 const char * ggml_backend_reg_name(ggml_backend_reg_t reg);
 ggml_backend_reg_t ggml_backend_load(const char * path);
 void * ggml_backend_reg_get_proc_address(ggml_backend_reg_t reg, const char * name);
+// What ggml_backend_reg_get_proc_address(reg, "ggml_backend_dev_get_extra_bufts")
+// returns: the device's extra buffer types (the CPU's "CPU_REPACK"), a
+// NULL-terminated list.
+typedef ggml_backend_buffer_type_t * (*ggml_backend_dev_get_extra_bufts_t)(ggml_backend_dev_t device);
 void ggml_backend_free(ggml_backend_t backend);
 const char * ggml_backend_name(ggml_backend_t backend);
 ggml_backend_dev_t ggml_backend_get_device(ggml_backend_t backend);
@@ -225,6 +229,7 @@ size_t ggml_backend_alloc_ctx_tensors_from_buft_size(struct ggml_context * ctx, 
 ggml_backend_buffer_t ggml_backend_alloc_ctx_tensors_from_buft(struct ggml_context * ctx, ggml_backend_buffer_type_t buft);
 void ggml_backend_buffer_free(ggml_backend_buffer_t buffer);
 size_t ggml_backend_buffer_get_size(ggml_backend_buffer_t buffer);
+ggml_backend_buffer_type_t ggml_backend_buffer_get_type(ggml_backend_buffer_t buffer);
 ggml_backend_buffer_t ggml_backend_buft_alloc_buffer(ggml_backend_buffer_type_t buft, size_t size);
 size_t ggml_backend_buft_get_alignment(ggml_backend_buffer_type_t buft);
 size_t ggml_backend_buft_get_alloc_size(ggml_backend_buffer_type_t buft, const struct ggml_tensor * tensor);

@@ -227,6 +227,8 @@ func (t *Tensor) CopyFrom(src *Tensor) error {
 	switch {
 	case !t.Allocated() || !src.Allocated():
 		return fmt.Errorf("ggml: copying %q into %q: both need memory", src.Name(), t.Name())
+	case t.Repacked() || src.Repacked():
+		return fmt.Errorf("ggml: copying %q into %q: repacked weights are only for the CPU's products", src.Name(), t.Name())
 	case t.Type() != src.Type() || t.Shape() != src.Shape() || !t.Contiguous() || !src.Contiguous():
 		return fmt.Errorf("ggml: copying %q (%s %v) into %q (%s %v): want one contiguous type and shape",
 			src.Name(), src.Type(), src.Shape(), t.Name(), t.Type(), t.Shape())
@@ -235,8 +237,10 @@ func (t *Tensor) CopyFrom(src *Tensor) error {
 	return nil
 }
 
-// Data copies the tensor's bytes out of backend memory.
+// Data copies the tensor's bytes out of backend memory. A repacked weight
+// (Backend.AllocRepacked) cannot be read: Data panics.
 func (t *Tensor) Data() []byte {
+	t.mustBeReadable()
 	b := make([]byte, t.Bytes())
 	if len(b) > 0 {
 		C.ggml_backend_tensor_get(t.p, unsafe.Pointer(&b[0]), 0, C.size_t(len(b)))
@@ -249,6 +253,7 @@ func (t *Tensor) Float32() []float32 {
 	if t.Type() != TypeF32 {
 		panic(fmt.Sprintf("ggml: Float32 on a %s tensor", t.Type()))
 	}
+	t.mustBeReadable()
 	// Straight into the float32 slice: outputs can be large, and a byte
 	// copy in between would double them (ggml's hosts are little-endian).
 	v := make([]float32, t.Bytes()/4)
