@@ -47,7 +47,7 @@ test:
 	$(MAKE) --no-print-directory fuzz FUZZTIME=20000x FUZZMIN=100x
 
 bench:
-	CGO_CFLAGS="$(NATIVE_FLAGS)" CGO_CXXFLAGS="$(NATIVE_FLAGS)" $(GO) test -run '^$$' -bench . -benchtime 3x ./bindings/... ./models/...
+	CGO_CFLAGS="$(NATIVE_FLAGS)" CGO_CXXFLAGS="$(NATIVE_FLAGS)" $(GO) test -run '^$$' -bench . -benchtime 3x ./bindings/... ./nn/... ./models/...
 
 # Fuzz every parser in turn; longer runs by hand: make fuzz FUZZTIME=1h
 # Counts (20000x) rather than durations keep the short CI pass free of

@@ -34,6 +34,11 @@ type Runtime struct {
 	warned           map[string]bool // ops already reported as running on the CPU
 }
 
+// cpuSoftmaxUpTo bounds the score matrices the CPU computes whole
+// (AttentionOptions.SoftmaxUpTo): SDXL's largest at 512² takes 80 MiB,
+// at 1024² 160 MiB (second level) and 1.3 GiB (first).
+const cpuSoftmaxUpTo = 128 << 20
+
 // NewRuntime opens a device by name ("auto", "cpu", "cuda:0", ...).
 // threads sets the CPU's thread count (≤0: all cores).
 func NewRuntime(device string, threads int) (*Runtime, error) {
@@ -45,11 +50,15 @@ func NewRuntime(device string, threads int) (*Runtime, error) {
 	if err != nil {
 		return nil, err
 	}
-	// Flash attention on the CPU too, with f32 K/V (every golden passes):
-	// the same speed as the softmax path at 512² (29 s per q8_0 step on 2
-	// cores) and half a 1024² UNet step's compute (0.78 vs 1.6 GiB), which
-	// with OneShot sets the CPU's peak.
-	r := &Runtime{CPU: cpu, Device: cpu, F32Accumulation: true, Attn: AttentionOptions{Flash: true, KVType: ggml.TypeF32}}
+	// On the CPU, attention takes the softmax path while its score matrix
+	// stays within cpuSoftmaxUpTo, which covers every attention of a 512²
+	// SDXL step: its products run on the GEMM kernels, 2.3–2.5× as fast as
+	// ggml's CPU flash kernel (BenchmarkAttention; the 512² q4_K step went
+	// from 24.1 to 22.0 s on 2 cores). Larger ones take the flash kernel,
+	// with f32 K/V: a 1024² step's compute stays at 0.78 GiB instead of
+	// 1.6, which with OneShot sets the CPU's peak.
+	r := &Runtime{CPU: cpu, Device: cpu, F32Accumulation: true,
+		Attn: AttentionOptions{Flash: true, KVType: ggml.TypeF32, SoftmaxUpTo: cpuSoftmaxUpTo}}
 	backends := []*ggml.Backend{cpu}
 	if dev.Type != ggml.DeviceCPU {
 		b, err := ggml.NewBackend(dev, threads)

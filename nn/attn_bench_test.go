@@ -1,0 +1,58 @@
+package nn
+
+import (
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"testing"
+
+	"github.com/gophotomaker/photomaker/bindings/ggml"
+)
+
+// BenchmarkAttention times SDXL's self-attentions at 512² (two images, as
+// with CFG) on the CPU: its first attention level (640 channels, 10 heads,
+// 32×32 tokens) and its second (1280, 20, 16×16), by ggml's flash kernel
+// and by the softmax path.
+func BenchmarkAttention(b *testing.B) {
+	rt, err := NewRuntime("cpu", 0)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer rt.Close()
+	r := rand.New(rand.NewPCG(1, 1))
+	for _, sh := range []struct{ C, N, H int64 }{{640, 1024, 10}, {1280, 256, 20}} {
+		const B = 2
+		x := make([]float32, sh.C*sh.N*B*3)
+		for i := range x {
+			x[i] = float32(r.NormFloat64())
+		}
+		for _, opt := range []struct {
+			name string
+			o    AttentionOptions
+		}{
+			{"flash_f32", AttentionOptions{Flash: true, KVType: ggml.TypeF32}},
+			{"flash_f16", AttentionOptions{Flash: true, KVType: ggml.TypeF16}},
+			{"softmax", AttentionOptions{}},
+		} {
+			b.Run(fmt.Sprintf("%s_%dx%d", opt.name, sh.C, sh.N), func(b *testing.B) {
+				n := sh.C * sh.N * B
+				g, err := rt.Prepare(func(c *ggml.Context) []*ggml.Tensor {
+					q, k, v := c.InputF32(x[:n], sh.C, sh.N, B), c.InputF32(x[n:2*n], sh.C, sh.N, B), c.InputF32(x[2*n:], sh.C, sh.N, B)
+					return []*ggml.Tensor{Attend(c, q, k, v, int(sh.H), nil, opt.o)}
+				})
+				if err != nil {
+					b.Fatal(err)
+				}
+				defer g.Close()
+				b.ResetTimer()
+				for range b.N {
+					if _, err := g.Run(context.Background()); err != nil {
+						b.Fatal(err)
+					}
+				}
+				flops := float64(4 * sh.C * sh.N * sh.N * B) // two products
+				b.ReportMetric(flops*float64(b.N)/b.Elapsed().Seconds()/1e9, "GFLOP/s")
+			})
+		}
+	}
+}
