@@ -355,9 +355,10 @@ func (b *Backend) alloc(ctx *Context, buft C.ggml_backend_buffer_type_t, onDevic
 		return nil, fmt.Errorf("%w on %s: the weights need %s but only %s of %s is free; try quantized weights (--type q8_0 or q4_K), --vram stream, or --device cpu",
 			ErrOutOfMemory, b.Dev.Name, HumanBytes(need), HumanBytes(int64(free)), HumanBytes(int64(total)))
 	}
-	if avail, ok := hostMemory(); !onDevice && ok && uint64(need) > avail {
-		return nil, fmt.Errorf("%w: the weights need %s of RAM but only %s is available; try quantized weights (--type q8_0 or q4_K) or close other programs",
-			ErrOutOfMemory, HumanBytes(need), HumanBytes(int64(avail)))
+	if !onDevice {
+		if err := checkRAM(need); err != nil {
+			return nil, err
+		}
 	}
 	p := C.ggml_backend_alloc_ctx_tensors_from_buft(ctx.p, buft)
 	if p == nil {
@@ -369,6 +370,15 @@ func (b *Backend) alloc(ctx *Context, buft C.ggml_backend_buffer_type_t, onDevic
 	}
 	C.ggml_backend_buffer_set_usage(p, C.GGML_BACKEND_BUFFER_USAGE_WEIGHTS)
 	return &Buffer{p: p}, nil
+}
+
+// checkRAM fails when weights of need bytes cannot fit the available RAM.
+func checkRAM(need int64) error {
+	if avail, ok := hostMemory(); ok && uint64(need) > avail {
+		return fmt.Errorf("%w: the weights need %s of RAM but only %s is available; try quantized weights (--type q8_0 or q4_K) or close other programs",
+			ErrOutOfMemory, HumanBytes(need), HumanBytes(int64(avail)))
+	}
+	return nil
 }
 
 // AllocTensors gives the listed tensors (not yet allocated) memory in one

@@ -81,13 +81,19 @@ func (b *Backend) Repacks(w *Tensor) bool {
 }
 
 // AllocRepacked gives the tensors (each one Repacks accepts) memory in one
-// CPU buffer of the repack type, marked as weights. Writing a tensor
-// (SetData, all of it at once) stores it interleaved.
+// CPU buffer of the repack type, marked as weights, after checking the
+// available RAM as Alloc does. Writing a tensor (SetData, all of it at
+// once) stores it interleaved.
 func (b *Backend) AllocRepacked(ts ...*Tensor) (*Buffer, error) {
+	var need int64
 	for _, t := range ts {
 		if !b.Repacks(t) {
 			return nil, fmt.Errorf("ggml: %s weight %q %v cannot be repacked", t.Type(), t.Name(), t.Shape())
 		}
+		need += t.Bytes()
+	}
+	if err := checkRAM(need); err != nil {
+		return nil, err
 	}
 	buf, err := allocTensorsIn(repackType(), ts, "host memory")
 	if err != nil {

@@ -43,6 +43,13 @@ func TestRepack(t *testing.T) {
 	}
 	_, err := cpu.AllocRepacked(c.NewTensor(TypeF16, 64, 16))
 	require.ErrorContains(t, err, "cannot be repacked")
+	// As Alloc, it checks the available RAM first.
+	old := hostMemory
+	hostMemory = func() (uint64, bool) { return 1 << 10, true }
+	_, err = cpu.AllocRepacked(c.NewTensor(TypeQ4_K, 512, 64)) // 18 KiB
+	hostMemory = old
+	require.ErrorIs(t, err, ErrOutOfMemory)
+	require.ErrorContains(t, err, "the weights need 18.0 KiB of RAM but only 1.0 KiB is available")
 
 	// A repacked product equals the plain one: activations of 3 images of
 	// 5 tokens (not a multiple of the 4 rows the kernels take at once).
