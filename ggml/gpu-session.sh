@@ -59,8 +59,8 @@ run)
 	fits() { ((deadline == 0 || SECONDS + $1 < deadline)) || { echo "skipped $2: deadline" >>"$R/skipped.txt"; false; }; }
 	limit() { local cap=$1; ((deadline == 0)) || cap=$((deadline - SECONDS < cap ? deadline - SECONDS : cap)); echo "$((cap > 1 ? cap : 1))"; }
 	# STEPS picks parts (a 600 s call may not fit the first CUDA build and
-	# every bench): build ops e2e bench vulkan.
-	steps=" ${STEPS:-build ops e2e bench vulkan} "
+	# every bench): build ops e2e bench vulkan cpu.
+	steps=" ${STEPS:-build ops e2e bench vulkan cpu} "
 	if [ ! -f build/cuda/build.ninja ]; then
 		cmake -S . -B build/cuda -G Ninja -DGGML_SRC="$PWD/$CARRY/ggml" -DPM_BACKEND=cuda \
 			-DCMAKE_BUILD_TYPE=Release -DCMAKE_CUDA_ARCHITECTURES="${CUDA_ARCH:-90}" -DPM_OUT="$PWD/$CARRY/lib" \
@@ -116,6 +116,11 @@ run)
 		if [ -f "$icd" ]; then export VK_DRIVER_FILES=$icd; fi
 		checks vk- "$CARRY/vulkan"
 		benches vk- "$CARRY/vulkan" vulkan "${VK_BENCH:-f16:1024:20}"
+	fi
+	# The machine's own CPU, last: 512² steps on all its cores, next to
+	# PyTorch fp32's 4.2–7.0 s per batch-2 step there (issue #8).
+	if [[ $steps == *" cpu "* ]]; then
+		benches cpu- "" cpu "${CPU_BENCH:-q8_0:512:1 q4_K:512:1 f16:512:1}"
 	fi
 	tail -n 4 "$R"/*.txt "$R"/*.err "$R"/*.json 2>/dev/null | cut -c1-400 | head -150
 	;;
