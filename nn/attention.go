@@ -15,19 +15,14 @@ type AttentionOptions struct {
 	// KVType is the type keys and values are cast to for the flash kernel
 	// (F16 is fastest on GPUs; F32 keeps reference precision).
 	KVType ggml.Type
-	// SoftmaxUpTo, with Flash, sends attentions whose f32 score matrix
-	// (queries·keys·heads·batch) takes at most this many bytes through the
-	// softmax path all the same. On the CPU its two products run on the
-	// GEMM kernels, about twice as fast as ggml's CPU flash kernel
-	// (BenchmarkAttention); the bound keeps the scores of large images
-	// (1.3 GB for SDXL's first attention level at 1024²) out of memory.
+	// SoftmaxUpTo > 0, with Flash, sends attention through the softmax
+	// path instead, in pieces of queries whose f32 score matrices
+	// (queries·keys·heads·batch) take at most this many bytes each. On the
+	// CPU its two products run on the GEMM kernels, about 2.5 times as
+	// fast as ggml's CPU flash kernel (BenchmarkAttention), and the pieces
+	// keep the scores of large images (1.3 GB for SDXL's first attention
+	// level at 1024²) from taking memory all at once.
 	SoftmaxUpTo int64
-}
-
-// flash says whether attention from nq queries to nk keys in heads×batch
-// takes the flash kernel.
-func (o AttentionOptions) flash(nq, nk, heads, batch int64) bool {
-	return o.Flash && 4*nq*nk*heads*batch > o.SoftmaxUpTo
 }
 
 // Attend computes multi-head attention softmax(q·kᵀ/√d + mask)·v.
@@ -81,7 +76,7 @@ func SplitKV(c *ggml.Context, k, v *ggml.Tensor, heads int, opt AttentionOptions
 // AttendHeads attends from q [C, Nq, B] to keys and values split by
 // SplitKV with the same heads and opt (mask ≠ nil needs opt.Flash off).
 // Keys and values split for the flash kernel also serve the softmax path
-// that opt.SoftmaxUpTo may pick.
+// that opt.SoftmaxUpTo picks.
 // Returns [C, Nq, B].
 func AttendHeads(c *ggml.Context, q *ggml.Tensor, kv HeadsKV, heads int, mask *ggml.Tensor, scale float32, opt AttentionOptions) *ggml.Tensor {
 	C, Nq, B := q.Ne(0), q.Ne(1), q.Ne(2)
@@ -89,17 +84,41 @@ func AttendHeads(c *ggml.Context, q *ggml.Tensor, kv HeadsKV, heads int, mask *g
 	// [C, N, B] → [D, H, N, B] → [D, N, H, B]; the kernels read q through
 	// its strides (llama.cpp passes permuted views too).
 	qh := c.Permute(c.Reshape(q, D, H, Nq, B), 0, 2, 1, 3)
-	vt := kv.V // [Nk, D, H, B]
-	if opt.Flash {
-		if opt.flash(Nq, kv.K.Ne(1), H, B) {
-			o := c.FlashAttn(qh, kv.K, kv.V, nil, scale) // [D, H, Nq, B]
-			return c.Reshape(o, C, Nq, B)
-		}
-		// Split for the flash kernel: V is [D, Nk, H, B].
-		vt = c.Cont(c.Permute(kv.V, 1, 0, 2, 3))
+	if !opt.Flash {
+		return softmaxAttention(c, qh, kv.K, kv.V, mask, scale)
 	}
-	scores := c.MulMat(kv.K, c.Cont(qh))                         // [Nk, Nq, H, B]
-	probs := c.SoftMax(scores, mask, scale)                      // over keys
-	o := c.MulMat(vt, probs)                                     // [D, Nq, H, B]
-	return c.Reshape(c.Cont(c.Permute(o, 0, 2, 1, 3)), C, Nq, B) // [D, H, Nq, B] → [C, Nq, B]
+	if opt.SoftmaxUpTo <= 0 {
+		o := c.FlashAttn(qh, kv.K, kv.V, nil, scale) // [D, H, Nq, B]
+		return c.Reshape(o, C, Nq, B)
+	}
+	// Split for the flash kernel, V is [D, Nk, H, B]: transpose it once
+	// for every piece.
+	vt := c.Cont(c.Permute(kv.V, 1, 0, 2, 3))
+	Nk := kv.K.Ne(1)
+	pieces := (4*Nq*Nk*H*B + opt.SoftmaxUpTo - 1) / opt.SoftmaxUpTo
+	step := (Nq + pieces - 1) / pieces
+	var out *ggml.Tensor
+	for start := int64(0); start < Nq; start += step {
+		n := min(step, Nq-start)
+		piece := c.View(qh, [4]int64{D, n, H, B}, qh.Nb(1), qh.Nb(2), qh.Nb(3), start*qh.Nb(1))
+		o := softmaxAttention(c, piece, kv.K, vt, nil, scale)
+		if out == nil {
+			out = o
+		} else {
+			out = c.Concat(out, o, 1)
+		}
+	}
+	return out
+}
+
+// softmaxAttention computes softmax(q·kᵀ·scale + mask)·v for q [D, Nq, H,
+// B] (any strides), k [D, Nk, H, B] and vt [Nk, D, H, B]: two products
+// over contiguous operands, which ggml's CPU runs on its GEMM kernels.
+// Returns [C, Nq, B].
+func softmaxAttention(c *ggml.Context, q, k, vt, mask *ggml.Tensor, scale float32) *ggml.Tensor {
+	D, Nq, H, B := q.Ne(0), q.Ne(1), q.Ne(2), q.Ne(3)
+	scores := c.MulMat(k, c.Cont(q))                               // [Nk, Nq, H, B]
+	probs := c.SoftMax(scores, mask, scale)                        // over keys
+	o := c.MulMat(vt, probs)                                       // [D, Nq, H, B]
+	return c.Reshape(c.Cont(c.Permute(o, 0, 2, 1, 3)), D*H, Nq, B) // [D, H, Nq, B] → [C, Nq, B]
 }

@@ -9,10 +9,11 @@ import (
 	"github.com/gophotomaker/photomaker/bindings/ggml"
 )
 
-// BenchmarkAttention times SDXL's self-attentions at 512² (two images, as
-// with CFG) on the CPU: its first attention level (640 channels, 10 heads,
-// 32×32 tokens) and its second (1280, 20, 16×16), by ggml's flash kernel
-// and by the softmax path.
+// BenchmarkAttention times SDXL's self-attentions (two images, as with
+// CFG) on the CPU: at 512² its first attention level (640 channels, 10
+// heads, 32×32 tokens) and its second (1280, 20, 16×16), and at 1024² the
+// first (64×64 tokens), by ggml's flash kernel and by the softmax path,
+// whole or in the CPU runtime's pieces.
 func BenchmarkAttention(b *testing.B) {
 	rt, err := NewRuntime("cpu", 0)
 	if err != nil {
@@ -20,7 +21,7 @@ func BenchmarkAttention(b *testing.B) {
 	}
 	defer rt.Close()
 	r := rand.New(rand.NewPCG(1, 1))
-	for _, sh := range []struct{ C, N, H int64 }{{640, 1024, 10}, {1280, 256, 20}} {
+	for _, sh := range []struct{ C, N, H int64 }{{640, 1024, 10}, {1280, 256, 20}, {640, 4096, 10}} {
 		const B = 2
 		x := make([]float32, sh.C*sh.N*B*3)
 		for i := range x {
@@ -33,7 +34,11 @@ func BenchmarkAttention(b *testing.B) {
 			{"flash_f32", AttentionOptions{Flash: true, KVType: ggml.TypeF32}},
 			{"flash_f16", AttentionOptions{Flash: true, KVType: ggml.TypeF16}},
 			{"softmax", AttentionOptions{}},
+			{"softmax_pieces", AttentionOptions{Flash: true, KVType: ggml.TypeF32, SoftmaxUpTo: cpuSoftmaxUpTo}},
 		} {
+			if opt.name == "softmax" && 4*sh.N*sh.N*sh.H*B > cpuSoftmaxUpTo {
+				continue // its scores alone take 1.3 GB
+			}
 			b.Run(fmt.Sprintf("%s_%dx%d", opt.name, sh.C, sh.N), func(b *testing.B) {
 				n := sh.C * sh.N * B
 				g, err := rt.Prepare(func(c *ggml.Context) []*ggml.Tensor {

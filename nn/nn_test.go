@@ -272,20 +272,22 @@ func TestLayersAgainstReferences(t *testing.T) {
 		}
 		a, b := run(t, build(true, ggml.TypeF32)), run(t, build(false, ggml.TypeF32))
 		half := run(t, build(true, ggml.TypeF16)) // the GPUs' setting: K/V cast to f16 from the permuted heads
-		// The CPU's setting: the softmax path for score matrices up to
-		// SoftmaxUpTo bytes (here 16·9·2·2 f32 = 2304), from keys and
-		// values split for the flash kernel.
-		upTo := func(limit int64) func(c *ggml.Context) *ggml.Tensor {
+		// The CPU's setting: the softmax path from keys and values split
+		// for the flash kernel, in pieces of queries whose scores take at
+		// most SoftmaxUpTo bytes (all 16 queries: 16·9·2·2 f32 = 2304).
+		pieces := func(limit int64, want int) func(c *ggml.Context) *ggml.Tensor {
 			return func(c *ggml.Context) *ggml.Tensor {
 				out := Attend(c, c.InputF32(q, 128, 16, 2), c.InputF32(k, 128, 9, 2), c.InputF32(v, 128, 9, 2), 2, nil,
 					AttentionOptions{Flash: true, KVType: ggml.TypeF32, SoftmaxUpTo: limit})
-				require.Equal(t, limit < 2304, out.Src(0).Op() == "FLASH_ATTN_EXT", "limit %d", limit)
+				n := 1
+				for t := out; t.Op() == "CONCAT"; t = t.Src(0) {
+					n++
+				}
+				require.Equal(t, want, n, "pieces within %d bytes", limit)
 				return out
 			}
 		}
-		small := run(t, upTo(2304))
-		require.Equal(t, a, run(t, upTo(2303)))
-		// f64 reference for head h, token i of batch bt.
+		whole, two, three := run(t, pieces(2304, 1)), run(t, pieces(2303, 2)), run(t, pieces(1000, 3)) // 6+6+4 queries		// f64 reference for head h, token i of batch bt.
 		want := make([]float64, len(a))
 		for bt := 0; bt < 2; bt++ {
 			for h := 0; h < 2; h++ {
@@ -314,7 +316,9 @@ func TestLayersAgainstReferences(t *testing.T) {
 		}
 		require.Less(t, maxRel(t, a, want), 1e-5)
 		require.Less(t, maxRel(t, b, want), 1e-5)
-		require.Less(t, maxRel(t, small, want), 1e-5)
+		for _, got := range [][]float32{whole, two, three} {
+			require.Less(t, maxRel(t, got, want), 1e-5)
+		}
 		require.Less(t, maxRel(t, half, want), 2e-3)
 	})
 }

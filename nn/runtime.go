@@ -34,9 +34,9 @@ type Runtime struct {
 	warned           map[string]bool // ops already reported as running on the CPU
 }
 
-// cpuSoftmaxUpTo bounds the score matrices the CPU computes whole
-// (AttentionOptions.SoftmaxUpTo): SDXL's largest at 512² takes 80 MiB,
-// at 1024² 160 MiB (second level) and 1.3 GiB (first).
+// cpuSoftmaxUpTo bounds the score matrices the CPU computes at once
+// (AttentionOptions.SoftmaxUpTo): SDXL's largest takes 80 MiB at 512², in
+// one piece, and 1.3 GiB at 1024², in 11.
 const cpuSoftmaxUpTo = 128 << 20
 
 // NewRuntime opens a device by name ("auto", "cpu", "cuda:0", ...).
@@ -50,13 +50,11 @@ func NewRuntime(device string, threads int) (*Runtime, error) {
 	if err != nil {
 		return nil, err
 	}
-	// On the CPU, attention takes the softmax path while its score matrix
-	// stays within cpuSoftmaxUpTo, which covers every attention of a 512²
-	// SDXL step: its products run on the GEMM kernels, 2.3–2.5× as fast as
-	// ggml's CPU flash kernel (BenchmarkAttention; the 512² q4_K step went
-	// from 24.1 to 22.0 s on 2 cores). Larger ones take the flash kernel,
-	// with f32 K/V: a 1024² step's compute stays at 0.78 GiB instead of
-	// 1.6, which with OneShot sets the CPU's peak.
+	// On the CPU, attention takes the softmax path, in pieces of queries
+	// whose scores take at most cpuSoftmaxUpTo: its products run on the
+	// GEMM kernels, 2.3–2.5× as fast as ggml's CPU flash kernel
+	// (BenchmarkAttention; the 512² q4_K step went from 24.1 to 22.0 s on
+	// 2 cores), and the pieces bound its memory.
 	r := &Runtime{CPU: cpu, Device: cpu, F32Accumulation: true,
 		Attn: AttentionOptions{Flash: true, KVType: ggml.TypeF32, SoftmaxUpTo: cpuSoftmaxUpTo}}
 	backends := []*ggml.Backend{cpu}
