@@ -15,13 +15,14 @@ type AttentionOptions struct {
 	// KVType is the type keys and values are cast to for the flash kernel
 	// (F16 is fastest on GPUs; F32 keeps reference precision).
 	KVType ggml.Type
-	// SoftmaxUpTo > 0, with Flash, sends attention through the softmax
-	// path instead, in pieces of queries whose f32 score matrices
-	// (queries·keys·heads·batch) take at most this many bytes each. On the
-	// CPU its two products run on the GEMM kernels, about 2.5 times as
-	// fast as ggml's CPU flash kernel (BenchmarkAttention), and the pieces
-	// keep the scores of large images (1.3 GB for SDXL's first attention
-	// level at 1024²) from taking memory all at once.
+	// SoftmaxUpTo > 0 bounds the bytes of f32 scores (queries·keys·heads·
+	// batch) computed at once: the softmax path then runs in pieces of
+	// queries. With Flash, it also sends attention through the softmax path
+	// instead of the flash kernel: on the CPU its two products run on the
+	// GEMM kernels, about 2.5–3 times as fast as ggml's CPU flash kernel
+	// (BenchmarkAttention), and the pieces keep the scores of large images
+	// (1.3 GB for SDXL's first attention level at 1024²) from taking memory
+	// all at once.
 	SoftmaxUpTo int64
 }
 
@@ -84,24 +85,32 @@ func AttendHeads(c *ggml.Context, q *ggml.Tensor, kv HeadsKV, heads int, mask *g
 	// [C, N, B] → [D, H, N, B] → [D, N, H, B]; the kernels read q through
 	// its strides (llama.cpp passes permuted views too).
 	qh := c.Permute(c.Reshape(q, D, H, Nq, B), 0, 2, 1, 3)
-	if !opt.Flash {
-		return softmaxAttention(c, qh, kv.K, kv.V, mask, scale)
-	}
-	if opt.SoftmaxUpTo <= 0 {
+	if opt.Flash && opt.SoftmaxUpTo <= 0 {
 		o := c.FlashAttn(qh, kv.K, kv.V, nil, scale) // [D, H, Nq, B]
 		return c.Reshape(o, C, Nq, B)
 	}
-	// Split for the flash kernel, V is [D, Nk, H, B]: transpose it once
-	// for every piece.
-	vt := c.Cont(c.Permute(kv.V, 1, 0, 2, 3))
-	Nk := kv.K.Ne(1)
-	pieces := (4*Nq*Nk*H*B + opt.SoftmaxUpTo - 1) / opt.SoftmaxUpTo
+	vt := kv.V // [Nk, D, H, B]
+	if opt.Flash {
+		// Split for the flash kernel, V is [D, Nk, H, B]: transpose it
+		// once for every piece.
+		vt = c.Cont(c.Permute(kv.V, 1, 0, 2, 3))
+	}
+	pieces := int64(1)
+	if opt.SoftmaxUpTo > 0 {
+		pieces = (4*Nq*kv.K.Ne(1)*H*B + opt.SoftmaxUpTo - 1) / opt.SoftmaxUpTo
+	}
+	if pieces <= 1 {
+		return softmaxAttention(c, qh, kv.K, vt, mask, scale)
+	}
 	step := (Nq + pieces - 1) / pieces
 	var out *ggml.Tensor
 	for start := int64(0); start < Nq; start += step {
 		n := min(step, Nq-start)
-		piece := c.View(qh, [4]int64{D, n, H, B}, qh.Nb(1), qh.Nb(2), qh.Nb(3), start*qh.Nb(1))
-		o := softmaxAttention(c, piece, kv.K, vt, nil, scale)
+		qp, mp := c.View(qh, [4]int64{D, n, H, B}, qh.Nb(1), qh.Nb(2), qh.Nb(3), start*qh.Nb(1)), mask
+		if mask != nil { // [Nk, Nq]: rows of queries
+			mp = c.View(mask, [4]int64{mask.Ne(0), n, mask.Ne(2), mask.Ne(3)}, mask.Nb(1), mask.Nb(2), mask.Nb(3), start*mask.Nb(1))
+		}
+		o := softmaxAttention(c, qp, kv.K, vt, mp, scale)
 		if out == nil {
 			out = o
 		} else {

@@ -319,6 +319,20 @@ func TestLayersAgainstReferences(t *testing.T) {
 		for _, got := range [][]float32{whole, two, three} {
 			require.Less(t, maxRel(t, got, want), 1e-5)
 		}
+		// With a mask (the plain path's), each piece takes its queries' rows.
+		mask := make([]float32, 9*16)
+		for i := 0; i < 16; i++ {
+			for j := i%9 + 1; j < 9; j++ {
+				mask[i*9+j] = float32(math.Inf(-1))
+			}
+		}
+		masked := func(limit int64) func(c *ggml.Context) *ggml.Tensor {
+			return func(c *ggml.Context) *ggml.Tensor {
+				return Attend(c, c.InputF32(q, 128, 16, 2), c.InputF32(k, 128, 9, 2), c.InputF32(v, 128, 9, 2), 2,
+					c.InputF32(mask, 9, 16), AttentionOptions{SoftmaxUpTo: limit})
+			}
+		}
+		require.Equal(t, run(t, masked(0)), run(t, masked(1000)))
 		require.Less(t, maxRel(t, half, want), 2e-3)
 	})
 }
