@@ -330,6 +330,8 @@ func TestComputeRefusesMoreThanRAM(t *testing.T) {
 	require.ErrorIs(t, err, ErrOutOfMemory)
 	require.ErrorContains(t, err, "needs 8.0 MiB of working memory on CPU but only 1.0 MiB is free")
 	require.ErrorContains(t, err, "smaller image size")
+	require.ErrorContains(t, err, "closing other programs")
+	require.NotContains(t, err.Error(), "--device cpu", "the computation already runs on the CPU")
 	require.ErrorIs(t, s.Reserve(g), ErrOutOfMemory)
 
 	hostMemory = old

@@ -232,9 +232,12 @@ func (s *Scheduler) checkMemory(g *Graph) error {
 			avail, known = free, true
 		}
 		if known && uint64(grow) > avail {
-			return fmt.Errorf("%w: this computation needs %s of working memory on %s but only %s is free; "+
-				"try a smaller image size, VAE tiling (--vae-tile 64), quantized weights (--type q4_K), --vram low or stream, or --device cpu",
-				ErrOutOfMemory, HumanBytes(need), b.Dev.Name, HumanBytes(int64(avail)))
+			try := "quantized weights (--type q4_K), --vram low or stream, or --device cpu"
+			if b.IsCPU() {
+				try = "quantized weights (--type q4_K) to leave more RAM, or closing other programs"
+			}
+			return fmt.Errorf("%w: this computation needs %s of working memory on %s but only %s is free; try a smaller image size, VAE tiling (--vae-tile 64), %s",
+				ErrOutOfMemory, HumanBytes(need), b.Dev.Name, HumanBytes(int64(avail)), try)
 		}
 	}
 	return nil
