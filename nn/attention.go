@@ -17,12 +17,12 @@ type AttentionOptions struct {
 	KVType ggml.Type
 	// SoftmaxUpTo > 0 bounds the bytes of f32 scores (queries·keys·heads·
 	// batch) computed at once: the softmax path then runs in pieces of
-	// queries. With Flash, it also sends attention through the softmax path
-	// instead of the flash kernel: on the CPU its two products run on the
-	// GEMM kernels, about 2.5–3 times as fast as ggml's CPU flash kernel
-	// (BenchmarkAttention), and the pieces keep the scores of large images
-	// (1.3 GB for SDXL's first attention level at 1024²) from taking memory
-	// all at once.
+	// queries (at most maxPieces). With Flash, attention that needs no more
+	// pieces takes the softmax path instead of the flash kernel: on the CPU
+	// its two products run on the GEMM kernels, about 2.5–3 times as fast
+	// as ggml's CPU flash kernel (BenchmarkAttention), and the pieces keep
+	// the scores of large images (1.3 GB for SDXL's first attention level
+	// at 1024²) from taking memory all at once.
 	SoftmaxUpTo int64
 }
 
@@ -85,19 +85,20 @@ func AttendHeads(c *ggml.Context, q *ggml.Tensor, kv HeadsKV, heads int, mask *g
 	// [C, N, B] → [D, H, N, B] → [D, N, H, B]; the kernels read q through
 	// its strides (llama.cpp passes permuted views too).
 	qh := c.Permute(c.Reshape(q, D, H, Nq, B), 0, 2, 1, 3)
-	if opt.Flash && opt.SoftmaxUpTo <= 0 {
+	pieces := int64(1)
+	if opt.SoftmaxUpTo > 0 {
+		pieces = (4*Nq*kv.K.Ne(1)*H*B + opt.SoftmaxUpTo - 1) / opt.SoftmaxUpTo
+	}
+	if opt.Flash && (opt.SoftmaxUpTo <= 0 || pieces > maxPieces) {
 		o := c.FlashAttn(qh, kv.K, kv.V, nil, scale) // [D, H, Nq, B]
 		return c.Reshape(o, C, Nq, B)
 	}
-	vt := kv.V // [Nk, D, H, B]
+	pieces = min(pieces, maxPieces) // the plain path: larger pieces
+	vt := kv.V                      // [Nk, D, H, B]
 	if opt.Flash {
 		// Split for the flash kernel, V is [D, Nk, H, B]: transpose it
 		// once for every piece.
 		vt = c.Cont(c.Permute(kv.V, 1, 0, 2, 3))
-	}
-	pieces := int64(1)
-	if opt.SoftmaxUpTo > 0 {
-		pieces = (4*Nq*kv.K.Ne(1)*H*B + opt.SoftmaxUpTo - 1) / opt.SoftmaxUpTo
 	}
 	if pieces <= 1 {
 		return softmaxAttention(c, qh, kv.K, vt, mask, scale)
@@ -119,6 +120,11 @@ func AttendHeads(c *ggml.Context, q *ggml.Tensor, kv HeadsKV, heads int, mask *g
 	}
 	return out
 }
+
+// maxPieces bounds the pieces of one attention, whose nodes add to the
+// graph's: beyond it (SDXL's first level past about 1400² on the CPU) the
+// flash kernel, whose memory does not grow with the scores, takes over.
+const maxPieces = 16
 
 // softmaxAttention computes softmax(q·kᵀ·scale + mask)·v for q [D, Nq, H,
 // B] (any strides), k [D, Nk, H, B] and vt [Nk, D, H, B]: two products

@@ -279,15 +279,13 @@ func TestLayersAgainstReferences(t *testing.T) {
 			return func(c *ggml.Context) *ggml.Tensor {
 				out := Attend(c, c.InputF32(q, 128, 16, 2), c.InputF32(k, 128, 9, 2), c.InputF32(v, 128, 9, 2), 2, nil,
 					AttentionOptions{Flash: true, KVType: ggml.TypeF32, SoftmaxUpTo: limit})
-				n := 1
-				for t := out; t.Op() == "CONCAT"; t = t.Src(0) {
-					n++
-				}
-				require.Equal(t, want, n, "pieces within %d bytes", limit)
+				require.Equal(t, want, countPieces(out), "pieces within %d bytes", limit)
 				return out
 			}
 		}
-		whole, two, three := run(t, pieces(2304, 1)), run(t, pieces(2303, 2)), run(t, pieces(1000, 3)) // 6+6+4 queries		// f64 reference for head h, token i of batch bt.
+		whole, two, three := run(t, pieces(2304, 1)), run(t, pieces(2303, 2)), run(t, pieces(1000, 3)) // 6+6+4 queries
+		// Past maxPieces (here 24), the flash kernel.
+		require.Equal(t, a, run(t, pieces(100, 0)))		// f64 reference for head h, token i of batch bt.
 		want := make([]float64, len(a))
 		for bt := 0; bt < 2; bt++ {
 			for h := 0; h < 2; h++ {
@@ -333,8 +331,28 @@ func TestLayersAgainstReferences(t *testing.T) {
 			}
 		}
 		require.Equal(t, run(t, masked(0)), run(t, masked(1000)))
+		// The plain path has no kernel to fall back on: at most maxPieces
+		// larger pieces (here one query each).
+		require.Equal(t, run(t, masked(0)), run(t, func(c *ggml.Context) *ggml.Tensor {
+			out := masked(100)(c)
+			require.Equal(t, maxPieces, countPieces(out))
+			return out
+		}))
 		require.Less(t, maxRel(t, half, want), 2e-3)
 	})
+}
+
+// countPieces counts the pieces of an attention's output (joined by
+// concats; 0 when the flash kernel computed it).
+func countPieces(out *ggml.Tensor) int {
+	if out.Src(0).Op() == "FLASH_ATTN_EXT" {
+		return 0
+	}
+	n := 1
+	for t := out; t.Op() == "CONCAT"; t = t.Src(0) {
+		n++
+	}
+	return n
 }
 
 // Nearest resizing to an odd size picks source index floor(dst·in/out), as

@@ -90,3 +90,19 @@ func TestPrepareWrites(t *testing.T) {
 	_, err = g.Run(t.Context())
 	require.ErrorContains(t, err, "nothing to read back")
 }
+
+// A graph larger than a graph can hold is an error from Prepare, not a
+// crash inside ggml.
+func TestPrepareRefusesHugeGraph(t *testing.T) {
+	rt, err := NewRuntime("cpu", 1)
+	require.NoError(t, err)
+	defer rt.Close()
+	_, err = rt.Prepare(func(c *ggml.Context) []*ggml.Tensor {
+		x := c.InputF32([]float32{1}, 1)
+		for range GraphSize {
+			x = c.Add(x, x)
+		}
+		return []*ggml.Tensor{x}
+	})
+	require.ErrorContains(t, err, "building the compute graph failed: ggml: the graph needs more than")
+}

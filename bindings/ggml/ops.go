@@ -17,7 +17,7 @@ func (c *Context) MulMat(a, b *Tensor) *Tensor {
 	if c.f32Accum && (a.Type() == TypeF16 || a.Type() == TypeBF16) {
 		return c.MulMatF32(a, b)
 	}
-	return wrap(C.ggml_mul_mat(c.p, a.p, b.p))
+	return c.wrap(C.ggml_mul_mat(c.p, a.p, b.p))
 }
 
 // MulMatF32 is MulMat with f32 accumulation forced on backends that would
@@ -32,11 +32,11 @@ func (c *Context) MulMat(a, b *Tensor) *Tensor {
 func (c *Context) MulMatF32(a, b *Tensor) *Tensor {
 	if a.Ne(2) == 1 && a.Ne(3) == 1 && b.Ne(2) == 1 && b.Ne(3) == 1 &&
 		b.Ne(1) >= minBatchedColumns && b.Ne(1)%2 == 0 && b.Contiguous() {
-		r := wrap(C.ggml_mul_mat(c.p, a.p, c.Reshape(b, b.Ne(0), b.Ne(1)/2, 2).p))
+		r := c.wrap(C.ggml_mul_mat(c.p, a.p, c.Reshape(b, b.Ne(0), b.Ne(1)/2, 2).p))
 		C.ggml_mul_mat_set_prec(r.p, C.GGML_PREC_F32)
 		return c.Reshape(r, a.Ne(1), b.Ne(1))
 	}
-	r := wrap(C.ggml_mul_mat(c.p, a.p, b.p))
+	r := c.wrap(C.ggml_mul_mat(c.p, a.p, b.p))
 	C.ggml_mul_mat_set_prec(r.p, C.GGML_PREC_F32)
 	return r
 }
@@ -46,68 +46,68 @@ func (c *Context) MulMatF32(a, b *Tensor) *Tensor {
 const minBatchedColumns = 64
 
 // Add returns a+b, b broadcast over a.
-func (c *Context) Add(a, b *Tensor) *Tensor { return wrap(C.ggml_add(c.p, a.p, b.p)) }
+func (c *Context) Add(a, b *Tensor) *Tensor { return c.wrap(C.ggml_add(c.p, a.p, b.p)) }
 
 // Sub returns a-b, b broadcast over a.
-func (c *Context) Sub(a, b *Tensor) *Tensor { return wrap(C.ggml_sub(c.p, a.p, b.p)) }
+func (c *Context) Sub(a, b *Tensor) *Tensor { return c.wrap(C.ggml_sub(c.p, a.p, b.p)) }
 
 // Mul returns a*b elementwise, b broadcast over a.
-func (c *Context) Mul(a, b *Tensor) *Tensor { return wrap(C.ggml_mul(c.p, a.p, b.p)) }
+func (c *Context) Mul(a, b *Tensor) *Tensor { return c.wrap(C.ggml_mul(c.p, a.p, b.p)) }
 
 // Div returns a/b elementwise, b broadcast over a.
-func (c *Context) Div(a, b *Tensor) *Tensor { return wrap(C.ggml_div(c.p, a.p, b.p)) }
+func (c *Context) Div(a, b *Tensor) *Tensor { return c.wrap(C.ggml_div(c.p, a.p, b.p)) }
 
 // Scale returns a*s.
 func (c *Context) Scale(a *Tensor, s float32) *Tensor {
-	return wrap(C.ggml_scale(c.p, a.p, C.float(s)))
+	return c.wrap(C.ggml_scale(c.p, a.p, C.float(s)))
 }
 
 // Clamp limits a to [lo, hi].
 func (c *Context) Clamp(a *Tensor, lo, hi float32) *Tensor {
-	return wrap(C.ggml_clamp(c.p, a.p, C.float(lo), C.float(hi)))
+	return c.wrap(C.ggml_clamp(c.p, a.p, C.float(lo), C.float(hi)))
 }
 
 // Repeat tiles a to the shape of like.
-func (c *Context) Repeat(a, like *Tensor) *Tensor { return wrap(C.ggml_repeat(c.p, a.p, like.p)) }
+func (c *Context) Repeat(a, like *Tensor) *Tensor { return c.wrap(C.ggml_repeat(c.p, a.p, like.p)) }
 
 // Concat joins a and b along dimension dim.
 func (c *Context) Concat(a, b *Tensor, dim int) *Tensor {
-	return wrap(C.ggml_concat(c.p, a.p, b.p, C.int(dim)))
+	return c.wrap(C.ggml_concat(c.p, a.p, b.p, C.int(dim)))
 }
 
 // GELU is the tanh approximation of GELU.
-func (c *Context) GELU(a *Tensor) *Tensor { return wrap(C.ggml_gelu(c.p, a.p)) }
+func (c *Context) GELU(a *Tensor) *Tensor { return c.wrap(C.ggml_gelu(c.p, a.p)) }
 
 // GELUErf is exact GELU, x·Φ(x), as torch.nn.GELU() computes it.
-func (c *Context) GELUErf(a *Tensor) *Tensor { return wrap(C.ggml_gelu_erf(c.p, a.p)) }
+func (c *Context) GELUErf(a *Tensor) *Tensor { return c.wrap(C.ggml_gelu_erf(c.p, a.p)) }
 
 // GELUQuick is x·sigmoid(1.702x) (CLIP's quick_gelu).
-func (c *Context) GELUQuick(a *Tensor) *Tensor { return wrap(C.ggml_gelu_quick(c.p, a.p)) }
+func (c *Context) GELUQuick(a *Tensor) *Tensor { return c.wrap(C.ggml_gelu_quick(c.p, a.p)) }
 
 // SiLU is x·sigmoid(x).
-func (c *Context) SiLU(a *Tensor) *Tensor { return wrap(C.ggml_silu(c.p, a.p)) }
+func (c *Context) SiLU(a *Tensor) *Tensor { return c.wrap(C.ggml_silu(c.p, a.p)) }
 
 // Sigmoid is 1/(1+e^-x).
-func (c *Context) Sigmoid(a *Tensor) *Tensor { return wrap(C.ggml_sigmoid(c.p, a.p)) }
+func (c *Context) Sigmoid(a *Tensor) *Tensor { return c.wrap(C.ggml_sigmoid(c.p, a.p)) }
 
 // Tanh is tanh(x).
-func (c *Context) Tanh(a *Tensor) *Tensor { return wrap(C.ggml_tanh(c.p, a.p)) }
+func (c *Context) Tanh(a *Tensor) *Tensor { return c.wrap(C.ggml_tanh(c.p, a.p)) }
 
 // GEGLUSecondHalf splits dimension 0 of a into halves (h, g) and returns
 // h·GELU_erf(g): diffusers' GEGLU, which activates the SECOND half.
 func (c *Context) GEGLUSecondHalf(a *Tensor) *Tensor {
-	return wrap(C.ggml_glu(c.p, a.p, C.GGML_GLU_OP_GEGLU_ERF, true))
+	return c.wrap(C.ggml_glu(c.p, a.p, C.GGML_GLU_OP_GEGLU_ERF, true))
 }
 
 // Norm normalises each row (dimension 0) to zero mean and unit variance.
 func (c *Context) Norm(a *Tensor, eps float32) *Tensor {
-	return wrap(C.ggml_norm(c.p, a.p, C.float(eps)))
+	return c.wrap(C.ggml_norm(c.p, a.p, C.float(eps)))
 }
 
 // GroupNorm normalises groups of channels; a is [W, H, C, N] and the groups
 // split dimension 2.
 func (c *Context) GroupNorm(a *Tensor, groups int, eps float32) *Tensor {
-	return wrap(C.ggml_group_norm(c.p, a.p, C.int(groups), C.float(eps)))
+	return c.wrap(C.ggml_group_norm(c.p, a.p, C.int(groups), C.float(eps)))
 }
 
 // SoftMax returns softmax(a·scale + mask) over dimension 0; mask may be nil.
@@ -116,7 +116,7 @@ func (c *Context) SoftMax(a, mask *Tensor, scale float32) *Tensor {
 	if mask != nil {
 		m = mask.p
 	}
-	return wrap(C.ggml_soft_max_ext(c.p, a.p, m, C.float(scale), 0))
+	return c.wrap(C.ggml_soft_max_ext(c.p, a.p, m, C.float(scale), 0))
 }
 
 // FlashAttn computes softmax(q·kᵀ·scale + mask)·v in one fused op with f32
@@ -127,7 +127,7 @@ func (c *Context) FlashAttn(q, k, v, mask *Tensor, scale float32) *Tensor {
 	if mask != nil {
 		m = mask.p
 	}
-	r := wrap(C.ggml_flash_attn_ext(c.p, q.p, k.p, v.p, m, C.float(scale), 0, 0))
+	r := c.wrap(C.ggml_flash_attn_ext(c.p, q.p, k.p, v.p, m, C.float(scale), 0, 0))
 	C.ggml_flash_attn_ext_set_prec(r.p, C.GGML_PREC_F32)
 	return r
 }
@@ -135,44 +135,44 @@ func (c *Context) FlashAttn(q, k, v, mask *Tensor, scale float32) *Tensor {
 // Im2Col unfolds image b [W, H, C, N] for kernel a [KW, KH, C, OC] into
 // [C·KH·KW, OW, OH, N] columns of type t.
 func (c *Context) Im2Col(a, b *Tensor, s0, s1, p0, p1, d0, d1 int, t Type) *Tensor {
-	return wrap(C.ggml_im2col(c.p, a.p, b.p, C.int(s0), C.int(s1), C.int(p0), C.int(p1), C.int(d0), C.int(d1), true, C.enum_ggml_type(t)))
+	return c.wrap(C.ggml_im2col(c.p, a.p, b.p, C.int(s0), C.int(s1), C.int(p0), C.int(p1), C.int(d0), C.int(d1), true, C.enum_ggml_type(t)))
 }
 
 // Conv2D is a 2-D convolution through im2col + matrix product: kernel a
 // [KW, KH, C, OC], image b [W, H, C, N] → [OW, OH, OC, N]. Its im2col buffer
 // has the kernel's type.
 func (c *Context) Conv2D(a, b *Tensor, s0, s1, p0, p1, d0, d1 int) *Tensor {
-	return wrap(C.ggml_conv_2d(c.p, a.p, b.p, C.int(s0), C.int(s1), C.int(p0), C.int(p1), C.int(d0), C.int(d1)))
+	return c.wrap(C.ggml_conv_2d(c.p, a.p, b.p, C.int(s0), C.int(s1), C.int(p0), C.int(p1), C.int(d0), C.int(d1)))
 }
 
 // Conv2DDirect is a 2-D convolution without the im2col buffer (less memory,
 // usually slower on CPU).
 func (c *Context) Conv2DDirect(a, b *Tensor, s0, s1, p0, p1, d0, d1 int) *Tensor {
-	return wrap(C.ggml_conv_2d_direct(c.p, a.p, b.p, C.int(s0), C.int(s1), C.int(p0), C.int(p1), C.int(d0), C.int(d1)))
+	return c.wrap(C.ggml_conv_2d_direct(c.p, a.p, b.p, C.int(s0), C.int(s1), C.int(p0), C.int(p1), C.int(d0), C.int(d1)))
 }
 
 // Pad adds zeros before (l) and after (r) each dimension.
 func (c *Context) Pad(a *Tensor, l0, r0, l1, r1, l2, r2, l3, r3 int) *Tensor {
-	return wrap(C.ggml_pad_ext(c.p, a.p, C.int(l0), C.int(r0), C.int(l1), C.int(r1), C.int(l2), C.int(r2), C.int(l3), C.int(r3)))
+	return c.wrap(C.ggml_pad_ext(c.p, a.p, C.int(l0), C.int(r0), C.int(l1), C.int(r1), C.int(l2), C.int(r2), C.int(l3), C.int(r3)))
 }
 
 // UpscaleNearest repeats each pixel factor×factor times (dimensions 0 and 1).
 func (c *Context) UpscaleNearest(a *Tensor, factor int) *Tensor {
-	return wrap(C.ggml_upscale(c.p, a.p, C.int(factor), C.GGML_SCALE_MODE_NEAREST))
+	return c.wrap(C.ggml_upscale(c.p, a.p, C.int(factor), C.GGML_SCALE_MODE_NEAREST))
 }
 
 // InterpolateNearest resizes to the given shape with nearest-neighbour sampling.
 func (c *Context) InterpolateNearest(a *Tensor, ne0, ne1, ne2, ne3 int64) *Tensor {
-	return wrap(C.ggml_interpolate(c.p, a.p, C.int64_t(ne0), C.int64_t(ne1), C.int64_t(ne2), C.int64_t(ne3), C.GGML_SCALE_MODE_NEAREST))
+	return c.wrap(C.ggml_interpolate(c.p, a.p, C.int64_t(ne0), C.int64_t(ne1), C.int64_t(ne2), C.int64_t(ne3), C.GGML_SCALE_MODE_NEAREST))
 }
 
 // Permute moves dimension i of a to position axes[i] (ggml semantics).
 func (c *Context) Permute(a *Tensor, ax0, ax1, ax2, ax3 int) *Tensor {
-	return wrap(C.ggml_permute(c.p, a.p, C.int(ax0), C.int(ax1), C.int(ax2), C.int(ax3)))
+	return c.wrap(C.ggml_permute(c.p, a.p, C.int(ax0), C.int(ax1), C.int(ax2), C.int(ax3)))
 }
 
 // Transpose swaps dimensions 0 and 1 (a view).
-func (c *Context) Transpose(a *Tensor) *Tensor { return wrap(C.ggml_transpose(c.p, a.p)) }
+func (c *Context) Transpose(a *Tensor) *Tensor { return c.wrap(C.ggml_transpose(c.p, a.p)) }
 
 // Reshape gives a contiguous tensor a new shape of 1 to 4 dimensions.
 func (c *Context) Reshape(a *Tensor, ne ...int64) *Tensor {
@@ -191,49 +191,49 @@ func (c *Context) Reshape(a *Tensor, ne ...int64) *Tensor {
 	if !a.Contiguous() {
 		a = c.Cont(a)
 	}
-	return wrap(C.ggml_reshape_4d(c.p, a.p, C.int64_t(d[0]), C.int64_t(d[1]), C.int64_t(d[2]), C.int64_t(d[3])))
+	return c.wrap(C.ggml_reshape_4d(c.p, a.p, C.int64_t(d[0]), C.int64_t(d[1]), C.int64_t(d[2]), C.int64_t(d[3])))
 }
 
 // View returns a strided view of a: shape ne (ggml order), byte strides
 // nb1..nb3 and a byte offset.
 func (c *Context) View(a *Tensor, ne [4]int64, nb1, nb2, nb3, offset int64) *Tensor {
-	return wrap(C.ggml_view_4d(c.p, a.p, C.int64_t(ne[0]), C.int64_t(ne[1]), C.int64_t(ne[2]), C.int64_t(ne[3]),
+	return c.wrap(C.ggml_view_4d(c.p, a.p, C.int64_t(ne[0]), C.int64_t(ne[1]), C.int64_t(ne[2]), C.int64_t(ne[3]),
 		C.size_t(nb1), C.size_t(nb2), C.size_t(nb3), C.size_t(offset)))
 }
 
 // Cont makes a contiguous copy of a view.
-func (c *Context) Cont(a *Tensor) *Tensor { return wrap(C.ggml_cont(c.p, a.p)) }
+func (c *Context) Cont(a *Tensor) *Tensor { return c.wrap(C.ggml_cont(c.p, a.p)) }
 
 // AccInplace adds b into the view of a at byte offset with strides nb1..nb3
 // and returns a (as a node that depends on the addition). Into zeros it
 // writes b; unlike ggml's SET, every backend (CPU, CUDA, Metal, Vulkan) has
 // it.
 func (c *Context) AccInplace(a, b *Tensor, nb1, nb2, nb3, offset int64) *Tensor {
-	return wrap(C.ggml_acc_inplace(c.p, a.p, b.p, C.size_t(nb1), C.size_t(nb2), C.size_t(nb3), C.size_t(offset)))
+	return c.wrap(C.ggml_acc_inplace(c.p, a.p, b.p, C.size_t(nb1), C.size_t(nb2), C.size_t(nb3), C.size_t(offset)))
 }
 
 // Copy writes a into b and returns the result node.
-func (c *Context) Copy(a, b *Tensor) *Tensor { return wrap(C.ggml_cpy(c.p, a.p, b.p)) }
+func (c *Context) Copy(a, b *Tensor) *Tensor { return c.wrap(C.ggml_cpy(c.p, a.p, b.p)) }
 
 // Cast converts a to type t.
 func (c *Context) Cast(a *Tensor, t Type) *Tensor {
 	if a.Type() == t {
 		return a
 	}
-	return wrap(C.ggml_cast(c.p, a.p, C.enum_ggml_type(t)))
+	return c.wrap(C.ggml_cast(c.p, a.p, C.enum_ggml_type(t)))
 }
 
 // GetRows gathers rows (dimension 1) of a by the I32 indices in b.
-func (c *Context) GetRows(a, b *Tensor) *Tensor { return wrap(C.ggml_get_rows(c.p, a.p, b.p)) }
+func (c *Context) GetRows(a, b *Tensor) *Tensor { return c.wrap(C.ggml_get_rows(c.p, a.p, b.p)) }
 
 // TimestepEmbedding returns [dim, N] sinusoidal embeddings of the F32
 // timesteps [N] with ggml's convention: cos half first, then sin
 // (diffusers' flip_sin_to_cos=True with freq shift 0).
 func (c *Context) TimestepEmbedding(t *Tensor, dim, maxPeriod int) *Tensor {
-	return wrap(C.ggml_timestep_embedding(c.p, t.p, C.int(dim), C.int(maxPeriod)))
+	return c.wrap(C.ggml_timestep_embedding(c.p, t.p, C.int(dim), C.int(maxPeriod)))
 }
 
 // Arange returns [start, start+step, ...) as F32.
 func (c *Context) Arange(start, stop, step float32) *Tensor {
-	return wrap(C.ggml_arange(c.p, C.float(start), C.float(stop), C.float(step)))
+	return c.wrap(C.ggml_arange(c.p, C.float(start), C.float(stop), C.float(step)))
 }

@@ -365,3 +365,21 @@ func TestQuantizeRows(t *testing.T) {
 	_, err = QuantizeRows(TypeQ4_K, f[:1000], 256, 4)
 	require.ErrorContains(t, err, "whole rows")
 }
+
+// A context that runs out of room panics in Go, with the count, before
+// ggml would abort the process.
+func TestContextRunsOutOfRoom(t *testing.T) {
+	ctx := NewContext(64, 16) // a graph of 16 nodes: room for 14 tensors
+	defer ctx.Free()
+	x := ctx.NewTensor(TypeF32, 4)
+	for range 13 {
+		x = ctx.Add(x, x)
+	}
+	require.PanicsWithValue(t, "ggml: the graph needs more than 14 tensors; a smaller image or batch needs fewer", func() { ctx.Add(x, x) })
+	// Without a graph, the headers bound it.
+	w := NewContext(2, 0)
+	defer w.Free()
+	w.NewTensor(TypeF32, 1)
+	w.NewTensor(TypeF32, 1)
+	require.Panics(t, func() { w.NewTensor(TypeF32, 1) })
+}

@@ -25,7 +25,7 @@ func TestRepack(t *testing.T) {
 		t.Skip("ggml was built without GGML_USE_CPU_REPACK (make test sets it)")
 	}
 	cpu := cpuBackend(t)
-	c := NewContext(8, 0)
+	c := NewContext(16, 0)
 	defer c.Free()
 	for _, tc := range []struct {
 		typ  Type

@@ -25,6 +25,9 @@ type Context struct {
 	// contiguousIm2Col says the graph's backend needs im2col inputs
 	// contiguous (SetContiguousIm2Col).
 	contiguousIm2Col bool
+	// capacity is how many tensors the context can make: its headers, and
+	// with a graph the graph's nodes; room is what is left (see wrap).
+	capacity, room int
 }
 
 // SetContiguousIm2Col tells graph builders on c that im2col must get
@@ -55,7 +58,13 @@ func NewContext(maxTensors, graphSize int) *Context {
 	if p == nil {
 		panic("ggml_init failed: out of host memory")
 	}
-	return &Context{p: p}
+	capacity := maxTensors
+	if graphSize > 0 {
+		// Every op is a node of the graph, which also lists the leaves
+		// of other contexts (weights): keep room for those.
+		capacity = min(maxTensors, graphSize-graphSize/8)
+	}
+	return &Context{p: p, capacity: capacity, room: capacity}
 }
 
 // Free releases the context's headers. Tensors of the context must not be
@@ -73,9 +82,16 @@ type Tensor struct {
 	p *C.struct_ggml_tensor
 }
 
-func wrap(p *C.struct_ggml_tensor) *Tensor {
+// wrap takes a tensor the context just made. ggml aborts the process when
+// a context runs out of room (or a graph out of nodes), so the context
+// counts what it made and panics first, in Go, where graph builders turn a
+// panic into an error: a huge image fails with a message, not a crash.
+func (c *Context) wrap(p *C.struct_ggml_tensor) *Tensor {
 	if p == nil {
 		panic("ggml returned a nil tensor")
+	}
+	if c.room--; c.room < 0 {
+		panic(fmt.Sprintf("ggml: the graph needs more than %d tensors; a smaller image or batch needs fewer", c.capacity))
 	}
 	return &Tensor{p: p}
 }
@@ -89,7 +105,7 @@ func (c *Context) NewTensor(t Type, ne ...int64) *Tensor {
 	for i, v := range ne {
 		cne[i] = C.int64_t(v)
 	}
-	return wrap(C.ggml_new_tensor(c.p, C.enum_ggml_type(t), C.int(len(ne)), &cne[0]))
+	return c.wrap(C.ggml_new_tensor(c.p, C.enum_ggml_type(t), C.int(len(ne)), &cne[0]))
 }
 
 // Input declares a graph input holding data (raw bytes in type t, ggml
