@@ -285,7 +285,8 @@ func TestLayersAgainstReferences(t *testing.T) {
 		}
 		whole, two, three := run(t, pieces(2304, 1)), run(t, pieces(2303, 2)), run(t, pieces(1000, 3)) // 6+6+4 queries
 		// Past maxPieces (here 24), the flash kernel.
-		require.Equal(t, a, run(t, pieces(100, 0))) // f64 reference for head h, token i of batch bt.
+		require.Equal(t, a, run(t, pieces(100, 0)))
+		// f64 reference for head h, token i of batch bt.
 		want := make([]float64, len(a))
 		for bt := 0; bt < 2; bt++ {
 			for h := 0; h < 2; h++ {
