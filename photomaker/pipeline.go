@@ -353,6 +353,10 @@ func (p *Pipeline) VRAM() string { return p.vram }
 // Device names the device the pipeline computes on.
 func (p *Pipeline) Device() string { return p.rt.Device.Dev.Name }
 
+// CPUFallbacks names the ops that the GPU backend had no kernel for, so
+// that the CPU computed them (slowly), in the graphs built so far.
+func (p *Pipeline) CPUFallbacks() []string { return p.rt.CPUFallbacks() }
+
 // Close frees device memory and files. It waits for a running Generate.
 func (p *Pipeline) Close() error {
 	p.mu.Lock()

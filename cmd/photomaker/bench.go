@@ -242,6 +242,7 @@ func runBench(c *cli.Context) error {
 	if sampler != nil {
 		res.DeviceUsedPeak = sampler.stop()
 	}
+	res.Warnings = benchWarnings(res, p.CPUFallbacks())
 	res.PeakRSSBytes, res.CPUSeconds = peakRSS()
 	res.CPUSeconds -= cpu0
 	res.RSSFileBytes = procStatusBytes("RssFile")
@@ -266,6 +267,24 @@ func runBench(c *cli.Context) error {
 		return enc.Encode(res)
 	}
 	return printBench(c.App.Writer, res)
+}
+
+// benchWarnings says what makes the figures slower than they could be on
+// this machine: ops the GPU left to the CPU, a ggml built without this
+// CPU's vector instructions or without its repacked q4 products.
+func benchWarnings(res *benchResult, fallbacks []string) []string {
+	var out []string
+	if len(fallbacks) > 0 {
+		out = append(out, "the GPU backend has no kernel for "+strings.Join(fallbacks, ", ")+": the CPU computed those ops")
+	}
+	onCPU := strings.EqualFold(res.Device, "cpu")
+	if simd := ggml.MissingSIMD(); simd != "" && (onCPU || res.VRAM == photomaker.VRAMLow || res.VRAM == photomaker.VRAMStream) {
+		out = append(out, "ggml was compiled without "+simd+", which this CPU has: build with make")
+	}
+	if t, err := ggml.ParseType(res.Type); err == nil && (t == ggml.TypeQ4_K || t == ggml.TypeQ4_0) && onCPU && !ggml.CanRepack() {
+		out = append(out, "ggml was compiled without its repacked "+t.String()+" CPU products (about 1.6× faster): build with make")
+	}
+	return out
 }
 
 // benchRequest is a PhotoMaker request with synthetic ID photos (and, for
@@ -622,6 +641,9 @@ func printBench(w io.Writer, r *benchResult) error {
 	}
 	if r.GenerateWeightsS > 1 {
 		fmt.Fprintf(w, "(random weights generated in %.1f s, not counted)\n", r.GenerateWeightsS)
+	}
+	for _, warn := range r.Warnings {
+		fmt.Fprintf(w, "warning: %s\n", warn)
 	}
 	return nil
 }

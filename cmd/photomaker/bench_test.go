@@ -11,6 +11,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/gophotomaker/photomaker/bindings/ggml"
 	"github.com/gophotomaker/photomaker/photomaker"
 )
 
@@ -94,4 +95,21 @@ func TestStageTimes(t *testing.T) {
 	require.InDelta(t, 1.0, res.UNetStepsSeconds[0], 1e-9)
 	require.InDelta(t, 1.5, res.UNetStepSeconds, 1e-9)
 	require.InDelta(t, 0.8, res.VAESeconds, 1e-9)
+}
+
+// bench names what slows its figures: ops left to the CPU, and a ggml built
+// without this CPU's vector instructions or repacked q4 products.
+func TestBenchWarnings(t *testing.T) {
+	require.Equal(t, []string{"the GPU backend has no kernel for FLASH_ATTN_EXT, IM2COL: the CPU computed those ops"},
+		benchWarnings(&benchResult{Device: "CUDA0", Type: "f16"}, []string{"FLASH_ATTN_EXT", "IM2COL"}))
+	got := benchWarnings(&benchResult{Device: "CPU", Type: "q4_K"}, nil)
+	var want []string
+	if simd := ggml.MissingSIMD(); simd != "" {
+		want = append(want, "ggml was compiled without "+simd+", which this CPU has: build with make")
+	}
+	if !ggml.CanRepack() {
+		want = append(want, "ggml was compiled without its repacked q4_K CPU products (about 1.6× faster): build with make")
+	}
+	require.Equal(t, want, got)
+	require.Empty(t, benchWarnings(&benchResult{Device: "CUDA0", Type: "q4_K"}, nil), "the GPU multiplies q4_K itself")
 }
