@@ -386,31 +386,40 @@ func (w *Weights) UploadHost(ctx context.Context, b *ggml.Backend, progress func
 }
 
 // upload allocates and fills the weights; when cpu is not nil, those it
-// repacks go in buffers of their own first.
+// repacks go in buffers of their own.
 func (w *Weights) upload(ctx context.Context, alloc, allocHost func(*ggml.Context) (*ggml.Buffer, error), cpu *ggml.Backend, progress func(done, total int)) error {
+	if err := w.allocate(alloc, allocHost, cpu); err != nil {
+		return err
+	}
+	return w.fill(ctx, progress)
+}
+
+// allocate gives every declared weight memory: the repacked ones first
+// (when cpu is not nil), then the rest of ctx with alloc and the weights set
+// apart with alloc or, kept in host memory, allocHost.
+func (w *Weights) allocate(alloc, allocHost func(*ggml.Context) (*ggml.Buffer, error), cpu *ggml.Backend) error {
 	var err error
 	if w.repacked, err = allocRepacked(cpu, w.ctx); err != nil {
 		return err
 	}
-	if w.apartCtx != nil {
-		if w.apartRepacked, err = allocRepacked(cpu, w.apartCtx); err != nil {
-			return err
-		}
-	}
-	buf, err := alloc(w.ctx)
-	if err != nil {
+	if w.buf, err = alloc(w.ctx); err != nil {
 		return err
 	}
-	w.buf = buf
-	if w.apartCtx != nil {
-		allocApart := alloc
-		if w.apartInHost {
-			allocApart = allocHost
-		}
-		if w.apartBuf, err = allocApart(w.apartCtx); err != nil {
-			return err
-		}
+	if w.apartCtx == nil {
+		return nil
 	}
+	if w.apartRepacked, err = allocRepacked(cpu, w.apartCtx); err != nil {
+		return err
+	}
+	if w.apartInHost {
+		alloc = allocHost
+	}
+	w.apartBuf, err = alloc(w.apartCtx)
+	return err
+}
+
+// fill converts every pending tensor and writes it into its memory.
+func (w *Weights) fill(ctx context.Context, progress func(done, total int)) error {
 	sort.SliceStable(w.pending, func(i, j int) bool { return w.pending[i].src.File < w.pending[j].src.File })
 	// Once a tensor is on the device its file pages need not stay resident.
 	files := map[string]bool{}
