@@ -29,26 +29,35 @@ import (
 // GGML_USE_CPU_REPACK (the Makefile sets it through CGO_CPPFLAGS); a plain
 // `go build` leaves it out, and weights are then stored as they are.
 
-// repackType is the CPU's repack buffer type, or nil.
-var repackType = sync.OnceValue(func() C.ggml_backend_buffer_type_t {
+// cpuRepack is the CPU device and its repack buffer type (nil when this
+// ggml has none).
+type cpuRepack struct {
+	dev  C.ggml_backend_dev_t
+	buft C.ggml_backend_buffer_type_t
+}
+
+var findRepack = sync.OnceValue(func() cpuRepack {
 	dev, err := FindDevice("cpu")
 	if err != nil {
-		return nil
+		return cpuRepack{}
 	}
 	list := C.pm_extra_bufts(dev.p)
 	if list == nil {
-		return nil
+		return cpuRepack{}
 	}
 	for _, buft := range unsafe.Slice(list, 16) {
 		if buft == nil {
 			break
 		}
 		if C.GoString(C.ggml_backend_buft_name(buft)) == "CPU_REPACK" {
-			return buft
+			return cpuRepack{dev.p, buft}
 		}
 	}
-	return nil
+	return cpuRepack{}
 })
+
+// repackType is the CPU's repack buffer type, or nil.
+func repackType() C.ggml_backend_buffer_type_t { return findRepack().buft }
 
 // repackProbe is an empty buffer of the repack type: a test product's
 // weight points at it so that the CPU device answers whether it would
@@ -69,7 +78,9 @@ func CanRepack() bool { return repackType() != nil }
 // product w·x as the CPU would compute it, so the answer follows w's type
 // and shape and this CPU's instruction sets.
 func (b *Backend) Repacks(w *Tensor) bool {
-	if !b.IsCPU() || repackProbe() == nil || w.Allocated() || w.Shape()[2] != 1 || w.Shape()[3] != 1 {
+	// Only the CPU device that owns the buffer type computes with it: a
+	// GPU backend would read the interleaved bytes as plain ones.
+	if b.Dev.p != findRepack().dev || repackProbe() == nil || w.Allocated() || w.Shape()[2] != 1 || w.Shape()[3] != 1 {
 		return false
 	}
 	c := NewContext(4, 0)
