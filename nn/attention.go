@@ -19,7 +19,7 @@ type AttentionOptions struct {
 	// batch) computed at once: the softmax path then runs in pieces of
 	// queries (at most maxPieces). With Flash, attention that needs no more
 	// pieces takes the softmax path instead of the flash kernel: on the CPU
-	// its two products run on the GEMM kernels, about 2.5–3 times as fast
+	// its two products run on the GEMM kernels, 2.3–3 times as fast
 	// as ggml's CPU flash kernel (BenchmarkAttention), and the pieces keep
 	// the scores of large images (1.3 GB for SDXL's first attention level
 	// at 1024²) from taking memory all at once.

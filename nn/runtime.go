@@ -52,7 +52,7 @@ func NewRuntime(device string, threads int) (*Runtime, error) {
 	}
 	// On the CPU, attention takes the softmax path, in pieces of queries
 	// whose scores take at most cpuSoftmaxUpTo: its products run on the
-	// GEMM kernels, 2.3–2.5× as fast as ggml's CPU flash kernel
+	// GEMM kernels, 2.3–3× as fast as ggml's CPU flash kernel
 	// (BenchmarkAttention; the 512² q4_K step went from 24.1 to 22.0 s on
 	// 2 cores), and the pieces bound its memory.
 	r := &Runtime{CPU: cpu, Device: cpu, F32Accumulation: true,
