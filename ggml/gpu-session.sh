@@ -99,7 +99,7 @@ run)
 	# Order by worth, in case the deadline comes first: CUDA's checks, the
 	# headline bench, the memory targets, the other CUDA benches, then
 	# ggml-vulkan over the NVIDIA driver (when prepared).
-	specs=(${BENCH:-f16:1024:20:--profile,--runs=3 bf16:1024:20 q4_K:1024:20 f16:1024:20:--f16-accum q4_K:1024:20:--vram=low f16:1024:20:--vram=stream f16:512:20 q8_0:1024:20})
+	specs=(${BENCH:-f16:1024:20:--profile,--runs=3 f16:1024:20:--vae-f16,--runs=3 bf16:1024:20 q4_K:1024:20 f16:1024:20:--f16-accum q4_K:1024:20:--vram=low f16:1024:20:--vram=stream f16:512:20 q8_0:1024:20})
 	checks "" "$CARRY/lib"
 	benches "" "$CARRY/lib" cuda "${specs[*]}"
 	if [[ $steps == *" vulkan "* && -d $CARRY/vulkan ]]; then

@@ -6,8 +6,8 @@ import (
 	"github.com/gophotomaker/photomaker/bindings/ggml"
 )
 
-// BandedConv2D convolves one image x [W, H, Cin, 1] with an f32 kernel w
-// [K, K, Cin, Cout] (padding pad on every side, stride stride) as im2col +
+// BandedConv2D convolves one image x [W, H, Cin, 1] with an f32 or f16
+// kernel w [K, K, Cin, Cout] (its columns in the kernel's type) (padding pad on every side, stride stride) as im2col +
 // matrix product in bands of output rows, each band's columns taking at
 // most maxCols bytes. One im2col buffer for SDXL's VAE decoder at 1024²
 // would take gigabytes, and ggml's direct kernel is several times slower
@@ -18,8 +18,8 @@ import (
 func BandedConv2D(c *ggml.Context, w, x *ggml.Tensor, stride, pad int, maxCols int64) *ggml.Tensor {
 	kw, kh, cin, cout := w.Ne(0), w.Ne(1), w.Ne(2), w.Ne(3)
 	W, H := x.Ne(0), x.Ne(1)
-	if x.Ne(2) != cin || x.Ne(3) != 1 || w.Type() != ggml.TypeF32 {
-		panic(fmt.Sprintf("nn.BandedConv2D: kernel %v (%s) does not fit image %v (one image, f32 kernel)", w.Shape(), w.Type(), x.Shape()))
+	if x.Ne(2) != cin || x.Ne(3) != 1 || (w.Type() != ggml.TypeF32 && w.Type() != ggml.TypeF16) {
+		panic(fmt.Sprintf("nn.BandedConv2D: kernel %v (%s) does not fit image %v (one image, f32 or f16 kernel)", w.Shape(), w.Type(), x.Shape()))
 	}
 	if kw == 3 && kh == 3 && stride == 1 && pad == 1 {
 		return bandedByRow(c, KernelByRow(c, w), x, maxCols)
@@ -27,7 +27,7 @@ func BandedConv2D(c *ggml.Context, w, x *ggml.Tensor, stride, pad int, maxCols i
 	s, p := int64(stride), int64(pad)
 	ow, oh := (W+2*p-kw)/s+1, (H+2*p-kh)/s+1
 	k := kw * kh * cin
-	rows := max(1, maxCols/(k*ow*4))
+	rows := max(1, maxCols/(k*ow*w.Type().BlockBytes()))
 	kernel := c.Reshape(w, k, cout)
 	var y *ggml.Tensor
 	for r0 := int64(0); r0 < oh; r0 += rows {
@@ -36,12 +36,12 @@ func BandedConv2D(c *ggml.Context, w, x *ggml.Tensor, stride, pad int, maxCols i
 		var cols *ggml.Tensor
 		switch {
 		case lo >= 0 && hi <= H: // inside: no padding along H
-			cols = c.Im2Col(w, im2colInput(c, rowsOf(c, x, lo, hi)), stride, stride, pad, 0, 1, 1, ggml.TypeF32)
+			cols = c.Im2Col(w, im2colInput(c, rowsOf(c, x, lo, hi)), stride, stride, pad, 0, 1, 1, w.Type())
 		case r0 == 0 && hi <= H: // top edge: im2col pads; the extra rows it makes at the bottom are dropped
-			cols = c.Im2Col(w, im2colInput(c, rowsOf(c, x, 0, hi)), stride, stride, pad, pad, 1, 1, ggml.TypeF32)
+			cols = c.Im2Col(w, im2colInput(c, rowsOf(c, x, 0, hi)), stride, stride, pad, pad, 1, 1, w.Type())
 		default: // other edge bands: pad their rows explicitly
 			in := c.Pad(c.Cont(rowsOf(c, x, max(lo, 0), min(hi, H))), 0, 0, int(max(0, -lo)), int(max(0, hi-H)), 0, 0, 0, 0)
-			cols = c.Im2Col(w, in, stride, stride, pad, 0, 1, 1, ggml.TypeF32)
+			cols = c.Im2Col(w, in, stride, stride, pad, 0, 1, 1, w.Type())
 		}
 		cols = c.View(cols, [4]int64{k, ow * n, 1, 1}, cols.Nb(1), cols.Nb(1)*ow*n, cols.Nb(1)*ow*n, 0)
 		y = addBand(c, y, c.MulMat(cols, kernel), r0*ow, ow*oh)
@@ -56,7 +56,7 @@ func BandedConv2D(c *ggml.Context, w, x *ggml.Tensor, stride, pad int, maxCols i
 // with them.
 func bandedByRow(c *ggml.Context, kernel, x *ggml.Tensor, maxCols int64) *ggml.Tensor {
 	W, H, cout := x.Ne(0), x.Ne(1), kernel.Ne(2)
-	rows := max(1, maxCols/((3*x.Ne(2)+2*cout)*W*4))
+	rows := max(1, maxCols/((3*x.Ne(2)*kernel.Type().BlockBytes()+2*cout*4)*W))
 	var y *ggml.Tensor
 	for r0 := int64(0); r0 < H; r0 += rows {
 		n := min(rows, H-r0)

@@ -12,7 +12,7 @@ import (
 )
 
 // TestBandedConv2D checks the banded convolution against ggml's one-buffer
-// im2col convolution: bands of one row, of a few rows (with a ragged last
+// im2col convolution, with f32 and f16 kernels: bands of one row, of a few rows (with a ragged last
 // band), and a single band, for "same" 3×3 convolutions, a stride-2 one, and
 // a 3×3 one without padding, on sizes that do not divide evenly.
 func TestBandedConv2D(t *testing.T) {
@@ -34,22 +34,27 @@ func TestBandedConv2D(t *testing.T) {
 			wk[i] = float32(r.NormFloat64())
 		}
 		s, p := int(tc.stride), int(tc.pad)
-		want := run(t, func(c *ggml.Context) *ggml.Tensor {
-			return c.Conv2D(c.InputF32(wk, tc.k, tc.k, tc.cin, tc.cout), c.InputF32(x, tc.w, tc.h, tc.cin, 1), s, s, p, p, 1, 1)
-		})
-		ow := (tc.w+2*tc.pad-tc.k)/tc.stride + 1
-		rowCols := tc.k * tc.k * tc.cin * ow * 4
-		for i, rows := range []int64{0, 1, 2, 3, 1000} { // 0: one output row per band
-			got := run(t, func(c *ggml.Context) *ggml.Tensor {
-				c.SetContiguousIm2Col(i%2 == 1) // bands as views, or copied as for Vulkan
-				y := BandedConv2D(c, c.InputF32(wk, tc.k, tc.k, tc.cin, tc.cout), c.InputF32(x, tc.w, tc.h, tc.cin, 1), s, p, rows*rowCols)
-				require.Equal(t, [4]int64{ow, (tc.h+2*tc.pad-tc.k)/tc.stride + 1, tc.cout, 1}, y.Shape())
-				return y
+		for _, typ := range []ggml.Type{ggml.TypeF32, ggml.TypeF16} { // f16: kernel and columns
+			kernel := func(c *ggml.Context) *ggml.Tensor {
+				return c.Cast(c.InputF32(wk, tc.k, tc.k, tc.cin, tc.cout), typ)
+			}
+			want := run(t, func(c *ggml.Context) *ggml.Tensor {
+				return c.Conv2D(kernel(c), c.InputF32(x, tc.w, tc.h, tc.cin, 1), s, s, p, p, 1, 1)
 			})
-			require.Len(t, got, len(want))
-			for i := range want {
-				require.InDelta(t, want[i], got[i], 1e-5*math.Max(1, math.Abs(float64(want[i]))),
-					"%+v, %d rows per band: element %d", tc, rows, i)
+			ow := (tc.w+2*tc.pad-tc.k)/tc.stride + 1
+			rowCols := tc.k * tc.k * tc.cin * ow * typ.BlockBytes()
+			for i, rows := range []int64{0, 1, 2, 3, 1000} { // 0: one output row per band
+				got := run(t, func(c *ggml.Context) *ggml.Tensor {
+					c.SetContiguousIm2Col(i%2 == 1) // bands as views, or copied as for Vulkan
+					y := BandedConv2D(c, kernel(c), c.InputF32(x, tc.w, tc.h, tc.cin, 1), s, p, rows*rowCols)
+					require.Equal(t, [4]int64{ow, (tc.h+2*tc.pad-tc.k)/tc.stride + 1, tc.cout, 1}, y.Shape())
+					return y
+				})
+				require.Len(t, got, len(want))
+				for i := range want {
+					require.InDelta(t, want[i], got[i], 1e-5*math.Max(1, math.Abs(float64(want[i]))),
+						"%+v %s, %d rows per band: element %d", tc, typ, rows, i)
+				}
 			}
 		}
 	}

@@ -22,15 +22,21 @@ import (
 // v2 HEAD on the tiny SDXL with two astronaut photos, 8 Euler steps at
 // 128×128, guidance 5, style strength 20 (start_merge_step 1), fp32 CPU.
 func TestEndToEndGoldens(t *testing.T) {
-	for _, tc := range []struct{ name, adapter, file, vram string }{
-		{"v1", "photomaker/photomaker-v1-tiny.safetensors", "e2e_v1", ""},
-		{"v2", "photomaker/photomaker-v2-tiny.safetensors", "e2e_v2", ""},
+	for _, tc := range []struct {
+		name, adapter, file, vram string
+		vaeF16                    bool
+	}{
+		{"v1", "photomaker/photomaker-v1-tiny.safetensors", "e2e_v1", "", false},
+		{"v2", "photomaker/photomaker-v2-tiny.safetensors", "e2e_v2", "", false},
 		// The low-VRAM placement (encoders on their own CPU runtime, UNet
 		// weights in streaming host memory) must not change a bit of it.
-		{"v1 vram stream", "photomaker/photomaker-v1-tiny.safetensors", "e2e_v1", VRAMStream},
+		{"v1 vram stream", "photomaker/photomaker-v1-tiny.safetensors", "e2e_v1", VRAMStream, false},
+		// The VAE's f16 products keep the PNG within one level too.
+		{"v1 vae f16", "photomaker/photomaker-v1-tiny.safetensors", "e2e_v1", "", true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			p := loadTinyWith(t, tc.adapter, func(c *Config) { c.VRAM = tc.vram })
+			p := loadTinyWith(t, tc.adapter, func(c *Config) { c.VRAM, c.VAEF16 = tc.vram, tc.vaeF16 })
+			require.Equal(t, tc.vaeF16, p.vae.F16Products)
 			if tc.vram != "" {
 				require.Equal(t, tc.vram, p.VRAM())
 				require.NotSame(t, p.rt, p.encRT)
@@ -103,20 +109,21 @@ func TestEndToEndOnGPU(t *testing.T) {
 		vram     string
 		tol      float64
 		oneShot  bool // as generate: the cross-attention projections are freed after the loop's set-up
+		vaeF16   bool // the VAE's f16 products must run on the GPU too
 	}{
-		{"f16", false, VRAMFull, 3e-2, false}, {"f16", false, VRAMLow, 3e-2, false}, {"f16", false, VRAMStream, 3e-2, false},
-		{"f16", false, VRAMFull, 3e-2, true},
+		{"f16", false, VRAMFull, 3e-2, false, false}, {"f16", false, VRAMLow, 3e-2, false, false}, {"f16", false, VRAMStream, 3e-2, false, false},
+		{"f16", false, VRAMFull, 3e-2, true, true},
 		// Opt-in f16 accumulation is less precise than the kit's fp16
 		// reference (torch accumulates in f32): 0.059 measured on an H200,
 		// against 0.017 with f32. This bound only catches breakage.
-		{"f16", true, VRAMFull, 0.2, false},
+		{"f16", true, VRAMFull, 0.2, false, false},
 		// So are bf16 weights (0.061 on the CPU, TestBF16OnCPU); cuBLAS's
 		// bf16 products also round their outputs to bf16.
-		{"bf16", false, VRAMFull, 0.2, false},
+		{"bf16", false, VRAMFull, 0.2, false, false},
 	} {
-		t.Run(fmt.Sprintf("%s weights, f16 accumulation %v, vram %s, one-shot %v", tc.weights, tc.f16Accum, tc.vram, tc.oneShot), func(t *testing.T) {
+		t.Run(fmt.Sprintf("%s weights, f16 accumulation %v, vram %s, one-shot %v, VAE f16 %v", tc.weights, tc.f16Accum, tc.vram, tc.oneShot, tc.vaeF16), func(t *testing.T) {
 			p := loadTinyWith(t, "photomaker/photomaker-v1-tiny.safetensors", func(c *Config) {
-				c.Device, c.WeightType, c.F16Accumulation, c.VRAM, c.OneShot = "auto", tc.weights, tc.f16Accum, tc.vram, tc.oneShot
+				c.Device, c.WeightType, c.F16Accumulation, c.VRAM, c.OneShot, c.VAEF16 = "auto", tc.weights, tc.f16Accum, tc.vram, tc.oneShot, tc.vaeF16
 			})
 			require.Equal(t, dev.Name, p.Device())
 			require.Equal(t, !tc.f16Accum, p.rt.F32Accumulation)

@@ -38,7 +38,7 @@ func BenchmarkMulMat(b *testing.B) {
 	const K, M, N = 1280, 1280, 1024
 	r := rand.New(rand.NewPCG(1, 1))
 	w, x := randn(r, K*M), randn(r, K*N)
-	for _, typ := range []Type{TypeF32, TypeF16, TypeQ8_0, TypeQ4_K} {
+	for _, typ := range []Type{TypeF32, TypeF16, TypeBF16, TypeQ8_0, TypeQ4_K} {
 		wb, err := Quantize(typ, w, K)
 		if err != nil {
 			b.Fatal(err)

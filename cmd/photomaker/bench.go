@@ -62,6 +62,7 @@ Examples:
 			vramFlag(),
 			quantizeConvsFlag(),
 			f16AccumFlag(),
+			vaeF16Flag(),
 			&cli.IntFlag{Name: "width", Value: 1024, Usage: "width in pixels, a multiple of 8", EnvVars: envs("width")},
 			&cli.IntFlag{Name: "height", Value: 1024, Usage: "height in pixels, a multiple of 8", EnvVars: envs("height")},
 			&cli.IntFlag{Name: "steps", Value: 4, Usage: "denoising steps", EnvVars: envs("steps")},
@@ -91,6 +92,7 @@ type benchResult struct {
 	VRAM              string    `json:"vram,omitempty"`
 	QuantizeConvs     bool      `json:"quantize_convs,omitempty"`
 	F16Accumulation   bool      `json:"f16_accum,omitempty"`
+	VAEF16            bool      `json:"vae_f16,omitempty"`
 	Type              string    `json:"type"`
 	Threads           int       `json:"threads"`
 	Width             int       `json:"width"`
@@ -130,7 +132,7 @@ func runBench(c *cli.Context) error {
 	res := &benchResult{
 		Device: c.String("device"), Type: c.String("type"), Threads: c.Int("threads"),
 		Width: c.Int("width"), Height: c.Int("height"), Steps: c.Int("steps"), Batch: c.Int("batch"),
-		Guidance: c.Float64("guidance"), IDImages: c.Int("id-images"), QuantizeConvs: c.Bool("quantize-convs"), F16Accumulation: c.Bool("f16-accum"),
+		Guidance: c.Float64("guidance"), IDImages: c.Int("id-images"), QuantizeConvs: c.Bool("quantize-convs"), F16Accumulation: c.Bool("f16-accum"), VAEF16: c.Bool("vae-f16"),
 		Runs: c.Int("runs"),
 	}
 	if res.Threads <= 0 {
@@ -195,7 +197,7 @@ func runBench(c *cli.Context) error {
 	t0 := time.Now()
 	p, err := photomaker.Load(ctx, photomaker.Config{
 		Model: res.Model, PhotoMaker: res.PhotoMaker, Device: res.Device, WeightType: res.Type, Threads: c.Int("threads"), Progress: bar.update,
-		VRAM: vram, PlanWidth: res.Width, PlanHeight: res.Height, QuantizeConvs: res.QuantizeConvs, F16Accumulation: res.F16Accumulation,
+		VRAM: vram, PlanWidth: res.Width, PlanHeight: res.Height, QuantizeConvs: res.QuantizeConvs, F16Accumulation: res.F16Accumulation, VAEF16: res.VAEF16,
 		OneShot: true, // as generate does: the UNet loads inside Generate, after the encoders are freed
 	})
 	if err != nil {
@@ -599,6 +601,9 @@ func printBench(w io.Writer, r *benchResult) error {
 	}
 	if r.F16Accumulation {
 		weightType += ", f16 accumulation"
+	}
+	if r.VAEF16 {
+		weightType += ", VAE f16 products"
 	}
 	fmt.Fprintf(w, "%s on %s, weights %s, %d×%d, %d %s, batch %d, guidance %g, %d threads\n%s\n",
 		r.Kind, device, weightType, r.Width, r.Height, r.Steps, steps, r.Batch, r.Guidance, r.Threads, src)

@@ -69,6 +69,7 @@ Every flag also reads PHOTOMAKER_<FLAG> (e.g. PHOTOMAKER_MODEL).`,
 			vramFlag(),
 			quantizeConvsFlag(),
 			f16AccumFlag(),
+			vaeF16Flag(),
 			&cli.BoolFlag{Name: "encoders-on-cpu", Usage: "low-VRAM mode: run the text and ID encoders on the CPU, keep only the UNet and VAE on the GPU", EnvVars: envs("encoders-on-cpu")},
 			&cli.IntFlag{Name: "vae-tile", Usage: "decode in tiles of N latent pixels (8 image pixels each) to save memory; 0 = whole (64-latent tiles in --vram low and stream, or when memory runs out); -1 = never", EnvVars: envs("vae-tile")},
 			&cli.IntFlag{Name: "threads", Usage: "CPU threads (default: one per physical core)", EnvVars: envs("threads")},
@@ -191,7 +192,7 @@ func runGenerate(c *cli.Context) error {
 	p, err := photomaker.Load(ctx, photomaker.Config{
 		Model: c.String("model"), PhotoMaker: c.String("photomaker"), Device: c.String("device"),
 		LoRAs: loras, Threads: c.Int("threads"), WeightType: c.String("type"), VAETile: c.Int("vae-tile"), EncodersOnCPU: c.Bool("encoders-on-cpu"), Progress: bar.update,
-		VRAM: vram, PlanWidth: req.Width, PlanHeight: req.Height, QuantizeConvs: c.Bool("quantize-convs"), F16Accumulation: c.Bool("f16-accum"),
+		VRAM: vram, PlanWidth: req.Width, PlanHeight: req.Height, QuantizeConvs: c.Bool("quantize-convs"), F16Accumulation: c.Bool("f16-accum"), VAEF16: c.Bool("vae-f16"),
 		OneShot: true, // one request: each part is freed once done
 	})
 	if err != nil {

@@ -48,6 +48,7 @@ Every flag also reads PHOTOMAKER_<FLAG> (e.g. PHOTOMAKER_ADDR).`,
 			vramFlag(),
 			quantizeConvsFlag(),
 			f16AccumFlag(),
+			vaeF16Flag(),
 			&cli.IntFlag{Name: "max-queue", Value: server.DefaultMaxQueue, Usage: "jobs that may wait behind the running one; more get 429", EnvVars: envs("max-queue")},
 			&cli.IntFlag{Name: "max-upload-mb", Value: server.DefaultMaxUploadBytes >> 20, Usage: "largest request body in MiB (ID photos included); larger get 413", EnvVars: envs("max-upload-mb")},
 			&cli.IntFlag{Name: "max-images", Value: server.DefaultMaxImages, Usage: "most ID photos per request", EnvVars: envs("max-images")},
@@ -104,7 +105,7 @@ func runServe(c *cli.Context) error {
 	p, err := photomaker.Load(ctx, photomaker.Config{
 		Model: c.String("model"), PhotoMaker: c.String("photomaker"), Device: c.String("device"),
 		Threads: c.Int("threads"), WeightType: c.String("type"), Progress: bar.update,
-		VRAM: vram, PlanWidth: plan, PlanHeight: plan, QuantizeConvs: c.Bool("quantize-convs"), F16Accumulation: c.Bool("f16-accum"),
+		VRAM: vram, PlanWidth: plan, PlanHeight: plan, QuantizeConvs: c.Bool("quantize-convs"), F16Accumulation: c.Bool("f16-accum"), VAEF16: c.Bool("vae-f16"),
 	})
 	bar.done()
 	if err != nil {

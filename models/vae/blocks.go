@@ -33,9 +33,9 @@ type ResnetBlock struct {
 func (r *ResnetBlock) forward(b *builder, x *ggml.Tensor) *ggml.Tensor {
 	c := b.c
 	h := c.SiLU(b.norm(&r.Norm1, x))
-	h = b.conv(&r.Conv1, h, 1, 1)
+	h = b.convNormed(&r.Conv1, h, 1, 1)
 	h = c.SiLU(b.norm(&r.Norm2, h))
-	h = b.conv(&r.Conv2, h, 1, 1)
+	h = b.convNormed(&r.Conv2, h, 1, 1)
 	if r.Shortcut != nil {
 		x = b.conv(r.Shortcut, x, 1, 0)
 	}
@@ -129,7 +129,7 @@ func (e *Encoder) forward(b *builder, x *ggml.Tensor) *ggml.Tensor {
 	}
 	x = e.MidBlock.forward(b, x)
 	x = b.c.SiLU(b.norm(&e.ConvNormOut, x))
-	return b.conv(&e.ConvOut, x, 1, 1)
+	return b.convNormed(&e.ConvOut, x, 1, 1)
 }
 
 // Decoder maps latents [W, H, latent, B] to pixels at factor× size.
@@ -154,16 +154,19 @@ func (d *Decoder) forward(b *builder, x *ggml.Tensor) *ggml.Tensor {
 		}
 	}
 	x = b.c.SiLU(b.norm(&d.ConvNormOut, x))
-	return b.conv(&d.ConvOut, x, 1, 1)
+	return b.convNormed(&d.ConvOut, x, 1, 1)
 }
 
 // builder carries the graph context and the VAE's compute choices through
-// the forward functions. Every weight is used in f32 (weights stored as f16
-// are cast in the graph): SDXL's VAE overflows in f16.
+// the forward functions. Weights are used in f32 (weights stored as f16 are
+// cast in the graph), since SDXL's VAE overflows f16, except that with f16
+// set the convolutions whose input is fresh from a group norm multiply f16
+// operands (see VAE.F16Products).
 type builder struct {
 	c        *ggml.Context
 	mode     ConvMode
 	colLimit int64 // 0: see Im2ColLimit
+	f16      bool
 }
 
 func f32(c *ggml.Context, t *ggml.Tensor) *ggml.Tensor {
@@ -173,10 +176,27 @@ func f32(c *ggml.Context, t *ggml.Tensor) *ggml.Tensor {
 	return c.Cast(t, ggml.TypeF32)
 }
 
-// conv applies a convolution with "same"-style padding pad and stride.
+// conv applies a convolution with "same"-style padding pad and stride, in
+// f32.
 func (b *builder) conv(l *nn.Conv2D, x *ggml.Tensor, stride, pad int) *ggml.Tensor {
+	return b.convAs(l, x, stride, pad, ggml.TypeF32)
+}
+
+// convNormed is conv for an input fresh from a group norm (and SiLU): its
+// values are bounded by the norm's scale, so f16 operands cannot overflow.
+// The residual stream, which can (the shortcuts' and upsamplers' input),
+// never goes through it.
+func (b *builder) convNormed(l *nn.Conv2D, x *ggml.Tensor, stride, pad int) *ggml.Tensor {
+	if b.f16 {
+		return b.convAs(l, x, stride, pad, ggml.TypeF16)
+	}
+	return b.conv(l, x, stride, pad)
+}
+
+// convAs is conv with the kernel, and so the im2col columns, in typ.
+func (b *builder) convAs(l *nn.Conv2D, x *ggml.Tensor, stride, pad int, typ ggml.Type) *ggml.Tensor {
 	c := b.c
-	w := f32(c, l.Weight)
+	w := c.Cast(l.Weight, typ)
 	kw, kh, cin := w.Ne(0), w.Ne(1), w.Ne(2)
 	ow := (x.Ne(0)+2*int64(pad)-kw)/int64(stride) + 1
 	oh := (x.Ne(1)+2*int64(pad)-kh)/int64(stride) + 1
@@ -185,13 +205,14 @@ func (b *builder) conv(l *nn.Conv2D, x *ggml.Tensor, stride, pad int) *ggml.Tens
 		limit = min(Im2ColLimit, max(minColumns, ow*oh*w.Ne(3)*x.Ne(3)*4))
 	}
 	// What the product needs at once: its im2col buffer, or by kernel row
-	// (see nn.Conv2D) a 1×3 im2col and two of the three partial products.
+	// (see nn.Conv2D) a 1×3 im2col and two of the three f32 partial
+	// products.
 	byRow := kw == 3 && kh == 3 && pad == 1
-	cols := kw * kh * cin * ow * oh
+	bytes := kw * kh * cin * ow * oh * typ.BlockBytes()
 	if byRow {
-		cols = (3*cin*(x.Ne(1)+2) + 2*w.Ne(3)*oh) * ow
+		bytes = (3*cin*(x.Ne(1)+2)*typ.BlockBytes() + 2*w.Ne(3)*oh*4) * ow
 	}
-	large := cols*x.Ne(3)*4 > limit
+	large := bytes*x.Ne(3) > limit
 	var y *ggml.Tensor
 	switch {
 	case byRow && b.mode == ConvAuto && !large:
@@ -202,8 +223,8 @@ func (b *builder) conv(l *nn.Conv2D, x *ggml.Tensor, stride, pad int) *ggml.Tens
 		return tmp.Forward(c, x, stride, pad)
 	case b.mode == ConvAuto && x.Ne(3) == 1:
 		y = nn.BandedConv2D(c, w, x, stride, pad, limit)
-	default:
-		y = c.Conv2DDirect(w, x, stride, stride, pad, pad, 1, 1)
+	default: // the direct kernel, in f32 as measured on GPUs
+		y = c.Conv2DDirect(f32(c, l.Weight), x, stride, stride, pad, pad, 1, 1)
 	}
 	if l.Bias != nil {
 		y = c.Add(y, c.Reshape(f32(c, l.Bias), 1, 1, l.Bias.Ne(0), 1))

@@ -10,7 +10,8 @@
 //
 // The scaling factor is the caller's: the pipeline divides latents by it
 // (SDXLScalingFactor) before decoding and multiplies encoder samples by it.
-// Everything computes in f32: SDXL's VAE overflows in f16.
+// Everything computes in f32 (SDXL's VAE overflows in f16), unless
+// F16Products lets the convolutions of normalized inputs use f16 operands.
 //
 // Data layout: slices are PyTorch NCHW, which is ggml's [W, H, C, N].
 package vae
@@ -78,6 +79,13 @@ type VAE struct {
 	Config Config
 	// Conv selects the convolution kernel (ConvAuto by default).
 	Conv ConvMode
+	// F16Products lets the convolutions whose input comes straight from a
+	// group norm (and SiLU) multiply f16 operands, summed in f32: about
+	// three quarters of the decoder's arithmetic, at f16 speed. Only
+	// normalized values go to f16; the residual stream, which overflows
+	// f16 in SDXL's VAE, stays f32. Off: everything is f32, as diffusers
+	// decodes.
+	F16Products bool
 	// colLimit, if set, replaces the column limit (tests: banding at the
 	// tiny VAE's sizes).
 	colLimit int64
@@ -142,7 +150,7 @@ func (v *VAE) Close() {
 }
 
 func (v *VAE) builder(c *ggml.Context) *builder {
-	return &builder{c: c, mode: v.Conv, colLimit: v.colLimit}
+	return &builder{c: c, mode: v.Conv, colLimit: v.colLimit, f16: v.F16Products}
 }
 
 // Decode builds the decoder graph: latents [w, h, latent, B] (already

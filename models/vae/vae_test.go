@@ -91,6 +91,66 @@ func TestDecodeGolden(t *testing.T) {
 	}
 }
 
+// TestDecodeF16Products decodes the golden latents with F16Products, whole
+// and in bands, and checks where the f16 operands go: only into products
+// whose image input is a SiLU output (a group norm's, in this VAE), never
+// the residual stream; and how far the result moves. The reference kit
+// expects about 3e-3 per call from f16 compute; 5e-3 is 0.6 of one 8-bit
+// level in [-1, 1].
+func TestDecodeF16Products(t *testing.T) {
+	rt := newRuntime(t)
+	lat, want := goldenLatents(t)
+	for _, colLimit := range []int64{0, 80 << 10} { // whole, and in bands of a few rows
+		v := loadTiny(t, rt, func(string, *weights.Tensor) ggml.Type { return ggml.TypeF16 })
+		v.colLimit = colLimit
+		exact, err := v.DecodeImage(context.Background(), rt, lat, 16, 16)
+		require.NoError(t, err)
+		v.F16Products = true
+		got, err := v.DecodeImage(context.Background(), rt, lat, 16, 16)
+		require.NoError(t, err)
+		golden.AssertClose(t, "vae.decode image, f16 products", got, want.Data, 5e-3, 0)
+		require.Greater(t, golden.MaxAbsDiff(t, got, exact), 1e-5, "f16 products changed nothing: were they used?")
+
+		c := ggml.NewContext(nn.GraphSize*2, nn.GraphSize)
+		g := c.NewGraph(nn.GraphSize)
+		g.Expand(v.Decode(c, c.InputF32(lat, 16, 16, 4, 1)))
+		var f16, f32 int
+		for i := 0; i < g.Nodes(); i++ {
+			n := g.Node(i)
+			if n.Op() != "MUL_MAT" {
+				continue
+			}
+			if n.Src(0).Type() == ggml.TypeF32 {
+				f32++
+				continue
+			}
+			f16++
+			require.Equal(t, ggml.TypeF16, n.Src(1).Type(), "node %d", i)
+			cols := source(n.Src(0))
+			require.Equal(t, "IM2COL", cols.Op(), "node %d: f16 operand from %s", i, cols.Op())
+			require.Equal(t, "SILU", source(cols.Src(1)).Op(), "node %d: f16 columns of a tensor not fresh from a norm", i)
+		}
+		c.Free()
+		// 29 convolutions follow a norm (3 products each by kernel row, or
+		// more in bands); the upsamplers, shortcut, conv_in, post_quant_conv
+		// and attention stay f32.
+		require.GreaterOrEqual(t, f16, 3*29, "colLimit %d", colLimit)
+		require.GreaterOrEqual(t, f32, 3*3+4+3, "colLimit %d", colLimit)
+	}
+}
+
+// source is the op that computed t, through views, reshapes and copies.
+func source(t *ggml.Tensor) *ggml.Tensor {
+	for {
+		switch t.Op() {
+		case "VIEW", "RESHAPE", "PERMUTE", "TRANSPOSE", "CONT", "PAD":
+			t = t.Src(0)
+		default:
+			return t
+		}
+	}
+}
+
 func TestEncodeGolden(t *testing.T) {
 	rt := newRuntime(t)
 	v := loadTiny(t, rt, nil)
