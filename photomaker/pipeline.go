@@ -51,8 +51,8 @@ type Config struct {
 	// biases and embeddings always stay f32.
 	WeightType string
 	// QuantizeConvs lets a quantized WeightType reach the UNet's largest
-	// convolution kernels (q8_0, about 220 MB less for SDXL) at some cost in
-	// accuracy; by default kernels stay f16.
+	// convolution kernels (q8_0, 226 MiB less for SDXL at q4_K) at a small
+	// cost in accuracy; by default kernels stay f16.
 	QuantizeConvs bool
 	// F16Accumulation lets a GPU accumulate products of f16 weights in f16
 	// (ggml-cuda's own default): faster on GPUs whose tensor cores halve

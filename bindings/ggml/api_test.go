@@ -117,9 +117,9 @@ func testTypeTraits(t *testing.T) {
 
 func TestFitRow(t *testing.T) {
 	require.Equal(t, TypeQ4_K, TypeQ4_K.FitRow(1280))
-	require.Equal(t, TypeQ5_0, TypeQ4_K.FitRow(2880)) // 3×3 conv of 320 channels
+	require.Equal(t, TypeQ8_0, TypeQ4_K.FitRow(2880)) // 3×3 conv of 320 channels
 	require.Equal(t, TypeQ4_0, TypeQ3_K.FitRow(640))
-	require.Equal(t, TypeQ5_0, TypeQ5_K.FitRow(640))
+	require.Equal(t, TypeQ8_0, TypeQ5_K.FitRow(640))
 	require.Equal(t, TypeQ8_0, TypeQ6_K.FitRow(320))
 	require.Equal(t, TypeQ8_0, TypeQ8_0.FitRow(320))
 	require.Equal(t, TypeF16, TypeQ8_0.FitRow(36)) // conv_in: 4 channels × 3×3

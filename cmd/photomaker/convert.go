@@ -38,8 +38,8 @@ one file is all 'generate --model' needs.
 
 Biases, norms, embeddings and the VAE stay in float; 3×3 and 1×1 conv kernels
 stay f16 under quantized types; k-quants (q*_K) need rows of 256 and fall back
-to a 32-block type for SDXL's 320/640-wide rows (q2_K and q3_K to q4_0, q4_K
-and q5_K to q5_0, q6_K to q8_0). --rules overrides this per tensor:
+to a 32-block type for SDXL's 320/640-wide rows (q2_K and q3_K to q4_0, q4_K,
+q5_K and q6_K to q8_0). --rules overrides this per tensor:
 comma-separated REGEX=TYPE pairs matched against canonical names (see
 'photomaker info --tensors'); the first matching rule wins.
 

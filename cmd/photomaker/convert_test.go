@@ -43,7 +43,7 @@ func TestConvert(t *testing.T) {
 	}
 	require.Equal(t, "F16", types["pm.visual_projection.weight"])
 	require.Equal(t, "F32", types["unet.conv_in.bias"])
-	require.Equal(t, "Q5_0", types["unet.mid_block.attentions.0.proj_in.weight"]) // 128-wide rows fall back
+	require.Equal(t, "Q8_0", types["unet.mid_block.attentions.0.proj_in.weight"]) // 128-wide rows fall back
 	st, err := os.Stat(out)
 	require.NoError(t, err)
 	require.InDelta(t, st.Size(), sum, float64(st.Size())/10, "sizes of quantized tensors count their blocks")

@@ -43,7 +43,7 @@ func vramFlag() cli.Flag {
 // quantizeConvsFlag is --quantize-convs, shared like vramFlag.
 func quantizeConvsFlag() cli.Flag {
 	return &cli.BoolFlag{Name: "quantize-convs", EnvVars: envs("quantize-convs"),
-		Usage: "with a quantized --type, also store the UNet's largest convolution kernels as q8_0 (about 220 MB less for SDXL, slightly less accurate)"}
+		Usage: "with a quantized --type, also store the UNet's largest convolution kernels as q8_0 (about 230 MiB less for SDXL, slightly less accurate)"}
 }
 
 // f16AccumFlag is --f16-accum, shared like vramFlag.

@@ -242,7 +242,7 @@ func TestPolicy(t *testing.T) {
 		{"vae.decoder.mid_block.attentions.0.to_q.weight", ggml.TypeBF16, nil, ggml.TypeF16, false},
 		{"te1.text_model.encoder.layers.0.mlp.fc1.weight", ggml.TypeQ8_0, nil, ggml.TypeQ8_0, false},
 		{"te1.text_model.encoder.layers.0.mlp.fc1.weight", ggml.TypeQ6_K, nil, ggml.TypeQ8_0, true},
-		{"te1.text_model.encoder.layers.0.mlp.fc1.weight", ggml.TypeQ5_K, nil, ggml.TypeQ5_0, true},
+		{"te1.text_model.encoder.layers.0.mlp.fc1.weight", ggml.TypeQ5_K, nil, ggml.TypeQ8_0, true},
 		{"te1.text_model.encoder.layers.0.mlp.fc1.weight", ggml.TypeQ2_K, nil, ggml.TypeQ4_0, true},
 		// user rules: first match wins, override the defaults
 		{"unet.down_blocks.1.attentions.0.transformer_blocks.0.attn1.to_q.weight", ggml.TypeQ4_0, rules, ggml.TypeQ8_0, false},

@@ -106,7 +106,7 @@ var DefaultPolicy = []string{
 	"embeddings (token, position, class, patch, time, add): the chosen type if it is f32/f16/bf16, else f16",
 	"vae.*: f32 if the chosen type is f32, else f16",
 	"integer tensors: unchanged",
-	"rows (ne0) that are not whole blocks: k-quants fall back to a 32-block type (q2_K/q3_K→q4_0, q4_K/q5_K→q5_0, q6_K→q8_0), other types to f16",
+	"rows (ne0) that are not whole blocks: k-quants fall back to a 32-block type (q2_K/q3_K→q4_0, q4_K/q5_K/q6_K→q8_0), other types to f16",
 	"everything else: the chosen type",
 }
 
@@ -115,7 +115,7 @@ var DefaultPolicy = []string{
 // user rule's type that does not fit), why.
 type choice struct {
 	typ      ggml.Type
-	fallback string // "" or "q4_K→q5_0: row of 320 is not a multiple of 256"
+	fallback string // "" or "q4_K→q8_0: row of 320 is not a multiple of 256"
 }
 
 // choose picks the stored type of a tensor for chosen type typ.

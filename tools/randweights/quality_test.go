@@ -46,12 +46,14 @@ func bigSDXL(t *testing.T) string {
 //
 // The result depends on how the random weights are drawn. Initialised as
 // diffusers initialises a new UNet (Generation 2), on the 2-core dev
-// machine (seed 1): bf16 0.22 % (its convolution kernels stay f16), q8_0
-// 0.52 %, q4_K 3.95 % (input sensitivity: 0.1 %
-// input noise → 0.125 %). q4_K's 640-wide rows take q5_0; with q4_0 there
-// it was 5.7 %. Opt-in quantized kernels (--quantize-convs: the deepest
-// level's 3×3 resnet kernels as q8_0) take q4_K to 5.15 %, past the 5 %
-// target, which is why they stay opt-in; their limit is a regression bound. Generation 1 (every matrix N(0, 0.02²), 3×3 kernels four
+// machine (seed 1): bf16 0.21 % (its convolution kernels stay f16), q8_0
+// 0.52 %, q4_K 3.56 % (input sensitivity: 0.1 % input noise → 0.125 %).
+// q4_K's rows that are not whole 256-blocks (640 wide and the like) take
+// q8_0: with q5_0 there q4_K was off by 3.95 %, with q4_0 by 5.7 %. Opt-in
+// quantized kernels (--quantize-convs: the deepest level's 3×3 resnet
+// kernels as q8_0, 1×1 kernels as the chosen type) take q4_K to 3.85 %
+// (5.15 % with the q5_0 fallback, whose 1×1 kernels lost the most).
+// Generation 1 (every matrix N(0, 0.02²), 3×3 kernels four
 // times PyTorch's scale) amplified weight noise about twice as much: q8_0
 // 2.0 %, q4_K 20 %, spread over all layer groups.
 func TestQuantizationQualityBig(t *testing.T) {
@@ -126,7 +128,7 @@ func TestQuantizationQualityBig(t *testing.T) {
 		typ     ggml.Type
 		kernels bool // --quantize-convs
 		limit   float64
-	}{{ggml.TypeBF16, false, 0.01}, {ggml.TypeQ8_0, false, 0.01}, {ggml.TypeQ4_K, false, 0.05}, {ggml.TypeQ4_K, true, 0.06}} {
+	}{{ggml.TypeBF16, false, 0.01}, {ggml.TypeQ8_0, false, 0.01}, {ggml.TypeQ4_K, false, 0.05}, {ggml.TypeQ4_K, true, 0.05}} {
 		rel := relErr(predict(tc.typ, tc.kernels, false), ref)
 		t.Logf("%s (quantized kernels: %v) vs f16: relative error %.4f%% (limit %.0f%%)", tc.typ, tc.kernels, 100*rel, 100*tc.limit)
 		assert.LessOrEqual(t, rel, tc.limit, "%s", tc.typ)
