@@ -83,7 +83,20 @@ run)
 			(cd photomaker && timeout "$(limit 120)" "../$CARRY/photomaker.test" -test.run 'TestEndToEndOnGPU' -test.v) >"$R/${1}e2e.txt" 2>&1 || true
 		fi
 	}
-	# benches PREFIX LIBDIR DEVICE SPECS: type:side:steps[:extra flags, comma-separated]
+	# gguf TYPE: the random weights (made by an earlier --random bench)
+	# converted once to a GGUF of TYPE with the adapter merged, so that each
+	# quantized bench loads in seconds instead of quantizing on every load.
+	gguf() {
+		local g="$PWD/build/random/sdxl-pm-$1.gguf" c="$PWD/build/random"
+		[ -f "$g" ] && { echo "$g"; return; }
+		[ -f "$c/sdxl-full-seed1-g2.safetensors" ] || return 1
+		fits 120 "convert $1" || return 1
+		timeout "$(limit 300)" "$CARRY/photomaker" convert "$c/sdxl-full-seed1-g2.safetensors" \
+			--photomaker "$c/photomaker-v1-full-seed1-g2.safetensors" --type "$1" -o "$g" >"$R/convert-$1.err" 2>&1 || return 1
+		echo "$g"
+	}
+	# benches PREFIX LIBDIR DEVICE SPECS: type:side:steps[:extra flags,
+	# comma-separated]; a type gguf-T benches the GGUF of type T (see gguf).
 	benches() {
 		export PHOTOMAKER_LIB_PATH="$PWD/$2"
 		[[ $steps == *" bench "* ]] || return 0
@@ -91,15 +104,20 @@ run)
 			IFS=: read -r typ side n extra <<<"$spec"
 			name="${1}bench-$typ-$side${extra:+-$(tr -cd 'a-z0-9' <<<"$extra")}"
 			fits "${BENCH_TIME:-60}" "$name" || continue
+			weights=(--random --type "$typ")
+			if [[ $typ == gguf-* ]]; then
+				g=$(gguf "${typ#gguf-}") || { echo "skipped $name: no GGUF" >>"$R/skipped.txt"; continue; }
+				weights=(--model "$g" --type "${typ#gguf-}")
+			fi
 			# shellcheck disable=SC2046 # the extra flags are meant to split
-			timeout "$(limit "${BENCH_TIMEOUT:-180}")" "$CARRY/photomaker" bench --random --device "$3" --type "$typ" --width "$side" --height "$side" \
+			timeout "$(limit "${BENCH_TIMEOUT:-180}")" "$CARRY/photomaker" bench "${weights[@]}" --device "$3" --width "$side" --height "$side" \
 				--steps "$n" --cache-dir "$PWD/build/random" --json $(tr , ' ' <<<"$extra") >"$R/$name.json" 2>"$R/$name.err" || true
 		done
 	}
 	# Order by worth, in case the deadline comes first: CUDA's checks, the
 	# headline bench, the memory targets, the other CUDA benches, then
 	# ggml-vulkan over the NVIDIA driver (when prepared).
-	specs=(${BENCH:-f16:1024:20:--profile,--runs=3 f16:1024:20:--vae-f16,--runs=3 bf16:1024:20 q4_K:1024:20 f16:1024:20:--f16-accum q4_K:1024:20:--vram=low f16:1024:20:--vram=stream f16:512:20 q8_0:1024:20})
+	specs=(${BENCH:-f16:1024:20:--profile,--runs=3 f16:1024:20:--vae-f16,--runs=3 bf16:1024:20 gguf-q4_K:1024:20 f16:1024:20:--f16-accum gguf-q4_K:1024:20:--vram=low gguf-q4_K:1024:20:--quantize-convs f16:1024:20:--vram=stream f16:512:20 q8_0:1024:20})
 	checks "" "$CARRY/lib"
 	benches "" "$CARRY/lib" cuda "${specs[*]}"
 	if [[ $steps == *" vulkan "* && -d $CARRY/vulkan ]]; then
@@ -120,7 +138,7 @@ run)
 	# The machine's own CPU, last: 512² steps on all its cores, next to
 	# PyTorch fp32's 4.2–7.0 s per batch-2 step there (issue #8).
 	if [[ $steps == *" cpu "* ]]; then
-		benches cpu- "" cpu "${CPU_BENCH:-q8_0:512:1 q4_K:512:1 f16:512:1}"
+		benches cpu- "" cpu "${CPU_BENCH:-q8_0:512:1 gguf-q4_K:512:1 f16:512:1}"
 	fi
 	tail -n 4 "$R"/*.txt "$R"/*.err "$R"/*.json 2>/dev/null | cut -c1-400 | head -150
 	;;
