@@ -140,7 +140,18 @@ run)
 	if [[ $steps == *" cpu "* ]]; then
 		benches cpu- "" cpu "${CPU_BENCH:-q8_0:512:1 gguf-q4_K:512:1 f16:512:1}"
 	fi
-	tail -n 4 "$R"/*.txt "$R"/*.err "$R"/*.json 2>/dev/null | cut -c1-400 | head -150
+	# One line per bench (summary.txt), then the ends of the logs.
+	for f in "$R"/*bench-*.json; do
+		[ -s "$f" ] || { echo "$(basename "$f" .json): no result"; continue; }
+		awk -v n="$(basename "$f" .json)" -F': ' '
+			/^  "(load_seconds|unet_step_seconds|warm_unet_step_seconds|vae_seconds|generate_seconds|warm_generate_seconds|peak_device_bytes|device_used_peak_bytes)"/ {
+				k = $1; gsub(/[ ",]/, "", k); v = $2; gsub(/[ ,]/, "", v); a[k] = v }
+			END { printf "%-44s load %6.2f s  step %7.4f s (warm %7.4f)  vae %6.3f s  generate %6.2f s (warm %6.2f)  peak %5.2f GiB (card %5.2f)\n",
+				n, a["load_seconds"], a["unet_step_seconds"], a["warm_unet_step_seconds"], a["vae_seconds"], a["generate_seconds"],
+				a["warm_generate_seconds"], a["peak_device_bytes"] / 2^30, a["device_used_peak_bytes"] / 2^30 }' "$f"
+	done >"$R/summary.txt" 2>&1 || true
+	tail -n 4 "$R"/*.txt "$R"/*.err 2>/dev/null | cut -c1-400 | head -120
+	cat "$R/summary.txt"
 	;;
 slim)
 	stash="${STASH:-/tmp/pm-testdata}"
