@@ -223,7 +223,7 @@ func (b *builder) convAs(l *nn.Conv2D, x *ggml.Tensor, stride, pad int, typ ggml
 		return tmp.Forward(c, x, stride, pad)
 	case b.mode == ConvAuto && x.Ne(3) == 1:
 		y = nn.BandedConv2D(c, w, x, stride, pad, limit)
-	default: // the direct kernel, in f32 as measured on GPUs
+	default: // the direct kernel, with the f32 kernels its tests cover
 		y = c.Conv2DDirect(f32(c, l.Weight), x, stride, stride, pad, pad, 1, 1)
 	}
 	if l.Bias != nil {
