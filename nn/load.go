@@ -479,11 +479,9 @@ func (w *Weights) fill(ctx context.Context, progress func(done, total int)) erro
 				if err == nil && w.byRows[p.dst] {
 					data = kernelByRows(data, p.src.Shape, int(p.dst.Type().BlockBytes()))
 				}
-				// Writes into host memory (the CPU's weights, a GPU's
-				// streamed ones) are copies that need not wait their turn,
-				// and repacking, done by ggml as the tensor is written,
-				// takes longer than copying: they run here, on every core.
-				if err == nil && (p.dst.Repacked() || p.dst.InHostMemory()) {
+				// Repacking, done by ggml as the tensor is written, takes
+				// longer than copying: it runs here, on every core.
+				if err == nil && p.dst.Repacked() {
 					results[i] <- result{err: p.dst.SetData(data), stored: true}
 					continue
 				}

@@ -223,13 +223,6 @@ func (t *Tensor) SetOutput() *Tensor { C.ggml_set_output(t.p); return t }
 // Allocated reports whether the tensor has backend memory.
 func (t *Tensor) Allocated() bool { return t.p.data != nil || t.p.buffer != nil }
 
-// InHostMemory reports whether the tensor lives in a buffer of plain host
-// memory (the CPU's, or a GPU's pinned host buffer), which SetData fills by
-// copying and which several goroutines may fill at once.
-func (t *Tensor) InHostMemory() bool {
-	return t.p.buffer != nil && bool(C.ggml_backend_buffer_is_host(t.p.buffer))
-}
-
 // SetData copies raw bytes into the tensor's backend memory.
 func (t *Tensor) SetData(data []byte) error {
 	if !t.Allocated() {
