@@ -151,7 +151,8 @@ func rowProducts(c *ggml.Context, cols, kernel *ggml.Tensor, first, n int64) *gg
 
 // KernelByRow rearranges a 3×3 kernel [3, 3, Cin, Cout] in the graph into
 // the by-row layout [3, Cin, Cout, 3], for a kernel that is used once (the
-// VAE's, cast to f32 per decode) rather than stored that way.
+// VAE's, cast per decode to the type it multiplies in) rather than stored
+// that way.
 func KernelByRow(c *ggml.Context, w *ggml.Tensor) *ggml.Tensor {
 	return c.Cont(c.Permute(w, 0, 3, 1, 2))
 }

@@ -133,8 +133,9 @@ func (w *Weights) FreeApart() {
 // StoreKernelsByRow makes Bind store each float 3×3 convolution kernel by
 // kernel row, the layout Conv2D convolves with as three products over a
 // 1×3 im2col, a third of the full im2col's size (see Conv2D). Call it
-// before Bind. The VAE keeps PyTorch's layout: it casts its kernels to f32
-// for each decode and rearranges them in the graph (KernelByRow).
+// before Bind. The VAE keeps PyTorch's layout: it casts its kernels to the
+// type it multiplies in for each decode and rearranges them in the graph
+// (KernelByRow).
 func (w *Weights) StoreKernelsByRow() { w.byRows = map[*ggml.Tensor]bool{} }
 
 // ErrMissing is wrapped when a required weight is absent.
