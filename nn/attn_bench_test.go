@@ -41,23 +41,29 @@ func BenchmarkAttention(b *testing.B) {
 			}
 			b.Run(fmt.Sprintf("%s_%dx%d", opt.name, sh.C, sh.N), func(b *testing.B) {
 				n := sh.C * sh.N * B
-				g, err := rt.Prepare(func(c *ggml.Context) []*ggml.Tensor {
-					q, k, v := c.InputF32(x[:n], sh.C, sh.N, B), c.InputF32(x[n:2*n], sh.C, sh.N, B), c.InputF32(x[2*n:], sh.C, sh.N, B)
-					return []*ggml.Tensor{Attend(c, q, k, v, int(sh.H), nil, opt.o)}
-				})
-				if err != nil {
-					b.Fatal(err)
-				}
-				defer g.Close()
-				b.ResetTimer()
-				for range b.N {
-					if _, err := g.Run(context.Background()); err != nil {
-						b.Fatal(err)
-					}
-				}
 				flops := float64(4 * sh.C * sh.N * sh.N * B) // two products
-				b.ReportMetric(flops*float64(b.N)/b.Elapsed().Seconds()/1e9, "GFLOP/s")
+				benchGraph(b, rt, flops, func(c *ggml.Context) *ggml.Tensor {
+					q, k, v := c.InputF32(x[:n], sh.C, sh.N, B), c.InputF32(x[n:2*n], sh.C, sh.N, B), c.InputF32(x[2*n:], sh.C, sh.N, B)
+					return Attend(c, q, k, v, int(sh.H), nil, opt.o)
+				})
 			})
 		}
 	}
+}
+
+// benchGraph times the graph build makes on rt and reports GFLOP/s for
+// flops operations per run.
+func benchGraph(b *testing.B, rt *Runtime, flops float64, build func(c *ggml.Context) *ggml.Tensor) {
+	g, err := rt.Prepare(func(c *ggml.Context) []*ggml.Tensor { return []*ggml.Tensor{build(c)} })
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer g.Close()
+	b.ResetTimer()
+	for range b.N {
+		if _, err := g.Run(context.Background()); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ReportMetric(flops*float64(b.N)/b.Elapsed().Seconds()/1e9, "GFLOP/s")
 }

@@ -1,7 +1,6 @@
 package nn
 
 import (
-	"context"
 	"fmt"
 	"math/rand/v2"
 	"testing"
@@ -37,26 +36,14 @@ func BenchmarkConv2DLayouts(b *testing.B) {
 		byRows := kernelByRows(f16, []int64{sh.C, sh.C, 3, 3}, 2)
 		for _, byRow := range []bool{false, true} {
 			b.Run(fmt.Sprintf("byrow_%v_%dx%d", byRow, sh.C, sh.S), func(b *testing.B) {
-				g, err := rt.Prepare(func(c *ggml.Context) []*ggml.Tensor {
+				benchGraph(b, rt, float64(2*9*sh.C*sh.C*sh.S*sh.S*B), func(c *ggml.Context) *ggml.Tensor {
 					img := c.InputF32(x, sh.S, sh.S, sh.C, B)
 					conv := Conv2D{Weight: c.Input(ggml.TypeF16, f16, 3, 3, sh.C, sh.C)}
 					if byRow {
 						conv = NewConv2DByRow(c.Input(ggml.TypeF16, byRows, 3, sh.C, sh.C, 3), nil)
 					}
-					return []*ggml.Tensor{conv.Forward(c, img, 1, 1)}
+					return conv.Forward(c, img, 1, 1)
 				})
-				if err != nil {
-					b.Fatal(err)
-				}
-				defer g.Close()
-				b.ResetTimer()
-				for range b.N {
-					if _, err := g.Run(context.Background()); err != nil {
-						b.Fatal(err)
-					}
-				}
-				flops := float64(2 * 9 * sh.C * sh.C * sh.S * sh.S * B)
-				b.ReportMetric(flops*float64(b.N)/b.Elapsed().Seconds()/1e9, "GFLOP/s")
 			})
 		}
 	}
