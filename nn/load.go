@@ -121,8 +121,11 @@ func (w *Weights) keepApart(match func(name string) bool, inHost bool) {
 
 // FreeApart releases the memory of the weights KeepApart or KeepInHost set
 // apart; graphs must not use them afterwards.
-func (w *Weights) FreeApart() {
-	for _, b := range []**ggml.Buffer{&w.apartBuf, &w.apartRepacked} {
+func (w *Weights) FreeApart() { freeBuffers(&w.apartBuf, &w.apartRepacked) }
+
+// freeBuffers frees and clears the buffers that are set.
+func freeBuffers(bufs ...**ggml.Buffer) {
+	for _, b := range bufs {
 		if *b != nil {
 			(*b).Free()
 			*b = nil
@@ -588,12 +591,7 @@ func kernelByRows(data []byte, shape []int64, elem int) []byte {
 
 // Free releases the device memory and headers.
 func (w *Weights) Free() {
-	for _, b := range []**ggml.Buffer{&w.buf, &w.apartBuf, &w.repacked, &w.apartRepacked} {
-		if *b != nil {
-			(*b).Free()
-			*b = nil
-		}
-	}
+	freeBuffers(&w.buf, &w.apartBuf, &w.repacked, &w.apartRepacked)
 	for _, c := range []**ggml.Context{&w.ctx, &w.apartCtx} {
 		if *c != nil {
 			(*c).Free()

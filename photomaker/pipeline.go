@@ -63,8 +63,8 @@ type Config struct {
 	F16Accumulation bool
 	// VAEF16 lets the VAE decoder's convolutions of normalized inputs
 	// multiply f16 operands (vae.VAE.F16Products): about 70 % of its
-	// arithmetic at f16 speed (its decode 11 % faster on a CPU at 512²;
-	// on GPUs these products reach the tensor cores), the image within
+	// arithmetic at f16 speed (its decode 10–11 % faster on a CPU; on a
+	// GPU f16 rather than TF32 tensor-core products, not yet measured), the image within
 	// 5e-3 of diffusers' f32 decode on the reference kit (0.6 of one 8-bit
 	// level). Off: the whole VAE is f32.
 	VAEF16 bool

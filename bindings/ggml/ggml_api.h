@@ -236,7 +236,6 @@ size_t ggml_backend_buft_get_alloc_size(ggml_backend_buffer_type_t buft, const s
 void * ggml_backend_buffer_get_base(ggml_backend_buffer_t buffer);
 enum ggml_status ggml_backend_tensor_alloc(ggml_backend_buffer_t buffer, struct ggml_tensor * tensor, void * addr);
 void ggml_backend_buffer_set_usage(ggml_backend_buffer_t buffer, enum ggml_backend_buffer_usage usage);
-enum ggml_backend_buffer_usage ggml_backend_buffer_get_usage(ggml_backend_buffer_t buffer);
 void ggml_backend_tensor_set(struct ggml_tensor * t, const void * data, size_t offset, size_t size);
 void ggml_backend_tensor_get(const struct ggml_tensor * t, void * data, size_t offset, size_t size);
 void ggml_backend_tensor_copy(struct ggml_tensor * src, struct ggml_tensor * dst);
