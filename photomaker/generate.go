@@ -195,7 +195,7 @@ func (p *Pipeline) Generate(ctx context.Context, req Request) (*Result, error) {
 		p.releaseEncoders() // the plan holds all the conditioning
 	}
 	if err != nil {
-		return nil, err
+		return nil, p.withMemoryAdvice(err, stageEncode, &req)
 	}
 	var loadTime time.Duration
 	if p.unet == nil { // OneShot
@@ -221,7 +221,7 @@ func (p *Pipeline) Generate(ctx context.Context, req Request) (*Result, error) {
 	// free the UNet before the VAE's large decode buffers grow.
 	final, err := p.denoise(ctx, &req, pl, latents, noise)
 	if err != nil {
-		return nil, err
+		return nil, p.withMemoryAdvice(err, stageDenoise, &req)
 	}
 	p.notePeak()
 	if p.cfg.OneShot {
@@ -231,7 +231,7 @@ func (p *Pipeline) Generate(ctx context.Context, req Request) (*Result, error) {
 	for _, l := range final {
 		img, err := p.decodeImage(ctx, &req, l)
 		if err != nil {
-			return nil, err
+			return nil, p.withMemoryAdvice(err, stageDecode, &req)
 		}
 		res.Images = append(res.Images, img)
 	}

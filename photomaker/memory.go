@@ -1,6 +1,7 @@
 package photomaker
 
 import (
+	"errors"
 	"fmt"
 	"log/slog"
 	"strings"
@@ -110,6 +111,52 @@ func chooseVRAM(mode string, free int64, n memoryNeeds, width, height int) (stri
 	return "", fmt.Errorf("%w: a %d×%d image needs at least %s of device memory even with --vram stream (%s with everything on the device), but %s is free; "+
 		"try a smaller size, quantized weights (--type q4_K), or --device cpu",
 		ggml.ErrOutOfMemory, width, height, ggml.HumanBytes(n.total(VRAMStream)), ggml.HumanBytes(n.total(VRAMFull)), ggml.HumanBytes(free))
+}
+
+// cpuStepBytesPerLatentPixel is the least compute a CFG UNet step of SDXL
+// base needs on the CPU (its attention in pieces, see nn.AttentionOptions)
+// per latent pixel: 572 MiB at 1024² (TestComputeEstimatesBig), and more
+// per pixel at larger sizes (21.9 GiB at 6144², 20.1 at this rate). A plan
+// refused with it surely does not fit.
+const cpuStepBytesPerLatentPixel = 572 << 20 / (128 * 128)
+
+// planMinChannels is the least UNet width (its first level's channels)
+// checkPlanInRAM judges: SDXL's 320, which the constant was measured on;
+// smaller models need far less. Tests lower it for the tiny model.
+var planMinChannels = 320
+
+// checkPlanInRAM fails Load on the CPU before any weight is read when a
+// PlanWidth×PlanHeight image cannot fit the available RAM: the weights
+// resident while denoising and the least a step's compute needs. Nearer
+// cases go on, and the step's exact sizing (ggml.Scheduler) decides.
+func (p *Pipeline) checkPlanInRAM(policy nn.TypePolicy) error {
+	w, h := p.cfg.PlanWidth, p.cfg.PlanHeight
+	if !p.rt.Device.IsCPU() || w <= 0 || h <= 0 {
+		return nil
+	}
+	if cfg, err := unet.Infer(p.model.Tensors, "unet."); err != nil || cfg.BlockOutChannels[0] < planMinChannels {
+		return nil // Load reports a bad UNet
+	}
+	avail, ok := availableRAM()
+	if !ok {
+		return nil
+	}
+	b := p.weightBytes(policy)
+	resident := b.unet + b.vae
+	if !p.releasesEncoders() {
+		resident += b.encoders
+	}
+	step := int64(w/8) * int64(h/8) * cpuStepBytesPerLatentPixel
+	if resident+step+b.loopKV <= int64(avail) {
+		return nil
+	}
+	try := "a smaller size"
+	if !p.unetQuantized() {
+		try += ", quantized weights (--type q4_K)"
+	}
+	return fmt.Errorf("%w: a %d×%d image needs at least %s of RAM (weights %s, a denoising step's working memory %s) but %s is available; try %s or closing other programs",
+		ggml.ErrOutOfMemory, w, h, ggml.HumanBytes(resident+step+b.loopKV), ggml.HumanBytes(resident), ggml.HumanBytes(step),
+		ggml.HumanBytes(int64(avail)), try)
 }
 
 // deviceMemory is the free memory of rt's device, ok=false for the CPU
@@ -318,4 +365,77 @@ func EstimateMemory(cfg Config, width, height int) ([]MemoryEstimate, error) {
 		out = append(out, MemoryEstimate{mode, oneShot.total(mode), serve.total(mode)})
 	}
 	return out, nil
+}
+
+// Generation stages, for out-of-memory advice.
+const (
+	stageEncode  = "encoding"
+	stageDenoise = "denoising"
+	stageDecode  = "decoding"
+)
+
+// withMemoryAdvice adds to a stage's compute buffers that did not fit
+// (ggml.ComputeMemoryError) what would make them fit with this pipeline's
+// settings; other errors pass unchanged.
+func (p *Pipeline) withMemoryAdvice(err error, stage string, req *Request) error {
+	var me *ggml.ComputeMemoryError
+	if !errors.As(err, &me) {
+		return err
+	}
+	var try []string
+	if stage != stageEncode {
+		try = append(try, "a smaller image size")
+	}
+	switch stage {
+	case stageEncode:
+		if !me.CPU && p.encRT == p.rt {
+			try = append(try, "--vram low (the encoders then run on the CPU)")
+		}
+	case stageDenoise:
+		if !p.unetQuantized() {
+			try = append(try, "quantized weights (--type q4_K)")
+		}
+		if !me.CPU && p.vram != VRAMStream {
+			try = append(try, "--vram stream")
+		}
+	case stageDecode:
+		// Halve the tiles the decode ran in: a forced size, the automatic
+		// ones a whole decode falls back to, or the whole image.
+		side := max(req.Width, req.Height) / 8
+		tile := p.vaeTile()
+		if tile == 0 && side > autoTile {
+			tile = autoTile
+		}
+		if tile <= 0 || tile >= side {
+			tile = side
+		}
+		if next := min(autoTile, tile/2); next >= 16 {
+			try = append(try, fmt.Sprintf("smaller VAE tiles (--vae-tile %d)", next))
+		}
+	}
+	if me.CPU {
+		try = append(try, "closing other programs")
+	} else {
+		try = append(try, "--device cpu")
+	}
+	return fmt.Errorf("%w; try %s", err, orList(try))
+}
+
+// orList joins choices as "a, b or c".
+func orList(s []string) string {
+	if len(s) < 2 {
+		return strings.Join(s, "")
+	}
+	return strings.Join(s[:len(s)-1], ", ") + " or " + s[len(s)-1]
+}
+
+// unetQuantized says whether p stores the UNet's matrices in a quantized type.
+func (p *Pipeline) unetQuantized() bool {
+	set := p.model.Tensors.Prefix("unet.")
+	for _, name := range set.Names() {
+		if t, ok := set.Get(name); ok && len(t.Shape) == 2 && p.policy("unet."+name, t).Quantized() {
+			return true
+		}
+	}
+	return false
 }

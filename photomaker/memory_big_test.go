@@ -36,35 +36,67 @@ func TestComputeEstimatesBig(t *testing.T) {
 	defer m.Close()
 	f16, err := weightPolicy("f16")
 	require.NoError(t, err)
-	measure := func(build func(rt *nn.Runtime) (int64, error)) int64 {
+	gpuAttention := func(rt *nn.Runtime) { rt.Attn = nn.AttentionOptions{Flash: true, KVType: ggml.TypeF16} }
+	measureWith := func(attention func(*nn.Runtime), build func(rt *nn.Runtime) ([]int64, error)) []int64 {
 		rt, err := nn.NewRuntime("cpu", 0)
 		require.NoError(t, err)
 		defer rt.Close()
-		rt.Attn = nn.AttentionOptions{Flash: true, KVType: ggml.TypeF16}
+		attention(rt)
 		n, err := build(rt)
 		require.NoError(t, err)
 		return n
 	}
+	measure := func(build func(rt *nn.Runtime) (int64, error)) int64 {
+		return measureWith(gpuAttention, func(rt *nn.Runtime) ([]int64, error) {
+			n, err := build(rt)
+			return []int64{n}, err
+		})[0]
+	}
 	const lw = 128 // 1024×1024
-	step := measure(func(rt *nn.Runtime) (int64, error) {
-		u, err := unet.Load(context.Background(), rt, m.Tensors, "unet.", unet.Options{Policy: f16})
-		if err != nil {
-			return 0, err
+	// unetSteps sizes a CFG step's compute at each latent side.
+	unetSteps := func(sides ...int) func(rt *nn.Runtime) ([]int64, error) {
+		return func(rt *nn.Runtime) ([]int64, error) {
+			u, err := unet.Load(context.Background(), rt, m.Tensors, "unet.", unet.Options{Policy: f16})
+			if err != nil {
+				return nil, err
+			}
+			defer u.Close()
+			euler, err := sampling.New("euler", sampling.DefaultConfig(), 20, nil)
+			if err != nil {
+				return nil, err
+			}
+			var sizes []int64
+			for _, side := range sides {
+				loop, err := u.NewLoop(unet.LoopInputs{Width: side, Height: side, Latents: make([]float32, 4*side*side), Guidance: 5,
+					Conditionings: []unet.Conditioning{{Context: make([]float32, 77*2048*2), Pooled: make([]float32, 1280*2), TimeIDs: make([]float32, 6*2)}},
+					Steps:         sampling.LinearSteps(euler)})
+				if err != nil {
+					return nil, err
+				}
+				n, err := loop.Reserve()
+				loop.Close()
+				if err != nil {
+					return nil, err
+				}
+				sizes = append(sizes, n)
+			}
+			return sizes, nil
 		}
-		defer u.Close()
-		euler, err := sampling.New("euler", sampling.DefaultConfig(), 20, nil)
-		if err != nil {
-			return 0, err
+	}
+	step := measureWith(gpuAttention, unetSteps(lw))[0]
+	// With the CPU runtime's own attention: 1024² is the least per pixel
+	// (smaller images compute their attention whole, larger ones in more
+	// pieces), which checkPlanInRAM relies on.
+	cpuSides := []int{64, 96, 128, 160, 256}
+	cpuSteps := measureWith(func(*nn.Runtime) {}, unetSteps(cpuSides...))
+	for i, side := range cpuSides {
+		least := int64(side*side) * cpuStepBytesPerLatentPixel
+		t.Logf("UNet CFG step at %d² with the CPU's attention: %s (least %s)", side*8, ggml.HumanBytes(cpuSteps[i]), ggml.HumanBytes(least))
+		require.LessOrEqual(t, least, cpuSteps[i], "checkPlanInRAM would refuse a plan that fits")
+		if side == lw {
+			require.InEpsilon(t, float64(least), float64(cpuSteps[i]), 0.05)
 		}
-		loop, err := u.NewLoop(unet.LoopInputs{Width: lw, Height: lw, Latents: make([]float32, 4*lw*lw), Guidance: 5,
-			Conditionings: []unet.Conditioning{{Context: make([]float32, 77*2048*2), Pooled: make([]float32, 1280*2), TimeIDs: make([]float32, 6*2)}},
-			Steps:         sampling.LinearSteps(euler)})
-		if err != nil {
-			return 0, err
-		}
-		defer loop.Close()
-		return loop.Reserve()
-	})
+	}
 	tile := measure(func(rt *nn.Runtime) (int64, error) {
 		v, err := vae.Load(context.Background(), rt, m.Tensors, "vae.", f16)
 		if err != nil {

@@ -1,6 +1,8 @@
 package photomaker
 
 import (
+	"errors"
+	"fmt"
 	"testing"
 
 	"github.com/stretchr/testify/require"
@@ -8,6 +10,7 @@ import (
 	"github.com/gophotomaker/photomaker/bindings/ggml"
 	"github.com/gophotomaker/photomaker/internal/golden"
 	"github.com/gophotomaker/photomaker/nn"
+	"github.com/gophotomaker/photomaker/weights"
 )
 
 func TestChooseVRAM(t *testing.T) {
@@ -157,4 +160,100 @@ func TestWeightsOnDevice(t *testing.T) {
 	require.Equal(t, int64(11), b.onDevice(false, false, VRAMFull, true))   // GPU, full, UNet not loaded (OneShot)
 	require.Equal(t, int64(11), b.onDevice(true, false, "", true))          // CPU, UNet not loaded
 	require.Equal(t, int64(10), b.onDevice(false, true, VRAMStream, false)) // GPU, stream
+}
+
+// An out-of-memory error names what would fit it at its stage, given the
+// pipeline's device, weights, VRAM mode and tiles; other errors pass as they are.
+func TestMemoryAdvice(t *testing.T) {
+	m, err := weights.Open(golden.Path("tiny-sdxl.safetensors"))
+	require.NoError(t, err)
+	defer m.Close()
+	f16, err := weightPolicy("f16")
+	require.NoError(t, err)
+	q4, err := weightPolicy("q4_K")
+	require.NoError(t, err)
+	onCPU := &ggml.ComputeMemoryError{Device: "CPU", CPU: true, Need: 5 << 30, Free: 1 << 30}
+	onGPU := &ggml.ComputeMemoryError{Device: "CUDA0", Need: 5 << 30, Free: 1 << 30}
+	gpu, cpu := &nn.Runtime{}, &nn.Runtime{}
+	req1024 := &Request{Width: 1024, Height: 1024}
+	for _, tc := range []struct {
+		name  string
+		p     *Pipeline
+		stage string
+		err   error
+		req   *Request
+		want  string
+	}{
+		{"CPU step, f16", &Pipeline{policy: f16}, stageDenoise, onCPU, req1024,
+			"; try a smaller image size, quantized weights (--type q4_K) or closing other programs"},
+		{"CPU step, q4_K", &Pipeline{policy: q4}, stageDenoise, onCPU, req1024,
+			"; try a smaller image size or closing other programs"},
+		{"GPU step, full", &Pipeline{policy: f16, vram: VRAMFull, rt: gpu, encRT: gpu}, stageDenoise, onGPU, req1024,
+			"; try a smaller image size, quantized weights (--type q4_K), --vram stream or --device cpu"},
+		{"GPU step, stream, q4_K", &Pipeline{policy: q4, vram: VRAMStream, rt: gpu, encRT: cpu}, stageDenoise, onGPU, req1024,
+			"; try a smaller image size or --device cpu"},
+		{"GPU encoders", &Pipeline{policy: f16, vram: VRAMFull, rt: gpu, encRT: gpu}, stageEncode, onGPU, req1024,
+			"; try --vram low (the encoders then run on the CPU) or --device cpu"},
+		{"CPU encoders of a low GPU mode", &Pipeline{policy: f16, vram: VRAMLow, rt: gpu, encRT: cpu}, stageEncode, onCPU, req1024,
+			"; try closing other programs"},
+		{"whole decode fell back to tiles", &Pipeline{policy: f16}, stageDecode, onCPU, req1024,
+			"; try a smaller image size, smaller VAE tiles (--vae-tile 32) or closing other programs"},
+		{"never tiles", &Pipeline{policy: f16, cfg: Config{VAETile: -1}}, stageDecode, onGPU, req1024,
+			"; try a smaller image size, smaller VAE tiles (--vae-tile 64) or --device cpu"},
+		{"small whole decode", &Pipeline{policy: f16}, stageDecode, onGPU, &Request{Width: 384, Height: 256},
+			"; try a smaller image size, smaller VAE tiles (--vae-tile 24) or --device cpu"},
+		{"smallest tiles", &Pipeline{policy: f16, cfg: Config{VAETile: 16}}, stageDecode, onCPU, req1024,
+			"; try a smaller image size or closing other programs"},
+	} {
+		tc.p.model = m
+		wrapped := fmt.Errorf("denoising step 1 of 20: %w", tc.err)
+		got := tc.p.withMemoryAdvice(wrapped, tc.stage, tc.req)
+		require.ErrorIs(t, got, ggml.ErrOutOfMemory, tc.name)
+		require.Equal(t, wrapped.Error()+tc.want, got.Error(), tc.name)
+	}
+	other := errors.New("ggml: graph computation failed (status 1)")
+	require.Same(t, other, (&Pipeline{}).withMemoryAdvice(other, stageDenoise, req1024))
+}
+
+// A CPU plan that cannot fit the RAM (weights and the least a step needs)
+// is refused by Load with the sizes; one that can goes on.
+func TestPlanInRAM(t *testing.T) {
+	oldRAM, oldMin := availableRAM, planMinChannels
+	t.Cleanup(func() { availableRAM, planMinChannels = oldRAM, oldMin })
+	planMinChannels = 0 // judge the tiny model as if it were SDXL-sized
+	var avail uint64
+	availableRAM = func() (uint64, bool) { return avail, true }
+
+	cfg := Config{Model: golden.Path("tiny-sdxl.safetensors"), Device: "cpu", WeightType: "f32", PlanWidth: 1024, PlanHeight: 768}
+	avail = 1 << 40
+	p, err := Load(t.Context(), cfg)
+	require.NoError(t, err)
+	b := p.weightBytes(nn.AllF32)
+	p.Close()
+	need := b.unet + b.vae + b.encoders + b.loopKV + 128*96*cpuStepBytesPerLatentPixel
+
+	avail = uint64(need - 1)
+	_, err = Load(t.Context(), cfg)
+	require.ErrorIs(t, err, ggml.ErrOutOfMemory)
+	require.ErrorContains(t, err, "a 1024×768 image needs at least ")
+	require.ErrorContains(t, err, "try a smaller size, quantized weights (--type q4_K) or closing other programs")
+
+	avail = uint64(need)
+	p, err = Load(t.Context(), cfg)
+	require.NoError(t, err)
+	p.Close()
+
+	cfg.OneShot = true // the encoders are freed before the UNet loads
+	avail = uint64(need - b.encoders)
+	p, err = Load(t.Context(), cfg)
+	require.NoError(t, err)
+	p.Close()
+	avail--
+	_, err = Load(t.Context(), cfg)
+	require.ErrorIs(t, err, ggml.ErrOutOfMemory)
+
+	planMinChannels = oldMin // the tiny model itself is not judged
+	p, err = Load(t.Context(), cfg)
+	require.NoError(t, err)
+	p.Close()
 }

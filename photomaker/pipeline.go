@@ -226,6 +226,9 @@ func Load(ctx context.Context, cfg Config) (_ *Pipeline, err error) {
 	if err != nil {
 		return nil, err
 	}
+	if err := p.checkPlanInRAM(policy); err != nil {
+		return nil, err
+	}
 	p.encRT = p.rt
 	if cfg.EncodersOnCPU || p.vram == VRAMLow || p.vram == VRAMStream {
 		if p.encRT, err = nn.NewRuntime("cpu", cfg.Threads); err != nil {

@@ -232,16 +232,33 @@ func (s *Scheduler) checkMemory(g *Graph) error {
 			avail, known = free, true
 		}
 		if known && uint64(grow) > avail {
-			try := "quantized weights (--type q4_K), --vram low or stream, or --device cpu"
-			if b.IsCPU() {
-				try = "quantized weights (--type q4_K) to leave more RAM, or closing other programs"
-			}
-			return fmt.Errorf("%w: this computation needs %s of working memory on %s but only %s is free; try a smaller image size, VAE tiling (--vae-tile 64), %s",
-				ErrOutOfMemory, HumanBytes(need), b.Dev.Name, HumanBytes(int64(avail)), try)
+			return &ComputeMemoryError{Device: b.Dev.Name, CPU: b.IsCPU(), Need: need, Free: int64(avail)}
 		}
 	}
 	return nil
 }
+
+// ComputeMemoryError is a graph whose compute buffers do not fit: refused
+// before allocation (Free known) or failed in the allocator (Free < 0). It
+// says what was needed where; the caller, which knows the stage and the
+// settings, says what to change (it wraps ErrOutOfMemory).
+type ComputeMemoryError struct {
+	Device string // the device short of memory (the neediest one when an allocation failed)
+	CPU    bool   // the device is the CPU: its memory is RAM
+	Need   int64  // bytes of compute buffers the graph needs on Device
+	Free   int64  // bytes free on Device when checked; < 0 when unknown
+	Op     string // "allocate" or "compute" for a failed allocation
+}
+
+func (e *ComputeMemoryError) Error() string {
+	if e.Free < 0 {
+		return fmt.Sprintf("%v: could not %s %s of compute buffers on %s", ErrOutOfMemory, e.Op, HumanBytes(e.Need), e.Device)
+	}
+	return fmt.Sprintf("%v: this computation needs %s of working memory on %s but only %s is free",
+		ErrOutOfMemory, HumanBytes(e.Need), e.Device, HumanBytes(e.Free))
+}
+
+func (e *ComputeMemoryError) Unwrap() error { return ErrOutOfMemory }
 
 func (s *Scheduler) setAbort(v int) {
 	for _, b := range s.backends {
@@ -252,13 +269,16 @@ func (s *Scheduler) setAbort(v int) {
 }
 
 func (s *Scheduler) oomError(what string) error {
-	msg := ""
+	e := &ComputeMemoryError{Free: -1, Op: what}
 	for _, b := range s.backends {
-		if n := int64(C.ggml_backend_sched_get_attempted_buffer_size(s.p, b.p)); n > 0 {
-			msg += fmt.Sprintf(" %s needs %s;", b.Dev.Name, HumanBytes(n))
+		if n := int64(C.ggml_backend_sched_get_attempted_buffer_size(s.p, b.p)); n > e.Need {
+			e.Device, e.CPU, e.Need = b.Dev.Name, b.IsCPU(), n
 		}
 	}
-	return fmt.Errorf("%w: could not %s compute buffers:%s try a smaller image size, VAE tiling, quantized weights, or --device cpu", ErrOutOfMemory, what, msg)
+	if e.Device == "" { // nothing recorded: the scheduler's first (main) device
+		e.Device, e.CPU = s.backends[0].Dev.Name, s.backends[0].IsCPU()
+	}
+	return e
 }
 
 // Close frees the scheduler (not its backends).
