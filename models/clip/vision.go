@@ -181,11 +181,12 @@ func (m *VisionModel) Forward(c *ggml.Context, pixels *ggml.Tensor) VisionOutput
 	x := emb.Patch.Forward(c, pixels, ps, 0)         // [G, G, C, B]
 	x = c.Reshape(x, P-1, C, B)                      // [G·G, C, B]
 	x = c.Cont(c.Permute(x, 1, 0, 2, 3))             // [C, G·G, B]
-	x = c.Pad(x, 0, 0, 1, 0, 0, 0, 0, 0)             // [C, P, B]: a zero row for the class token
 	pos := c.Cast(emb.Position.Weight, ggml.TypeF32) // [C, P]
 	class := c.Add(c.Cast(emb.Class, ggml.TypeF32), c.View(pos, [4]int64{C, 1, 1, 1}, pos.Nb(1), pos.Nb(1), pos.Nb(1), 0))
 	rest := c.View(pos, [4]int64{C, P - 1, 1, 1}, pos.Nb(1), pos.Nb(1)*(P-1), pos.Nb(1)*(P-1), pos.Nb(1))
-	x = c.Add(x, c.Concat(c.Cont(class), c.Cont(rest), 1)) // class+pos[0], pos[1:]
+	// [C, P, B]: class+pos[0], then patches+pos[1:]. A concatenation rather
+	// than a zero row padded in front: Metal pads only at the end.
+	x = c.Concat(c.Repeat(class, c.NewTensor(ggml.TypeF32, C, 1, B, 1)), c.Add(x, c.Cont(rest)), 1)
 
 	x = vm.PreLN.Forward(c, x, m.Config.Eps)
 	hidden := vm.Encoder.Forward(c, x, nil, LayerOptions{
