@@ -25,11 +25,37 @@ type progress struct {
 	stage    string
 	started  time.Time
 	drawn    time.Time
+	now      func() time.Time // nil: time.Now (tests set a clock)
+}
+
+func (p *progress) clock() time.Time {
+	if p.now == nil {
+		return time.Now()
+	}
+	return p.now()
 }
 
 func newProgress(w io.Writer, on bool) *progress {
 	f, ok := w.(*os.File)
 	return &progress{w: w, on: on, terminal: ok && term.IsTerminal(int(f.Fd()))}
+}
+
+// stepRate is the denoising speed as people read it: steps per second, or
+// seconds per step when a step takes longer than a second (CPUs), and the
+// time the remaining steps will take at that speed.
+func stepRate(done, total int, elapsed time.Duration) string {
+	if done <= 0 || elapsed <= 0 {
+		return ""
+	}
+	perStep := elapsed / time.Duration(done)
+	rate := fmt.Sprintf(" %.2f it/s", float64(done)/elapsed.Seconds())
+	if perStep > time.Second {
+		rate = fmt.Sprintf(" %.1f s/it", perStep.Seconds())
+	}
+	if left := perStep * time.Duration(total-done); left >= time.Second {
+		rate += ", " + left.Round(time.Second).String() + " left"
+	}
+	return rate
 }
 
 func (p *progress) update(ev photomaker.Progress) {
@@ -42,19 +68,19 @@ func (p *progress) update(ev photomaker.Progress) {
 		if p.stage != "" && p.terminal {
 			fmt.Fprintln(p.w)
 		}
-		p.stage, p.started = ev.Stage, time.Now()
-	} else if p.terminal && ev.Done < ev.Total && time.Since(p.drawn) < 100*time.Millisecond {
+		p.stage, p.started = ev.Stage, p.clock()
+	} else if p.terminal && ev.Done < ev.Total && p.clock().Sub(p.drawn) < 100*time.Millisecond {
 		return // redraw at most ten times a second
 	}
-	p.drawn = time.Now()
-	elapsed := time.Since(p.started).Seconds()
+	p.drawn = p.clock()
+	elapsed := p.drawn.Sub(p.started)
 	rate := ""
-	if ev.Done > 0 && elapsed > 0 && ev.Stage == "denoise" {
-		rate = fmt.Sprintf(" %.2f it/s", float64(ev.Done)/elapsed)
+	if ev.Stage == "denoise" {
+		rate = stepRate(ev.Done, ev.Total, elapsed)
 	}
 	if !p.terminal {
 		if ev.Done == ev.Total || (ev.Stage == "denoise" && ev.Done > 0) {
-			fmt.Fprintf(p.w, "%s %d/%d%s (%.1fs)\n", ev.Stage, ev.Done, ev.Total, rate, elapsed)
+			fmt.Fprintf(p.w, "%s %d/%d%s (%.1fs)\n", ev.Stage, ev.Done, ev.Total, rate, elapsed.Seconds())
 		}
 		return
 	}

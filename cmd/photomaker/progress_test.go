@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/require"
 
@@ -55,4 +56,23 @@ func TestProgressBarsOnATerminal(t *testing.T) {
 	buf.Reset()
 	feed(&progress{w: &buf, on: false, terminal: true})
 	require.Empty(t, buf.String())
+}
+
+// Slow steps (a CPU) read as seconds per step, fast ones as steps per
+// second, each with the time the remaining steps will take.
+func TestProgressRateAndTimeLeft(t *testing.T) {
+	var buf bytes.Buffer
+	at := time.Unix(0, 0)
+	p := &progress{w: &buf, on: true, now: func() time.Time { return at }}
+	p.update(photomaker.Progress{Stage: "denoise", Done: 0, Total: 20})
+	at = at.Add(21500 * time.Millisecond)
+	p.update(photomaker.Progress{Stage: "denoise", Done: 1, Total: 20})
+	at = at.Add(20500 * time.Millisecond)
+	p.update(photomaker.Progress{Stage: "denoise", Done: 2, Total: 20})
+	require.Equal(t, "denoise 1/20 21.5 s/it, 6m49s left (21.5s)\ndenoise 2/20 21.0 s/it, 6m18s left (42.0s)\n", buf.String())
+
+	require.Equal(t, " 10.00 it/s, 2s left", stepRate(5, 25, 500*time.Millisecond))
+	require.Equal(t, " 10.00 it/s", stepRate(25, 25, 2500*time.Millisecond))
+	require.Equal(t, " 1.0 s/it", stepRate(3, 3, 3001*time.Millisecond))
+	require.Empty(t, stepRate(0, 25, time.Second))
 }
