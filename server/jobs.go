@@ -49,12 +49,18 @@ type job struct {
 	total      int
 	imagesDone int
 	fraction   float64
-	errMsg     string
-	errStatus  int
-	images     [][]byte
-	started    time.Time
-	finished   time.Time
-	changed    chan struct{} // closed and replaced on every change
+	// The denoising pace: when the first image's loop started, and the
+	// steps finished since over all images (each image's loop restarts).
+	denoiseStart time.Time
+	denoiseLast  time.Time
+	stepsDone    int
+	stepsBefore  int // steps of the images denoised before the current one
+	errMsg       string
+	errStatus    int
+	images       [][]byte
+	started      time.Time
+	finished     time.Time
+	changed      chan struct{} // closed and replaced on every change
 }
 
 func newJobID() string {
@@ -289,6 +295,17 @@ func (s *Server) progress(j *job, ev photomaker.Progress) {
 	if j.terminal() {
 		return
 	}
+	if ev.Stage == "denoise" {
+		now := time.Now()
+		switch {
+		case j.denoiseStart.IsZero():
+			j.denoiseStart = now
+		case ev.Done == 0 && j.stage == "denoise": // the next image's loop
+			j.stepsBefore = j.stepsDone
+		}
+		j.stepsDone = j.stepsBefore + ev.Done
+		j.denoiseLast = now
+	}
 	j.stage, j.done, j.total = ev.Stage, ev.Done, ev.Total
 	per := 0.0
 	switch ev.Stage {
@@ -340,6 +357,18 @@ type progressView struct {
 	Done     int     `json:"done"`
 	Total    int     `json:"total"`
 	Fraction float64 `json:"fraction"`
+	// SecondsLeft is, while denoising, how long the remaining steps of
+	// every image will take at the pace so far (the decode comes after).
+	SecondsLeft float64 `json:"seconds_left,omitempty"`
+}
+
+// secondsLeft is progressView.SecondsLeft for j.
+func (j *job) secondsLeft() float64 {
+	if j.stage != "denoise" || j.stepsDone == 0 || j.total <= 0 {
+		return 0
+	}
+	perStep := j.denoiseLast.Sub(j.denoiseStart).Seconds() / float64(j.stepsDone)
+	return perStep * float64(max(j.req.N, 1)*j.total-j.stepsDone)
 }
 
 type requestView struct {
@@ -361,7 +390,7 @@ type requestView struct {
 func (s *Server) viewLocked(j *job) jobView {
 	v := jobView{
 		ID: j.id, Status: j.state, Error: j.errMsg, ErrorStatus: j.errStatus, Seed: j.req.Seed,
-		Progress: progressView{Stage: j.stage, Done: j.done, Total: j.total, Fraction: j.fraction},
+		Progress: progressView{Stage: j.stage, Done: j.done, Total: j.total, Fraction: j.fraction, SecondsLeft: j.secondsLeft()},
 		Created:  j.created, Images: []string{},
 		Request: requestView{
 			Prompt: j.params.prompt, NegativePrompt: j.params.negative, Style: j.params.style,

@@ -517,3 +517,26 @@ func TestJobViewJSON(t *testing.T) {
 		require.Contains(t, string(b), k)
 	}
 }
+
+// While denoising, a job's view says how long the remaining steps of all
+// its images will take at the pace so far.
+func TestDenoiseTimeLeft(t *testing.T) {
+	s := &Server{}
+	j := &job{req: photomaker.Request{N: 2}, state: stateRunning, changed: make(chan struct{})}
+	s.progress(j, photomaker.Progress{Stage: "encode", Done: 1, Total: 1})
+	require.Zero(t, s.viewLocked(j).Progress.SecondsLeft, "not denoising yet")
+	for d := 0; d <= 4; d++ { // the first image
+		s.progress(j, photomaker.Progress{Stage: "denoise", Done: d, Total: 4})
+	}
+	s.progress(j, photomaker.Progress{Stage: "denoise", Done: 0, Total: 4}) // the second image's loop
+	s.progress(j, photomaker.Progress{Stage: "denoise", Done: 1, Total: 4})
+	require.Equal(t, 5, j.stepsDone)
+	j.denoiseStart = j.denoiseLast.Add(-10 * time.Second) // 2 s a step
+	require.InDelta(t, 6, s.viewLocked(j).Progress.SecondsLeft, 1e-9)
+
+	b, err := json.Marshal(s.viewLocked(j).Progress)
+	require.NoError(t, err)
+	require.Contains(t, string(b), `"seconds_left":6`)
+	s.progress(j, photomaker.Progress{Stage: "decode", Done: 0, Total: 1})
+	require.Zero(t, s.viewLocked(j).Progress.SecondsLeft)
+}

@@ -229,6 +229,13 @@
     tick();
   }
 
+  // formatDuration writes seconds as "45 s" or "6 min 49 s".
+  function formatDuration(seconds) {
+    const s = Math.round(seconds);
+    if (s < 60) return s + " s";
+    return Math.floor(s / 60) + " min " + (s % 60) + " s";
+  }
+
   const stageNames = { encode: "Encoding the prompt", denoise: "Denoising", decode: "Decoding" };
 
   function update(job) {
@@ -241,6 +248,7 @@
       case "running": {
         let text = stageNames[p.stage] || "Starting";
         if (p.stage === "denoise" && p.total) text += ": step " + p.done + " of " + p.total;
+        if (p.seconds_left >= 1) text += ", about " + formatDuration(p.seconds_left) + " left";
         if (job.request && job.request.n > 1) text += " (" + job.request.n + " images)";
         setStatus(text + "…", p.fraction || 0);
         break;
