@@ -177,6 +177,9 @@ func (r *Runtime) CPUFallbacks() []string {
 // Context is the graph's context, where its inputs were declared.
 func (g *Graph) Context() *ggml.Context { return g.ctx }
 
+// FLOPs counts the arithmetic of g's products (ggml.Graph.FLOPs).
+func (g *Graph) FLOPs() int64 { return g.g.FLOPs() }
+
 // Run computes the graph with its inputs' current values and reads its
 // outputs.
 func (g *Graph) Run(ctx context.Context) ([]Output, error) {

@@ -90,6 +90,10 @@ type Result struct {
 	// LoadTime is the part of the call spent loading weights: OneShot's
 	// UNet (with any conversion or quantization), zero otherwise.
 	LoadTime time.Duration
+	// StepFLOPs is the arithmetic of one denoising step's products
+	// (ggml.Graph.FLOPs), for benchmarks: over a step's time, the rate the
+	// device achieved.
+	StepFLOPs int64
 }
 
 // ErrInvalidRequest is wrapped by errors about the request itself.
@@ -227,7 +231,7 @@ func (p *Pipeline) Generate(ctx context.Context, req Request) (*Result, error) {
 	if p.cfg.OneShot {
 		closeNil(&p.unet)
 	}
-	res := &Result{Seed: req.Seed, Request: req, LoadTime: loadTime}
+	res := &Result{Seed: req.Seed, Request: req, LoadTime: loadTime, StepFLOPs: p.stepFLOPs}
 	for _, l := range final {
 		img, err := p.decodeImage(ctx, &req, l)
 		if err != nil {
@@ -417,7 +421,7 @@ func (p *Pipeline) denoise(ctx context.Context, req *Request, pl *plan, initial 
 	if err != nil {
 		return nil, fmt.Errorf("denoising: %w", err)
 	}
-	p.loopState = loop.StateBytes()
+	p.loopState, p.stepFLOPs = loop.StateBytes(), loop.StepFLOPs()
 	defer func() {
 		loop.Close()
 		p.loopState = 0

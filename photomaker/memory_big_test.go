@@ -19,8 +19,9 @@ import (
 
 // TestComputeEstimatesBig re-measures the per-pixel compute constants the
 // VRAM plan uses, on the full-size random SDXL that `photomaker bench
-// --random` caches, with GPU-style attention (flash, f16 K/V). Only with
-// PHOTOMAKER_BIG=1 (about 6 GB of memory).
+// --random` caches, with GPU-style attention (flash, f16 K/V), the CPU's
+// least step memory (checkPlanInRAM), and a step's FLOPs against the
+// issue's figure. Only with PHOTOMAKER_BIG=1 (about 6 GB of memory).
 func TestComputeEstimatesBig(t *testing.T) {
 	if os.Getenv("PHOTOMAKER_BIG") != "1" {
 		t.Skip("full-size test: set PHOTOMAKER_BIG=1 (and PHOTOMAKER_RANDOM_SDXL, or run `photomaker bench --random` once)")
@@ -53,7 +54,9 @@ func TestComputeEstimatesBig(t *testing.T) {
 		})[0]
 	}
 	const lw = 128 // 1024×1024
-	// unetSteps sizes a CFG step's compute at each latent side.
+	// unetSteps sizes a CFG step's compute at each latent side, and
+	// counts the last one's arithmetic.
+	var flops int64
 	unetSteps := func(sides ...int) func(rt *nn.Runtime) ([]int64, error) {
 		return func(rt *nn.Runtime) ([]int64, error) {
 			u, err := unet.Load(context.Background(), rt, m.Tensors, "unet.", unet.Options{Policy: f16})
@@ -74,6 +77,7 @@ func TestComputeEstimatesBig(t *testing.T) {
 					return nil, err
 				}
 				n, err := loop.Reserve()
+				flops = loop.StepFLOPs()
 				loop.Close()
 				if err != nil {
 					return nil, err
@@ -84,11 +88,18 @@ func TestComputeEstimatesBig(t *testing.T) {
 		}
 	}
 	step := measureWith(gpuAttention, unetSteps(lw))[0]
+	// The issue's moonshot: 44 ms a CFG step at 1024² is about 309 TFLOP/s
+	// for diffusers' UNet as a captured CUDA graph, so the step is about
+	// 13.6 TFLOP of products.
+	t.Logf("UNet CFG step at 1024²: %.2f TFLOP of products (flash attention)", float64(flops)/1e12)
+	require.InEpsilon(t, 309e12*0.044, float64(flops), 0.05)
+	gpuFLOPs := flops
 	// With the CPU runtime's own attention: 1024² is the least per pixel
 	// (smaller images compute their attention whole, larger ones in more
 	// pieces), which checkPlanInRAM relies on.
 	cpuSides := []int{64, 96, 128, 160, 256}
-	cpuSteps := measureWith(func(*nn.Runtime) {}, unetSteps(cpuSides...))
+	cpuSteps := measureWith(func(*nn.Runtime) {}, unetSteps(append(cpuSides, lw)...))
+	require.Equal(t, gpuFLOPs, flops, "the same arithmetic as products and softmax")
 	for i, side := range cpuSides {
 		least := int64(side*side) * cpuStepBytesPerLatentPixel
 		t.Logf("UNet CFG step at %d² with the CPU's attention: %s (least %s)", side*8, ggml.HumanBytes(cpuSteps[i]), ggml.HumanBytes(least))

@@ -135,6 +135,7 @@ type Pipeline struct {
 	peak    int64          // MemoryUse.Peak
 	// loopState is the running sampler loop's device state (MemoryUse).
 	loopState int64
+	stepFLOPs int64 // the last request's denoising step (Result.StepFLOPs)
 	mu        sync.Mutex
 
 	testHookFinalLatents func([]float32) // tests compare the latents before decoding

@@ -469,3 +469,23 @@ func TestOpProfile(t *testing.T) {
 	}
 	require.Equal(t, map[string]int{"MUL_MAT": 3, "ADD": 3}, ops)
 }
+
+// A graph's FLOPs are its products' multiply-adds, twice: counted here by
+// hand for a product, a fused attention and a direct convolution.
+func TestGraphFLOPs(t *testing.T) {
+	c := NewContext(32, 0)
+	defer c.Free()
+	a, b := c.NewTensor(TypeF16, 64, 32), c.NewTensor(TypeF32, 64, 16, 3)
+	q := c.NewTensor(TypeF32, 64, 10, 4, 2)                                        // D 64, 10 queries, 4 heads, batch 2
+	k, v := c.NewTensor(TypeF16, 64, 20, 4, 2), c.NewTensor(TypeF16, 64, 20, 4, 2) // 20 keys
+	kernel, img := c.NewTensor(TypeF32, 3, 3, 8, 5), c.NewTensor(TypeF32, 12, 12, 8, 1)
+	g := c.NewGraph(64)
+	g.Expand(c.MulMat(a, b))
+	require.Equal(t, int64(2*64*32*16*3), g.FLOPs())
+	g.Expand(c.FlashAttn(q, k, v, nil, 0.125))
+	require.Equal(t, int64(2*64*32*16*3+2*(2*64*10*20*4*2)), g.FLOPs())
+	g.Expand(c.Conv2DDirect(kernel, img, 1, 1, 1, 1, 1, 1)) // 12×12 output, 5 channels
+	require.Equal(t, int64(2*64*32*16*3+2*(2*64*10*20*4*2)+2*(3*3*8)*(12*12*5)), g.FLOPs())
+	g.Expand(c.Add(b, b)) // not counted
+	require.Equal(t, int64(2*64*32*16*3+2*(2*64*10*20*4*2)+2*(3*3*8)*(12*12*5)), g.FLOPs())
+}

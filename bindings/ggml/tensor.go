@@ -346,6 +346,31 @@ func (g *Graph) Nodes() int { return int(C.ggml_graph_n_nodes(g.p)) }
 // Node returns node i (negative counts from the end).
 func (g *Graph) Node(i int) *Tensor { return &Tensor{p: C.ggml_graph_node(g.p, C.int(i))} }
 
+// FLOPs counts the floating-point operations of g's products, two per
+// multiply-add: matrix products (MUL_MAT), fused attention (FLASH_ATTN_EXT:
+// queries·keys and weights·values) and direct convolutions (CONV_2D). They
+// are nearly all of a diffusion model's arithmetic; elementwise ops,
+// norms and softmax are left out. Divided by a run's time it is the
+// achieved rate that papers and GPU specifications quote.
+func (g *Graph) FLOPs() int64 {
+	var n int64
+	for i := range g.Nodes() {
+		t := g.Node(i)
+		a, b := t.Src(0), t.Src(1)
+		switch t.Op() {
+		case "MUL_MAT": // a [K, M, …] · b [K, N, B2, B3] → [M, N, B2, B3]
+			n += 2 * a.Ne(0) * t.Elements()
+		case "FLASH_ATTN_EXT": // q [D, Nq, H, B], k [D, Nk, H, B] (fewer heads broadcast), v [Dv, Nk, …]
+			q, v := a, t.Src(2)
+			n += 2 * q.Elements() * b.Ne(1) // q·kᵀ
+			n += 2 * v.Ne(0) * q.Ne(1) * q.Ne(2) * q.Ne(3) * b.Ne(1) // softmax·v
+		case "CONV_2D": // kernel [KW, KH, Cin, Cout] over the output [OW, OH, Cout, N]
+			n += 2 * a.Ne(0) * a.Ne(1) * a.Ne(2) * t.Elements()
+		}
+	}
+	return n
+}
+
 // headerSizes returns ggml_tensor_overhead() as the library computes it and
 // sizeof(struct ggml_tensor) as our header declares it (checked in tests).
 func headerSizes() (libraryOverhead, declaredTensor int) {

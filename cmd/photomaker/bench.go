@@ -109,6 +109,8 @@ type benchResult struct {
 	UNetStepSeconds   float64   `json:"unet_step_seconds"`
 	UNetStepsSeconds  []float64 `json:"unet_steps_seconds"`
 	ItPerS            float64   `json:"it_per_s"`
+	UNetStepTFLOP     float64   `json:"unet_step_tflop"`  // one step's products (ggml.Graph.FLOPs)
+	UNetTFLOPS        float64   `json:"unet_tflop_per_s"` // over the median step
 	VAESeconds        float64   `json:"vae_seconds"`
 	GenerateSeconds   float64   `json:"generate_seconds"`
 	Runs              int       `json:"runs"`
@@ -236,6 +238,9 @@ func runBench(c *cli.Context) error {
 	res.GenerateSeconds = (time.Since(t1) - out.LoadTime).Seconds()
 	res.TotalSeconds = time.Since(t0).Seconds()
 	stageTimes(res, events.events)
+	if res.UNetStepTFLOP = float64(out.StepFLOPs) / 1e12; res.UNetStepSeconds > 0 {
+		res.UNetTFLOPS = res.UNetStepTFLOP / res.UNetStepSeconds
+	}
 	// Memory and CPU time of the run itself: the measurements below reload
 	// the released encoders next to buffers the run has grown.
 	mem := p.MemoryUse()
@@ -382,6 +387,22 @@ func warmRuns(ctx context.Context, p *photomaker.Pipeline, req photomaker.Reques
 	}
 	res.WarmGenerateS, res.WarmUNetStepS = median(gens), median(steps)
 	return nil
+}
+
+// flopAmount and flopRate write arithmetic (TFLOP) and its rate
+// (TFLOP/s) in the unit they read best in.
+func flopAmount(tflop float64) string {
+	if tflop < 1 {
+		return fmt.Sprintf("%.1f GFLOP", 1e3*tflop)
+	}
+	return fmt.Sprintf("%.2f TFLOP", tflop)
+}
+
+func flopRate(tflops float64) string {
+	if tflops < 1 {
+		return fmt.Sprintf("%.0f GFLOP/s", 1e3*tflops)
+	}
+	return fmt.Sprintf("%.1f TFLOP/s", tflops)
 }
 
 // median of xs (0 for none).
@@ -615,11 +636,15 @@ func printBench(w io.Writer, r *benchResult) error {
 		row("ID encoder", sec(r.IDEncodeSeconds), fmt.Sprintf("%d photos", r.IDImages))
 	}
 	row("encode stage", sec(r.EncodeSeconds), "all prompts and the ID encoder")
-	row("UNet step", sec(r.UNetStepSeconds), fmt.Sprintf("median of %d, %.3f it/s", len(r.UNetStepsSeconds), r.ItPerS))
+	row("UNet step", sec(r.UNetStepSeconds), fmt.Sprintf("median of %d, %.3f it/s; %s at %s", len(r.UNetStepsSeconds), r.ItPerS, flopAmount(r.UNetStepTFLOP), flopRate(r.UNetTFLOPS)))
 	row("VAE decode", sec(r.VAESeconds), "per image")
 	row("generate", sec(r.GenerateSeconds), "encode, denoise, decode (first run)")
 	if r.Runs > 1 {
-		row("generate, warm", sec(r.WarmGenerateS), fmt.Sprintf("median of %d more runs; UNet step %.3f s", r.Runs-1, r.WarmUNetStepS))
+		note := fmt.Sprintf("median of %d more runs; UNet step %.3f s", r.Runs-1, r.WarmUNetStepS)
+		if r.WarmUNetStepS > 0 {
+			note += " at " + flopRate(r.UNetStepTFLOP/r.WarmUNetStepS)
+		}
+		row("generate, warm", sec(r.WarmGenerateS), note)
 	}
 	row("total", sec(r.TotalSeconds), fmt.Sprintf("load + generate (CPU time %.1f s)", r.CPUSeconds))
 	row("peak RSS", ggml.HumanBytes(r.PeakRSSBytes), fmt.Sprintf("(mapped model files now: %s)", ggml.HumanBytes(r.RSSFileBytes)))

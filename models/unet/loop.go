@@ -388,3 +388,7 @@ func CrossKVBytes(set *weights.Set, prefix string, tokens, batch int, kvType ggm
 // StateBytes is the device memory the loop's own tensors take (latents,
 // sampler history, conditioning, cross-attention keys and values).
 func (l *Loop) StateBytes() int64 { return l.buf.Size() }
+
+// StepFLOPs counts the arithmetic of one step's products
+// (ggml.Graph.FLOPs): the UNet at CFG's batch, nearly all of a step's work.
+func (l *Loop) StepFLOPs() int64 { return l.g.FLOPs() }
