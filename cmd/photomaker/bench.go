@@ -45,9 +45,11 @@ from --seed) into the cache folder; no download. With --model (and
 The ID photos are synthetic solid images; the output image is discarded.
 Times: load (open, LoRA merge, conversion/quantization, upload), one prompt
 through both text encoders, the ID encoder, the median UNet step, the VAE
-decode per image, and the whole load + generation. Memory: peak resident
-set size of the process (getrusage) and the device memory the pipeline
-holds (weights, compute buffers and the sampler loop's state).
+decode per image, and the whole load + generation; a step's arithmetic
+(the FLOPs of its products) and the rate the median step achieved.
+Memory: peak resident set size of the process (getrusage) and the device
+memory the pipeline holds (weights, compute buffers and the sampler
+loop's state).
 
 Examples:
   photomaker bench --random --device cpu --width 256 --height 256 --steps 1 --type q4_K --json
