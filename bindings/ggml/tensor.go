@@ -362,7 +362,7 @@ func (g *Graph) FLOPs() int64 {
 			n += 2 * a.Ne(0) * t.Elements()
 		case "FLASH_ATTN_EXT": // q [D, Nq, H, B], k [D, Nk, H, B] (fewer heads broadcast), v [Dv, Nk, …]
 			q, v := a, t.Src(2)
-			n += 2 * q.Elements() * b.Ne(1) // q·kᵀ
+			n += 2 * q.Elements() * b.Ne(1)                          // q·kᵀ
 			n += 2 * v.Ne(0) * q.Ne(1) * q.Ne(2) * q.Ne(3) * b.Ne(1) // softmax·v
 		case "CONV_2D": // kernel [KW, KH, Cin, Cout] over the output [OW, OH, Cout, N]
 			n += 2 * a.Ne(0) * a.Ne(1) * a.Ne(2) * t.Elements()
