@@ -11,6 +11,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/gophotomaker/photomaker/bindings/ggml"
 	"github.com/gophotomaker/photomaker/internal/pngtext"
 	"github.com/gophotomaker/photomaker/photomaker"
 )
@@ -195,6 +196,9 @@ func (s *Server) run(j *job) {
 		s.endLocked(j, stateCanceled, cause.Error(), status, nil)
 	case errors.Is(err, photomaker.ErrInvalidRequest) || errors.Is(err, photomaker.ErrIDPrompt):
 		s.endLocked(j, stateError, err.Error(), http.StatusBadRequest, nil)
+	case errors.Is(err, ggml.ErrOutOfMemory):
+		// Too large for this server's memory: the message says what fits.
+		s.endLocked(j, stateError, err.Error(), http.StatusInsufficientStorage, nil)
 	default:
 		s.endLocked(j, stateError, err.Error(), http.StatusInternalServerError, nil)
 	}

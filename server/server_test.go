@@ -14,6 +14,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"net/http/httptest"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -21,6 +22,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/gophotomaker/photomaker/bindings/ggml"
 	"github.com/gophotomaker/photomaker/internal/pngtext"
 	"github.com/gophotomaker/photomaker/photomaker"
 )
@@ -539,4 +541,26 @@ func TestDenoiseTimeLeft(t *testing.T) {
 	require.Contains(t, string(b), `"seconds_left":6`)
 	s.progress(j, photomaker.Progress{Stage: "decode", Done: 0, Total: 1})
 	require.Zero(t, s.viewLocked(j).Progress.SecondsLeft)
+}
+
+// oomGen fails like a pipeline whose request does not fit the memory.
+type oomGen struct{}
+
+func (oomGen) Generate(context.Context, photomaker.Request) (*photomaker.Result, error) {
+	return nil, fmt.Errorf("denoising step 1 of 4: %w; try a smaller image size or closing other programs",
+		&ggml.ComputeMemoryError{Device: "CPU", CPU: true, Need: 5 << 30, Free: 1 << 30})
+}
+
+// A job too large for the server's memory fails with 507 and the advice.
+func TestOutOfMemoryIs507(t *testing.T) {
+	srv := newServer(oomGen{}, "SDXL single-file checkpoint", "CPU", Options{Logger: quietLogger()})
+	defer srv.Close()
+	ts := httptest.NewServer(srv)
+	defer ts.Close()
+	res := postJSON(t, ts.URL+"/api/generate?wait=1", map[string]any{"prompt": "a cat", "width": 32, "height": 32, "steps": 4})
+	require.Equal(t, http.StatusInsufficientStorage, res.StatusCode)
+	var v jobView
+	decodeBody(t, res, &v)
+	require.Equal(t, stateError, v.Status)
+	require.Contains(t, v.Error, "needs 5.0 GiB of working memory on CPU but only 1.0 GiB is free; try a smaller image size")
 }

@@ -35,7 +35,9 @@ guidance, seed, n, style_strength, negative_prompt + id_image[] files; or
 JSON) → 202 {"id": ...}; GET /api/jobs/{id}; GET /api/jobs/{id}/events
 (Server-Sent Events); GET /api/jobs/{id}/images/0.png; DELETE /api/jobs/{id};
 GET /api/info. POST /api/generate?wait=1 answers with the PNG when done and
-cancels the job if the client disconnects.
+cancels the job if the client disconnects. A job that fails answers 400 (a
+bad request), 507 (too large for this machine's memory; the error says
+what would fit), 504 (over --job-timeout), 409 (canceled) or 500.
 
 Every flag also reads PHOTOMAKER_<FLAG> (e.g. PHOTOMAKER_ADDR).`,
 		Flags: []cli.Flag{
