@@ -8,6 +8,7 @@ import (
 	"maps"
 	"slices"
 	"sync"
+	"sync/atomic"
 
 	"github.com/gophotomaker/photomaker/bindings/ggml"
 )
@@ -29,7 +30,8 @@ type Runtime struct {
 	// Off, ggml-cuda accumulates f16 products in f16. The CPU always uses f32.
 	F32Accumulation bool
 
-	contiguousIm2Col bool // the device's im2col cannot read views
+	contiguousIm2Col bool         // the device's im2col cannot read views
+	computed         atomic.Int64 // FLOPs of the graphs computed (ComputedFLOPs)
 	warnMu           sync.Mutex
 	warned           map[string]bool // ops already reported as running on the CPU
 }
@@ -103,6 +105,7 @@ type Graph struct {
 	// which GPU backends may capture once and replay (ggml.Scheduler
 	// SetReplay). Leave it off for graphs that stream weights.
 	Replay bool
+	flops  int64 // FLOPs, once counted
 }
 
 // Prepare builds a graph with build; its outputs are read as float32.
@@ -177,8 +180,17 @@ func (r *Runtime) CPUFallbacks() []string {
 // Context is the graph's context, where its inputs were declared.
 func (g *Graph) Context() *ggml.Context { return g.ctx }
 
-// FLOPs counts the arithmetic of g's products (ggml.Graph.FLOPs).
-func (g *Graph) FLOPs() int64 { return g.g.FLOPs() }
+// FLOPs counts the arithmetic of g's products (ggml.Graph.FLOPs), once.
+func (g *Graph) FLOPs() int64 {
+	if g.flops == 0 {
+		g.flops = g.g.FLOPs()
+	}
+	return g.flops
+}
+
+// ComputedFLOPs is the arithmetic of every graph computed on r so far
+// (Graph.FLOPs each time): over a span of work, its rate.
+func (r *Runtime) ComputedFLOPs() int64 { return r.computed.Load() }
 
 // Run computes the graph with its inputs' current values and reads its
 // outputs.
@@ -201,7 +213,11 @@ func (g *Graph) Run(ctx context.Context) ([]Output, error) {
 // device (a sampler loop's latents).
 func (g *Graph) Compute(ctx context.Context) error {
 	g.rt.Sched.SetReplay(g.Replay)
-	return g.rt.Sched.Compute(ctx, g.g)
+	if err := g.rt.Sched.Compute(ctx, g.g); err != nil {
+		return err
+	}
+	g.rt.computed.Add(g.FLOPs())
+	return nil
 }
 
 // Reserve sizes the scheduler's compute buffers for this graph without

@@ -106,3 +106,24 @@ func TestPrepareRefusesHugeGraph(t *testing.T) {
 	})
 	require.ErrorContains(t, err, "building the compute graph failed: ggml: the graph needs more than")
 }
+
+// A runtime adds up the FLOPs of the graphs it computes, each run counted.
+func TestComputedFLOPs(t *testing.T) {
+	rt, err := NewRuntime("cpu", 1)
+	require.NoError(t, err)
+	defer rt.Close()
+	g, err := rt.Prepare(func(c *ggml.Context) []*ggml.Tensor {
+		a := c.InputF32(make([]float32, 8*3), 8, 3)
+		b := c.InputF32(make([]float32, 8*5), 8, 5)
+		return []*ggml.Tensor{c.MulMat(a, b)} // 3×5 outputs of 8 multiply-adds
+	})
+	require.NoError(t, err)
+	defer g.Close()
+	require.Equal(t, int64(2*8*3*5), g.FLOPs())
+	require.Zero(t, rt.ComputedFLOPs(), "prepared, not computed")
+	for range 2 {
+		_, err := g.Run(t.Context())
+		require.NoError(t, err)
+	}
+	require.Equal(t, int64(2*2*8*3*5), rt.ComputedFLOPs())
+}

@@ -94,6 +94,9 @@ type Result struct {
 	// (ggml.Graph.FLOPs), for benchmarks: over a step's time, the rate the
 	// device achieved.
 	StepFLOPs int64
+	// DecodeFLOPs is the same for one image's VAE decode (its tiles' overlap
+	// included).
+	DecodeFLOPs int64
 }
 
 // ErrInvalidRequest is wrapped by errors about the request itself.
@@ -239,6 +242,7 @@ func (p *Pipeline) Generate(ctx context.Context, req Request) (*Result, error) {
 		}
 		res.Images = append(res.Images, img)
 	}
+	res.DecodeFLOPs = p.decodeFLOPs
 	p.notePeak()
 	return res, nil
 }
@@ -473,6 +477,7 @@ func (p *Pipeline) decodeImage(ctx context.Context, req *Request, latents []floa
 		scaled[j] = v / p.scaling // diffusers divides in float32
 	}
 	var pix []float32
+	before := p.rt.ComputedFLOPs()
 	err := p.profiled(req.DecodeProfile, func() (err error) {
 		pix, err = p.decode(ctx, scaled, lw, lh)
 		return err
@@ -480,6 +485,7 @@ func (p *Pipeline) decodeImage(ctx context.Context, req *Request, latents []floa
 	if err != nil {
 		return nil, err
 	}
+	p.decodeFLOPs = p.rt.ComputedFLOPs() - before
 	p.progress(req, "decode", 1, 1)
 	return imageproc.FromFloatCHW(pix, req.Width, req.Height), nil
 }

@@ -134,9 +134,10 @@ type Pipeline struct {
 	policy  nn.TypePolicy  // how weights are stored (encoders reload with it)
 	peak    int64          // MemoryUse.Peak
 	// loopState is the running sampler loop's device state (MemoryUse).
-	loopState int64
-	stepFLOPs int64 // the last request's denoising step (Result.StepFLOPs)
-	mu        sync.Mutex
+	loopState   int64
+	stepFLOPs   int64 // the last request's denoising step (Result.StepFLOPs)
+	decodeFLOPs int64 // and its last image's decode (Result.DecodeFLOPs)
+	mu          sync.Mutex
 
 	testHookFinalLatents func([]float32) // tests compare the latents before decoding
 }

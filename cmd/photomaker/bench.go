@@ -114,6 +114,8 @@ type benchResult struct {
 	UNetStepTFLOP     float64   `json:"unet_step_tflop"`  // one step's products (ggml.Graph.FLOPs)
 	UNetTFLOPS        float64   `json:"unet_tflop_per_s"` // over the median step
 	VAESeconds        float64   `json:"vae_seconds"`
+	VAETFLOP          float64   `json:"vae_tflop"`       // one image's decode (its products)
+	VAETFLOPS         float64   `json:"vae_tflop_per_s"` // over its time
 	GenerateSeconds   float64   `json:"generate_seconds"`
 	Runs              int       `json:"runs"`
 	WarmGenerateS     float64   `json:"warm_generate_seconds,omitempty"`
@@ -242,6 +244,9 @@ func runBench(c *cli.Context) error {
 	stageTimes(res, events.events)
 	if res.UNetStepTFLOP = float64(out.StepFLOPs) / 1e12; res.UNetStepSeconds > 0 {
 		res.UNetTFLOPS = res.UNetStepTFLOP / res.UNetStepSeconds
+	}
+	if res.VAETFLOP = float64(out.DecodeFLOPs) / 1e12; res.VAESeconds > 0 {
+		res.VAETFLOPS = res.VAETFLOP / res.VAESeconds
 	}
 	// Memory and CPU time of the run itself: the measurements below reload
 	// the released encoders next to buffers the run has grown.
@@ -639,7 +644,7 @@ func printBench(w io.Writer, r *benchResult) error {
 	}
 	row("encode stage", sec(r.EncodeSeconds), "all prompts and the ID encoder")
 	row("UNet step", sec(r.UNetStepSeconds), fmt.Sprintf("median of %d, %.3f it/s; %s at %s", len(r.UNetStepsSeconds), r.ItPerS, flopAmount(r.UNetStepTFLOP), flopRate(r.UNetTFLOPS)))
-	row("VAE decode", sec(r.VAESeconds), "per image")
+	row("VAE decode", sec(r.VAESeconds), fmt.Sprintf("per image; %s at %s", flopAmount(r.VAETFLOP), flopRate(r.VAETFLOPS)))
 	row("generate", sec(r.GenerateSeconds), "encode, denoise, decode (first run)")
 	if r.Runs > 1 {
 		note := fmt.Sprintf("median of %d more runs; UNet step %.3f s", r.Runs-1, r.WarmUNetStepS)

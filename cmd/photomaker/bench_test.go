@@ -28,7 +28,7 @@ func TestBenchRandomTiny(t *testing.T) {
 	require.NoError(t, json.Unmarshal([]byte(out), &r), out)
 	for _, k := range []string{"peak_rss_bytes", "peak_device_bytes", "device_weights_bytes", "device_compute_bytes",
 		"unet_step_seconds", "total_seconds", "load_seconds", "text_encode_seconds", "id_encode_seconds",
-		"encode_seconds", "vae_seconds", "it_per_s", "unet_step_tflop", "unet_tflop_per_s"} {
+		"encode_seconds", "vae_seconds", "it_per_s", "unet_step_tflop", "unet_tflop_per_s", "vae_tflop", "vae_tflop_per_s"} {
 		require.Greater(t, r[k], 0.0, k)
 	}
 	require.Len(t, r["unet_steps_seconds"], 2)
@@ -50,6 +50,7 @@ func TestBenchRandomTiny(t *testing.T) {
 	code, out, errOut = runCLI(t, append(args[:len(args)-2], "--steps", "1", "--photomaker-version", "2", "--profile")...)
 	require.Equal(t, 0, code, errOut)
 	require.Regexp(t, `UNet step\s+[0-9.]+ s\s+median of 1, [0-9.]+ it/s; [0-9.]+ GFLOP at [0-9]+ GFLOP/s`, out)
+	require.Regexp(t, `VAE decode\s+[0-9.]+ s\s+per image; [0-9.]+ GFLOP at [0-9]+ GFLOP/s`, out)
 	require.Contains(t, out, "peak RSS")
 	require.Contains(t, out, "PhotoMaker v2 adapter")
 	// The profile lists ops by time; which comes first depends on the machine.
