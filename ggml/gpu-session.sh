@@ -144,11 +144,11 @@ run)
 	for f in "$R"/*bench-*.json; do
 		[ -s "$f" ] || { echo "$(basename "$f" .json): no result"; continue; }
 		awk -v n="$(basename "$f" .json)" -F': ' '
-			/^  "(load_seconds|unet_step_seconds|warm_unet_step_seconds|unet_step_tflop|vae_seconds|generate_seconds|warm_generate_seconds|peak_device_bytes|device_used_peak_bytes)"/ {
+			/^  "(load_seconds|unet_step_seconds|warm_unet_step_seconds|unet_step_tflop|vae_seconds|vae_tflop_per_s|generate_seconds|warm_generate_seconds|peak_device_bytes|device_used_peak_bytes)"/ {
 				k = $1; gsub(/[ ",]/, "", k); v = $2; gsub(/[ ,]/, "", v); a[k] = v }
 			END { step = a["warm_unet_step_seconds"] > 0 ? a["warm_unet_step_seconds"] : a["unet_step_seconds"]
-				printf "%-44s load %6.2f s  step %7.4f s (warm %7.4f, %5.1f TFLOP/s)  vae %6.3f s  generate %6.2f s (warm %6.2f)  peak %5.2f GiB (card %5.2f)\n",
-				n, a["load_seconds"], a["unet_step_seconds"], a["warm_unet_step_seconds"], (step > 0 ? a["unet_step_tflop"] / step : 0), a["vae_seconds"], a["generate_seconds"],
+				printf "%-44s load %6.2f s  step %7.4f s (warm %7.4f, %5.1f TFLOP/s)  vae %6.3f s (%5.1f TFLOP/s)  generate %6.2f s (warm %6.2f)  peak %5.2f GiB (card %5.2f)\n",
+				n, a["load_seconds"], a["unet_step_seconds"], a["warm_unet_step_seconds"], (step > 0 ? a["unet_step_tflop"] / step : 0), a["vae_seconds"], a["vae_tflop_per_s"], a["generate_seconds"],
 				a["warm_generate_seconds"], a["peak_device_bytes"] / 2^30, a["device_used_peak_bytes"] / 2^30 }' "$f"
 	done >"$R/summary.txt" 2>&1 || true
 	tail -n 4 "$R"/*.txt "$R"/*.err 2>/dev/null | cut -c1-400 | head -120
