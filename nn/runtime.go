@@ -105,7 +105,7 @@ type Graph struct {
 	// which GPU backends may capture once and replay (ggml.Scheduler
 	// SetReplay). Leave it off for graphs that stream weights.
 	Replay bool
-	flops  int64 // FLOPs, once counted
+	flops  int64 // FLOPs
 }
 
 // Prepare builds a graph with build; its outputs are read as float32.
@@ -143,7 +143,9 @@ func (r *Runtime) prepare(build func(c *ggml.Context) []*ggml.Tensor, readBack b
 		g.Expand(o)
 	}
 	r.warnUnsupported(g)
-	return &Graph{rt: r, ctx: gctx, g: g, outs: outs, readBack: readBack}, nil
+	// Counted now, on the graph as built: a scheduler's split rewrites its
+	// operands to copies that do not outlive the next split.
+	return &Graph{rt: r, ctx: gctx, g: g, outs: outs, readBack: readBack, flops: g.FLOPs()}, nil
 }
 
 // warnUnsupported says, once per op, when the device cannot compute some of
@@ -180,13 +182,8 @@ func (r *Runtime) CPUFallbacks() []string {
 // Context is the graph's context, where its inputs were declared.
 func (g *Graph) Context() *ggml.Context { return g.ctx }
 
-// FLOPs counts the arithmetic of g's products (ggml.Graph.FLOPs), once.
-func (g *Graph) FLOPs() int64 {
-	if g.flops == 0 {
-		g.flops = g.g.FLOPs()
-	}
-	return g.flops
-}
+// FLOPs is the arithmetic of g's products (ggml.Graph.FLOPs).
+func (g *Graph) FLOPs() int64 { return g.flops }
 
 // ComputedFLOPs is the arithmetic of every graph computed on r so far
 // (Graph.FLOPs each time): over a span of work, its rate.

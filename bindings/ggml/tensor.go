@@ -351,7 +351,9 @@ func (g *Graph) Node(i int) *Tensor { return &Tensor{p: C.ggml_graph_node(g.p, C
 // queries·keys and weights·values) and direct convolutions (CONV_2D). They
 // are nearly all of a diffusion model's arithmetic; elementwise ops,
 // norms and softmax are left out. Divided by a run's time it is the
-// achieved rate that papers and GPU specifications quote.
+// achieved rate that papers and GPU specifications quote. Count a graph
+// before a scheduler splits it: the split points operands at copies that
+// die with the next split.
 func (g *Graph) FLOPs() int64 {
 	var n int64
 	for i := range g.Nodes() {
