@@ -93,3 +93,106 @@ func addBand(c *ggml.Context, y, yb *ggml.Tensor, at, total int64) *ggml.Tensor 
 	}
 	return c.AccInplace(y, yb, y.Nb(1), y.Nb(2), y.Nb(3), at*4)
 }
+
+// UpsampleConv2D is a nearest 2× upsample of one image x [W, H, Cin, 1]
+// followed by a "same" 3×3 convolution (padding 1, stride 1) with kernel w
+// [3, 3, Cin, Cout] (f32 or f16; multiplied in f32), computed without the
+// upsampled image:
+// each of the output's four phases (the parity of its column and row) is a
+// 2×2 convolution of x whose taps are sums of w's (phaseKernels). That is
+// 4/9 of the arithmetic, and a third of the columns of the 3×3 kernel by
+// row. It runs in bands of input rows whose columns and products take
+// about maxCols bytes. Returns [2W, 2H, Cout, 1]; the sums of taps round
+// differently, so the result matches the two-step one to float32 rounding.
+func UpsampleConv2D(c *ggml.Context, w, x *ggml.Tensor, maxCols int64) *ggml.Tensor {
+	W, H, cin, cout := x.Ne(0), x.Ne(1), w.Ne(2), w.Ne(3)
+	if w.Ne(0) != 3 || w.Ne(1) != 3 || x.Ne(2) != cin || x.Ne(3) != 1 || (w.Type() != ggml.TypeF32 && w.Type() != ggml.TypeF16) {
+		panic(fmt.Sprintf("nn.UpsampleConv2D: kernel %v (%s) does not fit image %v (a 3×3 f32 or f16 kernel, one image)", w.Shape(), w.Type(), x.Shape()))
+	}
+	typ := ggml.TypeF32
+	kernel := c.Reshape(phaseKernels(c, w), 4*cin, 4*cout)
+	shape := c.NewTensor(ggml.TypeF16, 2, 2, cin, 1) // only its shape is read
+	// Per input row: 2×2 columns and the four phases' products (both over
+	// W+1 positions), then the interleaving's copies of the output.
+	perRow := (4*cin*typ.BlockBytes() + 4*cout*4 + 8*cout*4) * (W + 1)
+	rows := max(1, maxCols/perRow)
+	// The output starts as zeros, made before the bands' buffers so that
+	// it does not sit above them once they are freed (a whole-image
+	// buffer allocated later does not fit in their place).
+	zero := c.Fill(c.View(x, [4]int64{1, 1, 1, 1}, x.Nb(1), x.Nb(2), x.Nb(3), 0), 0)
+	y := c.Pad(zero, 0, int(2*W-1), 0, int(2*H-1), 0, int(cout-1), 0, 0)
+	for r0 := int64(0); r0 < H; r0 += rows {
+		n := min(rows, H-r0)
+		// Phase row b of output row r0+j reads the product at position row
+		// r0+j+b, whose 2×2 window covers input rows r0+j+b-1 and r0+j+b
+		// (row -1 and row H being zeros): n+1 positions from r0.
+		lo, hi := max(r0-1, 0), min(r0+n+1, H)
+		padRows, skip := 0, int64(0)
+		switch {
+		case r0 == 0: // im2col pads the top (and the bottom, which is cut off when not the image's)
+			padRows = 1
+		case r0+n == H: // im2col pads the bottom; its first position reads a row not needed
+			padRows, skip = 1, 1
+		}
+		cols := c.Im2Col(shape, im2colInput(c, rowsOf(c, x, lo, hi)), 1, 1, 1, padRows, 1, 1, typ) // [4·Cin, W+1, positions]
+		m := (W + 1) * (n + 1)
+		cols = c.View(cols, [4]int64{4 * cin, m, 1, 1}, cols.Nb(1), cols.Nb(1)*m, cols.Nb(1)*m, skip*cols.Nb(2))
+		yb := interleavePhases(c, c.MulMat(cols, kernel), W, n, cout) // [2W, 2n, Cout]
+		y = c.AccInplace(y, yb, y.Nb(1), y.Nb(2), y.Nb(3), 2*r0*y.Nb(1))
+	}
+	return y
+}
+
+// phaseKernels turns a 3×3 kernel w [3, 3, Cin, Cout] into the 2×2 kernels
+// of the four phases of "nearest 2× upsample, then convolve": [2, 2, Cin,
+// 4·Cout], phase a+2b in the a+2b-th block of Cout, a the output column's
+// parity and b the row's. Along one axis the upsampled pixels 2i-1, 2i,
+// 2i+1 are input pixels i-1, i, i, so the even phase reads offsets −1 and 0
+// with taps w0 and w1+w2; the odd one reads 0 and +1 with w0+w1 and w2.
+func phaseKernels(c *ggml.Context, w *ggml.Tensor) *ggml.Tensor {
+	cin, cout := w.Ne(2), w.Ne(3)
+	slabs := c.Cont(c.Permute(c.Cast(w, ggml.TypeF32), 2, 3, 0, 1)) // [Cin, Cout, 3, 3]: each tap contiguous
+	tap := func(kx, ky int64) *ggml.Tensor {
+		return c.View(slabs, [4]int64{cin, cout, 1, 1}, slabs.Nb(1), slabs.Nb(2), slabs.Nb(3), (kx+3*ky)*slabs.Nb(2))
+	}
+	taps := [2][2][]int64{{{0}, {1, 2}}, {{0, 1}, {2}}} // [parity][tap] → the 3×3 taps it sums
+	var phases *ggml.Tensor
+	for p := range 4 {
+		a, b := p%2, p/2
+		var k [2][2]*ggml.Tensor // [ty][tx]
+		for ty := range 2 {
+			for tx := range 2 {
+				for _, ky := range taps[b][ty] {
+					for _, kx := range taps[a][tx] {
+						if t := tap(kx, ky); k[ty][tx] == nil {
+							k[ty][tx] = t
+						} else {
+							k[ty][tx] = c.Add(k[ty][tx], t)
+						}
+					}
+				}
+			}
+		}
+		phase := c.Concat(c.Concat(k[0][0], k[0][1], 2), c.Concat(k[1][0], k[1][1], 2), 3) // [Cin, Cout, 2, 2]
+		if phases == nil {
+			phases = phase
+		} else {
+			phases = c.Concat(phases, phase, 1)
+		}
+	}
+	return c.Cont(c.Permute(phases, 2, 3, 0, 1)) // [2, 2, Cin, 4·Cout]
+}
+
+// interleavePhases turns the product of a band's 2×2 columns with the phase
+// kernels, p [(W+1)·(n+1), 4·Cout], into its n output row pairs
+// [2W, 2n, Cout, 1]: output pixel (2i+a, 2j+b) is phase a+2b at position
+// (i+a, j+b).
+func interleavePhases(c *ggml.Context, p *ggml.Tensor, W, n, cout int64) *ggml.Tensor {
+	phase := func(a, b int64) *ggml.Tensor { // [1, W, n, Cout]
+		return c.View(p, [4]int64{1, W, n, cout}, p.Nb(0), (W+1)*p.Nb(0), p.Nb(1), (a+(W+1)*b)*p.Nb(0)+(a+2*b)*cout*p.Nb(1))
+	}
+	row := func(b int64) *ggml.Tensor { // [2W, 1, n, Cout]: the columns of phase row b interleaved
+		return c.Reshape(c.Concat(phase(0, b), phase(1, b), 0), 2*W, 1, n, cout)
+	}
+	return c.Reshape(c.Concat(row(0), row(1), 1), 2*W, 2*n, cout, 1)
+}

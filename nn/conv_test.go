@@ -160,3 +160,41 @@ func TestConv2DByRow(t *testing.T) {
 		rt.Close()
 	}
 }
+
+// UpsampleConv2D against the two steps it replaces (ggml's nearest upsample
+// and im2col convolution), whole and in bands of one, two or three input
+// rows, with the bands' rows as views or copies, on odd and even sizes.
+func TestUpsampleConv2D(t *testing.T) {
+	r := rand.New(rand.NewPCG(10, 10))
+	for _, tc := range []struct{ w, h, cin, cout int64 }{{5, 7, 3, 4}, {8, 6, 6, 5}, {1, 1, 2, 3}, {4, 9, 16, 8}} {
+		x := make([]float32, tc.w*tc.h*tc.cin)
+		for i := range x {
+			x[i] = float32(r.NormFloat64())
+		}
+		wk := make([]float32, 3*3*tc.cin*tc.cout)
+		for i := range wk {
+			wk[i] = float32(r.NormFloat64())
+		}
+		for _, typ := range []ggml.Type{ggml.TypeF32, ggml.TypeF16} { // the weights' type; products in f32
+			kernel := func(c *ggml.Context) *ggml.Tensor { return c.Cast(c.InputF32(wk, 3, 3, tc.cin, tc.cout), typ) }
+			want := run(t, func(c *ggml.Context) *ggml.Tensor {
+				up := c.UpscaleNearest(c.InputF32(x, tc.w, tc.h, tc.cin, 1), 2)
+				return c.Conv2D(c.Cast(kernel(c), ggml.TypeF32), up, 1, 1, 1, 1, 1, 1)
+			})
+			perRow := (4*tc.cin*4 + 12*tc.cout*4) * (tc.w + 1)
+			for i, rows := range []int64{0, 1, 2, 3, 1000} {
+				got := run(t, func(c *ggml.Context) *ggml.Tensor {
+					c.SetContiguousIm2Col(i%2 == 1)
+					y := UpsampleConv2D(c, kernel(c), c.InputF32(x, tc.w, tc.h, tc.cin, 1), rows*perRow)
+					require.Equal(t, [4]int64{2 * tc.w, 2 * tc.h, tc.cout, 1}, y.Shape())
+					return y
+				})
+				require.Len(t, got, len(want))
+				for i := range want {
+					require.InDelta(t, want[i], got[i], 1e-5*math.Max(1, math.Abs(float64(want[i]))),
+						"%+v %s, %d rows per band: element %d", tc, typ, rows, i)
+				}
+			}
+		}
+	}
+}

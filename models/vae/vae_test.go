@@ -114,9 +114,12 @@ func TestDecodeF16Products(t *testing.T) {
 		c := ggml.NewContext(nn.GraphSize*2, nn.GraphSize)
 		g := c.NewGraph(nn.GraphSize)
 		g.Expand(v.Decode(c, c.InputF32(lat, 16, 16, 4, 1)))
-		var f16, f32 int
+		var f16, f32, phased int
 		for i := 0; i < g.Nodes(); i++ {
 			n := g.Node(i)
+			if n.Op() == "FILL" { // the zeros a phase-form upsampler fills (nn.UpsampleConv2D)
+				phased++
+			}
 			if n.Op() != "MUL_MAT" {
 				continue
 			}
@@ -132,10 +135,13 @@ func TestDecodeF16Products(t *testing.T) {
 		}
 		c.Free()
 		// 29 convolutions follow a norm (3 products each by kernel row, or
-		// more in bands); the upsamplers, shortcut, conv_in, post_quant_conv
-		// and attention stay f32.
+		// more in bands); f32 stay the 3 upsamplers (the first two one
+		// product of their phases each, the last 3 by row), conv_in (3 by
+		// row), post_quant_conv, the shortcut, and the attention (4
+		// projections, 2 products).
 		require.GreaterOrEqual(t, f16, 3*29, "colLimit %d", colLimit)
-		require.GreaterOrEqual(t, f32, 3*3+4+3, "colLimit %d", colLimit)
+		require.GreaterOrEqual(t, f32, 2+3+3+1+1+4+2, "colLimit %d", colLimit)
+		require.Equal(t, 2, phased, "the upsamplers below the top resolution take the phase form")
 	}
 }
 
