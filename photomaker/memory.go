@@ -29,13 +29,13 @@ var VRAMModes = []string{VRAMAuto, VRAMFull, VRAMLow, VRAMStream}
 // SDXL base architecture (bench --random weights, flash attention with f16
 // K/V as on GPUs): one CFG UNet step (batch 2) needs 624 MiB at 1024²
 // (128² latents) and grows linearly with the pixel count; a 64² latent VAE
-// tile needs 800 MiB, its large convolutions running in bands whose
+// tile needs 820 MiB, its large convolutions running in bands whose
 // columns are bounded by the convolution's own output size (see
-// vae.Im2ColLimit), about 200 KiB per latent pixel. Only tiles are planned
+// vae.Im2ColLimit), about 205 KiB per latent pixel. Only tiles are planned
 // with: a whole decode that does not fit falls back to them.
 const (
 	unetStepBytesPerLatentPixel  = 624 << 20 / (128 * 128)
-	vaeDecodeBytesPerLatentPixel = 3200 << 20 / (128 * 128)
+	vaeDecodeBytesPerLatentPixel = 3280 << 20 / (128 * 128)
 	// deviceReserve covers what lives outside the scheduler's buffers: the
 	// CUDA context, cuBLAS workspaces and the backend's memory pool.
 	deviceReserve = 768 << 20

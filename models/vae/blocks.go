@@ -173,6 +173,7 @@ type builder struct {
 	mode     ConvMode
 	colLimit int64 // 0: see Im2ColLimit
 	f16      bool
+	phases   bool // VAE.PhaseUpsamplers
 }
 
 func f32(c *ggml.Context, t *ggml.Tensor) *ggml.Tensor {
@@ -239,15 +240,16 @@ func (b *builder) convAs(l *nn.Conv2D, x *ggml.Tensor, stride, pad int, typ ggml
 }
 
 // upsample is an up block's nearest 2× upsample and 3×3 convolution, in
-// f32 (its input is the residual stream). Under ConvAuto, for one image,
-// it convolves the input's four phases instead (nn.UpsampleConv2D): 4/9 of
-// the arithmetic, and no upsampled image. The upsampler to the top
-// resolution (last) keeps the two steps: there the phases' buffers left
-// the allocator holes that the next resnet's full-size tensors do not fit,
-// and a 1024² decode peaked at 3.5 GiB instead of 3.0.
+// f32 (its input is the residual stream). With VAE.PhaseUpsamplers, under
+// ConvAuto, for one image, it convolves the input's four phases instead
+// (nn.UpsampleConv2D): 4/9 of the arithmetic, and no upsampled image. The
+// upsampler to the top resolution (last) keeps the two steps: there the
+// phases' buffers left the allocator holes that the next resnet's
+// full-size tensors do not fit, and a 1024² decode peaked at 3.5 GiB
+// instead of 3.0.
 func (b *builder) upsample(l *nn.Conv2D, x *ggml.Tensor, last bool) *ggml.Tensor {
 	c := b.c
-	if last || b.mode != ConvAuto || x.Ne(3) != 1 || l.Weight.Ne(0) != 3 || l.Weight.Ne(1) != 3 {
+	if !b.phases || last || b.mode != ConvAuto || x.Ne(3) != 1 || l.Weight.Ne(0) != 3 || l.Weight.Ne(1) != 3 {
 		return b.conv(l, c.UpscaleNearest(x, 2), 1, 1)
 	}
 	limit := b.colLimit

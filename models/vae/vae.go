@@ -86,6 +86,12 @@ type VAE struct {
 	// f16 in SDXL's VAE, stays f32. Off: everything is f32, as diffusers
 	// decodes.
 	F16Products bool
+	// PhaseUpsamplers convolves the four phases of the upsamplers' input
+	// (nn.UpsampleConv2D) instead of the upsampled image, but for the last
+	// upsampler: 4/9 of their arithmetic. Load sets it on the CPU, where the
+	// arithmetic is the cost. On GPUs ggml-cuda interleaves the phases with
+	// one block per pair of values, which would cost more than it saves.
+	PhaseUpsamplers bool
 	// colLimit, if set, replaces the column limit (tests: banding at the
 	// tiny VAE's sizes).
 	colLimit int64
@@ -106,6 +112,7 @@ func Load(ctx context.Context, rt *nn.Runtime, set *weights.Set, prefix string, 
 		v.Close()
 		return nil, fmt.Errorf("vae: %w", err)
 	}
+	v.PhaseUpsamplers = rt.Device.IsCPU()
 	return v, nil
 }
 
@@ -150,7 +157,7 @@ func (v *VAE) Close() {
 }
 
 func (v *VAE) builder(c *ggml.Context) *builder {
-	return &builder{c: c, mode: v.Conv, colLimit: v.colLimit, f16: v.F16Products}
+	return &builder{c: c, mode: v.Conv, colLimit: v.colLimit, f16: v.F16Products, phases: v.PhaseUpsamplers}
 }
 
 // Decode builds the decoder graph: latents [w, h, latent, B] (already

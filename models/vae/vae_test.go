@@ -71,19 +71,22 @@ func TestDecodeGolden(t *testing.T) {
 		policy   nn.TypePolicy
 		mode     ConvMode
 		colLimit int64
+		twoStep  bool // upsample, then convolve (as on GPUs)
 	}{
-		{"f32 im2col", nil, ConvAuto, 0},
-		{"f32 direct", nil, ConvDirect, 0},
+		{"f32 im2col", nil, ConvAuto, 0, false},
+		{"f32 direct", nil, ConvDirect, 0, false},
 		// Columns limited to 20 KiB: every 3×3 convolution runs in bands
 		// of a few rows (one row at the 128-pixel level).
-		{"f32 banded", nil, ConvAuto, 20 << 10},
+		{"f32 banded", nil, ConvAuto, 20 << 10, false},
+		{"f32 two-step upsamplers", nil, ConvAuto, 0, true},
 		// The file holds f16 weights: f16 storage is lossless and the graph
 		// casts them to f32, so the same tolerance holds.
-		{"f16 storage", func(string, *weights.Tensor) ggml.Type { return ggml.TypeQ8_0 }, ConvAuto, 0},
+		{"f16 storage", func(string, *weights.Tensor) ggml.Type { return ggml.TypeQ8_0 }, ConvAuto, 0, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			v := loadTiny(t, rt, tc.policy)
-			v.Conv, v.colLimit = tc.mode, tc.colLimit
+			require.True(t, v.PhaseUpsamplers, "Load on the CPU")
+			v.Conv, v.colLimit, v.PhaseUpsamplers = tc.mode, tc.colLimit, !tc.twoStep
 			got, err := v.DecodeImage(context.Background(), rt, lat, 16, 16)
 			require.NoError(t, err)
 			golden.AssertClose(t, "vae.decode image", got, want.Data, 1e-4, 1e-4)
