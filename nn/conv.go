@@ -97,13 +97,13 @@ func addBand(c *ggml.Context, y, yb *ggml.Tensor, at, total int64) *ggml.Tensor 
 // UpsampleConv2D is a nearest 2× upsample of one image x [W, H, Cin, 1]
 // followed by a "same" 3×3 convolution (padding 1, stride 1) with kernel w
 // [3, 3, Cin, Cout] (f32 or f16; multiplied in f32), computed without the
-// upsampled image:
-// each of the output's four phases (the parity of its column and row) is a
-// 2×2 convolution of x whose taps are sums of w's (phaseKernels). That is
-// 4/9 of the arithmetic, and a third of the columns of the 3×3 kernel by
-// row. It runs in bands of input rows whose columns and products take
-// about maxCols bytes. Returns [2W, 2H, Cout, 1]; the sums of taps round
-// differently, so the result matches the two-step one to float32 rounding.
+// upsampled image: each of the output's four phases (the parity of its
+// column and row) is a 2×2 convolution of x whose taps are sums of w's
+// (phaseKernels). That is 4/9 of the arithmetic, and a third of the
+// columns of the 3×3 kernel by row. It runs in bands of input rows whose
+// columns and products take about maxCols bytes. Returns [2W, 2H, Cout,
+// 1]; the sums of taps round differently, so the result matches the
+// two-step one to float32 rounding.
 func UpsampleConv2D(c *ggml.Context, w, x *ggml.Tensor, maxCols int64) *ggml.Tensor {
 	W, H, cin, cout := x.Ne(0), x.Ne(1), w.Ne(2), w.Ne(3)
 	if w.Ne(0) != 3 || w.Ne(1) != 3 || x.Ne(2) != cin || x.Ne(3) != 1 || (w.Type() != ggml.TypeF32 && w.Type() != ggml.TypeF16) {
@@ -116,11 +116,7 @@ func UpsampleConv2D(c *ggml.Context, w, x *ggml.Tensor, maxCols int64) *ggml.Ten
 	// W+1 positions), then the interleaving's copies of the output.
 	perRow := (4*cin*typ.BlockBytes() + 4*cout*4 + 8*cout*4) * (W + 1)
 	rows := max(1, maxCols/perRow)
-	// The output starts as zeros, made before the bands' buffers so that
-	// it does not sit above them once they are freed (a whole-image
-	// buffer allocated later does not fit in their place).
-	zero := c.Fill(c.View(x, [4]int64{1, 1, 1, 1}, x.Nb(1), x.Nb(2), x.Nb(3), 0), 0)
-	y := c.Pad(zero, 0, int(2*W-1), 0, int(2*H-1), 0, int(cout-1), 0, 0)
+	var y *ggml.Tensor
 	for r0 := int64(0); r0 < H; r0 += rows {
 		n := min(rows, H-r0)
 		// Phase row b of output row r0+j reads the product at position row
@@ -138,7 +134,12 @@ func UpsampleConv2D(c *ggml.Context, w, x *ggml.Tensor, maxCols int64) *ggml.Ten
 		m := (W + 1) * (n + 1)
 		cols = c.View(cols, [4]int64{4 * cin, m, 1, 1}, cols.Nb(1), cols.Nb(1)*m, cols.Nb(1)*m, skip*cols.Nb(2))
 		yb := interleavePhases(c, c.MulMat(cols, kernel), W, n, cout) // [2W, 2n, Cout]
-		y = c.AccInplace(y, yb, y.Nb(1), y.Nb(2), y.Nb(3), 2*r0*y.Nb(1))
+		// The first band padded with zeros below, the others added in.
+		if y == nil {
+			y = c.Pad(yb, 0, 0, 0, int(2*(H-n)), 0, 0, 0, 0)
+		} else {
+			y = c.AccInplace(y, yb, y.Nb(1), y.Nb(2), y.Nb(3), 2*r0*y.Nb(1))
+		}
 	}
 	return y
 }

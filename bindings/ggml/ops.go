@@ -151,12 +151,6 @@ func (c *Context) Conv2DDirect(a, b *Tensor, s0, s1, p0, p1, d0, d1 int) *Tensor
 	return c.wrap(C.ggml_conv_2d_direct(c.p, a.p, b.p, C.int(s0), C.int(s1), C.int(p0), C.int(p1), C.int(d0), C.int(d1)))
 }
 
-// Fill is a tensor of a's shape and type with every element v (a's values
-// are not read).
-func (c *Context) Fill(a *Tensor, v float32) *Tensor {
-	return c.wrap(C.ggml_fill(c.p, a.p, C.float(v)))
-}
-
 // Pad adds zeros before (l) and after (r) each dimension.
 func (c *Context) Pad(a *Tensor, l0, r0, l1, r1, l2, r2, l3, r3 int) *Tensor {
 	return c.wrap(C.ggml_pad_ext(c.p, a.p, C.int(l0), C.int(r0), C.int(l1), C.int(r1), C.int(l2), C.int(r2), C.int(l3), C.int(r3)))

@@ -120,7 +120,7 @@ func TestDecodeF16Products(t *testing.T) {
 		var f16, f32, phased int
 		for i := 0; i < g.Nodes(); i++ {
 			n := g.Node(i)
-			if n.Op() == "FILL" { // the zeros a phase-form upsampler fills (nn.UpsampleConv2D)
+			if n.Op() == "IM2COL" && n.Src(0).Ne(0) == 2 { // a phase-form upsampler's 2×2 columns (nn.UpsampleConv2D)
 				phased++
 			}
 			if n.Op() != "MUL_MAT" {
@@ -144,7 +144,7 @@ func TestDecodeF16Products(t *testing.T) {
 		// projections, 2 products).
 		require.GreaterOrEqual(t, f16, 3*29, "colLimit %d", colLimit)
 		require.GreaterOrEqual(t, f32, 2+3+3+1+1+4+2, "colLimit %d", colLimit)
-		require.Equal(t, 2, phased, "the upsamplers below the top resolution take the phase form")
+		require.GreaterOrEqual(t, phased, 2, "the upsamplers below the top resolution take the phase form")
 	}
 }
 
