@@ -134,7 +134,7 @@ func (p *Pipeline) checkPlanInRAM(policy nn.TypePolicy) error {
 	if !p.rt.Device.IsCPU() || w <= 0 || h <= 0 {
 		return nil
 	}
-	if cfg, err := unet.Infer(p.model.Tensors, "unet."); err != nil || cfg.BlockOutChannels[0] < planMinChannels {
+	if cfg, err := unet.Infer(p.model.Tensors, "unet."); err != nil || len(cfg.BlockOutChannels) == 0 || cfg.BlockOutChannels[0] < planMinChannels {
 		return nil // Load reports a bad UNet
 	}
 	avail, ok := availableRAM()
