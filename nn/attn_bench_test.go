@@ -15,18 +15,11 @@ import (
 // first (64×64 tokens), by ggml's flash kernel and by the softmax path,
 // whole or in the CPU runtime's pieces.
 func BenchmarkAttention(b *testing.B) {
-	rt, err := NewRuntime("cpu", 0)
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer rt.Close()
+	rt := benchRuntime(b)
 	r := rand.New(rand.NewPCG(1, 1))
 	for _, sh := range []struct{ C, N, H int64 }{{640, 1024, 10}, {1280, 256, 20}, {640, 4096, 10}} {
 		const B = 2
-		x := make([]float32, sh.C*sh.N*B*3)
-		for i := range x {
-			x[i] = float32(r.NormFloat64())
-		}
+		x := normals(r, sh.C*sh.N*B*3, 1)
 		for _, opt := range []struct {
 			name string
 			o    AttentionOptions
@@ -49,6 +42,25 @@ func BenchmarkAttention(b *testing.B) {
 			})
 		}
 	}
+}
+
+// benchRuntime is a CPU runtime with every core, closed with the benchmark.
+func benchRuntime(b *testing.B) *Runtime {
+	rt, err := NewRuntime("cpu", 0)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(rt.Close)
+	return rt
+}
+
+// normals draws n standard normal values times scale.
+func normals(r *rand.Rand, n int64, scale float64) []float32 {
+	x := make([]float32, n)
+	for i := range x {
+		x[i] = float32(r.NormFloat64() * scale)
+	}
+	return x
 }
 
 // benchGraph times the graph build makes on rt and reports GFLOP/s for

@@ -13,22 +13,12 @@ import (
 // 3×3 im2col against three over a 1×3 im2col with the kernel stored by row
 // (the layout Load uses on every device).
 func BenchmarkConv2DLayouts(b *testing.B) {
-	rt, err := NewRuntime("cpu", 0)
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer rt.Close()
+	rt := benchRuntime(b)
 	r := rand.New(rand.NewPCG(3, 3))
 	for _, sh := range []struct{ C, S int64 }{{320, 64}, {640, 32}, {1280, 16}} {
 		const B = 2
-		x := make([]float32, sh.S*sh.S*sh.C*B)
-		for i := range x {
-			x[i] = float32(r.NormFloat64())
-		}
-		w := make([]float32, 9*sh.C*sh.C)
-		for i := range w {
-			w[i] = float32(r.NormFloat64()) / 40
-		}
+		x := normals(r, sh.S*sh.S*sh.C*B, 1)
+		w := normals(r, 9*sh.C*sh.C, 1.0/40)
 		f16, err := ggml.Quantize(ggml.TypeF16, w, 3)
 		if err != nil {
 			b.Fatal(err)
