@@ -6,7 +6,6 @@ package hub
 import (
 	"fmt"
 	"net/url"
-	"path"
 	"strings"
 )
 
@@ -185,9 +184,6 @@ func (m Model) ResolveURL(endpoint string) string {
 	}
 	return strings.TrimRight(endpoint, "/") + "/" + esc(m.Repo) + "/resolve/" + url.PathEscape(rev) + "/" + esc(m.File)
 }
-
-// base is the file's name without folders.
-func (m Model) base() string { return path.Base(m.File) }
 
 func catalogNames() string {
 	names := make([]string, len(Catalog))

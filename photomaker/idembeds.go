@@ -95,7 +95,7 @@ func readNPY(path string) ([][]float32, error) {
 	hdr := string(b[off : off+hlen])
 	data := b[off+hlen:]
 	if strings.Contains(hdr, "'fortran_order': True") {
-		return nil, fmt.Errorf("Fortran-order arrays are not supported; save with np.save(path, np.ascontiguousarray(x))")
+		return nil, fmt.Errorf("arrays in Fortran order are not supported; save with np.save(path, np.ascontiguousarray(x))")
 	}
 	d := npyDescr.FindStringSubmatch(hdr)
 	m := npyShape.FindStringSubmatch(hdr)

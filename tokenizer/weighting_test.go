@@ -27,7 +27,7 @@ func TestParseWeights(t *testing.T) {
 		{`\(x\) \[y\] a\\b`, []c{{`(x) [y] a\b`, 1, false}}},
 		{`back\slash`, []c{{"backslash", 1, false}}},
 		{"(unclosed", []c{{"unclosed", 1.1, false}}},
-		{"a [unclosed (both", []c{{"a ", 1, false}, {"unclosed ", 1 / 1.1, false}, {"both", 1.1 / 1.1, false}}},
+		{"a [unclosed (both", []c{{"a ", 1, false}, {"unclosed ", 1 / 1.1, false}, {"both", 1, false}}}, // both brackets unclosed: ×1.1 then ÷1.1
 		{"a) b] c", []c{{"a) b] c", 1, false}}},
 		{"ratio 16:9", []c{{"ratio 16:9", 1, false}}},
 		{"(a:x)", []c{{"a:x", 1.1, false}}},
