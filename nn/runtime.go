@@ -124,6 +124,7 @@ func (r *Runtime) prepare(build func(c *ggml.Context) []*ggml.Tensor, readBack b
 	gctx := ggml.NewContext(GraphSize*2, GraphSize)
 	gctx.SetF32Accumulation(r.F32Accumulation)
 	gctx.SetContiguousIm2Col(r.contiguousIm2Col)
+	gctx.SetCPUKernels(r.Device.IsCPU())
 	outs, err := safeBuild(gctx, build)
 	if err != nil {
 		gctx.Free()

@@ -10,6 +10,12 @@ import (
 // benchGraph times repeated computation of one graph on the CPU and reports
 // GFLOP/s for the given operation count.
 func benchGraph(b *testing.B, flops float64, build func(c *Context) *Tensor) {
+	benchGraphRate(b, flops, "GFLOP/s", build)
+}
+
+// benchGraphRate is benchGraph reporting billions of count per second as
+// unit.
+func benchGraphRate(b *testing.B, count float64, unit string, build func(c *Context) *Tensor) {
 	cpu := cpuBackend(b)
 	s, err := NewScheduler([]*Backend{cpu}, 64)
 	if err != nil {
@@ -30,7 +36,7 @@ func benchGraph(b *testing.B, flops float64, build func(c *Context) *Tensor) {
 			b.Fatal(err)
 		}
 	}
-	b.ReportMetric(flops*float64(b.N)/b.Elapsed().Seconds()/1e9, "GFLOP/s")
+	b.ReportMetric(count*float64(b.N)/b.Elapsed().Seconds()/1e9, unit)
 }
 
 // SDXL's middle level at 1024²: 1280 channels, 32×32 = 1024 tokens.
@@ -73,6 +79,21 @@ func BenchmarkConv2D(b *testing.B) {
 					return c.Conv2DDirect(k, img, 1, 1, 1, 1, 1, 1)
 				}
 				return c.Conv2D(k, img, 1, 1, 1, 1, 1, 1)
+			})
+		})
+	}
+}
+
+// SDXL's GEGLU at the middle level of a 512² CFG step: 2·256 tokens, 5120
+// wide; ggml's kernel and ours (cpu_kernels.c).
+func BenchmarkGEGLU(b *testing.B) {
+	const N, T = 5120, 512
+	a := randn(rand.New(rand.NewPCG(3, 3)), 2*N*T)
+	for _, ours := range []bool{false, true} {
+		b.Run(map[bool]string{false: "ggml", true: "ours"}[ours], func(b *testing.B) {
+			benchGraphRate(b, N*T, "Gvalues/s", func(c *Context) *Tensor {
+				c.SetCPUKernels(ours)
+				return c.GEGLUSecondHalf(c.InputF32(a, 2*N, T))
 			})
 		})
 	}

@@ -2,6 +2,7 @@ package ggml
 
 /*
 #include "ggml_api.h"
+#include "cpu_kernels.h"
 */
 import "C"
 
@@ -94,8 +95,18 @@ func (c *Context) Sigmoid(a *Tensor) *Tensor { return c.wrap(C.ggml_sigmoid(c.p,
 func (c *Context) Tanh(a *Tensor) *Tensor { return c.wrap(C.ggml_tanh(c.p, a.p)) }
 
 // GEGLUSecondHalf splits dimension 0 of a into halves (h, g) and returns
-// h·GELU_erf(g): diffusers' GEGLU, which activates the SECOND half.
+// h·GELU_erf(g): diffusers' GEGLU, which activates the SECOND half. With
+// SetCPUKernels it is our vectorized kernel (pm_geglu_erf): ggml's CPU
+// kernel calls libm's erff per value, about 13 ns each, which made it 2.6 %
+// of a 512² UNet step; ours takes about 1.4 ns.
 func (c *Context) GEGLUSecondHalf(a *Tensor) *Tensor {
+	if c.cpuKernels && a.Type() == TypeF32 && a.Ne(0)%2 == 0 && a.Nb(0) == 4 {
+		n := a.Ne(0) / 2
+		ne := [4]int64{n, a.Ne(1), a.Ne(2), a.Ne(3)}
+		h := c.View(a, ne, a.Nb(1), a.Nb(2), a.Nb(3), 0)
+		g := c.View(a, ne, a.Nb(1), a.Nb(2), a.Nb(3), 4*n)
+		return c.wrap(C.pm_geglu_erf(c.p, h.p, g.p))
+	}
 	return c.wrap(C.ggml_glu(c.p, a.p, C.GGML_GLU_OP_GEGLU_ERF, true))
 }
 

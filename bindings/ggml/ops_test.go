@@ -51,6 +51,7 @@ func computeOn(t testing.TB, b *Backend, build func(c *Context) *Tensor) ([]floa
 	ctx := NewContext(1024, 1024)
 	defer ctx.Free()
 	ctx.SetContiguousIm2Col(!b.Im2ColReadsViews()) // as nn.Runtime does
+	ctx.SetCPUKernels(b.IsCPU())
 	out := build(ctx)
 	if out.Type() != TypeF32 {
 		out = ctx.Cast(out, TypeF32)

@@ -16,6 +16,7 @@ import (
 	"cmp"
 	"runtime/cgo"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 	"unsafe"
@@ -83,7 +84,11 @@ var viewOps = map[string]bool{"NONE": true, "RESHAPE": true, "VIEW": true, "PERM
 //export pmEval
 func pmEval(t *C.struct_ggml_tensor, ask C.bool, user unsafe.Pointer) C.bool {
 	p := cgo.Handle(uintptr(user)).Value().(*OpProfile)
-	op := (&Tensor{p: t}).Op()
+	tt := &Tensor{p: t}
+	op := tt.Op()
+	if strings.HasPrefix(op, "MAP_CUSTOM") && tt.Name() != "" {
+		op = tt.Name() // our CPU kernels name their nodes (cpu_kernels.c)
+	}
 	if ask {
 		return C.bool(!viewOps[op])
 	}

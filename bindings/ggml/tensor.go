@@ -25,6 +25,8 @@ type Context struct {
 	// contiguousIm2Col says the graph's backend needs im2col inputs
 	// contiguous (SetContiguousIm2Col).
 	contiguousIm2Col bool
+	// cpuKernels lets ops take our own CPU kernels (SetCPUKernels).
+	cpuKernels bool
 	// capacity is how many tensors the context can make: its headers, and
 	// with a graph the graph's nodes; room is what is left (see wrap).
 	capacity, room int
@@ -36,6 +38,12 @@ func (c *Context) SetContiguousIm2Col(on bool) { c.contiguousIm2Col = on }
 
 // ContiguousIm2Col is what SetContiguousIm2Col set.
 func (c *Context) ContiguousIm2Col() bool { return c.contiguousIm2Col }
+
+// SetCPUKernels tells graph builders on c that the graph runs on the CPU
+// backend, so ops may take our own CPU kernels (cpu_kernels.c), which are
+// ggml custom ops that only the CPU runs. On another backend the scheduler
+// would move them to the CPU.
+func (c *Context) SetCPUKernels(on bool) { c.cpuKernels = on }
 
 // SetF32Accumulation makes every later MulMat on c whose first operand is
 // f16 or bf16 accumulate in f32 on backends that would otherwise accumulate

@@ -1,0 +1,104 @@
+// Our own CPU kernels for ops whose ggml CPU kernel is slow, run as ggml
+// custom ops (which only the CPU backend runs; see Context.SetCPUKernels).
+// They use GCC/Clang vector extensions, so they get the SIMD that the C
+// flags allow (AVX2 with `make`'s -march, NEON on arm64) and stay portable.
+#include <string.h>
+
+#include "cpu_kernels.h"
+
+typedef float v8f __attribute__((vector_size(32)));
+typedef int32_t v8i __attribute__((vector_size(32)));
+
+static inline v8f splat(float x) { return (v8f){x, x, x, x, x, x, x, x}; }
+static inline v8i splat_i(int32_t x) { return (v8i){x, x, x, x, x, x, x, x}; }
+
+// select returns a where mask is set and b elsewhere.
+static inline v8f select(v8i mask, v8f a, v8f b) { return (v8f)(((v8i)a & mask) | ((v8i)b & ~mask)); }
+
+// vexp is e^a for a ≤ 1: 2^k·e^r with k the nearest integer to a/ln 2 and
+// |r| ≤ ln2/2, e^r by its Taylor series to r^7 (relative error below 1e-8
+// before rounding). Arguments below −80 give e^−80, which keeps every
+// result normal (denormals are slow on x86); the callers multiply it by
+// values below one, where it stands for zero.
+static inline v8f vexp(v8f a) {
+	const v8f magic = splat(12582912.0f); // 1.5·2^23: adding it rounds to an integer held in the low bits
+	a = select(a > splat(-80.0f), a, splat(-80.0f));
+	v8f kf = a * splat(1.44269504f) + magic;
+	v8i k = (v8i)kf - (v8i)magic;
+	kf -= magic;
+	v8f r = a - kf * splat(0.693145752f) - kf * splat(1.42860677e-6f); // ln 2 in two parts: kf·hi is exact
+	v8f p = splat(1.0f / 5040);
+	p = p * r + splat(1.0f / 720);
+	p = p * r + splat(1.0f / 120);
+	p = p * r + splat(1.0f / 24);
+	p = p * r + splat(1.0f / 6);
+	p = p * r + splat(0.5f);
+	p = p * r + splat(1.0f);
+	p = p * r + splat(1.0f);
+	return (v8f)((v8i)p + (k << 23)); // times 2^k through the exponent bits
+}
+
+// vgeglu is h·x·Φ(x) with Φ the standard normal CDF, which is GELU(x)·h as
+// PyTorch's exact (erf) GELU defines it. Φ(x) = erfc(−x/√2)/2; erfc(z) for
+// z ≥ 0 is t·exp(−z² + P(t)), t = 1/(1 + z/2), with the Chebyshev-fitted
+// polynomial P of Numerical Recipes (fractional error below 1.2e-7 for
+// every z). For x ≥ 0, Φ(x) = 1 − erfc(x/√2)/2. Taking the tail from erfc
+// keeps negative inputs accurate where 1 + erf(x) would cancel.
+static inline v8f vgeglu(v8f x, v8f h) {
+	v8f z = (v8f)((v8i)x & splat_i(0x7fffffff)) * splat(0.707106781f); // |x|/√2
+	v8f t = splat(1.0f) / (splat(1.0f) + splat(0.5f) * z);
+	v8f p = splat(0.17087277f);
+	p = p * t + splat(-0.82215223f);
+	p = p * t + splat(1.48851587f);
+	p = p * t + splat(-1.13520398f);
+	p = p * t + splat(0.27886807f);
+	p = p * t + splat(-0.18628806f);
+	p = p * t + splat(0.09678418f);
+	p = p * t + splat(0.37409196f);
+	p = p * t + splat(1.00002368f);
+	p = p * t + splat(-1.26551223f);
+	v8f tail = splat(0.5f) * t * vexp(p - z * z); // Φ(−|x|)
+	v8f phi = select(x < splat(0.0f), tail, splat(1.0f) - tail);
+	return h * x * phi;
+}
+
+// geglu_row writes n values of h·GELU(g) to y.
+static void geglu_row(float * y, const float * h, const float * g, int64_t n) {
+	int64_t i = 0;
+	for (; i + 8 <= n; i += 8) {
+		v8f x, hv, v;
+		memcpy(&x, g + i, sizeof x);
+		memcpy(&hv, h + i, sizeof hv);
+		v = vgeglu(x, hv);
+		memcpy(y + i, &v, sizeof v);
+	}
+	if (i < n) { // the tail, through zero-padded vectors
+		v8f x = splat(0.0f), hv = splat(0.0f), v;
+		memcpy(&x, g + i, (size_t)(n - i) * sizeof(float));
+		memcpy(&hv, h + i, (size_t)(n - i) * sizeof(float));
+		v = vgeglu(x, hv);
+		memcpy(y + i, &v, (size_t)(n - i) * sizeof(float));
+	}
+}
+
+// pm_geglu_erf_rows is the custom op: dst = h·GELU(g) for f32 tensors of
+// one shape whose rows (dimension 0) are contiguous; thread ith of nth
+// takes every nth-part of the rows.
+static void pm_geglu_erf_rows(struct ggml_tensor * dst, const struct ggml_tensor * h, const struct ggml_tensor * g,
+                              int ith, int nth, void * userdata) {
+	(void)userdata;
+	const int64_t n = dst->ne[0], rows = dst->ne[1] * dst->ne[2] * dst->ne[3];
+	const int64_t per = (rows + nth - 1) / nth;
+	const int64_t r0 = per * ith, r1 = r0 + per < rows ? r0 + per : rows;
+	for (int64_t r = r0; r < r1; r++) {
+		const int64_t i1 = r % dst->ne[1], i2 = r / dst->ne[1] % dst->ne[2], i3 = r / (dst->ne[1] * dst->ne[2]);
+#define PM_ROW(t) ((char *)(t)->data + i1 * (t)->nb[1] + i2 * (t)->nb[2] + i3 * (t)->nb[3])
+		geglu_row((float *)PM_ROW(dst), (const float *)PM_ROW(h), (const float *)PM_ROW(g), n);
+#undef PM_ROW
+	}
+}
+
+struct ggml_tensor * pm_geglu_erf(struct ggml_context * ctx, struct ggml_tensor * h, struct ggml_tensor * g) {
+	// The name is what op profiles show for it (see pmEval).
+	return ggml_set_name(ggml_map_custom2(ctx, h, g, pm_geglu_erf_rows, GGML_N_TASKS_MAX, NULL), "GEGLU_ERF (ours)");
+}
