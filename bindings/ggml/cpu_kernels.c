@@ -6,28 +6,35 @@
 
 #include "cpu_kernels.h"
 
-typedef float v8f __attribute__((vector_size(32)));
-typedef int32_t v8i __attribute__((vector_size(32)));
+// Vectors as wide as the target's registers: 8 floats with AVX, else 4
+// (SSE2, NEON); wider ones would change the calling convention.
+#if defined(__AVX__)
+#define PM_LANES 8
+#else
+#define PM_LANES 4
+#endif
+typedef float vf __attribute__((vector_size(PM_LANES * 4)));
+typedef int32_t vi __attribute__((vector_size(PM_LANES * 4)));
 
-static inline v8f splat(float x) { return (v8f){x, x, x, x, x, x, x, x}; }
-static inline v8i splat_i(int32_t x) { return (v8i){x, x, x, x, x, x, x, x}; }
+static inline vf splat(float x) { return (vf){0} + x; }
+static inline vi splat_i(int32_t x) { return (vi){0} + x; }
 
-// select returns a where mask is set and b elsewhere.
-static inline v8f select(v8i mask, v8f a, v8f b) { return (v8f)(((v8i)a & mask) | ((v8i)b & ~mask)); }
+// blend returns a where mask is set and b elsewhere.
+static inline vf blend(vi mask, vf a, vf b) { return (vf)(((vi)a & mask) | ((vi)b & ~mask)); }
 
 // vexp is e^a for a ≤ 1: 2^k·e^r with k the nearest integer to a/ln 2 and
 // |r| ≤ ln2/2, e^r by its Taylor series to r^7 (relative error below 1e-8
 // before rounding). Arguments below −80 give e^−80, which keeps every
 // result normal (denormals are slow on x86); the callers multiply it by
 // values below one, where it stands for zero.
-static inline v8f vexp(v8f a) {
-	const v8f magic = splat(12582912.0f); // 1.5·2^23: adding it rounds to an integer held in the low bits
-	a = select(a > splat(-80.0f), a, splat(-80.0f));
-	v8f kf = a * splat(1.44269504f) + magic;
-	v8i k = (v8i)kf - (v8i)magic;
+static inline vf vexp(vf a) {
+	const vf magic = splat(12582912.0f); // 1.5·2^23: adding it rounds to an integer held in the low bits
+	a = blend(a > splat(-80.0f), a, splat(-80.0f));
+	vf kf = a * splat(1.44269504f) + magic;
+	vi k = (vi)kf - (vi)magic;
 	kf -= magic;
-	v8f r = a - kf * splat(0.693145752f) - kf * splat(1.42860677e-6f); // ln 2 in two parts: kf·hi is exact
-	v8f p = splat(1.0f / 5040);
+	vf r = a - kf * splat(0.693145752f) - kf * splat(1.42860677e-6f); // ln 2 in two parts: kf·hi is exact
+	vf p = splat(1.0f / 5040);
 	p = p * r + splat(1.0f / 720);
 	p = p * r + splat(1.0f / 120);
 	p = p * r + splat(1.0f / 24);
@@ -35,7 +42,7 @@ static inline v8f vexp(v8f a) {
 	p = p * r + splat(0.5f);
 	p = p * r + splat(1.0f);
 	p = p * r + splat(1.0f);
-	return (v8f)((v8i)p + (k << 23)); // times 2^k through the exponent bits
+	return (vf)((vi)p + (k << 23)); // times 2^k through the exponent bits
 }
 
 // vgeglu is h·x·Φ(x) with Φ the standard normal CDF, which is GELU(x)·h as
@@ -44,10 +51,10 @@ static inline v8f vexp(v8f a) {
 // polynomial P of Numerical Recipes (fractional error below 1.2e-7 for
 // every z). For x ≥ 0, Φ(x) = 1 − erfc(x/√2)/2. Taking the tail from erfc
 // keeps negative inputs accurate where 1 + erf(x) would cancel.
-static inline v8f vgeglu(v8f x, v8f h) {
-	v8f z = (v8f)((v8i)x & splat_i(0x7fffffff)) * splat(0.707106781f); // |x|/√2
-	v8f t = splat(1.0f) / (splat(1.0f) + splat(0.5f) * z);
-	v8f p = splat(0.17087277f);
+static inline vf vgeglu(vf x, vf h) {
+	vf z = (vf)((vi)x & splat_i(0x7fffffff)) * splat(0.707106781f); // |x|/√2
+	vf t = splat(1.0f) / (splat(1.0f) + splat(0.5f) * z);
+	vf p = splat(0.17087277f);
 	p = p * t + splat(-0.82215223f);
 	p = p * t + splat(1.48851587f);
 	p = p * t + splat(-1.13520398f);
@@ -57,23 +64,23 @@ static inline v8f vgeglu(v8f x, v8f h) {
 	p = p * t + splat(0.37409196f);
 	p = p * t + splat(1.00002368f);
 	p = p * t + splat(-1.26551223f);
-	v8f tail = splat(0.5f) * t * vexp(p - z * z); // Φ(−|x|)
-	v8f phi = select(x < splat(0.0f), tail, splat(1.0f) - tail);
+	vf tail = splat(0.5f) * t * vexp(p - z * z); // Φ(−|x|)
+	vf phi = blend(x < splat(0.0f), tail, splat(1.0f) - tail);
 	return h * x * phi;
 }
 
 // geglu_row writes n values of h·GELU(g) to y.
 static void geglu_row(float * y, const float * h, const float * g, int64_t n) {
 	int64_t i = 0;
-	for (; i + 8 <= n; i += 8) {
-		v8f x, hv, v;
+	for (; i + PM_LANES <= n; i += PM_LANES) {
+		vf x, hv, v;
 		memcpy(&x, g + i, sizeof x);
 		memcpy(&hv, h + i, sizeof hv);
 		v = vgeglu(x, hv);
 		memcpy(y + i, &v, sizeof v);
 	}
 	if (i < n) { // the tail, through zero-padded vectors
-		v8f x = splat(0.0f), hv = splat(0.0f), v;
+		vf x = splat(0.0f), hv = splat(0.0f), v;
 		memcpy(&x, g + i, (size_t)(n - i) * sizeof(float));
 		memcpy(&hv, h + i, (size_t)(n - i) * sizeof(float));
 		v = vgeglu(x, hv);
