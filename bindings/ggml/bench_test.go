@@ -98,3 +98,26 @@ func BenchmarkGEGLU(b *testing.B) {
 		})
 	}
 }
+
+// The by-row 1×3 columns of the UNet's first level at 512² (f16, two
+// images) and of a band of the VAE's top level at 512² (f32); ggml's
+// kernel and ours (cpu_kernels.c). Reported as columns' bytes written.
+func BenchmarkIm2Col(b *testing.B) {
+	for _, cs := range []struct {
+		name       string
+		w, h, c, n int64
+		typ        Type
+	}{{"unet_64x64x320x2_f16", 64, 64, 320, 2, TypeF16}, {"vae_512x64x128_f32", 512, 64, 128, 1, TypeF32}} {
+		x := randn(rand.New(rand.NewPCG(4, 4)), int(cs.w*cs.h*cs.c*cs.n))
+		for _, ours := range []bool{false, true} {
+			b.Run(cs.name+map[bool]string{false: "_ggml", true: "_ours"}[ours], func(b *testing.B) {
+				bytes := float64(3 * cs.c * cs.w * (cs.h + 2) * cs.n * int64(cs.typ.BlockBytes()))
+				benchGraphRate(b, bytes, "GB/s", func(c *Context) *Tensor {
+					c.SetCPUKernels(ours)
+					shape := c.NewTensor(TypeF16, 3, 1, cs.c, 1)
+					return c.Im2Col(shape, c.InputF32(x, cs.w, cs.h, cs.c, cs.n), 1, 1, 1, 1, 1, 1, cs.typ)
+				})
+			})
+		}
+	}
+}

@@ -2,6 +2,7 @@
 // custom ops (which only the CPU backend runs; see Context.SetCPUKernels).
 // They use GCC/Clang vector extensions, so they get the SIMD that the C
 // flags allow (AVX2 with `make`'s -march, NEON on arm64) and stay portable.
+#include <stdlib.h>
 #include <string.h>
 
 #include "cpu_kernels.h"
@@ -108,4 +109,103 @@ static void pm_geglu_erf_rows(struct ggml_tensor * dst, const struct ggml_tensor
 struct ggml_tensor * pm_geglu_erf(struct ggml_context * ctx, struct ggml_tensor * h, struct ggml_tensor * g) {
 	// The name is what op profiles show for it (see pmEval).
 	return ggml_set_name(ggml_map_custom2(ctx, h, g, pm_geglu_erf_rows, GGML_N_TASKS_MAX, NULL), "GEGLU_ERF (ours)");
+}
+
+// im2col's parameters travel in the op's userdata pointer (ggml never
+// dereferences it), four bits each: kernel width and height, strides,
+// paddings. pm_im2col_fits says which parameters fit.
+enum { IM2COL_BITS = 4, IM2COL_MAX = (1 << IM2COL_BITS) - 1 };
+
+bool pm_im2col_fits(int kw, int kh, int s0, int s1, int p0, int p1) {
+	const int v[6] = {kw, kh, s0, s1, p0, p1};
+	for (int i = 0; i < 6; i++) {
+		if (v[i] < 0 || v[i] > IM2COL_MAX) {
+			return false;
+		}
+	}
+	return kw > 0 && kh > 0 && s0 > 0 && s1 > 0;
+}
+
+// im2col_rows is ggml's 2-D im2col (dilation 1) of an f32 image src
+// [IW, IH, IC, N] (rows contiguous, any strides above) into dst [IC·KH·KW,
+// OW, OH, N] (f32 or f16, contiguous). ggml's CPU kernel hands threads
+// alternate channels of each output pixel, so both threads write the same
+// cache lines, and converts values to f16 one at a time. Here each thread
+// takes whole output rows, reading each input row forward, and f16 columns
+// are converted a chunk at a time.
+static void im2col_rows(struct ggml_tensor * dst, int ith, int nth, void * userdata) {
+	const struct ggml_tensor * src = dst->src[0];
+	const uintptr_t pk = (uintptr_t)userdata;
+	int prm[6];
+	for (int i = 0; i < 6; i++) {
+		prm[i] = (int)(pk >> (IM2COL_BITS * i)) & IM2COL_MAX;
+	}
+	const int kw = prm[0], kh = prm[1], s0 = prm[2], s1 = prm[3], p0 = prm[4], p1 = prm[5];
+	const int64_t K = dst->ne[0], OW = dst->ne[1], OH = dst->ne[2], N = dst->ne[3];
+	const int64_t IW = src->ne[0], IH = src->ne[1], IC = src->ne[2];
+	const bool f16 = dst->type == GGML_TYPE_F16;
+	const int64_t rows = OH * N, per = (rows + nth - 1) / nth;
+	const int64_t r0 = per * ith, r1 = r0 + per < rows ? r0 + per : rows;
+	// Output pixels per chunk: f16 columns are built in an f32 buffer that
+	// stays in L2 (64 KB); f32 ones are written in place, a whole row at once
+	// (fastest on the dev VM).
+	const int64_t chunk = !f16 ? OW : K < 16384 ? 16384 / K : 1;
+	float * buf = NULL;
+	if (f16 && r0 < r1) {
+		buf = malloc((size_t)(chunk * K) * sizeof(float));
+		if (buf == NULL) {
+			abort(); // a 32 KB allocation failing leaves nothing to recover
+		}
+	}
+	for (int64_t r = r0; r < r1; r++) {
+		const int64_t n = r / OH, oh = r % OH;
+		for (int64_t ow0 = 0; ow0 < OW; ow0 += chunk) {
+			const int64_t m = OW - ow0 < chunk ? OW - ow0 : chunk;
+			const int64_t at = (r * OW + ow0) * K; // dst is contiguous: row r of OW columns of K
+			float * out = f16 ? buf : (float *)dst->data + at;
+			for (int64_t ic = 0; ic < IC; ic++) {
+				for (int ky = 0; ky < kh; ky++) {
+					const int64_t ih = oh * s1 + ky - p1;
+					const float * in = ih < 0 || ih >= IH ? NULL
+						: (const float *)((const char *)src->data + n * src->nb[3] + ic * src->nb[2] + ih * src->nb[1]);
+					float * o = out + (ic * kh + ky) * kw;
+					for (int64_t j = 0; j < m; j++, o += K) {
+						const int64_t iw0 = (ow0 + j) * s0 - p0;
+						if (in != NULL && iw0 >= 0 && iw0 + kw <= IW) { // inside the row: no checks
+							if (kw == 3) { // the convolutions by kernel row: a constant the compiler unrolls
+								o[0] = in[iw0], o[1] = in[iw0 + 1], o[2] = in[iw0 + 2];
+								continue;
+							}
+							for (int kx = 0; kx < kw; kx++) {
+								o[kx] = in[iw0 + kx];
+							}
+							continue;
+						}
+						for (int kx = 0; kx < kw; kx++) {
+							const int64_t iw = iw0 + kx;
+							o[kx] = in != NULL && iw >= 0 && iw < IW ? in[iw] : 0.0f;
+						}
+					}
+				}
+			}
+			if (f16) {
+				ggml_cpu_fp32_to_fp16(buf, (ggml_fp16_t *)dst->data + at, m * K);
+			}
+		}
+	}
+	free(buf);
+}
+
+struct ggml_tensor * pm_im2col(struct ggml_context * ctx, struct ggml_tensor * src, int kw, int kh, int s0, int s1,
+                               int p0, int p1, enum ggml_type type) {
+	const int64_t ow = (src->ne[0] + 2 * p0 - kw) / s0 + 1, oh = (src->ne[1] + 2 * p1 - kh) / s1 + 1;
+	uintptr_t pk = 0;
+	const int prm[6] = {kw, kh, s0, s1, p0, p1};
+	for (int i = 0; i < 6; i++) {
+		pk |= (uintptr_t)prm[i] << (IM2COL_BITS * i);
+	}
+	struct ggml_tensor * args[1] = {src};
+	struct ggml_tensor * t = ggml_custom_4d(ctx, type, src->ne[2] * kh * kw, ow, oh, src->ne[3], args, 1, im2col_rows,
+	                                        GGML_N_TASKS_MAX, (void *)pk);
+	return ggml_set_name(t, "IM2COL (ours)");
 }

@@ -8,4 +8,12 @@
 // shape with contiguous rows: a custom op that only the CPU backend runs.
 struct ggml_tensor * pm_geglu_erf(struct ggml_context * ctx, struct ggml_tensor * h, struct ggml_tensor * g);
 
+// pm_im2col is ggml_im2col (2-D, dilation 1) of an f32 image src [W, H,
+// C, N] whose rows are contiguous into [C·kh·kw, OW, OH, N] columns of type
+// (f32 or f16), as a custom op that only the CPU backend runs. Its
+// parameters must satisfy pm_im2col_fits.
+struct ggml_tensor * pm_im2col(struct ggml_context * ctx, struct ggml_tensor * src, int kw, int kh, int s0, int s1,
+                               int p0, int p1, enum ggml_type type);
+bool pm_im2col_fits(int kw, int kh, int s0, int s1, int p0, int p1);
+
 #endif

@@ -67,3 +67,81 @@ func TestGEGLUKernelOnlyOnCPU(t *testing.T) {
 	require.Equal(t, "MAP_CUSTOM2", c.GEGLUSecondHalf(a).Op())
 	require.Equal(t, "GEGLU_ERF", c.GEGLUSecondHalf(c.NewTensor(TypeF16, 8, 2)).Op())
 }
+
+// TestIm2ColKernel checks our CPU im2col (pm_im2col) value for value
+// against ggml's: the by-row 1×3 columns the convolutions use (with and
+// without padded rows), the 2×2 phase columns, strided 3×3 and patch
+// kernels, batches, a band of rows viewed out of a taller image, and f16
+// columns.
+func TestIm2ColKernel(t *testing.T) {
+	r := rand.New(rand.NewSource(11))
+	for _, tc := range []struct {
+		kw, kh, s0, s1, p0, p1 int
+		w, h, ch, n            int
+		band                   bool // the image is rows 2..h+1 of one h+3 rows tall
+	}{
+		{3, 1, 1, 1, 1, 1, 9, 5, 4, 2, false},
+		{3, 1, 1, 1, 1, 0, 9, 5, 4, 1, true},
+		{3, 1, 2, 1, 1, 1, 10, 6, 3, 2, false},
+		{2, 2, 1, 1, 1, 1, 7, 4, 5, 1, true},
+		{2, 2, 1, 1, 1, 0, 7, 4, 5, 1, false},
+		{3, 3, 2, 2, 1, 1, 11, 9, 3, 2, false},
+		{14, 14, 14, 14, 0, 0, 28, 28, 3, 1, false},
+		{3, 1, 1, 1, 1, 1, 3000, 2, 3, 1, false}, // columns longer than one chunk
+	} {
+		for _, typ := range []Type{TypeF32, TypeF16} {
+			name := fmt.Sprintf("%dx%d_s%d,%d_p%d,%d_%dx%dx%dx%d_band%v_%s", tc.kw, tc.kh, tc.s0, tc.s1, tc.p0, tc.p1, tc.w, tc.h, tc.ch, tc.n, tc.band, typ)
+			t.Run(name, func(t *testing.T) {
+				tall := tc.h
+				if tc.band {
+					tall = tc.h + 3
+				}
+				x := make([]float32, tc.w*tall*tc.ch*tc.n)
+				for i := range x {
+					x[i] = float32(r.NormFloat64())
+				}
+				build := func(ours bool) func(c *Context) *Tensor {
+					return func(c *Context) *Tensor {
+						c.SetCPUKernels(ours)
+						img := c.InputF32(x, int64(tc.w), int64(tall), int64(tc.ch), int64(tc.n))
+						if tc.band {
+							img = c.View(img, [4]int64{int64(tc.w), int64(tc.h), int64(tc.ch), int64(tc.n)}, img.Nb(1), img.Nb(2), img.Nb(3), 2*img.Nb(1))
+						}
+						shape := c.NewTensor(TypeF16, int64(tc.kw), int64(tc.kh), int64(tc.ch), 1)
+						cols := c.Im2Col(shape, img, tc.s0, tc.s1, tc.p0, tc.p1, 1, 1, typ)
+						require.Equal(t, ours, cols.Op() == "CUSTOM", cols.Op())
+						return cols
+					}
+				}
+				got, gotShape := compute(t, build(true))
+				want, wantShape := compute(t, build(false))
+				require.Equal(t, wantShape, gotShape)
+				require.Equal(t, want, got)
+			})
+		}
+	}
+}
+
+// Op profiles list our kernels by name, not as ggml's anonymous custom ops.
+func TestOpProfileNamesOurKernels(t *testing.T) {
+	s, err := NewScheduler([]*Backend{cpuBackend(t)}, 64)
+	require.NoError(t, err)
+	defer s.Close()
+	ctx := NewContext(64, 64)
+	defer ctx.Free()
+	ctx.SetCPUKernels(true)
+	img := ctx.InputF32(make([]float32, 8*8*4), 8, 8, 4, 1)
+	cols := ctx.Im2Col(ctx.NewTensor(TypeF16, 3, 1, 4, 1), img, 1, 1, 1, 1, 1, 1, TypeF32)
+	out := ctx.GEGLUSecondHalf(ctx.Reshape(cols, 12*8*10))
+	out.SetOutput()
+	g := ctx.NewGraph(64)
+	g.Expand(out)
+	p := NewOpProfile()
+	s.Profile(p)
+	require.NoError(t, s.Compute(t.Context(), g))
+	var ops []string
+	for _, op := range p.Times() {
+		ops = append(ops, op.Op)
+	}
+	require.ElementsMatch(t, []string{"IM2COL (ours)", "GEGLU_ERF (ours)"}, ops)
+}

@@ -174,6 +174,8 @@ struct ggml_tensor * ggml_glu(struct ggml_context * ctx, struct ggml_tensor * a,
 // GGML_N_TASKS_MAX takes them all.
 typedef void (*ggml_custom2_op_t)(struct ggml_tensor * dst, const struct ggml_tensor * a, const struct ggml_tensor * b, int ith, int nth, void * userdata);
 #define GGML_N_TASKS_MAX (-1)
+typedef void (*ggml_custom_op_t)(struct ggml_tensor * dst, int ith, int nth, void * userdata);
+struct ggml_tensor * ggml_custom_4d(struct ggml_context * ctx, enum ggml_type type, int64_t ne0, int64_t ne1, int64_t ne2, int64_t ne3, struct ggml_tensor ** args, int n_args, ggml_custom_op_t fun, int n_tasks, void * userdata);
 struct ggml_tensor * ggml_map_custom2(struct ggml_context * ctx, struct ggml_tensor * a, struct ggml_tensor * b, ggml_custom2_op_t fun, int n_tasks, void * userdata);
 struct ggml_tensor * ggml_norm(struct ggml_context * ctx, struct ggml_tensor * a, float eps);
 struct ggml_tensor * ggml_group_norm(struct ggml_context * ctx, struct ggml_tensor * a, int n_groups, float eps);
@@ -226,6 +228,8 @@ int ggml_cpu_has_fma(void);
 int ggml_cpu_has_f16c(void);
 void ggml_backend_cpu_set_n_threads(ggml_backend_t backend, int n_threads);
 void ggml_backend_cpu_set_abort_callback(ggml_backend_t backend, ggml_abort_callback cb, void * data);
+typedef uint16_t ggml_fp16_t;
+void ggml_cpu_fp32_to_fp16(const float * x, ggml_fp16_t * y, int64_t n); // the CPU backend's vectorized conversion
 void ggml_backend_synchronize(ggml_backend_t backend);
 
 // buffers and tensor data

@@ -86,7 +86,7 @@ func pmEval(t *C.struct_ggml_tensor, ask C.bool, user unsafe.Pointer) C.bool {
 	p := cgo.Handle(uintptr(user)).Value().(*OpProfile)
 	tt := &Tensor{p: t}
 	op := tt.Op()
-	if strings.HasPrefix(op, "MAP_CUSTOM") && tt.Name() != "" {
+	if (op == "CUSTOM" || strings.HasPrefix(op, "MAP_CUSTOM")) && tt.Name() != "" {
 		op = tt.Name() // our CPU kernels name their nodes (cpu_kernels.c)
 	}
 	if ask {
