@@ -2,7 +2,6 @@
 // custom ops (which only the CPU backend runs; see Context.SetCPUKernels).
 // They use GCC/Clang vector extensions, so they get the SIMD that the C
 // flags allow (AVX2 with `make`'s -march, NEON on arm64) and stay portable.
-#include <stdlib.h>
 #include <string.h>
 
 #include "cpu_kernels.h"
@@ -116,14 +115,17 @@ struct ggml_tensor * pm_geglu_erf(struct ggml_context * ctx, struct ggml_tensor 
 // paddings. pm_im2col_fits says which parameters fit.
 enum { IM2COL_BITS = 4, IM2COL_MAX = (1 << IM2COL_BITS) - 1 };
 
-bool pm_im2col_fits(int kw, int kh, int s0, int s1, int p0, int p1) {
+enum { IM2COL_BUF = 16384 }; // floats of f16 columns built at once (64 KB, on the stack)
+
+bool pm_im2col_fits(int kw, int kh, int s0, int s1, int p0, int p1, int64_t channels, enum ggml_type type) {
 	const int v[6] = {kw, kh, s0, s1, p0, p1};
 	for (int i = 0; i < 6; i++) {
 		if (v[i] < 0 || v[i] > IM2COL_MAX) {
 			return false;
 		}
 	}
-	return kw > 0 && kh > 0 && s0 > 0 && s1 > 0;
+	return kw > 0 && kh > 0 && s0 > 0 && s1 > 0 &&
+	       (type == GGML_TYPE_F32 || (type == GGML_TYPE_F16 && channels * kh * kw <= IM2COL_BUF));
 }
 
 // im2col_rows is ggml's 2-D im2col (dilation 1) of an f32 image src
@@ -147,16 +149,10 @@ static void im2col_rows(struct ggml_tensor * dst, int ith, int nth, void * userd
 	const int64_t rows = OH * N, per = (rows + nth - 1) / nth;
 	const int64_t r0 = per * ith, r1 = r0 + per < rows ? r0 + per : rows;
 	// Output pixels per chunk: f16 columns are built in an f32 buffer that
-	// stays in L2 (64 KB); f32 ones are written in place, a whole row at once
+	// stays in L2; f32 ones are written in place, a whole row at once
 	// (fastest on the dev VM).
-	const int64_t chunk = !f16 ? OW : K < 16384 ? 16384 / K : 1;
-	float * buf = NULL;
-	if (f16 && r0 < r1) {
-		buf = malloc((size_t)(chunk * K) * sizeof(float));
-		if (buf == NULL) {
-			abort(); // a 32 KB allocation failing leaves nothing to recover
-		}
-	}
+	const int64_t chunk = f16 ? IM2COL_BUF / K : OW;
+	float buf[IM2COL_BUF];
 	for (int64_t r = r0; r < r1; r++) {
 		const int64_t n = r / OH, oh = r % OH;
 		for (int64_t ow0 = 0; ow0 < OW; ow0 += chunk) {
@@ -193,7 +189,6 @@ static void im2col_rows(struct ggml_tensor * dst, int ith, int nth, void * userd
 			}
 		}
 	}
-	free(buf);
 }
 
 struct ggml_tensor * pm_im2col(struct ggml_context * ctx, struct ggml_tensor * src, int kw, int kh, int s0, int s1,

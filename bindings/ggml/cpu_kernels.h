@@ -14,6 +14,6 @@ struct ggml_tensor * pm_geglu_erf(struct ggml_context * ctx, struct ggml_tensor 
 // parameters must satisfy pm_im2col_fits.
 struct ggml_tensor * pm_im2col(struct ggml_context * ctx, struct ggml_tensor * src, int kw, int kh, int s0, int s1,
                                int p0, int p1, enum ggml_type type);
-bool pm_im2col_fits(int kw, int kh, int s0, int s1, int p0, int p1);
+bool pm_im2col_fits(int kw, int kh, int s0, int s1, int p0, int p1, int64_t channels, enum ggml_type type);
 
 #endif

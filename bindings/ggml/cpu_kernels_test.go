@@ -145,3 +145,21 @@ func TestOpProfileNamesOurKernels(t *testing.T) {
 	}
 	require.ElementsMatch(t, []string{"IM2COL (ours)", "GEGLU_ERF (ours)"}, ops)
 }
+
+// Im2Col takes ggml's op where ours does not apply: other backends,
+// dilation, f16 images, parameters beyond four bits, f16 columns longer
+// than the kernel's buffer.
+func TestIm2ColKernelFallsBack(t *testing.T) {
+	c := NewContext(32, 0)
+	defer c.Free()
+	img, shape := c.NewTensor(TypeF32, 8, 8, 4, 1), c.NewTensor(TypeF16, 3, 3, 4, 1)
+	require.Equal(t, "IM2COL", c.Im2Col(shape, img, 1, 1, 1, 1, 1, 1, TypeF32).Op())
+	c.SetCPUKernels(true)
+	require.Equal(t, "CUSTOM", c.Im2Col(shape, img, 1, 1, 1, 1, 1, 1, TypeF16).Op())
+	require.Equal(t, "IM2COL", c.Im2Col(shape, img, 1, 1, 1, 1, 2, 2, TypeF32).Op())
+	require.Equal(t, "IM2COL", c.Im2Col(shape, c.NewTensor(TypeF16, 8, 8, 4, 1), 1, 1, 1, 1, 1, 1, TypeF16).Op())
+	require.Equal(t, "IM2COL", c.Im2Col(shape, img, 16, 1, 1, 1, 1, 1, TypeF32).Op())
+	wide, wideShape := c.NewTensor(TypeF32, 8, 8, 2000, 1), c.NewTensor(TypeF16, 3, 3, 2000, 1) // 18000 values a column
+	require.Equal(t, "IM2COL", c.Im2Col(wideShape, wide, 1, 1, 1, 1, 1, 1, TypeF16).Op())
+	require.Equal(t, "CUSTOM", c.Im2Col(wideShape, wide, 1, 1, 1, 1, 1, 1, TypeF32).Op())
+}

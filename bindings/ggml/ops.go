@@ -151,8 +151,8 @@ func (c *Context) FlashAttn(q, k, v, mask *Tensor, scale float32) *Tensor {
 // between threads, which then write the same cache lines.
 func (c *Context) Im2Col(a, b *Tensor, s0, s1, p0, p1, d0, d1 int, t Type) *Tensor {
 	kw, kh := int(a.Ne(0)), int(a.Ne(1))
-	if c.cpuKernels && d0 == 1 && d1 == 1 && b.Type() == TypeF32 && b.Nb(0) == 4 && (t == TypeF32 || t == TypeF16) &&
-		bool(C.pm_im2col_fits(C.int(kw), C.int(kh), C.int(s0), C.int(s1), C.int(p0), C.int(p1))) {
+	if c.cpuKernels && d0 == 1 && d1 == 1 && b.Type() == TypeF32 && b.Nb(0) == 4 &&
+		bool(C.pm_im2col_fits(C.int(kw), C.int(kh), C.int(s0), C.int(s1), C.int(p0), C.int(p1), C.int64_t(b.Ne(2)), C.enum_ggml_type(t))) {
 		return c.wrap(C.pm_im2col(c.p, b.p, C.int(kw), C.int(kh), C.int(s0), C.int(s1), C.int(p0), C.int(p1), C.enum_ggml_type(t)))
 	}
 	return c.wrap(C.ggml_im2col(c.p, a.p, b.p, C.int(s0), C.int(s1), C.int(p0), C.int(p1), C.int(d0), C.int(d1), true, C.enum_ggml_type(t)))
