@@ -24,6 +24,13 @@ type AttentionOptions struct {
 	// the scores of large images (1.3 GB for SDXL's first attention level
 	// at 1024²) from taking memory all at once.
 	SoftmaxUpTo int64
+	// CPUKernel takes our CPU attention kernel (ggml.Context.AttentionCPU)
+	// wherever it applies (f32, no mask, heads and keys it fits), ahead of
+	// Flash and SoftmaxUpTo: both its products run as outer products, at
+	// about three times the rate of ggml's CPU products for heads of 64,
+	// and no scores are kept beyond a few rows per thread. Only for graphs
+	// that run on the CPU.
+	CPUKernel bool
 }
 
 // Attend computes multi-head attention softmax(q·kᵀ/√d + mask)·v.
@@ -38,6 +45,7 @@ func Attend(c *ggml.Context, q, k, v *ggml.Tensor, heads int, mask *ggml.Tensor,
 func AttendScaled(c *ggml.Context, q, k, v *ggml.Tensor, heads int, mask *ggml.Tensor, scale float32, opt AttentionOptions) *ggml.Tensor {
 	if mask != nil {
 		opt.Flash = false // the flash kernel's mask layout is not ours
+		opt.CPUKernel = false
 	}
 	return AttendHeads(c, q, SplitKV(c, k, v, heads, opt), heads, mask, scale, opt)
 }
@@ -46,14 +54,28 @@ func AttendScaled(c *ggml.Context, q, k, v *ggml.Tensor, heads int, mask *ggml.T
 // and type the attention path chosen by AttentionOptions reads: keys that
 // stay the same for many graphs (cross-attention to a fixed text context)
 // are split once and kept.
-type HeadsKV struct{ K, V *ggml.Tensor }
+type HeadsKV struct {
+	K, V *ggml.Tensor
+	// CPUKernel says K and V are laid out for our CPU kernel (see SplitKV).
+	CPUKernel bool
+}
 
-// SplitKV splits k and v [C, Nk, B] into heads for opt: both [D, Nk, H, B]
-// of opt's KV type for the flash kernel, else K [D, Nk, H, B] and V
-// [Nk, D, H, B] (the second product's operand) in k's type.
+// SplitKV splits k and v [C, Nk, B] into heads for opt: for our CPU kernel
+// both reshaped to [D, H, Nk, B], f32 (no copy); both
+// [D, Nk, H, B] of opt's KV type for the flash kernel; else K [D, Nk, H, B]
+// and V [Nk, D, H, B] (the second product's operand) in k's type.
 func SplitKV(c *ggml.Context, k, v *ggml.Tensor, heads int, opt AttentionOptions) HeadsKV {
 	C, Nk, B := k.Ne(0), k.Ne(1), k.Ne(2)
 	D, H := C/int64(heads), int64(heads)
+	if opt.CPUKernel && k.Type() == ggml.TypeF32 && v.Type() == ggml.TypeF32 && ggml.AttentionCPUFits(D, Nk) {
+		heads := func(x *ggml.Tensor) *ggml.Tensor {
+			if !x.Contiguous() {
+				x = c.Cont(x)
+			}
+			return c.Reshape(x, D, H, Nk, B)
+		}
+		return HeadsKV{K: heads(k), V: heads(v), CPUKernel: true}
+	}
 	kh := c.Permute(c.Reshape(k, D, H, Nk, B), 0, 2, 1, 3) // [D, Nk, H, B]
 	if !opt.Flash {
 		vt := c.Permute(c.Reshape(v, D, H, Nk, B), 1, 2, 0, 3) // [Nk, D, H, B]
@@ -82,6 +104,15 @@ func SplitKV(c *ggml.Context, k, v *ggml.Tensor, heads int, opt AttentionOptions
 func AttendHeads(c *ggml.Context, q *ggml.Tensor, kv HeadsKV, heads int, mask *ggml.Tensor, scale float32, opt AttentionOptions) *ggml.Tensor {
 	C, Nq, B := q.Ne(0), q.Ne(1), q.Ne(2)
 	D, H := C/int64(heads), int64(heads)
+	if kv.CPUKernel {
+		if mask == nil && q.Type() == ggml.TypeF32 && q.Nb(0) == 4 {
+			qh := c.View(q, [4]int64{D, H, Nq, B}, D*q.Nb(0), q.Nb(1), q.Nb(2), 0)
+			return c.AttentionCPU(qh, kv.K, kv.V, scale)
+		}
+		// Back to the softmax path's layouts: K [D, Nk, H, B], V [Nk, D, H, B].
+		kv = HeadsKV{K: c.Cont(c.Permute(kv.K, 0, 2, 1, 3)), V: c.Cont(c.Permute(kv.V, 1, 2, 0, 3))}
+		opt.Flash = false
+	}
 	// [C, N, B] → [D, H, N, B] → [D, N, H, B]; the kernels read q through
 	// its strides (llama.cpp passes permuted views too).
 	qh := c.Permute(c.Reshape(q, D, H, Nq, B), 0, 2, 1, 3)

@@ -340,6 +340,31 @@ func TestLayersAgainstReferences(t *testing.T) {
 			return out
 		}))
 		require.Less(t, maxRel(t, half, want), 2e-3)
+		// Our CPU kernel (the CPU runtime's choice), and its keys and values
+		// turned back into the plain path's when a mask comes with them.
+		ours := run(t, func(c *ggml.Context) *ggml.Tensor {
+			out := Attend(c, c.InputF32(q, 128, 16, 2), c.InputF32(k, 128, 9, 2), c.InputF32(v, 128, 9, 2), 2, nil,
+				AttentionOptions{CPUKernel: true})
+			require.Equal(t, "CUSTOM", out.Op())
+			return out
+		})
+		require.Less(t, maxRel(t, ours, want), 1e-5)
+		oursMasked := run(t, func(c *ggml.Context) *ggml.Tensor {
+			opt := AttentionOptions{CPUKernel: true}
+			kv := SplitKV(c, c.InputF32(k, 128, 9, 2), c.InputF32(v, 128, 9, 2), 2, opt)
+			require.True(t, kv.CPUKernel)
+			return AttendHeads(c, c.InputF32(q, 128, 16, 2), kv, 2, c.InputF32(mask, 9, 16), 0.125, opt)
+		})
+		plainMasked := run(t, masked(0))
+		wantMasked := make([]float64, len(plainMasked))
+		for i, x := range plainMasked {
+			wantMasked[i] = float64(x)
+		}
+		require.Less(t, maxRel(t, oursMasked, wantMasked), 1e-6)
+		require.Equal(t, plainMasked, run(t, func(c *ggml.Context) *ggml.Tensor {
+			return Attend(c, c.InputF32(q, 128, 16, 2), c.InputF32(k, 128, 9, 2), c.InputF32(v, 128, 9, 2), 2,
+				c.InputF32(mask, 9, 16), AttentionOptions{CPUKernel: true}) // a mask turns the kernel off
+		}))
 	})
 }
 

@@ -52,13 +52,14 @@ func NewRuntime(device string, threads int) (*Runtime, error) {
 	if err != nil {
 		return nil, err
 	}
-	// On the CPU, attention takes the softmax path, in pieces of queries
-	// whose scores take at most cpuSoftmaxUpTo: its products run on the
-	// GEMM kernels, 2.3–3× as fast as ggml's CPU flash kernel
-	// (BenchmarkAttention; the 512² q4_K step went from 24.1 to 22.0 s on
-	// 2 cores), and the pieces bound its memory.
+	// On the CPU, attention takes our kernel (AttentionOptions.CPUKernel):
+	// 1.6–2.9× as fast as the softmax path (BenchmarkAttention). Where it
+	// does not apply (masks), the softmax path, in pieces of queries whose
+	// scores take at most cpuSoftmaxUpTo: its products run on ggml's GEMM
+	// kernels, 2.3–3× as fast as ggml's CPU flash kernel, and the pieces
+	// bound its memory.
 	r := &Runtime{CPU: cpu, Device: cpu, F32Accumulation: true,
-		Attn: AttentionOptions{Flash: true, KVType: ggml.TypeF32, SoftmaxUpTo: cpuSoftmaxUpTo}}
+		Attn: AttentionOptions{Flash: true, KVType: ggml.TypeF32, SoftmaxUpTo: cpuSoftmaxUpTo, CPUKernel: true}}
 	backends := []*ggml.Backend{cpu}
 	if dev.Type != ggml.DeviceCPU {
 		b, err := ggml.NewBackend(dev, threads)

@@ -2,6 +2,9 @@
 // custom ops (which only the CPU backend runs; see Context.SetCPUKernels).
 // They use GCC/Clang vector extensions, so they get the SIMD that the C
 // flags allow (AVX2 with `make`'s -march, NEON on arm64) and stay portable.
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "cpu_kernels.h"
@@ -16,8 +19,15 @@
 typedef float vf __attribute__((vector_size(PM_LANES * 4)));
 typedef int32_t vi __attribute__((vector_size(PM_LANES * 4)));
 
-static inline vf splat(float x) { return (vf){0} + x; }
-static inline vi splat_i(int32_t x) { return (vi){0} + x; }
+// splat fills a vector with x. (Not (vf){0} + x: 0 + x is not x for
+// x = −0, so the compiler must keep the addition.)
+#if PM_LANES == 8
+static inline vf splat(float x) { return (vf){x, x, x, x, x, x, x, x}; }
+static inline vi splat_i(int32_t x) { return (vi){x, x, x, x, x, x, x, x}; }
+#else
+static inline vf splat(float x) { return (vf){x, x, x, x}; }
+static inline vi splat_i(int32_t x) { return (vi){x, x, x, x}; }
+#endif
 
 // blend returns a where mask is set and b elsewhere.
 static inline vf blend(vi mask, vf a, vf b) { return (vf)(((vi)a & mask) | ((vi)b & ~mask)); }
@@ -203,4 +213,192 @@ struct ggml_tensor * pm_im2col(struct ggml_context * ctx, struct ggml_tensor * s
 	struct ggml_tensor * t = ggml_custom_4d(ctx, type, src->ne[2] * kh * kw, ow, oh, src->ne[3], args, 1, im2col_rows,
 	                                        GGML_N_TASKS_MAX, (void *)pk);
 	return ggml_set_name(t, "IM2COL (ours)");
+}
+
+static inline vf loadv(const float * p) {
+	vf v;
+	memcpy(&v, p, sizeof v);
+	return v;
+}
+
+// Attention: softmax(q·kᵀ·scale)·v per head, for heads of D values (a
+// multiple of 8, at most 1024) and at most ATTN_KEYS keys. ggml's CPU runs
+// q·kᵀ as dot products of D = 64 values, whose sums across the vector lanes
+// cost as much as the products (about 30 GFLOP/s on the dev VM), and 77
+// text keys, not a multiple of 8, go to its plain kernel (under 20). Here
+// a thread takes a block of up to ATTN_QMAX queries of one head, transposed
+// so that a vector holds one value of ATTN_QV queries, and both products
+// are outer products: a tile of 4 keys (q·kᵀ) or 4 dimensions (p·v) times
+// ATTN_QV queries, summed in registers. Keys and values are read in the
+// projections' own layout, row by row, once per block.
+enum { ATTN_KEYS = 16384, ATTN_SCORES = 1 << 17, ATTN_QV = 2 * PM_LANES, ATTN_QMAX = 8 * PM_LANES, ATTN_JB = 64 };
+
+bool pm_attention_fits(int64_t d, int64_t keys) { return d > 0 && d <= 1024 && d % 8 == 0 && keys > 0 && keys <= ATTN_KEYS; }
+
+static inline void storev(float * p, vf v) { memcpy(p, &v, sizeof v); }
+
+// in_register keeps a loaded vector in a register: GCC would otherwise fold
+// the load into each of the four multiply-adds that use it, and the tiles'
+// inner loops would wait on loads rather than on arithmetic.
+#if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
+#define in_register(v) __asm__("" : "+x"(v))
+#else
+#define in_register(v) (void)0
+#endif
+
+// scores_tile writes s[j][i] = scale·Σ_d q[i][d]·k_j[d] for 4 keys j0 …
+// j0+3 (rows kr, the last repeated past the keys) and ATTN_QV queries
+// i0 … of the block, from qt [D][qb] (the block's queries transposed).
+static inline void scores_tile(float * s, int64_t qb, const float * qt, const float * const kr[4], int64_t D,
+                               int64_t i0, int64_t keys, float scale) {
+	vf a00 = splat(0.0f), a01 = a00, a10 = a00, a11 = a00, a20 = a00, a21 = a00, a30 = a00, a31 = a00;
+	for (int64_t d = 0; d < D; d++) {
+		vf q0 = loadv(qt + d * qb + i0), q1 = loadv(qt + d * qb + i0 + PM_LANES);
+		in_register(q0);
+		in_register(q1);
+		vf x = splat(kr[0][d]);
+		a00 += x * q0, a01 += x * q1;
+		x = splat(kr[1][d]);
+		a10 += x * q0, a11 += x * q1;
+		x = splat(kr[2][d]);
+		a20 += x * q0, a21 += x * q1;
+		x = splat(kr[3][d]);
+		a30 += x * q0, a31 += x * q1;
+	}
+	const vf acc[4][2] = {{a00, a01}, {a10, a11}, {a20, a21}, {a30, a31}};
+	for (int64_t t = 0; t < keys; t++) {
+		storev(s + t * qb + i0, acc[t][0] * splat(scale));
+		storev(s + t * qb + i0 + PM_LANES, acc[t][1] * splat(scale));
+	}
+}
+
+// values_tile adds Σ_j p[j][i]·v_j[d] over keys j of one chunk (rows vr)
+// to o[d][i] for 4 dimensions d0 … d0+3 and ATTN_QV queries i0 ….
+static inline void values_tile(float * o, int64_t qb, const float * p, const float * const * vr, int64_t keys,
+                               int64_t d0, int64_t i0) {
+	float * o0 = o + d0 * qb + i0, * o1 = o0 + qb, * o2 = o1 + qb, * o3 = o2 + qb;
+	vf a00 = loadv(o0), a01 = loadv(o0 + PM_LANES), a10 = loadv(o1), a11 = loadv(o1 + PM_LANES);
+	vf a20 = loadv(o2), a21 = loadv(o2 + PM_LANES), a30 = loadv(o3), a31 = loadv(o3 + PM_LANES);
+	for (int64_t j = 0; j < keys; j++) {
+		vf p0 = loadv(p + j * qb + i0), p1 = loadv(p + j * qb + i0 + PM_LANES);
+		in_register(p0);
+		in_register(p1);
+		const float * v = vr[j] + d0;
+		vf x = splat(v[0]);
+		a00 += x * p0, a01 += x * p1;
+		x = splat(v[1]);
+		a10 += x * p0, a11 += x * p1;
+		x = splat(v[2]);
+		a20 += x * p0, a21 += x * p1;
+		x = splat(v[3]);
+		a30 += x * p0, a31 += x * p1;
+	}
+	storev(o0, a00), storev(o0 + PM_LANES, a01), storev(o1, a10), storev(o1 + PM_LANES, a11);
+	storev(o2, a20), storev(o2 + PM_LANES, a21), storev(o3, a30), storev(o3 + PM_LANES, a31);
+}
+
+// attention_heads is the custom op: dst [C, Nq, B] = attention of q to k
+// and v, all three viewed as [D, H, N, B] (rows contiguous, any strides
+// above; k and v may have one image for all).
+static void attention_heads(struct ggml_tensor * dst, int ith, int nth, void * userdata) {
+	const struct ggml_tensor * q = dst->src[0], * k = dst->src[1], * v = dst->src[2];
+	float scale;
+	const uint32_t bits = (uint32_t)(uintptr_t)userdata;
+	memcpy(&scale, &bits, sizeof scale);
+	const int64_t D = q->ne[0], H = q->ne[1], Nq = q->ne[2], B = q->ne[3], Nk = k->ne[2];
+	// Queries per block: what ATTN_SCORES floats of scores hold, in whole
+	// vectors, at most ATTN_QMAX.
+	int64_t qb = ATTN_SCORES / Nk > ATTN_QMAX ? ATTN_QMAX : ATTN_SCORES / Nk;
+	qb = qb < ATTN_QV ? ATTN_QV : qb - qb % ATTN_QV;
+	const int64_t blocks = (Nq + qb - 1) / qb, tasks = B * H * blocks;
+	const int64_t per = (tasks + nth - 1) / nth;
+	const int64_t t0 = per * ith, t1 = t0 + per < tasks ? t0 + per : tasks;
+	if (t0 >= t1) {
+		return;
+	}
+	// Per thread: the block's queries transposed [D][qb], its scores and
+	// then probabilities [Nk][qb], and its outputs transposed [D][qb].
+	const size_t floats = (size_t)(qb * (2 * D + Nk));
+	float * buf = malloc(floats * sizeof(float));
+	if (buf == NULL) { // at most a few MB: the process is out of address space
+		fprintf(stderr, "photomaker: out of memory: the CPU attention kernel needs %zu bytes\n", floats * sizeof(float));
+		abort();
+	}
+	float * qt = buf, * s = qt + qb * D, * o = s + qb * Nk;
+	for (int64_t task = t0; task < t1; task++) {
+		const int64_t b = task / (H * blocks), h = task / blocks % H, q0 = task % blocks * qb;
+		const int64_t n = Nq - q0 < qb ? Nq - q0 : qb;
+		const int64_t bk = k->ne[3] == 1 ? 0 : b, bv = v->ne[3] == 1 ? 0 : b;
+		const char * kh = (const char *)k->data + bk * k->nb[3] + h * k->nb[1];
+		const char * vh = (const char *)v->data + bv * v->nb[3] + h * v->nb[1];
+		for (int64_t i = 0; i < qb; i++) { // transpose the queries; zeros past n
+			const float * qr = (const float *)((const char *)q->data + b * q->nb[3] + h * q->nb[1] + (q0 + i) * q->nb[2]);
+			for (int64_t d = 0; d < D; d++) {
+				qt[d * qb + i] = i < n ? qr[d] : 0.0f;
+			}
+		}
+		for (int64_t j0 = 0; j0 < Nk; j0 += 4) {
+			const int64_t keys = Nk - j0 < 4 ? Nk - j0 : 4;
+			const float * kr[4];
+			for (int t = 0; t < 4; t++) {
+				kr[t] = (const float *)(kh + (j0 + (t < keys ? t : keys - 1)) * k->nb[2]);
+			}
+			for (int64_t i0 = 0; i0 < qb; i0 += ATTN_QV) {
+				scores_tile(s + j0 * qb, qb, qt, kr, D, i0, keys, scale);
+			}
+		}
+		// Softmax along the keys, ATTN_QV... queries per vector.
+		vf mx[ATTN_QMAX / PM_LANES], sum[ATTN_QMAX / PM_LANES];
+		const int64_t nv = qb / PM_LANES;
+		for (int64_t c = 0; c < nv; c++) {
+			mx[c] = splat(-INFINITY), sum[c] = splat(0.0f);
+		}
+		for (int64_t j = 0; j < Nk; j++) {
+			for (int64_t c = 0; c < nv; c++) {
+				const vf x = loadv(s + j * qb + c * PM_LANES);
+				mx[c] = blend(x > mx[c], x, mx[c]);
+			}
+		}
+		for (int64_t j = 0; j < Nk; j++) {
+			for (int64_t c = 0; c < nv; c++) {
+				const vf e = vexp(loadv(s + j * qb + c * PM_LANES) - mx[c]);
+				storev(s + j * qb + c * PM_LANES, e);
+				sum[c] += e;
+			}
+		}
+		memset(o, 0, (size_t)(qb * D) * sizeof(float));
+		const float * vr[ATTN_JB];
+		for (int64_t j0 = 0; j0 < Nk; j0 += ATTN_JB) { // a chunk of values for every query and dimension
+			const int64_t keys = Nk - j0 < ATTN_JB ? Nk - j0 : ATTN_JB;
+			for (int64_t j = 0; j < keys; j++) {
+				vr[j] = (const float *)(vh + (j0 + j) * v->nb[2]);
+			}
+			for (int64_t d0 = 0; d0 < D; d0 += 4) {
+				for (int64_t i0 = 0; i0 < qb; i0 += ATTN_QV) {
+					values_tile(o, qb, s + j0 * qb, vr, keys, d0, i0);
+				}
+			}
+		}
+		float inv[ATTN_QMAX];
+		for (int64_t c = 0; c < nv; c++) {
+			storev(inv + c * PM_LANES, splat(1.0f) / sum[c]);
+		}
+		for (int64_t i = 0; i < n; i++) {
+			float * out = (float *)((char *)dst->data + b * dst->nb[2] + (q0 + i) * dst->nb[1]) + h * D;
+			for (int64_t d = 0; d < D; d++) {
+				out[d] = o[d * qb + i] * inv[i];
+			}
+		}
+	}
+	free(buf);
+}
+
+struct ggml_tensor * pm_attention(struct ggml_context * ctx, struct ggml_tensor * q, struct ggml_tensor * k,
+                                  struct ggml_tensor * v, float scale) {
+	uint32_t bits;
+	memcpy(&bits, &scale, sizeof bits);
+	struct ggml_tensor * args[3] = {q, k, v};
+	struct ggml_tensor * t = ggml_custom_4d(ctx, GGML_TYPE_F32, q->ne[0] * q->ne[1], q->ne[2], q->ne[3], 1, args, 3,
+	                                        attention_heads, GGML_N_TASKS_MAX, (void *)(uintptr_t)bits);
+	return ggml_set_name(t, "ATTENTION (ours)");
 }

@@ -16,4 +16,12 @@ struct ggml_tensor * pm_im2col(struct ggml_context * ctx, struct ggml_tensor * s
                                int p0, int p1, enum ggml_type type);
 bool pm_im2col_fits(int kw, int kh, int s0, int s1, int p0, int p1, int64_t channels, enum ggml_type type);
 
+// pm_attention is softmax(q·kᵀ·scale)·v per head, as a custom op that only
+// the CPU backend runs: q [D, H, Nq, B], k and v [D, H, Nk, B or 1], f32
+// with contiguous rows of D. Returns [D·H, Nq, B]. D and Nk must satisfy
+// pm_attention_fits.
+struct ggml_tensor * pm_attention(struct ggml_context * ctx, struct ggml_tensor * q, struct ggml_tensor * k,
+                                  struct ggml_tensor * v, float scale);
+bool pm_attention_fits(int64_t d, int64_t keys);
+
 #endif

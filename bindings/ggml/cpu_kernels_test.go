@@ -3,7 +3,7 @@ package ggml
 import (
 	"fmt"
 	"math"
-	"math/rand"
+	"math/rand/v2"
 	"testing"
 
 	"github.com/stretchr/testify/require"
@@ -15,7 +15,7 @@ import (
 // rows and planes (the row split across threads, strides of the halves),
 // and inputs from zero to the far tails.
 func TestGEGLUKernel(t *testing.T) {
-	r := rand.New(rand.NewSource(7))
+	r := rand.New(rand.NewPCG(7, 7))
 	special := []float32{0, float32(math.Copysign(0, -1)), 1e-30, -1e-30, 0.5, -0.5, 2, -2, 5, -5, 9, -9, 13, -13, 20, -20, 100, -100, 3e38, -3e38}
 	for _, shape := range [][3]int{{1, 1, 1}, {7, 3, 1}, {8, 2, 2}, {9, 5, 1}, {33, 4, 3}, {1000, 3, 1}} {
 		n, rows, planes := shape[0], shape[1], shape[2]
@@ -24,7 +24,7 @@ func TestGEGLUKernel(t *testing.T) {
 			for i := range a {
 				switch {
 				case i%5 == 0:
-					a[i] = special[r.Intn(len(special))]
+					a[i] = special[r.IntN(len(special))]
 				default:
 					a[i] = float32(r.NormFloat64() * 3)
 				}
@@ -74,7 +74,7 @@ func TestGEGLUKernelOnlyOnCPU(t *testing.T) {
 // kernels, batches, a band of rows viewed out of a taller image, and f16
 // columns.
 func TestIm2ColKernel(t *testing.T) {
-	r := rand.New(rand.NewSource(11))
+	r := rand.New(rand.NewPCG(11, 11))
 	for _, tc := range []struct {
 		kw, kh, s0, s1, p0, p1 int
 		w, h, ch, n            int
@@ -162,4 +162,68 @@ func TestIm2ColKernelFallsBack(t *testing.T) {
 	wide, wideShape := c.NewTensor(TypeF32, 8, 8, 2000, 1), c.NewTensor(TypeF16, 3, 3, 2000, 1) // 18000 values a column
 	require.Equal(t, "IM2COL", c.Im2Col(wideShape, wide, 1, 1, 1, 1, 1, 1, TypeF16).Op())
 	require.Equal(t, "CUSTOM", c.Im2Col(wideShape, wide, 1, 1, 1, 1, 1, 1, TypeF32).Op())
+}
+
+// TestAttentionKernel checks our CPU attention (pm_attention) against
+// softmax attention in float64: heads of 8 to 512 values; key counts below,
+// at and past the tiles of 4 (77 is the text context's); query blocks cut
+// short, and more than one block; two images, with keys and values shared
+// or per image; queries as a strided view.
+func TestAttentionKernel(t *testing.T) {
+	r := rand.New(rand.NewPCG(5, 6))
+	for _, tc := range []struct{ d, heads, nq, nk, b, kvb int }{
+		{64, 2, 9, 77, 2, 2}, {64, 3, 4, 16, 1, 1}, {8, 1, 1, 1, 1, 1}, {16, 4, 6, 7, 2, 1},
+		{64, 1, 70, 100, 1, 1}, {512, 1, 3, 33, 1, 1}, {24, 2, 13, 40, 2, 2},
+		{16, 1, 6, 9000, 1, 1}, // fewer queries per block than the most
+	} {
+		t.Run(fmt.Sprintf("d%d_h%d_q%d_k%d_b%d_kv%d", tc.d, tc.heads, tc.nq, tc.nk, tc.b, tc.kvb), func(t *testing.T) {
+			require.True(t, AttentionCPUFits(int64(tc.d), int64(tc.nk)))
+			C := tc.d * tc.heads
+			q := randn(r, (C+3)*tc.nq*tc.b) // rows of C+3: a view's stride
+			k, v := randn(r, C*tc.nk*tc.kvb), randn(r, C*tc.nk*tc.kvb)
+			for i := range q {
+				q[i] *= 2 // scores spread enough for a peaked softmax
+			}
+			scale := float32(1 / math.Sqrt(float64(tc.d)))
+			got, shape := compute(t, func(c *Context) *Tensor {
+				qt := c.InputF32(q, int64(C+3), int64(tc.nq), int64(tc.b))
+				qv := c.View(qt, [4]int64{int64(tc.d), int64(tc.heads), int64(tc.nq), int64(tc.b)}, 4*int64(tc.d), qt.Nb(1), qt.Nb(2), 0)
+				kk := c.InputF32(k, int64(tc.d), int64(tc.heads), int64(tc.nk), int64(tc.kvb))
+				return c.AttentionCPU(qv, kk, c.InputF32(v, int64(tc.d), int64(tc.heads), int64(tc.nk), int64(tc.kvb)), scale)
+			})
+			require.Equal(t, [4]int64{int64(C), int64(tc.nq), int64(tc.b), 1}, shape)
+			for b := 0; b < tc.b; b++ {
+				kb := b % tc.kvb
+				for h := 0; h < tc.heads; h++ {
+					for i := 0; i < tc.nq; i++ {
+						s := make([]float64, tc.nk)
+						mx := math.Inf(-1)
+						for j := range s {
+							for d := 0; d < tc.d; d++ {
+								s[j] += float64(q[(b*tc.nq+i)*(C+3)+h*tc.d+d]) * float64(k[(kb*tc.nk+j)*C+h*tc.d+d])
+							}
+							s[j] *= float64(scale)
+							mx = math.Max(mx, s[j])
+						}
+						var sum float64
+						for j := range s {
+							s[j] = math.Exp(s[j] - mx)
+							sum += s[j]
+						}
+						for d := 0; d < tc.d; d++ {
+							var want float64
+							for j := range s {
+								want += s[j] / sum * float64(v[(kb*tc.nk+j)*C+h*tc.d+d])
+							}
+							g := float64(got[(b*tc.nq+i)*C+h*tc.d+d])
+							// float32 sums of D products: their rounding grows as √D
+							require.InDelta(t, want, g, 2e-6*math.Sqrt(float64(tc.d)/64), "image %d head %d query %d dim %d", b, h, i, d)
+						}
+					}
+				}
+			}
+		})
+	}
+	require.False(t, AttentionCPUFits(68, 10), "heads must be a multiple of 8")
+	require.False(t, AttentionCPUFits(64, 16385), "at most 16384 keys")
 }

@@ -110,6 +110,24 @@ func (c *Context) GEGLUSecondHalf(a *Tensor) *Tensor {
 	return c.wrap(C.ggml_glu(c.p, a.p, C.GGML_GLU_OP_GEGLU_ERF, true))
 }
 
+// AttentionCPU is softmax(q·kᵀ·scale)·v per head through our CPU kernel
+// (pm_attention), a custom op that only the CPU backend runs: q [D, H, Nq,
+// B], k and v [D, H, Nk, B or 1] (heads of D values side by side, as the
+// projections make them, reshaped), f32 with contiguous rows of D. Returns
+// [D·H, Nq, B]. Heads and keys must fit (AttentionCPUFits).
+func (c *Context) AttentionCPU(q, k, v *Tensor, scale float32) *Tensor {
+	return c.wrap(C.pm_attention(c.p, q.p, k.p, v.p, C.float(scale)))
+}
+
+// AttentionCPUFits says whether AttentionCPU takes heads of d values and
+// that many keys.
+func AttentionCPUFits(d, keys int64) bool {
+	return bool(C.pm_attention_fits(C.int64_t(d), C.int64_t(keys)))
+}
+
+// CPUKernels is what SetCPUKernels set.
+func (c *Context) CPUKernels() bool { return c.cpuKernels }
+
 // Norm normalises each row (dimension 0) to zero mean and unit variance.
 func (c *Context) Norm(a *Tensor, eps float32) *Tensor {
 	return c.wrap(C.ggml_norm(c.p, a.p, C.float(eps)))

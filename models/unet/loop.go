@@ -180,6 +180,8 @@ func (l *Loop) newCrossKV(attns []*attention, name string) crossKV {
 		set[a] = nn.HeadsKV{
 			K: l.state.NewTensor(like.K.Type(), kt[:]...).SetName(fmt.Sprintf("loop.cross%s.k%d", name, i)),
 			V: l.state.NewTensor(like.V.Type(), vt[:]...).SetName(fmt.Sprintf("loop.cross%s.v%d", name, i)),
+
+			CPUKernel: like.CPUKernel,
 		}
 	}
 	return set

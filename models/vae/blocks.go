@@ -59,9 +59,10 @@ func (a *Attention) forward(b *builder, x *ggml.Tensor) *ggml.Tensor {
 	// [W, H, C, B] → [W·H, C, B] → [C, W·H, B]
 	tok := c.Cont(c.Permute(c.Reshape(h, W*H, C, B), 1, 0, 2, 3))
 	q, k, v := b.linear(&a.ToQ, tok), b.linear(&a.ToK, tok), b.linear(&a.ToV, tok)
-	// One head over the full width; the plain path keeps f32 scores (the
-	// flash kernels do not cover a 512-wide head and would cast K/V to f16).
-	o := nn.Attend(c, q, k, v, 1, nil, nn.AttentionOptions{})
+	// One head over the full width, in f32: our CPU kernel on the CPU, else
+	// the plain path (the flash kernels do not cover a 512-wide head and
+	// would cast K/V to f16).
+	o := nn.Attend(c, q, k, v, 1, nil, nn.AttentionOptions{CPUKernel: c.CPUKernels()})
 	o = b.linear(&a.ToOut, o) // [C, W·H, B]
 	o = c.Reshape(c.Cont(c.Permute(o, 1, 0, 2, 3)), W, H, C, B)
 	return c.Add(x, o)
