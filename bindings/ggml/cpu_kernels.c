@@ -231,7 +231,8 @@ static inline vf loadv(const float * p) {
 // are outer products: a tile of 4 keys (q·kᵀ) or 4 dimensions (p·v) times
 // ATTN_QV queries, summed in registers. Keys and values are read in the
 // projections' own layout, row by row, once per block.
-enum { ATTN_KEYS = 16384, ATTN_SCORES = 1 << 17, ATTN_QV = 2 * PM_LANES, ATTN_QMAX = 8 * PM_LANES, ATTN_JB = 64 };
+// ATTN_KEYS bounds the buffer each thread allocates: at most 4.3 MB.
+enum { ATTN_KEYS = 1 << 16, ATTN_SCORES = 1 << 17, ATTN_QV = 2 * PM_LANES, ATTN_QMAX = 8 * PM_LANES, ATTN_JB = 64 };
 
 bool pm_attention_fits(int64_t d, int64_t keys) { return d > 0 && d <= 1024 && d % 8 == 0 && keys > 0 && keys <= ATTN_KEYS; }
 

@@ -225,5 +225,5 @@ func TestAttentionKernel(t *testing.T) {
 		})
 	}
 	require.False(t, AttentionCPUFits(68, 10), "heads must be a multiple of 8")
-	require.False(t, AttentionCPUFits(64, 16385), "at most 16384 keys")
+	require.False(t, AttentionCPUFits(64, 65537), "at most 65536 keys")
 }
