@@ -114,11 +114,12 @@ func chooseVRAM(mode string, free int64, n memoryNeeds, width, height int) (stri
 }
 
 // cpuStepBytesPerLatentPixel is the least compute a CFG UNet step of SDXL
-// base needs on the CPU (its attention in pieces, see nn.AttentionOptions)
-// per latent pixel: 572 MiB at 1024² (TestComputeEstimatesBig), and more
-// per pixel at larger sizes (21.9 GiB at 6144², 20.1 at this rate). A plan
-// refused with it surely does not fit.
-const cpuStepBytesPerLatentPixel = 572 << 20 / (128 * 128)
+// base needs on the CPU (its attention by our kernel, see
+// nn.AttentionOptions) per latent pixel: 596 MiB per 1024²
+// (TestComputeEstimatesBig measured 156.5, 351, 623, 973 MiB and 2.4 GiB
+// at 512², 768², 1024², 1280² and 2048²). A plan refused with it surely
+// does not fit.
+const cpuStepBytesPerLatentPixel = 596 << 20 / (128 * 128)
 
 // planMinChannels is the least UNet width (its first level's channels)
 // checkPlanInRAM judges: SDXL's 320, which the constant was measured on;

@@ -403,3 +403,21 @@ struct ggml_tensor * pm_attention(struct ggml_context * ctx, struct ggml_tensor 
 	                                        attention_heads, GGML_N_TASKS_MAX, (void *)(uintptr_t)bits);
 	return ggml_set_name(t, "ATTENTION (ours)");
 }
+
+// The parameters ggml keeps in a GGML_OP_CUSTOM node's op_params.
+struct custom_params {
+	ggml_custom_op_t fun;
+	int n_tasks;
+	void * userdata;
+};
+
+int64_t pm_kernel_flops(const struct ggml_tensor * t) {
+	struct custom_params p;
+	memcpy(&p, t->op_params, sizeof p);
+	if (p.fun != attention_heads) {
+		return 0;
+	}
+	// q·kᵀ and p·v: 2 multiply-adds per query value and key.
+	const struct ggml_tensor * q = t->src[0], * k = t->src[1];
+	return 4 * q->ne[0] * q->ne[1] * q->ne[2] * q->ne[3] * k->ne[2];
+}

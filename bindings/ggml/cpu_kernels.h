@@ -24,4 +24,8 @@ struct ggml_tensor * pm_attention(struct ggml_context * ctx, struct ggml_tensor 
                                   struct ggml_tensor * v, float scale);
 bool pm_attention_fits(int64_t d, int64_t keys);
 
+// pm_kernel_flops is the multiply-adds, twice, of a GGML_OP_CUSTOM node of
+// ours (0 for those without products, and for others' custom ops).
+int64_t pm_kernel_flops(const struct ggml_tensor * t);
+
 #endif

@@ -486,6 +486,13 @@ func TestGraphFLOPs(t *testing.T) {
 	require.Equal(t, int64(2*64*32*16*3+2*(2*64*10*20*4*2)), g.FLOPs())
 	g.Expand(c.Conv2DDirect(kernel, img, 1, 1, 1, 1, 1, 1)) // 12×12 output, 5 channels
 	require.Equal(t, int64(2*64*32*16*3+2*(2*64*10*20*4*2)+2*(3*3*8)*(12*12*5)), g.FLOPs())
+	kh, vh := c.NewTensor(TypeF32, 64, 4, 20, 2), c.NewTensor(TypeF32, 64, 4, 20, 2)
+	g.Expand(c.AttentionCPU(c.NewTensor(TypeF32, 64, 4, 10, 2), kh, vh, 0.125)) // as the flash case: 20 keys, 10 queries
+	require.Equal(t, int64(2*64*32*16*3+2*(2*64*10*20*4*2)+2*(3*3*8)*(12*12*5)+2*(2*64*10*20*4*2)), g.FLOPs())
+	c.SetCPUKernels(true)
+	cols := c.Im2Col(kernel, img, 1, 1, 1, 1, 1, 1, TypeF32)
+	require.Equal(t, "CUSTOM", cols.Op()) // our other custom op: no products
+	g.Expand(cols)
 	g.Expand(c.Add(b, b)) // not counted
-	require.Equal(t, int64(2*64*32*16*3+2*(2*64*10*20*4*2)+2*(3*3*8)*(12*12*5)), g.FLOPs())
+	require.Equal(t, int64(2*64*32*16*3+2*(2*64*10*20*4*2)+2*(3*3*8)*(12*12*5)+2*(2*64*10*20*4*2)), g.FLOPs())
 }

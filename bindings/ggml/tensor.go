@@ -3,6 +3,7 @@ package ggml
 /*
 #include <stdlib.h>
 #include "ggml_api.h"
+#include "cpu_kernels.h"
 */
 import "C"
 
@@ -355,8 +356,9 @@ func (g *Graph) Nodes() int { return int(C.ggml_graph_n_nodes(g.p)) }
 func (g *Graph) Node(i int) *Tensor { return &Tensor{p: C.ggml_graph_node(g.p, C.int(i))} }
 
 // FLOPs counts the floating-point operations of g's products, two per
-// multiply-add: matrix products (MUL_MAT), fused attention (FLASH_ATTN_EXT:
-// queries·keys and weights·values) and direct convolutions (CONV_2D). They
+// multiply-add: matrix products (MUL_MAT), fused attention (FLASH_ATTN_EXT
+// and our CPU kernel: queries·keys and weights·values) and direct
+// convolutions (CONV_2D). They
 // are nearly all of a diffusion model's arithmetic; elementwise ops,
 // norms and softmax are left out. Divided by a run's time it is the
 // achieved rate that papers and GPU specifications quote. Count a graph
@@ -376,6 +378,8 @@ func (g *Graph) FLOPs() int64 {
 			n += 2 * v.Ne(0) * q.Ne(1) * q.Ne(2) * q.Ne(3) * b.Ne(1) // softmax·v
 		case "CONV_2D": // kernel [KW, KH, Cin, Cout] over the output [OW, OH, Cout, N]
 			n += 2 * a.Ne(0) * a.Ne(1) * a.Ne(2) * t.Elements()
+		case "CUSTOM": // our CPU kernels (attention)
+			n += int64(C.pm_kernel_flops(t.p))
 		}
 	}
 	return n
