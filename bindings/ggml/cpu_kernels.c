@@ -241,7 +241,7 @@ static inline void storev(float * p, vf v) { memcpy(p, &v, sizeof v); }
 // in_register keeps a loaded vector in a register: GCC would otherwise fold
 // the load into each of the four multiply-adds that use it, and the tiles'
 // inner loops would wait on loads rather than on arithmetic.
-#if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
+#if defined(__GNUC__) && defined(__x86_64__)
 #define in_register(v) __asm__("" : "+x"(v))
 #else
 #define in_register(v) (void)0
