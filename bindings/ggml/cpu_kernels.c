@@ -29,6 +29,23 @@ static inline vf splat(float x) { return (vf){x, x, x, x}; }
 static inline vi splat_i(int32_t x) { return (vi){x, x, x, x}; }
 #endif
 
+// loadv and storev move a vector from and to memory of any alignment.
+static inline vf loadv(const float * p) {
+	vf v;
+	memcpy(&v, p, sizeof v);
+	return v;
+}
+
+static inline void storev(float * p, vf v) { memcpy(p, &v, sizeof v); }
+
+// thread_rows is thread ith's share [*lo, *hi) of n rows (or tasks) split
+// among nth threads in consecutive runs.
+static inline void thread_rows(int64_t n, int ith, int nth, int64_t * lo, int64_t * hi) {
+	const int64_t per = (n + nth - 1) / nth;
+	*lo = per * ith < n ? per * ith : n;
+	*hi = *lo + per < n ? *lo + per : n;
+}
+
 // blend returns a where mask is set and b elsewhere.
 static inline vf blend(vi mask, vf a, vf b) { return (vf)(((vi)a & mask) | ((vi)b & ~mask)); }
 
@@ -83,11 +100,7 @@ static inline vf vgeglu(vf x, vf h) {
 static void geglu_row(float * y, const float * h, const float * g, int64_t n) {
 	int64_t i = 0;
 	for (; i + PM_LANES <= n; i += PM_LANES) {
-		vf x, hv, v;
-		memcpy(&x, g + i, sizeof x);
-		memcpy(&hv, h + i, sizeof hv);
-		v = vgeglu(x, hv);
-		memcpy(y + i, &v, sizeof v);
+		storev(y + i, vgeglu(loadv(g + i), loadv(h + i)));
 	}
 	if (i < n) { // the tail, through zero-padded vectors
 		vf x = splat(0.0f), hv = splat(0.0f), v;
@@ -99,14 +112,13 @@ static void geglu_row(float * y, const float * h, const float * g, int64_t n) {
 }
 
 // pm_geglu_erf_rows is the custom op: dst = h·GELU(g) for f32 tensors of
-// one shape whose rows (dimension 0) are contiguous; thread ith of nth
-// takes every nth-part of the rows.
+// one shape whose rows (dimension 0) are contiguous.
 static void pm_geglu_erf_rows(struct ggml_tensor * dst, const struct ggml_tensor * h, const struct ggml_tensor * g,
                               int ith, int nth, void * userdata) {
 	(void)userdata;
-	const int64_t n = dst->ne[0], rows = dst->ne[1] * dst->ne[2] * dst->ne[3];
-	const int64_t per = (rows + nth - 1) / nth;
-	const int64_t r0 = per * ith, r1 = r0 + per < rows ? r0 + per : rows;
+	const int64_t n = dst->ne[0];
+	int64_t r0, r1;
+	thread_rows(dst->ne[1] * dst->ne[2] * dst->ne[3], ith, nth, &r0, &r1);
 	for (int64_t r = r0; r < r1; r++) {
 		const int64_t i1 = r % dst->ne[1], i2 = r / dst->ne[1] % dst->ne[2], i3 = r / (dst->ne[1] * dst->ne[2]);
 #define PM_ROW(t) ((char *)(t)->data + i1 * (t)->nb[1] + i2 * (t)->nb[2] + i3 * (t)->nb[3])
@@ -122,10 +134,9 @@ struct ggml_tensor * pm_geglu_erf(struct ggml_context * ctx, struct ggml_tensor 
 
 // im2col's parameters travel in the op's userdata pointer (ggml never
 // dereferences it), four bits each: kernel width and height, strides,
-// paddings. pm_im2col_fits says which parameters fit.
-enum { IM2COL_BITS = 4, IM2COL_MAX = (1 << IM2COL_BITS) - 1 };
-
-enum { IM2COL_BUF = 16384 }; // floats of f16 columns built at once (64 KB, on the stack)
+// paddings. pm_im2col_fits says which parameters fit. IM2COL_BUF is the
+// floats of f16 columns built at once (64 KB, on the stack).
+enum { IM2COL_BITS = 4, IM2COL_MAX = (1 << IM2COL_BITS) - 1, IM2COL_BUF = 16384 };
 
 bool pm_im2col_fits(int kw, int kh, int s0, int s1, int p0, int p1, int64_t channels, enum ggml_type type) {
 	const int v[6] = {kw, kh, s0, s1, p0, p1};
@@ -156,8 +167,8 @@ static void im2col_rows(struct ggml_tensor * dst, int ith, int nth, void * userd
 	const int64_t K = dst->ne[0], OW = dst->ne[1], OH = dst->ne[2], N = dst->ne[3];
 	const int64_t IW = src->ne[0], IH = src->ne[1], IC = src->ne[2];
 	const bool f16 = dst->type == GGML_TYPE_F16;
-	const int64_t rows = OH * N, per = (rows + nth - 1) / nth;
-	const int64_t r0 = per * ith, r1 = r0 + per < rows ? r0 + per : rows;
+	int64_t r0, r1;
+	thread_rows(OH * N, ith, nth, &r0, &r1);
 	// Output pixels per chunk: f16 columns are built in an f32 buffer that
 	// stays in L2; f32 ones are written in place, a whole row at once
 	// (fastest on the dev VM).
@@ -215,12 +226,6 @@ struct ggml_tensor * pm_im2col(struct ggml_context * ctx, struct ggml_tensor * s
 	return ggml_set_name(t, "IM2COL (ours)");
 }
 
-static inline vf loadv(const float * p) {
-	vf v;
-	memcpy(&v, p, sizeof v);
-	return v;
-}
-
 // Attention: softmax(q·kᵀ·scale)·v per head, for heads of D values (a
 // multiple of 8, at most 1024) and at most ATTN_KEYS keys. ggml's CPU runs
 // q·kᵀ as dot products of D = 64 values, whose sums across the vector lanes
@@ -235,8 +240,6 @@ static inline vf loadv(const float * p) {
 enum { ATTN_KEYS = 1 << 16, ATTN_SCORES = 1 << 17, ATTN_QV = 2 * PM_LANES, ATTN_QMAX = 8 * PM_LANES, ATTN_JB = 64 };
 
 bool pm_attention_fits(int64_t d, int64_t keys) { return d > 0 && d <= 1024 && d % 8 == 0 && keys > 0 && keys <= ATTN_KEYS; }
-
-static inline void storev(float * p, vf v) { memcpy(p, &v, sizeof v); }
 
 // in_register keeps a loaded vector in a register: GCC would otherwise fold
 // the load into each of the four multiply-adds that use it, and the tiles'
@@ -311,9 +314,9 @@ static void attention_heads(struct ggml_tensor * dst, int ith, int nth, void * u
 	// vectors, at most ATTN_QMAX.
 	int64_t qb = ATTN_SCORES / Nk > ATTN_QMAX ? ATTN_QMAX : ATTN_SCORES / Nk;
 	qb = qb < ATTN_QV ? ATTN_QV : qb - qb % ATTN_QV;
-	const int64_t blocks = (Nq + qb - 1) / qb, tasks = B * H * blocks;
-	const int64_t per = (tasks + nth - 1) / nth;
-	const int64_t t0 = per * ith, t1 = t0 + per < tasks ? t0 + per : tasks;
+	const int64_t blocks = (Nq + qb - 1) / qb;
+	int64_t t0, t1;
+	thread_rows(B * H * blocks, ith, nth, &t0, &t1);
 	if (t0 >= t1) {
 		return;
 	}
