@@ -39,7 +39,8 @@ func benchGraphRate(b *testing.B, count float64, unit string, build func(c *Cont
 	b.ReportMetric(count*float64(b.N)/b.Elapsed().Seconds()/1e9, unit)
 }
 
-// SDXL's middle level at 1024²: 1280 channels, 32×32 = 1024 tokens.
+// SDXL's middle level at 1024²: 1280 channels, 32×32 = 1024 tokens, in
+// each weight type (ggml's kernels), and f32 through our kernel.
 func BenchmarkMulMat(b *testing.B) {
 	const K, M, N = 1280, 1280, 1024
 	r := rand.New(rand.NewPCG(1, 1))
@@ -49,11 +50,36 @@ func BenchmarkMulMat(b *testing.B) {
 		if err != nil {
 			b.Fatal(err)
 		}
-		b.Run(fmt.Sprintf("%s_%dx%dx%d", typ, K, M, N), func(b *testing.B) {
-			benchGraph(b, 2*K*M*N, func(c *Context) *Tensor {
-				return c.MulMat(c.Input(typ, wb, K, M), c.InputF32(x, K, N))
+		for _, ours := range []bool{false, true} {
+			if ours && typ != TypeF32 {
+				continue
+			}
+			b.Run(fmt.Sprintf("%s_%dx%dx%d%s", typ, K, M, N, map[bool]string{true: "_ours"}[ours]), func(b *testing.B) {
+				benchGraph(b, 2*K*M*N, func(c *Context) *Tensor {
+					c.SetCPUKernels(ours)
+					return c.MulMat(c.Input(typ, wb, K, M), c.InputF32(x, K, N))
+				})
 			})
-		})
+		}
+	}
+}
+
+// The f32 products of the VAE decoder's 3×3 convolutions by kernel row
+// at 512² (columns [3·Cin, pixels] times one kernel row [3·Cin, Cout]): a
+// band of the top level (128 channels) and the 64² level (512 channels);
+// ggml's kernel and ours (cpu_kernels.c).
+func BenchmarkMulMatVAE(b *testing.B) {
+	for _, cs := range []struct{ k, m, n int }{{384, 52224, 128}, {1536, 3200, 512}} {
+		r := rand.New(rand.NewPCG(6, 6))
+		cols, kernel := randn(r, cs.k*cs.m), randn(r, cs.k*cs.n)
+		for _, ours := range []bool{false, true} {
+			b.Run(fmt.Sprintf("%dx%dx%d_%s", cs.k, cs.m, cs.n, map[bool]string{false: "ggml", true: "ours"}[ours]), func(b *testing.B) {
+				benchGraph(b, float64(2*cs.k*cs.m*cs.n), func(c *Context) *Tensor {
+					c.SetCPUKernels(ours)
+					return c.MulMat(c.InputF32(cols, int64(cs.k), int64(cs.m)), c.InputF32(kernel, int64(cs.k), int64(cs.n)))
+				})
+			})
+		}
 	}
 }
 

@@ -407,6 +407,162 @@ struct ggml_tensor * pm_attention(struct ggml_context * ctx, struct ggml_tensor 
 	return ggml_set_name(t, "ATTENTION (ours)");
 }
 
+
+// Matrix products of f32 operands: dst [M, N…] = a [K, M] · b [K, N…], the
+// dot products of a's rows with b's. ggml's CPU takes them to llamafile's
+// tinyBLAS, which streams whole rows of K through each register tile and
+// reaches 110–128 GFLOP/s on the dev VM for the VAE's convolutions (its
+// f16 products reach 180). Here, as in BLAS libraries, a thread copies a
+// block of MM_MC rows of a and MM_KC of K into panels of MM_MR rows stored
+// k by k (a transpose that stays in L2); a register tile of MM_MR rows
+// (three vectors along M, which is dst's contiguous dimension) times MM_NR
+// rows of b sums over the block's k with one vector load per vector and
+// one broadcast per b row, and adds into dst. Blocks of K longer than
+// MM_KC are split evenly; each adds its sum into dst.
+enum { MM_MR = 3 * PM_LANES, MM_NR = 4, MM_KC = 384, MM_PANEL = 46080 /* floats of a's block: 180 KB */ };
+
+// gemm_tile adds (or stores, when first) Σ_k ap[k][i]·b_j[k] for MM_MR rows
+// i of the packed panel ap and MM_NR rows b_j into c[j·ldc + i], of which
+// only rows i < rows are written.
+static inline void gemm_tile(int64_t kc, const float * ap, const float * const br[MM_NR], float * c, int64_t ldc,
+                             bool first, int64_t rows) {
+	vf c00 = splat(0.0f), c01 = c00, c02 = c00, c10 = c00, c11 = c00, c12 = c00;
+	vf c20 = c00, c21 = c00, c22 = c00, c30 = c00, c31 = c00, c32 = c00;
+	const float * b0 = br[0], * b1 = br[1], * b2 = br[2], * b3 = br[3];
+	for (int64_t k = 0; k < kc; k++, ap += MM_MR) {
+		vf a0 = loadv(ap), a1 = loadv(ap + PM_LANES), a2 = loadv(ap + 2 * PM_LANES);
+		in_register(a0);
+		in_register(a1);
+		in_register(a2);
+		vf x = splat(b0[k]);
+		c00 += x * a0, c01 += x * a1, c02 += x * a2;
+		x = splat(b1[k]);
+		c10 += x * a0, c11 += x * a1, c12 += x * a2;
+		x = splat(b2[k]);
+		c20 += x * a0, c21 += x * a1, c22 += x * a2;
+		x = splat(b3[k]);
+		c30 += x * a0, c31 += x * a1, c32 += x * a2;
+	}
+	const vf acc[MM_NR][3] = {{c00, c01, c02}, {c10, c11, c12}, {c20, c21, c22}, {c30, c31, c32}};
+	for (int j = 0; j < MM_NR; j++) {
+		float * cj = c + j * ldc;
+		if (rows == MM_MR) {
+			for (int v = 0; v < 3; v++) {
+				storev(cj + v * PM_LANES, first ? acc[j][v] : acc[j][v] + loadv(cj + v * PM_LANES));
+			}
+			continue;
+		}
+		float t[MM_MR];
+		memcpy(t, acc[j], sizeof t);
+		for (int64_t i = 0; i < rows; i++) {
+			cj[i] = first ? t[i] : cj[i] + t[i];
+		}
+	}
+}
+
+// gemm_pack copies rows [m0, m0+mc) and k [k0, k0+kc) of a into panels of
+// MM_MR rows, k by k; rows past mc are zeros.
+static void gemm_pack(float * ap, const struct ggml_tensor * a, int64_t m0, int64_t mc, int64_t k0, int64_t kc) {
+	for (int64_t ir = 0; ir < mc; ir += MM_MR) {
+		float * d = ap + ir * kc;
+		for (int64_t i = 0; i < MM_MR; i++) {
+			if (ir + i >= mc) {
+				for (int64_t k = 0; k < kc; k++) {
+					d[k * MM_MR + i] = 0.0f;
+				}
+				continue;
+			}
+			const float * s = (const float *)((const char *)a->data + (m0 + ir + i) * a->nb[1]) + k0;
+			for (int64_t k = 0; k < kc; k++) {
+				d[k * MM_MR + i] = s[k];
+			}
+		}
+	}
+}
+
+// b_row is row n of b counting across its outer dimensions.
+static inline const float * b_row(const struct ggml_tensor * b, int64_t n) {
+	const int64_t i1 = n % b->ne[1], i2 = n / b->ne[1] % b->ne[2], i3 = n / (b->ne[1] * b->ne[2]);
+	return (const float *)((const char *)b->data + i1 * b->nb[1] + i2 * b->nb[2] + i3 * b->nb[3]);
+}
+
+// gemm_rows is the custom op. Threads split M in whole tiles when there
+// are enough of them, else N.
+static void gemm_rows(struct ggml_tensor * dst, int ith, int nth, void * userdata) {
+	(void)userdata;
+	const struct ggml_tensor * a = dst->src[0], * b = dst->src[1];
+	const int64_t K = a->ne[0], M = a->ne[1], N = b->ne[1] * b->ne[2] * b->ne[3];
+	const int64_t tiles = (M + MM_MR - 1) / MM_MR;
+	int64_t m0 = 0, m1 = M, n0 = 0, n1 = N;
+	if (tiles >= 2 * nth) {
+		thread_rows(tiles, ith, nth, &m0, &m1);
+		m0 *= MM_MR, m1 = m1 * MM_MR < M ? m1 * MM_MR : M;
+	} else {
+		thread_rows((N + MM_NR - 1) / MM_NR, ith, nth, &n0, &n1);
+		n0 *= MM_NR, n1 = n1 * MM_NR < N ? n1 * MM_NR : N;
+	}
+	if (m0 >= m1 || n0 >= n1) {
+		return;
+	}
+	const int64_t blocks = (K + MM_KC - 1) / MM_KC, kcmax = (K + blocks - 1) / blocks;
+	const int64_t mc = (MM_PANEL / kcmax / MM_MR > 0 ? MM_PANEL / kcmax / MM_MR : 1) * MM_MR;
+	float * ap = malloc((size_t)(mc * kcmax) * sizeof(float));
+	if (ap == NULL) { // under 200 KB: the process is out of address space
+		fprintf(stderr, "photomaker: out of memory: the CPU matrix product kernel needs %zu bytes\n",
+		        (size_t)(mc * kcmax) * sizeof(float));
+		abort();
+	}
+	float * C = (float *)dst->data; // contiguous: row n of M values
+	for (int64_t k0 = 0; k0 < K; k0 += kcmax) {
+		const int64_t kc = K - k0 < kcmax ? K - k0 : kcmax;
+		for (int64_t i0 = m0; i0 < m1; i0 += mc) {
+			const int64_t rows = m1 - i0 < mc ? m1 - i0 : mc;
+			gemm_pack(ap, a, i0, rows, k0, kc);
+			for (int64_t j0 = n0; j0 < n1; j0 += MM_NR) {
+				const int64_t cols = n1 - j0 < MM_NR ? n1 - j0 : MM_NR;
+				const float * br[MM_NR];
+				for (int t = 0; t < MM_NR; t++) {
+					br[t] = b_row(b, j0 + (t < cols ? t : cols - 1)) + k0;
+				}
+				for (int64_t ir = 0; ir < rows; ir += MM_MR) {
+					const int64_t n = rows - ir < MM_MR ? rows - ir : MM_MR;
+					float * c = C + j0 * M + i0 + ir;
+					if (cols == MM_NR) {
+						gemm_tile(kc, ap + ir * kc, br, c, M, k0 == 0, n);
+						continue;
+					}
+					float t[MM_NR * MM_MR]; // the last columns: through a whole tile
+					gemm_tile(kc, ap + ir * kc, br, t, MM_MR, true, MM_MR);
+					for (int64_t j = 0; j < cols; j++) {
+						for (int64_t i = 0; i < n; i++) {
+							c[j * M + i] = k0 == 0 ? t[j * MM_MR + i] : c[j * M + i] + t[j * MM_MR + i];
+						}
+					}
+				}
+			}
+		}
+	}
+	free(ap);
+}
+
+bool pm_mul_mat_fits(const struct ggml_tensor * a, const struct ggml_tensor * b) {
+	if (a->type != GGML_TYPE_F32 || b->type != GGML_TYPE_F32 || a->ne[2] != 1 || a->ne[3] != 1 ||
+	    a->nb[0] != sizeof(float) || b->nb[0] != sizeof(float) || a->ne[0] != b->ne[0]) {
+		return false;
+	}
+	const int64_t K = a->ne[0], M = a->ne[1], N = b->ne[1] * b->ne[2] * b->ne[3];
+	// Narrow products are ggml's (matrix-vector kernels); below a few
+	// million multiply-adds the op's start-up would show.
+	return M >= MM_MR && N >= MM_NR && K >= 8 && K * M * N >= (1 << 21);
+}
+
+struct ggml_tensor * pm_mul_mat(struct ggml_context * ctx, struct ggml_tensor * a, struct ggml_tensor * b) {
+	struct ggml_tensor * args[2] = {a, b};
+	struct ggml_tensor * t = ggml_custom_4d(ctx, GGML_TYPE_F32, a->ne[1], b->ne[1], b->ne[2], b->ne[3], args, 2, gemm_rows,
+	                                        GGML_N_TASKS_MAX, NULL);
+	return ggml_set_name(t, "MUL_MAT (ours)");
+}
+
 // The parameters ggml keeps in a GGML_OP_CUSTOM node's op_params.
 struct custom_params {
 	ggml_custom_op_t fun;
@@ -417,6 +573,9 @@ struct custom_params {
 int64_t pm_kernel_flops(const struct ggml_tensor * t) {
 	struct custom_params p;
 	memcpy(&p, t->op_params, sizeof p);
+	if (p.fun == gemm_rows) { // a multiply-add per value of a and row of b
+		return 2 * ggml_nelements(t->src[0]) * t->src[1]->ne[1] * t->src[1]->ne[2] * t->src[1]->ne[3];
+	}
 	if (p.fun != attention_heads) {
 		return 0;
 	}

@@ -24,6 +24,12 @@ struct ggml_tensor * pm_attention(struct ggml_context * ctx, struct ggml_tensor 
                                   struct ggml_tensor * v, float scale);
 bool pm_attention_fits(int64_t d, int64_t keys);
 
+// pm_mul_mat is ggml_mul_mat for f32 a [K, M] (2-D) and b [K, N, B2, B3]
+// with contiguous rows, as a custom op that only the CPU backend runs:
+// [M, N, B2, B3]. The operands must satisfy pm_mul_mat_fits.
+struct ggml_tensor * pm_mul_mat(struct ggml_context * ctx, struct ggml_tensor * a, struct ggml_tensor * b);
+bool pm_mul_mat_fits(const struct ggml_tensor * a, const struct ggml_tensor * b);
+
 // pm_kernel_flops is the multiply-adds, twice, of a GGML_OP_CUSTOM node of
 // ours (0 for those without products, and for others' custom ops).
 int64_t pm_kernel_flops(const struct ggml_tensor * t);

@@ -227,3 +227,60 @@ func TestAttentionKernel(t *testing.T) {
 	require.False(t, AttentionCPUFits(68, 10), "heads must be a multiple of 8")
 	require.False(t, AttentionCPUFits(64, 65537), "at most 65536 keys")
 }
+
+// TestMulMatKernel checks our CPU product of f32 matrices (pm_mul_mat)
+// against float64 and against ggml's: K in one block of MM_KC, split into
+// two and three, and short; M below, at and past the register tile and
+// the packed block (both thread splits: by M and, for few tiles, by N);
+// N not a multiple of the tile; a and b as strided views, b with outer
+// dimensions.
+func TestMulMatKernel(t *testing.T) {
+	r := rand.New(rand.NewPCG(9, 9))
+	for _, tc := range []struct{ k, m, n, b2 int }{
+		{384, 25, 300, 1}, {385, 241, 30, 1}, {1000, 130, 17, 3}, {8, 4096, 70, 1},
+		{64, 24, 1400, 1}, {384, 500, 12, 1},
+	} {
+		t.Run(fmt.Sprintf("k%d_m%d_n%d_b%d", tc.k, tc.m, tc.n, tc.b2), func(t *testing.T) {
+			lda, ldb := tc.k+3, tc.k+5 // rows of views
+			a, b := randn(r, lda*tc.m), randn(r, ldb*tc.n*tc.b2)
+			build := func(ours bool) func(c *Context) *Tensor {
+				return func(c *Context) *Tensor {
+					at := c.InputF32(a, int64(lda), int64(tc.m))
+					bt := c.InputF32(b, int64(ldb), int64(tc.n), int64(tc.b2))
+					av := c.View(at, [4]int64{int64(tc.k), int64(tc.m), 1, 1}, at.Nb(1), at.Nb(2), at.Nb(3), 0)
+					bv := c.View(bt, [4]int64{int64(tc.k), int64(tc.n), int64(tc.b2), 1}, bt.Nb(1), bt.Nb(2), bt.Nb(3), 0)
+					c.SetCPUKernels(ours)
+					y := c.MulMat(av, bv)
+					require.Equal(t, ours, y.Op() == "CUSTOM", "our kernel takes the product")
+					return y
+				}
+			}
+			got, shape := compute(t, build(true))
+			require.Equal(t, [4]int64{int64(tc.m), int64(tc.n), int64(tc.b2), 1}, shape)
+			ggmls, _ := compute(t, build(false))
+			for j := 0; j < tc.n*tc.b2; j++ {
+				for i := 0; i < tc.m; i++ {
+					var want, size float64
+					for k := 0; k < tc.k; k++ {
+						p := float64(a[i*lda+k]) * float64(b[j*ldb+k])
+						want += p
+						size += math.Abs(p)
+					}
+					// float32 sums of K products, each rounded
+					tol := 1e-6 * size
+					require.InDelta(t, want, float64(got[j*tc.m+i]), tol, "row %d column %d", i, j)
+					require.InDelta(t, want, float64(ggmls[j*tc.m+i]), tol, "ggml: row %d column %d", i, j)
+				}
+			}
+		})
+	}
+	c := NewContext(16, 0)
+	defer c.Free()
+	c.SetCPUKernels(true)
+	big := c.NewTensor(TypeF32, 256, 256)
+	require.Equal(t, "CUSTOM", c.MulMat(big, c.NewTensor(TypeF32, 256, 64)).Op())
+	require.Equal(t, "MUL_MAT", c.MulMat(c.NewTensor(TypeF16, 256, 256), c.NewTensor(TypeF32, 256, 64)).Op(), "f16 weights")
+	require.Equal(t, "MUL_MAT", c.MulMat(big, c.NewTensor(TypeF32, 256, 3)).Op(), "matrix-vector products")
+	require.Equal(t, "MUL_MAT", c.MulMat(c.NewTensor(TypeF32, 256, 256, 2), c.NewTensor(TypeF32, 256, 64, 2)).Op(), "batched a")
+	require.Equal(t, "MUL_MAT", c.MulMat(c.NewTensor(TypeF32, 64, 64), c.NewTensor(TypeF32, 64, 64)).Op(), "small products")
+}

@@ -13,10 +13,15 @@ import "fmt"
 
 // MulMat returns a·b with a [K, M, ...] and b [K, N, ...] giving [M, N, ...]:
 // a Linear layer's weight [in, out] times activations [in, tokens].
-// Broadcasts a over b's outer dimensions.
+// Broadcasts a over b's outer dimensions. With SetCPUKernels, large f32
+// products are our kernel (pm_mul_mat: 1.4× ggml's on the VAE's
+// convolutions).
 func (c *Context) MulMat(a, b *Tensor) *Tensor {
 	if c.f32Accum && (a.Type() == TypeF16 || a.Type() == TypeBF16) {
 		return c.MulMatF32(a, b)
+	}
+	if c.cpuKernels && bool(C.pm_mul_mat_fits(a.p, b.p)) {
+		return c.wrap(C.pm_mul_mat(c.p, a.p, b.p))
 	}
 	return c.wrap(C.ggml_mul_mat(c.p, a.p, b.p))
 }
