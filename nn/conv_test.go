@@ -4,6 +4,7 @@ import (
 	"context"
 	"math"
 	"math/rand/v2"
+	"strings"
 	"testing"
 
 	"github.com/gophotomaker/photomaker/bindings/ggml"
@@ -103,9 +104,11 @@ func TestF32Accumulation(t *testing.T) {
 func TestConv2DByRow(t *testing.T) {
 	r := rand.New(rand.NewPCG(4, 2))
 	set := weights.NewSet()
+	vals := map[string][]float32{}
 	add := func(name string, shape ...int64) {
-		tt, _ := randT(r, name, shape...)
+		tt, v := randT(r, name, shape...)
 		require.NoError(t, set.Add(tt))
+		vals[name] = v
 	}
 	add("a.weight", 6, 5, 3, 3)
 	add("a.bias", 6)
@@ -128,17 +131,41 @@ func TestConv2DByRow(t *testing.T) {
 		require.Equal(t, p.A.OutChannels(), q.A.OutChannels())
 		require.NoError(t, plain.Upload(context.Background(), rt.Device, nil))
 		require.NoError(t, byRow.Upload(context.Background(), rt.Device, nil))
+		// What the layers hold: kernels rounded to typ, biases in f32
+		// (KeepPrecise).
+		stored := func(name string) []float64 {
+			v, ok := vals[name]
+			if !ok {
+				return nil
+			}
+			if typ == ggml.TypeF16 && strings.HasSuffix(name, ".weight") {
+				b, err := ggml.Quantize(typ, v, int64(len(v)))
+				require.NoError(t, err)
+				v, err = ggml.Dequantize(typ, b, int64(len(v)))
+				require.NoError(t, err)
+			}
+			out := make([]float64, len(v))
+			for i, x := range v {
+				out[i] = float64(x)
+			}
+			return out
+		}
 		for _, tc := range []struct{ w, h, b, stride int64 }{
 			{7, 5, 1, 1}, {7, 5, 2, 1}, {8, 9, 3, 1}, {9, 7, 1, 2}, {10, 11, 2, 2}, {1, 1, 2, 1},
 		} {
-			for i, pair := range [][2]*Conv2D{{&p.A, &q.A}, {&p.B, &q.B}} {
+			for i, name := range []string{"a", "b"} {
+				pair := [2]*Conv2D{&p.A, &q.A}
+				if name == "b" {
+					pair = [2]*Conv2D{&p.B, &q.B}
+				}
 				cin := pair[0].Weight.Ne(2)
 				x := make([]float32, tc.w*tc.h*cin*tc.b)
 				for j := range x {
 					x[j] = float32(r.NormFloat64())
 				}
-				conv := func(l *Conv2D) []float32 {
+				conv := func(l *Conv2D, ourKernels bool) []float32 {
 					out, err := rt.Run(context.Background(), func(c *ggml.Context) []*ggml.Tensor {
+						c.SetCPUKernels(ourKernels)
 						y := l.Forward(c, c.InputF32(x, tc.w, tc.h, cin, tc.b), int(tc.stride), 1)
 						o := (tc.w-1)/tc.stride + 1
 						require.Equal(t, [4]int64{o, (tc.h-1)/tc.stride + 1, l.OutChannels(), tc.b}, y.Shape())
@@ -147,11 +174,25 @@ func TestConv2DByRow(t *testing.T) {
 					require.NoError(t, err)
 					return out[0].Data
 				}
-				want, got := conv(pair[0]), conv(pair[1])
-				require.Len(t, got, len(want))
-				for j := range want {
-					require.InDelta(t, want[j], got[j], 2e-3*math.Max(1, math.Abs(float64(want[j]))),
-						"%s %+v conv %d: element %d", typ, tc, i, j)
+				want, size := conv2D64(x, stored(name+".weight"), stored(name+".bias"), tc.w, tc.h, cin, tc.b, tc.stride)
+				for _, run := range []struct {
+					what string
+					got  []float32
+				}{
+					{"plain", conv(pair[0], true)},
+					{"by row", conv(pair[1], false)},
+					{"by row, our kernels", conv(pair[1], true)}, // Winograd at stride 1
+				} {
+					require.Len(t, run.got, len(want))
+					for j := range want {
+						// float32 sums; f16 kernels multiply f16 columns in
+						// ggml's products: each input rounded by up to 2⁻¹¹
+						tol := 1e-5 * size[j]
+						if typ == ggml.TypeF16 && (run.what != "by row, our kernels" || tc.stride != 1) {
+							tol += math.Ldexp(size[j], -11)
+						}
+						require.InDelta(t, want[j], run.got[j], tol, "%s %+v conv %d %s: element %d", typ, tc, i, run.what, j)
+					}
 				}
 			}
 		}
@@ -159,6 +200,40 @@ func TestConv2DByRow(t *testing.T) {
 		byRow.Free()
 		rt.Close()
 	}
+}
+
+// conv2D64 convolves x [W, H, Cin, B] with a PyTorch kernel w [Cout, Cin,
+// 3, 3] (and bias, if any) at padding 1 in float64; size is each output's
+// sum of absolute terms.
+func conv2D64(x []float32, w, bias []float64, W, H, cin, B, stride int64) (y, size []float64) {
+	cout := int64(len(w)) / (9 * cin)
+	ow, oh := (W-1)/stride+1, (H-1)/stride+1
+	y, size = make([]float64, ow*oh*cout*B), make([]float64, ow*oh*cout*B)
+	for b := int64(0); b < B; b++ {
+		for co := int64(0); co < cout; co++ {
+			for oy := int64(0); oy < oh; oy++ {
+				for ox := int64(0); ox < ow; ox++ {
+					var s, abs float64
+					if bias != nil {
+						s, abs = bias[co], math.Abs(bias[co])
+					}
+					for ci := int64(0); ci < cin; ci++ {
+						for ky := int64(0); ky < 3; ky++ {
+							for kx := int64(0); kx < 3; kx++ {
+								sx, sy := ox*stride+kx-1, oy*stride+ky-1
+								if sx >= 0 && sx < W && sy >= 0 && sy < H {
+									p := w[((co*cin+ci)*3+ky)*3+kx] * float64(x[((b*cin+ci)*H+sy)*W+sx])
+									s, abs = s+p, abs+math.Abs(p)
+								}
+							}
+						}
+					}
+					y[((b*cout+co)*oh+oy)*ow+ox], size[((b*cout+co)*oh+oy)*ow+ox] = s, abs
+				}
+			}
+		}
+	}
+	return y, size
 }
 
 // UpsampleConv2D against the two steps it replaces (ggml's nearest upsample

@@ -105,6 +105,11 @@ func (l *Conv2D) Forward(c *ggml.Context, x *ggml.Tensor, stride, pad int) *ggml
 // junk between images. The bias add (or a copy) then picks the output
 // rows: every stride-th, skipping the junk.
 func (l *Conv2D) forwardByRow(c *ggml.Context, x *ggml.Tensor, stride int) *ggml.Tensor {
+	if stride == 1 && c.CPUKernels() && ggml.Conv3x3CPUFits(l.Weight, x) &&
+		(l.Bias == nil || l.Bias.Type() == ggml.TypeF32 && l.Bias.Contiguous()) {
+		// Our CPU kernels' Winograd convolution: 4/9 of the multiplies.
+		return c.Conv3x3CPU(l.Weight, x, l.Bias)
+	}
 	h, b := x.Ne(1), x.Ne(3)
 	cout := l.Weight.Ne(2)
 	cols := rowIm2Col(c, l.Weight, x, stride, 1)

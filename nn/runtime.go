@@ -29,6 +29,11 @@ type Runtime struct {
 	// SetF32Accumulation), as diffusers does; on by default (NewRuntime).
 	// Off, ggml-cuda accumulates f16 products in f16. The CPU always uses f32.
 	F32Accumulation bool
+	// CPUKernels lets the graphs built here take our own CPU kernels where
+	// ggml's are slow (ggml.Context.SetCPUKernels); on by default on the
+	// CPU (NewRuntime). Off, the CPU computes the graphs a GPU would
+	// (memory plans measured on the CPU, tests of GPU paths).
+	CPUKernels bool
 
 	contiguousIm2Col bool         // the device's im2col cannot read views
 	computed         atomic.Int64 // FLOPs of the graphs computed (ComputedFLOPs)
@@ -58,7 +63,7 @@ func NewRuntime(device string, threads int) (*Runtime, error) {
 	// scores take at most cpuSoftmaxUpTo: its products run on ggml's GEMM
 	// kernels, 2.3–3× as fast as ggml's CPU flash kernel, and the pieces
 	// bound its memory.
-	r := &Runtime{CPU: cpu, Device: cpu, F32Accumulation: true,
+	r := &Runtime{CPU: cpu, Device: cpu, F32Accumulation: true, CPUKernels: true,
 		Attn: AttentionOptions{Flash: true, KVType: ggml.TypeF32, SoftmaxUpTo: cpuSoftmaxUpTo, CPUKernel: true}}
 	backends := []*ggml.Backend{cpu}
 	if dev.Type != ggml.DeviceCPU {
@@ -125,7 +130,7 @@ func (r *Runtime) prepare(build func(c *ggml.Context) []*ggml.Tensor, readBack b
 	gctx := ggml.NewContext(GraphSize*2, GraphSize)
 	gctx.SetF32Accumulation(r.F32Accumulation)
 	gctx.SetContiguousIm2Col(r.contiguousIm2Col)
-	gctx.SetCPUKernels(r.Device.IsCPU())
+	gctx.SetCPUKernels(r.Device.IsCPU() && r.CPUKernels)
 	outs, err := safeBuild(gctx, build)
 	if err != nil {
 		gctx.Free()

@@ -113,13 +113,21 @@ func chooseVRAM(mode string, free int64, n memoryNeeds, width, height int) (stri
 		ggml.ErrOutOfMemory, width, height, ggml.HumanBytes(n.total(VRAMStream)), ggml.HumanBytes(n.total(VRAMFull)), ggml.HumanBytes(free))
 }
 
-// cpuStepBytesPerLatentPixel is the least compute a CFG UNet step of SDXL
-// base needs on the CPU (its attention by our kernel, see
-// nn.AttentionOptions) per latent pixel: 596 MiB per 1024²
-// (TestComputeEstimatesBig measured 156.5, 351, 623, 973 MiB and 2.4 GiB
-// at 512², 768², 1024², 1280² and 2048²). A plan refused with it surely
-// does not fit.
-const cpuStepBytesPerLatentPixel = 596 << 20 / (128 * 128)
+// cpuStepBytes is the least compute a CFG UNet step of SDXL base needs on
+// the CPU for a w×h image (attention and 3×3 convolutions by our kernels,
+// see nn.AttentionOptions and nn.Conv2D): cpuStepBaseBytes, about the
+// largest Winograd kernel transform (2560 → 1280 channels: 200 MiB), plus
+// cpuStepBytesPerLatentPixel, 265 MiB per 1024² (TestComputeEstimatesBig
+// measured 259, 339, 457, 736 MiB and 1.8 GiB at 512², 768², 1024², 1280²
+// and 2048²). A plan refused with it surely does not fit.
+func cpuStepBytes(w, h int) int64 {
+	return cpuStepBaseBytes + int64(w/8)*int64(h/8)*cpuStepBytesPerLatentPixel
+}
+
+const (
+	cpuStepBaseBytes           = 185 << 20
+	cpuStepBytesPerLatentPixel = 265 << 20 / (128 * 128)
+)
 
 // planMinChannels is the least UNet width (its first level's channels)
 // checkPlanInRAM judges: SDXL's 320, which the constant was measured on;
@@ -147,7 +155,7 @@ func (p *Pipeline) checkPlanInRAM(policy nn.TypePolicy) error {
 	if !p.releasesEncoders() {
 		resident += b.encoders
 	}
-	step := int64(w/8) * int64(h/8) * cpuStepBytesPerLatentPixel
+	step := cpuStepBytes(w, h)
 	if resident+step+b.loopKV <= int64(avail) {
 		return nil
 	}

@@ -37,7 +37,11 @@ func TestComputeEstimatesBig(t *testing.T) {
 	defer m.Close()
 	f16, err := weightPolicy("f16")
 	require.NoError(t, err)
-	gpuAttention := func(rt *nn.Runtime) { rt.Attn = nn.AttentionOptions{Flash: true, KVType: ggml.TypeF16} }
+	// The graphs a GPU computes: flash attention with f16 K/V, ggml's ops.
+	gpuAttention := func(rt *nn.Runtime) {
+		rt.Attn = nn.AttentionOptions{Flash: true, KVType: ggml.TypeF16}
+		rt.CPUKernels = false
+	}
 	measureWith := func(attention func(*nn.Runtime), build func(rt *nn.Runtime) ([]int64, error)) []int64 {
 		rt, err := nn.NewRuntime("cpu", 0)
 		require.NoError(t, err)
@@ -99,9 +103,13 @@ func TestComputeEstimatesBig(t *testing.T) {
 	// pieces), which checkPlanInRAM relies on.
 	cpuSides := []int{64, 96, 128, 160, 256}
 	cpuSteps := measureWith(func(*nn.Runtime) {}, unetSteps(append(cpuSides, lw)...))
-	require.Equal(t, gpuFLOPs, flops, "the same arithmetic as products and softmax")
+	// Our attention kernel counts what flash attention does; the Winograd
+	// convolutions (nn.Conv2D) multiply 4/9 as much as im2col.
+	t.Logf("UNet CFG step at 1024² on the CPU: %.2f TFLOP of products", float64(flops)/1e12)
+	require.Less(t, float64(flops), 0.9*float64(gpuFLOPs))
+	require.Greater(t, float64(flops), 0.7*float64(gpuFLOPs))
 	for i, side := range cpuSides {
-		least := int64(side*side) * cpuStepBytesPerLatentPixel
+		least := cpuStepBytes(8*side, 8*side)
 		t.Logf("UNet CFG step at %d² with the CPU's attention: %s (least %s)", side*8, ggml.HumanBytes(cpuSteps[i]), ggml.HumanBytes(least))
 		require.LessOrEqual(t, least, cpuSteps[i], "checkPlanInRAM would refuse a plan that fits")
 		if side == lw {

@@ -230,7 +230,7 @@ func TestPlanInRAM(t *testing.T) {
 	require.NoError(t, err)
 	b := p.weightBytes(nn.AllF32)
 	p.Close()
-	need := b.unet + b.vae + b.encoders + b.loopKV + 128*96*cpuStepBytesPerLatentPixel
+	need := b.unet + b.vae + b.encoders + b.loopKV + cpuStepBytes(1024, 768)
 
 	avail = uint64(need - 1)
 	_, err = Load(t.Context(), cfg)

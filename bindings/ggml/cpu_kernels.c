@@ -460,38 +460,104 @@ static inline void gemm_tile(int64_t kc, const float * ap, const float * const b
 	}
 }
 
+// gemm_operands are a product's operands as raw rows: row m of a (k
+// contiguous; with by_k, row k of a holding m contiguous, as the Winograd
+// transforms write it), row n of b (k contiguous) and row n of c (m
+// contiguous), ld* apart in floats.
+struct gemm_operands {
+	const float * a, * b;
+	float * c;
+	int64_t lda, ldb, ldc;
+	bool by_k;
+};
+
 // gemm_pack copies rows [m0, m0+mc) and k [k0, k0+kc) of a into panels of
 // MM_MR rows, k by k; rows past mc are zeros.
-static void gemm_pack(float * ap, const struct ggml_tensor * a, int64_t m0, int64_t mc, int64_t k0, int64_t kc) {
+static void gemm_pack(float * ap, const struct gemm_operands * g, int64_t m0, int64_t mc, int64_t k0, int64_t kc) {
 	for (int64_t ir = 0; ir < mc; ir += MM_MR) {
 		float * d = ap + ir * kc;
-		for (int64_t i = 0; i < MM_MR; i++) {
-			if (ir + i >= mc) {
-				for (int64_t k = 0; k < kc; k++) {
-					d[k * MM_MR + i] = 0.0f;
-				}
-				continue;
+		const int64_t rows = mc - ir < MM_MR ? mc - ir : MM_MR;
+		if (g->by_k) { // a panel's k-th line is a run of a's row k
+			for (int64_t k = 0; k < kc; k++, d += MM_MR) {
+				memcpy(d, g->a + (k0 + k) * g->lda + m0 + ir, (size_t)rows * sizeof(float));
+				memset(d + rows, 0, (size_t)(MM_MR - rows) * sizeof(float));
 			}
-			const float * s = (const float *)((const char *)a->data + (m0 + ir + i) * a->nb[1]) + k0;
+			continue;
+		}
+		for (int64_t i = 0; i < MM_MR; i++) {
+			const float * s = g->a + (m0 + ir + i) * g->lda + k0;
 			for (int64_t k = 0; k < kc; k++) {
-				d[k * MM_MR + i] = s[k];
+				d[k * MM_MR + i] = i < rows ? s[k] : 0.0f;
 			}
 		}
 	}
 }
 
-// b_row is row n of b counting across its outer dimensions.
-static inline const float * b_row(const struct ggml_tensor * b, int64_t n) {
-	const int64_t i1 = n % b->ne[1], i2 = n / b->ne[1] % b->ne[2], i3 = n / (b->ne[1] * b->ne[2]);
-	return (const float *)((const char *)b->data + i1 * b->nb[1] + i2 * b->nb[2] + i3 * b->nb[3]);
+// gemm_k_block is the length of the blocks K is split into, and
+// gemm_m_block the rows of a packed at once: ap must hold their product.
+static inline int64_t gemm_k_block(int64_t K) {
+	const int64_t blocks = (K + MM_KC - 1) / MM_KC;
+	return (K + blocks - 1) / blocks;
 }
 
-// gemm_rows is the custom op. Threads split M in whole tiles when there
-// are enough of them, else N.
+static inline int64_t gemm_m_block(int64_t kc) { return (MM_PANEL / kc / MM_MR > 0 ? MM_PANEL / kc / MM_MR : 1) * MM_MR; }
+
+// gemm_block computes rows [m0, m1) and columns [n0, n1) of c = a·bᵀ over
+// K, packing a into ap (gemm_m_block(gemm_k_block(K)) · gemm_k_block(K)
+// floats).
+static void gemm_block(const struct gemm_operands * g, int64_t K, int64_t m0, int64_t m1, int64_t n0, int64_t n1, float * ap) {
+	const int64_t kcmax = gemm_k_block(K), mc = gemm_m_block(kcmax);
+	for (int64_t k0 = 0; k0 < K; k0 += kcmax) {
+		const int64_t kc = K - k0 < kcmax ? K - k0 : kcmax;
+		for (int64_t i0 = m0; i0 < m1; i0 += mc) {
+			const int64_t rows = m1 - i0 < mc ? m1 - i0 : mc;
+			gemm_pack(ap, g, i0, rows, k0, kc);
+			for (int64_t j0 = n0; j0 < n1; j0 += MM_NR) {
+				const int64_t cols = n1 - j0 < MM_NR ? n1 - j0 : MM_NR;
+				const float * br[MM_NR];
+				for (int t = 0; t < MM_NR; t++) {
+					br[t] = g->b + (j0 + (t < cols ? t : cols - 1)) * g->ldb + k0;
+				}
+				for (int64_t ir = 0; ir < rows; ir += MM_MR) {
+					const int64_t n = rows - ir < MM_MR ? rows - ir : MM_MR;
+					float * c = g->c + j0 * g->ldc + i0 + ir;
+					if (cols == MM_NR) {
+						gemm_tile(kc, ap + ir * kc, br, c, g->ldc, k0 == 0, n);
+						continue;
+					}
+					float t[MM_NR * MM_MR]; // the last columns: through a whole tile
+					gemm_tile(kc, ap + ir * kc, br, t, MM_MR, true, MM_MR);
+					for (int64_t j = 0; j < cols; j++) {
+						for (int64_t i = 0; i < n; i++) {
+							c[j * g->ldc + i] = k0 == 0 ? t[j * MM_MR + i] : c[j * g->ldc + i] + t[j * MM_MR + i];
+						}
+					}
+				}
+			}
+		}
+	}
+}
+
+// kernel_alloc is malloc for a kernel's scratch memory, which a custom op
+// cannot report as an error: it is at most a few MB, so failing means the
+// process is out of address space.
+static void * kernel_alloc(size_t bytes, const char * kernel) {
+	void * p = malloc(bytes);
+	if (p == NULL) {
+		fprintf(stderr, "photomaker: out of memory: the CPU %s kernel needs %zu bytes\n", kernel, bytes);
+		abort();
+	}
+	return p;
+}
+
+// gemm_rows is the custom op of pm_mul_mat. Threads split M in whole tiles
+// when there are enough of them, else N.
 static void gemm_rows(struct ggml_tensor * dst, int ith, int nth, void * userdata) {
 	(void)userdata;
 	const struct ggml_tensor * a = dst->src[0], * b = dst->src[1];
 	const int64_t K = a->ne[0], M = a->ne[1], N = b->ne[1] * b->ne[2] * b->ne[3];
+	const struct gemm_operands g = {(const float *)a->data, (const float *)b->data, (float *)dst->data,
+	                                a->nb[1] / (int64_t)sizeof(float), b->nb[1] / (int64_t)sizeof(float), M, false};
 	const int64_t tiles = (M + MM_MR - 1) / MM_MR;
 	int64_t m0 = 0, m1 = M, n0 = 0, n1 = N;
 	if (tiles >= 2 * nth) {
@@ -504,50 +570,20 @@ static void gemm_rows(struct ggml_tensor * dst, int ith, int nth, void * userdat
 	if (m0 >= m1 || n0 >= n1) {
 		return;
 	}
-	const int64_t blocks = (K + MM_KC - 1) / MM_KC, kcmax = (K + blocks - 1) / blocks;
-	const int64_t mc = (MM_PANEL / kcmax / MM_MR > 0 ? MM_PANEL / kcmax / MM_MR : 1) * MM_MR;
-	float * ap = malloc((size_t)(mc * kcmax) * sizeof(float));
-	if (ap == NULL) { // under 200 KB: the process is out of address space
-		fprintf(stderr, "photomaker: out of memory: the CPU matrix product kernel needs %zu bytes\n",
-		        (size_t)(mc * kcmax) * sizeof(float));
-		abort();
-	}
-	float * C = (float *)dst->data; // contiguous: row n of M values
-	for (int64_t k0 = 0; k0 < K; k0 += kcmax) {
-		const int64_t kc = K - k0 < kcmax ? K - k0 : kcmax;
-		for (int64_t i0 = m0; i0 < m1; i0 += mc) {
-			const int64_t rows = m1 - i0 < mc ? m1 - i0 : mc;
-			gemm_pack(ap, a, i0, rows, k0, kc);
-			for (int64_t j0 = n0; j0 < n1; j0 += MM_NR) {
-				const int64_t cols = n1 - j0 < MM_NR ? n1 - j0 : MM_NR;
-				const float * br[MM_NR];
-				for (int t = 0; t < MM_NR; t++) {
-					br[t] = b_row(b, j0 + (t < cols ? t : cols - 1)) + k0;
-				}
-				for (int64_t ir = 0; ir < rows; ir += MM_MR) {
-					const int64_t n = rows - ir < MM_MR ? rows - ir : MM_MR;
-					float * c = C + j0 * M + i0 + ir;
-					if (cols == MM_NR) {
-						gemm_tile(kc, ap + ir * kc, br, c, M, k0 == 0, n);
-						continue;
-					}
-					float t[MM_NR * MM_MR]; // the last columns: through a whole tile
-					gemm_tile(kc, ap + ir * kc, br, t, MM_MR, true, MM_MR);
-					for (int64_t j = 0; j < cols; j++) {
-						for (int64_t i = 0; i < n; i++) {
-							c[j * M + i] = k0 == 0 ? t[j * MM_MR + i] : c[j * M + i] + t[j * MM_MR + i];
-						}
-					}
-				}
-			}
-		}
-	}
+	const int64_t kc = gemm_k_block(K);
+	float * ap = kernel_alloc((size_t)(gemm_m_block(kc) * kc) * sizeof(float), "matrix product");
+	gemm_block(&g, K, m0, m1, n0, n1, ap);
 	free(ap);
 }
 
 bool pm_mul_mat_fits(const struct ggml_tensor * a, const struct ggml_tensor * b) {
 	if (a->type != GGML_TYPE_F32 || b->type != GGML_TYPE_F32 || a->ne[2] != 1 || a->ne[3] != 1 ||
-	    a->nb[0] != sizeof(float) || b->nb[0] != sizeof(float) || a->ne[0] != b->ne[0]) {
+	    a->nb[0] != sizeof(float) || b->nb[0] != sizeof(float) || a->ne[0] != b->ne[0] ||
+	    a->nb[1] % sizeof(float) != 0 || b->nb[1] % sizeof(float) != 0) {
+		return false;
+	}
+	// b's rows one stride apart across its outer dimensions
+	if ((b->ne[2] > 1 && b->nb[2] != b->ne[1] * b->nb[1]) || (b->ne[3] > 1 && b->nb[3] != b->ne[2] * b->nb[2])) {
 		return false;
 	}
 	const int64_t K = a->ne[0], M = a->ne[1], N = b->ne[1] * b->ne[2] * b->ne[3];
@@ -563,6 +599,259 @@ struct ggml_tensor * pm_mul_mat(struct ggml_context * ctx, struct ggml_tensor * 
 	return ggml_set_name(t, "MUL_MAT (ours)");
 }
 
+// Winograd F(2×2, 3×3) (Lavin and Gray, 2016) for "same" 3×3
+// convolutions of stride 1: each 2×2 block of outputs (a tile) is
+// Aᵀ·[(G·g·Gᵀ) ⊙ (Bᵀ·d·B)]·A, d the tile's 4×4 input patch and g the 3×3
+// kernel, so the products over channels are 16 matrix products of
+// (tiles × Cin) by (Cin × Cout): 16 multiply-adds per tile and channel
+// pair against 36 by im2col. The transforms only add, subtract and halve.
+// Two ops:
+//   wino_kernel_op  g by row [3, Cin, Cout, 3] → U [Cin, Cout, 16] = G·g·Gᵀ
+//   wino_conv_op    x [W, H, Cin, B], U (+ bias) → y [W, H, Cout, B]
+// The second takes bands of rows of tiles, each thread its own: it
+// transforms a band's input (V = Bᵀ·d·B, [tiles, Cin] for each of the 16
+// ξ = 4·row + column), multiplies (M_ξ = V_ξ·U_ξ) and transforms back
+// (Aᵀ·M·A) into y, in scratch memory small enough to stay in cache: no
+// columns or partial products in the graph, and no bands there. V and M
+// keep tiles contiguous, so the transforms work on vectors of PM_LANES
+// tiles and the product packs V by plain copies.
+#if PM_LANES == 8
+#define EVEN(a, b) __builtin_shufflevector(a, b, 0, 2, 4, 6, 8, 10, 12, 14)
+#define ODD(a, b) __builtin_shufflevector(a, b, 1, 3, 5, 7, 9, 11, 13, 15)
+#define ZIP_LO(a, b) __builtin_shufflevector(a, b, 0, 8, 1, 9, 2, 10, 3, 11)
+#define ZIP_HI(a, b) __builtin_shufflevector(a, b, 4, 12, 5, 13, 6, 14, 7, 15)
+#else
+#define EVEN(a, b) __builtin_shufflevector(a, b, 0, 2, 4, 6)
+#define ODD(a, b) __builtin_shufflevector(a, b, 1, 3, 5, 7)
+#define ZIP_LO(a, b) __builtin_shufflevector(a, b, 0, 4, 1, 5)
+#define ZIP_HI(a, b) __builtin_shufflevector(a, b, 2, 6, 3, 7)
+#endif
+
+// WINO_TILES is the tiles a band aims at (a few of the product's register
+// tiles), WINO_SCRATCH the most floats of V and M a band takes (16 MB:
+// large bands read U fewer times, which matters for 1280 channels).
+enum { WINO_TILES = 8 * MM_MR, WINO_SCRATCH = 1 << 22 };
+
+// wino_kernel_op writes U [Cin, Cout, 16] from a kernel by row [3, Cin,
+// Cout, 3] (f32 or f16). Threads split the output channels; each channel's
+// kernel is first laid out as nine planes of Cin taps, so that vectors of
+// PM_LANES input channels are transformed at once.
+static void wino_kernel_op(struct ggml_tensor * dst, int ith, int nth, void * userdata) {
+	(void)userdata;
+	const struct ggml_tensor * w = dst->src[0];
+	const int64_t cin = w->ne[1], cout = w->ne[2];
+	const int64_t cpad = (cin + PM_LANES - 1) / PM_LANES * PM_LANES;
+	int64_t o0, o1;
+	thread_rows(cout, ith, nth, &o0, &o1);
+	if (o0 >= o1) {
+		return;
+	}
+	// One output channel's kernel: as stored ([3, Cin] per kernel row),
+	// then as planes [ky·3 + kx][Cin] (zeros past Cin).
+	const size_t floats = (size_t)(9 * cin + 9 * cpad);
+	float * g = kernel_alloc(floats * sizeof(float), "Winograd kernel transform");
+	memset(g, 0, floats * sizeof(float));
+	float * planes = g + 9 * cin, * U = (float *)dst->data;
+	for (int64_t co = o0; co < o1; co++) {
+		for (int ky = 0; ky < 3; ky++) {
+			const char * row = (const char *)w->data + co * w->nb[2] + ky * w->nb[3]; // [3, Cin] contiguous
+			if (w->type == GGML_TYPE_F16) {
+				ggml_cpu_fp16_to_fp32((const ggml_fp16_t *)row, g + ky * 3 * cin, 3 * cin);
+			} else {
+				memcpy(g + ky * 3 * cin, row, (size_t)(3 * cin) * sizeof(float));
+			}
+			for (int64_t ci = 0; ci < cin; ci++) {
+				for (int kx = 0; kx < 3; kx++) {
+					planes[(ky * 3 + kx) * cpad + ci] = g[ky * 3 * cin + 3 * ci + kx];
+				}
+			}
+		}
+		for (int64_t c0 = 0; c0 < cin; c0 += PM_LANES) {
+			vf t[4][3], u[16];
+			for (int kx = 0; kx < 3; kx++) { // G·g down each kernel column
+				const vf g0 = loadv(planes + kx * cpad + c0), g1 = loadv(planes + (3 + kx) * cpad + c0);
+				const vf g2 = loadv(planes + (6 + kx) * cpad + c0);
+				t[0][kx] = g0, t[1][kx] = splat(0.5f) * (g0 + g1 + g2), t[2][kx] = splat(0.5f) * (g0 - g1 + g2), t[3][kx] = g2;
+			}
+			for (int r = 0; r < 4; r++) { // then ·Gᵀ along each row
+				u[4 * r + 0] = t[r][0], u[4 * r + 1] = splat(0.5f) * (t[r][0] + t[r][1] + t[r][2]);
+				u[4 * r + 2] = splat(0.5f) * (t[r][0] - t[r][1] + t[r][2]), u[4 * r + 3] = t[r][2];
+			}
+			const int64_t n = cin - c0 < PM_LANES ? cin - c0 : PM_LANES;
+			for (int x = 0; x < 16; x++) {
+				float * o = U + (x * cout + co) * cin + c0;
+				if (n == PM_LANES) {
+					storev(o, u[x]);
+				} else {
+					memcpy(o, &u[x], (size_t)n * sizeof(float));
+				}
+			}
+		}
+	}
+	free(g);
+}
+
+// wino_input_band writes V [16][Cin][nt] (nt = tiles of the band, ldv
+// apart) for tile rows [r0, r0+rows) (counted across images) of x [W, H,
+// Cin, B]. For each channel and tile row, the four input rows are copied,
+// zero-padded, into buf (4 rows of len floats; columns outside the image
+// stay zero), from which vectors of PM_LANES tiles' columns are read (even
+// and odd lanes of two loads).
+static void wino_input_band(float * V, int64_t ldv, const struct ggml_tensor * x, int64_t r0, int64_t rows, float * buf,
+                            int64_t len) {
+	const int64_t W = x->ne[0], H = x->ne[1], cin = x->ne[2], tw = (W + 1) / 2, th = (H + 1) / 2;
+	for (int64_t c = 0; c < cin; c++) {
+		for (int64_t r = 0; r < rows; r++) {
+			const int64_t ty = (r0 + r) % th, b = (r0 + r) / th;
+			for (int i = 0; i < 4; i++) {
+				const int64_t y = 2 * ty - 1 + i;
+				float * row = buf + i * len + 1; // buffer column q is input column q-1
+				if (y < 0 || y >= H) {
+					memset(row, 0, (size_t)W * sizeof(float));
+				} else {
+					memcpy(row, (const char *)x->data + b * x->nb[3] + c * x->nb[2] + y * x->nb[1], (size_t)W * sizeof(float));
+				}
+			}
+			float * out = V + c * ldv + r * tw; // + ξ·Cin·ldv, + the tile
+			for (int64_t tx0 = 0; tx0 < tw; tx0 += PM_LANES) {
+				vf d[4][4];
+				for (int i = 0; i < 4; i++) {
+					const float * p = buf + i * len + 2 * tx0;
+					const vf v0 = loadv(p), v1 = loadv(p + PM_LANES), w0 = loadv(p + 2), w1 = loadv(p + 2 + PM_LANES);
+					d[i][0] = EVEN(v0, v1), d[i][1] = ODD(v0, v1), d[i][2] = EVEN(w0, w1), d[i][3] = ODD(w0, w1);
+				}
+				vf t[4][4], v[16];
+				for (int j = 0; j < 4; j++) { // Bᵀ·d down each column
+					t[0][j] = d[0][j] - d[2][j], t[1][j] = d[1][j] + d[2][j];
+					t[2][j] = d[2][j] - d[1][j], t[3][j] = d[1][j] - d[3][j];
+				}
+				for (int q = 0; q < 4; q++) { // then ·B along each row
+					v[4 * q + 0] = t[q][0] - t[q][2], v[4 * q + 1] = t[q][1] + t[q][2];
+					v[4 * q + 2] = t[q][2] - t[q][1], v[4 * q + 3] = t[q][1] - t[q][3];
+				}
+				const int64_t n = tw - tx0 < PM_LANES ? tw - tx0 : PM_LANES;
+				for (int xi = 0; xi < 16; xi++) {
+					float * o = out + xi * cin * ldv + tx0;
+					if (n == PM_LANES) {
+						storev(o, v[xi]);
+					} else {
+						memcpy(o, &v[xi], (size_t)n * sizeof(float));
+					}
+				}
+			}
+		}
+	}
+}
+
+// wino_output_band writes tile rows [r0, r0+rows) of y [W, H, Cout, B]
+// (contiguous) from M [16][Cout][nt] (ldm apart), adding bias (Cout
+// floats) when not NULL.
+static void wino_output_band(struct ggml_tensor * y, const float * M, int64_t ldm, const float * bias, int64_t r0,
+                             int64_t rows) {
+	const int64_t W = y->ne[0], H = y->ne[1], cout = y->ne[2], tw = (W + 1) / 2, th = (H + 1) / 2;
+	for (int64_t co = 0; co < cout; co++) {
+		const vf bv = splat(bias != NULL ? bias[co] : 0.0f);
+		for (int64_t r = 0; r < rows; r++) {
+			const int64_t ty = (r0 + r) % th, b = (r0 + r) / th;
+			const float * in = M + co * ldm + r * tw; // + ξ·Cout·ldm, + the tile
+			float * out[2];
+			for (int q = 0; q < 2; q++) {
+				out[q] = 2 * ty + q < H ? (float *)y->data + ((b * cout + co) * H + 2 * ty + q) * W : NULL;
+			}
+			for (int64_t tx0 = 0; tx0 < tw; tx0 += PM_LANES) {
+				const int64_t n = tw - tx0 < PM_LANES ? tw - tx0 : PM_LANES;
+				vf m[16];
+				for (int xi = 0; xi < 16; xi++) {
+					const float * p = in + xi * cout * ldm + tx0;
+					if (n == PM_LANES) {
+						m[xi] = loadv(p);
+					} else {
+						m[xi] = splat(0.0f);
+						memcpy(&m[xi], p, (size_t)n * sizeof(float));
+					}
+				}
+				vf s[2][4];
+				for (int j = 0; j < 4; j++) { // Aᵀ·M down each column
+					s[0][j] = m[j] + m[4 + j] + m[8 + j];
+					s[1][j] = m[4 + j] - m[8 + j] - m[12 + j];
+				}
+				for (int q = 0; q < 2; q++) { // then ·A along each row, the two columns interleaved
+					if (out[q] == NULL) {
+						continue;
+					}
+					const vf y0 = s[q][0] + s[q][1] + s[q][2] + bv, y1 = s[q][1] - s[q][2] - s[q][3] + bv;
+					const vf pair[2] = {ZIP_LO(y0, y1), ZIP_HI(y0, y1)};
+					const int64_t cols = W - 2 * tx0 < 2 * PM_LANES ? W - 2 * tx0 : 2 * PM_LANES;
+					if (cols == 2 * PM_LANES) {
+						storev(out[q] + 2 * tx0, pair[0]);
+						storev(out[q] + 2 * tx0 + PM_LANES, pair[1]);
+					} else {
+						memcpy(out[q] + 2 * tx0, pair, (size_t)cols * sizeof(float));
+					}
+				}
+			}
+		}
+	}
+}
+
+// wino_band_rows is the tile rows of a band: about WINO_TILES tiles, V and
+// M within WINO_SCRATCH floats.
+static int64_t wino_band_rows(int64_t tw, int64_t cin, int64_t cout) {
+	int64_t tiles = WINO_SCRATCH / (16 * (cin + cout));
+	tiles = tiles < WINO_TILES ? tiles : WINO_TILES;
+	return tiles / tw > 0 ? tiles / tw : 1;
+}
+
+// wino_conv_op is the convolution: src[0] x [W, H, Cin, B], src[1] U [Cin,
+// Cout, 16], src[2] bias [Cout] or none. Threads split the rows of tiles.
+static void wino_conv_op(struct ggml_tensor * dst, int ith, int nth, void * userdata) {
+	(void)userdata;
+	const struct ggml_tensor * x = dst->src[0], * u = dst->src[1], * bias = dst->src[2];
+	const int64_t W = x->ne[0], cin = x->ne[2], cout = u->ne[1];
+	const int64_t tw = (W + 1) / 2, th = (x->ne[1] + 1) / 2;
+	int64_t r0, r1;
+	thread_rows(x->ne[3] * th, ith, nth, &r0, &r1);
+	if (r0 >= r1) {
+		return;
+	}
+	const int64_t band = wino_band_rows(tw, cin, cout), ld = band * tw; // V and M rows: a band's tiles
+	const int64_t len = 2 * ((tw + PM_LANES - 1) / PM_LANES) * PM_LANES + 2 + PM_LANES; // input rows, padded
+	const int64_t kc = gemm_k_block(cin), pack = gemm_m_block(kc) * kc;
+	const size_t floats = (size_t)(16 * ld * (cin + cout) + 4 * len + pack);
+	float * V = kernel_alloc(floats * sizeof(float), "Winograd convolution");
+	float * M = V + 16 * ld * cin, * buf = M + 16 * ld * cout, * ap = buf + 4 * len;
+	memset(buf, 0, (size_t)(4 * len) * sizeof(float));
+	for (int64_t b0 = r0; b0 < r1; b0 += band) {
+		const int64_t rows = r1 - b0 < band ? r1 - b0 : band, tiles = rows * tw;
+		wino_input_band(V, ld, x, b0, rows, buf, len);
+		for (int xi = 0; xi < 16; xi++) {
+			const struct gemm_operands g = {V + xi * cin * ld, (const float *)u->data + xi * cout * cin, M + xi * cout * ld,
+			                                ld, cin, ld, true};
+			gemm_block(&g, cin, 0, tiles, 0, cout, ap);
+		}
+		wino_output_band(dst, M, ld, bias != NULL ? (const float *)bias->data : NULL, b0, rows);
+	}
+	free(V);
+}
+
+bool pm_conv3x3_fits(const struct ggml_tensor * kernel, const struct ggml_tensor * x) {
+	return (kernel->type == GGML_TYPE_F32 || kernel->type == GGML_TYPE_F16) && x->type == GGML_TYPE_F32 &&
+	       kernel->ne[0] == 3 && kernel->ne[3] == 3 && kernel->ne[1] == x->ne[2] && ggml_is_contiguous(kernel) &&
+	       x->nb[0] == sizeof(float);
+}
+
+struct ggml_tensor * pm_conv3x3(struct ggml_context * ctx, struct ggml_tensor * kernel, struct ggml_tensor * x,
+                                struct ggml_tensor * bias) {
+	struct ggml_tensor * args[3] = {kernel, NULL, NULL};
+	struct ggml_tensor * u = ggml_custom_4d(ctx, GGML_TYPE_F32, kernel->ne[1], kernel->ne[2], 16, 1, args, 1, wino_kernel_op,
+	                                        GGML_N_TASKS_MAX, NULL);
+	ggml_set_name(u, "WINOGRAD_KERNEL (ours)");
+	args[0] = x, args[1] = u, args[2] = bias;
+	struct ggml_tensor * y = ggml_custom_4d(ctx, GGML_TYPE_F32, x->ne[0], x->ne[1], kernel->ne[2], x->ne[3], args,
+	                                        bias != NULL ? 3 : 2, wino_conv_op, GGML_N_TASKS_MAX, NULL);
+	return ggml_set_name(y, "CONV_3X3 (ours)");
+}
+
 // The parameters ggml keeps in a GGML_OP_CUSTOM node's op_params.
 struct custom_params {
 	ggml_custom_op_t fun;
@@ -575,6 +864,10 @@ int64_t pm_kernel_flops(const struct ggml_tensor * t) {
 	memcpy(&p, t->op_params, sizeof p);
 	if (p.fun == gemm_rows) { // a multiply-add per value of a and row of b
 		return 2 * ggml_nelements(t->src[0]) * t->src[1]->ne[1] * t->src[1]->ne[2] * t->src[1]->ne[3];
+	}
+	if (p.fun == wino_conv_op) { // 16 multiply-adds per tile, input and output channel
+		const struct ggml_tensor * x = t->src[0];
+		return 2 * 16 * ((x->ne[0] + 1) / 2) * ((x->ne[1] + 1) / 2) * x->ne[3] * x->ne[2] * t->src[1]->ne[1];
 	}
 	if (p.fun != attention_heads) {
 		return 0;

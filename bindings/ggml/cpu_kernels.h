@@ -30,6 +30,15 @@ bool pm_attention_fits(int64_t d, int64_t keys);
 struct ggml_tensor * pm_mul_mat(struct ggml_context * ctx, struct ggml_tensor * a, struct ggml_tensor * b);
 bool pm_mul_mat_fits(const struct ggml_tensor * a, const struct ggml_tensor * b);
 
+// pm_conv3x3 is a "same" 3×3 convolution of stride 1 (padding 1) of x
+// [W, H, Cin, B] (f32, rows contiguous) with a kernel by row [3, Cin,
+// Cout, 3] (f32 or f16, contiguous), plus bias [Cout] if not NULL, by
+// Winograd's F(2×2, 3×3), as custom ops that only the CPU backend runs:
+// [W, H, Cout, B]. The operands must satisfy pm_conv3x3_fits.
+struct ggml_tensor * pm_conv3x3(struct ggml_context * ctx, struct ggml_tensor * kernel, struct ggml_tensor * x,
+                                struct ggml_tensor * bias);
+bool pm_conv3x3_fits(const struct ggml_tensor * kernel, const struct ggml_tensor * x);
+
 // pm_kernel_flops is the multiply-adds, twice, of a GGML_OP_CUSTOM node of
 // ours (0 for those without products, and for others' custom ops).
 int64_t pm_kernel_flops(const struct ggml_tensor * t);

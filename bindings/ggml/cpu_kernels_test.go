@@ -284,3 +284,73 @@ func TestMulMatKernel(t *testing.T) {
 	require.Equal(t, "MUL_MAT", c.MulMat(c.NewTensor(TypeF32, 256, 256, 2), c.NewTensor(TypeF32, 256, 64, 2)).Op(), "batched a")
 	require.Equal(t, "MUL_MAT", c.MulMat(c.NewTensor(TypeF32, 64, 64), c.NewTensor(TypeF32, 64, 64)).Op(), "small products")
 }
+
+// TestConv3x3Kernel checks our CPU Winograd convolution (pm_conv3x3)
+// against the convolution in float64: widths and heights even and odd
+// (partial tiles), one pixel, rows of tiles longer than a vector; channel
+// counts around the product's tiles; one and two images; f32 and f16
+// kernels; with and without bias; the image as a view with padded rows.
+func TestConv3x3Kernel(t *testing.T) {
+	r := rand.New(rand.NewPCG(11, 11))
+	for _, tc := range []struct {
+		w, h, cin, cout, b int
+		typ                Type
+		bias               bool
+	}{
+		{16, 16, 8, 24, 1, TypeF32, true}, {5, 3, 3, 5, 2, TypeF32, false}, {1, 1, 4, 4, 1, TypeF32, true},
+		{33, 9, 37, 30, 2, TypeF16, true}, {40, 2, 1, 1, 1, TypeF16, false}, {7, 20, 64, 48, 1, TypeF32, true},
+	} {
+		t.Run(fmt.Sprintf("%dx%dx%d_to_%d_b%d_%s_bias%v", tc.w, tc.h, tc.cin, tc.cout, tc.b, tc.typ, tc.bias), func(t *testing.T) {
+			row := tc.w + 2 // the view's row stride
+			x := randn(r, row*tc.h*tc.cin*tc.b)
+			byRow := randn(r, 9*tc.cin*tc.cout) // [3, Cin, Cout, 3]
+			kb, err := Quantize(tc.typ, byRow, 3)
+			require.NoError(t, err)
+			if tc.typ == TypeF16 { // the reference multiplies what the kernel holds
+				byRow, err = Dequantize(TypeF16, kb, int64(len(byRow)))
+				require.NoError(t, err)
+			}
+			bias := randn(r, tc.cout)
+			got, shape := compute(t, func(c *Context) *Tensor {
+				xt := c.InputF32(x, int64(row), int64(tc.h), int64(tc.cin), int64(tc.b))
+				xv := c.View(xt, [4]int64{int64(tc.w), int64(tc.h), int64(tc.cin), int64(tc.b)}, xt.Nb(1), xt.Nb(2), xt.Nb(3), 0)
+				k := c.Input(tc.typ, kb, 3, int64(tc.cin), int64(tc.cout), 3)
+				require.True(t, Conv3x3CPUFits(k, xv))
+				var bt *Tensor
+				if tc.bias {
+					bt = c.InputF32(bias, int64(tc.cout))
+				}
+				return c.Conv3x3CPU(k, xv, bt)
+			})
+			require.Equal(t, [4]int64{int64(tc.w), int64(tc.h), int64(tc.cout), int64(tc.b)}, shape)
+			for b := 0; b < tc.b; b++ {
+				for co := 0; co < tc.cout; co++ {
+					for y := 0; y < tc.h; y++ {
+						for xx := 0; xx < tc.w; xx++ {
+							var want, size float64
+							if tc.bias {
+								want, size = float64(bias[co]), math.Abs(float64(bias[co]))
+							}
+							for ci := 0; ci < tc.cin; ci++ {
+								for ky := 0; ky < 3; ky++ {
+									for kx := 0; kx < 3; kx++ {
+										sx, sy := xx+kx-1, y+ky-1
+										if sx < 0 || sx >= tc.w || sy < 0 || sy >= tc.h {
+											continue
+										}
+										p := float64(byRow[kx+3*(ci+tc.cin*(co+tc.cout*ky))]) * float64(x[((b*tc.cin+ci)*tc.h+sy)*row+sx])
+										want += p
+										size += math.Abs(p)
+									}
+								}
+							}
+							g := float64(got[((b*tc.cout+co)*tc.h+y)*tc.w+xx])
+							// float32 sums, and the transforms' sums of up to 16 terms
+							require.InDelta(t, want, g, 1e-5*size+1e-6, "image %d channel %d pixel %d,%d", b, co, xx, y)
+						}
+					}
+				}
+			}
+		})
+	}
+}

@@ -230,6 +230,7 @@ void ggml_backend_cpu_set_n_threads(ggml_backend_t backend, int n_threads);
 void ggml_backend_cpu_set_abort_callback(ggml_backend_t backend, ggml_abort_callback cb, void * data);
 typedef uint16_t ggml_fp16_t;
 void ggml_cpu_fp32_to_fp16(const float * x, ggml_fp16_t * y, int64_t n); // the CPU backend's vectorized conversion
+void ggml_cpu_fp16_to_fp32(const ggml_fp16_t * x, float * y, int64_t n);
 void ggml_backend_synchronize(ggml_backend_t backend);
 
 // buffers and tensor data

@@ -130,6 +130,22 @@ func AttentionCPUFits(d, keys int64) bool {
 	return bool(C.pm_attention_fits(C.int64_t(d), C.int64_t(keys)))
 }
 
+// Conv3x3CPU is a "same" 3×3 convolution of stride 1 through our CPU
+// kernels (pm_conv3x3: Winograd's F(2×2, 3×3), custom ops that only the
+// CPU backend runs): x [W, H, Cin, B] (f32) with a kernel by row [3, Cin,
+// Cout, 3] (f32 or f16), plus bias [Cout] when not nil. Returns [W, H,
+// Cout, B]. The operands must fit (Conv3x3CPUFits).
+func (c *Context) Conv3x3CPU(kernel, x, bias *Tensor) *Tensor {
+	var b *C.struct_ggml_tensor
+	if bias != nil {
+		b = bias.p
+	}
+	return c.wrap(C.pm_conv3x3(c.p, kernel.p, x.p, b))
+}
+
+// Conv3x3CPUFits says whether Conv3x3CPU takes this kernel and image.
+func Conv3x3CPUFits(kernel, x *Tensor) bool { return bool(C.pm_conv3x3_fits(kernel.p, x.p)) }
+
 // CPUKernels is what SetCPUKernels set.
 func (c *Context) CPUKernels() bool { return c.cpuKernels }
 

@@ -221,6 +221,15 @@ func (b *builder) convAs(l *nn.Conv2D, x *ggml.Tensor, stride, pad int, typ ggml
 		bytes = (3*cin*(x.Ne(1)+2)*typ.BlockBytes() + 2*w.Ne(3)*oh*4) * ow
 	}
 	large := bytes*x.Ne(3) > limit
+	if byRow && stride == 1 && b.mode == ConvAuto && c.CPUKernels() {
+		// Our CPU kernels' Winograd convolution: 4/9 of the multiplies, in
+		// bands inside the op (no columns, no bands in the graph), in f32
+		// (faster than ggml's f16 products there, so F16Products leaves it).
+		kernel := nn.KernelByRow(c, c.Cast(l.Weight, ggml.TypeF32))
+		if ggml.Conv3x3CPUFits(kernel, x) {
+			return c.Conv3x3CPU(kernel, x, f32(c, l.Bias))
+		}
+	}
 	var y *ggml.Tensor
 	switch {
 	case byRow && b.mode == ConvAuto && !large:

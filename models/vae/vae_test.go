@@ -72,21 +72,25 @@ func TestDecodeGolden(t *testing.T) {
 		mode     ConvMode
 		colLimit int64
 		twoStep  bool // upsample, then convolve (as on GPUs)
+		ggmlOps  bool // without our CPU kernels: the graphs a GPU computes
 	}{
-		{"f32 im2col", nil, ConvAuto, 0, false},
-		{"f32 direct", nil, ConvDirect, 0, false},
+		{"f32 Winograd", nil, ConvAuto, 0, false, false}, // our CPU kernels' 3×3 convolutions
+		{"f32 im2col", nil, ConvAuto, 0, false, true},
+		{"f32 direct", nil, ConvDirect, 0, false, true},
 		// Columns limited to 20 KiB: every 3×3 convolution runs in bands
 		// of a few rows (one row at the 128-pixel level).
-		{"f32 banded", nil, ConvAuto, 20 << 10, false},
-		{"f32 two-step upsamplers", nil, ConvAuto, 0, true},
+		{"f32 banded", nil, ConvAuto, 20 << 10, false, true},
+		{"f32 two-step upsamplers", nil, ConvAuto, 0, true, true},
 		// The file holds f16 weights: f16 storage is lossless and the graph
 		// casts them to f32, so the same tolerance holds.
-		{"f16 storage", func(string, *weights.Tensor) ggml.Type { return ggml.TypeQ8_0 }, ConvAuto, 0, false},
+		{"f16 storage", func(string, *weights.Tensor) ggml.Type { return ggml.TypeQ8_0 }, ConvAuto, 0, false, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			v := loadTiny(t, rt, tc.policy)
 			require.True(t, v.PhaseUpsamplers, "Load on the CPU")
 			v.Conv, v.colLimit, v.PhaseUpsamplers = tc.mode, tc.colLimit, !tc.twoStep
+			rt.CPUKernels = !tc.ggmlOps
+			defer func() { rt.CPUKernels = true }()
 			got, err := v.DecodeImage(context.Background(), rt, lat, 16, 16)
 			require.NoError(t, err)
 			golden.AssertClose(t, "vae.decode image", got, want.Data, 1e-4, 1e-4)
@@ -102,6 +106,9 @@ func TestDecodeGolden(t *testing.T) {
 // level in [-1, 1].
 func TestDecodeF16Products(t *testing.T) {
 	rt := newRuntime(t)
+	// The GPUs' graphs: on the CPU, our Winograd convolutions take f32
+	// operands, faster there than f16 ones.
+	rt.CPUKernels = false
 	lat, want := goldenLatents(t)
 	for _, colLimit := range []int64{0, 80 << 10} { // whole, and in bands of a few rows
 		v := loadTiny(t, rt, func(string, *weights.Tensor) ggml.Type { return ggml.TypeF16 })
