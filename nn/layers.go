@@ -64,7 +64,11 @@ func (l *Conv2D) Forward(c *ggml.Context, x *ggml.Tensor, stride, pad int) *ggml
 		}
 		return l.forwardByRow(c, x, stride)
 	case (l.flat() && k == 1 || !l.flat() && l.Weight.Ne(0) == 1 && l.Weight.Ne(1) == 1) && stride == 1 && pad == 0:
-		// A 1×1 convolution is a matrix product over channels.
+		// A 1×1 convolution is a matrix product over channels: on the CPU
+		// our kernel's, without transposing the image and the result.
+		if w2 := c.Reshape(l.Weight, ch, cout); c.CPUKernels() && ggml.Conv1x1CPUFits(w2, x) && l.preciseBias() {
+			return c.Conv1x1CPU(w2, x, l.Bias)
+		}
 		flat := c.Cont(c.Permute(c.Reshape(x, w*h, ch, b), 1, 0, 2, 3)) // [Cin, W·H, B]
 		y = c.MulMat(c.Reshape(l.Weight, ch, cout), flat)               // [Cout, W·H, B]
 		y = c.Reshape(c.Cont(c.Permute(y, 1, 0, 2, 3)), w, h, cout, b)
@@ -105,8 +109,7 @@ func (l *Conv2D) Forward(c *ggml.Context, x *ggml.Tensor, stride, pad int) *ggml
 // junk between images. The bias add (or a copy) then picks the output
 // rows: every stride-th, skipping the junk.
 func (l *Conv2D) forwardByRow(c *ggml.Context, x *ggml.Tensor, stride int) *ggml.Tensor {
-	if stride == 1 && c.CPUKernels() && ggml.Conv3x3CPUFits(l.Weight, x) &&
-		(l.Bias == nil || l.Bias.Type() == ggml.TypeF32 && l.Bias.Contiguous()) {
+	if stride == 1 && l.winograd(c, x) {
 		// Our CPU kernels' Winograd convolution: 4/9 of the multiplies.
 		return c.Conv3x3CPU(l.Weight, x, l.Bias)
 	}
@@ -125,6 +128,18 @@ func (l *Conv2D) forwardByRow(c *ggml.Context, x *ggml.Tensor, stride int) *ggml
 		return c.Reshape(y, ow, oh, cout, 1)
 	}
 	return c.Cont(out)
+}
+
+// winograd says whether our CPU kernels' Winograd convolution
+// (ggml.Context.Conv3x3CPU) takes this by-row kernel, bias and image.
+func (l *Conv2D) winograd(c *ggml.Context, x *ggml.Tensor) bool {
+	return c.CPUKernels() && ggml.Conv3x3CPUFits(l.Weight, x) && l.preciseBias()
+}
+
+// preciseBias says whether the bias is what our CPU kernels add: none, or
+// contiguous f32.
+func (l *Conv2D) preciseBias() bool {
+	return l.Bias == nil || l.Bias.Type() == ggml.TypeF32 && l.Bias.Contiguous()
 }
 
 // rowIm2Col is the 1×3 im2col of x [W, H, Cin, B] for a kernel stored by
@@ -248,6 +263,10 @@ type Upsample struct {
 
 // Forward doubles the spatial size.
 func (l *Upsample) Forward(c *ggml.Context, x *ggml.Tensor) *ggml.Tensor {
+	if k := &l.Conv; k.byRow && k.winograd(c, x) {
+		// Our CPU kernels read the input as upsampled: no 4× image.
+		return c.UpsampleConv3x3CPU(k.Weight, x, k.Bias)
+	}
 	return l.Conv.Forward(c, c.UpscaleNearest(x, 2), 1, 1)
 }
 

@@ -550,30 +550,85 @@ static void * kernel_alloc(size_t bytes, const char * kernel) {
 	return p;
 }
 
-// gemm_rows is the custom op of pm_mul_mat. Threads split M in whole tiles
-// when there are enough of them, else N.
+// gemm_split is thread ith's share of an M×N product: whole tiles of M
+// when there are enough of them, else of N. False when it has none.
+static bool gemm_split(int64_t M, int64_t N, int ith, int nth, int64_t * m0, int64_t * m1, int64_t * n0, int64_t * n1) {
+	const int64_t tiles = (M + MM_MR - 1) / MM_MR;
+	*m0 = 0, *m1 = M, *n0 = 0, *n1 = N;
+	if (tiles >= 2 * nth) {
+		thread_rows(tiles, ith, nth, m0, m1);
+		*m0 *= MM_MR, *m1 = *m1 * MM_MR < M ? *m1 * MM_MR : M;
+	} else {
+		thread_rows((N + MM_NR - 1) / MM_NR, ith, nth, n0, n1);
+		*n0 *= MM_NR, *n1 = *n1 * MM_NR < N ? *n1 * MM_NR : N;
+	}
+	return *m0 < *m1 && *n0 < *n1;
+}
+
+// gemm_pack_alloc allocates the packing buffer of a product over K.
+static float * gemm_pack_alloc(int64_t K) {
+	const int64_t kc = gemm_k_block(K);
+	return kernel_alloc((size_t)(gemm_m_block(kc) * kc) * sizeof(float), "matrix product");
+}
+
+// gemm_rows is the custom op of pm_mul_mat.
 static void gemm_rows(struct ggml_tensor * dst, int ith, int nth, void * userdata) {
 	(void)userdata;
 	const struct ggml_tensor * a = dst->src[0], * b = dst->src[1];
 	const int64_t K = a->ne[0], M = a->ne[1], N = b->ne[1] * b->ne[2] * b->ne[3];
 	const struct gemm_operands g = {(const float *)a->data, (const float *)b->data, (float *)dst->data,
 	                                a->nb[1] / (int64_t)sizeof(float), b->nb[1] / (int64_t)sizeof(float), M, false};
-	const int64_t tiles = (M + MM_MR - 1) / MM_MR;
-	int64_t m0 = 0, m1 = M, n0 = 0, n1 = N;
-	if (tiles >= 2 * nth) {
-		thread_rows(tiles, ith, nth, &m0, &m1);
-		m0 *= MM_MR, m1 = m1 * MM_MR < M ? m1 * MM_MR : M;
-	} else {
-		thread_rows((N + MM_NR - 1) / MM_NR, ith, nth, &n0, &n1);
-		n0 *= MM_NR, n1 = n1 * MM_NR < N ? n1 * MM_NR : N;
-	}
-	if (m0 >= m1 || n0 >= n1) {
+	int64_t m0, m1, n0, n1;
+	if (!gemm_split(M, N, ith, nth, &m0, &m1, &n0, &n1)) {
 		return;
 	}
-	const int64_t kc = gemm_k_block(K);
-	float * ap = kernel_alloc((size_t)(gemm_m_block(kc) * kc) * sizeof(float), "matrix product");
+	float * ap = gemm_pack_alloc(K);
 	gemm_block(&g, K, m0, m1, n0, n1, ap);
 	free(ap);
+}
+
+// conv1x1_op is a 1×1 convolution: dst [W, H, Cout, B] from src[0] x [W,
+// H, Cin, B] (each channel's plane contiguous), src[1] w [Cin, Cout] and
+// src[2] bias [Cout] or none. Per image it is one product whose a is x
+// read by channel (by_k: row k is channel k's plane), so neither x nor the
+// result is transposed, as a matrix product in ggml's layouts needs.
+static void conv1x1_op(struct ggml_tensor * dst, int ith, int nth, void * userdata) {
+	(void)userdata;
+	const struct ggml_tensor * x = dst->src[0], * w = dst->src[1], * bias = dst->src[2];
+	const int64_t P = x->ne[0] * x->ne[1], cin = x->ne[2], cout = w->ne[1];
+	int64_t m0, m1, n0, n1;
+	if (!gemm_split(P, cout, ith, nth, &m0, &m1, &n0, &n1)) {
+		return;
+	}
+	float * ap = gemm_pack_alloc(cin);
+	for (int64_t b = 0; b < x->ne[3]; b++) {
+		float * C = (float *)dst->data + b * cout * P;
+		const struct gemm_operands g = {(const float *)((const char *)x->data + b * x->nb[3]), (const float *)w->data, C,
+		                                x->nb[2] / (int64_t)sizeof(float), w->nb[1] / (int64_t)sizeof(float), P, true};
+		gemm_block(&g, cin, m0, m1, n0, n1, ap);
+		for (int64_t co = n0; bias != NULL && co < n1; co++) {
+			const float v = ((const float *)bias->data)[co];
+			for (int64_t m = m0; m < m1; m++) {
+				C[co * P + m] += v;
+			}
+		}
+	}
+	free(ap);
+}
+
+bool pm_conv1x1_fits(const struct ggml_tensor * w, const struct ggml_tensor * x) {
+	return w->type == GGML_TYPE_F32 && x->type == GGML_TYPE_F32 && w->ne[2] == 1 && w->ne[3] == 1 &&
+	       w->nb[0] == sizeof(float) && w->nb[1] % sizeof(float) == 0 && w->ne[0] == x->ne[2] &&
+	       x->nb[0] == sizeof(float) && x->nb[1] == x->ne[0] * (int64_t)sizeof(float) && x->nb[2] % sizeof(float) == 0 &&
+	       x->ne[0] * x->ne[1] >= MM_MR && x->ne[0] * x->ne[1] * x->ne[2] * w->ne[1] >= (1 << 21);
+}
+
+struct ggml_tensor * pm_conv1x1(struct ggml_context * ctx, struct ggml_tensor * w, struct ggml_tensor * x,
+                                struct ggml_tensor * bias) {
+	struct ggml_tensor * args[3] = {x, w, bias};
+	struct ggml_tensor * t = ggml_custom_4d(ctx, GGML_TYPE_F32, x->ne[0], x->ne[1], w->ne[1], x->ne[3], args,
+	                                        bias != NULL ? 3 : 2, conv1x1_op, GGML_N_TASKS_MAX, NULL);
+	return ggml_set_name(t, "CONV_1X1 (ours)");
 }
 
 bool pm_mul_mat_fits(const struct ggml_tensor * a, const struct ggml_tensor * b) {
@@ -608,6 +663,8 @@ struct ggml_tensor * pm_mul_mat(struct ggml_context * ctx, struct ggml_tensor * 
 // Two ops:
 //   wino_kernel_op  g by row [3, Cin, Cout, 3] → U [Cin, Cout, 16] = G·g·Gᵀ
 //   wino_conv_op    x [W, H, Cin, B], U (+ bias) → y [W, H, Cout, B]
+//                   (or, upsampling, y [2W, 2H, Cout, B] of x's nearest 2×
+//                   upsample, which is never made)
 // The second takes bands of rows of tiles, each thread its own: it
 // transforms a band's input (V = Bᵀ·d·B, [tiles, Cin] for each of the 16
 // ξ = 4·row + column), multiplies (M_ξ = V_ξ·U_ξ) and transforms back
@@ -615,16 +672,24 @@ struct ggml_tensor * pm_mul_mat(struct ggml_context * ctx, struct ggml_tensor * 
 // columns or partial products in the graph, and no bands there. V and M
 // keep tiles contiguous, so the transforms work on vectors of PM_LANES
 // tiles and the product packs V by plain copies.
-#if PM_LANES == 8
-#define EVEN(a, b) __builtin_shufflevector(a, b, 0, 2, 4, 6, 8, 10, 12, 14)
-#define ODD(a, b) __builtin_shufflevector(a, b, 1, 3, 5, 7, 9, 11, 13, 15)
-#define ZIP_LO(a, b) __builtin_shufflevector(a, b, 0, 8, 1, 9, 2, 10, 3, 11)
-#define ZIP_HI(a, b) __builtin_shufflevector(a, b, 4, 12, 5, 13, 6, 14, 7, 15)
+// SHUFFLE picks lanes of two vectors: clang's builtin, or GCC's, which
+// has it only from GCC 12 on (GCC 11 is still common) and has had
+// __builtin_shuffle, with the lanes as a vector, since 4.7.
+#if defined(__clang__)
+#define SHUFFLE(a, b, ...) __builtin_shufflevector(a, b, __VA_ARGS__)
 #else
-#define EVEN(a, b) __builtin_shufflevector(a, b, 0, 2, 4, 6)
-#define ODD(a, b) __builtin_shufflevector(a, b, 1, 3, 5, 7)
-#define ZIP_LO(a, b) __builtin_shufflevector(a, b, 0, 4, 1, 5)
-#define ZIP_HI(a, b) __builtin_shufflevector(a, b, 2, 6, 3, 7)
+#define SHUFFLE(a, b, ...) __builtin_shuffle(a, b, (vi){__VA_ARGS__})
+#endif
+#if PM_LANES == 8
+#define EVEN(a, b) SHUFFLE(a, b, 0, 2, 4, 6, 8, 10, 12, 14)
+#define ODD(a, b) SHUFFLE(a, b, 1, 3, 5, 7, 9, 11, 13, 15)
+#define ZIP_LO(a, b) SHUFFLE(a, b, 0, 8, 1, 9, 2, 10, 3, 11)
+#define ZIP_HI(a, b) SHUFFLE(a, b, 4, 12, 5, 13, 6, 14, 7, 15)
+#else
+#define EVEN(a, b) SHUFFLE(a, b, 0, 2, 4, 6)
+#define ODD(a, b) SHUFFLE(a, b, 1, 3, 5, 7)
+#define ZIP_LO(a, b) SHUFFLE(a, b, 0, 4, 1, 5)
+#define ZIP_HI(a, b) SHUFFLE(a, b, 2, 6, 3, 7)
 #endif
 
 // WINO_TILES is the tiles a band aims at (a few of the product's register
@@ -692,24 +757,32 @@ static void wino_kernel_op(struct ggml_tensor * dst, int ith, int nth, void * us
 }
 
 // wino_input_band writes V [16][Cin][nt] (nt = tiles of the band, ldv
-// apart) for tile rows [r0, r0+rows) (counted across images) of x [W, H,
-// Cin, B]. For each channel and tile row, the four input rows are copied,
-// zero-padded, into buf (4 rows of len floats; columns outside the image
-// stay zero), from which vectors of PM_LANES tiles' columns are read (even
-// and odd lanes of two loads).
-static void wino_input_band(float * V, int64_t ldv, const struct ggml_tensor * x, int64_t r0, int64_t rows, float * buf,
-                            int64_t len) {
-	const int64_t W = x->ne[0], H = x->ne[1], cin = x->ne[2], tw = (W + 1) / 2, th = (H + 1) / 2;
+// apart) for tile rows [r0, r0+rows) (counted across images) of a W×H
+// image: x [W/up, H/up, Cin, B] upsampled up times (1 or 2, nearest). For
+// each channel and tile row, the four input rows are copied (each value up
+// times), zero-padded, into buf (4 rows of len floats; columns outside the
+// image stay zero), from which vectors of PM_LANES tiles' columns are read
+// (even and odd lanes of two loads).
+static void wino_input_band(float * V, int64_t ldv, const struct ggml_tensor * x, int64_t W, int64_t H, int up,
+                            int64_t r0, int64_t rows, float * buf, int64_t len) {
+	const int64_t cin = x->ne[2], tw = (W + 1) / 2, th = (H + 1) / 2;
 	for (int64_t c = 0; c < cin; c++) {
 		for (int64_t r = 0; r < rows; r++) {
 			const int64_t ty = (r0 + r) % th, b = (r0 + r) / th;
 			for (int i = 0; i < 4; i++) {
 				const int64_t y = 2 * ty - 1 + i;
-				float * row = buf + i * len + 1; // buffer column q is input column q-1
+				float * row = buf + i * len + 1; // buffer column q is image column q-1
 				if (y < 0 || y >= H) {
 					memset(row, 0, (size_t)W * sizeof(float));
-				} else {
-					memcpy(row, (const char *)x->data + b * x->nb[3] + c * x->nb[2] + y * x->nb[1], (size_t)W * sizeof(float));
+					continue;
+				}
+				const float * in = (const float *)((const char *)x->data + b * x->nb[3] + c * x->nb[2] + y / up * x->nb[1]);
+				if (up == 1) {
+					memcpy(row, in, (size_t)W * sizeof(float));
+					continue;
+				}
+				for (int64_t q = 0; q < W / 2; q++) {
+					row[2 * q] = row[2 * q + 1] = in[q];
 				}
 			}
 			float * out = V + c * ldv + r * tw; // + ξ·Cin·ldv, + the tile
@@ -802,13 +875,14 @@ static int64_t wino_band_rows(int64_t tw, int64_t cin, int64_t cout) {
 	return tiles / tw > 0 ? tiles / tw : 1;
 }
 
-// wino_conv_op is the convolution: src[0] x [W, H, Cin, B], src[1] U [Cin,
-// Cout, 16], src[2] bias [Cout] or none. Threads split the rows of tiles.
+// wino_conv_op is the convolution: src[0] x [W, H, Cin, B] (upsampled by
+// the userdata's factor, 1 or 2), src[1] U [Cin, Cout, 16], src[2] bias
+// [Cout] or none. Threads split the rows of tiles.
 static void wino_conv_op(struct ggml_tensor * dst, int ith, int nth, void * userdata) {
-	(void)userdata;
+	const int up = (int)(uintptr_t)userdata;
 	const struct ggml_tensor * x = dst->src[0], * u = dst->src[1], * bias = dst->src[2];
-	const int64_t W = x->ne[0], cin = x->ne[2], cout = u->ne[1];
-	const int64_t tw = (W + 1) / 2, th = (x->ne[1] + 1) / 2;
+	const int64_t W = dst->ne[0], H = dst->ne[1], cin = x->ne[2], cout = u->ne[1];
+	const int64_t tw = (W + 1) / 2, th = (H + 1) / 2;
 	int64_t r0, r1;
 	thread_rows(x->ne[3] * th, ith, nth, &r0, &r1);
 	if (r0 >= r1) {
@@ -823,7 +897,7 @@ static void wino_conv_op(struct ggml_tensor * dst, int ith, int nth, void * user
 	memset(buf, 0, (size_t)(4 * len) * sizeof(float));
 	for (int64_t b0 = r0; b0 < r1; b0 += band) {
 		const int64_t rows = r1 - b0 < band ? r1 - b0 : band, tiles = rows * tw;
-		wino_input_band(V, ld, x, b0, rows, buf, len);
+		wino_input_band(V, ld, x, W, H, up, b0, rows, buf, len);
 		for (int xi = 0; xi < 16; xi++) {
 			const struct gemm_operands g = {V + xi * cin * ld, (const float *)u->data + xi * cout * cin, M + xi * cout * ld,
 			                                ld, cin, ld, true};
@@ -841,14 +915,14 @@ bool pm_conv3x3_fits(const struct ggml_tensor * kernel, const struct ggml_tensor
 }
 
 struct ggml_tensor * pm_conv3x3(struct ggml_context * ctx, struct ggml_tensor * kernel, struct ggml_tensor * x,
-                                struct ggml_tensor * bias) {
+                                struct ggml_tensor * bias, int up) {
 	struct ggml_tensor * args[3] = {kernel, NULL, NULL};
 	struct ggml_tensor * u = ggml_custom_4d(ctx, GGML_TYPE_F32, kernel->ne[1], kernel->ne[2], 16, 1, args, 1, wino_kernel_op,
 	                                        GGML_N_TASKS_MAX, NULL);
 	ggml_set_name(u, "WINOGRAD_KERNEL (ours)");
 	args[0] = x, args[1] = u, args[2] = bias;
-	struct ggml_tensor * y = ggml_custom_4d(ctx, GGML_TYPE_F32, x->ne[0], x->ne[1], kernel->ne[2], x->ne[3], args,
-	                                        bias != NULL ? 3 : 2, wino_conv_op, GGML_N_TASKS_MAX, NULL);
+	struct ggml_tensor * y = ggml_custom_4d(ctx, GGML_TYPE_F32, up * x->ne[0], up * x->ne[1], kernel->ne[2], x->ne[3], args,
+	                                        bias != NULL ? 3 : 2, wino_conv_op, GGML_N_TASKS_MAX, (void *)(uintptr_t)up);
 	return ggml_set_name(y, "CONV_3X3 (ours)");
 }
 
@@ -865,9 +939,12 @@ int64_t pm_kernel_flops(const struct ggml_tensor * t) {
 	if (p.fun == gemm_rows) { // a multiply-add per value of a and row of b
 		return 2 * ggml_nelements(t->src[0]) * t->src[1]->ne[1] * t->src[1]->ne[2] * t->src[1]->ne[3];
 	}
-	if (p.fun == wino_conv_op) { // 16 multiply-adds per tile, input and output channel
+	if (p.fun == conv1x1_op) { // a multiply-add per value of x and output channel
+		return 2 * ggml_nelements(t->src[0]) * t->src[1]->ne[1];
+	}
+	if (p.fun == wino_conv_op) { // 16 multiply-adds per output tile, input and output channel
 		const struct ggml_tensor * x = t->src[0];
-		return 2 * 16 * ((x->ne[0] + 1) / 2) * ((x->ne[1] + 1) / 2) * x->ne[3] * x->ne[2] * t->src[1]->ne[1];
+		return 2 * 16 * ((t->ne[0] + 1) / 2) * ((t->ne[1] + 1) / 2) * x->ne[3] * x->ne[2] * t->src[1]->ne[1];
 	}
 	if (p.fun != attention_heads) {
 		return 0;

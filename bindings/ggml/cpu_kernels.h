@@ -31,13 +31,22 @@ struct ggml_tensor * pm_mul_mat(struct ggml_context * ctx, struct ggml_tensor * 
 bool pm_mul_mat_fits(const struct ggml_tensor * a, const struct ggml_tensor * b);
 
 // pm_conv3x3 is a "same" 3×3 convolution of stride 1 (padding 1) of x
-// [W, H, Cin, B] (f32, rows contiguous) with a kernel by row [3, Cin,
-// Cout, 3] (f32 or f16, contiguous), plus bias [Cout] if not NULL, by
-// Winograd's F(2×2, 3×3), as custom ops that only the CPU backend runs:
-// [W, H, Cout, B]. The operands must satisfy pm_conv3x3_fits.
+// [W, H, Cin, B] (f32, rows contiguous), or with up = 2 of its nearest 2×
+// upsample, with a kernel by row [3, Cin, Cout, 3] (f32 or f16,
+// contiguous), plus bias [Cout] if not NULL, by Winograd's F(2×2, 3×3), as
+// custom ops that only the CPU backend runs: [up·W, up·H, Cout, B]. The
+// operands must satisfy pm_conv3x3_fits.
 struct ggml_tensor * pm_conv3x3(struct ggml_context * ctx, struct ggml_tensor * kernel, struct ggml_tensor * x,
-                                struct ggml_tensor * bias);
+                                struct ggml_tensor * bias, int up);
 bool pm_conv3x3_fits(const struct ggml_tensor * kernel, const struct ggml_tensor * x);
+
+// pm_conv1x1 is a 1×1 convolution of x [W, H, Cin, B] (f32, each
+// channel's plane contiguous) with w [Cin, Cout] (f32), plus bias [Cout]
+// if not NULL, as a custom op that only the CPU backend runs: [W, H, Cout,
+// B]. The operands must satisfy pm_conv1x1_fits.
+struct ggml_tensor * pm_conv1x1(struct ggml_context * ctx, struct ggml_tensor * w, struct ggml_tensor * x,
+                                struct ggml_tensor * bias);
+bool pm_conv1x1_fits(const struct ggml_tensor * w, const struct ggml_tensor * x);
 
 // pm_kernel_flops is the multiply-adds, twice, of a GGML_OP_CUSTOM node of
 // ours (0 for those without products, and for others' custom ops).

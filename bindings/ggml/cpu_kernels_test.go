@@ -289,18 +289,21 @@ func TestMulMatKernel(t *testing.T) {
 // against the convolution in float64: widths and heights even and odd
 // (partial tiles), one pixel, rows of tiles longer than a vector; channel
 // counts around the product's tiles; one and two images; f32 and f16
-// kernels; with and without bias; the image as a view with padded rows.
+// kernels; with and without bias; the image as a view with padded rows;
+// of the image's nearest 2× upsample (up 2).
 func TestConv3x3Kernel(t *testing.T) {
 	r := rand.New(rand.NewPCG(11, 11))
 	for _, tc := range []struct {
 		w, h, cin, cout, b int
 		typ                Type
 		bias               bool
+		up                 int
 	}{
-		{16, 16, 8, 24, 1, TypeF32, true}, {5, 3, 3, 5, 2, TypeF32, false}, {1, 1, 4, 4, 1, TypeF32, true},
-		{33, 9, 37, 30, 2, TypeF16, true}, {40, 2, 1, 1, 1, TypeF16, false}, {7, 20, 64, 48, 1, TypeF32, true},
+		{16, 16, 8, 24, 1, TypeF32, true, 1}, {5, 3, 3, 5, 2, TypeF32, false, 1}, {1, 1, 4, 4, 1, TypeF32, true, 1},
+		{33, 9, 37, 30, 2, TypeF16, true, 1}, {40, 2, 1, 1, 1, TypeF16, false, 1}, {7, 20, 64, 48, 1, TypeF32, true, 1},
+		{5, 3, 3, 5, 2, TypeF32, true, 2}, {1, 1, 4, 4, 1, TypeF16, false, 2}, {13, 6, 24, 9, 1, TypeF32, true, 2},
 	} {
-		t.Run(fmt.Sprintf("%dx%dx%d_to_%d_b%d_%s_bias%v", tc.w, tc.h, tc.cin, tc.cout, tc.b, tc.typ, tc.bias), func(t *testing.T) {
+		t.Run(fmt.Sprintf("%dx%dx%d_to_%d_b%d_%s_bias%v_up%d", tc.w, tc.h, tc.cin, tc.cout, tc.b, tc.typ, tc.bias, tc.up), func(t *testing.T) {
 			row := tc.w + 2 // the view's row stride
 			x := randn(r, row*tc.h*tc.cin*tc.b)
 			byRow := randn(r, 9*tc.cin*tc.cout) // [3, Cin, Cout, 3]
@@ -320,13 +323,17 @@ func TestConv3x3Kernel(t *testing.T) {
 				if tc.bias {
 					bt = c.InputF32(bias, int64(tc.cout))
 				}
+				if tc.up == 2 {
+					return c.UpsampleConv3x3CPU(k, xv, bt)
+				}
 				return c.Conv3x3CPU(k, xv, bt)
 			})
-			require.Equal(t, [4]int64{int64(tc.w), int64(tc.h), int64(tc.cout), int64(tc.b)}, shape)
+			W, H := tc.up*tc.w, tc.up*tc.h // the convolved image
+			require.Equal(t, [4]int64{int64(W), int64(H), int64(tc.cout), int64(tc.b)}, shape)
 			for b := 0; b < tc.b; b++ {
 				for co := 0; co < tc.cout; co++ {
-					for y := 0; y < tc.h; y++ {
-						for xx := 0; xx < tc.w; xx++ {
+					for y := 0; y < H; y++ {
+						for xx := 0; xx < W; xx++ {
 							var want, size float64
 							if tc.bias {
 								want, size = float64(bias[co]), math.Abs(float64(bias[co]))
@@ -335,19 +342,69 @@ func TestConv3x3Kernel(t *testing.T) {
 								for ky := 0; ky < 3; ky++ {
 									for kx := 0; kx < 3; kx++ {
 										sx, sy := xx+kx-1, y+ky-1
-										if sx < 0 || sx >= tc.w || sy < 0 || sy >= tc.h {
+										if sx < 0 || sx >= W || sy < 0 || sy >= H {
 											continue
 										}
+										sx, sy = sx/tc.up, sy/tc.up // nearest upsample
 										p := float64(byRow[kx+3*(ci+tc.cin*(co+tc.cout*ky))]) * float64(x[((b*tc.cin+ci)*tc.h+sy)*row+sx])
 										want += p
 										size += math.Abs(p)
 									}
 								}
 							}
-							g := float64(got[((b*tc.cout+co)*tc.h+y)*tc.w+xx])
+							g := float64(got[((b*tc.cout+co)*H+y)*W+xx])
 							// float32 sums, and the transforms' sums of up to 16 terms
 							require.InDelta(t, want, g, 1e-5*size+1e-6, "image %d channel %d pixel %d,%d", b, co, xx, y)
 						}
+					}
+				}
+			}
+		})
+	}
+}
+
+// TestConv1x1Kernel checks our CPU 1×1 convolution (pm_conv1x1) against
+// float64: both thread splits (many pixels, or few pixels and many output
+// channels), output channels not a multiple of the tile, two images, the
+// channel planes a view's strided ones, with and without bias.
+func TestConv1x1Kernel(t *testing.T) {
+	r := rand.New(rand.NewPCG(13, 13))
+	for _, tc := range []struct {
+		w, h, cin, cout, b int
+		bias               bool
+	}{
+		{64, 64, 80, 7, 1, true}, {5, 5, 300, 900, 2, false}, {33, 17, 64, 130, 2, true},
+	} {
+		t.Run(fmt.Sprintf("%dx%dx%d_to_%d_b%d_bias%v", tc.w, tc.h, tc.cin, tc.cout, tc.b, tc.bias), func(t *testing.T) {
+			plane := tc.w*tc.h + 5 // the view's plane stride
+			x := randn(r, plane*tc.cin*tc.b)
+			w, bias := randn(r, tc.cin*tc.cout), randn(r, tc.cout)
+			got, shape := compute(t, func(c *Context) *Tensor {
+				xt := c.InputF32(x, int64(plane), int64(tc.cin), int64(tc.b))
+				xv := c.View(xt, [4]int64{int64(tc.w), int64(tc.h), int64(tc.cin), int64(tc.b)}, 4*int64(tc.w), xt.Nb(1), xt.Nb(2), 0)
+				wt := c.InputF32(w, int64(tc.cin), int64(tc.cout))
+				require.True(t, Conv1x1CPUFits(wt, xv))
+				var bt *Tensor
+				if tc.bias {
+					bt = c.InputF32(bias, int64(tc.cout))
+				}
+				return c.Conv1x1CPU(wt, xv, bt)
+			})
+			require.Equal(t, [4]int64{int64(tc.w), int64(tc.h), int64(tc.cout), int64(tc.b)}, shape)
+			P := tc.w * tc.h
+			for b := 0; b < tc.b; b++ {
+				for co := 0; co < tc.cout; co++ {
+					for p := 0; p < P; p++ {
+						var want, size float64
+						if tc.bias {
+							want, size = float64(bias[co]), math.Abs(float64(bias[co]))
+						}
+						for ci := 0; ci < tc.cin; ci++ {
+							v := float64(w[co*tc.cin+ci]) * float64(x[(b*tc.cin+ci)*plane+p])
+							want += v
+							size += math.Abs(v)
+						}
+						require.InDelta(t, want, float64(got[(b*tc.cout+co)*P+p]), 1e-6*size+1e-7, "image %d channel %d pixel %d", b, co, p)
 					}
 				}
 			}

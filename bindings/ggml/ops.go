@@ -136,15 +136,41 @@ func AttentionCPUFits(d, keys int64) bool {
 // Cout, 3] (f32 or f16), plus bias [Cout] when not nil. Returns [W, H,
 // Cout, B]. The operands must fit (Conv3x3CPUFits).
 func (c *Context) Conv3x3CPU(kernel, x, bias *Tensor) *Tensor {
+	return c.conv3x3CPU(kernel, x, bias, 1)
+}
+
+// UpsampleConv3x3CPU is Conv3x3CPU of x's nearest 2× upsample, which it
+// never makes: [2W, 2H, Cout, B].
+func (c *Context) UpsampleConv3x3CPU(kernel, x, bias *Tensor) *Tensor {
+	return c.conv3x3CPU(kernel, x, bias, 2)
+}
+
+func (c *Context) conv3x3CPU(kernel, x, bias *Tensor, up int) *Tensor {
 	var b *C.struct_ggml_tensor
 	if bias != nil {
 		b = bias.p
 	}
-	return c.wrap(C.pm_conv3x3(c.p, kernel.p, x.p, b))
+	return c.wrap(C.pm_conv3x3(c.p, kernel.p, x.p, b, C.int(up)))
 }
 
 // Conv3x3CPUFits says whether Conv3x3CPU takes this kernel and image.
 func Conv3x3CPUFits(kernel, x *Tensor) bool { return bool(C.pm_conv3x3_fits(kernel.p, x.p)) }
+
+// Conv1x1CPU is a 1×1 convolution through our CPU kernel (pm_conv1x1, a
+// custom op that only the CPU backend runs): x [W, H, Cin, B] (f32, each
+// channel's plane contiguous) with w [Cin, Cout] (f32), plus bias [Cout]
+// when not nil, without transposing x or the result. Returns [W, H, Cout,
+// B]. The operands must fit (Conv1x1CPUFits).
+func (c *Context) Conv1x1CPU(w, x, bias *Tensor) *Tensor {
+	var b *C.struct_ggml_tensor
+	if bias != nil {
+		b = bias.p
+	}
+	return c.wrap(C.pm_conv1x1(c.p, w.p, x.p, b))
+}
+
+// Conv1x1CPUFits says whether Conv1x1CPU takes this kernel and image.
+func Conv1x1CPUFits(w, x *Tensor) bool { return bool(C.pm_conv1x1_fits(w.p, x.p)) }
 
 // CPUKernels is what SetCPUKernels set.
 func (c *Context) CPUKernels() bool { return c.cpuKernels }

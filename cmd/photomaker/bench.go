@@ -673,7 +673,7 @@ func printBench(w io.Writer, r *benchResult) error {
 				fmt.Fprintf(w, "  ... %d more ops\n", len(prof.ops)-i)
 				break
 			}
-			row("  "+op.Op, fmt.Sprintf("%.1f ms", op.MS), fmt.Sprintf("%4.1f %%, %d nodes", 100*op.Share, op.Nodes))
+			fmt.Fprintf(w, "    %-24s %11s   %4.1f %%, %d nodes\n", op.Op, fmt.Sprintf("%.1f ms", op.MS), 100*op.Share, op.Nodes)
 		}
 	}
 	if r.GenerateWeightsS > 1 {

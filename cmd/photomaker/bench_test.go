@@ -57,7 +57,7 @@ func TestBenchRandomTiny(t *testing.T) {
 	// machine. Our CPU kernels appear by name.
 	op := `\s+[A-Z_0-9]+( \(ours\))?\s+[0-9.]+ ms\s+[0-9.]+ %, [0-9]+ nodes\n`
 	require.Regexp(t, `UNet step by op[^\n]*\n(`+op+`)*\s+MUL_MAT\s+[0-9.]+ ms\s+[0-9.]+ %, [0-9]+ nodes`, out)
-	require.Regexp(t, `VAE decode by op[^\n]*\n(`+op+`)*\s+IM2COL \(ours\)\s+[0-9.]+ ms`, out)
+	require.Regexp(t, `VAE decode by op[^\n]*\n(`+op+`)*\s+CONV_3X3 \(ours\)\s+[0-9.]+ ms`, out)
 	require.Regexp(t, `generate\s+[0-9.]+ s\s+encode, denoise, decode`, out)
 	require.NotContains(t, out, "generate, warm", "one run unless --runs")
 	st2, err := os.Stat(files[0])

@@ -221,13 +221,9 @@ func (b *builder) convAs(l *nn.Conv2D, x *ggml.Tensor, stride, pad int, typ ggml
 		bytes = (3*cin*(x.Ne(1)+2)*typ.BlockBytes() + 2*w.Ne(3)*oh*4) * ow
 	}
 	large := bytes*x.Ne(3) > limit
-	if byRow && stride == 1 && b.mode == ConvAuto && c.CPUKernels() {
-		// Our CPU kernels' Winograd convolution: 4/9 of the multiplies, in
-		// bands inside the op (no columns, no bands in the graph), in f32
-		// (faster than ggml's f16 products there, so F16Products leaves it).
-		kernel := nn.KernelByRow(c, c.Cast(l.Weight, ggml.TypeF32))
-		if ggml.Conv3x3CPUFits(kernel, x) {
-			return c.Conv3x3CPU(kernel, x, f32(c, l.Bias))
+	if byRow && stride == 1 && b.mode == ConvAuto {
+		if y := b.winograd(l, x, false); y != nil {
+			return y
 		}
 	}
 	var y *ggml.Tensor
@@ -249,16 +245,42 @@ func (b *builder) convAs(l *nn.Conv2D, x *ggml.Tensor, stride, pad int, typ ggml
 	return y
 }
 
+// winograd is our CPU kernels' Winograd convolution of x (or of its
+// nearest 2× upsample) with the 3×3 kernel of l, in f32: 4/9 of the
+// multiplies, in bands inside the op (no columns and no bands in the
+// graph), and faster than ggml's f16 products, so F16Products leaves it.
+// nil when the graph is not for the CPU or the op does not take x.
+func (b *builder) winograd(l *nn.Conv2D, x *ggml.Tensor, upsample bool) *ggml.Tensor {
+	c := b.c
+	if !c.CPUKernels() || l.Weight.Ne(0) != 3 || l.Weight.Ne(1) != 3 {
+		return nil
+	}
+	kernel := nn.KernelByRow(c, c.Cast(l.Weight, ggml.TypeF32))
+	switch {
+	case !ggml.Conv3x3CPUFits(kernel, x):
+		return nil
+	case upsample:
+		return c.UpsampleConv3x3CPU(kernel, x, f32(c, l.Bias))
+	}
+	return c.Conv3x3CPU(kernel, x, f32(c, l.Bias))
+}
+
 // upsample is an up block's nearest 2× upsample and 3×3 convolution, in
-// f32 (its input is the residual stream). With VAE.PhaseUpsamplers, under
-// ConvAuto, for one image, it convolves the input's four phases instead
-// (nn.UpsampleConv2D): 4/9 of the arithmetic, and no upsampled image. The
-// upsampler to the top resolution (last) keeps the two steps: there the
-// phases' buffers left the allocator holes that the next resnet's
-// full-size tensors do not fit, and a 1024² decode peaked at 3.5 GiB
-// instead of 3.0.
+// f32 (its input is the residual stream). On the CPU it is our Winograd
+// convolution reading the input as upsampled. Else, with
+// VAE.PhaseUpsamplers, under ConvAuto, for one image, it convolves the
+// input's four phases instead (nn.UpsampleConv2D): 4/9 of the arithmetic,
+// and no upsampled image. The upsampler to the top resolution (last) keeps
+// the two steps: there the phases' buffers left the allocator holes that
+// the next resnet's full-size tensors do not fit, and a 1024² decode
+// peaked at 3.5 GiB instead of 3.0.
 func (b *builder) upsample(l *nn.Conv2D, x *ggml.Tensor, last bool) *ggml.Tensor {
 	c := b.c
+	if b.mode == ConvAuto {
+		if y := b.winograd(l, x, true); y != nil {
+			return y
+		}
+	}
 	if !b.phases || last || b.mode != ConvAuto || x.Ne(3) != 1 || l.Weight.Ne(0) != 3 || l.Weight.Ne(1) != 3 {
 		return b.conv(l, c.UpscaleNearest(x, 2), 1, 1)
 	}
