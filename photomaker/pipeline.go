@@ -62,11 +62,13 @@ type Config struct {
 	// CPU always accumulates in f32.
 	F16Accumulation bool
 	// VAEF16 lets the VAE decoder's convolutions of normalized inputs
-	// multiply f16 operands (vae.VAE.F16Products): about 70 % of its
-	// arithmetic at f16 speed (its decode 10–11 % faster on a CPU; on a
-	// GPU f16 rather than TF32 tensor-core products, not yet measured), the image within
-	// 5e-3 of diffusers' f32 decode on the reference kit (0.6 of one 8-bit
-	// level). Off: the whole VAE is f32.
+	// multiply f16 operands on a GPU (vae.VAE.F16Products): about 70 % of
+	// its arithmetic at f16 rather than TF32 tensor-core speed (not yet
+	// measured), the image within 5e-3 of diffusers' f32 decode on the
+	// reference kit (0.6 of one 8-bit level). The CPU's convolutions stay
+	// f32: our Winograd kernels are faster there than f16 products (the
+	// option made a 512² decode 10–11 % faster before them). Off: the whole
+	// VAE is f32.
 	VAEF16 bool
 	// ReleaseEncoders frees the text and ID encoders' weights once a
 	// request's prompts and photos are encoded, and loads them again for

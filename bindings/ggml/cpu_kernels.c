@@ -46,6 +46,18 @@ static inline void thread_rows(int64_t n, int ith, int nth, int64_t * lo, int64_
 	*hi = *lo + per < n ? *lo + per : n;
 }
 
+// kernel_alloc is malloc for a kernel's scratch memory, which a custom op
+// cannot report as an error: it is at most about 20 MB a thread, so
+// failing means the process is out of address space.
+static void * kernel_alloc(size_t bytes, const char * kernel) {
+	void * p = malloc(bytes);
+	if (p == NULL) {
+		fprintf(stderr, "photomaker: out of memory: the CPU %s kernel needs %zu bytes\n", kernel, bytes);
+		abort();
+	}
+	return p;
+}
+
 // blend returns a where mask is set and b elsewhere.
 static inline vf blend(vi mask, vf a, vf b) { return (vf)(((vi)a & mask) | ((vi)b & ~mask)); }
 
@@ -323,11 +335,7 @@ static void attention_heads(struct ggml_tensor * dst, int ith, int nth, void * u
 	// Per thread: the block's queries transposed [D][qb], its scores and
 	// then probabilities [Nk][qb], and its outputs transposed [D][qb].
 	const size_t floats = (size_t)(qb * (2 * D + Nk));
-	float * buf = malloc(floats * sizeof(float));
-	if (buf == NULL) { // at most a few MB: the process is out of address space
-		fprintf(stderr, "photomaker: out of memory: the CPU attention kernel needs %zu bytes\n", floats * sizeof(float));
-		abort();
-	}
+	float * buf = kernel_alloc(floats * sizeof(float), "attention");
 	float * qt = buf, * s = qt + qb * D, * o = s + qb * Nk;
 	for (int64_t task = t0; task < t1; task++) {
 		const int64_t b = task / (H * blocks), h = task / blocks % H, q0 = task % blocks * qb;
@@ -407,18 +415,18 @@ struct ggml_tensor * pm_attention(struct ggml_context * ctx, struct ggml_tensor 
 	return ggml_set_name(t, "ATTENTION (ours)");
 }
 
-
 // Matrix products of f32 operands: dst [M, N…] = a [K, M] · b [K, N…], the
 // dot products of a's rows with b's. ggml's CPU takes them to llamafile's
 // tinyBLAS, which streams whole rows of K through each register tile and
 // reaches 110–128 GFLOP/s on the dev VM for the VAE's convolutions (its
 // f16 products reach 180). Here, as in BLAS libraries, a thread copies a
-// block of MM_MC rows of a and MM_KC of K into panels of MM_MR rows stored
-// k by k (a transpose that stays in L2); a register tile of MM_MR rows
-// (three vectors along M, which is dst's contiguous dimension) times MM_NR
-// rows of b sums over the block's k with one vector load per vector and
-// one broadcast per b row, and adds into dst. Blocks of K longer than
-// MM_KC are split evenly; each adds its sum into dst.
+// block of a's rows (MM_PANEL floats) and MM_KC of K into panels of MM_MR
+// rows stored k by k (a transpose that stays in L2); a register tile of
+// MM_MR rows (three vectors along M, which is dst's contiguous dimension)
+// times MM_NR rows of b sums over the block's k with one vector load per
+// vector and one broadcast per b row, and adds into dst. K longer than
+// MM_KC is split into even blocks; each adds its sum into dst. On the dev
+// VM: 160–180 GFLOP/s (BenchmarkMulMatVAE).
 enum { MM_MR = 3 * PM_LANES, MM_NR = 4, MM_KC = 384, MM_PANEL = 46080 /* floats of a's block: 180 KB */ };
 
 // gemm_tile adds (or stores, when first) Σ_k ap[k][i]·b_j[k] for MM_MR rows
@@ -463,13 +471,24 @@ static inline void gemm_tile(int64_t kc, const float * ap, const float * const b
 // gemm_operands are a product's operands as raw rows: row m of a (k
 // contiguous; with by_k, row k of a holding m contiguous, as the Winograd
 // transforms write it), row n of b (k contiguous) and row n of c (m
-// contiguous), ld* apart in floats.
+// contiguous), ld* apart in floats. Or a's rows are q8_0 blocks, a8
+// (lda8 bytes apart), dequantized as they are packed: the products then
+// multiply f32 activations, where ggml's CPU quantizes them to q8_0 too.
 struct gemm_operands {
 	const float * a, * b;
 	float * c;
 	int64_t lda, ldb, ldc;
 	bool by_k;
+	const char * a8;
+	int64_t lda8;
 };
+
+// block_q8_0 is ggml's q8_0 block: 32 values q·d.
+struct block_q8_0 {
+	ggml_fp16_t d;
+	int8_t q[32];
+};
+_Static_assert(sizeof(struct block_q8_0) == 34, "q8_0 blocks are 34 bytes");
 
 // gemm_pack copies rows [m0, m0+mc) and k [k0, k0+kc) of a into panels of
 // MM_MR rows, k by k; rows past mc are zeros.
@@ -485,6 +504,19 @@ static void gemm_pack(float * ap, const struct gemm_operands * g, int64_t m0, in
 			continue;
 		}
 		for (int64_t i = 0; i < MM_MR; i++) {
+			if (i < rows && g->a8 != NULL) { // k0 and kc are whole blocks
+				const struct block_q8_0 * blk = (const struct block_q8_0 *)(g->a8 + (m0 + ir + i) * g->lda8) + k0 / 32;
+				ggml_fp16_t h[MM_KC / 32];
+				float scale[MM_KC / 32];
+				for (int64_t j = 0; j < kc / 32; j++) {
+					h[j] = blk[j].d;
+				}
+				ggml_cpu_fp16_to_fp32(h, scale, kc / 32);
+				for (int64_t k = 0; k < kc; k++) {
+					d[k * MM_MR + i] = scale[k / 32] * (float)blk[k / 32].q[k % 32];
+				}
+				continue;
+			}
 			const float * s = g->a + (m0 + ir + i) * g->lda + k0;
 			for (int64_t k = 0; k < kc; k++) {
 				d[k * MM_MR + i] = i < rows ? s[k] : 0.0f;
@@ -493,20 +525,21 @@ static void gemm_pack(float * ap, const struct gemm_operands * g, int64_t m0, in
 	}
 }
 
-// gemm_k_block is the length of the blocks K is split into, and
-// gemm_m_block the rows of a packed at once: ap must hold their product.
-static inline int64_t gemm_k_block(int64_t K) {
-	const int64_t blocks = (K + MM_KC - 1) / MM_KC;
-	return (K + blocks - 1) / blocks;
+// gemm_k_block is the length of the blocks K is split into (whole q8_0
+// blocks for a8), and gemm_m_block the rows of a packed at once: ap must
+// hold their product.
+static inline int64_t gemm_k_block(int64_t K, bool q8) {
+	const int64_t blocks = (K + MM_KC - 1) / MM_KC, kc = (K + blocks - 1) / blocks;
+	return q8 ? (kc + 31) / 32 * 32 : kc;
 }
 
 static inline int64_t gemm_m_block(int64_t kc) { return (MM_PANEL / kc / MM_MR > 0 ? MM_PANEL / kc / MM_MR : 1) * MM_MR; }
 
 // gemm_block computes rows [m0, m1) and columns [n0, n1) of c = a·bᵀ over
-// K, packing a into ap (gemm_m_block(gemm_k_block(K)) · gemm_k_block(K)
-// floats).
+// K, packing a into ap (gemm_m_block(kc)·kc floats, kc = gemm_k_block(K,
+// a8 != NULL)).
 static void gemm_block(const struct gemm_operands * g, int64_t K, int64_t m0, int64_t m1, int64_t n0, int64_t n1, float * ap) {
-	const int64_t kcmax = gemm_k_block(K), mc = gemm_m_block(kcmax);
+	const int64_t kcmax = gemm_k_block(K, g->a8 != NULL), mc = gemm_m_block(kcmax);
 	for (int64_t k0 = 0; k0 < K; k0 += kcmax) {
 		const int64_t kc = K - k0 < kcmax ? K - k0 : kcmax;
 		for (int64_t i0 = m0; i0 < m1; i0 += mc) {
@@ -538,18 +571,6 @@ static void gemm_block(const struct gemm_operands * g, int64_t K, int64_t m0, in
 	}
 }
 
-// kernel_alloc is malloc for a kernel's scratch memory, which a custom op
-// cannot report as an error: it is at most a few MB, so failing means the
-// process is out of address space.
-static void * kernel_alloc(size_t bytes, const char * kernel) {
-	void * p = malloc(bytes);
-	if (p == NULL) {
-		fprintf(stderr, "photomaker: out of memory: the CPU %s kernel needs %zu bytes\n", kernel, bytes);
-		abort();
-	}
-	return p;
-}
-
 // gemm_split is thread ith's share of an M×N product: whole tiles of M
 // when there are enough of them, else of N. False when it has none.
 static bool gemm_split(int64_t M, int64_t N, int ith, int nth, int64_t * m0, int64_t * m1, int64_t * n0, int64_t * n1) {
@@ -566,8 +587,8 @@ static bool gemm_split(int64_t M, int64_t N, int ith, int nth, int64_t * m0, int
 }
 
 // gemm_pack_alloc allocates the packing buffer of a product over K.
-static float * gemm_pack_alloc(int64_t K) {
-	const int64_t kc = gemm_k_block(K);
+static float * gemm_pack_alloc(int64_t K, bool q8) {
+	const int64_t kc = gemm_k_block(K, q8);
 	return kernel_alloc((size_t)(gemm_m_block(kc) * kc) * sizeof(float), "matrix product");
 }
 
@@ -576,13 +597,15 @@ static void gemm_rows(struct ggml_tensor * dst, int ith, int nth, void * userdat
 	(void)userdata;
 	const struct ggml_tensor * a = dst->src[0], * b = dst->src[1];
 	const int64_t K = a->ne[0], M = a->ne[1], N = b->ne[1] * b->ne[2] * b->ne[3];
-	const struct gemm_operands g = {(const float *)a->data, (const float *)b->data, (float *)dst->data,
-	                                a->nb[1] / (int64_t)sizeof(float), b->nb[1] / (int64_t)sizeof(float), M, false};
+	const bool q8 = a->type == GGML_TYPE_Q8_0;
+	const struct gemm_operands g = {q8 ? NULL : (const float *)a->data, (const float *)b->data, (float *)dst->data,
+	                                a->nb[1] / (int64_t)sizeof(float), b->nb[1] / (int64_t)sizeof(float), M, false,
+	                                q8 ? (const char *)a->data : NULL, a->nb[1]};
 	int64_t m0, m1, n0, n1;
 	if (!gemm_split(M, N, ith, nth, &m0, &m1, &n0, &n1)) {
 		return;
 	}
-	float * ap = gemm_pack_alloc(K);
+	float * ap = gemm_pack_alloc(K, q8);
 	gemm_block(&g, K, m0, m1, n0, n1, ap);
 	free(ap);
 }
@@ -600,11 +623,11 @@ static void conv1x1_op(struct ggml_tensor * dst, int ith, int nth, void * userda
 	if (!gemm_split(P, cout, ith, nth, &m0, &m1, &n0, &n1)) {
 		return;
 	}
-	float * ap = gemm_pack_alloc(cin);
+	float * ap = gemm_pack_alloc(cin, false);
 	for (int64_t b = 0; b < x->ne[3]; b++) {
 		float * C = (float *)dst->data + b * cout * P;
 		const struct gemm_operands g = {(const float *)((const char *)x->data + b * x->nb[3]), (const float *)w->data, C,
-		                                x->nb[2] / (int64_t)sizeof(float), w->nb[1] / (int64_t)sizeof(float), P, true};
+		                                x->nb[2] / (int64_t)sizeof(float), w->nb[1] / (int64_t)sizeof(float), P, true, NULL, 0};
 		gemm_block(&g, cin, m0, m1, n0, n1, ap);
 		for (int64_t co = n0; bias != NULL && co < n1; co++) {
 			const float v = ((const float *)bias->data)[co];
@@ -632,9 +655,10 @@ struct ggml_tensor * pm_conv1x1(struct ggml_context * ctx, struct ggml_tensor * 
 }
 
 bool pm_mul_mat_fits(const struct ggml_tensor * a, const struct ggml_tensor * b) {
-	if (a->type != GGML_TYPE_F32 || b->type != GGML_TYPE_F32 || a->ne[2] != 1 || a->ne[3] != 1 ||
-	    a->nb[0] != sizeof(float) || b->nb[0] != sizeof(float) || a->ne[0] != b->ne[0] ||
-	    a->nb[1] % sizeof(float) != 0 || b->nb[1] % sizeof(float) != 0) {
+	const bool q8 = a->type == GGML_TYPE_Q8_0 && a->ne[0] % 32 == 0;
+	if ((a->type != GGML_TYPE_F32 && !q8) || b->type != GGML_TYPE_F32 || a->ne[2] != 1 || a->ne[3] != 1 ||
+	    (!q8 && (a->nb[0] != sizeof(float) || a->nb[1] % sizeof(float) != 0)) || b->nb[0] != sizeof(float) ||
+	    a->ne[0] != b->ne[0] || b->nb[1] % sizeof(float) != 0) {
 		return false;
 	}
 	// b's rows one stride apart across its outer dimensions
@@ -668,10 +692,14 @@ struct ggml_tensor * pm_mul_mat(struct ggml_context * ctx, struct ggml_tensor * 
 // The second takes bands of rows of tiles, each thread its own: it
 // transforms a band's input (V = Bᵀ·d·B, [tiles, Cin] for each of the 16
 // ξ = 4·row + column), multiplies (M_ξ = V_ξ·U_ξ) and transforms back
-// (Aᵀ·M·A) into y, in scratch memory small enough to stay in cache: no
-// columns or partial products in the graph, and no bands there. V and M
-// keep tiles contiguous, so the transforms work on vectors of PM_LANES
-// tiles and the product packs V by plain copies.
+// (Aᵀ·M·A) into y, in scratch memory of its own (at most WINO_SCRATCH
+// floats): no columns or partial products in the graph, and no bands
+// there. V and M keep tiles contiguous, so the transforms work on vectors
+// of PM_LANES tiles and the product packs V by plain copies. On the dev VM,
+// a 512² UNet step's 3×3 convolutions took 2.5 s instead of 4.8 s of
+// ggml's f16 products over by-row columns, and the VAE decode 9.8 s
+// instead of 18.2 s with our f32 products over them.
+
 // SHUFFLE picks lanes of two vectors: clang's builtin, or GCC's, which
 // has it only from GCC 12 on (GCC 11 is still common) and has had
 // __builtin_shuffle, with the lanes as a vector, since 4.7.
@@ -890,7 +918,7 @@ static void wino_conv_op(struct ggml_tensor * dst, int ith, int nth, void * user
 	}
 	const int64_t band = wino_band_rows(tw, cin, cout), ld = band * tw; // V and M rows: a band's tiles
 	const int64_t len = 2 * ((tw + PM_LANES - 1) / PM_LANES) * PM_LANES + 2 + PM_LANES; // input rows, padded
-	const int64_t kc = gemm_k_block(cin), pack = gemm_m_block(kc) * kc;
+	const int64_t kc = gemm_k_block(cin, false), pack = gemm_m_block(kc) * kc;
 	const size_t floats = (size_t)(16 * ld * (cin + cout) + 4 * len + pack);
 	float * V = kernel_alloc(floats * sizeof(float), "Winograd convolution");
 	float * M = V + 16 * ld * cin, * buf = M + 16 * ld * cout, * ap = buf + 4 * len;
@@ -900,7 +928,7 @@ static void wino_conv_op(struct ggml_tensor * dst, int ith, int nth, void * user
 		wino_input_band(V, ld, x, W, H, up, b0, rows, buf, len);
 		for (int xi = 0; xi < 16; xi++) {
 			const struct gemm_operands g = {V + xi * cin * ld, (const float *)u->data + xi * cout * cin, M + xi * cout * ld,
-			                                ld, cin, ld, true};
+			                                ld, cin, ld, true, NULL, 0};
 			gemm_block(&g, cin, 0, tiles, 0, cout, ap);
 		}
 		wino_output_band(dst, M, ld, bias != NULL ? (const float *)bias->data : NULL, b0, rows);

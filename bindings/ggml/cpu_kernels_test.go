@@ -233,7 +233,7 @@ func TestAttentionKernel(t *testing.T) {
 // two and three, and short; M below, at and past the register tile and
 // the packed block (both thread splits: by M and, for few tiles, by N);
 // N not a multiple of the tile; a and b as strided views, b with outer
-// dimensions.
+// dimensions; q8_0 weights.
 func TestMulMatKernel(t *testing.T) {
 	r := rand.New(rand.NewPCG(9, 9))
 	for _, tc := range []struct{ k, m, n, b2 int }{
@@ -274,12 +274,41 @@ func TestMulMatKernel(t *testing.T) {
 			}
 		})
 	}
-	c := NewContext(16, 0)
+	// q8_0 weights: dequantized as they are packed, times f32 activations
+	// (ggml's CPU would quantize those to q8_0 too, so only float64 is
+	// the reference).
+	for _, tc := range []struct{ k, m, n int }{{640, 100, 300}, {2560, 30, 64}, {96, 4096, 8}} {
+		t.Run(fmt.Sprintf("q8_0_k%d_m%d_n%d", tc.k, tc.m, tc.n), func(t *testing.T) {
+			a, b := randn(r, tc.k*tc.m), randn(r, tc.k*tc.n)
+			q, err := Quantize(TypeQ8_0, a, int64(tc.k))
+			require.NoError(t, err)
+			a, err = Dequantize(TypeQ8_0, q, int64(len(a)))
+			require.NoError(t, err)
+			got, _ := compute(t, func(c *Context) *Tensor {
+				y := c.MulMat(c.Input(TypeQ8_0, q, int64(tc.k), int64(tc.m)), c.InputF32(b, int64(tc.k), int64(tc.n)))
+				require.Equal(t, "CUSTOM", y.Op(), "our kernel takes the product")
+				return y
+			})
+			for j := 0; j < tc.n; j++ {
+				for i := 0; i < tc.m; i++ {
+					var want, size float64
+					for k := 0; k < tc.k; k++ {
+						p := float64(a[i*tc.k+k]) * float64(b[j*tc.k+k])
+						want += p
+						size += math.Abs(p)
+					}
+					require.InDelta(t, want, float64(got[j*tc.m+i]), 1e-6*size, "row %d column %d", i, j)
+				}
+			}
+		})
+	}
+	c := NewContext(32, 0)
 	defer c.Free()
 	c.SetCPUKernels(true)
 	big := c.NewTensor(TypeF32, 256, 256)
 	require.Equal(t, "CUSTOM", c.MulMat(big, c.NewTensor(TypeF32, 256, 64)).Op())
 	require.Equal(t, "MUL_MAT", c.MulMat(c.NewTensor(TypeF16, 256, 256), c.NewTensor(TypeF32, 256, 64)).Op(), "f16 weights")
+	require.Equal(t, "MUL_MAT", c.MulMat(c.NewTensor(TypeQ4_K, 256, 256), c.NewTensor(TypeF32, 256, 64)).Op(), "q4_K weights")
 	require.Equal(t, "MUL_MAT", c.MulMat(big, c.NewTensor(TypeF32, 256, 3)).Op(), "matrix-vector products")
 	require.Equal(t, "MUL_MAT", c.MulMat(c.NewTensor(TypeF32, 256, 256, 2), c.NewTensor(TypeF32, 256, 64, 2)).Op(), "batched a")
 	require.Equal(t, "MUL_MAT", c.MulMat(c.NewTensor(TypeF32, 64, 64), c.NewTensor(TypeF32, 64, 64)).Op(), "small products")

@@ -55,7 +55,7 @@ func f16AccumFlag() cli.Flag {
 // vaeF16Flag is --vae-f16, shared like vramFlag.
 func vaeF16Flag() cli.Flag {
 	return &cli.BoolFlag{Name: "vae-f16", EnvVars: envs("vae-f16"),
-		Usage: "decode with f16 operands in the VAE's convolutions that follow a group norm (sums stay f32; the rest of the VAE, which would overflow f16, stays f32): about 10 % faster on a CPU, PNG values within one level of the f32 decode"}
+		Usage: "on a GPU, decode with f16 operands in the VAE's convolutions that follow a group norm (sums stay f32; the rest of the VAE, which would overflow f16, stays f32), PNG values within one level of the f32 decode; the CPU's convolutions stay f32 (our Winograd kernels, faster there)"}
 }
 
 // vramMode reads --vram: a usage error unless it names a mode.

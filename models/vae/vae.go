@@ -84,13 +84,16 @@ type VAE struct {
 	// three quarters of the decoder's arithmetic, at f16 speed. Only
 	// normalized values go to f16; the residual stream, which overflows
 	// f16 in SDXL's VAE, stays f32. Off: everything is f32, as diffusers
-	// decodes.
+	// decodes. Graphs with our CPU kernels (ggml.Context.CPUKernels) keep
+	// their Winograd convolutions in f32, faster there.
 	F16Products bool
 	// PhaseUpsamplers convolves the four phases of the upsamplers' input
 	// (nn.UpsampleConv2D) instead of the upsampled image, but for the last
 	// upsampler: 4/9 of their arithmetic. Load sets it on the CPU, where the
 	// arithmetic is the cost. On GPUs ggml-cuda interleaves the phases with
 	// one block per pair of values, which would cost more than it saves.
+	// Graphs with our CPU kernels take the Winograd convolution that reads
+	// the input as upsampled instead (the same 4/9, every upsampler).
 	PhaseUpsamplers bool
 	// colLimit, if set, replaces the column limit (tests: banding at the
 	// tiny VAE's sizes).
