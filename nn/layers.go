@@ -109,7 +109,7 @@ func (l *Conv2D) Forward(c *ggml.Context, x *ggml.Tensor, stride, pad int) *ggml
 // junk between images. The bias add (or a copy) then picks the output
 // rows: every stride-th, skipping the junk.
 func (l *Conv2D) forwardByRow(c *ggml.Context, x *ggml.Tensor, stride int) *ggml.Tensor {
-	if stride == 1 && l.winograd(c, x) {
+	if stride == 1 && l.winograd(c, x, 1) {
 		// Our CPU kernels' Winograd convolution: 4/9 of the multiplies.
 		return c.Conv3x3CPU(l.Weight, x, l.Bias)
 	}
@@ -131,9 +131,10 @@ func (l *Conv2D) forwardByRow(c *ggml.Context, x *ggml.Tensor, stride int) *ggml
 }
 
 // winograd says whether our CPU kernels' Winograd convolution
-// (ggml.Context.Conv3x3CPU) takes this by-row kernel, bias and image.
-func (l *Conv2D) winograd(c *ggml.Context, x *ggml.Tensor) bool {
-	return c.CPUKernels() && ggml.Conv3x3CPUFits(l.Weight, x) && l.preciseBias()
+// (ggml.Context.Conv3x3CPU) takes this by-row kernel, bias and image
+// (upsampled up times), and is faster there.
+func (l *Conv2D) winograd(c *ggml.Context, x *ggml.Tensor, up int) bool {
+	return c.CPUKernels() && ggml.Conv3x3CPUFits(l.Weight, x) && ggml.Conv3x3CPUPays(x, up) && l.preciseBias()
 }
 
 // preciseBias says whether the bias is what our CPU kernels add: none, or
@@ -263,7 +264,7 @@ type Upsample struct {
 
 // Forward doubles the spatial size.
 func (l *Upsample) Forward(c *ggml.Context, x *ggml.Tensor) *ggml.Tensor {
-	if k := &l.Conv; k.byRow && k.winograd(c, x) {
+	if k := &l.Conv; k.byRow && k.winograd(c, x, 2) {
 		// Our CPU kernels read the input as upsampled: no 4× image.
 		return c.UpsampleConv3x3CPU(k.Weight, x, k.Bias)
 	}

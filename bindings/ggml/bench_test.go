@@ -92,17 +92,24 @@ func BenchmarkConv2D(b *testing.B) {
 		name   string
 		typ    Type
 		direct bool
-	}{{"im2col_f16", TypeF16, false}, {"im2col_f32", TypeF32, false}, {"direct_f32", TypeF32, true}} {
+		ours   bool
+	}{{"im2col_f16", TypeF16, false, false}, {"im2col_f32", TypeF32, false, false}, {"direct_f32", TypeF32, true, false},
+		{"winograd_f16_ours", TypeF16, false, true}} {
 		wb, err := Quantize(cs.typ, w, 3)
 		if err != nil {
 			b.Fatal(err)
 		}
+		// Rates count the direct convolution's multiply-adds for every
+		// kind; Winograd's own are 4/9 of them.
 		b.Run(cs.name, func(b *testing.B) {
 			benchGraph(b, 2*W*H*C*O*9, func(c *Context) *Tensor {
 				k := c.Input(cs.typ, wb, 3, 3, C, O)
 				img := c.InputF32(x, W, H, C, 1)
-				if cs.direct {
+				switch {
+				case cs.direct:
 					return c.Conv2DDirect(k, img, 1, 1, 1, 1, 1, 1)
+				case cs.ours:
+					return c.Conv3x3CPU(c.Cont(c.Permute(k, 0, 3, 1, 2)), img, nil) // the kernel by row
 				}
 				return c.Conv2D(k, img, 1, 1, 1, 1, 1, 1)
 			})

@@ -844,13 +844,13 @@ static void wino_input_band(float * V, int64_t ldv, const struct ggml_tensor * x
 	}
 }
 
-// wino_output_band writes tile rows [r0, r0+rows) of y [W, H, Cout, B]
-// (contiguous) from M [16][Cout][nt] (ldm apart), adding bias (Cout
-// floats) when not NULL.
-static void wino_output_band(struct ggml_tensor * y, const float * M, int64_t ldm, const float * bias, int64_t r0,
-                             int64_t rows) {
+// wino_output_band writes output channels [c0, c1) of tile rows [r0,
+// r0+rows) of y [W, H, Cout, B] (contiguous) from M [16][Cout][nt] (ldm
+// apart), adding bias (Cout floats) when not NULL.
+static void wino_output_band(struct ggml_tensor * y, const float * M, int64_t ldm, const float * bias, int64_t c0,
+                             int64_t c1, int64_t r0, int64_t rows) {
 	const int64_t W = y->ne[0], H = y->ne[1], cout = y->ne[2], tw = (W + 1) / 2, th = (H + 1) / 2;
-	for (int64_t co = 0; co < cout; co++) {
+	for (int64_t co = c0; co < c1; co++) {
 		const vf bv = splat(bias != NULL ? bias[co] : 0.0f);
 		for (int64_t r = 0; r < rows; r++) {
 			const int64_t ty = (r0 + r) % th, b = (r0 + r) / th;
@@ -903,17 +903,38 @@ static int64_t wino_band_rows(int64_t tw, int64_t cin, int64_t cout) {
 	return tiles / tw > 0 ? tiles / tw : 1;
 }
 
+// wino_split is thread ith's share of a convolution: rows of tiles [*r0,
+// *r1) and output channels [*c0, *c1). Threads split the rows while each
+// gets WINO_TILES tiles or more; with fewer (small images, many threads)
+// they also split the output channels, so that the product's tiles stay
+// full and each thread reads only its part of U (for 1280 channels,
+// 105 MB). False when the thread has nothing to do.
+static bool wino_split(int64_t rows, int64_t tw, int64_t cout, int ith, int nth, int64_t * r0, int64_t * r1,
+                       int64_t * c0, int64_t * c1) {
+	int q = 1; // groups of output channels: a divisor of nth, each of 32 channels or more
+	for (int d = 2; d <= nth && rows * tw * q < (int64_t)nth * WINO_TILES && cout >= d * 8 * MM_NR; d++) {
+		if (nth % d == 0) {
+			q = d;
+		}
+	}
+	const int groups = nth / q; // of rows
+	thread_rows(rows, ith / q, groups, r0, r1);
+	thread_rows((cout + MM_NR - 1) / MM_NR, ith % q, q, c0, c1);
+	*c0 *= MM_NR, *c1 = *c1 * MM_NR < cout ? *c1 * MM_NR : cout;
+	return *r0 < *r1 && *c0 < *c1;
+}
+
 // wino_conv_op is the convolution: src[0] x [W, H, Cin, B] (upsampled by
 // the userdata's factor, 1 or 2), src[1] U [Cin, Cout, 16], src[2] bias
-// [Cout] or none. Threads split the rows of tiles.
+// [Cout] or none. Threads split the rows of tiles, and for few tiles the
+// output channels (wino_split).
 static void wino_conv_op(struct ggml_tensor * dst, int ith, int nth, void * userdata) {
 	const int up = (int)(uintptr_t)userdata;
 	const struct ggml_tensor * x = dst->src[0], * u = dst->src[1], * bias = dst->src[2];
 	const int64_t W = dst->ne[0], H = dst->ne[1], cin = x->ne[2], cout = u->ne[1];
 	const int64_t tw = (W + 1) / 2, th = (H + 1) / 2;
-	int64_t r0, r1;
-	thread_rows(x->ne[3] * th, ith, nth, &r0, &r1);
-	if (r0 >= r1) {
+	int64_t r0, r1, c0, c1;
+	if (!wino_split(x->ne[3] * th, tw, cout, ith, nth, &r0, &r1, &c0, &c1)) {
 		return;
 	}
 	const int64_t band = wino_band_rows(tw, cin, cout), ld = band * tw; // V and M rows: a band's tiles
@@ -929,9 +950,9 @@ static void wino_conv_op(struct ggml_tensor * dst, int ith, int nth, void * user
 		for (int xi = 0; xi < 16; xi++) {
 			const struct gemm_operands g = {V + xi * cin * ld, (const float *)u->data + xi * cout * cin, M + xi * cout * ld,
 			                                ld, cin, ld, true, NULL, 0};
-			gemm_block(&g, cin, 0, tiles, 0, cout, ap);
+			gemm_block(&g, cin, 0, tiles, c0, c1, ap);
 		}
-		wino_output_band(dst, M, ld, bias != NULL ? (const float *)bias->data : NULL, b0, rows);
+		wino_output_band(dst, M, ld, bias != NULL ? (const float *)bias->data : NULL, c0, c1, b0, rows);
 	}
 	free(V);
 }

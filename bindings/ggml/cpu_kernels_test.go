@@ -440,3 +440,35 @@ func TestConv1x1Kernel(t *testing.T) {
 		})
 	}
 }
+
+// TestConv3x3KernelThreads checks that the Winograd convolution's result
+// does not depend on how threads split it (rows of tiles, and for few
+// tiles output channels too): each output sums the same products in the
+// same order, so 2, 3 and 8 threads give one thread's values bit for bit.
+func TestConv3x3KernelThreads(t *testing.T) {
+	r := rand.New(rand.NewPCG(15, 15))
+	for _, tc := range []struct{ w, h, cin, cout, b int }{{8, 8, 32, 256, 2}, {40, 12, 16, 40, 1}, {6, 6, 8, 520, 1}} {
+		x, k, bias := randn(r, tc.w*tc.h*tc.cin*tc.b), randn(r, 9*tc.cin*tc.cout), randn(r, tc.cout)
+		build := func(c *Context) *Tensor {
+			return c.Conv3x3CPU(c.InputF32(k, 3, int64(tc.cin), int64(tc.cout), 3),
+				c.InputF32(x, int64(tc.w), int64(tc.h), int64(tc.cin), int64(tc.b)), c.InputF32(bias, int64(tc.cout)))
+		}
+		var want []float32
+		for _, threads := range []int{1, 2, 3, 8} {
+			b, err := NewCPUBackend(threads)
+			require.NoError(t, err)
+			got, _ := computeOn(t, b, build)
+			b.Close()
+			if want == nil {
+				want = got
+				continue
+			}
+			require.Len(t, got, len(want))
+			for i := range want {
+				if want[i] != got[i] {
+					t.Fatalf("%+v with %d threads: value %d is %g, with one thread %g", tc, threads, i, got[i], want[i])
+				}
+			}
+		}
+	}
+}

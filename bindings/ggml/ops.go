@@ -153,6 +153,17 @@ func (c *Context) conv3x3CPU(kernel, x, bias *Tensor, up int) *Tensor {
 	return c.wrap(C.pm_conv3x3(c.p, kernel.p, x.p, b, C.int(up)))
 }
 
+// Conv3x3CPUPays says whether Conv3x3CPU (up 1) or UpsampleConv3x3CPU
+// (up 2) is worth it for image x: its kernel transform writes and the
+// product reads 64 bytes per input and output channel, which the
+// multiply-adds saved against ggml's by-row products (20 per tile and
+// channel pair) repay from about 64 tiles on (a cost model with the dev
+// VM's rates; SDXL at 512² has 128 in its deepest level, at 256² 32).
+func Conv3x3CPUPays(x *Tensor, up int) bool {
+	w, h := int64(up)*x.Ne(0), int64(up)*x.Ne(1)
+	return (w+1)/2*((h+1)/2)*x.Ne(3) >= 64
+}
+
 // Conv3x3CPUFits says whether Conv3x3CPU takes this kernel and image.
 func Conv3x3CPUFits(kernel, x *Tensor) bool { return bool(C.pm_conv3x3_fits(kernel.p, x.p)) }
 

@@ -255,6 +255,13 @@ func (b *builder) winograd(l *nn.Conv2D, x *ggml.Tensor, upsample bool) *ggml.Te
 	if !c.CPUKernels() || l.Weight.Ne(0) != 3 || l.Weight.Ne(1) != 3 {
 		return nil
 	}
+	up := 1
+	if upsample {
+		up = 2
+	}
+	if !ggml.Conv3x3CPUPays(x, up) {
+		return nil
+	}
 	kernel := nn.KernelByRow(c, c.Cast(l.Weight, ggml.TypeF32))
 	switch {
 	case !ggml.Conv3x3CPUFits(kernel, x):
