@@ -471,9 +471,10 @@ func TestOpProfile(t *testing.T) {
 }
 
 // A graph's FLOPs are its products' multiply-adds, twice: counted here by
-// hand for a product, a fused attention and a direct convolution.
+// hand for a product, a fused attention, a direct convolution and our CPU
+// kernels.
 func TestGraphFLOPs(t *testing.T) {
-	c := NewContext(32, 0)
+	c := NewContext(64, 0)
 	defer c.Free()
 	a, b := c.NewTensor(TypeF16, 64, 32), c.NewTensor(TypeF32, 64, 16, 3)
 	q := c.NewTensor(TypeF32, 64, 10, 4, 2)                                        // D 64, 10 queries, 4 heads, batch 2
@@ -494,5 +495,23 @@ func TestGraphFLOPs(t *testing.T) {
 	require.Equal(t, "CUSTOM", cols.Op()) // our other custom op: no products
 	g.Expand(cols)
 	g.Expand(c.Add(b, b)) // not counted
-	require.Equal(t, int64(2*64*32*16*3+2*(2*64*10*20*4*2)+2*(3*3*8)*(12*12*5)+2*(2*64*10*20*4*2)), g.FLOPs())
+	total := int64(2*64*32*16*3 + 2*(2*64*10*20*4*2) + 2*(3*3*8)*(12*12*5) + 2*(2*64*10*20*4*2))
+	require.Equal(t, total, g.FLOPs())
+	// Our products and convolutions: what they multiply (Winograd: 16 per
+	// 2×2 output tile and channel pair; its kernel transform none).
+	mm := c.MulMat(c.NewTensor(TypeF32, 256, 256), c.NewTensor(TypeF32, 256, 64))
+	require.Equal(t, "CUSTOM", mm.Op())
+	g.Expand(mm)
+	total += 2 * 256 * 256 * 64
+	require.Equal(t, total, g.FLOPs())
+	byRow := c.NewTensor(TypeF32, 3, 8, 5, 3)
+	g.Expand(c.Conv3x3CPU(byRow, img, nil))
+	total += 2 * 16 * (6 * 6) * 8 * 5
+	require.Equal(t, total, g.FLOPs())
+	g.Expand(c.UpsampleConv3x3CPU(byRow, img, nil)) // 24×24 output
+	total += 2 * 16 * (12 * 12) * 8 * 5
+	require.Equal(t, total, g.FLOPs())
+	g.Expand(c.Conv1x1CPU(c.NewTensor(TypeF32, 64, 40), c.NewTensor(TypeF32, 32, 32, 64, 2), nil))
+	total += 2 * (32 * 32 * 64 * 2) * 40
+	require.Equal(t, total, g.FLOPs())
 }

@@ -378,7 +378,7 @@ func (g *Graph) FLOPs() int64 {
 			n += 2 * v.Ne(0) * q.Ne(1) * q.Ne(2) * q.Ne(3) * b.Ne(1) // softmax·v
 		case "CONV_2D": // kernel [KW, KH, Cin, Cout] over the output [OW, OH, Cout, N]
 			n += 2 * a.Ne(0) * a.Ne(1) * a.Ne(2) * t.Elements()
-		case "CUSTOM": // our CPU kernels (attention)
+		case "CUSTOM": // our CPU kernels (products, convolutions, attention)
 			n += int64(C.pm_kernel_flops(t.p))
 		}
 	}
