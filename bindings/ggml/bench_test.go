@@ -67,7 +67,7 @@ func BenchmarkMulMat(b *testing.B) {
 // The f32 products of the VAE decoder's 3×3 convolutions by kernel row
 // at 512² (columns [3·Cin, pixels] times one kernel row [3·Cin, Cout]): a
 // band of the top level (128 channels) and the 64² level (512 channels);
-// ggml's kernel and ours (cpu_kernels.c).
+// ggml's kernel and ours (cpu_gemm.c).
 func BenchmarkMulMatVAE(b *testing.B) {
 	for _, cs := range []struct{ k, m, n int }{{384, 52224, 128}, {1536, 3200, 512}} {
 		r := rand.New(rand.NewPCG(6, 6))

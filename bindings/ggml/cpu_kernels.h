@@ -1,4 +1,4 @@
-// Our own CPU kernels, as ggml custom ops (cpu_kernels.c).
+// Our own CPU kernels, as ggml custom ops (cpu_*.c).
 #ifndef PHOTOMAKER_CPU_KERNELS_H
 #define PHOTOMAKER_CPU_KERNELS_H
 

@@ -87,7 +87,7 @@ func pmEval(t *C.struct_ggml_tensor, ask C.bool, user unsafe.Pointer) C.bool {
 	tt := &Tensor{p: t}
 	op := tt.Op()
 	if (op == "CUSTOM" || strings.HasPrefix(op, "MAP_CUSTOM")) && tt.Name() != "" {
-		op = tt.Name() // our CPU kernels name their nodes (cpu_kernels.c)
+		op = tt.Name() // our CPU kernels name their nodes (cpu_*.c)
 	}
 	if ask {
 		return C.bool(!viewOps[op])

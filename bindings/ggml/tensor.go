@@ -41,7 +41,7 @@ func (c *Context) SetContiguousIm2Col(on bool) { c.contiguousIm2Col = on }
 func (c *Context) ContiguousIm2Col() bool { return c.contiguousIm2Col }
 
 // SetCPUKernels tells graph builders on c that the graph runs on the CPU
-// backend, so ops may take our own CPU kernels (cpu_kernels.c), which are
+// backend, so ops may take our own CPU kernels (cpu_*.c), which are
 // ggml custom ops that only the CPU runs. On another backend the scheduler
 // would move them to the CPU.
 func (c *Context) SetCPUKernels(on bool) { c.cpuKernels = on }

@@ -1,0 +1,181 @@
+// Our CPU attention kernel (see cpu_kernels.c).
+#include <math.h>
+
+#include "cpu_internal.h"
+
+// Attention: softmax(q·kᵀ·scale)·v per head, for heads of D values (a
+// multiple of 8, at most 1024) and at most ATTN_KEYS keys. ggml's CPU runs
+// q·kᵀ as dot products of D = 64 values, whose sums across the vector lanes
+// cost as much as the products (about 30 GFLOP/s on the dev VM), and 77
+// text keys, not a multiple of 8, go to its plain kernel (under 20). Here
+// a thread takes a block of up to ATTN_QMAX queries of one head, transposed
+// so that a vector holds one value of ATTN_QV queries, and both products
+// are outer products: a tile of 4 keys (q·kᵀ) or 4 dimensions (p·v) times
+// ATTN_QV queries, summed in registers. Keys and values are read in the
+// projections' own layout, row by row, once per block. A block's scores
+// take at most ATTN_SCORES floats (1 MB; more queries a block means fewer
+// passes over K and V: 4096 keys 117 → 129 GFLOP/s), and ATTN_KEYS bounds
+// the buffer each thread allocates: at most 6.5 MB.
+enum { ATTN_KEYS = 1 << 16, ATTN_SCORES = 1 << 18, ATTN_QV = 3 * PM_LANES, ATTN_QMAX = 9 * PM_LANES, ATTN_JB = 64 };
+
+bool pm_attention_fits(int64_t d, int64_t keys) { return d > 0 && d <= 1024 && d % 8 == 0 && keys > 0 && keys <= ATTN_KEYS; }
+
+// scores_tile writes s[j][i] = scale·Σ_d q[i][d]·k_j[d] for 4 keys j0 …
+// j0+3 (rows kr, the last repeated past the keys) and ATTN_QV queries
+// i0 … of the block, from qt [D][qb] (the block's queries transposed).
+static inline void scores_tile(float * s, int64_t qb, const float * qt, const float * const kr[4], int64_t D,
+                               int64_t i0, int64_t keys, float scale) {
+	vf a00 = splat(0.0f), a01 = a00, a02 = a00, a10 = a00, a11 = a00, a12 = a00;
+	vf a20 = a00, a21 = a00, a22 = a00, a30 = a00, a31 = a00, a32 = a00;
+	for (int64_t d = 0; d < D; d++) {
+		const float * qd = qt + d * qb + i0;
+		vf q0 = loadv(qd), q1 = loadv(qd + PM_LANES), q2 = loadv(qd + 2 * PM_LANES);
+		in_register(q0);
+		in_register(q1);
+		in_register(q2);
+		vf x = splat(kr[0][d]);
+		a00 += x * q0, a01 += x * q1, a02 += x * q2;
+		x = splat(kr[1][d]);
+		a10 += x * q0, a11 += x * q1, a12 += x * q2;
+		x = splat(kr[2][d]);
+		a20 += x * q0, a21 += x * q1, a22 += x * q2;
+		x = splat(kr[3][d]);
+		a30 += x * q0, a31 += x * q1, a32 += x * q2;
+	}
+	const vf acc[4][3] = {{a00, a01, a02}, {a10, a11, a12}, {a20, a21, a22}, {a30, a31, a32}};
+	for (int64_t t = 0; t < keys; t++) {
+		for (int v = 0; v < 3; v++) {
+			storev(s + t * qb + i0 + v * PM_LANES, acc[t][v] * splat(scale));
+		}
+	}
+}
+
+// values_tile adds Σ_j p[j][i]·v_j[d] over keys j of one chunk (rows vr)
+// to o[d][i] for 4 dimensions d0 … d0+3 and ATTN_QV queries i0 ….
+static inline void values_tile(float * o, int64_t qb, const float * p, const float * const * vr, int64_t keys,
+                               int64_t d0, int64_t i0) {
+	float * o0 = o + d0 * qb + i0, * o1 = o0 + qb, * o2 = o1 + qb, * o3 = o2 + qb;
+	const int L = PM_LANES;
+	vf a00 = loadv(o0), a01 = loadv(o0 + L), a02 = loadv(o0 + 2 * L), a10 = loadv(o1), a11 = loadv(o1 + L), a12 = loadv(o1 + 2 * L);
+	vf a20 = loadv(o2), a21 = loadv(o2 + L), a22 = loadv(o2 + 2 * L), a30 = loadv(o3), a31 = loadv(o3 + L), a32 = loadv(o3 + 2 * L);
+	for (int64_t j = 0; j < keys; j++) {
+		const float * pj = p + j * qb + i0;
+		vf p0 = loadv(pj), p1 = loadv(pj + L), p2 = loadv(pj + 2 * L);
+		in_register(p0);
+		in_register(p1);
+		in_register(p2);
+		const float * v = vr[j] + d0;
+		vf x = splat(v[0]);
+		a00 += x * p0, a01 += x * p1, a02 += x * p2;
+		x = splat(v[1]);
+		a10 += x * p0, a11 += x * p1, a12 += x * p2;
+		x = splat(v[2]);
+		a20 += x * p0, a21 += x * p1, a22 += x * p2;
+		x = splat(v[3]);
+		a30 += x * p0, a31 += x * p1, a32 += x * p2;
+	}
+	storev(o0, a00), storev(o0 + L, a01), storev(o0 + 2 * L, a02), storev(o1, a10), storev(o1 + L, a11), storev(o1 + 2 * L, a12);
+	storev(o2, a20), storev(o2 + L, a21), storev(o2 + 2 * L, a22), storev(o3, a30), storev(o3 + L, a31), storev(o3 + 2 * L, a32);
+}
+
+// pm_attention_op is the custom op: dst [C, Nq, B] = attention of q to k
+// and v, all three viewed as [D, H, N, B] (rows contiguous, any strides
+// above; k and v may have one image for all).
+void pm_attention_op(struct ggml_tensor * dst, int ith, int nth, void * userdata) {
+	const struct ggml_tensor * q = dst->src[0], * k = dst->src[1], * v = dst->src[2];
+	float scale;
+	const uint32_t bits = (uint32_t)(uintptr_t)userdata;
+	memcpy(&scale, &bits, sizeof scale);
+	const int64_t D = q->ne[0], H = q->ne[1], Nq = q->ne[2], B = q->ne[3], Nk = k->ne[2];
+	// Queries per block: what ATTN_SCORES floats of scores hold, in whole
+	// vectors, at most ATTN_QMAX.
+	int64_t qb = ATTN_SCORES / Nk > ATTN_QMAX ? ATTN_QMAX : ATTN_SCORES / Nk;
+	qb = qb < ATTN_QV ? ATTN_QV : qb - qb % ATTN_QV;
+	const int64_t blocks = (Nq + qb - 1) / qb;
+	int64_t t0, t1;
+	thread_rows(B * H * blocks, ith, nth, &t0, &t1);
+	if (t0 >= t1) {
+		return;
+	}
+	// Per thread: the block's queries transposed [D][qb], its scores and
+	// then probabilities [Nk][qb], and its outputs transposed [D][qb].
+	const size_t floats = (size_t)(qb * (2 * D + Nk));
+	float * buf = kernel_alloc(floats * sizeof(float), "attention");
+	float * qt = buf, * s = qt + qb * D, * o = s + qb * Nk;
+	for (int64_t task = t0; task < t1; task++) {
+		const int64_t b = task / (H * blocks), h = task / blocks % H, q0 = task % blocks * qb;
+		const int64_t n = Nq - q0 < qb ? Nq - q0 : qb;
+		const int64_t bk = k->ne[3] == 1 ? 0 : b, bv = v->ne[3] == 1 ? 0 : b;
+		const char * kh = (const char *)k->data + bk * k->nb[3] + h * k->nb[1];
+		const char * vh = (const char *)v->data + bv * v->nb[3] + h * v->nb[1];
+		for (int64_t i = 0; i < qb; i++) { // transpose the queries; zeros past n
+			const float * qr = (const float *)((const char *)q->data + b * q->nb[3] + h * q->nb[1] + (q0 + i) * q->nb[2]);
+			for (int64_t d = 0; d < D; d++) {
+				qt[d * qb + i] = i < n ? qr[d] : 0.0f;
+			}
+		}
+		for (int64_t j0 = 0; j0 < Nk; j0 += 4) {
+			const int64_t keys = Nk - j0 < 4 ? Nk - j0 : 4;
+			const float * kr[4];
+			for (int t = 0; t < 4; t++) {
+				kr[t] = (const float *)(kh + (j0 + (t < keys ? t : keys - 1)) * k->nb[2]);
+			}
+			for (int64_t i0 = 0; i0 < qb; i0 += ATTN_QV) {
+				scores_tile(s + j0 * qb, qb, qt, kr, D, i0, keys, scale);
+			}
+		}
+		// Softmax along the keys, ATTN_QV... queries per vector.
+		vf mx[ATTN_QMAX / PM_LANES], sum[ATTN_QMAX / PM_LANES];
+		const int64_t nv = qb / PM_LANES;
+		for (int64_t c = 0; c < nv; c++) {
+			mx[c] = splat(-INFINITY), sum[c] = splat(0.0f);
+		}
+		for (int64_t j = 0; j < Nk; j++) {
+			for (int64_t c = 0; c < nv; c++) {
+				const vf x = loadv(s + j * qb + c * PM_LANES);
+				mx[c] = blend(x > mx[c], x, mx[c]);
+			}
+		}
+		for (int64_t j = 0; j < Nk; j++) {
+			for (int64_t c = 0; c < nv; c++) {
+				const vf e = vexp(loadv(s + j * qb + c * PM_LANES) - mx[c]);
+				storev(s + j * qb + c * PM_LANES, e);
+				sum[c] += e;
+			}
+		}
+		memset(o, 0, (size_t)(qb * D) * sizeof(float));
+		const float * vr[ATTN_JB];
+		for (int64_t j0 = 0; j0 < Nk; j0 += ATTN_JB) { // a chunk of values for every query and dimension
+			const int64_t keys = Nk - j0 < ATTN_JB ? Nk - j0 : ATTN_JB;
+			for (int64_t j = 0; j < keys; j++) {
+				vr[j] = (const float *)(vh + (j0 + j) * v->nb[2]);
+			}
+			for (int64_t d0 = 0; d0 < D; d0 += 4) {
+				for (int64_t i0 = 0; i0 < qb; i0 += ATTN_QV) {
+					values_tile(o, qb, s + j0 * qb, vr, keys, d0, i0);
+				}
+			}
+		}
+		float inv[ATTN_QMAX];
+		for (int64_t c = 0; c < nv; c++) {
+			storev(inv + c * PM_LANES, splat(1.0f) / sum[c]);
+		}
+		for (int64_t i = 0; i < n; i++) {
+			float * out = (float *)((char *)dst->data + b * dst->nb[2] + (q0 + i) * dst->nb[1]) + h * D;
+			for (int64_t d = 0; d < D; d++) {
+				out[d] = o[d * qb + i] * inv[i];
+			}
+		}
+	}
+	free(buf);
+}
+
+struct ggml_tensor * pm_attention(struct ggml_context * ctx, struct ggml_tensor * q, struct ggml_tensor * k,
+                                  struct ggml_tensor * v, float scale) {
+	uint32_t bits;
+	memcpy(&bits, &scale, sizeof bits);
+	struct ggml_tensor * args[3] = {q, k, v};
+	struct ggml_tensor * t = ggml_custom_4d(ctx, GGML_TYPE_F32, q->ne[0] * q->ne[1], q->ne[2], q->ne[3], 1, args, 3,
+	                                        pm_attention_op, GGML_N_TASKS_MAX, (void *)(uintptr_t)bits);
+	return ggml_set_name(t, "ATTENTION (ours)");
+}

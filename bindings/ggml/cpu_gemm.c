@@ -1,0 +1,220 @@
+// Our CPU matrix products and 1×1 convolutions (see cpu_kernels.c).
+#include "cpu_internal.h"
+
+// gemm_tile adds (or stores, when first) Σ_k ap[k][i]·b_j[k] for MM_MR rows
+// i of the packed panel ap and MM_NR rows b_j into c[j·ldc + i], of which
+// only rows i < rows are written.
+static inline void gemm_tile(int64_t kc, const float * ap, const float * const br[MM_NR], float * c, int64_t ldc,
+                             bool first, int64_t rows) {
+	vf c00 = splat(0.0f), c01 = c00, c02 = c00, c10 = c00, c11 = c00, c12 = c00;
+	vf c20 = c00, c21 = c00, c22 = c00, c30 = c00, c31 = c00, c32 = c00;
+	const float * b0 = br[0], * b1 = br[1], * b2 = br[2], * b3 = br[3];
+	for (int64_t k = 0; k < kc; k++, ap += MM_MR) {
+		vf a0 = loadv(ap), a1 = loadv(ap + PM_LANES), a2 = loadv(ap + 2 * PM_LANES);
+		in_register(a0);
+		in_register(a1);
+		in_register(a2);
+		vf x = splat(b0[k]);
+		c00 += x * a0, c01 += x * a1, c02 += x * a2;
+		x = splat(b1[k]);
+		c10 += x * a0, c11 += x * a1, c12 += x * a2;
+		x = splat(b2[k]);
+		c20 += x * a0, c21 += x * a1, c22 += x * a2;
+		x = splat(b3[k]);
+		c30 += x * a0, c31 += x * a1, c32 += x * a2;
+	}
+	const vf acc[MM_NR][3] = {{c00, c01, c02}, {c10, c11, c12}, {c20, c21, c22}, {c30, c31, c32}};
+	for (int j = 0; j < MM_NR; j++) {
+		float * cj = c + j * ldc;
+		if (rows == MM_MR) {
+			for (int v = 0; v < 3; v++) {
+				storev(cj + v * PM_LANES, first ? acc[j][v] : acc[j][v] + loadv(cj + v * PM_LANES));
+			}
+			continue;
+		}
+		float t[MM_MR];
+		memcpy(t, acc[j], sizeof t);
+		for (int64_t i = 0; i < rows; i++) {
+			cj[i] = first ? t[i] : cj[i] + t[i];
+		}
+	}
+}
+
+// block_q8_0 is ggml's q8_0 block: 32 values q·d.
+struct block_q8_0 {
+	ggml_fp16_t d;
+	int8_t q[32];
+};
+_Static_assert(sizeof(struct block_q8_0) == 34, "q8_0 blocks are 34 bytes");
+
+// gemm_pack copies rows [m0, m0+mc) and k [k0, k0+kc) of a into panels of
+// MM_MR rows, k by k; rows past mc are zeros.
+static void gemm_pack(float * ap, const struct gemm_operands * g, int64_t m0, int64_t mc, int64_t k0, int64_t kc) {
+	for (int64_t ir = 0; ir < mc; ir += MM_MR) {
+		float * d = ap + ir * kc;
+		const int64_t rows = mc - ir < MM_MR ? mc - ir : MM_MR;
+		if (g->by_k) { // a panel's k-th line is a run of a's row k
+			for (int64_t k = 0; k < kc; k++, d += MM_MR) {
+				memcpy(d, g->a + (k0 + k) * g->lda + m0 + ir, (size_t)rows * sizeof(float));
+				memset(d + rows, 0, (size_t)(MM_MR - rows) * sizeof(float));
+			}
+			continue;
+		}
+		for (int64_t i = 0; i < MM_MR; i++) {
+			if (i < rows && g->a8 != NULL) { // k0 and kc are whole blocks
+				const struct block_q8_0 * blk = (const struct block_q8_0 *)(g->a8 + (m0 + ir + i) * g->lda8) + k0 / 32;
+				ggml_fp16_t h[MM_KC / 32];
+				float scale[MM_KC / 32];
+				for (int64_t j = 0; j < kc / 32; j++) {
+					h[j] = blk[j].d;
+				}
+				ggml_cpu_fp16_to_fp32(h, scale, kc / 32);
+				for (int64_t k = 0; k < kc; k++) {
+					d[k * MM_MR + i] = scale[k / 32] * (float)blk[k / 32].q[k % 32];
+				}
+				continue;
+			}
+			const float * s = g->a + (m0 + ir + i) * g->lda + k0;
+			for (int64_t k = 0; k < kc; k++) {
+				d[k * MM_MR + i] = i < rows ? s[k] : 0.0f;
+			}
+		}
+	}
+}
+
+// pm_gemm_block computes rows [m0, m1) and columns [n0, n1) of c = a·bᵀ over
+// K, packing a into ap (gemm_m_block(kc)·kc floats, kc = gemm_k_block(K,
+// a8 != NULL)).
+void pm_gemm_block(const struct gemm_operands * g, int64_t K, int64_t m0, int64_t m1, int64_t n0, int64_t n1, float * ap) {
+	const int64_t kcmax = gemm_k_block(K, g->a8 != NULL), mc = gemm_m_block(kcmax);
+	for (int64_t k0 = 0; k0 < K; k0 += kcmax) {
+		const int64_t kc = K - k0 < kcmax ? K - k0 : kcmax;
+		for (int64_t i0 = m0; i0 < m1; i0 += mc) {
+			const int64_t rows = m1 - i0 < mc ? m1 - i0 : mc;
+			gemm_pack(ap, g, i0, rows, k0, kc);
+			for (int64_t j0 = n0; j0 < n1; j0 += MM_NR) {
+				const int64_t cols = n1 - j0 < MM_NR ? n1 - j0 : MM_NR;
+				const float * br[MM_NR];
+				for (int t = 0; t < MM_NR; t++) {
+					br[t] = g->b + (j0 + (t < cols ? t : cols - 1)) * g->ldb + k0;
+				}
+				for (int64_t ir = 0; ir < rows; ir += MM_MR) {
+					const int64_t n = rows - ir < MM_MR ? rows - ir : MM_MR;
+					float * c = g->c + j0 * g->ldc + i0 + ir;
+					if (cols == MM_NR) {
+						gemm_tile(kc, ap + ir * kc, br, c, g->ldc, k0 == 0, n);
+						continue;
+					}
+					float t[MM_NR * MM_MR]; // the last columns: through a whole tile
+					gemm_tile(kc, ap + ir * kc, br, t, MM_MR, true, MM_MR);
+					for (int64_t j = 0; j < cols; j++) {
+						for (int64_t i = 0; i < n; i++) {
+							c[j * g->ldc + i] = k0 == 0 ? t[j * MM_MR + i] : c[j * g->ldc + i] + t[j * MM_MR + i];
+						}
+					}
+				}
+			}
+		}
+	}
+}
+
+// gemm_split is thread ith's share of an M×N product: whole tiles of M
+// when there are enough of them, else of N. False when it has none.
+static bool gemm_split(int64_t M, int64_t N, int ith, int nth, int64_t * m0, int64_t * m1, int64_t * n0, int64_t * n1) {
+	const int64_t tiles = (M + MM_MR - 1) / MM_MR;
+	*m0 = 0, *m1 = M, *n0 = 0, *n1 = N;
+	if (tiles >= 2 * nth) {
+		thread_rows(tiles, ith, nth, m0, m1);
+		*m0 *= MM_MR, *m1 = *m1 * MM_MR < M ? *m1 * MM_MR : M;
+	} else {
+		thread_rows((N + MM_NR - 1) / MM_NR, ith, nth, n0, n1);
+		*n0 *= MM_NR, *n1 = *n1 * MM_NR < N ? *n1 * MM_NR : N;
+	}
+	return *m0 < *m1 && *n0 < *n1;
+}
+
+// pm_gemm_op is the custom op of pm_mul_mat.
+void pm_gemm_op(struct ggml_tensor * dst, int ith, int nth, void * userdata) {
+	(void)userdata;
+	const struct ggml_tensor * a = dst->src[0], * b = dst->src[1];
+	const int64_t K = a->ne[0], M = a->ne[1], N = b->ne[1] * b->ne[2] * b->ne[3];
+	const bool q8 = a->type == GGML_TYPE_Q8_0;
+	const struct gemm_operands g = {q8 ? NULL : (const float *)a->data, (const float *)b->data, (float *)dst->data,
+	                                a->nb[1] / (int64_t)sizeof(float), b->nb[1] / (int64_t)sizeof(float), M, false,
+	                                q8 ? (const char *)a->data : NULL, a->nb[1]};
+	int64_t m0, m1, n0, n1;
+	if (!gemm_split(M, N, ith, nth, &m0, &m1, &n0, &n1)) {
+		return;
+	}
+	float * ap = gemm_pack_alloc(K, q8);
+	pm_gemm_block(&g, K, m0, m1, n0, n1, ap);
+	free(ap);
+}
+
+// pm_conv1x1_op is a 1×1 convolution: dst [W, H, Cout, B] from src[0] x [W,
+// H, Cin, B] (each channel's plane contiguous), src[1] w [Cin, Cout] and
+// src[2] bias [Cout] or none. Per image it is one product whose a is x
+// read by channel (by_k: row k is channel k's plane), so neither x nor the
+// result is transposed, as a matrix product in ggml's layouts needs.
+void pm_conv1x1_op(struct ggml_tensor * dst, int ith, int nth, void * userdata) {
+	(void)userdata;
+	const struct ggml_tensor * x = dst->src[0], * w = dst->src[1], * bias = dst->src[2];
+	const int64_t P = x->ne[0] * x->ne[1], cin = x->ne[2], cout = w->ne[1];
+	int64_t m0, m1, n0, n1;
+	if (!gemm_split(P, cout, ith, nth, &m0, &m1, &n0, &n1)) {
+		return;
+	}
+	float * ap = gemm_pack_alloc(cin, false);
+	for (int64_t b = 0; b < x->ne[3]; b++) {
+		float * C = (float *)dst->data + b * cout * P;
+		const struct gemm_operands g = {(const float *)((const char *)x->data + b * x->nb[3]), (const float *)w->data, C,
+		                                x->nb[2] / (int64_t)sizeof(float), w->nb[1] / (int64_t)sizeof(float), P, true, NULL, 0};
+		pm_gemm_block(&g, cin, m0, m1, n0, n1, ap);
+		for (int64_t co = n0; bias != NULL && co < n1; co++) {
+			const float v = ((const float *)bias->data)[co];
+			for (int64_t m = m0; m < m1; m++) {
+				C[co * P + m] += v;
+			}
+		}
+	}
+	free(ap);
+}
+
+bool pm_conv1x1_fits(const struct ggml_tensor * w, const struct ggml_tensor * x) {
+	return w->type == GGML_TYPE_F32 && x->type == GGML_TYPE_F32 && w->ne[2] == 1 && w->ne[3] == 1 &&
+	       w->nb[0] == sizeof(float) && w->nb[1] % sizeof(float) == 0 && w->ne[0] == x->ne[2] &&
+	       x->nb[0] == sizeof(float) && x->nb[1] == x->ne[0] * (int64_t)sizeof(float) && x->nb[2] % sizeof(float) == 0 &&
+	       x->ne[0] * x->ne[1] >= MM_MR && x->ne[0] * x->ne[1] * x->ne[2] * w->ne[1] >= (1 << 21);
+}
+
+struct ggml_tensor * pm_conv1x1(struct ggml_context * ctx, struct ggml_tensor * w, struct ggml_tensor * x,
+                                struct ggml_tensor * bias) {
+	struct ggml_tensor * args[3] = {x, w, bias};
+	struct ggml_tensor * t = ggml_custom_4d(ctx, GGML_TYPE_F32, x->ne[0], x->ne[1], w->ne[1], x->ne[3], args,
+	                                        bias != NULL ? 3 : 2, pm_conv1x1_op, GGML_N_TASKS_MAX, NULL);
+	return ggml_set_name(t, "CONV_1X1 (ours)");
+}
+
+bool pm_mul_mat_fits(const struct ggml_tensor * a, const struct ggml_tensor * b) {
+	const bool q8 = a->type == GGML_TYPE_Q8_0 && a->ne[0] % 32 == 0;
+	if ((a->type != GGML_TYPE_F32 && !q8) || b->type != GGML_TYPE_F32 || a->ne[2] != 1 || a->ne[3] != 1 ||
+	    (!q8 && (a->nb[0] != sizeof(float) || a->nb[1] % sizeof(float) != 0)) || b->nb[0] != sizeof(float) ||
+	    a->ne[0] != b->ne[0] || b->nb[1] % sizeof(float) != 0) {
+		return false;
+	}
+	// b's rows one stride apart across its outer dimensions
+	if ((b->ne[2] > 1 && b->nb[2] != b->ne[1] * b->nb[1]) || (b->ne[3] > 1 && b->nb[3] != b->ne[2] * b->nb[2])) {
+		return false;
+	}
+	const int64_t K = a->ne[0], M = a->ne[1], N = b->ne[1] * b->ne[2] * b->ne[3];
+	// Narrow products are ggml's (matrix-vector kernels); below a few
+	// million multiply-adds the op's start-up would show.
+	return M >= MM_MR && N >= MM_NR && K >= 8 && K * M * N >= (1 << 21);
+}
+
+struct ggml_tensor * pm_mul_mat(struct ggml_context * ctx, struct ggml_tensor * a, struct ggml_tensor * b) {
+	struct ggml_tensor * args[2] = {a, b};
+	struct ggml_tensor * t = ggml_custom_4d(ctx, GGML_TYPE_F32, a->ne[1], b->ne[1], b->ne[2], b->ne[3], args, 2, pm_gemm_op,
+	                                        GGML_N_TASKS_MAX, NULL);
+	return ggml_set_name(t, "MUL_MAT (ours)");
+}

@@ -1,0 +1,152 @@
+// Shared by our CPU kernels (cpu_*.c): vectors, thread splits, scratch
+// memory, and the matrix product the Winograd convolution reuses. Not part
+// of the Go bindings' C surface (cpu_kernels.h).
+#ifndef PHOTOMAKER_CPU_INTERNAL_H
+#define PHOTOMAKER_CPU_INTERNAL_H
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cpu_kernels.h"
+
+// Vectors as wide as the target's registers: 8 floats with AVX, else 4
+// (SSE2, NEON); wider ones would change the calling convention.
+#if defined(__AVX__)
+#define PM_LANES 8
+#else
+#define PM_LANES 4
+#endif
+typedef float vf __attribute__((vector_size(PM_LANES * 4)));
+typedef int32_t vi __attribute__((vector_size(PM_LANES * 4)));
+
+// splat fills a vector with x. (Not (vf){0} + x: 0 + x is not x for
+// x = −0, so the compiler must keep the addition.)
+#if PM_LANES == 8
+static inline vf splat(float x) { return (vf){x, x, x, x, x, x, x, x}; }
+static inline vi splat_i(int32_t x) { return (vi){x, x, x, x, x, x, x, x}; }
+#else
+static inline vf splat(float x) { return (vf){x, x, x, x}; }
+static inline vi splat_i(int32_t x) { return (vi){x, x, x, x}; }
+#endif
+
+// loadv and storev move a vector from and to memory of any alignment.
+static inline vf loadv(const float * p) {
+	vf v;
+	memcpy(&v, p, sizeof v);
+	return v;
+}
+
+static inline void storev(float * p, vf v) { memcpy(p, &v, sizeof v); }
+
+// thread_rows is thread ith's share [*lo, *hi) of n rows (or tasks) split
+// among nth threads in consecutive runs.
+static inline void thread_rows(int64_t n, int ith, int nth, int64_t * lo, int64_t * hi) {
+	const int64_t per = (n + nth - 1) / nth;
+	*lo = per * ith < n ? per * ith : n;
+	*hi = *lo + per < n ? *lo + per : n;
+}
+
+// kernel_alloc is malloc for a kernel's scratch memory, which a custom op
+// cannot report as an error: it is at most about 20 MB a thread, so
+// failing means the process is out of address space.
+static inline void * kernel_alloc(size_t bytes, const char * kernel) {
+	void * p = malloc(bytes);
+	if (p == NULL) {
+		fprintf(stderr, "photomaker: out of memory: the CPU %s kernel needs %zu bytes\n", kernel, bytes);
+		abort();
+	}
+	return p;
+}
+
+// blend returns a where mask is set and b elsewhere.
+static inline vf blend(vi mask, vf a, vf b) { return (vf)(((vi)a & mask) | ((vi)b & ~mask)); }
+
+// vexp is e^a for a ≤ 1: 2^k·e^r with k the nearest integer to a/ln 2 and
+// |r| ≤ ln2/2, e^r by its Taylor series to r^7 (relative error below 1e-8
+// before rounding). Arguments below −80 give e^−80, which keeps every
+// result normal (denormals are slow on x86); the callers multiply it by
+// values below one, where it stands for zero.
+static inline vf vexp(vf a) {
+	const vf magic = splat(12582912.0f); // 1.5·2^23: adding it rounds to an integer held in the low bits
+	a = blend(a > splat(-80.0f), a, splat(-80.0f));
+	vf kf = a * splat(1.44269504f) + magic;
+	vi k = (vi)kf - (vi)magic;
+	kf -= magic;
+	vf r = a - kf * splat(0.693145752f) - kf * splat(1.42860677e-6f); // ln 2 in two parts: kf·hi is exact
+	vf p = splat(1.0f / 5040);
+	p = p * r + splat(1.0f / 720);
+	p = p * r + splat(1.0f / 120);
+	p = p * r + splat(1.0f / 24);
+	p = p * r + splat(1.0f / 6);
+	p = p * r + splat(0.5f);
+	p = p * r + splat(1.0f);
+	p = p * r + splat(1.0f);
+	return (vf)((vi)p + (k << 23)); // times 2^k through the exponent bits
+}
+
+// in_register keeps a loaded vector in a register: GCC would otherwise fold
+// the load into each of the four multiply-adds that use it, and the tiles'
+// inner loops would wait on loads rather than on arithmetic.
+#if defined(__GNUC__) && defined(__x86_64__)
+#define in_register(v) __asm__("" : "+x"(v))
+#else
+#define in_register(v) (void)0
+#endif
+
+// Matrix products of f32 operands: dst [M, N…] = a [K, M] · b [K, N…], the
+// dot products of a's rows with b's. ggml's CPU takes them to llamafile's
+// tinyBLAS, which streams whole rows of K through each register tile and
+// reaches 110–128 GFLOP/s on the dev VM for the VAE's convolutions (its
+// f16 products reach 180). Here, as in BLAS libraries, a thread copies a
+// block of a's rows (MM_PANEL floats) and MM_KC of K into panels of MM_MR
+// rows stored k by k (a transpose that stays in L2); a register tile of
+// MM_MR rows (three vectors along M, which is dst's contiguous dimension)
+// times MM_NR rows of b sums over the block's k with one vector load per
+// vector and one broadcast per b row, and adds into dst. K longer than
+// MM_KC is split into even blocks; each adds its sum into dst. On the dev
+// VM: 160–180 GFLOP/s (BenchmarkMulMatVAE).
+enum { MM_MR = 3 * PM_LANES, MM_NR = 4, MM_KC = 384, MM_PANEL = 46080 /* floats of a's block: 180 KB */ };
+
+// gemm_operands are a product's operands as raw rows: row m of a (k
+// contiguous; with by_k, row k of a holding m contiguous, as the Winograd
+// transforms write it), row n of b (k contiguous) and row n of c (m
+// contiguous), ld* apart in floats. Or a's rows are q8_0 blocks, a8
+// (lda8 bytes apart), dequantized as they are packed: the products then
+// multiply f32 activations, where ggml's CPU quantizes them to q8_0 too.
+struct gemm_operands {
+	const float * a, * b;
+	float * c;
+	int64_t lda, ldb, ldc;
+	bool by_k;
+	const char * a8;
+	int64_t lda8;
+};
+
+// gemm_k_block is the length of the blocks K is split into (whole q8_0
+// blocks for a8), and gemm_m_block the rows of a packed at once: ap must
+// hold their product.
+static inline int64_t gemm_k_block(int64_t K, bool q8) {
+	const int64_t blocks = (K + MM_KC - 1) / MM_KC, kc = (K + blocks - 1) / blocks;
+	return q8 ? (kc + 31) / 32 * 32 : kc;
+}
+
+static inline int64_t gemm_m_block(int64_t kc) { return (MM_PANEL / kc / MM_MR > 0 ? MM_PANEL / kc / MM_MR : 1) * MM_MR; }
+
+// pm_gemm_block computes rows [m0, m1) and columns [n0, n1) of a product
+// over K (cpu_gemm.c), packing a into ap (gemm_pack_alloc).
+void pm_gemm_block(const struct gemm_operands * g, int64_t K, int64_t m0, int64_t m1, int64_t n0, int64_t n1, float * ap);
+
+// gemm_pack_alloc allocates the packing buffer of a product over K.
+static inline float * gemm_pack_alloc(int64_t K, bool q8) {
+	const int64_t kc = gemm_k_block(K, q8);
+	return kernel_alloc((size_t)(gemm_m_block(kc) * kc) * sizeof(float), "matrix product");
+}
+
+// The custom ops' functions, which pm_kernel_flops recognizes.
+void pm_attention_op(struct ggml_tensor * dst, int ith, int nth, void * userdata);
+void pm_gemm_op(struct ggml_tensor * dst, int ith, int nth, void * userdata);
+void pm_conv1x1_op(struct ggml_tensor * dst, int ith, int nth, void * userdata);
+void pm_wino_conv_op(struct ggml_tensor * dst, int ith, int nth, void * userdata);
+
+#endif
