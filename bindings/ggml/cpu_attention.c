@@ -4,21 +4,21 @@
 #include "cpu_internal.h"
 
 // Attention: softmax(q·kᵀ·scale)·v per head, for heads of D values (a
-// multiple of 8, at most 1024) and at most ATTN_KEYS keys. ggml's CPU runs
-// q·kᵀ as dot products of D = 64 values, whose sums across the vector lanes
-// cost as much as the products (about 30 GFLOP/s on the dev VM), and 77
-// text keys, not a multiple of 8, go to its plain kernel (under 20). Here
-// a thread takes a block of up to ATTN_QMAX queries of one head, transposed
-// so that a vector holds one value of ATTN_QV queries, and both products
-// are outer products: a tile of 4 keys (q·kᵀ) or 4 dimensions (p·v) times
-// ATTN_QV queries, summed in registers. Keys and values are read in the
-// projections' own layout, row by row, once per block. A block's scores
-// take at most ATTN_SCORES floats (1 MB; more queries a block means fewer
-// passes over K and V: 4096 keys 117 → 129 GFLOP/s), and ATTN_KEYS bounds
-// the buffer each thread allocates: at most 6.5 MB.
-enum { ATTN_KEYS = 1 << 16, ATTN_SCORES = 1 << 18, ATTN_QV = 3 * PM_LANES, ATTN_QMAX = 9 * PM_LANES, ATTN_JB = 64 };
+// multiple of 8, at most 1024). ggml's CPU runs q·kᵀ as dot products of
+// D = 64 values, whose sums across the vector lanes cost as much as the
+// products (about 30 GFLOP/s on the dev VM), and 77 text keys, not a
+// multiple of 8, go to its plain kernel (under 20). Here a thread takes a
+// block of up to ATTN_QMAX queries of one head, transposed so that a
+// vector holds one value of ATTN_QV queries, and both products are outer
+// products: a tile of 4 keys (q·kᵀ) or 4 dimensions (p·v) times ATTN_QV
+// queries, summed in registers. Keys and values are read in the
+// projections' own layout, row by row, once per block, in chunks of
+// ATTN_KC keys with an online softmax (the outputs rescaled when the
+// running maximum grows), so a thread's scratch memory is at most 0.7 MB
+// whatever the key count.
+enum { ATTN_KC = 256, ATTN_QV = 3 * PM_LANES, ATTN_QMAX = 9 * PM_LANES, ATTN_JB = 64 };
 
-bool pm_attention_fits(int64_t d, int64_t keys) { return d > 0 && d <= 1024 && d % 8 == 0 && keys > 0 && keys <= ATTN_KEYS; }
+bool pm_attention_fits(int64_t d, int64_t keys) { return d > 0 && d <= 1024 && d % 8 == 0 && keys > 0; }
 
 // scores_tile writes s[j][i] = scale·Σ_d q[i][d]·k_j[d] for 4 keys j0 …
 // j0+3 (rows kr, the last repeated past the keys) and ATTN_QV queries
@@ -87,21 +87,21 @@ void pm_attention_op(struct ggml_tensor * dst, int ith, int nth, void * userdata
 	const uint32_t bits = (uint32_t)(uintptr_t)userdata;
 	memcpy(&scale, &bits, sizeof scale);
 	const int64_t D = q->ne[0], H = q->ne[1], Nq = q->ne[2], B = q->ne[3], Nk = k->ne[2];
-	// Queries per block: what ATTN_SCORES floats of scores hold, in whole
-	// vectors, at most ATTN_QMAX.
-	int64_t qb = ATTN_SCORES / Nk > ATTN_QMAX ? ATTN_QMAX : ATTN_SCORES / Nk;
-	qb = qb < ATTN_QV ? ATTN_QV : qb - qb % ATTN_QV;
+	// Queries per block: ATTN_QMAX, or all of them in whole tiles.
+	const int64_t qb = Nq < ATTN_QMAX ? (Nq + ATTN_QV - 1) / ATTN_QV * ATTN_QV : ATTN_QMAX;
 	const int64_t blocks = (Nq + qb - 1) / qb;
 	int64_t t0, t1;
 	thread_rows(B * H * blocks, ith, nth, &t0, &t1);
 	if (t0 >= t1) {
 		return;
 	}
-	// Per thread: the block's queries transposed [D][qb], its scores and
-	// then probabilities [Nk][qb], and its outputs transposed [D][qb].
-	const size_t floats = (size_t)(qb * (2 * D + Nk));
+	// Per thread: the block's queries transposed [D][qb], a chunk's scores
+	// and then probabilities [ATTN_KC][qb], and its outputs transposed
+	// [D][qb].
+	const size_t floats = (size_t)(qb * (2 * D + ATTN_KC));
 	float * buf = kernel_alloc(floats * sizeof(float), "attention");
-	float * qt = buf, * s = qt + qb * D, * o = s + qb * Nk;
+	float * qt = buf, * s = qt + qb * D, * o = s + qb * ATTN_KC;
+	const int64_t nv = qb / PM_LANES;
 	for (int64_t task = t0; task < t1; task++) {
 		const int64_t b = task / (H * blocks), h = task / blocks % H, q0 = task % blocks * qb;
 		const int64_t n = Nq - q0 < qb ? Nq - q0 : qb;
@@ -114,45 +114,55 @@ void pm_attention_op(struct ggml_tensor * dst, int ith, int nth, void * userdata
 				qt[d * qb + i] = i < n ? qr[d] : 0.0f;
 			}
 		}
-		for (int64_t j0 = 0; j0 < Nk; j0 += 4) {
-			const int64_t keys = Nk - j0 < 4 ? Nk - j0 : 4;
-			const float * kr[4];
-			for (int t = 0; t < 4; t++) {
-				kr[t] = (const float *)(kh + (j0 + (t < keys ? t : keys - 1)) * k->nb[2]);
-			}
-			for (int64_t i0 = 0; i0 < qb; i0 += ATTN_QV) {
-				scores_tile(s + j0 * qb, qb, qt, kr, D, i0, keys, scale);
-			}
-		}
-		// Softmax along the keys, ATTN_QV... queries per vector.
+		// Online softmax over chunks of keys: the running maximum mx and
+		// sum of exponentials sum, ATTN_QV... queries per vector; the
+		// outputs so far are rescaled when the maximum grows.
 		vf mx[ATTN_QMAX / PM_LANES], sum[ATTN_QMAX / PM_LANES];
-		const int64_t nv = qb / PM_LANES;
 		for (int64_t c = 0; c < nv; c++) {
 			mx[c] = splat(-INFINITY), sum[c] = splat(0.0f);
 		}
-		for (int64_t j = 0; j < Nk; j++) {
-			for (int64_t c = 0; c < nv; c++) {
-				const vf x = loadv(s + j * qb + c * PM_LANES);
-				mx[c] = blend(x > mx[c], x, mx[c]);
-			}
-		}
-		for (int64_t j = 0; j < Nk; j++) {
-			for (int64_t c = 0; c < nv; c++) {
-				const vf e = vexp(loadv(s + j * qb + c * PM_LANES) - mx[c]);
-				storev(s + j * qb + c * PM_LANES, e);
-				sum[c] += e;
-			}
-		}
 		memset(o, 0, (size_t)(qb * D) * sizeof(float));
-		const float * vr[ATTN_JB];
-		for (int64_t j0 = 0; j0 < Nk; j0 += ATTN_JB) { // a chunk of values for every query and dimension
-			const int64_t keys = Nk - j0 < ATTN_JB ? Nk - j0 : ATTN_JB;
-			for (int64_t j = 0; j < keys; j++) {
-				vr[j] = (const float *)(vh + (j0 + j) * v->nb[2]);
-			}
-			for (int64_t d0 = 0; d0 < D; d0 += 4) {
+		for (int64_t c0 = 0; c0 < Nk; c0 += ATTN_KC) {
+			const int64_t kn = Nk - c0 < ATTN_KC ? Nk - c0 : ATTN_KC;
+			for (int64_t j0 = 0; j0 < kn; j0 += 4) {
+				const int64_t keys = kn - j0 < 4 ? kn - j0 : 4;
+				const float * kr[4];
+				for (int t = 0; t < 4; t++) {
+					kr[t] = (const float *)(kh + (c0 + j0 + (t < keys ? t : keys - 1)) * k->nb[2]);
+				}
 				for (int64_t i0 = 0; i0 < qb; i0 += ATTN_QV) {
-					values_tile(o, qb, s + j0 * qb, vr, keys, d0, i0);
+					scores_tile(s + j0 * qb, qb, qt, kr, D, i0, keys, scale);
+				}
+			}
+			for (int64_t c = 0; c < nv; c++) {
+				vf m = mx[c];
+				for (int64_t j = 0; j < kn; j++) {
+					const vf x = loadv(s + j * qb + c * PM_LANES);
+					m = blend(x > m, x, m);
+				}
+				const vf alpha = vexp(mx[c] - m); // e^−80 for the first chunk: o and sum are zero
+				vf e_sum = splat(0.0f);
+				for (int64_t j = 0; j < kn; j++) {
+					const vf e = vexp(loadv(s + j * qb + c * PM_LANES) - m);
+					storev(s + j * qb + c * PM_LANES, e);
+					e_sum += e;
+				}
+				sum[c] = sum[c] * alpha + e_sum;
+				mx[c] = m;
+				for (int64_t d = 0; d < D; d++) {
+					storev(o + d * qb + c * PM_LANES, loadv(o + d * qb + c * PM_LANES) * alpha);
+				}
+			}
+			const float * vr[ATTN_JB];
+			for (int64_t j0 = 0; j0 < kn; j0 += ATTN_JB) { // a run of values for every query and dimension
+				const int64_t keys = kn - j0 < ATTN_JB ? kn - j0 : ATTN_JB;
+				for (int64_t j = 0; j < keys; j++) {
+					vr[j] = (const float *)(vh + (c0 + j0 + j) * v->nb[2]);
+				}
+				for (int64_t d0 = 0; d0 < D; d0 += 4) {
+					for (int64_t i0 = 0; i0 < qb; i0 += ATTN_QV) {
+						values_tile(o, qb, s + j0 * qb, vr, keys, d0, i0);
+					}
 				}
 			}
 		}
