@@ -203,12 +203,28 @@ type GroupNorm struct {
 
 // Forward applies the norm with the given group count and epsilon.
 func (l *GroupNorm) Forward(c *ggml.Context, x *ggml.Tensor, groups int, eps float32) *ggml.Tensor {
-	y := c.GroupNorm(x, groups, eps)
-	ch := l.Weight.Ne(0)
-	if x.Ne(2) == ch { // image layout: channels are dimension 2
-		return c.Add(c.Mul(y, c.Reshape(l.Weight, 1, 1, ch, 1)), c.Reshape(l.Bias, 1, 1, ch, 1))
+	return l.forward(c, x, groups, eps, false)
+}
+
+// ForwardSiLU is SiLU(Forward(…)), in one op on the CPU.
+func (l *GroupNorm) ForwardSiLU(c *ggml.Context, x *ggml.Tensor, groups int, eps float32) *ggml.Tensor {
+	return l.forward(c, x, groups, eps, true)
+}
+
+func (l *GroupNorm) forward(c *ggml.Context, x *ggml.Tensor, groups int, eps float32, silu bool) *ggml.Tensor {
+	if c.CPUKernels() && ggml.GroupNormCPUFits(x, l.Weight, l.Bias, groups) {
+		return c.GroupNormCPU(x, l.Weight, l.Bias, groups, eps, silu)
 	}
-	return c.Add(c.Mul(y, l.Weight), l.Bias)
+	y, ch := c.GroupNorm(x, groups, eps), l.Weight.Ne(0)
+	if x.Ne(2) == ch { // image layout: channels are dimension 2
+		y = c.Add(c.Mul(y, c.Reshape(l.Weight, 1, 1, ch, 1)), c.Reshape(l.Bias, 1, 1, ch, 1))
+	} else {
+		y = c.Add(c.Mul(y, l.Weight), l.Bias)
+	}
+	if silu {
+		y = c.SiLU(y)
+	}
+	return y
 }
 
 // LayerNorm normalises dimension 0 and applies an affine transform.

@@ -69,6 +69,114 @@ struct ggml_tensor * pm_geglu_erf(struct ggml_context * ctx, struct ggml_tensor 
 	return ggml_set_name(ggml_map_custom2(ctx, h, g, pm_geglu_erf_rows, GGML_N_TASKS_MAX, NULL), "GEGLU_ERF (ours)");
 }
 
+// Group norm with its affine transform, and optionally SiLU, in one op:
+// ggml runs GROUP_NORM, MUL, ADD and SILU, each a pass over the image
+// (and its GROUP_NORM two more); here a thread takes whole groups of one
+// image: the mean and then the variance (each row summed in float
+// vectors, rows added in double, as ggml sums in double), then y =
+// x·(rstd·w) + (b − mean·rstd·w), times sigmoid(y) with SiLU, written once.
+_Static_assert(sizeof(uintptr_t) >= 8, "the group norm's parameters need a 64-bit userdata");
+
+// row_sum is Σ (x[i] − mean)^power over n values, power 1 or 2.
+static double row_sum(const float * x, int64_t n, float mean, int power) {
+	vf acc = splat(0.0f);
+	int64_t i = 0;
+	for (; i + PM_LANES <= n; i += PM_LANES) {
+		const vf d = loadv(x + i) - splat(mean);
+		acc += power == 1 ? d : d * d;
+	}
+	double sum = 0;
+	for (; i < n; i++) {
+		const double d = (double)x[i] - mean;
+		sum += power == 1 ? d : d * d;
+	}
+	float lanes[PM_LANES];
+	memcpy(lanes, &acc, sizeof lanes);
+	for (int l = 0; l < PM_LANES; l++) {
+		sum += lanes[l];
+	}
+	return sum;
+}
+
+// vsilu is y·sigmoid(y), the sigmoid from e^−|y| (vexp's range).
+static inline vf vsilu(vf y) {
+	const vf e = vexp(-(vf)((vi)y & splat_i(0x7fffffff)));
+	const vf sig = blend(y < splat(0.0f), e, splat(1.0f)) / (splat(1.0f) + e);
+	return y * sig;
+}
+
+static void group_norm_op(struct ggml_tensor * dst, int ith, int nth, void * userdata) {
+	const struct ggml_tensor * x = dst->src[0], * w = dst->src[1], * bias = dst->src[2];
+	const uint64_t prm = (uint64_t)(uintptr_t)userdata;
+	const uint32_t eps_bits = (uint32_t)prm;
+	float eps;
+	memcpy(&eps, &eps_bits, sizeof eps);
+	const int groups = (int)((prm >> 32) & 0x7fffffff), silu = (int)(prm >> 63);
+	const int64_t W = x->ne[0], H = x->ne[1], C = x->ne[2], B = x->ne[3], cg = C / groups;
+	int64_t t0, t1;
+	thread_rows(B * groups, ith, nth, &t0, &t1);
+	for (int64_t task = t0; task < t1; task++) {
+		const int64_t b = task / groups, c0 = task % groups * cg;
+#define PM_XROW(c, y) ((const float *)((const char *)x->data + b * x->nb[3] + (c) * x->nb[2] + (y) * x->nb[1]))
+		double sum = 0;
+		for (int64_t c = c0; c < c0 + cg; c++) {
+			for (int64_t y = 0; y < H; y++) {
+				sum += row_sum(PM_XROW(c, y), W, 0.0f, 1);
+			}
+		}
+		const double n = (double)(W * H * cg);
+		const float mean = (float)(sum / n);
+		double sum2 = 0;
+		for (int64_t c = c0; c < c0 + cg; c++) {
+			for (int64_t y = 0; y < H; y++) {
+				sum2 += row_sum(PM_XROW(c, y), W, mean, 2);
+			}
+		}
+		const float rstd = 1.0f / sqrtf((float)(sum2 / n) + eps);
+		for (int64_t c = c0; c < c0 + cg; c++) {
+			const float scale = rstd * ((const float *)w->data)[c];
+			const vf vs = splat(scale), vt = splat(((const float *)bias->data)[c] - mean * scale);
+			for (int64_t y = 0; y < H; y++) {
+				const float * in = PM_XROW(c, y);
+				float * out = (float *)dst->data + ((b * C + c) * H + y) * W;
+				int64_t i = 0;
+				for (; i + PM_LANES <= W; i += PM_LANES) {
+					const vf v = loadv(in + i) * vs + vt;
+					storev(out + i, silu ? vsilu(v) : v);
+				}
+				if (i < W) { // the tail, through a zero-padded vector
+					vf v = splat(0.0f);
+					memcpy(&v, in + i, (size_t)(W - i) * sizeof(float));
+					v = v * vs + vt;
+					if (silu) {
+						v = vsilu(v);
+					}
+					memcpy(out + i, &v, (size_t)(W - i) * sizeof(float));
+				}
+			}
+		}
+#undef PM_XROW
+	}
+}
+
+bool pm_group_norm_fits(const struct ggml_tensor * x, const struct ggml_tensor * w, const struct ggml_tensor * b, int groups) {
+	const int64_t C = x->ne[2];
+	return x->type == GGML_TYPE_F32 && x->nb[0] == sizeof(float) && groups > 0 && C % groups == 0 &&
+	       w->type == GGML_TYPE_F32 && b->type == GGML_TYPE_F32 && ggml_is_contiguous(w) && ggml_is_contiguous(b) &&
+	       ggml_nelements(w) == C && ggml_nelements(b) == C;
+}
+
+struct ggml_tensor * pm_group_norm(struct ggml_context * ctx, struct ggml_tensor * x, struct ggml_tensor * w,
+                                   struct ggml_tensor * b, int groups, float eps, bool silu) {
+	uint32_t eps_bits;
+	memcpy(&eps_bits, &eps, sizeof eps_bits);
+	const uint64_t prm = (uint64_t)eps_bits | (uint64_t)groups << 32 | (uint64_t)(silu ? 1 : 0) << 63;
+	struct ggml_tensor * args[3] = {x, w, b};
+	struct ggml_tensor * t = ggml_custom_4d(ctx, GGML_TYPE_F32, x->ne[0], x->ne[1], x->ne[2], x->ne[3], args, 3,
+	                                        group_norm_op, GGML_N_TASKS_MAX, (void *)(uintptr_t)prm);
+	return ggml_set_name(t, silu ? "GROUP_NORM_SILU (ours)" : "GROUP_NORM (ours)");
+}
+
 // im2col's parameters travel in the op's userdata pointer (ggml never
 // dereferences it), four bits each: kernel width and height, strides,
 // paddings. pm_im2col_fits says which parameters fit. IM2COL_BUF is the

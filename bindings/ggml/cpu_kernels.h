@@ -8,6 +8,14 @@
 // shape with contiguous rows: a custom op that only the CPU backend runs.
 struct ggml_tensor * pm_geglu_erf(struct ggml_context * ctx, struct ggml_tensor * h, struct ggml_tensor * g);
 
+// pm_group_norm is ggml_group_norm of x [W, H, C, B] (f32, rows
+// contiguous; groups split C evenly) times w plus b (f32 [C]), then SiLU
+// if silu, as a custom op that only the CPU backend runs. The operands must
+// satisfy pm_group_norm_fits.
+struct ggml_tensor * pm_group_norm(struct ggml_context * ctx, struct ggml_tensor * x, struct ggml_tensor * w,
+                                   struct ggml_tensor * b, int groups, float eps, bool silu);
+bool pm_group_norm_fits(const struct ggml_tensor * x, const struct ggml_tensor * w, const struct ggml_tensor * b, int groups);
+
 // pm_im2col is ggml_im2col (2-D, dilation 1) of an f32 image src [W, H,
 // C, N] whose rows are contiguous into [C·kh·kw, OW, OH, N] columns of type
 // (f32 or f16), as a custom op that only the CPU backend runs. Its

@@ -486,3 +486,70 @@ func TestConv3x3KernelThreads(t *testing.T) {
 		}
 	}
 }
+
+// TestGroupNormKernel checks our CPU group norm (pm_group_norm) with its
+// affine transform, with and without SiLU, against float64: row widths
+// around the vector width (the tail), one and two images, several groups,
+// the image as a view with padded rows, values far from zero mean.
+func TestGroupNormKernel(t *testing.T) {
+	r := rand.New(rand.NewPCG(17, 17))
+	for _, tc := range []struct{ w, h, c, b, groups int }{{16, 8, 32, 1, 32}, {13, 5, 12, 2, 4}, {3, 3, 8, 1, 1}, {40, 7, 64, 2, 32}} {
+		for _, silu := range []bool{false, true} {
+			t.Run(fmt.Sprintf("%dx%dx%d_b%d_g%d_silu%v", tc.w, tc.h, tc.c, tc.b, tc.groups, silu), func(t *testing.T) {
+				row := tc.w + 3
+				x := randn(r, row*tc.h*tc.c*tc.b)
+				for i := range x {
+					x[i] = 3*x[i] + 5 // a mean far from zero: the variance pass must subtract it
+				}
+				w, bias := randn(r, tc.c), randn(r, tc.c)
+				got, shape := compute(t, func(c *Context) *Tensor {
+					xt := c.InputF32(x, int64(row), int64(tc.h), int64(tc.c), int64(tc.b))
+					xv := c.View(xt, [4]int64{int64(tc.w), int64(tc.h), int64(tc.c), int64(tc.b)}, xt.Nb(1), xt.Nb(2), xt.Nb(3), 0)
+					wt, bt := c.InputF32(w, int64(tc.c)), c.InputF32(bias, int64(tc.c))
+					require.True(t, GroupNormCPUFits(xv, wt, bt, tc.groups))
+					return c.GroupNormCPU(xv, wt, bt, tc.groups, 1e-6, silu)
+				})
+				require.Equal(t, [4]int64{int64(tc.w), int64(tc.h), int64(tc.c), int64(tc.b)}, shape)
+				cg := tc.c / tc.groups
+				at := func(b, ch, y, xx int) float64 { return float64(x[((b*tc.c+ch)*tc.h+y)*row+xx]) }
+				for b := 0; b < tc.b; b++ {
+					for g := 0; g < tc.groups; g++ {
+						var sum, sum2 float64
+						n := float64(tc.w * tc.h * cg)
+						for ch := g * cg; ch < (g+1)*cg; ch++ {
+							for y := 0; y < tc.h; y++ {
+								for xx := 0; xx < tc.w; xx++ {
+									sum += at(b, ch, y, xx)
+								}
+							}
+						}
+						mean := sum / n
+						for ch := g * cg; ch < (g+1)*cg; ch++ {
+							for y := 0; y < tc.h; y++ {
+								for xx := 0; xx < tc.w; xx++ {
+									d := at(b, ch, y, xx) - mean
+									sum2 += d * d
+								}
+							}
+						}
+						rstd := 1 / math.Sqrt(sum2/n+1e-6)
+						for ch := g * cg; ch < (g+1)*cg; ch++ {
+							for y := 0; y < tc.h; y++ {
+								for xx := 0; xx < tc.w; xx++ {
+									norm := (at(b, ch, y, xx) - mean) * rstd * float64(w[ch])
+									want := norm + float64(bias[ch])
+									if silu {
+										want /= 1 + math.Exp(-want)
+									}
+									tol := 2e-6 * (math.Abs(norm) + math.Abs(float64(bias[ch])) + 1)
+									require.InDelta(t, want, float64(got[((b*tc.c+ch)*tc.h+y)*tc.w+xx]), tol,
+										"image %d channel %d pixel %d,%d", b, ch, xx, y)
+								}
+							}
+						}
+					}
+				}
+			})
+		}
+	}
+}

@@ -197,6 +197,20 @@ func (c *Context) GroupNorm(a *Tensor, groups int, eps float32) *Tensor {
 	return c.wrap(C.ggml_group_norm(c.p, a.p, C.int(groups), C.float(eps)))
 }
 
+// GroupNormCPU is GroupNorm(a)·w + b, then SiLU if silu, through our CPU
+// kernel (pm_group_norm, a custom op that only the CPU backend runs): one
+// pass over the image for the output instead of ggml's four ops. a is [W,
+// H, C, N] (f32), w and b [C] (f32). The operands must fit
+// (GroupNormCPUFits).
+func (c *Context) GroupNormCPU(a, w, b *Tensor, groups int, eps float32, silu bool) *Tensor {
+	return c.wrap(C.pm_group_norm(c.p, a.p, w.p, b.p, C.int(groups), C.float(eps), C.bool(silu)))
+}
+
+// GroupNormCPUFits says whether GroupNormCPU takes these operands.
+func GroupNormCPUFits(a, w, b *Tensor, groups int) bool {
+	return bool(C.pm_group_norm_fits(a.p, w.p, b.p, C.int(groups)))
+}
+
 // SoftMax returns softmax(a·scale + mask) over dimension 0; mask may be nil.
 func (c *Context) SoftMax(a, mask *Tensor, scale float32) *Tensor {
 	var m *C.struct_ggml_tensor

@@ -33,10 +33,10 @@ type resnet struct {
 // Forward maps x [W, H, Cin, B] with the activated time embedding
 // embAct = SiLU(emb) [T, B] to [W, H, Cout, B].
 func (r *resnet) Forward(c *ggml.Context, cfg *Config, x, embAct *ggml.Tensor) *ggml.Tensor {
-	h := r.Conv1.Forward(c, c.SiLU(r.Norm1.Forward(c, x, cfg.NormGroups, cfg.ResnetEps)), 1, 1)
+	h := r.Conv1.Forward(c, r.Norm1.ForwardSiLU(c, x, cfg.NormGroups, cfg.ResnetEps), 1, 1)
 	t := r.TimeEmbProj.Forward(c, embAct) // [Cout, B]
 	h = c.Add(h, c.Reshape(t, 1, 1, t.Ne(0), t.Ne(1)))
-	h = r.Conv2.Forward(c, c.SiLU(r.Norm2.Forward(c, h, cfg.NormGroups, cfg.ResnetEps)), 1, 1)
+	h = r.Conv2.Forward(c, r.Norm2.ForwardSiLU(c, h, cfg.NormGroups, cfg.ResnetEps), 1, 1)
 	if r.Shortcut != nil {
 		x = r.Shortcut.Forward(c, x, 1, 0)
 	}

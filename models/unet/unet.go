@@ -287,8 +287,7 @@ func (u *UNet) forward(c *ggml.Context, sample, timestep *ggml.Tensor, text text
 		tap(fmt.Sprintf("up_blocks.%d", i), x)
 	}
 
-	x = m.NormOut.Forward(c, x, cfg.NormGroups, cfg.ResnetEps)
-	x = m.ConvOut.Forward(c, c.SiLU(x), 1, 1)
+	x = m.ConvOut.Forward(c, m.NormOut.ForwardSiLU(c, x, cfg.NormGroups, cfg.ResnetEps), 1, 1)
 	tap("conv_out", x)
 	return x
 }

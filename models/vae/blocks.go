@@ -32,9 +32,9 @@ type ResnetBlock struct {
 
 func (r *ResnetBlock) forward(b *builder, x *ggml.Tensor) *ggml.Tensor {
 	c := b.c
-	h := c.SiLU(b.norm(&r.Norm1, x))
+	h := b.normSiLU(&r.Norm1, x)
 	h = b.convNormed(&r.Conv1, h, 1, 1)
-	h = c.SiLU(b.norm(&r.Norm2, h))
+	h = b.normSiLU(&r.Norm2, h)
 	h = b.convNormed(&r.Conv2, h, 1, 1)
 	if r.Shortcut != nil {
 		x = b.conv(r.Shortcut, x, 1, 0)
@@ -129,7 +129,7 @@ func (e *Encoder) forward(b *builder, x *ggml.Tensor) *ggml.Tensor {
 		}
 	}
 	x = e.MidBlock.forward(b, x)
-	x = b.c.SiLU(b.norm(&e.ConvNormOut, x))
+	x = b.normSiLU(&e.ConvNormOut, x)
 	return b.convNormed(&e.ConvOut, x, 1, 1)
 }
 
@@ -160,7 +160,7 @@ func (d *Decoder) forward(b *builder, x *ggml.Tensor) *ggml.Tensor {
 			x = b.upsample(&blk.Upsamplers[j].Conv, x, i == last)
 		}
 	}
-	x = b.c.SiLU(b.norm(&d.ConvNormOut, x))
+	x = b.normSiLU(&d.ConvNormOut, x)
 	return b.convNormed(&d.ConvOut, x, 1, 1)
 }
 
@@ -305,6 +305,12 @@ func (b *builder) upsample(l *nn.Conv2D, x *ggml.Tensor, last bool) *ggml.Tensor
 func (b *builder) norm(l *nn.GroupNorm, x *ggml.Tensor) *ggml.Tensor {
 	tmp := nn.GroupNorm{Weight: f32(b.c, l.Weight), Bias: f32(b.c, l.Bias)}
 	return tmp.Forward(b.c, x, groups, eps)
+}
+
+// normSiLU is SiLU(norm(l, x)).
+func (b *builder) normSiLU(l *nn.GroupNorm, x *ggml.Tensor) *ggml.Tensor {
+	tmp := nn.GroupNorm{Weight: f32(b.c, l.Weight), Bias: f32(b.c, l.Bias)}
+	return tmp.ForwardSiLU(b.c, x, groups, eps)
 }
 
 // linear applies an [out, in] Linear weight, also accepting the
