@@ -2,9 +2,10 @@
 // custom ops (which only the CPU backend runs; see Context.SetCPUKernels).
 // They use GCC/Clang vector extensions, so they get the SIMD that the C
 // flags allow (AVX2 with `make`'s -march, NEON on arm64) and stay portable.
-// This file: GEGLU, im2col and the kernels' FLOP counts; cpu_attention.c,
-// cpu_gemm.c (products, 1×1 convolutions) and cpu_winograd.c (3×3
-// convolutions) the others; cpu_internal.h what they share.
+// This file: GEGLU, group norm, im2col and the kernels' FLOP counts;
+// cpu_attention.c, cpu_gemm.c (products, 1×1 convolutions) and
+// cpu_winograd.c (3×3 convolutions) the others; cpu_internal.h what they
+// share.
 #include <math.h>
 
 #include "cpu_internal.h"
