@@ -8,10 +8,10 @@
 // (tiles × Cin) by (Cin × Cout): 16 multiply-adds per tile and channel
 // pair against 36 by im2col. The transforms only add, subtract and halve.
 // Two ops:
-//   wino_kernel_op  g by row [3, Cin, Cout, 3] → U [Cin, Cout, 16] = G·g·Gᵀ
-//   pm_wino_conv_op    x [W, H, Cin, B], U (+ bias) → y [W, H, Cout, B]
-//                   (or, upsampling, y [2W, 2H, Cout, B] of x's nearest 2×
-//                   upsample, which is never made)
+//   wino_kernel_op   g by row [3, Cin, Cout, 3] → U [Cin, Cout, 16] = G·g·Gᵀ
+//   pm_wino_conv_op  x [W, H, Cin, B], U (+ bias) → y [W, H, Cout, B]
+//                    (or, upsampling, y [2W, 2H, Cout, B] of x's nearest 2×
+//                    upsample, which is never made)
 // The second takes bands of rows of tiles, each thread its own: it
 // transforms a band's input (V = Bᵀ·d·B, [tiles, Cin] for each of the 16
 // ξ = 4·row + column), multiplies (M_ξ = V_ξ·U_ξ) and transforms back
