@@ -235,6 +235,9 @@ type LayerNorm struct {
 
 // Forward normalises each row of x.
 func (l *LayerNorm) Forward(c *ggml.Context, x *ggml.Tensor, eps float32) *ggml.Tensor {
+	if c.CPUKernels() && ggml.LayerNormCPUFits(x, l.Weight, l.Bias) {
+		return c.LayerNormCPU(x, l.Weight, l.Bias, eps)
+	}
 	y := c.Mul(c.Norm(x, eps), l.Weight)
 	if l.Bias != nil {
 		y = c.Add(y, l.Bias)

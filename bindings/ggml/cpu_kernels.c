@@ -2,7 +2,8 @@
 // custom ops (which only the CPU backend runs; see Context.SetCPUKernels).
 // They use GCC/Clang vector extensions, so they get the SIMD that the C
 // flags allow (AVX2 with `make`'s -march, NEON on arm64) and stay portable.
-// This file: GEGLU, group norm, im2col and the kernels' FLOP counts;
+// This file: GEGLU, group and layer norms, im2col and the kernels' FLOP
+// counts;
 // cpu_attention.c, cpu_gemm.c (products, 1×1 convolutions) and
 // cpu_winograd.c (3×3 convolutions) the others; cpu_internal.h what they
 // share.
@@ -176,6 +177,51 @@ struct ggml_tensor * pm_group_norm(struct ggml_context * ctx, struct ggml_tensor
 	struct ggml_tensor * t = ggml_custom_4d(ctx, GGML_TYPE_F32, x->ne[0], x->ne[1], x->ne[2], x->ne[3], args, 3,
 	                                        group_norm_op, GGML_N_TASKS_MAX, (void *)(uintptr_t)prm);
 	return ggml_set_name(t, silu ? "GROUP_NORM_SILU (ours)" : "GROUP_NORM (ours)");
+}
+
+// Layer norm with its affine transform in one op (ggml: NORM, MUL, ADD):
+// each row's mean and variance as the group norm's, then one pass writing
+// (x − mean)·rstd·w + b. src[1] w and src[2] b (or none) are f32 [C].
+static void layer_norm_op(struct ggml_tensor * dst, int ith, int nth, void * userdata) {
+	const struct ggml_tensor * x = dst->src[0], * w = dst->src[1], * bias = dst->src[2];
+	const uint32_t eps_bits = (uint32_t)(uintptr_t)userdata;
+	float eps;
+	memcpy(&eps, &eps_bits, sizeof eps);
+	const int64_t C = x->ne[0], rows = x->ne[1] * x->ne[2] * x->ne[3];
+	const float * wv = (const float *)w->data, * bv = bias != NULL ? (const float *)bias->data : NULL;
+	int64_t r0, r1;
+	thread_rows(rows, ith, nth, &r0, &r1);
+	for (int64_t r = r0; r < r1; r++) {
+		const int64_t i1 = r % x->ne[1], i2 = r / x->ne[1] % x->ne[2], i3 = r / (x->ne[1] * x->ne[2]);
+		const float * in = (const float *)((const char *)x->data + i1 * x->nb[1] + i2 * x->nb[2] + i3 * x->nb[3]);
+		float * out = (float *)dst->data + r * C;
+		const float mean = (float)(row_sum(in, C, 0.0f, 1) / (double)C);
+		const float rstd = 1.0f / sqrtf((float)(row_sum(in, C, mean, 2) / (double)C) + eps);
+		int64_t i = 0;
+		for (; i + PM_LANES <= C; i += PM_LANES) {
+			vf v = (loadv(in + i) - splat(mean)) * splat(rstd) * loadv(wv + i);
+			storev(out + i, bv != NULL ? v + loadv(bv + i) : v);
+		}
+		for (; i < C; i++) {
+			out[i] = (in[i] - mean) * rstd * wv[i] + (bv != NULL ? bv[i] : 0.0f);
+		}
+	}
+}
+
+bool pm_layer_norm_fits(const struct ggml_tensor * x, const struct ggml_tensor * w, const struct ggml_tensor * b) {
+	return x->type == GGML_TYPE_F32 && x->nb[0] == sizeof(float) && w->type == GGML_TYPE_F32 && ggml_is_contiguous(w) &&
+	       ggml_nelements(w) == x->ne[0] &&
+	       (b == NULL || (b->type == GGML_TYPE_F32 && ggml_is_contiguous(b) && ggml_nelements(b) == x->ne[0]));
+}
+
+struct ggml_tensor * pm_layer_norm(struct ggml_context * ctx, struct ggml_tensor * x, struct ggml_tensor * w,
+                                   struct ggml_tensor * b, float eps) {
+	uint32_t eps_bits;
+	memcpy(&eps_bits, &eps, sizeof eps_bits);
+	struct ggml_tensor * args[3] = {x, w, b};
+	struct ggml_tensor * t = ggml_custom_4d(ctx, GGML_TYPE_F32, x->ne[0], x->ne[1], x->ne[2], x->ne[3], args, b != NULL ? 3 : 2,
+	                                        layer_norm_op, GGML_N_TASKS_MAX, (void *)(uintptr_t)eps_bits);
+	return ggml_set_name(t, "LAYER_NORM (ours)");
 }
 
 // im2col's parameters travel in the op's userdata pointer (ggml never

@@ -16,6 +16,13 @@ struct ggml_tensor * pm_group_norm(struct ggml_context * ctx, struct ggml_tensor
                                    struct ggml_tensor * b, int groups, float eps, bool silu);
 bool pm_group_norm_fits(const struct ggml_tensor * x, const struct ggml_tensor * w, const struct ggml_tensor * b, int groups);
 
+// pm_layer_norm is ggml_norm of x's rows (f32, contiguous; any strides
+// above) times w plus b (f32 [ne0]; b may be NULL), as a custom op that
+// only the CPU backend runs. The operands must satisfy pm_layer_norm_fits.
+struct ggml_tensor * pm_layer_norm(struct ggml_context * ctx, struct ggml_tensor * x, struct ggml_tensor * w,
+                                   struct ggml_tensor * b, float eps);
+bool pm_layer_norm_fits(const struct ggml_tensor * x, const struct ggml_tensor * w, const struct ggml_tensor * b);
+
 // pm_im2col is ggml_im2col (2-D, dilation 1) of an f32 image src [W, H,
 // C, N] whose rows are contiguous into [C·kh·kw, OW, OH, N] columns of type
 // (f32 or f16), as a custom op that only the CPU backend runs. Its

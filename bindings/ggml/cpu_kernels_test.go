@@ -553,3 +553,56 @@ func TestGroupNormKernel(t *testing.T) {
 		}
 	}
 }
+
+// TestLayerNormKernel checks our CPU layer norm (pm_layer_norm) with its
+// affine transform against float64: row lengths around the vector width
+// (the tail), rows of a view with padding, outer dimensions, with and
+// without bias, values far from zero mean.
+func TestLayerNormKernel(t *testing.T) {
+	r := rand.New(rand.NewPCG(19, 19))
+	for _, tc := range []struct {
+		n, rows, planes int
+		bias            bool
+	}{{8, 3, 1, true}, {13, 4, 2, false}, {1280, 5, 2, true}, {77, 1, 1, true}} {
+		t.Run(fmt.Sprintf("%dx%dx%d_bias%v", tc.n, tc.rows, tc.planes, tc.bias), func(t *testing.T) {
+			ld := tc.n + 3
+			x := randn(r, ld*tc.rows*tc.planes)
+			for i := range x {
+				x[i] = 2*x[i] - 7
+			}
+			w, bias := randn(r, tc.n), randn(r, tc.n)
+			got, shape := compute(t, func(c *Context) *Tensor {
+				xt := c.InputF32(x, int64(ld), int64(tc.rows), int64(tc.planes))
+				xv := c.View(xt, [4]int64{int64(tc.n), int64(tc.rows), int64(tc.planes), 1}, xt.Nb(1), xt.Nb(2), xt.Nb(3), 0)
+				var bt *Tensor
+				if tc.bias {
+					bt = c.InputF32(bias, int64(tc.n))
+				}
+				wt := c.InputF32(w, int64(tc.n))
+				require.True(t, LayerNormCPUFits(xv, wt, bt))
+				return c.LayerNormCPU(xv, wt, bt, 1e-5)
+			})
+			require.Equal(t, [4]int64{int64(tc.n), int64(tc.rows), int64(tc.planes), 1}, shape)
+			for row := 0; row < tc.rows*tc.planes; row++ {
+				in := x[row*ld : row*ld+tc.n]
+				var sum, sum2 float64
+				for _, v := range in {
+					sum += float64(v)
+				}
+				mean := sum / float64(tc.n)
+				for _, v := range in {
+					sum2 += (float64(v) - mean) * (float64(v) - mean)
+				}
+				rstd := 1 / math.Sqrt(sum2/float64(tc.n)+1e-5)
+				for i, v := range in {
+					norm := (float64(v) - mean) * rstd * float64(w[i])
+					want := norm
+					if tc.bias {
+						want += float64(bias[i])
+					}
+					require.InDelta(t, want, float64(got[row*tc.n+i]), 2e-6*(math.Abs(norm)+math.Abs(float64(bias[i]))+1), "row %d value %d", row, i)
+				}
+			}
+		})
+	}
+}

@@ -146,11 +146,7 @@ func (c *Context) UpsampleConv3x3CPU(kernel, x, bias *Tensor) *Tensor {
 }
 
 func (c *Context) conv3x3CPU(kernel, x, bias *Tensor, up int) *Tensor {
-	var b *C.struct_ggml_tensor
-	if bias != nil {
-		b = bias.p
-	}
-	return c.wrap(C.pm_conv3x3(c.p, kernel.p, x.p, b, C.int(up)))
+	return c.wrap(C.pm_conv3x3(c.p, kernel.p, x.p, cTensor(bias), C.int(up)))
 }
 
 // Conv3x3CPUPays says whether Conv3x3CPU (up 1) or UpsampleConv3x3CPU
@@ -173,11 +169,7 @@ func Conv3x3CPUFits(kernel, x *Tensor) bool { return bool(C.pm_conv3x3_fits(kern
 // when not nil, without transposing x or the result. Returns [W, H, Cout,
 // B]. The operands must fit (Conv1x1CPUFits).
 func (c *Context) Conv1x1CPU(w, x, bias *Tensor) *Tensor {
-	var b *C.struct_ggml_tensor
-	if bias != nil {
-		b = bias.p
-	}
-	return c.wrap(C.pm_conv1x1(c.p, w.p, x.p, b))
+	return c.wrap(C.pm_conv1x1(c.p, w.p, x.p, cTensor(bias)))
 }
 
 // Conv1x1CPUFits says whether Conv1x1CPU takes this kernel and image.
@@ -209,6 +201,28 @@ func (c *Context) GroupNormCPU(a, w, b *Tensor, groups int, eps float32, silu bo
 // GroupNormCPUFits says whether GroupNormCPU takes these operands.
 func GroupNormCPUFits(a, w, b *Tensor, groups int) bool {
 	return bool(C.pm_group_norm_fits(a.p, w.p, b.p, C.int(groups)))
+}
+
+// LayerNormCPU is Norm(a)·w + b (b may be nil) through our CPU kernel
+// (pm_layer_norm, a custom op that only the CPU backend runs): one pass
+// for the output instead of ggml's three ops. a's rows (dimension 0) are
+// f32, w and b f32 of their length. The operands must fit
+// (LayerNormCPUFits).
+func (c *Context) LayerNormCPU(a, w, b *Tensor, eps float32) *Tensor {
+	return c.wrap(C.pm_layer_norm(c.p, a.p, w.p, cTensor(b), C.float(eps)))
+}
+
+// LayerNormCPUFits says whether LayerNormCPU takes these operands.
+func LayerNormCPUFits(a, w, b *Tensor) bool {
+	return bool(C.pm_layer_norm_fits(a.p, w.p, cTensor(b)))
+}
+
+// cTensor is t's C tensor, NULL for nil.
+func cTensor(t *Tensor) *C.struct_ggml_tensor {
+	if t == nil {
+		return nil
+	}
+	return t.p
 }
 
 // SoftMax returns softmax(a·scale + mask) over dimension 0; mask may be nil.
