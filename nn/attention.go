@@ -28,8 +28,9 @@ type AttentionOptions struct {
 	// wherever it applies (f32, no mask, heads and keys it fits), ahead of
 	// Flash and SoftmaxUpTo: both its products run as outer products,
 	// 1.6–2.9 times as fast as the softmax path (BenchmarkAttention), and
-	// each thread keeps only one block of queries' scores. Only for graphs
-	// that run on the CPU.
+	// each thread keeps only one block of queries' scores. Taken only in
+	// graphs built for the CPU (ggml.Context.CPUKernels), so one option
+	// serves every device.
 	CPUKernel bool
 }
 
@@ -67,7 +68,7 @@ type HeadsKV struct {
 func SplitKV(c *ggml.Context, k, v *ggml.Tensor, heads int, opt AttentionOptions) HeadsKV {
 	C, Nk, B := k.Ne(0), k.Ne(1), k.Ne(2)
 	D, H := C/int64(heads), int64(heads)
-	if opt.CPUKernel && k.Type() == ggml.TypeF32 && v.Type() == ggml.TypeF32 && ggml.AttentionCPUFits(D, Nk) {
+	if opt.CPUKernel && c.CPUKernels() && k.Type() == ggml.TypeF32 && v.Type() == ggml.TypeF32 && ggml.AttentionCPUFits(D, Nk) {
 		split := func(x *ggml.Tensor) *ggml.Tensor {
 			if !x.Contiguous() {
 				x = c.Cont(x)

@@ -349,6 +349,15 @@ func TestLayersAgainstReferences(t *testing.T) {
 			return out
 		})
 		require.Less(t, maxRel(t, ours, want), 1e-5)
+		// A graph not built for the CPU's kernels (a GPU's) ignores the option.
+		gpuGraph := run(t, func(c *ggml.Context) *ggml.Tensor {
+			c.SetCPUKernels(false)
+			out := Attend(c, c.InputF32(q, 128, 16, 2), c.InputF32(k, 128, 9, 2), c.InputF32(v, 128, 9, 2), 2, nil,
+				AttentionOptions{CPUKernel: true})
+			require.NotEqual(t, "CUSTOM", out.Op())
+			return out
+		})
+		require.Less(t, maxRel(t, gpuGraph, want), 1e-5)
 		oursMasked := run(t, func(c *ggml.Context) *ggml.Tensor {
 			opt := AttentionOptions{CPUKernel: true}
 			kv := SplitKV(c, c.InputF32(k, 128, 9, 2), c.InputF32(v, 128, 9, 2), 2, opt)

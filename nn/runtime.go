@@ -85,6 +85,11 @@ func NewRuntime(device string, threads int) (*Runtime, error) {
 	return r, nil
 }
 
+// UsesCPUKernels says whether the graphs built here take our CPU kernels:
+// on the CPU, with CPUKernels set. Contexts that only shape tensors like
+// those graphs' (ggml.Context.SetCPUKernels) follow it too.
+func (r *Runtime) UsesCPUKernels() bool { return r.Device.IsCPU() && r.CPUKernels }
+
 // Run builds a graph with build, computes it and returns each output
 // tensor's values as float32 with its ggml shape.
 func (r *Runtime) Run(ctx context.Context, build func(c *ggml.Context) []*ggml.Tensor) ([]Output, error) {
@@ -130,7 +135,7 @@ func (r *Runtime) prepare(build func(c *ggml.Context) []*ggml.Tensor, readBack b
 	gctx := ggml.NewContext(GraphSize*2, GraphSize)
 	gctx.SetF32Accumulation(r.F32Accumulation)
 	gctx.SetContiguousIm2Col(r.contiguousIm2Col)
-	gctx.SetCPUKernels(r.Device.IsCPU() && r.CPUKernels)
+	gctx.SetCPUKernels(r.UsesCPUKernels())
 	outs, err := safeBuild(gctx, build)
 	if err != nil {
 		gctx.Free()

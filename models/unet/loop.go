@@ -172,6 +172,7 @@ func (l *Loop) newCrossKV(attns []*attention, name string) crossKV {
 	cfg, opt := &l.u.cfg, l.u.rt.Attn
 	scratch := ggml.NewContext(8*len(attns), 0)
 	defer scratch.Free()
+	scratch.SetCPUKernels(l.u.rt.UsesCPUKernels()) // the layouts the step's graph reads
 	set := crossKV{}
 	for i, a := range attns {
 		proj := scratch.NewTensor(ggml.TypeF32, a.ToK.Weight.Ne(1), l.ctxDims[1], l.ctxDims[2])

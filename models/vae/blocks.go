@@ -62,7 +62,7 @@ func (a *Attention) forward(b *builder, x *ggml.Tensor) *ggml.Tensor {
 	// One head over the full width, in f32: our CPU kernel on the CPU, else
 	// the plain path (the flash kernels do not cover a 512-wide head and
 	// would cast K/V to f16).
-	o := nn.Attend(c, q, k, v, 1, nil, nn.AttentionOptions{CPUKernel: c.CPUKernels()})
+	o := nn.Attend(c, q, k, v, 1, nil, nn.AttentionOptions{CPUKernel: true})
 	o = b.linear(&a.ToOut, o) // [C, W·H, B]
 	o = c.Reshape(c.Cont(c.Permute(o, 1, 0, 2, 3)), W, H, C, B)
 	return c.Add(x, o)
@@ -262,7 +262,11 @@ func (b *builder) winograd(l *nn.Conv2D, x *ggml.Tensor, upsample bool) *ggml.Te
 	if !ggml.Conv3x3CPUPays(x, up) {
 		return nil
 	}
-	kernel := nn.KernelByRow(c, c.Cast(l.Weight, ggml.TypeF32))
+	w := l.Weight // the kernel transform reads f16 itself: no f32 copy
+	if w.Type() != ggml.TypeF16 && w.Type() != ggml.TypeF32 {
+		w = c.Cast(w, ggml.TypeF32)
+	}
+	kernel := nn.KernelByRow(c, w)
 	switch {
 	case !ggml.Conv3x3CPUFits(kernel, x):
 		return nil
