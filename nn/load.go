@@ -524,14 +524,16 @@ func (w *Weights) fill(ctx context.Context, progress func(done, total int)) erro
 }
 
 // allocRepacked places the weights of ctx that cpu (nil: none) multiplies
-// faster repacked in a buffer of their own; nil when there are none.
+// faster repacked in a buffer of their own; nil when there are none. q4_K
+// weights stay plain where our CPU kernel multiplies them (about 2× ggml's
+// repacked product).
 func allocRepacked(cpu *ggml.Backend, ctx *ggml.Context) (*ggml.Buffer, error) {
 	if cpu == nil || !cpu.IsCPU() {
 		return nil, nil
 	}
 	var ts []*ggml.Tensor
 	for _, t := range ctx.Tensors() {
-		if cpu.Repacks(t) {
+		if cpu.Repacks(t) && (t.Type() != ggml.TypeQ4_K || !ggml.CPUKernelsTakeQ4K()) {
 			ts = append(ts, t)
 		}
 	}

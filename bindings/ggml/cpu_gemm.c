@@ -196,10 +196,10 @@ struct ggml_tensor * pm_conv1x1(struct ggml_context * ctx, struct ggml_tensor * 
 }
 
 bool pm_mul_mat_fits(const struct ggml_tensor * a, const struct ggml_tensor * b) {
-	const bool q8 = a->type == GGML_TYPE_Q8_0 && a->ne[0] % 32 == 0;
-	if ((a->type != GGML_TYPE_F32 && !q8) || b->type != GGML_TYPE_F32 || a->ne[2] != 1 || a->ne[3] != 1 ||
-	    (!q8 && (a->nb[0] != sizeof(float) || a->nb[1] % sizeof(float) != 0)) || b->nb[0] != sizeof(float) ||
-	    a->ne[0] != b->ne[0] || b->nb[1] % sizeof(float) != 0) {
+	const bool q8 = a->type == GGML_TYPE_Q8_0 && a->ne[0] % 32 == 0, q4k = pm_mul_mat_q4k_fits(a, b);
+	if ((a->type != GGML_TYPE_F32 && !q8 && !q4k) || b->type != GGML_TYPE_F32 || a->ne[2] != 1 || a->ne[3] != 1 ||
+	    (a->type == GGML_TYPE_F32 && (a->nb[0] != sizeof(float) || a->nb[1] % sizeof(float) != 0)) ||
+	    b->nb[0] != sizeof(float) || a->ne[0] != b->ne[0] || b->nb[1] % sizeof(float) != 0) {
 		return false;
 	}
 	// b's rows one stride apart across its outer dimensions
@@ -209,10 +209,13 @@ bool pm_mul_mat_fits(const struct ggml_tensor * a, const struct ggml_tensor * b)
 	const int64_t K = a->ne[0], M = a->ne[1], N = b->ne[1] * b->ne[2] * b->ne[3];
 	// Narrow products are ggml's (matrix-vector kernels); below a few
 	// million multiply-adds the op's start-up would show.
-	return M >= MM_MR && N >= MM_NR && K >= 8 && K * M * N >= (1 << 21);
+	return (q4k || (M >= MM_MR && N >= MM_NR && K >= 8)) && K * M * N >= (1 << 21);
 }
 
 struct ggml_tensor * pm_mul_mat(struct ggml_context * ctx, struct ggml_tensor * a, struct ggml_tensor * b) {
+	if (a->type == GGML_TYPE_Q4_K) {
+		return pm_mul_mat_q4k(ctx, a, b);
+	}
 	struct ggml_tensor * args[2] = {a, b};
 	struct ggml_tensor * t = ggml_custom_4d(ctx, GGML_TYPE_F32, a->ne[1], b->ne[1], b->ne[2], b->ne[3], args, 2, pm_gemm_op,
 	                                        GGML_N_TASKS_MAX, NULL);

@@ -39,11 +39,15 @@ struct ggml_tensor * pm_attention(struct ggml_context * ctx, struct ggml_tensor 
                                   struct ggml_tensor * v, float scale);
 bool pm_attention_fits(int64_t d, int64_t keys);
 
-// pm_mul_mat is ggml_mul_mat for f32 a [K, M] (2-D) and b [K, N, B2, B3]
-// with contiguous rows, as a custom op that only the CPU backend runs:
-// [M, N, B2, B3]. The operands must satisfy pm_mul_mat_fits.
+// pm_mul_mat is ggml_mul_mat for a [K, M] (2-D: f32, q8_0, or with AVX2
+// q4_K stored plainly, not repacked) and f32 b [K, N, B2, B3] with
+// contiguous rows, as custom ops that only the CPU backend runs: [M, N, B2,
+// B3]. The operands must satisfy pm_mul_mat_fits.
 struct ggml_tensor * pm_mul_mat(struct ggml_context * ctx, struct ggml_tensor * a, struct ggml_tensor * b);
 bool pm_mul_mat_fits(const struct ggml_tensor * a, const struct ggml_tensor * b);
+// pm_mul_mat_takes_q4k says whether pm_mul_mat multiplies q4_K weights
+// (compiled with AVX2).
+bool pm_mul_mat_takes_q4k(void);
 
 // pm_conv3x3 is a "same" 3×3 convolution of stride 1 (padding 1) of x
 // [W, H, Cin, B] (f32, rows contiguous), or with up = 2 of its nearest 2×

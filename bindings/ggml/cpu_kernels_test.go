@@ -1,12 +1,15 @@
 package ggml
 
 import (
+	"encoding/binary"
 	"fmt"
 	"math"
 	"math/rand/v2"
 	"testing"
 
 	"github.com/stretchr/testify/require"
+
+	"github.com/gophotomaker/photomaker/internal/half"
 )
 
 // TestGEGLUKernel checks our CPU GEGLU (pm_geglu_erf) value by value
@@ -322,7 +325,9 @@ func TestMulMatKernel(t *testing.T) {
 	big := c.NewTensor(TypeF32, 256, 256)
 	require.Equal(t, "CUSTOM", c.MulMat(big, c.NewTensor(TypeF32, 256, 64)).Op())
 	require.Equal(t, "MUL_MAT", c.MulMat(c.NewTensor(TypeF16, 256, 256), c.NewTensor(TypeF32, 256, 64)).Op(), "f16 weights")
-	require.Equal(t, "MUL_MAT", c.MulMat(c.NewTensor(TypeQ4_K, 256, 256), c.NewTensor(TypeF32, 256, 64)).Op(), "q4_K weights")
+	require.Equal(t, map[bool]string{true: "CUSTOM", false: "MUL_MAT"}[CPUKernelsTakeQ4K()],
+		c.MulMat(c.NewTensor(TypeQ4_K, 256, 256), c.NewTensor(TypeF32, 256, 64)).Op(), "q4_K weights")
+	require.Equal(t, "MUL_MAT", c.MulMat(c.NewTensor(TypeQ4_K, 256, 256), c.NewTensor(TypeF32, 256, 8)).Op(), "narrow q4_K products")
 	require.Equal(t, "MUL_MAT", c.MulMat(big, c.NewTensor(TypeF32, 256, 3)).Op(), "matrix-vector products")
 	require.Equal(t, "MUL_MAT", c.MulMat(c.NewTensor(TypeF32, 256, 256, 2), c.NewTensor(TypeF32, 256, 64, 2)).Op(), "batched a")
 	require.Equal(t, "MUL_MAT", c.MulMat(c.NewTensor(TypeF32, 64, 64), c.NewTensor(TypeF32, 64, 64)).Op(), "small products")
@@ -602,6 +607,122 @@ func TestLayerNormKernel(t *testing.T) {
 					}
 					require.InDelta(t, want, float64(got[row*tc.n+i]), 2e-6*(math.Abs(norm)+math.Abs(float64(bias[i]))+1), "row %d value %d", row, i)
 				}
+			}
+		})
+	}
+}
+
+// q4KBlock is a q4_K super-block decoded: value i is d·sc[i/32]·q[i] −
+// dmin·mn[i/32] (ggml's layout, read here independently of ggml and of
+// our kernel).
+type q4KBlock struct {
+	d, dmin float64
+	sc, mn  [8]float64
+	q       [256]float64
+}
+
+func decodeQ4K(b []byte) q4KBlock {
+	var blk q4KBlock
+	blk.d = float64(half.F16ToF32(binary.LittleEndian.Uint16(b)))
+	blk.dmin = float64(half.F16ToF32(binary.LittleEndian.Uint16(b[2:])))
+	s := b[4:16]
+	for j := 0; j < 8; j++ {
+		var sc, mn byte
+		if j < 4 {
+			sc, mn = s[j]&63, s[j+4]&63
+		} else {
+			sc, mn = s[j+4]&0xF|(s[j-4]>>6)<<4, s[j+4]>>4|(s[j]>>6)<<4
+		}
+		blk.sc[j], blk.mn[j] = float64(sc), float64(mn)
+	}
+	for c := 0; c < 4; c++ {
+		for l := 0; l < 32; l++ {
+			v := b[16+32*c+l]
+			blk.q[64*c+l], blk.q[64*c+32+l] = float64(v&0xF), float64(v>>4)
+		}
+	}
+	return blk
+}
+
+// quantizeQ8 is what our q4_K product makes of 256 activations, in float32
+// as the kernel computes it: q = round(x·(127/max|x|)), x ≈ q·max/127.
+func quantizeQ8(x []float32) (d float64, q [256]float64) {
+	var amax float32
+	for _, v := range x {
+		amax = max(amax, float32(math.Abs(float64(v))))
+	}
+	if amax == 0 {
+		return 0, q
+	}
+	iscale := 127 / amax
+	for i, v := range x {
+		q[i] = math.RoundToEven(float64(v * iscale))
+	}
+	return float64(amax / 127), q
+}
+
+// TestMulMatQ4KKernel checks our CPU product of q4_K weights (pm_mul_mat's
+// cpu_q4k.c) two ways: against the same products with the activations
+// quantized as the kernel quantizes them (any slip in the integer sums,
+// scales, mins or tiles shows), and against the exact product with a
+// bound on what quantizing the activations may change (half a step per
+// value). Sizes: K of one to ten super-blocks (one, two and three K
+// blocks), M and N tails, several row blocks and column chunks, a batch,
+// strided rows, an all-zero activation row, and each thread split.
+func TestMulMatQ4KKernel(t *testing.T) {
+	if !CPUKernelsTakeQ4K() {
+		t.Skip("our q4_K product needs AVX2")
+	}
+	r := rand.New(rand.NewPCG(21, 21))
+	for _, tc := range []struct{ k, m, n, b2 int }{
+		{256, 16, 600, 1}, {1280, 45, 100, 1}, {2560, 300, 20, 2}, {512, 20, 250, 1}, {1024, 130, 200, 1},
+	} {
+		t.Run(fmt.Sprintf("k%d_m%d_n%d_b%d", tc.k, tc.m, tc.n, tc.b2), func(t *testing.T) {
+			ldb, cols := tc.k+8, tc.n*tc.b2 // b's rows are a view's
+			a, b := randn(r, tc.k*tc.m), randn(r, ldb*cols)
+			clear(b[3*ldb : 4*ldb])
+			qa, err := Quantize(TypeQ4_K, a, int64(tc.k))
+			require.NoError(t, err)
+			build := func(c *Context) *Tensor {
+				bt := c.InputF32(b, int64(ldb), int64(tc.n), int64(tc.b2))
+				bv := c.View(bt, [4]int64{int64(tc.k), int64(tc.n), int64(tc.b2), 1}, bt.Nb(1), bt.Nb(2), bt.Nb(3), 0)
+				y := c.MulMat(c.Input(TypeQ4_K, qa, int64(tc.k), int64(tc.m)), bv)
+				require.Equal(t, "CUSTOM", y.Op(), "our kernel takes the product")
+				return y
+			}
+			got, shape := compute(t, build)
+			require.Equal(t, [4]int64{int64(tc.m), int64(tc.n), int64(tc.b2), 1}, shape)
+			nsb := tc.k / 256
+			blocks := make([]q4KBlock, tc.m*nsb)
+			for i := range blocks {
+				blocks[i] = decodeQ4K(qa[144*i:])
+			}
+			for j := 0; j < cols; j++ {
+				for i := 0; i < tc.m; i++ {
+					var exact, quantized, size, bound float64
+					for s := 0; s < nsb; s++ {
+						x := b[j*ldb+256*s : j*ldb+256*s+256]
+						d, q := quantizeQ8(x)
+						w := &blocks[i*nsb+s]
+						for k := range 256 {
+							v := w.d*w.sc[k/32]*w.q[k] - w.dmin*w.mn[k/32]
+							exact += v * float64(x[k])
+							quantized += v * d * q[k]
+							// the float sums' terms: d·Σsc·q·x and dmin·Σmn·x
+							size += (w.d*w.sc[k/32]*w.q[k] + w.dmin*w.mn[k/32]) * d * math.Abs(q[k])
+							bound += math.Abs(v) * d / 2
+						}
+					}
+					require.InDelta(t, quantized, float64(got[j*tc.m+i]), 1e-6*size+1e-30, "row %d column %d", i, j)
+					require.InDelta(t, exact, float64(got[j*tc.m+i]), bound*(1+1e-5)+1e-6*size+1e-30, "row %d column %d: exact", i, j)
+				}
+			}
+			for _, threads := range []int{1, 3, 8} {
+				cpu, err := NewCPUBackend(threads)
+				require.NoError(t, err)
+				other, _ := computeOn(t, cpu, build)
+				cpu.Close()
+				require.Equal(t, got, other, "%d threads", threads)
 			}
 		})
 	}

@@ -13,18 +13,23 @@ import "fmt"
 
 // MulMat returns a·b with a [K, M, ...] and b [K, N, ...] giving [M, N, ...]:
 // a Linear layer's weight [in, out] times activations [in, tokens].
-// Broadcasts a over b's outer dimensions. With SetCPUKernels, large f32
-// products are our kernel (pm_mul_mat: 1.4× ggml's on the VAE's
-// convolutions).
+// Broadcasts a over b's outer dimensions. With SetCPUKernels, large f32,
+// q8_0 and q4_K products are our kernels (pm_mul_mat: 1.4× ggml's on the
+// VAE's convolutions); q4_K weights repacked for ggml's stay ggml's.
 func (c *Context) MulMat(a, b *Tensor) *Tensor {
 	if c.f32Accum && (a.Type() == TypeF16 || a.Type() == TypeBF16) {
 		return c.MulMatF32(a, b)
 	}
-	if c.cpuKernels && bool(C.pm_mul_mat_fits(a.p, b.p)) {
+	if c.cpuKernels && !a.Repacked() && bool(C.pm_mul_mat_fits(a.p, b.p)) {
 		return c.wrap(C.pm_mul_mat(c.p, a.p, b.p))
 	}
 	return c.wrap(C.ggml_mul_mat(c.p, a.p, b.p))
 }
+
+// CPUKernelsTakeQ4K reports whether MulMat with SetCPUKernels multiplies
+// plainly stored q4_K weights with our kernel (builds with AVX2): such
+// weights are then better left plain than repacked for ggml's products.
+func CPUKernelsTakeQ4K() bool { return bool(C.pm_mul_mat_takes_q4k()) }
 
 // MulMatF32 is MulMat with f32 accumulation forced on backends that would
 // otherwise accumulate in f16.

@@ -1,0 +1,353 @@
+// Our CPU product of q4_K weights with f32 activations, in 8-bit integers
+// (AVX2). See pm_mul_mat (cpu_gemm.c) for where it is taken.
+//
+// A q4_K weight is d·s_j·q − dmin·m_j over super-blocks of 256 values: 4-bit
+// q, and per sub-block j of 32 values a 6-bit scale s_j and min m_j. ggml's
+// CPU quantizes the activations to 8 bits per 256 (q8_K) and sums q·x in
+// integers, row by row (with GGML_USE_CPU_REPACK eight weight rows at once:
+// about 175 GFLOP/s at 512² on the dev VM). Here, as in our f32 product,
+// a register tile of 16 weight rows × 3 activation rows shares its loads:
+// the weights are unpacked to one byte per value, stored so that a 32-byte
+// vector holds four consecutive k of eight rows, and multiplied
+// (vpmaddubsw) by four k of one activation row broadcast to all lanes. The
+// 16-bit sums of a sub-block's eight such products cannot overflow (8 · 2 ·
+// 15 · 127 < 2^15), so the sub-block's scale is applied once (vpmaddwd), and
+// floats appear only once per super-block.
+#include "cpu_internal.h"
+
+#if defined(__AVX2__)
+#include <immintrin.h>
+
+// block_q4_K is ggml's q4_K super-block.
+struct block_q4_K {
+	ggml_fp16_t d, dmin;
+	uint8_t scales[12]; // s_j and m_j, 6 bits each
+	uint8_t qs[128];    // q: bytes 32c..32c+31 hold sub-block 2c (low nibbles) and 2c+1 (high)
+};
+_Static_assert(sizeof(struct block_q4_K) == 144, "q4_K blocks are 144 bytes");
+
+// act_block is 256 activations quantized: x ≈ d·q, |q| ≤ 127, with the sum
+// of q per sub-block of 32 (for the mins).
+struct act_block {
+	float d;
+	int32_t pad[3];
+	int16_t bsums[8];
+	int8_t q[256];
+};
+_Static_assert(sizeof(struct act_block) == 288, "activation blocks are 288 bytes");
+
+// tile_sb is one super-block of a tile's 16 weight rows, two groups of 8
+// (the vector lanes), packed for the product: q[k/4][g] holds k..k+3 of
+// each row of group g; sc[j][g] the 16-bit pair (s_j, s_j) of each row, mn[i][g]
+// the pair (m_2i, m_2i+1).
+struct tile_sb {
+	uint8_t q[64][2][32];
+	int16_t sc[8][2][16];
+	int16_t mn[4][2][16];
+	float d[2][8], dmin[2][8];
+};
+
+enum {
+	QK_MR = 16,    // weight rows in a register tile
+	QK_NR = 3,     // activation rows in a register tile
+	QK_KC = 4,     // super-blocks of K packed at once: a tile's panel is 20 KB (L1)
+	QK_MC = 128,   // weight rows packed at once: 160 KB (L2)
+	QK_NC = 96,    // activation rows multiplied by the packed rows in turn: 108 KB (L2)
+	QK_MIN_N = 16, // narrower products stay ggml's (matrix-vector kernels)
+};
+
+// quantize_block quantizes 256 floats: q = round(x·127/max|x|).
+static void quantize_block(const float * x, struct act_block * y) {
+	const __m256 abs_mask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff));
+	__m256 amax = _mm256_setzero_ps();
+	for (int i = 0; i < 256; i += 8) {
+		amax = _mm256_max_ps(amax, _mm256_and_ps(_mm256_loadu_ps(x + i), abs_mask));
+	}
+	__m128 m = _mm_max_ps(_mm256_castps256_ps128(amax), _mm256_extractf128_ps(amax, 1));
+	m = _mm_max_ps(m, _mm_movehl_ps(m, m));
+	m = _mm_max_ss(m, _mm_movehdup_ps(m));
+	const float max = _mm_cvtss_f32(m);
+	if (max == 0.0f) {
+		memset(y, 0, sizeof *y);
+		return;
+	}
+	y->d = max / 127.0f;
+	const __m256 iscale = _mm256_set1_ps(127.0f / max);
+	const __m256i order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
+	for (int j = 0; j < 8; j++) {
+		const float * xj = x + 32 * j;
+		const __m256i i0 = _mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(xj), iscale));
+		const __m256i i1 = _mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(xj + 8), iscale));
+		const __m256i i2 = _mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(xj + 16), iscale));
+		const __m256i i3 = _mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(xj + 24), iscale));
+		const __m256i s = _mm256_add_epi32(_mm256_add_epi32(i0, i1), _mm256_add_epi32(i2, i3));
+		__m128i h = _mm_add_epi32(_mm256_castsi256_si128(s), _mm256_extracti128_si256(s, 1));
+		h = _mm_add_epi32(h, _mm_shuffle_epi32(h, 0x4e));
+		h = _mm_add_epi32(h, _mm_shuffle_epi32(h, 0xb1));
+		y->bsums[j] = (int16_t)_mm_cvtsi128_si32(h);
+		// packs interleave the 128-bit halves; order puts the 4-byte runs back
+		const __m256i q = _mm256_packs_epi16(_mm256_packs_epi32(i0, i1), _mm256_packs_epi32(i2, i3));
+		_mm256_storeu_si256((__m256i *)(y->q + 32 * j), _mm256_permutevar8x32_epi32(q, order));
+	}
+}
+
+// pm_q8_rows_op quantizes the rows of src[0] (f32, K a multiple of 256,
+// rows nb[1] apart) into dst's rows of act_blocks.
+static void pm_q8_rows_op(struct ggml_tensor * dst, int ith, int nth, void * userdata) {
+	(void)userdata;
+	const struct ggml_tensor * b = dst->src[0];
+	const int64_t nsb = b->ne[0] / 256, rows = b->ne[1] * b->ne[2] * b->ne[3];
+	int64_t lo, hi;
+	thread_rows(rows, ith, nth, &lo, &hi);
+	for (int64_t n = lo; n < hi; n++) {
+		const float * x = (const float *)((const char *)b->data + n * b->nb[1]);
+		struct act_block * y = (struct act_block *)((char *)dst->data + n * dst->nb[1]);
+		for (int64_t s = 0; s < nsb; s++) {
+			quantize_block(x + 256 * s, y + s);
+		}
+	}
+}
+
+// scale_min is sub-block j's 6-bit scale and min from a q4_K block's 12
+// bytes: j < 4 in the low 6 bits of bytes j and j+4, the others in the
+// nibbles of bytes j+4 with their top bits in the spare 2 bits above.
+static inline void scale_min(const uint8_t * s, int j, int16_t * sc, int16_t * mn) {
+	if (j < 4) {
+		*sc = s[j] & 63;
+		*mn = s[j + 4] & 63;
+	} else {
+		*sc = (int16_t)((s[j + 4] & 0xF) | ((s[j - 4] >> 6) << 4));
+		*mn = (int16_t)((s[j + 4] >> 4) | ((s[j] >> 6) << 4));
+	}
+}
+
+// transpose8 turns 8 vectors of 8 int32 (a row's 8 runs of 4 bytes each)
+// into 8 vectors of run i of each row.
+static inline void transpose8(__m256i r[8]) {
+	__m256i t[8], u[8];
+	for (int i = 0; i < 8; i += 2) {
+		t[i] = _mm256_unpacklo_epi32(r[i], r[i + 1]);
+		t[i + 1] = _mm256_unpackhi_epi32(r[i], r[i + 1]);
+	}
+	for (int i = 0; i < 8; i += 4) {
+		u[i] = _mm256_unpacklo_epi64(t[i], t[i + 2]);
+		u[i + 1] = _mm256_unpackhi_epi64(t[i], t[i + 2]);
+		u[i + 2] = _mm256_unpacklo_epi64(t[i + 1], t[i + 3]);
+		u[i + 3] = _mm256_unpackhi_epi64(t[i + 1], t[i + 3]);
+	}
+	for (int i = 0; i < 4; i++) {
+		r[i] = _mm256_permute2x128_si256(u[i], u[i + 4], 0x20);
+		r[i + 4] = _mm256_permute2x128_si256(u[i], u[i + 4], 0x31);
+	}
+}
+
+// pack_tile packs super-blocks [sb0, sb0+nsb) of weight rows [r0, r0+rows)
+// (rows ≤ 16; the others are zeros) of a (rows lda bytes apart).
+static void pack_tile(struct tile_sb * dst, const char * a, int64_t lda, int64_t r0, int rows, int64_t sb0, int64_t nsb) {
+	const __m256i low = _mm256_set1_epi8(0x0F);
+	for (int64_t s = 0; s < nsb; s++, dst++) {
+		for (int g = 0; g < 2; g++) {
+			const struct block_q4_K * blk[8];
+			ggml_fp16_t h[2][8]; // d and dmin
+			for (int l = 0; l < 8; l++) {
+				const int r = 8 * g + l;
+				blk[l] = r < rows ? (const struct block_q4_K *)(a + (r0 + r) * lda) + sb0 + s : NULL;
+				int16_t sc[8] = {0}, mn[8] = {0};
+				h[0][l] = blk[l] != NULL ? blk[l]->d : 0;
+				h[1][l] = blk[l] != NULL ? blk[l]->dmin : 0;
+				for (int j = 0; blk[l] != NULL && j < 8; j++) {
+					scale_min(blk[l]->scales, j, &sc[j], &mn[j]);
+				}
+				for (int j = 0; j < 8; j++) {
+					dst->sc[j][g][2 * l] = dst->sc[j][g][2 * l + 1] = sc[j];
+				}
+				for (int i = 0; i < 4; i++) {
+					dst->mn[i][g][2 * l] = mn[2 * i];
+					dst->mn[i][g][2 * l + 1] = mn[2 * i + 1];
+				}
+			}
+			ggml_cpu_fp16_to_fp32(h[0], dst->d[g], 8);
+			ggml_cpu_fp16_to_fp32(h[1], dst->dmin[g], 8);
+			for (int c = 0; c < 4; c++) { // sub-blocks 2c and 2c+1
+				__m256i lo[8], hi[8];
+				for (int l = 0; l < 8; l++) {
+					const __m256i v = blk[l] != NULL ? _mm256_loadu_si256((const __m256i *)(blk[l]->qs + 32 * c))
+					                                 : _mm256_setzero_si256();
+					lo[l] = _mm256_and_si256(v, low);
+					hi[l] = _mm256_and_si256(_mm256_srli_epi16(v, 4), low);
+				}
+				transpose8(lo);
+				transpose8(hi);
+				for (int i = 0; i < 8; i++) {
+					_mm256_storeu_si256((__m256i *)dst->q[16 * c + i][g], lo[i]);
+					_mm256_storeu_si256((__m256i *)dst->q[16 * c + 8 + i][g], hi[i]);
+				}
+			}
+		}
+	}
+}
+
+static inline __m256i load(const void * p) { return _mm256_loadu_si256((const __m256i *)p); }
+
+// bcast is 4 bytes at p in every lane.
+static inline __m256i bcast(const void * p) {
+	int32_t v;
+	memcpy(&v, p, 4);
+	return _mm256_set1_epi32(v);
+}
+
+// q4k_tile adds (or stores, when first) the products of the 16 packed rows
+// w over nsb super-blocks with activation rows x[0..2] into c[j·ldc + i]
+// (all 16 rows, 3 columns).
+static void q4k_tile(const struct tile_sb * w, int64_t nsb, const struct act_block * const x[QK_NR], float * c,
+                     int64_t ldc, bool first) {
+	for (int64_t s = 0; s < nsb; s++, w++, first = false) {
+		const struct act_block * x0 = x[0] + s, * x1 = x[1] + s, * x2 = x[2] + s;
+		__m256i a00 = _mm256_setzero_si256(), a01 = a00, a02 = a00, a10 = a00, a11 = a00, a12 = a00;
+		for (int j = 0; j < 8; j++) {
+			__m256i h00 = _mm256_setzero_si256(), h01 = h00, h02 = h00, h10 = h00, h11 = h00, h12 = h00;
+			for (int k = 32 * j; k < 32 * j + 32; k += 4) {
+				const __m256i w0 = load(w->q[k / 4][0]), w1 = load(w->q[k / 4][1]);
+				__m256i b = bcast(x0->q + k);
+				h00 = _mm256_add_epi16(h00, _mm256_maddubs_epi16(w0, b));
+				h10 = _mm256_add_epi16(h10, _mm256_maddubs_epi16(w1, b));
+				b = bcast(x1->q + k);
+				h01 = _mm256_add_epi16(h01, _mm256_maddubs_epi16(w0, b));
+				h11 = _mm256_add_epi16(h11, _mm256_maddubs_epi16(w1, b));
+				b = bcast(x2->q + k);
+				h02 = _mm256_add_epi16(h02, _mm256_maddubs_epi16(w0, b));
+				h12 = _mm256_add_epi16(h12, _mm256_maddubs_epi16(w1, b));
+			}
+			const __m256i s0 = load(w->sc[j][0]), s1 = load(w->sc[j][1]);
+			a00 = _mm256_add_epi32(a00, _mm256_madd_epi16(h00, s0));
+			a01 = _mm256_add_epi32(a01, _mm256_madd_epi16(h01, s0));
+			a02 = _mm256_add_epi32(a02, _mm256_madd_epi16(h02, s0));
+			a10 = _mm256_add_epi32(a10, _mm256_madd_epi16(h10, s1));
+			a11 = _mm256_add_epi32(a11, _mm256_madd_epi16(h11, s1));
+			a12 = _mm256_add_epi32(a12, _mm256_madd_epi16(h12, s1));
+		}
+		const __m256i acc[2][QK_NR] = {{a00, a01, a02}, {a10, a11, a12}};
+		for (int g = 0; g < 2; g++) {
+			const __m256 d = _mm256_loadu_ps(w->d[g]), dmin = _mm256_loadu_ps(w->dmin[g]);
+			for (int n = 0; n < QK_NR; n++) {
+				const struct act_block * xn = x[n] + s;
+				__m256i m = _mm256_setzero_si256(); // Σ_j m_j · (Σ q of sub-block j)
+				for (int i = 0; i < 4; i++) {
+					m = _mm256_add_epi32(m, _mm256_madd_epi16(load(w->mn[i][g]), bcast(xn->bsums + 2 * i)));
+				}
+				__m256 r = _mm256_sub_ps(_mm256_mul_ps(d, _mm256_cvtepi32_ps(acc[g][n])),
+				                         _mm256_mul_ps(dmin, _mm256_cvtepi32_ps(m)));
+				r = _mm256_mul_ps(r, _mm256_set1_ps(xn->d));
+				float * cn = c + n * ldc + 8 * g;
+				_mm256_storeu_ps(cn, first ? r : _mm256_add_ps(r, _mm256_loadu_ps(cn)));
+			}
+		}
+	}
+}
+
+// q4k_split is thread ith's share of an M×N product: whole tiles of M when
+// there are enough of them, else of N. False when it has none.
+static bool q4k_split(int64_t M, int64_t N, int ith, int nth, int64_t * m0, int64_t * m1, int64_t * n0, int64_t * n1) {
+	const int64_t tiles = (M + QK_MR - 1) / QK_MR;
+	*m0 = 0, *m1 = M, *n0 = 0, *n1 = N;
+	if (tiles >= 2 * nth) {
+		thread_rows(tiles, ith, nth, m0, m1);
+		*m0 *= QK_MR, *m1 = *m1 * QK_MR < M ? *m1 * QK_MR : M;
+	} else {
+		thread_rows((N + QK_NR - 1) / QK_NR, ith, nth, n0, n1);
+		*n0 *= QK_NR, *n1 = *n1 * QK_NR < N ? *n1 * QK_NR : N;
+	}
+	return *m0 < *m1 && *n0 < *n1;
+}
+
+// pm_q4k_op is the product dst [M, N] = a [K, M] (q4_K) · b: src[1] holds
+// b's rows quantized (pm_q8_rows_op).
+void pm_q4k_op(struct ggml_tensor * dst, int ith, int nth, void * userdata) {
+	(void)userdata;
+	const struct ggml_tensor * a = dst->src[0], * xq = dst->src[1];
+	const int64_t nsb = a->ne[0] / 256, M = a->ne[1], N = xq->ne[1], ldc = M;
+	int64_t m0, m1, n0, n1;
+	if (!q4k_split(M, N, ith, nth, &m0, &m1, &n0, &n1)) {
+		return;
+	}
+	const int64_t tile_bytes = QK_KC * (int64_t)sizeof(struct tile_sb);
+	struct tile_sb * panel = kernel_alloc((size_t)(QK_MC / QK_MR * tile_bytes), "q4_K product");
+	float * c = (float *)dst->data;
+	for (int64_t k0 = 0; k0 < nsb; k0 += QK_KC) {
+		const int64_t kc = nsb - k0 < QK_KC ? nsb - k0 : QK_KC;
+		for (int64_t i0 = m0; i0 < m1; i0 += QK_MC) {
+			const int64_t mc = m1 - i0 < QK_MC ? m1 - i0 : QK_MC, tiles = (mc + QK_MR - 1) / QK_MR;
+			for (int64_t t = 0; t < tiles; t++) {
+				const int64_t r = t * QK_MR;
+				pack_tile(panel + t * QK_KC, (const char *)a->data, a->nb[1], i0 + r, mc - r < QK_MR ? (int)(mc - r) : QK_MR,
+				          k0, kc);
+			}
+			for (int64_t jc = n0; jc < n1; jc += QK_NC) {
+				const int64_t jend = n1 - jc < QK_NC ? n1 : jc + QK_NC;
+				for (int64_t t = 0; t < tiles; t++) {
+					const int64_t rows = mc - t * QK_MR < QK_MR ? mc - t * QK_MR : QK_MR;
+					for (int64_t j0 = jc; j0 < jend; j0 += QK_NR) {
+						const int64_t cols = jend - j0 < QK_NR ? jend - j0 : QK_NR;
+						const struct act_block * x[QK_NR];
+						for (int n = 0; n < QK_NR; n++) {
+							x[n] = (const struct act_block *)((const char *)xq->data + (j0 + (n < cols ? n : cols - 1)) * xq->nb[1]) + k0;
+						}
+						float * ct = c + j0 * ldc + i0 + t * QK_MR;
+						if (rows == QK_MR && cols == QK_NR) {
+							q4k_tile(panel + t * QK_KC, kc, x, ct, ldc, k0 == 0);
+							continue;
+						}
+						float tmp[QK_NR * QK_MR]; // the last rows or columns: through a whole tile
+						q4k_tile(panel + t * QK_KC, kc, x, tmp, QK_MR, true);
+						for (int64_t n = 0; n < cols; n++) {
+							for (int64_t i = 0; i < rows; i++) {
+								ct[n * ldc + i] = k0 == 0 ? tmp[n * QK_MR + i] : ct[n * ldc + i] + tmp[n * QK_MR + i];
+							}
+						}
+					}
+				}
+			}
+		}
+	}
+	free(panel);
+}
+
+bool pm_mul_mat_takes_q4k(void) { return true; }
+
+bool pm_mul_mat_q4k_fits(const struct ggml_tensor * a, const struct ggml_tensor * b) {
+	return a->type == GGML_TYPE_Q4_K && a->ne[0] % 256 == 0 && b->ne[1] * b->ne[2] * b->ne[3] >= QK_MIN_N &&
+	       a->ne[1] >= QK_MR;
+}
+
+struct ggml_tensor * pm_mul_mat_q4k(struct ggml_context * ctx, struct ggml_tensor * a, struct ggml_tensor * b) {
+	const int64_t N = b->ne[1] * b->ne[2] * b->ne[3];
+	struct ggml_tensor * src[1] = {b}; // into rows of act_blocks (I32 for the bytes' size)
+	struct ggml_tensor * xq = ggml_custom_4d(ctx, GGML_TYPE_I32, a->ne[0] / 256 * (int64_t)sizeof(struct act_block) / 4, N, 1, 1,
+	                                         src, 1, pm_q8_rows_op, GGML_N_TASKS_MAX, NULL);
+	ggml_set_name(xq, "QUANTIZE_Q8 (ours)");
+	struct ggml_tensor * args[2] = {a, xq};
+	struct ggml_tensor * t = ggml_custom_4d(ctx, GGML_TYPE_F32, a->ne[1], b->ne[1], b->ne[2], b->ne[3], args, 2, pm_q4k_op,
+	                                        GGML_N_TASKS_MAX, NULL);
+	return ggml_set_name(t, "MUL_MAT q4_K (ours)");
+}
+
+#else // without AVX2 q4_K products are ggml's: pm_mul_mat_q4k_fits is false
+
+void pm_q4k_op(struct ggml_tensor * dst, int ith, int nth, void * userdata) {
+	(void)dst, (void)ith, (void)nth, (void)userdata;
+	abort();
+}
+
+bool pm_mul_mat_takes_q4k(void) { return false; }
+
+bool pm_mul_mat_q4k_fits(const struct ggml_tensor * a, const struct ggml_tensor * b) {
+	(void)a, (void)b;
+	return false;
+}
+
+struct ggml_tensor * pm_mul_mat_q4k(struct ggml_context * ctx, struct ggml_tensor * a, struct ggml_tensor * b) {
+	(void)ctx, (void)a, (void)b;
+	abort();
+}
+
+#endif
