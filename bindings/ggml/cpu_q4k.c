@@ -18,6 +18,45 @@
 #if defined(__AVX2__)
 #include <immintrin.h>
 
+// The tile's vectors: 16 lanes with AVX-512 (twice the sums per
+// instruction, and 32 registers for a tile of 32 × 6), else 8 (16 × 3).
+// Each lane is one weight row's four bytes.
+#if defined(__AVX512BW__)
+enum { QK_G = 16, QK_NR = 6 };
+typedef __m512i vq;
+typedef __m512 vqf;
+static inline vq q_zero(void) { return _mm512_setzero_si512(); }
+static inline vq q_load(const void * p) { return _mm512_loadu_si512(p); }
+static inline vq q_set1(int32_t v) { return _mm512_set1_epi32(v); }
+static inline vq q_add32(vq a, vq b) { return _mm512_add_epi32(a, b); }
+static inline vq q_madd(vq a, vq b) { return _mm512_madd_epi16(a, b); }
+static inline vq q_dot4(vq h, vq w, vq b) { return _mm512_add_epi16(h, _mm512_maddubs_epi16(w, b)); }
+static inline vqf qf_load(const float * p) { return _mm512_loadu_ps(p); }
+static inline void qf_store(float * p, vqf v) { _mm512_storeu_ps(p, v); }
+static inline vqf qf_cvt(vq v) { return _mm512_cvtepi32_ps(v); }
+static inline vqf qf_set1(float v) { return _mm512_set1_ps(v); }
+static inline vqf qf_mul(vqf a, vqf b) { return _mm512_mul_ps(a, b); }
+static inline vqf qf_sub(vqf a, vqf b) { return _mm512_sub_ps(a, b); }
+static inline vqf qf_add(vqf a, vqf b) { return _mm512_add_ps(a, b); }
+#else
+enum { QK_G = 8, QK_NR = 3 };
+typedef __m256i vq;
+typedef __m256 vqf;
+static inline vq q_zero(void) { return _mm256_setzero_si256(); }
+static inline vq q_load(const void * p) { return _mm256_loadu_si256((const __m256i *)p); }
+static inline vq q_set1(int32_t v) { return _mm256_set1_epi32(v); }
+static inline vq q_add32(vq a, vq b) { return _mm256_add_epi32(a, b); }
+static inline vq q_madd(vq a, vq b) { return _mm256_madd_epi16(a, b); }
+static inline vq q_dot4(vq h, vq w, vq b) { return _mm256_add_epi16(h, _mm256_maddubs_epi16(w, b)); }
+static inline vqf qf_load(const float * p) { return _mm256_loadu_ps(p); }
+static inline void qf_store(float * p, vqf v) { _mm256_storeu_ps(p, v); }
+static inline vqf qf_cvt(vq v) { return _mm256_cvtepi32_ps(v); }
+static inline vqf qf_set1(float v) { return _mm256_set1_ps(v); }
+static inline vqf qf_mul(vqf a, vqf b) { return _mm256_mul_ps(a, b); }
+static inline vqf qf_sub(vqf a, vqf b) { return _mm256_sub_ps(a, b); }
+static inline vqf qf_add(vqf a, vqf b) { return _mm256_add_ps(a, b); }
+#endif
+
 // block_q4_K is ggml's q4_K super-block.
 struct block_q4_K {
 	ggml_fp16_t d, dmin;
@@ -41,19 +80,18 @@ _Static_assert(sizeof(struct act_block) == 288, "activation blocks are 288 bytes
 // each row of group g; sc[j][g] the 16-bit pair (s_j, s_j) of each row, mn[i][g]
 // the pair (m_2i, m_2i+1).
 struct tile_sb {
-	uint8_t q[64][2][32];
-	int16_t sc[8][2][16];
-	int16_t mn[4][2][16];
-	float d[2][8], dmin[2][8];
+	uint8_t q[64][2][4 * QK_G];
+	int16_t sc[8][2][2 * QK_G];
+	int16_t mn[4][2][2 * QK_G];
+	float d[2][QK_G], dmin[2][QK_G];
 };
 
 enum {
-	QK_MR = 16,    // weight rows in a register tile
-	QK_NR = 3,     // activation rows in a register tile
-	QK_KC = 4,     // super-blocks of K packed at once: a tile's panel is 20 KB (L1)
-	QK_MC = 128,   // weight rows packed at once: 160 KB (L2)
-	QK_NC = 96,    // activation rows multiplied by the packed rows in turn: 108 KB (L2)
-	QK_MIN_N = 16, // narrower products stay ggml's (matrix-vector kernels)
+	QK_MR = 2 * QK_G, // weight rows in a register tile (QK_NR activation rows)
+	QK_KC = 4,        // super-blocks of K packed at once: a tile's panel is 20 or 40 KB (L1)
+	QK_MC = 128,      // weight rows packed at once: 160 KB (L2)
+	QK_NC = 96,       // activation rows multiplied by the packed rows in turn: 108 KB (L2)
+	QK_MIN_N = 16,    // narrower products stay ggml's (matrix-vector kernels)
 };
 
 // quantize_block quantizes 256 floats: q = round(x·127/max|x|).
@@ -142,15 +180,17 @@ static inline void transpose8(__m256i r[8]) {
 }
 
 // pack_tile packs super-blocks [sb0, sb0+nsb) of weight rows [r0, r0+rows)
-// (rows ≤ 16; the others are zeros) of a (rows lda bytes apart).
+// (rows ≤ QK_MR; the others are zeros) of a (rows lda bytes apart), eight
+// rows (32 bytes of a group's vectors) at a time.
 static void pack_tile(struct tile_sb * dst, const char * a, int64_t lda, int64_t r0, int rows, int64_t sb0, int64_t nsb) {
 	const __m256i low = _mm256_set1_epi8(0x0F);
 	for (int64_t s = 0; s < nsb; s++, dst++) {
-		for (int g = 0; g < 2; g++) {
+		for (int r8 = 0; r8 < QK_MR; r8 += 8) {
+			const int g = r8 / QK_G, l0 = r8 % QK_G; // group, and its first lane
 			const struct block_q4_K * blk[8];
 			ggml_fp16_t h[2][8]; // d and dmin
 			for (int l = 0; l < 8; l++) {
-				const int r = 8 * g + l;
+				const int r = r8 + l, lane = l0 + l;
 				blk[l] = r < rows ? (const struct block_q4_K *)(a + (r0 + r) * lda) + sb0 + s : NULL;
 				int16_t sc[8] = {0}, mn[8] = {0};
 				h[0][l] = blk[l] != NULL ? blk[l]->d : 0;
@@ -159,15 +199,15 @@ static void pack_tile(struct tile_sb * dst, const char * a, int64_t lda, int64_t
 					scale_min(blk[l]->scales, j, &sc[j], &mn[j]);
 				}
 				for (int j = 0; j < 8; j++) {
-					dst->sc[j][g][2 * l] = dst->sc[j][g][2 * l + 1] = sc[j];
+					dst->sc[j][g][2 * lane] = dst->sc[j][g][2 * lane + 1] = sc[j];
 				}
 				for (int i = 0; i < 4; i++) {
-					dst->mn[i][g][2 * l] = mn[2 * i];
-					dst->mn[i][g][2 * l + 1] = mn[2 * i + 1];
+					dst->mn[i][g][2 * lane] = mn[2 * i];
+					dst->mn[i][g][2 * lane + 1] = mn[2 * i + 1];
 				}
 			}
-			ggml_cpu_fp16_to_fp32(h[0], dst->d[g], 8);
-			ggml_cpu_fp16_to_fp32(h[1], dst->dmin[g], 8);
+			ggml_cpu_fp16_to_fp32(h[0], dst->d[g] + l0, 8);
+			ggml_cpu_fp16_to_fp32(h[1], dst->dmin[g] + l0, 8);
 			for (int c = 0; c < 4; c++) { // sub-blocks 2c and 2c+1
 				__m256i lo[8], hi[8];
 				for (int l = 0; l < 8; l++) {
@@ -179,67 +219,67 @@ static void pack_tile(struct tile_sb * dst, const char * a, int64_t lda, int64_t
 				transpose8(lo);
 				transpose8(hi);
 				for (int i = 0; i < 8; i++) {
-					_mm256_storeu_si256((__m256i *)dst->q[16 * c + i][g], lo[i]);
-					_mm256_storeu_si256((__m256i *)dst->q[16 * c + 8 + i][g], hi[i]);
+					_mm256_storeu_si256((__m256i *)(dst->q[16 * c + i][g] + 4 * l0), lo[i]);
+					_mm256_storeu_si256((__m256i *)(dst->q[16 * c + 8 + i][g] + 4 * l0), hi[i]);
 				}
 			}
 		}
 	}
 }
 
-static inline __m256i load(const void * p) { return _mm256_loadu_si256((const __m256i *)p); }
-
-// bcast is 4 bytes at p in every lane.
-static inline __m256i bcast(const void * p) {
+// bcast is the 4 bytes at p in every lane.
+static inline vq bcast(const void * p) {
 	int32_t v;
 	memcpy(&v, p, 4);
-	return _mm256_set1_epi32(v);
+	return q_set1(v);
 }
 
-// q4k_tile adds (or stores, when first) the products of the 16 packed rows
-// w over nsb super-blocks with activation rows x[0..2] into c[j·ldc + i]
-// (all 16 rows, 3 columns).
+// q4k_tile adds (or stores, when first) the products of the QK_MR packed
+// rows w over nsb super-blocks with activation rows x[0..QK_NR) into
+// c[j·ldc + i] (all the tile's rows and columns). The 16-bit sums of a
+// sub-block's eight products (vpmaddubsw) cannot overflow (8 · 2 · 15 · 127
+// < 2^15), so its scales are applied once, as 32-bit sums (vpmaddwd).
 static void q4k_tile(const struct tile_sb * w, int64_t nsb, const struct act_block * const x[QK_NR], float * c,
                      int64_t ldc, bool first) {
 	for (int64_t s = 0; s < nsb; s++, w++, first = false) {
-		const struct act_block * x0 = x[0] + s, * x1 = x[1] + s, * x2 = x[2] + s;
-		__m256i a00 = _mm256_setzero_si256(), a01 = a00, a02 = a00, a10 = a00, a11 = a00, a12 = a00;
-		for (int j = 0; j < 8; j++) {
-			__m256i h00 = _mm256_setzero_si256(), h01 = h00, h02 = h00, h10 = h00, h11 = h00, h12 = h00;
-			for (int k = 32 * j; k < 32 * j + 32; k += 4) {
-				const __m256i w0 = load(w->q[k / 4][0]), w1 = load(w->q[k / 4][1]);
-				__m256i b = bcast(x0->q + k);
-				h00 = _mm256_add_epi16(h00, _mm256_maddubs_epi16(w0, b));
-				h10 = _mm256_add_epi16(h10, _mm256_maddubs_epi16(w1, b));
-				b = bcast(x1->q + k);
-				h01 = _mm256_add_epi16(h01, _mm256_maddubs_epi16(w0, b));
-				h11 = _mm256_add_epi16(h11, _mm256_maddubs_epi16(w1, b));
-				b = bcast(x2->q + k);
-				h02 = _mm256_add_epi16(h02, _mm256_maddubs_epi16(w0, b));
-				h12 = _mm256_add_epi16(h12, _mm256_maddubs_epi16(w1, b));
-			}
-			const __m256i s0 = load(w->sc[j][0]), s1 = load(w->sc[j][1]);
-			a00 = _mm256_add_epi32(a00, _mm256_madd_epi16(h00, s0));
-			a01 = _mm256_add_epi32(a01, _mm256_madd_epi16(h01, s0));
-			a02 = _mm256_add_epi32(a02, _mm256_madd_epi16(h02, s0));
-			a10 = _mm256_add_epi32(a10, _mm256_madd_epi16(h10, s1));
-			a11 = _mm256_add_epi32(a11, _mm256_madd_epi16(h11, s1));
-			a12 = _mm256_add_epi32(a12, _mm256_madd_epi16(h12, s1));
+		const int8_t * xq[QK_NR];
+		vq acc[2][QK_NR];
+		for (int n = 0; n < QK_NR; n++) {
+			xq[n] = x[n][s].q;
+			acc[0][n] = acc[1][n] = q_zero();
 		}
-		const __m256i acc[2][QK_NR] = {{a00, a01, a02}, {a10, a11, a12}};
+		for (int j = 0; j < 8; j++) {
+			vq h[2][QK_NR];
+			for (int n = 0; n < QK_NR; n++) {
+				h[0][n] = h[1][n] = q_zero();
+			}
+			for (int k = 32 * j; k < 32 * j + 32; k += 4) {
+				const vq w0 = q_load(w->q[k / 4][0]), w1 = q_load(w->q[k / 4][1]);
+#pragma GCC unroll 8
+				for (int n = 0; n < QK_NR; n++) {
+					const vq b = bcast(xq[n] + k);
+					h[0][n] = q_dot4(h[0][n], w0, b);
+					h[1][n] = q_dot4(h[1][n], w1, b);
+				}
+			}
+			const vq s0 = q_load(w->sc[j][0]), s1 = q_load(w->sc[j][1]);
+			for (int n = 0; n < QK_NR; n++) {
+				acc[0][n] = q_add32(acc[0][n], q_madd(h[0][n], s0));
+				acc[1][n] = q_add32(acc[1][n], q_madd(h[1][n], s1));
+			}
+		}
 		for (int g = 0; g < 2; g++) {
-			const __m256 d = _mm256_loadu_ps(w->d[g]), dmin = _mm256_loadu_ps(w->dmin[g]);
+			const vqf d = qf_load(w->d[g]), dmin = qf_load(w->dmin[g]);
 			for (int n = 0; n < QK_NR; n++) {
 				const struct act_block * xn = x[n] + s;
-				__m256i m = _mm256_setzero_si256(); // Σ_j m_j · (Σ q of sub-block j)
+				vq m = q_zero(); // Σ_j m_j · (Σ q of sub-block j)
 				for (int i = 0; i < 4; i++) {
-					m = _mm256_add_epi32(m, _mm256_madd_epi16(load(w->mn[i][g]), bcast(xn->bsums + 2 * i)));
+					m = q_add32(m, q_madd(q_load(w->mn[i][g]), bcast(xn->bsums + 2 * i)));
 				}
-				__m256 r = _mm256_sub_ps(_mm256_mul_ps(d, _mm256_cvtepi32_ps(acc[g][n])),
-				                         _mm256_mul_ps(dmin, _mm256_cvtepi32_ps(m)));
-				r = _mm256_mul_ps(r, _mm256_set1_ps(xn->d));
-				float * cn = c + n * ldc + 8 * g;
-				_mm256_storeu_ps(cn, first ? r : _mm256_add_ps(r, _mm256_loadu_ps(cn)));
+				vqf r = qf_sub(qf_mul(d, qf_cvt(acc[g][n])), qf_mul(dmin, qf_cvt(m)));
+				r = qf_mul(r, qf_set1(xn->d));
+				float * cn = c + n * ldc + QK_G * g;
+				qf_store(cn, first ? r : qf_add(r, qf_load(cn)));
 			}
 		}
 	}
@@ -316,7 +356,7 @@ bool pm_mul_mat_takes_q4k(void) { return true; }
 
 bool pm_mul_mat_q4k_fits(const struct ggml_tensor * a, const struct ggml_tensor * b) {
 	return a->type == GGML_TYPE_Q4_K && a->ne[0] % 256 == 0 && b->ne[1] * b->ne[2] * b->ne[3] >= QK_MIN_N &&
-	       a->ne[1] >= QK_MR;
+	       a->ne[1] >= 16;
 }
 
 struct ggml_tensor * pm_mul_mat_q4k(struct ggml_context * ctx, struct ggml_tensor * a, struct ggml_tensor * b) {
