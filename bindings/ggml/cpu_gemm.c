@@ -184,7 +184,7 @@ bool pm_conv1x1_fits(const struct ggml_tensor * w, const struct ggml_tensor * x)
 	return w->type == GGML_TYPE_F32 && x->type == GGML_TYPE_F32 && w->ne[2] == 1 && w->ne[3] == 1 &&
 	       w->nb[0] == sizeof(float) && w->nb[1] % sizeof(float) == 0 && w->ne[0] == x->ne[2] &&
 	       x->nb[0] == sizeof(float) && x->nb[1] == x->ne[0] * (int64_t)sizeof(float) && x->nb[2] % sizeof(float) == 0 &&
-	       x->ne[0] * x->ne[1] >= MM_MR && x->ne[0] * x->ne[1] * x->ne[2] * w->ne[1] >= (1 << 21);
+	       x->ne[0] * x->ne[1] >= 24 && x->ne[0] * x->ne[1] * x->ne[2] * w->ne[1] >= (1 << 21);
 }
 
 struct ggml_tensor * pm_conv1x1(struct ggml_context * ctx, struct ggml_tensor * w, struct ggml_tensor * x,
@@ -209,7 +209,7 @@ bool pm_mul_mat_fits(const struct ggml_tensor * a, const struct ggml_tensor * b)
 	const int64_t K = a->ne[0], M = a->ne[1], N = b->ne[1] * b->ne[2] * b->ne[3];
 	// Narrow products are ggml's (matrix-vector kernels); below a few
 	// million multiply-adds the op's start-up would show.
-	return (q4k || (M >= MM_MR && N >= MM_NR && K >= 8)) && K * M * N >= (1 << 21);
+	return (q4k || (M >= 24 && N >= MM_NR && K >= 8)) && K * M * N >= (1 << 21);
 }
 
 struct ggml_tensor * pm_mul_mat(struct ggml_context * ctx, struct ggml_tensor * a, struct ggml_tensor * b) {

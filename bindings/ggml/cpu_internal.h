@@ -10,9 +10,12 @@
 
 #include "cpu_kernels.h"
 
-// Vectors as wide as the target's registers: 8 floats with AVX, else 4
-// (SSE2, NEON); wider ones would change the calling convention.
-#if defined(__AVX__)
+// Vectors as wide as the target's registers: 16 floats with AVX-512, 8
+// with AVX, else 4 (SSE2, NEON). (Wider than the target's registers they
+// would change the calling convention.)
+#if defined(__AVX512F__)
+#define PM_LANES 16
+#elif defined(__AVX__)
 #define PM_LANES 8
 #else
 #define PM_LANES 4
@@ -22,7 +25,10 @@ typedef int32_t vi __attribute__((vector_size(PM_LANES * 4)));
 
 // splat fills a vector with x. (Not (vf){0} + x: 0 + x is not x for
 // x = −0, so the compiler must keep the addition.)
-#if PM_LANES == 8
+#if PM_LANES == 16
+static inline vf splat(float x) { return (vf){x, x, x, x, x, x, x, x, x, x, x, x, x, x, x, x}; }
+static inline vi splat_i(int32_t x) { return (vi){x, x, x, x, x, x, x, x, x, x, x, x, x, x, x, x}; }
+#elif PM_LANES == 8
 static inline vf splat(float x) { return (vf){x, x, x, x, x, x, x, x}; }
 static inline vi splat_i(int32_t x) { return (vi){x, x, x, x, x, x, x, x}; }
 #else
@@ -89,7 +95,7 @@ static inline vf vexp(vf a) {
 // the load into each of the four multiply-adds that use it, and the tiles'
 // inner loops would wait on loads rather than on arithmetic.
 #if defined(__GNUC__) && defined(__x86_64__)
-#define in_register(v) __asm__("" : "+x"(v))
+#define in_register(v) __asm__("" : "+v"(v))
 #else
 #define in_register(v) (void)0
 #endif
