@@ -726,4 +726,23 @@ func TestMulMatQ4KKernel(t *testing.T) {
 			}
 		})
 	}
+	// A NaN or infinite activation shows in its column, as with f32 products.
+	const K, M, N = 512, 32, 256
+	a, b := randn(r, K*M), randn(r, K*N)
+	b[5*K+300], b[9*K+7] = float32(math.NaN()), float32(math.Inf(1))
+	qa, err := Quantize(TypeQ4_K, a, K)
+	require.NoError(t, err)
+	got, _ := compute(t, func(c *Context) *Tensor {
+		return c.MulMat(c.Input(TypeQ4_K, qa, K, M), c.InputF32(b, K, N))
+	})
+	for j := 0; j < N; j++ {
+		for i := 0; i < M; i++ {
+			v := float64(got[j*M+i])
+			if j == 5 || j == 9 {
+				require.False(t, !math.IsNaN(v) && !math.IsInf(v, 0), "column %d row %d: %g", j, i, v)
+			} else {
+				require.False(t, math.IsNaN(v) || math.IsInf(v, 0), "column %d row %d: %g", j, i, v)
+			}
+		}
+	}
 }
