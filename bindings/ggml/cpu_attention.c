@@ -52,9 +52,10 @@ static inline void scores_tile(float * s, int64_t qb, const float * qt, const fl
 
 // values_tile adds Σ_j p[j][i]·v_j[d] over keys j of one chunk (rows vr)
 // to o[d][i] for 4 dimensions d0 … d0+3 and ATTN_QV queries i0 …. The
-// same 4×3 register tile as scores_tile and gemm_tile, written out in
-// each: a shared helper with an array of accumulators halved the products'
-// speed with GCC 12, which then kept them in memory.
+// same 4×3 register tile as scores_tile, written out in each: a shared
+// helper taking an array of accumulators halved the products' speed with
+// GCC 12, which then kept them in memory (gemm_tile's local array, in
+// loops GCC unrolls, is as fast as written out).
 static inline void values_tile(float * o, int64_t qb, const float * p, const float * const * vr, int64_t keys,
                                int64_t d0, int64_t i0) {
 	float * o0 = o + d0 * qb + i0, * o1 = o0 + qb, * o2 = o1 + qb, * o3 = o2 + qb;

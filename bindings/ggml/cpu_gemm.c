@@ -6,24 +6,21 @@
 // only rows i < rows are written.
 static inline void gemm_tile(int64_t kc, const float * ap, const float * const br[MM_NR], float * c, int64_t ldc,
                              bool first, int64_t rows) {
-	vf c00 = splat(0.0f), c01 = c00, c02 = c00, c10 = c00, c11 = c00, c12 = c00;
-	vf c20 = c00, c21 = c00, c22 = c00, c30 = c00, c31 = c00, c32 = c00;
-	const float * b0 = br[0], * b1 = br[1], * b2 = br[2], * b3 = br[3];
+	vf acc[MM_NR][3];
+	for (int j = 0; j < MM_NR; j++) {
+		acc[j][0] = acc[j][1] = acc[j][2] = splat(0.0f);
+	}
 	for (int64_t k = 0; k < kc; k++, ap += MM_MR) {
 		vf a0 = loadv(ap), a1 = loadv(ap + PM_LANES), a2 = loadv(ap + 2 * PM_LANES);
 		in_register(a0);
 		in_register(a1);
 		in_register(a2);
-		vf x = splat(b0[k]);
-		c00 += x * a0, c01 += x * a1, c02 += x * a2;
-		x = splat(b1[k]);
-		c10 += x * a0, c11 += x * a1, c12 += x * a2;
-		x = splat(b2[k]);
-		c20 += x * a0, c21 += x * a1, c22 += x * a2;
-		x = splat(b3[k]);
-		c30 += x * a0, c31 += x * a1, c32 += x * a2;
+#pragma GCC unroll 8
+		for (int j = 0; j < MM_NR; j++) {
+			const vf x = splat(br[j][k]);
+			acc[j][0] += x * a0, acc[j][1] += x * a1, acc[j][2] += x * a2;
+		}
 	}
-	const vf acc[MM_NR][3] = {{c00, c01, c02}, {c10, c11, c12}, {c20, c21, c22}, {c30, c31, c32}};
 	for (int j = 0; j < MM_NR; j++) {
 		float * cj = c + j * ldc;
 		if (rows == MM_MR) {

@@ -108,11 +108,12 @@ static inline vf vexp(vf a) {
 // block of a's rows (MM_PANEL floats) and MM_KC of K into panels of MM_MR
 // rows stored k by k (a transpose that stays in L2); a register tile of
 // MM_MR rows (three vectors along M, which is dst's contiguous dimension)
-// times MM_NR rows of b sums over the block's k with one vector load per
-// vector and one broadcast per b row, and adds into dst. K longer than
-// MM_KC is split into even blocks; each adds its sum into dst. On the dev
-// VM: 160–180 GFLOP/s (BenchmarkMulMatVAE).
-enum { MM_MR = 3 * PM_LANES, MM_NR = 4, MM_KC = 384, MM_PANEL = 46080 /* floats of a's block: 180 KB */ };
+// times MM_NR rows of b (8 with AVX-512's 32 registers, else 4) sums over
+// the block's k with one vector load per vector and one broadcast per b
+// row, and adds into dst. K longer than MM_KC is split into even blocks;
+// each adds its sum into dst. BenchmarkMulMatVAE: 160–180 GFLOP/s on the
+// Zen 3 dev VM; on a Zen 5 one 145–208 with AVX2, 203–342 with AVX-512.
+enum { MM_MR = 3 * PM_LANES, MM_NR = PM_LANES == 16 ? 8 : 4, MM_KC = 384, MM_PANEL = 46080 /* floats of a's block: 180 KB */ };
 
 // gemm_operands are a product's operands as raw rows: row m of a (k
 // contiguous; with by_k, row k of a holding m contiguous, as the Winograd
