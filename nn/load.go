@@ -440,18 +440,19 @@ func (w *Weights) fill(ctx context.Context, progress func(done, total int)) erro
 	release := mmap.NewReleaser(paths...)
 
 	// Conversion (f16 widening, quantization, LoRA merges) runs on every
-	// core, a few tensors ahead; uploads happen in order on this goroutine.
+	// core, a few tensors ahead; uploads to a device happen in order on this
+	// goroutine, copies into host memory in the workers.
 	type result struct {
 		data   []byte
 		err    error
-		stored bool // the worker wrote it (repacked weights)
+		stored bool // the worker wrote it (host memory)
 	}
 	results := make([]chan result, len(w.pending))
 	for i := range results {
 		results[i] = make(chan result, 1)
 	}
-	// Workers may be writing repacked weights: an early return waits for
-	// them (after cancel) before the caller can free the buffers.
+	// Workers may be writing weights: an early return waits for them (after
+	// cancel) before the caller can free the buffers.
 	var workers sync.WaitGroup
 	defer workers.Wait()
 	ctx, cancel := context.WithCancel(ctx)
@@ -483,9 +484,10 @@ func (w *Weights) fill(ctx context.Context, progress func(done, total int)) erro
 				if err == nil && w.byRows[p.dst] {
 					data = kernelByRows(data, p.src.Shape, int(p.dst.Type().BlockBytes()))
 				}
-				// Repacking, done by ggml as the tensor is written, takes
-				// longer than copying: it runs here, on every core.
-				if err == nil && p.dst.Repacked() {
+				// Host memory is written here, on every core: a copy, or
+				// ggml's repacking as the tensor is written, which takes
+				// longer.
+				if err == nil && (p.dst.Repacked() || p.dst.InHostMemory()) {
 					results[i] <- result{err: p.dst.SetData(data), stored: true}
 					continue
 				}

@@ -198,9 +198,11 @@ func TestStateUpdatesInPlace(t *testing.T) {
 			x := state.NewTensor(TypeF32, 16, 8, 4)
 			stash := state.NewTensor(TypeF32, 16, 8, 4)
 			odd := state.NewTensor(TypeF32, 16, 8, 2)
+			require.False(t, x.InHostMemory(), "no memory yet")
 			buf, err := b.AllocState(state)
 			require.NoError(t, err)
 			defer buf.Free()
+			require.Equal(t, b.IsCPU(), x.InHostMemory())
 			require.NoError(t, x.SetData(F32Bytes(start)))
 
 			ctx := NewContext(64, 64)

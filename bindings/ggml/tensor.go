@@ -246,6 +246,13 @@ func (t *Tensor) SetData(data []byte) error {
 	return nil
 }
 
+// InHostMemory reports whether t's memory is host memory (CPU buffers, and
+// host buffers that a GPU reads), which SetData fills with a plain copy:
+// such writes to different tensors may run at once.
+func (t *Tensor) InHostMemory() bool {
+	return t.p.buffer != nil && bool(C.ggml_backend_buffer_is_host(t.p.buffer))
+}
+
 // CopyFrom copies src's bytes into t, both allocated and of one type and
 // shape, within a device when both live on it (no trip through the host).
 func (t *Tensor) CopyFrom(src *Tensor) error {

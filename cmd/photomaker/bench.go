@@ -295,7 +295,7 @@ func benchWarnings(res *benchResult, fallbacks []string) []string {
 	if simd := ggml.MissingSIMD(); simd != "" && (onCPU || res.VRAM == photomaker.VRAMLow || res.VRAM == photomaker.VRAMStream) {
 		out = append(out, "ggml was compiled without "+simd+", which this CPU has: build with make")
 	}
-	if t, err := ggml.ParseType(res.Type); err == nil && (t == ggml.TypeQ4_K || t == ggml.TypeQ4_0) && onCPU && !ggml.CanRepack() {
+	if t, err := ggml.ParseType(res.Type); err == nil && (t == ggml.TypeQ4_0 || t == ggml.TypeQ4_K && !ggml.CPUKernelsTakeQ4K()) && onCPU && !ggml.CanRepack() {
 		out = append(out, "ggml was compiled without its repacked "+t.String()+" CPU products (about 1.6× faster): build with make")
 	}
 	return out

@@ -55,7 +55,11 @@ Example:
 			if simd := ggml.MissingSIMD(); simd != "" {
 				fmt.Fprintf(tw, "\nThis binary's CPU kernels were compiled without %s, which this CPU has: CPU work runs many times slower. Build with 'make'.\n", simd)
 			} else if !ggml.CanRepack() {
-				fmt.Fprintln(tw, "\nThis binary's ggml lacks the CPU's repacked q4_K/q4_0 products (about 1.6× faster on the CPU). Build with 'make'.")
+				types := "q4_0"
+				if !ggml.CPUKernelsTakeQ4K() {
+					types = "q4_K/q4_0"
+				}
+				fmt.Fprintf(tw, "\nThis binary's ggml lacks the CPU's repacked %s products (about 1.6× faster on the CPU). Build with 'make'.\n", types)
 			}
 			if len(ggml.LoadBackends()) == 0 {
 				fmt.Fprintf(tw, "\nNo GPU backend library found (looked next to the executable and in $%s); build one with 'make cuda'.\n", ggml.LibraryPathEnv)
