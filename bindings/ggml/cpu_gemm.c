@@ -115,21 +115,6 @@ void pm_gemm_block(const struct gemm_operands * g, int64_t K, int64_t m0, int64_
 	}
 }
 
-// gemm_split is thread ith's share of an M×N product: whole tiles of M
-// when there are enough of them, else of N. False when it has none.
-static bool gemm_split(int64_t M, int64_t N, int ith, int nth, int64_t * m0, int64_t * m1, int64_t * n0, int64_t * n1) {
-	const int64_t tiles = (M + MM_MR - 1) / MM_MR;
-	*m0 = 0, *m1 = M, *n0 = 0, *n1 = N;
-	if (tiles >= 2 * nth) {
-		thread_rows(tiles, ith, nth, m0, m1);
-		*m0 *= MM_MR, *m1 = *m1 * MM_MR < M ? *m1 * MM_MR : M;
-	} else {
-		thread_rows((N + MM_NR - 1) / MM_NR, ith, nth, n0, n1);
-		*n0 *= MM_NR, *n1 = *n1 * MM_NR < N ? *n1 * MM_NR : N;
-	}
-	return *m0 < *m1 && *n0 < *n1;
-}
-
 // pm_gemm_op is the custom op of pm_mul_mat.
 void pm_gemm_op(struct ggml_tensor * dst, int ith, int nth, void * userdata) {
 	(void)userdata;
@@ -140,7 +125,7 @@ void pm_gemm_op(struct ggml_tensor * dst, int ith, int nth, void * userdata) {
 	                                a->nb[1] / (int64_t)sizeof(float), b->nb[1] / (int64_t)sizeof(float), M, false,
 	                                q8 ? (const char *)a->data : NULL, a->nb[1]};
 	int64_t m0, m1, n0, n1;
-	if (!gemm_split(M, N, ith, nth, &m0, &m1, &n0, &n1)) {
+	if (!product_split(M, N, MM_MR, MM_NR, ith, nth, &m0, &m1, &n0, &n1)) {
 		return;
 	}
 	float * ap = gemm_pack_alloc(K, q8);
@@ -158,7 +143,7 @@ void pm_conv1x1_op(struct ggml_tensor * dst, int ith, int nth, void * userdata) 
 	const struct ggml_tensor * x = dst->src[0], * w = dst->src[1], * bias = dst->src[2];
 	const int64_t P = x->ne[0] * x->ne[1], cin = x->ne[2], cout = w->ne[1];
 	int64_t m0, m1, n0, n1;
-	if (!gemm_split(P, cout, ith, nth, &m0, &m1, &n0, &n1)) {
+	if (!product_split(P, cout, MM_MR, MM_NR, ith, nth, &m0, &m1, &n0, &n1)) {
 		return;
 	}
 	float * ap = gemm_pack_alloc(cin, false);

@@ -53,6 +53,28 @@ static inline void thread_rows(int64_t n, int ith, int nth, int64_t * lo, int64_
 	*hi = *lo + per < n ? *lo + per : n;
 }
 
+// product_split is thread ith's share of an M×N product computed in tiles
+// of mr rows by nr columns: rows [*m0, *m1) and columns [*n0, *n1), whole
+// tiles but for M's and N's ends. The threads form equal groups along M,
+// as many as leave each at least two tiles of rows; a group's threads split
+// N. (On many cores or for short M, such groups keep a thread's packed rows
+// in use over many columns, where splitting N alone had every thread pack
+// all of M.) Every output is computed the same way for any split. False
+// when the share is empty.
+static inline bool product_split(int64_t M, int64_t N, int64_t mr, int64_t nr, int ith, int nth, int64_t * m0,
+                                 int64_t * m1, int64_t * n0, int64_t * n1) {
+	const int64_t mt = (M + mr - 1) / mr, nt = (N + nr - 1) / nr;
+	int groups = nth;
+	while (groups > 1 && (nth % groups != 0 || mt < 2 * groups)) {
+		groups--;
+	}
+	thread_rows(mt, ith % groups, groups, m0, m1);
+	thread_rows(nt, ith / groups, nth / groups, n0, n1);
+	*m0 *= mr, *m1 = *m1 * mr < M ? *m1 * mr : M;
+	*n0 *= nr, *n1 = *n1 * nr < N ? *n1 * nr : N;
+	return *m0 < *m1 && *n0 < *n1;
+}
+
 // kernel_alloc is malloc for a kernel's scratch memory, which a custom op
 // cannot report as an error: it is at most about 20 MB a thread, so
 // failing means the process is out of address space.

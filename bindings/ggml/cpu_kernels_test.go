@@ -274,6 +274,7 @@ func TestMulMatKernel(t *testing.T) {
 			}
 			got, shape := compute(t, build(true))
 			require.Equal(t, [4]int64{int64(tc.m), int64(tc.n), int64(tc.b2), 1}, shape)
+			sameForThreads(t, "f32 product", build(true))
 			ggmls, _ := compute(t, build(false))
 			for j := 0; j < tc.n*tc.b2; j++ {
 				for i := 0; i < tc.m; i++ {
@@ -427,7 +428,7 @@ func TestConv1x1Kernel(t *testing.T) {
 			plane := tc.w*tc.h + 5 // the view's plane stride
 			x := randn(r, plane*tc.cin*tc.b)
 			w, bias := randn(r, tc.cin*tc.cout), randn(r, tc.cout)
-			got, shape := compute(t, func(c *Context) *Tensor {
+			build := func(c *Context) *Tensor {
 				xt := c.InputF32(x, int64(plane), int64(tc.cin), int64(tc.b))
 				xv := c.View(xt, [4]int64{int64(tc.w), int64(tc.h), int64(tc.cin), int64(tc.b)}, 4*int64(tc.w), xt.Nb(1), xt.Nb(2), 0)
 				wt := c.InputF32(w, int64(tc.cin), int64(tc.cout))
@@ -437,8 +438,10 @@ func TestConv1x1Kernel(t *testing.T) {
 					bt = c.InputF32(bias, int64(tc.cout))
 				}
 				return c.Conv1x1CPU(wt, xv, bt)
-			})
+			}
+			got, shape := compute(t, build)
 			require.Equal(t, [4]int64{int64(tc.w), int64(tc.h), int64(tc.cout), int64(tc.b)}, shape)
+			sameForThreads(t, "1×1 convolution", build)
 			P := tc.w * tc.h
 			for b := 0; b < tc.b; b++ {
 				for co := 0; co < tc.cout; co++ {
@@ -472,21 +475,29 @@ func TestConv3x3KernelThreads(t *testing.T) {
 			return c.Conv3x3CPU(c.InputF32(k, 3, int64(tc.cin), int64(tc.cout), 3),
 				c.InputF32(x, int64(tc.w), int64(tc.h), int64(tc.cin), int64(tc.b)), c.InputF32(bias, int64(tc.cout)))
 		}
-		var want []float32
-		for _, threads := range []int{1, 2, 3, 8} {
-			b, err := NewCPUBackend(threads)
-			require.NoError(t, err)
-			got, _ := computeOn(t, b, build)
-			b.Close()
-			if want == nil {
-				want = got
-				continue
-			}
-			require.Len(t, got, len(want))
-			for i := range want {
-				if want[i] != got[i] {
-					t.Fatalf("%+v with %d threads: value %d is %g, with one thread %g", tc, threads, i, got[i], want[i])
-				}
+		sameForThreads(t, fmt.Sprintf("%+v", tc), build)
+	}
+}
+
+// sameForThreads checks that build's graph computes the same values, bit
+// for bit, with 1, 2, 3 and 8 threads: our kernels' thread splits must not
+// change any output's arithmetic.
+func sameForThreads(t *testing.T, what string, build func(c *Context) *Tensor) {
+	t.Helper()
+	var want []float32
+	for _, threads := range []int{1, 2, 3, 8} {
+		b, err := NewCPUBackend(threads)
+		require.NoError(t, err)
+		got, _ := computeOn(t, b, build)
+		b.Close()
+		if want == nil {
+			want = got
+			continue
+		}
+		require.Len(t, got, len(want))
+		for i := range want {
+			if want[i] != got[i] {
+				t.Fatalf("%s with %d threads: value %d is %g, with one thread %g", what, threads, i, got[i], want[i])
 			}
 		}
 	}
@@ -717,13 +728,7 @@ func TestMulMatQ4KKernel(t *testing.T) {
 					require.InDelta(t, exact, float64(got[j*tc.m+i]), bound*(1+1e-5)+1e-6*size+1e-30, "row %d column %d: exact", i, j)
 				}
 			}
-			for _, threads := range []int{1, 3, 8} {
-				cpu, err := NewCPUBackend(threads)
-				require.NoError(t, err)
-				other, _ := computeOn(t, cpu, build)
-				cpu.Close()
-				require.Equal(t, got, other, "%d threads", threads)
-			}
+			sameForThreads(t, "q4_K product", build)
 		})
 	}
 	// A NaN or infinite activation shows in its column, as with f32 products.

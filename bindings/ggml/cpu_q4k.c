@@ -295,21 +295,6 @@ static void q4k_tile(const struct tile_sb * w, int64_t nsb, const struct act_blo
 	}
 }
 
-// q4k_split is thread ith's share of an M×N product: whole tiles of M when
-// there are enough of them, else of N. False when it has none.
-static bool q4k_split(int64_t M, int64_t N, int ith, int nth, int64_t * m0, int64_t * m1, int64_t * n0, int64_t * n1) {
-	const int64_t tiles = (M + QK_MR - 1) / QK_MR;
-	*m0 = 0, *m1 = M, *n0 = 0, *n1 = N;
-	if (tiles >= 2 * nth) {
-		thread_rows(tiles, ith, nth, m0, m1);
-		*m0 *= QK_MR, *m1 = *m1 * QK_MR < M ? *m1 * QK_MR : M;
-	} else {
-		thread_rows((N + QK_NR - 1) / QK_NR, ith, nth, n0, n1);
-		*n0 *= QK_NR, *n1 = *n1 * QK_NR < N ? *n1 * QK_NR : N;
-	}
-	return *m0 < *m1 && *n0 < *n1;
-}
-
 // pm_q4k_op is the product dst [M, N] = a [K, M] (q4_K) · b: src[1] holds
 // b's rows quantized (pm_q8_rows_op).
 void pm_q4k_op(struct ggml_tensor * dst, int ith, int nth, void * userdata) {
@@ -317,7 +302,7 @@ void pm_q4k_op(struct ggml_tensor * dst, int ith, int nth, void * userdata) {
 	const struct ggml_tensor * a = dst->src[0], * xq = dst->src[1];
 	const int64_t nsb = a->ne[0] / 256, M = a->ne[1], N = xq->ne[1], ldc = M;
 	int64_t m0, m1, n0, n1;
-	if (!q4k_split(M, N, ith, nth, &m0, &m1, &n0, &n1)) {
+	if (!product_split(M, N, QK_MR, QK_NR, ith, nth, &m0, &m1, &n0, &n1)) {
 		return;
 	}
 	const int64_t tile_bytes = QK_KC * (int64_t)sizeof(struct tile_sb);
