@@ -527,7 +527,7 @@ func (w *Weights) fill(ctx context.Context, progress func(done, total int)) erro
 
 // allocRepacked places the weights of ctx that cpu (nil: none) multiplies
 // faster repacked in a buffer of their own; nil when there are none. q4_K
-// weights stay plain where our CPU kernel multiplies them (about 2× ggml's
+// weights stay plain where our CPU kernel multiplies them (1.5–2.3× ggml's
 // repacked product).
 func allocRepacked(cpu *ggml.Backend, ctx *ggml.Context) (*ggml.Buffer, error) {
 	if cpu == nil || !cpu.IsCPU() {
