@@ -37,13 +37,16 @@ rocm:
 # then each parser's fuzz target for a few seconds beyond its seed corpus.
 # Tests run ggml as `make portable` compiles it (SIMD where this CPU has
 # AVX2), which is both what users run and several times faster than cgo's
-# defaults; plain `go test ./...` works too.
+# defaults; plain `go test ./...` works too. Our CPU kernels' tests run
+# again as `make` compiles them, for this CPU (AVX-512's wider vectors,
+# VNNI).
 TEST_FLAGS := -O2 $(if $(shell grep -qw avx2 /proc/cpuinfo 2>/dev/null && echo y),-march=x86-64-v3)
 test:
 	@unformatted="$$(gofmt -l $$(find . -name '*.go' -not -path './.carry/*' -not -path './build/*'))"; \
 	test -z "$$unformatted" || { echo "not gofmt-ed: $$unformatted"; exit 1; }
 	export CGO_CFLAGS="$(TEST_FLAGS)" CGO_CXXFLAGS="$(TEST_FLAGS)"; \
 	$(GO) vet ./... && $(GO) test ./... && \
+	CGO_CFLAGS="$(NATIVE_FLAGS)" CGO_CXXFLAGS="$(NATIVE_FLAGS)" $(GO) test -run 'Kernel|Repack' ./bindings/ggml && \
 	$(MAKE) --no-print-directory fuzz FUZZTIME=20000x FUZZMIN=100x
 
 bench:

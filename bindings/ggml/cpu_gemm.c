@@ -37,13 +37,6 @@ static inline void gemm_tile(int64_t kc, const float * ap, const float * const b
 	}
 }
 
-// block_q8_0 is ggml's q8_0 block: 32 values q·d.
-struct block_q8_0 {
-	ggml_fp16_t d;
-	int8_t q[32];
-};
-_Static_assert(sizeof(struct block_q8_0) == 34, "q8_0 blocks are 34 bytes");
-
 // gemm_pack copies rows [m0, m0+mc) and k [k0, k0+kc) of a into panels of
 // MM_MR rows, k by k; rows past mc are zeros.
 static void gemm_pack(float * ap, const struct gemm_operands * g, int64_t m0, int64_t mc, int64_t k0, int64_t kc) {
@@ -197,6 +190,10 @@ bool pm_mul_mat_fits(const struct ggml_tensor * a, const struct ggml_tensor * b)
 struct ggml_tensor * pm_mul_mat(struct ggml_context * ctx, struct ggml_tensor * a, struct ggml_tensor * b) {
 	if (a->type == GGML_TYPE_Q4_K) {
 		return pm_mul_mat_q4k(ctx, a, b);
+	}
+	struct ggml_tensor * q8 = a->type == GGML_TYPE_Q8_0 ? pm_mul_mat_q8(ctx, a, b) : NULL;
+	if (q8 != NULL) {
+		return q8;
 	}
 	struct ggml_tensor * args[2] = {a, b};
 	struct ggml_tensor * t = ggml_custom_4d(ctx, GGML_TYPE_F32, a->ne[1], b->ne[1], b->ne[2], b->ne[3], args, 2, pm_gemm_op,

@@ -122,6 +122,13 @@ static inline vf vexp(vf a) {
 #define in_register(v) (void)0
 #endif
 
+// block_q8_0 is ggml's q8_0 block: 32 values q·d.
+struct block_q8_0 {
+	ggml_fp16_t d;
+	int8_t q[32];
+};
+_Static_assert(sizeof(struct block_q8_0) == 34, "q8_0 blocks are 34 bytes");
+
 // Matrix products of f32 operands: dst [M, N…] = a [K, M] · b [K, N…], the
 // dot products of a's rows with b's. ggml's CPU takes them to llamafile's
 // tinyBLAS, which streams whole rows of K through each register tile and
@@ -177,10 +184,15 @@ static inline float * gemm_pack_alloc(int64_t K, bool q8) {
 bool pm_mul_mat_q4k_fits(const struct ggml_tensor * a, const struct ggml_tensor * b);
 struct ggml_tensor * pm_mul_mat_q4k(struct ggml_context * ctx, struct ggml_tensor * a, struct ggml_tensor * b);
 
+// pm_mul_mat_q8 is pm_mul_mat for q8_0 weights in 16-bit integers
+// (cpu_quant.c), or NULL where our f32 product takes them (without AVX2,
+// or few activation rows).
+struct ggml_tensor * pm_mul_mat_q8(struct ggml_context * ctx, struct ggml_tensor * a, struct ggml_tensor * b);
+
 // The custom ops' functions, which pm_kernel_flops recognizes.
 void pm_attention_op(struct ggml_tensor * dst, int ith, int nth, void * userdata);
 void pm_gemm_op(struct ggml_tensor * dst, int ith, int nth, void * userdata);
-void pm_q4k_op(struct ggml_tensor * dst, int ith, int nth, void * userdata);
+void pm_int_product_op(struct ggml_tensor * dst, int ith, int nth, void * userdata);
 void pm_conv1x1_op(struct ggml_tensor * dst, int ith, int nth, void * userdata);
 void pm_wino_conv_op(struct ggml_tensor * dst, int ith, int nth, void * userdata);
 

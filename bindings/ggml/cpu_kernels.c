@@ -328,7 +328,7 @@ struct custom_params {
 int64_t pm_kernel_flops(const struct ggml_tensor * t) {
 	struct custom_params p;
 	memcpy(&p, t->op_params, sizeof p);
-	if (p.fun == pm_gemm_op || p.fun == pm_q4k_op) { // a multiply-add per value of a and row of b
+	if (p.fun == pm_gemm_op || p.fun == pm_int_product_op) { // a multiply-add per value of a and row of b
 		return 2 * ggml_nelements(t->src[0]) * t->src[1]->ne[1] * t->src[1]->ne[2] * t->src[1]->ne[3];
 	}
 	if (p.fun == pm_conv1x1_op) { // a multiply-add per value of x and output channel

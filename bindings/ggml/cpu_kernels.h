@@ -46,8 +46,10 @@ bool pm_attention_fits(int64_t d, int64_t keys);
 struct ggml_tensor * pm_mul_mat(struct ggml_context * ctx, struct ggml_tensor * a, struct ggml_tensor * b);
 bool pm_mul_mat_fits(const struct ggml_tensor * a, const struct ggml_tensor * b);
 // pm_mul_mat_takes_q4k says whether pm_mul_mat multiplies q4_K weights
-// (compiled with AVX2).
+// (compiled with AVX2), and pm_mul_mat_q8_int16 whether it multiplies
+// q8_0 weights by activations rounded to 16 bits (AVX2) rather than f32.
 bool pm_mul_mat_takes_q4k(void);
+bool pm_mul_mat_q8_int16(void);
 
 // pm_conv3x3 is a "same" 3×3 convolution of stride 1 (padding 1) of x
 // [W, H, Cin, B] (f32, rows contiguous), or with up = 2 of its nearest 2×

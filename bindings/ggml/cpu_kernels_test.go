@@ -295,27 +295,50 @@ func TestMulMatKernel(t *testing.T) {
 	// q8_0 weights: dequantized as they are packed, times f32 activations
 	// (ggml's CPU would quantize those to q8_0 too, so only float64 is
 	// the reference).
-	for _, tc := range []struct{ k, m, n int }{{640, 100, 300}, {2560, 30, 64}, {96, 4096, 8}} {
+	for _, tc := range []struct{ k, m, n int }{{640, 100, 300}, {2560, 30, 64}, {96, 4096, 8}, {320, 300, 97}} {
 		t.Run(fmt.Sprintf("q8_0_k%d_m%d_n%d", tc.k, tc.m, tc.n), func(t *testing.T) {
 			a, b := randn(r, tc.k*tc.m), randn(r, tc.k*tc.n)
 			q, err := Quantize(TypeQ8_0, a, int64(tc.k))
 			require.NoError(t, err)
 			a, err = Dequantize(TypeQ8_0, q, int64(len(a)))
 			require.NoError(t, err)
-			got, _ := compute(t, func(c *Context) *Tensor {
+			b[7] = float32(math.NaN()) // column 0 shows it
+			build := func(c *Context) *Tensor {
 				y := c.MulMat(c.Input(TypeQ8_0, q, int64(tc.k), int64(tc.m)), c.InputF32(b, int64(tc.k), int64(tc.n)))
 				require.Equal(t, "CUSTOM", y.Op(), "our kernel takes the product")
 				return y
-			})
-			for j := 0; j < tc.n; j++ {
+			}
+			got, _ := compute(t, build)
+			sameForThreads(t, "q8_0 product", build)
+			for i := 0; i < tc.m; i++ {
+				require.True(t, math.IsNaN(float64(got[i])), "row %d of the NaN's column: %g", i, got[i])
+			}
+			// With AVX2 the activations are rounded to 16 bits per 32
+			// (quantize16): then checked as for q4_K, against float64 of
+			// the rounded activations and the exact product within the
+			// rounding's bound.
+			int16 := cpuKernelsQ8Int16() && tc.n >= 16
+			for j := 1; j < tc.n; j++ {
 				for i := 0; i < tc.m; i++ {
-					var want, size float64
-					for k := 0; k < tc.k; k++ {
-						p := float64(a[i*tc.k+k]) * float64(b[j*tc.k+k])
-						want += p
-						size += math.Abs(p)
+					var want, size, quantized, qsize, bound float64
+					for k0 := 0; k0 < tc.k; k0 += 32 {
+						x := b[j*tc.k+k0 : j*tc.k+k0+32]
+						d, q := quantize16(x)
+						for k := range 32 {
+							v := float64(a[i*tc.k+k0+k])
+							want += v * float64(x[k])
+							size += math.Abs(v * float64(x[k]))
+							quantized += v * d * q[k]
+							qsize += math.Abs(v * d * q[k])
+							bound += math.Abs(v) * d / 2
+						}
 					}
-					require.InDelta(t, want, float64(got[j*tc.m+i]), 1e-6*size, "row %d column %d", i, j)
+					if !int16 {
+						require.InDelta(t, want, float64(got[j*tc.m+i]), 1e-6*size, "row %d column %d", i, j)
+						continue
+					}
+					require.InDelta(t, quantized, float64(got[j*tc.m+i]), 1e-6*qsize, "row %d column %d", i, j)
+					require.InDelta(t, want, float64(got[j*tc.m+i]), bound*(1+1e-5)+1e-6*size, "row %d column %d: exact", i, j)
 				}
 			}
 		})
@@ -496,7 +519,7 @@ func sameForThreads(t *testing.T, what string, build func(c *Context) *Tensor) {
 		}
 		require.Len(t, got, len(want))
 		for i := range want {
-			if want[i] != got[i] {
+			if math.Float32bits(want[i]) != math.Float32bits(got[i]) {
 				t.Fatalf("%s with %d threads: value %d is %g, with one thread %g", what, threads, i, got[i], want[i])
 			}
 		}
@@ -670,6 +693,24 @@ func quantizeQ8(x []float32) (d float64, q [256]float64) {
 		q[i] = math.RoundToEven(float64(v * iscale))
 	}
 	return float64(amax / 127), q
+}
+
+// quantize16 is what our q8_0 product with AVX2 makes of 32 activations,
+// in float32 as the kernel computes it: q = round(x·(32767/max|x|)), x ≈
+// q·max/32767.
+func quantize16(x []float32) (d float64, q [32]float64) {
+	var amax float32
+	for _, v := range x {
+		amax = max(amax, float32(math.Abs(float64(v))))
+	}
+	if amax == 0 {
+		return 0, q
+	}
+	iscale := 32767 / amax
+	for i, v := range x {
+		q[i] = math.RoundToEven(float64(v * iscale))
+	}
+	return float64(amax / 32767), q
 }
 
 // TestMulMatQ4KKernel checks our CPU product of q4_K weights (pm_mul_mat's

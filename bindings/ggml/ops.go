@@ -31,6 +31,11 @@ func (c *Context) MulMat(a, b *Tensor) *Tensor {
 // weights are then better left plain than repacked for ggml's products.
 func CPUKernelsTakeQ4K() bool { return bool(C.pm_mul_mat_takes_q4k()) }
 
+// cpuKernelsQ8Int16 reports whether MulMat with SetCPUKernels multiplies
+// q8_0 weights by activations rounded to 16 bits per 32 values (builds
+// with AVX2) rather than by f32 ones.
+func cpuKernelsQ8Int16() bool { return bool(C.pm_mul_mat_q8_int16()) }
+
 // MulMatF32 is MulMat with f32 accumulation forced on backends that would
 // otherwise accumulate in f16.
 //

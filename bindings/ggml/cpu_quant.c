@@ -1,5 +1,8 @@
-// Our CPU product of q4_K weights with f32 activations, in 8-bit integers
-// (AVX2 or AVX-512). See pm_mul_mat (cpu_gemm.c) for where it is taken.
+// Our CPU products of quantized weights with f32 activations in integers
+// (x86 with AVX2 or AVX-512): q4_K in 8 bits, q8_0 in 16 (below). See
+// pm_mul_mat (cpu_gemm.c) for where they are taken. Both quantize the
+// activations in an op of their own, pack blocks of weight rows for
+// register tiles, and share the loops around the tiles (int_product).
 //
 // A q4_K weight is d·s_j·q − dmin·m_j over super-blocks of 256 values: 4-bit
 // q, and per sub-block j of 32 values a 6-bit scale s_j and min m_j. ggml's
@@ -25,7 +28,9 @@
 
 // The tile's vectors: 16 lanes with AVX-512 (twice the sums per
 // instruction, and 32 registers for a tile of 32 × 6), else 8 (16 × 3).
-// Each lane is one weight row's four bytes.
+// Each lane is one weight row's four bytes. q_dot2 (for q8_0 weights) adds
+// the products of pairs of 16-bit values per lane: one instruction with
+// VNNI (vpdpwssd), else two (vpmaddwd, vpaddd).
 #if defined(__AVX512BW__)
 enum { QK_G = 16, QK_NR = 6 };
 typedef __m512i vq;
@@ -43,6 +48,12 @@ static inline vqf qf_set1(float v) { return _mm512_set1_ps(v); }
 static inline vqf qf_mul(vqf a, vqf b) { return _mm512_mul_ps(a, b); }
 static inline vqf qf_sub(vqf a, vqf b) { return _mm512_sub_ps(a, b); }
 static inline vqf qf_add(vqf a, vqf b) { return _mm512_add_ps(a, b); }
+static inline vqf qf_fma(vqf a, vqf b, vqf c) { return _mm512_fmadd_ps(a, b, c); }
+#if defined(__AVX512VNNI__)
+static inline vq q_dot2(vq h, vq w, vq b) { return _mm512_dpwssd_epi32(h, w, b); }
+#else
+static inline vq q_dot2(vq h, vq w, vq b) { return _mm512_add_epi32(h, _mm512_madd_epi16(w, b)); }
+#endif
 #else
 enum { QK_G = 8, QK_NR = 3 };
 typedef __m256i vq;
@@ -60,6 +71,14 @@ static inline vqf qf_set1(float v) { return _mm256_set1_ps(v); }
 static inline vqf qf_mul(vqf a, vqf b) { return _mm256_mul_ps(a, b); }
 static inline vqf qf_sub(vqf a, vqf b) { return _mm256_sub_ps(a, b); }
 static inline vqf qf_add(vqf a, vqf b) { return _mm256_add_ps(a, b); }
+static inline vqf qf_fma(vqf a, vqf b, vqf c) { return _mm256_fmadd_ps(a, b, c); }
+#if defined(__AVX512VNNI__) && defined(__AVX512VL__)
+static inline vq q_dot2(vq h, vq w, vq b) { return _mm256_dpwssd_epi32(h, w, b); }
+#elif defined(__AVXVNNI__)
+static inline vq q_dot2(vq h, vq w, vq b) { return _mm256_dpwssd_avx_epi32(h, w, b); }
+#else
+static inline vq q_dot2(vq h, vq w, vq b) { return _mm256_add_epi32(h, _mm256_madd_epi16(w, b)); }
+#endif
 #endif
 
 // block_q4_K is ggml's q4_K super-block.
@@ -99,13 +118,14 @@ enum {
 	QK_MIN_N = 16,    // narrower products stay ggml's (matrix-vector kernels)
 };
 
-// quantize_block quantizes 256 floats: q = round(x·127/max|x|). A NaN
-// makes d NaN (and an infinity d infinite), so that the products show it
-// as ggml's f32 ones would instead of summing garbage quietly.
-static void quantize_block(const float * x, struct act_block * y) {
+// abs_max is max |x| over n floats (a multiple of 8), or NaN if one is
+// NaN, so that a NaN activation makes its block's scale NaN and the
+// products show it as ggml's f32 ones would, instead of summing garbage
+// quietly (an infinity makes the scale infinite).
+static float abs_max(const float * x, int n) {
 	const __m256 abs_mask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff));
 	__m256 amax = _mm256_setzero_ps(), nan = amax;
-	for (int i = 0; i < 256; i += 8) {
+	for (int i = 0; i < n; i += 8) {
 		const __m256 v = _mm256_loadu_ps(x + i);
 		amax = _mm256_max_ps(amax, _mm256_and_ps(v, abs_mask));
 		nan = _mm256_or_ps(nan, _mm256_cmp_ps(v, v, _CMP_UNORD_Q));
@@ -113,11 +133,16 @@ static void quantize_block(const float * x, struct act_block * y) {
 	__m128 m = _mm_max_ps(_mm256_castps256_ps128(amax), _mm256_extractf128_ps(amax, 1));
 	m = _mm_max_ps(m, _mm_movehl_ps(m, m));
 	m = _mm_max_ss(m, _mm_movehdup_ps(m));
-	const float max = _mm_cvtss_f32(m);
-	const bool has_nan = _mm256_movemask_ps(nan) != 0;
-	if (max == 0.0f || has_nan) {
+	return _mm256_movemask_ps(nan) != 0 ? NAN : _mm_cvtss_f32(m);
+}
+
+// quantize_block quantizes 256 floats: q = round(x·127/max|x|).
+static void quantize_block(const float * x, void * out) {
+	struct act_block * y = out;
+	const float max = abs_max(x, 256);
+	if (!(max > 0.0f)) { // zeros, or NaN
 		memset(y, 0, sizeof *y);
-		y->d = has_nan ? NAN : 0.0f;
+		y->d = max;
 		return;
 	}
 	y->d = max / 127.0f;
@@ -140,19 +165,31 @@ static void quantize_block(const float * x, struct act_block * y) {
 	}
 }
 
-// pm_q8_rows_op quantizes the rows of src[0] (f32, K a multiple of 256,
-// rows nb[1] apart) into dst's rows of act_blocks.
-static void pm_q8_rows_op(struct ggml_tensor * dst, int ith, int nth, void * userdata) {
-	(void)userdata;
+// int_product is one kind of our integer products: a weight type's packed
+// tile blocks (K per block, bytes), the activations' blocks (bytes), and
+// the functions that quantize an activation block, pack a tile's rows and
+// multiply a tile (see quantize_block, pack_q4k, tile_q4k).
+struct int_product {
+	int64_t k_block, tile_bytes, act_bytes;
+	int64_t kc; // blocks packed at once
+	void (*quantize)(const float * x, void * y);
+	void (*pack)(void * panel, const char * a, int64_t lda, int64_t r0, int rows, int64_t b0, int64_t nb);
+	void (*tile)(const void * panel, int64_t nb, const void * const x[QK_NR], float * c, int64_t ldc, bool first);
+};
+
+// pm_quantize_rows_op quantizes the rows of src[0] (f32, K a multiple of
+// the kind's block, rows nb[1] apart) into dst's rows of blocks.
+static void pm_quantize_rows_op(struct ggml_tensor * dst, int ith, int nth, void * userdata) {
+	const struct int_product * kind = userdata;
 	const struct ggml_tensor * b = dst->src[0];
-	const int64_t nsb = b->ne[0] / 256, rows = b->ne[1] * b->ne[2] * b->ne[3];
+	const int64_t nb = b->ne[0] / kind->k_block, rows = b->ne[1] * b->ne[2] * b->ne[3];
 	int64_t lo, hi;
 	thread_rows(rows, ith, nth, &lo, &hi);
 	for (int64_t n = lo; n < hi; n++) {
 		const float * x = (const float *)((const char *)b->data + n * b->nb[1]);
-		struct act_block * y = (struct act_block *)((char *)dst->data + n * dst->nb[1]);
-		for (int64_t s = 0; s < nsb; s++) {
-			quantize_block(x + 256 * s, y + s);
+		char * y = (char *)dst->data + n * dst->nb[1];
+		for (int64_t i = 0; i < nb; i++) {
+			kind->quantize(x + i * kind->k_block, y + i * kind->act_bytes);
 		}
 	}
 }
@@ -190,11 +227,12 @@ static inline void transpose8(__m256i r[8]) {
 	}
 }
 
-// pack_tile packs super-blocks [sb0, sb0+nsb) of weight rows [r0, r0+rows)
+// pack_q4k packs super-blocks [sb0, sb0+nsb) of weight rows [r0, r0+rows)
 // (rows ≤ QK_MR; the others are zeros) of a (rows lda bytes apart), eight
 // rows (32 bytes of a group's vectors) at a time.
-static void pack_tile(struct tile_sb * dst, const char * a, int64_t lda, int64_t r0, int rows, int64_t sb0, int64_t nsb) {
+static void pack_q4k(void * panel, const char * a, int64_t lda, int64_t r0, int rows, int64_t sb0, int64_t nsb) {
 	const __m256i low = _mm256_set1_epi8(0x0F);
+	struct tile_sb * dst = panel;
 	for (int64_t s = 0; s < nsb; s++, dst++) {
 		for (int r8 = 0; r8 < QK_MR; r8 += 8) {
 			const int g = r8 / QK_G, l0 = r8 % QK_G; // group, and its first lane
@@ -245,13 +283,15 @@ static inline vq bcast(const void * p) {
 	return q_set1(v);
 }
 
-// q4k_tile adds (or stores, when first) the products of the QK_MR packed
+// tile_q4k adds (or stores, when first) the products of the QK_MR packed
 // rows w over nsb super-blocks with activation rows x[0..QK_NR) into
 // c[j·ldc + i] (all the tile's rows and columns). The 16-bit sums of a
 // sub-block's eight products (vpmaddubsw) cannot overflow (8 · 2 · 15 · 127
 // < 2^15), so its scales are applied once, as 32-bit sums (vpmaddwd).
-static void q4k_tile(const struct tile_sb * w, int64_t nsb, const struct act_block * const x[QK_NR], float * c,
-                     int64_t ldc, bool first) {
+static void tile_q4k(const void * panel, int64_t nsb, const void * const xs[QK_NR], float * c, int64_t ldc,
+                     bool first) {
+	const struct tile_sb * w = panel;
+	const struct act_block * const * x = (const struct act_block * const *)xs;
 	for (int64_t s = 0; s < nsb; s++, w++, first = false) {
 		const int8_t * xq[QK_NR];
 		vq acc[2][QK_NR];
@@ -296,27 +336,29 @@ static void q4k_tile(const struct tile_sb * w, int64_t nsb, const struct act_blo
 	}
 }
 
-// pm_q4k_op is the product dst [M, N] = a [K, M] (q4_K) · b: src[1] holds
-// b's rows quantized (pm_q8_rows_op).
-void pm_q4k_op(struct ggml_tensor * dst, int ith, int nth, void * userdata) {
-	(void)userdata;
+// pm_int_product_op is the product dst [M, N] = a [K, M] · b of the kind
+// userdata points to: src[1] holds b's rows quantized. A thread packs
+// blocks of QK_MC rows of a over kind->kc blocks of K (L2), and multiplies
+// each tile of them (L1) by QK_NC activation rows in turn (L2).
+void pm_int_product_op(struct ggml_tensor * dst, int ith, int nth, void * userdata) {
+	const struct int_product * kind = userdata;
 	const struct ggml_tensor * a = dst->src[0], * xq = dst->src[1];
-	const int64_t nsb = a->ne[0] / 256, M = a->ne[1], N = xq->ne[1], ldc = M;
+	const int64_t nb = a->ne[0] / kind->k_block, M = a->ne[1], N = xq->ne[1], ldc = M;
 	int64_t m0, m1, n0, n1;
 	if (!product_split(M, N, QK_MR, QK_NR, ith, nth, &m0, &m1, &n0, &n1)) {
 		return;
 	}
-	const int64_t tile_bytes = QK_KC * (int64_t)sizeof(struct tile_sb);
-	struct tile_sb * panel = kernel_alloc((size_t)(QK_MC / QK_MR * tile_bytes), "q4_K product");
+	const int64_t tile_bytes = kind->kc * kind->tile_bytes;
+	char * panel = kernel_alloc((size_t)(QK_MC / QK_MR * tile_bytes), "quantized product");
 	float * c = (float *)dst->data;
-	for (int64_t k0 = 0; k0 < nsb; k0 += QK_KC) {
-		const int64_t kc = nsb - k0 < QK_KC ? nsb - k0 : QK_KC;
+	for (int64_t k0 = 0; k0 < nb; k0 += kind->kc) {
+		const int64_t kc = nb - k0 < kind->kc ? nb - k0 : kind->kc;
 		for (int64_t i0 = m0; i0 < m1; i0 += QK_MC) {
 			const int64_t mc = m1 - i0 < QK_MC ? m1 - i0 : QK_MC, tiles = (mc + QK_MR - 1) / QK_MR;
 			for (int64_t t = 0; t < tiles; t++) {
 				const int64_t r = t * QK_MR;
-				pack_tile(panel + t * QK_KC, (const char *)a->data, a->nb[1], i0 + r, mc - r < QK_MR ? (int)(mc - r) : QK_MR,
-				          k0, kc);
+				kind->pack(panel + t * tile_bytes, (const char *)a->data, a->nb[1], i0 + r,
+				           mc - r < QK_MR ? (int)(mc - r) : QK_MR, k0, kc);
 			}
 			for (int64_t jc = n0; jc < n1; jc += QK_NC) {
 				const int64_t jend = n1 - jc < QK_NC ? n1 : jc + QK_NC;
@@ -324,17 +366,17 @@ void pm_q4k_op(struct ggml_tensor * dst, int ith, int nth, void * userdata) {
 					const int64_t rows = mc - t * QK_MR < QK_MR ? mc - t * QK_MR : QK_MR;
 					for (int64_t j0 = jc; j0 < jend; j0 += QK_NR) {
 						const int64_t cols = jend - j0 < QK_NR ? jend - j0 : QK_NR;
-						const struct act_block * x[QK_NR];
+						const void * x[QK_NR];
 						for (int n = 0; n < QK_NR; n++) {
-							x[n] = (const struct act_block *)((const char *)xq->data + (j0 + (n < cols ? n : cols - 1)) * xq->nb[1]) + k0;
+							x[n] = (const char *)xq->data + (j0 + (n < cols ? n : cols - 1)) * xq->nb[1] + k0 * kind->act_bytes;
 						}
 						float * ct = c + j0 * ldc + i0 + t * QK_MR;
 						if (rows == QK_MR && cols == QK_NR) {
-							q4k_tile(panel + t * QK_KC, kc, x, ct, ldc, k0 == 0);
+							kind->tile(panel + t * tile_bytes, kc, x, ct, ldc, k0 == 0);
 							continue;
 						}
 						float tmp[QK_NR * QK_MR]; // the last rows or columns: through a whole tile
-						q4k_tile(panel + t * QK_KC, kc, x, tmp, QK_MR, true);
+						kind->tile(panel + t * tile_bytes, kc, x, tmp, QK_MR, true);
 						for (int64_t n = 0; n < cols; n++) {
 							for (int64_t i = 0; i < rows; i++) {
 								ct[n * ldc + i] = k0 == 0 ? tmp[n * QK_MR + i] : ct[n * ldc + i] + tmp[n * QK_MR + i];
@@ -348,6 +390,9 @@ void pm_q4k_op(struct ggml_tensor * dst, int ith, int nth, void * userdata) {
 	free(panel);
 }
 
+static const struct int_product q4k_product = {256,      sizeof(struct tile_sb), sizeof(struct act_block), QK_KC,
+                                                quantize_block, pack_q4k,          tile_q4k};
+
 bool pm_mul_mat_takes_q4k(void) { return true; }
 
 bool pm_mul_mat_q4k_fits(const struct ggml_tensor * a, const struct ggml_tensor * b) {
@@ -355,21 +400,163 @@ bool pm_mul_mat_q4k_fits(const struct ggml_tensor * a, const struct ggml_tensor 
 	       a->ne[1] >= 16;
 }
 
-struct ggml_tensor * pm_mul_mat_q4k(struct ggml_context * ctx, struct ggml_tensor * a, struct ggml_tensor * b) {
-	const int64_t N = b->ne[1] * b->ne[2] * b->ne[3];
-	struct ggml_tensor * src[1] = {b}; // into rows of act_blocks (I32 for the bytes' size)
-	struct ggml_tensor * xq = ggml_custom_4d(ctx, GGML_TYPE_I32, a->ne[0] / 256 * (int64_t)sizeof(struct act_block) / 4, N, 1, 1,
-	                                         src, 1, pm_q8_rows_op, GGML_N_TASKS_MAX, NULL);
-	ggml_set_name(xq, "QUANTIZE_Q8 (ours)");
-	struct ggml_tensor * args[2] = {a, xq};
-	struct ggml_tensor * t = ggml_custom_4d(ctx, GGML_TYPE_F32, a->ne[1], b->ne[1], b->ne[2], b->ne[3], args, 2, pm_q4k_op,
-	                                        GGML_N_TASKS_MAX, NULL);
-	return ggml_set_name(t, "MUL_MAT q4_K (ours)");
+// q8_0 weights (d·q per 32 values, 8-bit q) times activations quantized to
+// 16 bits per 32 (act16), in 32-bit sums of 16-bit pairs: twice the
+// multiply-adds per instruction of our f32 product. Rounding the
+// activations to 16 bits changes a product by at most 2^-16 of a block's
+// largest activation per value, where ggml's q8_0 × q8_0 rounds them to 8
+// bits. BenchmarkMulMat (1280 × 1280 × 1024, Zen 5 dev VM): 224–246
+// GFLOP/s with AVX2 (our f32 product 199–212), 300–317 with AVX-VNNI,
+// 353–429 with AVX-512 and 401–440 with its VNNI (f32: 288–323).
+
+struct act16 {
+	float d;
+	int16_t q[32];
+};
+_Static_assert(sizeof(struct act16) == 68, "16-bit activation blocks are 68 bytes");
+
+// quantize16 quantizes 32 floats: q = round(x·32767/max|x|).
+static void quantize16(const float * x, void * out) {
+	struct act16 * y = out;
+	const float max = abs_max(x, 32);
+	if (!(max > 0.0f)) { // zeros, or NaN
+		memset(y, 0, sizeof *y);
+		y->d = max;
+		return;
+	}
+	y->d = max / 32767.0f;
+	const __m256 iscale = _mm256_set1_ps(32767.0f / max);
+	for (int h = 0; h < 2; h++) {
+		const __m256i i0 = _mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(x + 16 * h), iscale));
+		const __m256i i1 = _mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(x + 16 * h + 8), iscale));
+		// packs interleave the 128-bit halves; the permutation puts them back
+		const __m256i q = _mm256_permute4x64_epi64(_mm256_packs_epi32(i0, i1), 0xD8);
+		_mm256_storeu_si256((__m256i *)(y->q + 16 * h), q);
+	}
 }
 
-#else // without AVX2 q4_K products are ggml's: pm_mul_mat_q4k_fits is false
+// tile_b8 is one q8_0 block of a tile's QK_MR weight rows, two groups of
+// QK_G (the lanes): q[p][g] holds k = 2p, 2p+1 of each row of group g as
+// 16-bit values, d[g] each row's scale.
+struct tile_b8 {
+	int16_t q[16][2][2 * QK_G];
+	float d[2][QK_G];
+};
 
-void pm_q4k_op(struct ggml_tensor * dst, int ith, int nth, void * userdata) {
+// pack_q8 packs q8_0 blocks [b0, b0+nb) of weight rows [r0, r0+rows) (rows
+// ≤ QK_MR; the others are zeros) of a (rows lda bytes apart), eight rows at
+// a time.
+static void pack_q8(void * panel, const char * a, int64_t lda, int64_t r0, int rows, int64_t b0, int64_t nb) {
+	struct tile_b8 * dst = panel;
+	for (int64_t b = 0; b < nb; b++, dst++) {
+		for (int r8 = 0; r8 < QK_MR; r8 += 8) {
+			const int g = r8 / QK_G, l0 = r8 % QK_G;
+			__m256i lo[8], hi[8]; // k 0..15 and 16..31, as pairs
+			ggml_fp16_t h[8];
+			for (int l = 0; l < 8; l++) {
+				if (r8 + l >= rows) {
+					lo[l] = hi[l] = _mm256_setzero_si256();
+					h[l] = 0;
+					continue;
+				}
+				const struct block_q8_0 * blk = (const struct block_q8_0 *)(a + (r0 + r8 + l) * lda) + b0 + b;
+				lo[l] = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)blk->q));
+				hi[l] = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(blk->q + 16)));
+				h[l] = blk->d;
+			}
+			ggml_cpu_fp16_to_fp32(h, dst->d[g] + l0, 8);
+			transpose8(lo);
+			transpose8(hi);
+			for (int i = 0; i < 8; i++) {
+				_mm256_storeu_si256((__m256i *)(dst->q[i][g] + 2 * l0), lo[i]);
+				_mm256_storeu_si256((__m256i *)(dst->q[8 + i][g] + 2 * l0), hi[i]);
+			}
+		}
+	}
+}
+
+// tile_q8 adds (or stores, when first) the products of the QK_MR packed
+// rows w over nb q8_0 blocks with activation rows x[0..QK_NR) into
+// c[j·ldc + i], in float sums of each block's 32-bit sum times both scales.
+static void tile_q8(const void * panel, int64_t nb, const void * const xs[QK_NR], float * c, int64_t ldc, bool first) {
+	const struct tile_b8 * w = panel;
+	const struct act16 * x[QK_NR];
+	vqf f[2][QK_NR];
+	for (int n = 0; n < QK_NR; n++) {
+		x[n] = xs[n];
+		f[0][n] = f[1][n] = qf_set1(0.0f);
+	}
+	for (int64_t b = 0; b < nb; b++, w++) {
+		vq h[2][QK_NR];
+		for (int n = 0; n < QK_NR; n++) {
+			h[0][n] = h[1][n] = q_zero();
+		}
+		for (int p = 0; p < 16; p++) {
+			const vq w0 = q_load(w->q[p][0]), w1 = q_load(w->q[p][1]);
+#pragma GCC unroll 8
+			for (int n = 0; n < QK_NR; n++) {
+				const vq v = bcast(x[n][b].q + 2 * p);
+				h[0][n] = q_dot2(h[0][n], w0, v);
+				h[1][n] = q_dot2(h[1][n], w1, v);
+			}
+		}
+		const vqf d0 = qf_load(w->d[0]), d1 = qf_load(w->d[1]);
+		for (int n = 0; n < QK_NR; n++) {
+			const vqf da = qf_set1(x[n][b].d);
+			f[0][n] = qf_fma(qf_cvt(h[0][n]), qf_mul(d0, da), f[0][n]);
+			f[1][n] = qf_fma(qf_cvt(h[1][n]), qf_mul(d1, da), f[1][n]);
+		}
+	}
+	for (int g = 0; g < 2; g++) {
+		for (int n = 0; n < QK_NR; n++) {
+			float * cn = c + n * ldc + QK_G * g;
+			qf_store(cn, first ? f[g][n] : qf_add(f[g][n], qf_load(cn)));
+		}
+	}
+}
+
+// 16 blocks (512 of K) at once: a tile's panel is 17 or 35 KB (L1).
+static const struct int_product q8_product = {32, sizeof(struct tile_b8), sizeof(struct act16), 16, quantize16, pack_q8,
+                                              tile_q8};
+
+// int_mul_mat is the graph of a product of the kind: the activations
+// quantized, then multiplied.
+static struct ggml_tensor * int_mul_mat(struct ggml_context * ctx, struct ggml_tensor * a, struct ggml_tensor * b,
+                                        const struct int_product * kind, const char * name) {
+	const int64_t N = b->ne[1] * b->ne[2] * b->ne[3];
+	struct ggml_tensor * src[1] = {b}; // into rows of blocks (I32 for the bytes' size)
+	struct ggml_tensor * xq = ggml_custom_4d(ctx, GGML_TYPE_I32, a->ne[0] / kind->k_block * kind->act_bytes / 4, N, 1, 1, src,
+	                                         1, pm_quantize_rows_op, GGML_N_TASKS_MAX, (void *)kind);
+	ggml_set_name(xq, "QUANTIZE (ours)");
+	struct ggml_tensor * args[2] = {a, xq};
+	struct ggml_tensor * t = ggml_custom_4d(ctx, GGML_TYPE_F32, a->ne[1], b->ne[1], b->ne[2], b->ne[3], args, 2,
+	                                        pm_int_product_op, GGML_N_TASKS_MAX, (void *)kind);
+	return ggml_set_name(t, name);
+}
+
+struct ggml_tensor * pm_mul_mat_q4k(struct ggml_context * ctx, struct ggml_tensor * a, struct ggml_tensor * b) {
+	return int_mul_mat(ctx, a, b, &q4k_product, "MUL_MAT q4_K (ours)");
+}
+
+bool pm_mul_mat_q8_int16(void) { return true; }
+
+struct ggml_tensor * pm_mul_mat_q8(struct ggml_context * ctx, struct ggml_tensor * a, struct ggml_tensor * b) {
+	if (b->ne[1] * b->ne[2] * b->ne[3] >= QK_MIN_N && a->ne[1] >= 16) {
+		return int_mul_mat(ctx, a, b, &q8_product, "MUL_MAT q8_0 (ours)");
+	}
+	return NULL;
+}
+
+#else // without AVX2 q4_K products are ggml's, q8_0 ones our f32 product
+
+bool pm_mul_mat_q8_int16(void) { return false; }
+
+struct ggml_tensor * pm_mul_mat_q8(struct ggml_context * ctx, struct ggml_tensor * a, struct ggml_tensor * b) {
+	(void)ctx, (void)a, (void)b;
+	return NULL;
+}
+
+void pm_int_product_op(struct ggml_tensor * dst, int ith, int nth, void * userdata) {
 	(void)dst, (void)ith, (void)nth, (void)userdata;
 	abort();
 }
