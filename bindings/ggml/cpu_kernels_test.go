@@ -714,7 +714,7 @@ func quantize16(x []float32) (d float64, q [32]float64) {
 }
 
 // TestMulMatQ4KKernel checks our CPU product of q4_K weights (pm_mul_mat's
-// cpu_q4k.c) two ways: against the same products with the activations
+// cpu_quant.c) two ways: against the same products with the activations
 // quantized as the kernel quantizes them (any slip in the integer sums,
 // scales, mins or tiles shows), and against the exact product with a
 // bound on what quantizing the activations may change (half a step per
