@@ -314,7 +314,7 @@ func TestMulMatKernel(t *testing.T) {
 				require.True(t, math.IsNaN(float64(got[i])), "row %d of the NaN's column: %g", i, got[i])
 			}
 			// With AVX2 the activations are rounded to 16 bits per 32
-			// (quantize16): then checked as for q4_K, against float64 of
+			// (quantizeActs): then checked as for q4_K, against float64 of
 			// the rounded activations and the exact product within the
 			// rounding's bound.
 			int16 := cpuKernelsQ8Int16() && tc.n >= 16
@@ -323,7 +323,7 @@ func TestMulMatKernel(t *testing.T) {
 					var want, size, quantized, qsize, bound float64
 					for k0 := 0; k0 < tc.k; k0 += 32 {
 						x := b[j*tc.k+k0 : j*tc.k+k0+32]
-						d, q := quantize16(x)
+						d, q := quantizeActs(x, 32767)
 						for k := range 32 {
 							v := float64(a[i*tc.k+k0+k])
 							want += v * float64(x[k])
@@ -678,9 +678,12 @@ func decodeQ4K(b []byte) q4KBlock {
 	return blk
 }
 
-// quantizeQ8 is what our q4_K product makes of 256 activations, in float32
-// as the kernel computes it: q = round(x·(127/max|x|)), x ≈ q·max/127.
-func quantizeQ8(x []float32) (d float64, q [256]float64) {
+// quantizeActs is what our integer products make of a block of
+// activations, in float32 as the kernels compute it: q = round(x·(levels /
+// max|x|)), x ≈ q·max/levels. The q4_K product rounds 256 to 127 levels,
+// the q8_0 product 32 to 32767.
+func quantizeActs(x []float32, levels float32) (d float64, q []float64) {
+	q = make([]float64, len(x))
 	var amax float32
 	for _, v := range x {
 		amax = max(amax, float32(math.Abs(float64(v))))
@@ -688,34 +691,16 @@ func quantizeQ8(x []float32) (d float64, q [256]float64) {
 	if amax == 0 {
 		return 0, q
 	}
-	iscale := 127 / amax
+	iscale := levels / amax
 	for i, v := range x {
 		q[i] = math.RoundToEven(float64(v * iscale))
 	}
-	return float64(amax / 127), q
-}
-
-// quantize16 is what our q8_0 product with AVX2 makes of 32 activations,
-// in float32 as the kernel computes it: q = round(x·(32767/max|x|)), x ≈
-// q·max/32767.
-func quantize16(x []float32) (d float64, q [32]float64) {
-	var amax float32
-	for _, v := range x {
-		amax = max(amax, float32(math.Abs(float64(v))))
-	}
-	if amax == 0 {
-		return 0, q
-	}
-	iscale := 32767 / amax
-	for i, v := range x {
-		q[i] = math.RoundToEven(float64(v * iscale))
-	}
-	return float64(amax / 32767), q
+	return float64(amax / levels), q
 }
 
 // TestMulMatQ4KKernel checks our CPU product of q4_K weights (pm_mul_mat's
 // cpu_quant.c) two ways: against the same products with the activations
-// quantized as the kernel quantizes them (any slip in the integer sums,
+// quantized as the kernel quantizes them (quantizeActs; any slip in the integer sums,
 // scales, mins or tiles shows), and against the exact product with a
 // bound on what quantizing the activations may change (half a step per
 // value). Sizes: K of one to ten super-blocks (one, two and three K
@@ -754,7 +739,7 @@ func TestMulMatQ4KKernel(t *testing.T) {
 					var exact, quantized, size, bound float64
 					for s := 0; s < nsb; s++ {
 						x := b[j*ldb+256*s : j*ldb+256*s+256]
-						d, q := quantizeQ8(x)
+						d, q := quantizeActs(x, 127)
 						w := &blocks[i*nsb+s]
 						for k := range 256 {
 							v := w.d*w.sc[k/32]*w.q[k] - w.dmin*w.mn[k/32]
