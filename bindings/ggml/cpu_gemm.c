@@ -188,7 +188,7 @@ bool pm_mul_mat_fits(const struct ggml_tensor * a, const struct ggml_tensor * b)
 }
 
 struct ggml_tensor * pm_mul_mat(struct ggml_context * ctx, struct ggml_tensor * a, struct ggml_tensor * b) {
-	if (a->type == GGML_TYPE_Q4_K) {
+	if (a->type == GGML_TYPE_Q4_K || a->type == GGML_TYPE_Q5_K) {
 		return pm_mul_mat_q4k(ctx, a, b);
 	}
 	struct ggml_tensor * q8 = a->type == GGML_TYPE_Q8_0 ? pm_mul_mat_q8(ctx, a, b) : NULL;

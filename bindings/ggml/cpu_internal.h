@@ -179,8 +179,8 @@ static inline float * gemm_pack_alloc(int64_t K, bool q8) {
 	return kernel_alloc((size_t)(gemm_m_block(kc) * kc) * sizeof(float), "matrix product");
 }
 
-// pm_mul_mat_q4k is pm_mul_mat for q4_K weights (cpu_quant.c): false
-// without AVX2.
+// pm_mul_mat_q4k is pm_mul_mat for q4_K and q5_K weights (cpu_quant.c):
+// false without AVX2.
 bool pm_mul_mat_q4k_fits(const struct ggml_tensor * a, const struct ggml_tensor * b);
 struct ggml_tensor * pm_mul_mat_q4k(struct ggml_context * ctx, struct ggml_tensor * a, struct ggml_tensor * b);
 

@@ -40,7 +40,7 @@ struct ggml_tensor * pm_attention(struct ggml_context * ctx, struct ggml_tensor 
 bool pm_attention_fits(int64_t d, int64_t keys);
 
 // pm_mul_mat is ggml_mul_mat for a [K, M] (2-D: f32, q8_0, or with AVX2
-// q4_K stored plainly, not repacked) and f32 b [K, N, B2, B3] with
+// q4_K (stored plainly, not repacked) or q5_K) and f32 b [K, N, B2, B3] with
 // contiguous rows, as custom ops that only the CPU backend runs: [M, N, B2,
 // B3]. The operands must satisfy pm_mul_mat_fits.
 struct ggml_tensor * pm_mul_mat(struct ggml_context * ctx, struct ggml_tensor * a, struct ggml_tensor * b);

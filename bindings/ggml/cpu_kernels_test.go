@@ -646,17 +646,20 @@ func TestLayerNormKernel(t *testing.T) {
 	}
 }
 
-// q4KBlock is a q4_K super-block decoded: value i is d·sc[i/32]·q[i] −
-// dmin·mn[i/32] (ggml's layout, read here independently of ggml and of
-// our kernel).
-type q4KBlock struct {
+// kBlock is a q4_K or q5_K super-block decoded: value i is
+// d·sc[i/32]·q[i] − dmin·mn[i/32] (ggml's layouts, read here independently
+// of ggml and of our kernel).
+type kBlock struct {
 	d, dmin float64
 	sc, mn  [8]float64
 	q       [256]float64
 }
 
-func decodeQ4K(b []byte) q4KBlock {
-	var blk q4KBlock
+// decodeK decodes a q4_K super-block (144 bytes), or with q5 a q5_K one
+// (176: its qh[32] between the scales and the low bits holds bit j of value
+// l of sub-block j in bit j of byte l).
+func decodeK(b []byte, q5 bool) kBlock {
+	var blk kBlock
 	blk.d = float64(half.F16ToF32(binary.LittleEndian.Uint16(b)))
 	blk.dmin = float64(half.F16ToF32(binary.LittleEndian.Uint16(b[2:])))
 	s := b[4:16]
@@ -669,10 +672,18 @@ func decodeQ4K(b []byte) q4KBlock {
 		}
 		blk.sc[j], blk.mn[j] = float64(sc), float64(mn)
 	}
+	qs, qh := b[16:], []byte(nil)
+	if q5 {
+		qs, qh = b[48:], b[16:48]
+	}
 	for c := 0; c < 4; c++ {
 		for l := 0; l < 32; l++ {
-			v := b[16+32*c+l]
+			v := qs[32*c+l]
 			blk.q[64*c+l], blk.q[64*c+32+l] = float64(v&0xF), float64(v>>4)
+			if q5 {
+				blk.q[64*c+l] += float64(16 * (qh[l] >> (2 * c) & 1))
+				blk.q[64*c+32+l] += float64(16 * (qh[l] >> (2*c + 1) & 1))
+			}
 		}
 	}
 	return blk
@@ -698,8 +709,8 @@ func quantizeActs(x []float32, levels float32) (d float64, q []float64) {
 	return float64(amax / levels), q
 }
 
-// TestMulMatQ4KKernel checks our CPU product of q4_K weights (pm_mul_mat's
-// cpu_quant.c) two ways: against the same products with the activations
+// TestMulMatQ4KKernel checks our CPU products of q4_K and q5_K weights
+// (pm_mul_mat's cpu_quant.c) two ways: against the same products with the activations
 // quantized as the kernel quantizes them (quantizeActs; any slip in the integer sums,
 // scales, mins or tiles shows), and against the exact product with a
 // bound on what quantizing the activations may change (half a step per
@@ -711,28 +722,43 @@ func TestMulMatQ4KKernel(t *testing.T) {
 		t.Skip("our q4_K product needs AVX2")
 	}
 	r := rand.New(rand.NewPCG(21, 21))
-	for _, tc := range []struct{ k, m, n, b2 int }{
-		{256, 16, 600, 1}, {1280, 45, 100, 1}, {2560, 300, 20, 2}, {512, 20, 250, 1}, {1024, 130, 200, 1},
+	for _, tc := range []struct {
+		typ         Type
+		k, m, n, b2 int
+		largest     bool // weights near their blocks' largest values times equal activations: the 16-bit sums' worst case
+	}{
+		{TypeQ4_K, 256, 16, 600, 1, false}, {TypeQ4_K, 1280, 45, 100, 1, false}, {TypeQ4_K, 2560, 300, 20, 2, false},
+		{TypeQ4_K, 512, 20, 250, 1, false}, {TypeQ4_K, 1024, 130, 200, 1, false}, {TypeQ5_K, 1280, 45, 100, 1, false},
+		{TypeQ5_K, 2560, 300, 20, 2, false}, {TypeQ5_K, 256, 16, 600, 1, false},
+		{TypeQ4_K, 512, 32, 128, 1, true}, {TypeQ5_K, 512, 32, 128, 1, true},
 	} {
-		t.Run(fmt.Sprintf("k%d_m%d_n%d_b%d", tc.k, tc.m, tc.n, tc.b2), func(t *testing.T) {
+		t.Run(fmt.Sprintf("%s_k%d_m%d_n%d_b%d_largest%v", tc.typ, tc.k, tc.m, tc.n, tc.b2, tc.largest), func(t *testing.T) {
 			ldb, cols := tc.k+8, tc.n*tc.b2 // b's rows are a view's
 			a, b := randn(r, tc.k*tc.m), randn(r, ldb*cols)
+			if tc.largest {
+				for i := range a {
+					a[i] = 1 + 0.5*float32(math.Pow(r.Float64(), 0.1))
+				}
+				for i := range b {
+					b[i] = 1
+				}
+			}
 			clear(b[3*ldb : 4*ldb])
-			qa, err := Quantize(TypeQ4_K, a, int64(tc.k))
+			qa, err := Quantize(tc.typ, a, int64(tc.k))
 			require.NoError(t, err)
 			build := func(c *Context) *Tensor {
 				bt := c.InputF32(b, int64(ldb), int64(tc.n), int64(tc.b2))
 				bv := c.View(bt, [4]int64{int64(tc.k), int64(tc.n), int64(tc.b2), 1}, bt.Nb(1), bt.Nb(2), bt.Nb(3), 0)
-				y := c.MulMat(c.Input(TypeQ4_K, qa, int64(tc.k), int64(tc.m)), bv)
+				y := c.MulMat(c.Input(tc.typ, qa, int64(tc.k), int64(tc.m)), bv)
 				require.Equal(t, "CUSTOM", y.Op(), "our kernel takes the product")
 				return y
 			}
 			got, shape := compute(t, build)
 			require.Equal(t, [4]int64{int64(tc.m), int64(tc.n), int64(tc.b2), 1}, shape)
 			nsb := tc.k / 256
-			blocks := make([]q4KBlock, tc.m*nsb)
+			blocks := make([]kBlock, tc.m*nsb)
 			for i := range blocks {
-				blocks[i] = decodeQ4K(qa[144*i:])
+				blocks[i] = decodeK(qa[int(tc.typ.BlockBytes())*i:], tc.typ == TypeQ5_K)
 			}
 			for j := 0; j < cols; j++ {
 				for i := 0; i < tc.m; i++ {
@@ -754,7 +780,7 @@ func TestMulMatQ4KKernel(t *testing.T) {
 					require.InDelta(t, exact, float64(got[j*tc.m+i]), bound*(1+1e-5)+1e-6*size+1e-30, "row %d column %d: exact", i, j)
 				}
 			}
-			sameForThreads(t, "q4_K product", build)
+			sameForThreads(t, tc.typ.String()+" product", build)
 		})
 	}
 	// A NaN or infinite activation shows in its column, as with f32 products.

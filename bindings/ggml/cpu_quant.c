@@ -89,6 +89,16 @@ struct block_q4_K {
 };
 _Static_assert(sizeof(struct block_q4_K) == 144, "q4_K blocks are 144 bytes");
 
+// block_q5_K is ggml's q5_K super-block: q4_K's with a fifth bit of each q,
+// bit j of qh[l] for value l of sub-block j.
+struct block_q5_K {
+	ggml_fp16_t d, dmin;
+	uint8_t scales[12];
+	uint8_t qh[32];
+	uint8_t qs[128];
+};
+_Static_assert(sizeof(struct block_q5_K) == 176, "q5_K blocks are 176 bytes");
+
 // act_block is 256 activations quantized: x ≈ d·q, |q| ≤ 127, with the sum
 // of q per sub-block of 32 (for the mins).
 struct act_block {
@@ -227,25 +237,32 @@ static inline void transpose8(__m256i r[8]) {
 	}
 }
 
-// pack_q4k packs super-blocks [sb0, sb0+nsb) of weight rows [r0, r0+rows)
-// (rows ≤ QK_MR; the others are zeros) of a (rows lda bytes apart), eight
-// rows (32 bytes of a group's vectors) at a time.
-static void pack_q4k(void * panel, const char * a, int64_t lda, int64_t r0, int rows, int64_t sb0, int64_t nsb) {
-	const __m256i low = _mm256_set1_epi8(0x0F);
+// pack_k packs q4_K (or with q5, q5_K) super-blocks [sb0, sb0+nsb) of
+// weight rows [r0, r0+rows) (rows ≤ QK_MR; the others are zeros) of a (rows
+// lda bytes apart), eight rows (32 bytes of a group's vectors) at a time.
+static inline void pack_k(void * panel, const char * a, int64_t lda, int64_t r0, int rows, int64_t sb0, int64_t nsb,
+                          bool q5) {
+	const __m256i low = _mm256_set1_epi8(0x0F), fifth = _mm256_set1_epi8(0x10);
+	const int64_t block_bytes = q5 ? sizeof(struct block_q5_K) : sizeof(struct block_q4_K);
 	struct tile_sb * dst = panel;
 	for (int64_t s = 0; s < nsb; s++, dst++) {
 		for (int r8 = 0; r8 < QK_MR; r8 += 8) {
 			const int g = r8 / QK_G, l0 = r8 % QK_G; // group, and its first lane
-			const struct block_q4_K * blk[8];
+			const uint8_t * blk[8];                  // the rows' super-blocks: d, dmin, scales as in q4_K
+			const uint8_t * qs[8], * qh[8];
 			ggml_fp16_t h[2][8]; // d and dmin
 			for (int l = 0; l < 8; l++) {
 				const int r = r8 + l, lane = l0 + l;
-				blk[l] = r < rows ? (const struct block_q4_K *)(a + (r0 + r) * lda) + sb0 + s : NULL;
+				blk[l] = r < rows ? (const uint8_t *)a + (r0 + r) * lda + (sb0 + s) * block_bytes : NULL;
+				const struct block_q4_K * b4 = (const struct block_q4_K *)blk[l];
+				const struct block_q5_K * b5 = (const struct block_q5_K *)blk[l];
+				qs[l] = blk[l] == NULL ? NULL : q5 ? b5->qs : b4->qs;
+				qh[l] = blk[l] == NULL || !q5 ? NULL : b5->qh;
 				int16_t sc[8] = {0}, mn[8] = {0};
-				h[0][l] = blk[l] != NULL ? blk[l]->d : 0;
-				h[1][l] = blk[l] != NULL ? blk[l]->dmin : 0;
+				h[0][l] = blk[l] != NULL ? b4->d : 0;
+				h[1][l] = blk[l] != NULL ? b4->dmin : 0;
 				for (int j = 0; blk[l] != NULL && j < 8; j++) {
-					scale_min(blk[l]->scales, j, &sc[j], &mn[j]);
+					scale_min(b4->scales, j, &sc[j], &mn[j]);
 				}
 				for (int j = 0; j < 8; j++) {
 					dst->sc[j][g][2 * lane] = dst->sc[j][g][2 * lane + 1] = sc[j];
@@ -258,12 +275,17 @@ static void pack_q4k(void * panel, const char * a, int64_t lda, int64_t r0, int 
 			ggml_cpu_fp16_to_fp32(h[0], dst->d[g] + l0, 8);
 			ggml_cpu_fp16_to_fp32(h[1], dst->dmin[g] + l0, 8);
 			for (int c = 0; c < 4; c++) { // sub-blocks 2c and 2c+1
+				const __m256i bit_lo = _mm256_set1_epi8((char)(1 << (2 * c))), bit_hi = _mm256_set1_epi8((char)(2 << (2 * c)));
 				__m256i lo[8], hi[8];
 				for (int l = 0; l < 8; l++) {
-					const __m256i v = blk[l] != NULL ? _mm256_loadu_si256((const __m256i *)(blk[l]->qs + 32 * c))
-					                                 : _mm256_setzero_si256();
+					const __m256i v = qs[l] != NULL ? _mm256_loadu_si256((const __m256i *)(qs[l] + 32 * c)) : _mm256_setzero_si256();
 					lo[l] = _mm256_and_si256(v, low);
 					hi[l] = _mm256_and_si256(_mm256_srli_epi16(v, 4), low);
+					if (qh[l] != NULL) { // 16 where the value's fifth bit is set
+						const __m256i b = _mm256_loadu_si256((const __m256i *)qh[l]);
+						lo[l] = _mm256_or_si256(lo[l], _mm256_and_si256(_mm256_cmpeq_epi8(_mm256_and_si256(b, bit_lo), bit_lo), fifth));
+						hi[l] = _mm256_or_si256(hi[l], _mm256_and_si256(_mm256_cmpeq_epi8(_mm256_and_si256(b, bit_hi), bit_hi), fifth));
+					}
 				}
 				transpose8(lo);
 				transpose8(hi);
@@ -276,6 +298,14 @@ static void pack_q4k(void * panel, const char * a, int64_t lda, int64_t r0, int 
 	}
 }
 
+static void pack_q4k(void * panel, const char * a, int64_t lda, int64_t r0, int rows, int64_t sb0, int64_t nsb) {
+	pack_k(panel, a, lda, r0, rows, sb0, nsb, false);
+}
+
+static void pack_q5k(void * panel, const char * a, int64_t lda, int64_t r0, int rows, int64_t sb0, int64_t nsb) {
+	pack_k(panel, a, lda, r0, rows, sb0, nsb, true);
+}
+
 // bcast is the 4 bytes at p in every lane.
 static inline vq bcast(const void * p) {
 	int32_t v;
@@ -283,13 +313,15 @@ static inline vq bcast(const void * p) {
 	return q_set1(v);
 }
 
-// tile_q4k adds (or stores, when first) the products of the QK_MR packed
+// tile_k adds (or stores, when first) the products of the QK_MR packed
 // rows w over nsb super-blocks with activation rows x[0..QK_NR) into
-// c[j·ldc + i] (all the tile's rows and columns). The 16-bit sums of a
-// sub-block's eight products (vpmaddubsw) cannot overflow (8 · 2 · 15 · 127
-// < 2^15), so its scales are applied once, as 32-bit sums (vpmaddwd).
-static void tile_q4k(const void * panel, int64_t nsb, const void * const xs[QK_NR], float * c, int64_t ldc,
-                     bool first) {
+// c[j·ldc + i] (all the tile's rows and columns). The 16-bit sums of span
+// values' products (vpmaddubsw) cannot overflow, so the sub-block's scales
+// are applied to them as 32-bit sums (vpmaddwd): q4_K's 4-bit values over
+// a whole sub-block (8 · 2 · 15 · 127 < 2^15), q5_K's 5-bit ones over half
+// (4 · 2 · 31 · 127 < 2^15).
+static inline void tile_k(const void * panel, int64_t nsb, const void * const xs[QK_NR], float * c, int64_t ldc,
+                          bool first, const int span) {
 	const struct tile_sb * w = panel;
 	const struct act_block * const * x = (const struct act_block * const *)xs;
 	for (int64_t s = 0; s < nsb; s++, w++, first = false) {
@@ -299,12 +331,12 @@ static void tile_q4k(const void * panel, int64_t nsb, const void * const xs[QK_N
 			xq[n] = x[n][s].q;
 			acc[0][n] = acc[1][n] = q_zero();
 		}
-		for (int j = 0; j < 8; j++) {
+		for (int k0 = 0; k0 < 256; k0 += span) {
 			vq h[2][QK_NR];
 			for (int n = 0; n < QK_NR; n++) {
 				h[0][n] = h[1][n] = q_zero();
 			}
-			for (int k = 32 * j; k < 32 * j + 32; k += 4) {
+			for (int k = k0; k < k0 + span; k += 4) {
 				const vq w0 = q_load(w->q[k / 4][0]), w1 = q_load(w->q[k / 4][1]);
 #pragma GCC unroll 8
 				for (int n = 0; n < QK_NR; n++) {
@@ -313,7 +345,7 @@ static void tile_q4k(const void * panel, int64_t nsb, const void * const xs[QK_N
 					h[1][n] = q_dot4(h[1][n], w1, b);
 				}
 			}
-			const vq s0 = q_load(w->sc[j][0]), s1 = q_load(w->sc[j][1]);
+			const vq s0 = q_load(w->sc[k0 / 32][0]), s1 = q_load(w->sc[k0 / 32][1]);
 			for (int n = 0; n < QK_NR; n++) {
 				acc[0][n] = q_add32(acc[0][n], q_madd(h[0][n], s0));
 				acc[1][n] = q_add32(acc[1][n], q_madd(h[1][n], s1));
@@ -334,6 +366,14 @@ static void tile_q4k(const void * panel, int64_t nsb, const void * const xs[QK_N
 			}
 		}
 	}
+}
+
+static void tile_q4k(const void * panel, int64_t nsb, const void * const xs[QK_NR], float * c, int64_t ldc, bool first) {
+	tile_k(panel, nsb, xs, c, ldc, first, 32);
+}
+
+static void tile_q5k(const void * panel, int64_t nsb, const void * const xs[QK_NR], float * c, int64_t ldc, bool first) {
+	tile_k(panel, nsb, xs, c, ldc, first, 16);
 }
 
 // pm_int_product_op is the product dst [M, N] = a [K, M] · b of the kind
@@ -392,11 +432,13 @@ void pm_int_product_op(struct ggml_tensor * dst, int ith, int nth, void * userda
 
 static const struct int_product q4k_product = {256,      sizeof(struct tile_sb), sizeof(struct act_block), QK_KC,
                                                 quantize_block, pack_q4k,          tile_q4k};
+static const struct int_product q5k_product = {256,      sizeof(struct tile_sb), sizeof(struct act_block), QK_KC,
+                                                quantize_block, pack_q5k,          tile_q5k};
 
 bool pm_mul_mat_takes_q4k(void) { return true; }
 
 bool pm_mul_mat_q4k_fits(const struct ggml_tensor * a, const struct ggml_tensor * b) {
-	return a->type == GGML_TYPE_Q4_K && a->ne[0] % 256 == 0 && b->ne[1] * b->ne[2] * b->ne[3] >= QK_MIN_N &&
+	return (a->type == GGML_TYPE_Q4_K || a->type == GGML_TYPE_Q5_K) && a->ne[0] % 256 == 0 && b->ne[1] * b->ne[2] * b->ne[3] >= QK_MIN_N &&
 	       a->ne[1] >= 16;
 }
 
@@ -535,6 +577,9 @@ static struct ggml_tensor * int_mul_mat(struct ggml_context * ctx, struct ggml_t
 }
 
 struct ggml_tensor * pm_mul_mat_q4k(struct ggml_context * ctx, struct ggml_tensor * a, struct ggml_tensor * b) {
+	if (a->type == GGML_TYPE_Q5_K) {
+		return int_mul_mat(ctx, a, b, &q5k_product, "MUL_MAT q5_K (ours)");
+	}
 	return int_mul_mat(ctx, a, b, &q4k_product, "MUL_MAT q4_K (ours)");
 }
 

@@ -14,8 +14,9 @@ import "fmt"
 // MulMat returns a·b with a [K, M, ...] and b [K, N, ...] giving [M, N, ...]:
 // a Linear layer's weight [in, out] times activations [in, tokens].
 // Broadcasts a over b's outer dimensions. With SetCPUKernels, large f32,
-// q8_0 and q4_K products are our kernels (pm_mul_mat: 1.4× ggml's on the
-// VAE's convolutions); q4_K weights repacked for ggml's stay ggml's.
+// q8_0, q4_K and q5_K products are our kernels (pm_mul_mat: 1.4× ggml's on
+// the VAE's convolutions, 1.5–2.3× its repacked q4_K); q4_K weights
+// repacked for ggml's stay ggml's.
 func (c *Context) MulMat(a, b *Tensor) *Tensor {
 	if c.f32Accum && (a.Type() == TypeF16 || a.Type() == TypeBF16) {
 		return c.MulMatF32(a, b)
