@@ -127,10 +127,11 @@ void pm_gemm_op(struct ggml_tensor * dst, int ith, int nth, void * userdata) {
 }
 
 // pm_conv1x1_op is a 1×1 convolution: dst [W, H, Cout, B] from src[0] x [W,
-// H, Cin, B] (each channel's plane contiguous), src[1] w [Cin, Cout] and
-// src[2] bias [Cout] or none. Per image it is one product whose a is x
-// read by channel (by_k: row k is channel k's plane), so neither x nor the
-// result is transposed, as a matrix product in ggml's layouts needs.
+// H, Cin, B] (each channel's plane contiguous), src[1] w [Cin, Cout] (f32
+// or f16) and src[2] bias [Cout] or none. Per image it is one product whose
+// a is x read by channel (by_k: row k is channel k's plane), so neither x
+// nor the result is transposed, as a matrix product in ggml's layouts
+// needs. A thread widens its output channels' f16 weights to f32 first.
 void pm_conv1x1_op(struct ggml_tensor * dst, int ith, int nth, void * userdata) {
 	(void)userdata;
 	const struct ggml_tensor * x = dst->src[0], * w = dst->src[1], * bias = dst->src[2];
@@ -139,12 +140,23 @@ void pm_conv1x1_op(struct ggml_tensor * dst, int ith, int nth, void * userdata) 
 	if (!product_split(P, cout, MM_MR, MM_NR, ith, nth, &m0, &m1, &n0, &n1)) {
 		return;
 	}
+	// The weights of output channels [n0, n1): w's own rows, or widened.
+	const float * wf = (const float *)((const char *)w->data + n0 * w->nb[1]);
+	int64_t ldw = w->nb[1] / (int64_t)sizeof(float);
+	float * widened = NULL;
+	if (w->type == GGML_TYPE_F16) {
+		widened = kernel_alloc((size_t)(cin * (n1 - n0)) * sizeof(float), "1×1 convolution");
+		for (int64_t co = n0; co < n1; co++) {
+			ggml_cpu_fp16_to_fp32((const ggml_fp16_t *)((const char *)w->data + co * w->nb[1]), widened + (co - n0) * cin, cin);
+		}
+		wf = widened, ldw = cin;
+	}
 	float * ap = gemm_pack_alloc(cin, false);
 	for (int64_t b = 0; b < x->ne[3]; b++) {
 		float * C = (float *)dst->data + b * cout * P;
-		const struct gemm_operands g = {(const float *)((const char *)x->data + b * x->nb[3]), (const float *)w->data, C,
-		                                x->nb[2] / (int64_t)sizeof(float), w->nb[1] / (int64_t)sizeof(float), P, true, NULL, 0};
-		pm_gemm_block(&g, cin, m0, m1, n0, n1, ap);
+		const struct gemm_operands g = {(const float *)((const char *)x->data + b * x->nb[3]), wf, C + n0 * P,
+		                                x->nb[2] / (int64_t)sizeof(float), ldw, P, true, NULL, 0};
+		pm_gemm_block(&g, cin, m0, m1, 0, n1 - n0, ap);
 		for (int64_t co = n0; bias != NULL && co < n1; co++) {
 			const float v = ((const float *)bias->data)[co];
 			for (int64_t m = m0; m < m1; m++) {
@@ -153,11 +165,13 @@ void pm_conv1x1_op(struct ggml_tensor * dst, int ith, int nth, void * userdata) 
 		}
 	}
 	free(ap);
+	free(widened);
 }
 
 bool pm_conv1x1_fits(const struct ggml_tensor * w, const struct ggml_tensor * x) {
-	return w->type == GGML_TYPE_F32 && x->type == GGML_TYPE_F32 && w->ne[2] == 1 && w->ne[3] == 1 &&
-	       w->nb[0] == sizeof(float) && w->nb[1] % sizeof(float) == 0 && w->ne[0] == x->ne[2] &&
+	const size_t elem = w->type == GGML_TYPE_F16 ? 2 : 4; // f32 rows must also be whole floats apart
+	return (w->type == GGML_TYPE_F32 || w->type == GGML_TYPE_F16) && x->type == GGML_TYPE_F32 && w->ne[2] == 1 &&
+	       w->ne[3] == 1 && w->nb[0] == elem && w->nb[1] % elem == 0 && w->ne[0] == x->ne[2] &&
 	       x->nb[0] == sizeof(float) && x->nb[1] == x->ne[0] * (int64_t)sizeof(float) && x->nb[2] % sizeof(float) == 0 &&
 	       x->ne[0] * x->ne[1] >= 24 && x->ne[0] * x->ne[1] * x->ne[2] * w->ne[1] >= (1 << 21);
 }

@@ -62,7 +62,7 @@ struct ggml_tensor * pm_conv3x3(struct ggml_context * ctx, struct ggml_tensor * 
 bool pm_conv3x3_fits(const struct ggml_tensor * kernel, const struct ggml_tensor * x);
 
 // pm_conv1x1 is a 1×1 convolution of x [W, H, Cin, B] (f32, each
-// channel's plane contiguous) with w [Cin, Cout] (f32), plus bias [Cout]
+// channel's plane contiguous) with w [Cin, Cout] (f32 or f16), plus bias [Cout]
 // if not NULL, as a custom op that only the CPU backend runs: [W, H, Cout,
 // B]. The operands must satisfy pm_conv1x1_fits.
 struct ggml_tensor * pm_conv1x1(struct ggml_context * ctx, struct ggml_tensor * w, struct ggml_tensor * x,

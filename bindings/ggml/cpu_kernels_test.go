@@ -438,23 +438,34 @@ func TestConv3x3Kernel(t *testing.T) {
 // TestConv1x1Kernel checks our CPU 1×1 convolution (pm_conv1x1) against
 // float64: both thread splits (many pixels, or few pixels and many output
 // channels), output channels not a multiple of the tile, two images, the
-// channel planes a view's strided ones, with and without bias.
+// channel planes a view's strided ones, with and without bias, f32 and f16
+// kernels.
 func TestConv1x1Kernel(t *testing.T) {
 	r := rand.New(rand.NewPCG(13, 13))
 	for _, tc := range []struct {
 		w, h, cin, cout, b int
-		bias               bool
+		bias, f16          bool
 	}{
-		{64, 64, 80, 7, 1, true}, {5, 5, 300, 900, 2, false}, {33, 17, 64, 130, 2, true},
+		{64, 64, 80, 7, 1, true, false}, {5, 5, 300, 900, 2, false, false}, {33, 17, 64, 130, 2, true, false},
+		{5, 5, 300, 900, 2, true, true}, {33, 17, 64, 130, 2, false, true},
 	} {
-		t.Run(fmt.Sprintf("%dx%dx%d_to_%d_b%d_bias%v", tc.w, tc.h, tc.cin, tc.cout, tc.b, tc.bias), func(t *testing.T) {
+		t.Run(fmt.Sprintf("%dx%dx%d_to_%d_b%d_bias%v_f16%v", tc.w, tc.h, tc.cin, tc.cout, tc.b, tc.bias, tc.f16), func(t *testing.T) {
 			plane := tc.w*tc.h + 5 // the view's plane stride
 			x := randn(r, plane*tc.cin*tc.b)
 			w, bias := randn(r, tc.cin*tc.cout), randn(r, tc.cout)
+			wtype := TypeF32
+			if tc.f16 {
+				wtype = TypeF16
+				for i, v := range w { // the reference multiplies the values f16 holds
+					w[i] = half.F16ToF32(half.F32ToF16(v))
+				}
+			}
+			wb, err := Quantize(wtype, w, int64(tc.cin))
+			require.NoError(t, err)
 			build := func(c *Context) *Tensor {
 				xt := c.InputF32(x, int64(plane), int64(tc.cin), int64(tc.b))
 				xv := c.View(xt, [4]int64{int64(tc.w), int64(tc.h), int64(tc.cin), int64(tc.b)}, 4*int64(tc.w), xt.Nb(1), xt.Nb(2), 0)
-				wt := c.InputF32(w, int64(tc.cin), int64(tc.cout))
+				wt := c.Input(wtype, wb, int64(tc.cin), int64(tc.cout))
 				require.True(t, Conv1x1CPUFits(wt, xv))
 				var bt *Tensor
 				if tc.bias {

@@ -176,7 +176,7 @@ func Conv3x3CPUFits(kernel, x *Tensor) bool { return bool(C.pm_conv3x3_fits(kern
 
 // Conv1x1CPU is a 1×1 convolution through our CPU kernel (pm_conv1x1, a
 // custom op that only the CPU backend runs): x [W, H, Cin, B] (f32, each
-// channel's plane contiguous) with w [Cin, Cout] (f32), plus bias [Cout]
+// channel's plane contiguous) with w [Cin, Cout] (f32 or f16), plus bias [Cout]
 // when not nil, without transposing x or the result. Returns [W, H, Cout,
 // B]. The operands must fit (Conv1x1CPUFits).
 func (c *Context) Conv1x1CPU(w, x, bias *Tensor) *Tensor {
