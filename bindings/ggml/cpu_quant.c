@@ -1,6 +1,6 @@
 // Our CPU products of quantized weights with f32 activations in integers
-// (x86 with AVX2 or AVX-512): q4_K in 8 bits, q8_0 in 16 (below). See
-// pm_mul_mat (cpu_gemm.c) for where they are taken. Both quantize the
+// (x86 with AVX2 or AVX-512): q4_K and q5_K in 8 bits, q8_0 in 16 (below).
+// See pm_mul_mat (cpu_gemm.c) for where they are taken. All quantize the
 // activations in an op of their own, pack blocks of weight rows for
 // register tiles, and share the loops around the tiles (int_product).
 //
@@ -592,7 +592,7 @@ struct ggml_tensor * pm_mul_mat_q8(struct ggml_context * ctx, struct ggml_tensor
 	return NULL;
 }
 
-#else // without AVX2 q4_K products are ggml's, q8_0 ones our f32 product
+#else // without AVX2 q4_K and q5_K products are ggml's, q8_0 ones our f32 product
 
 bool pm_mul_mat_q8_int16(void) { return false; }
 
