@@ -17,11 +17,10 @@ type Linear struct {
 
 // Forward maps [in, ...] to [out, ...].
 func (l *Linear) Forward(c *ggml.Context, x *ggml.Tensor) *ggml.Tensor {
-	y := c.MulMat(l.Weight, x)
 	if l.Bias != nil {
-		y = c.Add(y, l.Bias)
+		return c.MulMatBias(l.Weight, x, l.Bias)
 	}
-	return y
+	return c.MulMat(l.Weight, x)
 }
 
 // OutFeatures returns the output width.

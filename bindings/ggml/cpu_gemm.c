@@ -3,9 +3,9 @@
 
 // gemm_tile adds (or stores, when first) Σ_k ap[k][i]·b_j[k] for MM_MR rows
 // i of the packed panel ap and MM_NR rows b_j into c[j·ldc + i], of which
-// only rows i < rows are written.
+// only rows i < rows are written, then adds bias[i] if bias is not NULL.
 static inline void gemm_tile(int64_t kc, const float * ap, const float * const br[MM_NR], float * c, int64_t ldc,
-                             bool first, int64_t rows) {
+                             bool first, int64_t rows, const float * bias) {
 	vf acc[MM_NR][3];
 	for (int j = 0; j < MM_NR; j++) {
 		acc[j][0] = acc[j][1] = acc[j][2] = splat(0.0f);
@@ -25,7 +25,8 @@ static inline void gemm_tile(int64_t kc, const float * ap, const float * const b
 		float * cj = c + j * ldc;
 		if (rows == MM_MR) {
 			for (int v = 0; v < 3; v++) {
-				storev(cj + v * PM_LANES, first ? acc[j][v] : acc[j][v] + loadv(cj + v * PM_LANES));
+				vf y = first ? acc[j][v] : acc[j][v] + loadv(cj + v * PM_LANES);
+				storev(cj + v * PM_LANES, bias != NULL ? y + loadv(bias + v * PM_LANES) : y);
 			}
 			continue;
 		}
@@ -33,6 +34,9 @@ static inline void gemm_tile(int64_t kc, const float * ap, const float * const b
 		memcpy(t, acc[j], sizeof t);
 		for (int64_t i = 0; i < rows; i++) {
 			cj[i] = first ? t[i] : cj[i] + t[i];
+			if (bias != NULL) {
+				cj[i] += bias[i];
+			}
 		}
 	}
 }
@@ -72,6 +76,17 @@ static void gemm_pack(float * ap, const struct gemm_operands * g, int64_t m0, in
 	}
 }
 
+// add_tile: see cpu_internal.h.
+void add_tile(float * c, int64_t ldc, const float * t, int64_t ldt, int64_t rows, int64_t cols, bool first,
+              const float * bias) {
+	for (int64_t j = 0; j < cols; j++) {
+		for (int64_t i = 0; i < rows; i++) {
+			float y = first ? t[j * ldt + i] : c[j * ldc + i] + t[j * ldt + i];
+			c[j * ldc + i] = bias != NULL ? y + bias[i] : y;
+		}
+	}
+}
+
 // pm_gemm_block computes rows [m0, m1) and columns [n0, n1) of c = a·bᵀ over
 // K, packing a into ap (gemm_m_block(kc)·kc floats, kc = gemm_k_block(K,
 // a8 != NULL)).
@@ -91,32 +106,30 @@ void pm_gemm_block(const struct gemm_operands * g, int64_t K, int64_t m0, int64_
 				for (int64_t ir = 0; ir < rows; ir += MM_MR) {
 					const int64_t n = rows - ir < MM_MR ? rows - ir : MM_MR;
 					float * c = g->c + j0 * g->ldc + i0 + ir;
+					// the bias once the last block of K is summed
+					const float * bias = g->bias != NULL && k0 + kc == K ? g->bias + i0 + ir : NULL;
 					if (cols == MM_NR) {
-						gemm_tile(kc, ap + ir * kc, br, c, g->ldc, k0 == 0, n);
+						gemm_tile(kc, ap + ir * kc, br, c, g->ldc, k0 == 0, n, bias);
 						continue;
 					}
 					float t[MM_NR * MM_MR]; // the last columns: through a whole tile
-					gemm_tile(kc, ap + ir * kc, br, t, MM_MR, true, MM_MR);
-					for (int64_t j = 0; j < cols; j++) {
-						for (int64_t i = 0; i < n; i++) {
-							c[j * g->ldc + i] = k0 == 0 ? t[j * MM_MR + i] : c[j * g->ldc + i] + t[j * MM_MR + i];
-						}
-					}
+					gemm_tile(kc, ap + ir * kc, br, t, MM_MR, true, MM_MR, NULL);
+					add_tile(c, g->ldc, t, MM_MR, n, cols, k0 == 0, bias);
 				}
 			}
 		}
 	}
 }
 
-// pm_gemm_op is the custom op of pm_mul_mat.
+// pm_gemm_op is the custom op of pm_mul_mat: src[2], if any, is the bias.
 void pm_gemm_op(struct ggml_tensor * dst, int ith, int nth, void * userdata) {
 	(void)userdata;
-	const struct ggml_tensor * a = dst->src[0], * b = dst->src[1];
+	const struct ggml_tensor * a = dst->src[0], * b = dst->src[1], * bias = dst->src[2];
 	const int64_t K = a->ne[0], M = a->ne[1], N = b->ne[1] * b->ne[2] * b->ne[3];
 	const bool q8 = a->type == GGML_TYPE_Q8_0;
 	const struct gemm_operands g = {q8 ? NULL : (const float *)a->data, (const float *)b->data, (float *)dst->data,
 	                                a->nb[1] / (int64_t)sizeof(float), b->nb[1] / (int64_t)sizeof(float), M, false,
-	                                q8 ? (const char *)a->data : NULL, a->nb[1]};
+	                                q8 ? (const char *)a->data : NULL, a->nb[1], bias != NULL ? (const float *)bias->data : NULL};
 	int64_t m0, m1, n0, n1;
 	if (!product_split(M, N, MM_MR, MM_NR, ith, nth, &m0, &m1, &n0, &n1)) {
 		return;
@@ -201,16 +214,22 @@ bool pm_mul_mat_fits(const struct ggml_tensor * a, const struct ggml_tensor * b)
 	return (q4k || (M >= 24 && N >= MM_NR && K >= 8)) && K * M * N >= (1 << 21);
 }
 
-struct ggml_tensor * pm_mul_mat(struct ggml_context * ctx, struct ggml_tensor * a, struct ggml_tensor * b) {
+struct ggml_tensor * pm_mul_mat(struct ggml_context * ctx, struct ggml_tensor * a, struct ggml_tensor * b,
+                                struct ggml_tensor * bias) {
 	if (a->type == GGML_TYPE_Q4_K || a->type == GGML_TYPE_Q5_K) {
-		return pm_mul_mat_q4k(ctx, a, b);
+		return pm_mul_mat_q4k(ctx, a, b, bias);
 	}
-	struct ggml_tensor * q8 = a->type == GGML_TYPE_Q8_0 ? pm_mul_mat_q8(ctx, a, b) : NULL;
+	struct ggml_tensor * q8 = a->type == GGML_TYPE_Q8_0 ? pm_mul_mat_q8(ctx, a, b, bias) : NULL;
 	if (q8 != NULL) {
 		return q8;
 	}
-	struct ggml_tensor * args[2] = {a, b};
-	struct ggml_tensor * t = ggml_custom_4d(ctx, GGML_TYPE_F32, a->ne[1], b->ne[1], b->ne[2], b->ne[3], args, 2, pm_gemm_op,
-	                                        GGML_N_TASKS_MAX, NULL);
+	struct ggml_tensor * args[3] = {a, b, bias};
+	struct ggml_tensor * t = ggml_custom_4d(ctx, GGML_TYPE_F32, a->ne[1], b->ne[1], b->ne[2], b->ne[3], args,
+	                                        bias != NULL ? 3 : 2, pm_gemm_op, GGML_N_TASKS_MAX, NULL);
 	return ggml_set_name(t, "MUL_MAT (ours)");
+}
+
+bool pm_mul_mat_bias_fits(const struct ggml_tensor * a, const struct ggml_tensor * bias) {
+	return bias->type == GGML_TYPE_F32 && bias->ne[0] == a->ne[1] && ggml_nelements(bias) == bias->ne[0] &&
+	       bias->nb[0] == sizeof(float);
 }

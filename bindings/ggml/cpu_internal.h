@@ -157,6 +157,7 @@ struct gemm_operands {
 	bool by_k;
 	const char * a8;
 	int64_t lda8;
+	const float * bias; // added to row m of c once K is summed, or NULL
 };
 
 // gemm_k_block is the length of the blocks K is split into (whole q8_0
@@ -173,6 +174,13 @@ static inline int64_t gemm_m_block(int64_t kc) { return (MM_PANEL / kc / MM_MR >
 // over K (cpu_gemm.c), packing a into ap (gemm_pack_alloc).
 void pm_gemm_block(const struct gemm_operands * g, int64_t K, int64_t m0, int64_t m1, int64_t n0, int64_t n1, float * ap);
 
+// add_tile stores (first) or adds the first rows × cols of a tile t
+// (columns ldt apart) into c (columns ldc apart), then adds bias[i] to row
+// i if bias is not NULL: the products' last rows or columns, computed
+// through a whole tile.
+void add_tile(float * c, int64_t ldc, const float * t, int64_t ldt, int64_t rows, int64_t cols, bool first,
+              const float * bias);
+
 // gemm_pack_alloc allocates the packing buffer of a product over K.
 static inline float * gemm_pack_alloc(int64_t K, bool q8) {
 	const int64_t kc = gemm_k_block(K, q8);
@@ -182,12 +190,14 @@ static inline float * gemm_pack_alloc(int64_t K, bool q8) {
 // pm_mul_mat_q4k is pm_mul_mat for q4_K and q5_K weights (cpu_quant.c):
 // false without AVX2.
 bool pm_mul_mat_q4k_fits(const struct ggml_tensor * a, const struct ggml_tensor * b);
-struct ggml_tensor * pm_mul_mat_q4k(struct ggml_context * ctx, struct ggml_tensor * a, struct ggml_tensor * b);
+struct ggml_tensor * pm_mul_mat_q4k(struct ggml_context * ctx, struct ggml_tensor * a, struct ggml_tensor * b,
+                                    struct ggml_tensor * bias);
 
 // pm_mul_mat_q8 is pm_mul_mat for q8_0 weights in 16-bit integers
 // (cpu_quant.c), or NULL where our f32 product takes them (without AVX2,
 // or few activation rows).
-struct ggml_tensor * pm_mul_mat_q8(struct ggml_context * ctx, struct ggml_tensor * a, struct ggml_tensor * b);
+struct ggml_tensor * pm_mul_mat_q8(struct ggml_context * ctx, struct ggml_tensor * a, struct ggml_tensor * b,
+                                   struct ggml_tensor * bias);
 
 // The custom ops' functions, which pm_kernel_flops recognizes.
 void pm_attention_op(struct ggml_tensor * dst, int ith, int nth, void * userdata);

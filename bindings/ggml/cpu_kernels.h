@@ -41,10 +41,14 @@ bool pm_attention_fits(int64_t d, int64_t keys);
 
 // pm_mul_mat is ggml_mul_mat for a [K, M] (2-D: f32, q8_0, or with AVX2
 // q4_K (stored plainly, not repacked) or q5_K) and f32 b [K, N, B2, B3] with
-// contiguous rows, as custom ops that only the CPU backend runs: [M, N, B2,
-// B3]. The operands must satisfy pm_mul_mat_fits.
-struct ggml_tensor * pm_mul_mat(struct ggml_context * ctx, struct ggml_tensor * a, struct ggml_tensor * b);
+// contiguous rows, plus bias [M] (f32, contiguous) if not NULL, as custom
+// ops that only the CPU backend runs: [M, N, B2, B3]. The bias is added to
+// the finished sums, as ggml_add would. The operands must satisfy
+// pm_mul_mat_fits (and the bias pm_mul_mat_bias_fits).
+struct ggml_tensor * pm_mul_mat(struct ggml_context * ctx, struct ggml_tensor * a, struct ggml_tensor * b,
+                                struct ggml_tensor * bias);
 bool pm_mul_mat_fits(const struct ggml_tensor * a, const struct ggml_tensor * b);
+bool pm_mul_mat_bias_fits(const struct ggml_tensor * a, const struct ggml_tensor * bias);
 // pm_mul_mat_takes_q4k says whether pm_mul_mat multiplies q4_K weights
 // (compiled with AVX2), and pm_mul_mat_q8_int16 whether it multiplies
 // q8_0 weights by activations rounded to 16 bits (AVX2) rather than f32.

@@ -814,3 +814,53 @@ func TestMulMatQ4KKernel(t *testing.T) {
 		}
 	}
 }
+
+// TestMulMatBias checks that our products add a Linear layer's bias as they
+// store their sums bit for bit as MulMat then Add would (every kind of
+// product, sums over several blocks of K, row and column tails, a batch),
+// and that a bias they do not take goes through Add.
+func TestMulMatBias(t *testing.T) {
+	r := rand.New(rand.NewPCG(23, 23))
+	for _, tc := range []struct {
+		typ         Type
+		k, m, n, b2 int
+	}{
+		{TypeF32, 1000, 45, 37, 2}, {TypeQ8_0, 640, 45, 37, 2}, {TypeQ8_0, 4096, 64, 8, 1}, {TypeQ4_K, 1280, 45, 37, 2},
+		{TypeQ5_K, 512, 100, 41, 1},
+	} {
+		t.Run(fmt.Sprintf("%s_k%d_m%d_n%d_b%d", tc.typ, tc.k, tc.m, tc.n, tc.b2), func(t *testing.T) {
+			if (tc.typ == TypeQ4_K || tc.typ == TypeQ5_K) && !CPUKernelsTakeQ4K() {
+				t.Skip("our q4_K and q5_K products need AVX2")
+			}
+			w, err := Quantize(tc.typ, randn(r, tc.k*tc.m), int64(tc.k))
+			require.NoError(t, err)
+			x, bias := randn(r, tc.k*tc.n*tc.b2), randn(r, tc.m)
+			product := func(fused bool) func(c *Context) *Tensor {
+				return func(c *Context) *Tensor {
+					a, b, bt := c.Input(tc.typ, w, int64(tc.k), int64(tc.m)), c.InputF32(x, int64(tc.k), int64(tc.n), int64(tc.b2)), c.InputF32(bias, int64(tc.m))
+					if !fused {
+						return c.Add(c.MulMat(a, b), bt)
+					}
+					y := c.MulMatBias(a, b, bt)
+					require.Equal(t, "CUSTOM", y.Op(), "our kernel adds the bias")
+					return y
+				}
+			}
+			want, _ := compute(t, product(false))
+			got, shape := compute(t, product(true))
+			require.Equal(t, [4]int64{int64(tc.m), int64(tc.n), int64(tc.b2), 1}, shape)
+			for i := range want {
+				require.Equal(t, math.Float32bits(want[i]), math.Float32bits(got[i]), "value %d: %g, MulMat then Add %g", i, got[i], want[i])
+			}
+			sameForThreads(t, "product with bias", product(true))
+		})
+	}
+	c := NewContext(16, 0)
+	defer c.Free()
+	c.SetCPUKernels(true)
+	a, b := c.NewTensor(TypeF32, 256, 256), c.NewTensor(TypeF32, 256, 64)
+	require.Equal(t, "ADD", c.MulMatBias(a, b, c.NewTensor(TypeF16, 256)).Op(), "an f16 bias")
+	require.Equal(t, "ADD", c.MulMatBias(a, b, c.NewTensor(TypeF32, 256, 64)).Op(), "a bias per column")
+	c.SetCPUKernels(false)
+	require.Equal(t, "ADD", c.MulMatBias(a, b, c.NewTensor(TypeF32, 256)).Op(), "graphs without our kernels")
+}

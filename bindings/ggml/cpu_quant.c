@@ -184,7 +184,8 @@ struct int_product {
 	int64_t kc; // blocks packed at once
 	void (*quantize)(const float * x, void * y);
 	void (*pack)(void * panel, const char * a, int64_t lda, int64_t r0, int rows, int64_t b0, int64_t nb);
-	void (*tile)(const void * panel, int64_t nb, const void * const x[QK_NR], float * c, int64_t ldc, bool first);
+	void (*tile)(const void * panel, int64_t nb, const void * const x[QK_NR], float * c, int64_t ldc, bool first,
+	             const float * bias);
 };
 
 // pm_quantize_rows_op quantizes the rows of src[0] (f32, K a multiple of
@@ -319,9 +320,10 @@ static inline vq bcast(const void * p) {
 // values' products (vpmaddubsw) cannot overflow, so the sub-block's scales
 // are applied to them as 32-bit sums (vpmaddwd): q4_K's 4-bit values over
 // a whole sub-block (8 · 2 · 15 · 127 < 2^15), q5_K's 5-bit ones over half
-// (4 · 2 · 31 · 127 < 2^15).
+// (4 · 2 · 31 · 127 < 2^15). With bias, bias[i] is added to row i at the
+// end.
 static inline void tile_k(const void * panel, int64_t nsb, const void * const xs[QK_NR], float * c, int64_t ldc,
-                          bool first, const int span) {
+                          bool first, const float * bias, const int span) {
 	const struct tile_sb * w = panel;
 	const struct act_block * const * x = (const struct act_block * const *)xs;
 	for (int64_t s = 0; s < nsb; s++, w++, first = false) {
@@ -362,27 +364,32 @@ static inline void tile_k(const void * panel, int64_t nsb, const void * const xs
 				vqf r = qf_sub(qf_mul(d, qf_cvt(acc[g][n])), qf_mul(dmin, qf_cvt(m)));
 				r = qf_mul(r, qf_set1(xn->d));
 				float * cn = c + n * ldc + QK_G * g;
-				qf_store(cn, first ? r : qf_add(r, qf_load(cn)));
+				r = first ? r : qf_add(r, qf_load(cn));
+				qf_store(cn, bias != NULL && s == nsb - 1 ? qf_add(r, qf_load(bias + QK_G * g)) : r);
 			}
 		}
 	}
 }
 
-static void tile_q4k(const void * panel, int64_t nsb, const void * const xs[QK_NR], float * c, int64_t ldc, bool first) {
-	tile_k(panel, nsb, xs, c, ldc, first, 32);
+static void tile_q4k(const void * panel, int64_t nsb, const void * const xs[QK_NR], float * c, int64_t ldc, bool first,
+                     const float * bias) {
+	tile_k(panel, nsb, xs, c, ldc, first, bias, 32);
 }
 
-static void tile_q5k(const void * panel, int64_t nsb, const void * const xs[QK_NR], float * c, int64_t ldc, bool first) {
-	tile_k(panel, nsb, xs, c, ldc, first, 16);
+static void tile_q5k(const void * panel, int64_t nsb, const void * const xs[QK_NR], float * c, int64_t ldc, bool first,
+                     const float * bias) {
+	tile_k(panel, nsb, xs, c, ldc, first, bias, 16);
 }
 
 // pm_int_product_op is the product dst [M, N] = a [K, M] · b of the kind
-// userdata points to: src[1] holds b's rows quantized. A thread packs
+// userdata points to, plus src[2] (bias [M]) if any: src[1] holds b's rows
+// quantized. A thread packs
 // blocks of QK_MC rows of a over kind->kc blocks of K (L2), and multiplies
 // each tile of them (L1) by QK_NC activation rows in turn (L2).
 void pm_int_product_op(struct ggml_tensor * dst, int ith, int nth, void * userdata) {
 	const struct int_product * kind = userdata;
 	const struct ggml_tensor * a = dst->src[0], * xq = dst->src[1];
+	const float * bias = dst->src[2] != NULL ? (const float *)dst->src[2]->data : NULL;
 	const int64_t nb = a->ne[0] / kind->k_block, M = a->ne[1], N = xq->ne[1], ldc = M;
 	int64_t m0, m1, n0, n1;
 	if (!product_split(M, N, QK_MR, QK_NR, ith, nth, &m0, &m1, &n0, &n1)) {
@@ -411,17 +418,15 @@ void pm_int_product_op(struct ggml_tensor * dst, int ith, int nth, void * userda
 							x[n] = (const char *)xq->data + (j0 + (n < cols ? n : cols - 1)) * xq->nb[1] + k0 * kind->act_bytes;
 						}
 						float * ct = c + j0 * ldc + i0 + t * QK_MR;
+						// the bias once the last block of K is summed
+						const float * bt = bias != NULL && k0 + kc == nb ? bias + i0 + t * QK_MR : NULL;
 						if (rows == QK_MR && cols == QK_NR) {
-							kind->tile(panel + t * tile_bytes, kc, x, ct, ldc, k0 == 0);
+							kind->tile(panel + t * tile_bytes, kc, x, ct, ldc, k0 == 0, bt);
 							continue;
 						}
 						float tmp[QK_NR * QK_MR]; // the last rows or columns: through a whole tile
-						kind->tile(panel + t * tile_bytes, kc, x, tmp, QK_MR, true);
-						for (int64_t n = 0; n < cols; n++) {
-							for (int64_t i = 0; i < rows; i++) {
-								ct[n * ldc + i] = k0 == 0 ? tmp[n * QK_MR + i] : ct[n * ldc + i] + tmp[n * QK_MR + i];
-							}
-						}
+						kind->tile(panel + t * tile_bytes, kc, x, tmp, QK_MR, true, NULL);
+						add_tile(ct, ldc, tmp, QK_MR, rows, cols, k0 == 0, bt);
 					}
 				}
 			}
@@ -519,8 +524,10 @@ static void pack_q8(void * panel, const char * a, int64_t lda, int64_t r0, int r
 
 // tile_q8 adds (or stores, when first) the products of the QK_MR packed
 // rows w over nb q8_0 blocks with activation rows x[0..QK_NR) into
-// c[j·ldc + i], in float sums of each block's 32-bit sum times both scales.
-static void tile_q8(const void * panel, int64_t nb, const void * const xs[QK_NR], float * c, int64_t ldc, bool first) {
+// c[j·ldc + i], in float sums of each block's 32-bit sum times both scales,
+// then adds bias[i] if bias is not NULL.
+static void tile_q8(const void * panel, int64_t nb, const void * const xs[QK_NR], float * c, int64_t ldc, bool first,
+                    const float * bias) {
 	const struct tile_b8 * w = panel;
 	const struct act16 * x[QK_NR];
 	vqf f[2][QK_NR];
@@ -552,7 +559,8 @@ static void tile_q8(const void * panel, int64_t nb, const void * const xs[QK_NR]
 	for (int g = 0; g < 2; g++) {
 		for (int n = 0; n < QK_NR; n++) {
 			float * cn = c + n * ldc + QK_G * g;
-			qf_store(cn, first ? f[g][n] : qf_add(f[g][n], qf_load(cn)));
+			const vqf r = first ? f[g][n] : qf_add(f[g][n], qf_load(cn));
+			qf_store(cn, bias != NULL ? qf_add(r, qf_load(bias + QK_G * g)) : r);
 		}
 	}
 }
@@ -564,30 +572,32 @@ static const struct int_product q8_product = {32, sizeof(struct tile_b8), sizeof
 // int_mul_mat is the graph of a product of the kind: the activations
 // quantized, then multiplied.
 static struct ggml_tensor * int_mul_mat(struct ggml_context * ctx, struct ggml_tensor * a, struct ggml_tensor * b,
-                                        const struct int_product * kind, const char * name) {
+                                        struct ggml_tensor * bias, const struct int_product * kind, const char * name) {
 	const int64_t N = b->ne[1] * b->ne[2] * b->ne[3];
 	struct ggml_tensor * src[1] = {b}; // into rows of blocks (I32 for the bytes' size)
 	struct ggml_tensor * xq = ggml_custom_4d(ctx, GGML_TYPE_I32, a->ne[0] / kind->k_block * kind->act_bytes / 4, N, 1, 1, src,
 	                                         1, pm_quantize_rows_op, GGML_N_TASKS_MAX, (void *)kind);
 	ggml_set_name(xq, "QUANTIZE (ours)");
-	struct ggml_tensor * args[2] = {a, xq};
-	struct ggml_tensor * t = ggml_custom_4d(ctx, GGML_TYPE_F32, a->ne[1], b->ne[1], b->ne[2], b->ne[3], args, 2,
-	                                        pm_int_product_op, GGML_N_TASKS_MAX, (void *)kind);
+	struct ggml_tensor * args[3] = {a, xq, bias};
+	struct ggml_tensor * t = ggml_custom_4d(ctx, GGML_TYPE_F32, a->ne[1], b->ne[1], b->ne[2], b->ne[3], args,
+	                                        bias != NULL ? 3 : 2, pm_int_product_op, GGML_N_TASKS_MAX, (void *)kind);
 	return ggml_set_name(t, name);
 }
 
-struct ggml_tensor * pm_mul_mat_q4k(struct ggml_context * ctx, struct ggml_tensor * a, struct ggml_tensor * b) {
+struct ggml_tensor * pm_mul_mat_q4k(struct ggml_context * ctx, struct ggml_tensor * a, struct ggml_tensor * b,
+                                    struct ggml_tensor * bias) {
 	if (a->type == GGML_TYPE_Q5_K) {
-		return int_mul_mat(ctx, a, b, &q5k_product, "MUL_MAT q5_K (ours)");
+		return int_mul_mat(ctx, a, b, bias, &q5k_product, "MUL_MAT q5_K (ours)");
 	}
-	return int_mul_mat(ctx, a, b, &q4k_product, "MUL_MAT q4_K (ours)");
+	return int_mul_mat(ctx, a, b, bias, &q4k_product, "MUL_MAT q4_K (ours)");
 }
 
 bool pm_mul_mat_q8_int16(void) { return true; }
 
-struct ggml_tensor * pm_mul_mat_q8(struct ggml_context * ctx, struct ggml_tensor * a, struct ggml_tensor * b) {
+struct ggml_tensor * pm_mul_mat_q8(struct ggml_context * ctx, struct ggml_tensor * a, struct ggml_tensor * b,
+                                   struct ggml_tensor * bias) {
 	if (b->ne[1] * b->ne[2] * b->ne[3] >= QK_MIN_N && a->ne[1] >= 16) {
-		return int_mul_mat(ctx, a, b, &q8_product, "MUL_MAT q8_0 (ours)");
+		return int_mul_mat(ctx, a, b, bias, &q8_product, "MUL_MAT q8_0 (ours)");
 	}
 	return NULL;
 }
@@ -596,8 +606,9 @@ struct ggml_tensor * pm_mul_mat_q8(struct ggml_context * ctx, struct ggml_tensor
 
 bool pm_mul_mat_q8_int16(void) { return false; }
 
-struct ggml_tensor * pm_mul_mat_q8(struct ggml_context * ctx, struct ggml_tensor * a, struct ggml_tensor * b) {
-	(void)ctx, (void)a, (void)b;
+struct ggml_tensor * pm_mul_mat_q8(struct ggml_context * ctx, struct ggml_tensor * a, struct ggml_tensor * b,
+                                   struct ggml_tensor * bias) {
+	(void)ctx, (void)a, (void)b, (void)bias;
 	return NULL;
 }
 
@@ -613,8 +624,9 @@ bool pm_mul_mat_q4k_fits(const struct ggml_tensor * a, const struct ggml_tensor 
 	return false;
 }
 
-struct ggml_tensor * pm_mul_mat_q4k(struct ggml_context * ctx, struct ggml_tensor * a, struct ggml_tensor * b) {
-	(void)ctx, (void)a, (void)b;
+struct ggml_tensor * pm_mul_mat_q4k(struct ggml_context * ctx, struct ggml_tensor * a, struct ggml_tensor * b,
+                                    struct ggml_tensor * bias) {
+	(void)ctx, (void)a, (void)b, (void)bias;
 	abort();
 }
 

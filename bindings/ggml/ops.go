@@ -22,9 +22,19 @@ func (c *Context) MulMat(a, b *Tensor) *Tensor {
 		return c.MulMatF32(a, b)
 	}
 	if c.cpuKernels && !a.Repacked() && bool(C.pm_mul_mat_fits(a.p, b.p)) {
-		return c.wrap(C.pm_mul_mat(c.p, a.p, b.p))
+		return c.wrap(C.pm_mul_mat(c.p, a.p, b.p, nil))
 	}
 	return c.wrap(C.ggml_mul_mat(c.p, a.p, b.p))
+}
+
+// MulMatBias is Add(MulMat(a, b), bias) for bias [M] (a Linear layer). Our
+// CPU products add an f32 bias as they store their sums, bit for bit what
+// the Add computes, without another pass over the result.
+func (c *Context) MulMatBias(a, b, bias *Tensor) *Tensor {
+	if c.cpuKernels && !a.Repacked() && bool(C.pm_mul_mat_fits(a.p, b.p)) && bool(C.pm_mul_mat_bias_fits(a.p, bias.p)) {
+		return c.wrap(C.pm_mul_mat(c.p, a.p, b.p, bias.p))
+	}
+	return c.Add(c.MulMat(a, b), bias)
 }
 
 // CPUKernelsTakeQ4K reports whether MulMat with SetCPUKernels multiplies
