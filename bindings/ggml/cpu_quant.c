@@ -146,13 +146,19 @@ static float abs_max(const float * x, int n) {
 	return _mm256_movemask_ps(nan) != 0 ? NAN : _mm_cvtss_f32(m);
 }
 
+// QUANT_TINY is the largest |x| of a block of activations quantized as
+// zeros: 32767/max|x| must stay finite (it overflows below about 1e-34),
+// and the products of such blocks, under 1e-27 per unit of weight, are
+// zero for every network here.
+#define QUANT_TINY 1e-30f
+
 // quantize_block quantizes 256 floats: q = round(x·127/max|x|).
 static void quantize_block(const float * x, void * out) {
 	struct act_block * y = out;
 	const float max = abs_max(x, 256);
-	if (!(max > 0.0f)) { // zeros, or NaN
+	if (!(max > QUANT_TINY)) { // zeros (or too small to scale), or NaN
 		memset(y, 0, sizeof *y);
-		y->d = max;
+		y->d = isnan(max) ? max : 0.0f;
 		return;
 	}
 	y->d = max / 127.0f;
@@ -466,9 +472,9 @@ _Static_assert(sizeof(struct act16) == 68, "16-bit activation blocks are 68 byte
 static void quantize16(const float * x, void * out) {
 	struct act16 * y = out;
 	const float max = abs_max(x, 32);
-	if (!(max > 0.0f)) { // zeros, or NaN
+	if (!(max > QUANT_TINY)) { // zeros (or too small to scale), or NaN
 		memset(y, 0, sizeof *y);
-		y->d = max;
+		y->d = isnan(max) ? max : 0.0f;
 		return;
 	}
 	y->d = max / 32767.0f;
