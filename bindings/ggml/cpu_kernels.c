@@ -318,6 +318,8 @@ struct ggml_tensor * pm_im2col(struct ggml_context * ctx, struct ggml_tensor * s
 	return ggml_set_name(t, "IM2COL (ours)");
 }
 
+int pm_kernel_lanes(void) { return PM_LANES; }
+
 // The parameters ggml keeps in a GGML_OP_CUSTOM node's op_params.
 struct custom_params {
 	ggml_custom_op_t fun;

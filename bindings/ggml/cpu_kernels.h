@@ -73,6 +73,10 @@ struct ggml_tensor * pm_conv1x1(struct ggml_context * ctx, struct ggml_tensor * 
                                 struct ggml_tensor * bias);
 bool pm_conv1x1_fits(const struct ggml_tensor * w, const struct ggml_tensor * x);
 
+// pm_kernel_lanes is the floats per vector our kernels were compiled for:
+// 16 with AVX-512, 8 with AVX, else 4.
+int pm_kernel_lanes(void);
+
 // pm_kernel_flops is the multiply-adds, twice, of a GGML_OP_CUSTOM node of
 // ours (0 for those without products, and for others' custom ops).
 int64_t pm_kernel_flops(const struct ggml_tensor * t);

@@ -1,7 +1,7 @@
 package ggml
 
 /*
-#include "ggml_api.h"
+#include "cpu_kernels.h"
 */
 import "C"
 
@@ -27,6 +27,18 @@ func MissingSIMD() string {
 		return "FMA"
 	case cpu.X86.HasAVX && C.ggml_cpu_has_f16c() == 0:
 		return "F16C"
+	}
+	return ""
+}
+
+// UnusedSIMD names wider vectors this CPU has that our own CPU kernels were
+// not compiled for ("" when none): a portable build (`make portable`,
+// x86-64-v3) on a CPU with AVX-512 runs them with 8 floats per vector
+// instead of 16, and the q4_K, q5_K and q8_0 products with half-width
+// integer vectors. `make` compiles them for this CPU.
+func UnusedSIMD() string {
+	if runtime.GOARCH == "amd64" && cpu.X86.HasAVX512F && cpu.X86.HasAVX512BW && C.pm_kernel_lanes() < 16 {
+		return "AVX-512"
 	}
 	return ""
 }

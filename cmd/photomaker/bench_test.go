@@ -110,6 +110,9 @@ func TestBenchWarnings(t *testing.T) {
 	if simd := ggml.MissingSIMD(); simd != "" {
 		want = append(want, "ggml was compiled without "+simd+", which this CPU has: build with make")
 	}
+	if simd := ggml.UnusedSIMD(); simd != "" {
+		want = append(want, "this CPU has "+simd+", which our CPU kernels were not compiled for: build with make (about 1.6× faster)")
+	}
 	if !ggml.CanRepack() && !ggml.CPUKernelsTakeQ4K() { // our q4_K product needs no repacking
 		want = append(want, "ggml was compiled without its repacked q4_K CPU products (about 1.6× faster): build with make")
 	}
