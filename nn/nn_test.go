@@ -432,6 +432,9 @@ func TestUploadRepacks(t *testing.T) {
 	if !ggml.CanRepack() {
 		t.Skip("ggml was built without GGML_USE_CPU_REPACK (make test sets it)")
 	}
+	if simd := ggml.MissingSIMD(); simd != "" {
+		t.Skip("ggml's repacked products need " + simd + " compiled in (make test sets it)")
+	}
 	f := newFixture(t)
 	rt, err := NewRuntime("cpu", 2)
 	require.NoError(t, err)

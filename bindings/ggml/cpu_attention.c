@@ -10,8 +10,8 @@
 // multiple of 8, go to its plain kernel (under 20). Here a thread takes a
 // block of up to ATTN_QMAX queries of one head, transposed so that a
 // vector holds one value of ATTN_QV queries, and both products are outer
-// products: a tile of 4 keys (q·kᵀ) or 4 dimensions (p·v) times ATTN_QV
-// queries, summed in registers. Keys and values are read in the
+// products: a tile of ATTN_NR keys (q·kᵀ) or dimensions (p·v) times
+// ATTN_QV queries, summed in registers. Keys and values are read in the
 // projections' own layout, row by row, once per block, in chunks of
 // ATTN_KC keys with an online softmax (the outputs rescaled when the
 // running maximum grows), so a thread's scratch memory is at most 0.7 MB
@@ -20,29 +20,32 @@ enum { ATTN_KC = 256, ATTN_QV = 3 * PM_LANES, ATTN_QMAX = 9 * PM_LANES, ATTN_JB 
 
 bool pm_attention_fits(int64_t d, int64_t keys) { return d > 0 && d <= 1024 && d % 8 == 0 && keys > 0; }
 
-// scores_tile writes s[j][i] = scale·Σ_d q[i][d]·k_j[d] for 4 keys j0 …
-// j0+3 (rows kr, the last repeated past the keys) and ATTN_QV queries
-// i0 … of the block, from qt [D][qb] (the block's queries transposed).
-static inline void scores_tile(float * s, int64_t qb, const float * qt, const float * const kr[4], int64_t D,
+// ATTN_NR is a register tile's keys (q·kᵀ) or dimensions (p·v): 8 with
+// AVX-512's 32 registers, else 4 (D is a multiple of 8).
+enum { ATTN_NR = PM_LANES == 16 ? 8 : 4 };
+
+// scores_tile writes s[j][i] = scale·Σ_d q[i][d]·k_j[d] for ATTN_NR keys j0
+// … (rows kr, the last repeated past the keys; keys of them are written)
+// and ATTN_QV queries i0 … of the block, from qt [D][qb] (the block's
+// queries transposed).
+static inline void scores_tile(float * s, int64_t qb, const float * qt, const float * const kr[ATTN_NR], int64_t D,
                                int64_t i0, int64_t keys, float scale) {
-	vf a00 = splat(0.0f), a01 = a00, a02 = a00, a10 = a00, a11 = a00, a12 = a00;
-	vf a20 = a00, a21 = a00, a22 = a00, a30 = a00, a31 = a00, a32 = a00;
+	vf acc[ATTN_NR][3];
+	for (int t = 0; t < ATTN_NR; t++) {
+		acc[t][0] = acc[t][1] = acc[t][2] = splat(0.0f);
+	}
 	for (int64_t d = 0; d < D; d++) {
 		const float * qd = qt + d * qb + i0;
 		vf q0 = loadv(qd), q1 = loadv(qd + PM_LANES), q2 = loadv(qd + 2 * PM_LANES);
 		in_register(q0);
 		in_register(q1);
 		in_register(q2);
-		vf x = splat(kr[0][d]);
-		a00 += x * q0, a01 += x * q1, a02 += x * q2;
-		x = splat(kr[1][d]);
-		a10 += x * q0, a11 += x * q1, a12 += x * q2;
-		x = splat(kr[2][d]);
-		a20 += x * q0, a21 += x * q1, a22 += x * q2;
-		x = splat(kr[3][d]);
-		a30 += x * q0, a31 += x * q1, a32 += x * q2;
+#pragma GCC unroll 8
+		for (int t = 0; t < ATTN_NR; t++) {
+			const vf x = splat(kr[t][d]);
+			acc[t][0] += x * q0, acc[t][1] += x * q1, acc[t][2] += x * q2;
+		}
 	}
-	const vf acc[4][3] = {{a00, a01, a02}, {a10, a11, a12}, {a20, a21, a22}, {a30, a31, a32}};
 	for (int64_t t = 0; t < keys; t++) {
 		for (int v = 0; v < 3; v++) {
 			storev(s + t * qb + i0 + v * PM_LANES, acc[t][v] * splat(scale));
@@ -51,35 +54,33 @@ static inline void scores_tile(float * s, int64_t qb, const float * qt, const fl
 }
 
 // values_tile adds Σ_j p[j][i]·v_j[d] over keys j of one chunk (rows vr)
-// to o[d][i] for 4 dimensions d0 … d0+3 and ATTN_QV queries i0 …. The
-// same 4×3 register tile as scores_tile, written out in each: a shared
-// helper taking an array of accumulators halved the products' speed with
-// GCC 12, which then kept them in memory (gemm_tile's local array, in
-// loops GCC unrolls, is as fast as written out).
+// to o[d][i] for ATTN_NR dimensions d0 … and ATTN_QV queries i0 ….
 static inline void values_tile(float * o, int64_t qb, const float * p, const float * const * vr, int64_t keys,
                                int64_t d0, int64_t i0) {
-	float * o0 = o + d0 * qb + i0, * o1 = o0 + qb, * o2 = o1 + qb, * o3 = o2 + qb;
-	const int L = PM_LANES;
-	vf a00 = loadv(o0), a01 = loadv(o0 + L), a02 = loadv(o0 + 2 * L), a10 = loadv(o1), a11 = loadv(o1 + L), a12 = loadv(o1 + 2 * L);
-	vf a20 = loadv(o2), a21 = loadv(o2 + L), a22 = loadv(o2 + 2 * L), a30 = loadv(o3), a31 = loadv(o3 + L), a32 = loadv(o3 + 2 * L);
+	vf acc[ATTN_NR][3];
+	for (int t = 0; t < ATTN_NR; t++) {
+		for (int v = 0; v < 3; v++) {
+			acc[t][v] = loadv(o + (d0 + t) * qb + i0 + v * PM_LANES);
+		}
+	}
 	for (int64_t j = 0; j < keys; j++) {
 		const float * pj = p + j * qb + i0;
-		vf p0 = loadv(pj), p1 = loadv(pj + L), p2 = loadv(pj + 2 * L);
+		vf p0 = loadv(pj), p1 = loadv(pj + PM_LANES), p2 = loadv(pj + 2 * PM_LANES);
 		in_register(p0);
 		in_register(p1);
 		in_register(p2);
 		const float * v = vr[j] + d0;
-		vf x = splat(v[0]);
-		a00 += x * p0, a01 += x * p1, a02 += x * p2;
-		x = splat(v[1]);
-		a10 += x * p0, a11 += x * p1, a12 += x * p2;
-		x = splat(v[2]);
-		a20 += x * p0, a21 += x * p1, a22 += x * p2;
-		x = splat(v[3]);
-		a30 += x * p0, a31 += x * p1, a32 += x * p2;
+#pragma GCC unroll 8
+		for (int t = 0; t < ATTN_NR; t++) {
+			const vf x = splat(v[t]);
+			acc[t][0] += x * p0, acc[t][1] += x * p1, acc[t][2] += x * p2;
+		}
 	}
-	storev(o0, a00), storev(o0 + L, a01), storev(o0 + 2 * L, a02), storev(o1, a10), storev(o1 + L, a11), storev(o1 + 2 * L, a12);
-	storev(o2, a20), storev(o2 + L, a21), storev(o2 + 2 * L, a22), storev(o3, a30), storev(o3 + L, a31), storev(o3 + 2 * L, a32);
+	for (int t = 0; t < ATTN_NR; t++) {
+		for (int v = 0; v < 3; v++) {
+			storev(o + (d0 + t) * qb + i0 + v * PM_LANES, acc[t][v]);
+		}
+	}
 }
 
 // pm_attention_op is the custom op: dst [C, Nq, B] = attention of q to k
@@ -128,10 +129,10 @@ void pm_attention_op(struct ggml_tensor * dst, int ith, int nth, void * userdata
 		memset(o, 0, (size_t)(qb * D) * sizeof(float));
 		for (int64_t c0 = 0; c0 < Nk; c0 += ATTN_KC) {
 			const int64_t kn = Nk - c0 < ATTN_KC ? Nk - c0 : ATTN_KC;
-			for (int64_t j0 = 0; j0 < kn; j0 += 4) {
-				const int64_t keys = kn - j0 < 4 ? kn - j0 : 4;
-				const float * kr[4];
-				for (int t = 0; t < 4; t++) {
+			for (int64_t j0 = 0; j0 < kn; j0 += ATTN_NR) {
+				const int64_t keys = kn - j0 < ATTN_NR ? kn - j0 : ATTN_NR;
+				const float * kr[ATTN_NR];
+				for (int t = 0; t < ATTN_NR; t++) {
 					kr[t] = (const float *)(kh + (c0 + j0 + (t < keys ? t : keys - 1)) * k->nb[2]);
 				}
 				for (int64_t i0 = 0; i0 < qb; i0 += ATTN_QV) {
@@ -163,7 +164,7 @@ void pm_attention_op(struct ggml_tensor * dst, int ith, int nth, void * userdata
 				for (int64_t j = 0; j < keys; j++) {
 					vr[j] = (const float *)(vh + (c0 + j0 + j) * v->nb[2]);
 				}
-				for (int64_t d0 = 0; d0 < D; d0 += 4) {
+				for (int64_t d0 = 0; d0 < D; d0 += ATTN_NR) {
 					for (int64_t i0 = 0; i0 < qb; i0 += ATTN_QV) {
 						values_tile(o, qb, s + j0 * qb, vr, keys, d0, i0);
 					}
