@@ -46,7 +46,7 @@ test:
 	test -z "$$unformatted" || { echo "not gofmt-ed: $$unformatted"; exit 1; }
 	export CGO_CFLAGS="$(TEST_FLAGS)" CGO_CXXFLAGS="$(TEST_FLAGS)"; \
 	$(GO) vet ./... && $(GO) test ./... && \
-	CGO_CFLAGS="$(NATIVE_FLAGS)" CGO_CXXFLAGS="$(NATIVE_FLAGS)" $(GO) test -run 'Kernel|Repack' ./bindings/ggml && \
+	CGO_CFLAGS="$(NATIVE_FLAGS)" CGO_CXXFLAGS="$(NATIVE_FLAGS)" $(GO) test -run 'Kernel|MulMatBias|Repack' ./bindings/ggml && \
 	$(MAKE) --no-print-directory fuzz FUZZTIME=20000x FUZZMIN=100x
 
 bench:

@@ -20,9 +20,10 @@ enum { ATTN_KC = 256, ATTN_QV = 3 * PM_LANES, ATTN_QMAX = 9 * PM_LANES, ATTN_JB 
 
 bool pm_attention_fits(int64_t d, int64_t keys) { return d > 0 && d <= 1024 && d % 8 == 0 && keys > 0; }
 
-// ATTN_NR is a register tile's keys (q·kᵀ) or dimensions (p·v): 8 with
-// AVX-512's 32 registers, else 4 (D is a multiple of 8).
-enum { ATTN_NR = PM_LANES == 16 ? 8 : 4 };
+// ATTN_NR is a register tile's keys (q·kᵀ) or dimensions (p·v): the f32
+// product's tile (outer_tile), 8 with AVX-512's 32 registers, else 4 (D is
+// a multiple of 8).
+enum { ATTN_NR = MM_NR };
 
 // scores_tile writes s[j][i] = scale·Σ_d q[i][d]·k_j[d] for ATTN_NR keys j0
 // … (rows kr, the last repeated past the keys; keys of them are written)
@@ -34,18 +35,7 @@ static inline void scores_tile(float * s, int64_t qb, const float * qt, const fl
 	for (int t = 0; t < ATTN_NR; t++) {
 		acc[t][0] = acc[t][1] = acc[t][2] = splat(0.0f);
 	}
-	for (int64_t d = 0; d < D; d++) {
-		const float * qd = qt + d * qb + i0;
-		vf q0 = loadv(qd), q1 = loadv(qd + PM_LANES), q2 = loadv(qd + 2 * PM_LANES);
-		in_register(q0);
-		in_register(q1);
-		in_register(q2);
-#pragma GCC unroll 8
-		for (int t = 0; t < ATTN_NR; t++) {
-			const vf x = splat(kr[t][d]);
-			acc[t][0] += x * q0, acc[t][1] += x * q1, acc[t][2] += x * q2;
-		}
-	}
+	outer_tile(acc, qt + i0, qb, kr, D);
 	for (int64_t t = 0; t < keys; t++) {
 		for (int v = 0; v < 3; v++) {
 			storev(s + t * qb + i0 + v * PM_LANES, acc[t][v] * splat(scale));

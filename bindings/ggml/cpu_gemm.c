@@ -10,17 +10,7 @@ static inline void gemm_tile(int64_t kc, const float * ap, const float * const b
 	for (int j = 0; j < MM_NR; j++) {
 		acc[j][0] = acc[j][1] = acc[j][2] = splat(0.0f);
 	}
-	for (int64_t k = 0; k < kc; k++, ap += MM_MR) {
-		vf a0 = loadv(ap), a1 = loadv(ap + PM_LANES), a2 = loadv(ap + 2 * PM_LANES);
-		in_register(a0);
-		in_register(a1);
-		in_register(a2);
-#pragma GCC unroll 8
-		for (int j = 0; j < MM_NR; j++) {
-			const vf x = splat(br[j][k]);
-			acc[j][0] += x * a0, acc[j][1] += x * a1, acc[j][2] += x * a2;
-		}
-	}
+	outer_tile(acc, ap, MM_MR, br, kc);
 	for (int j = 0; j < MM_NR; j++) {
 		float * cj = c + j * ldc;
 		if (rows == MM_MR) {
@@ -198,8 +188,8 @@ struct ggml_tensor * pm_conv1x1(struct ggml_context * ctx, struct ggml_tensor * 
 }
 
 bool pm_mul_mat_fits(const struct ggml_tensor * a, const struct ggml_tensor * b) {
-	const bool q8 = a->type == GGML_TYPE_Q8_0 && a->ne[0] % 32 == 0, q4k = pm_mul_mat_q4k_fits(a, b);
-	if ((a->type != GGML_TYPE_F32 && !q8 && !q4k) || b->type != GGML_TYPE_F32 || a->ne[2] != 1 || a->ne[3] != 1 ||
+	const bool q8 = a->type == GGML_TYPE_Q8_0 && a->ne[0] % 32 == 0, kquant = pm_mul_mat_k_fits(a, b);
+	if ((a->type != GGML_TYPE_F32 && !q8 && !kquant) || b->type != GGML_TYPE_F32 || a->ne[2] != 1 || a->ne[3] != 1 ||
 	    (a->type == GGML_TYPE_F32 && (a->nb[0] != sizeof(float) || a->nb[1] % sizeof(float) != 0)) ||
 	    b->nb[0] != sizeof(float) || a->ne[0] != b->ne[0] || b->nb[1] % sizeof(float) != 0) {
 		return false;
@@ -211,13 +201,13 @@ bool pm_mul_mat_fits(const struct ggml_tensor * a, const struct ggml_tensor * b)
 	const int64_t K = a->ne[0], M = a->ne[1], N = b->ne[1] * b->ne[2] * b->ne[3];
 	// Narrow products are ggml's (matrix-vector kernels); below a few
 	// million multiply-adds the op's start-up would show.
-	return (q4k || (M >= 24 && N >= MM_NR && K >= 8)) && K * M * N >= (1 << 21);
+	return (kquant || (M >= 24 && N >= MM_NR && K >= 8)) && K * M * N >= (1 << 21);
 }
 
 struct ggml_tensor * pm_mul_mat(struct ggml_context * ctx, struct ggml_tensor * a, struct ggml_tensor * b,
                                 struct ggml_tensor * bias) {
 	if (a->type == GGML_TYPE_Q4_K || a->type == GGML_TYPE_Q5_K) {
-		return pm_mul_mat_q4k(ctx, a, b, bias);
+		return pm_mul_mat_k(ctx, a, b, bias);
 	}
 	struct ggml_tensor * q8 = a->type == GGML_TYPE_Q8_0 ? pm_mul_mat_q8(ctx, a, b, bias) : NULL;
 	if (q8 != NULL) {

@@ -144,6 +144,28 @@ _Static_assert(sizeof(struct block_q8_0) == 34, "q8_0 blocks are 34 bytes");
 // Zen 3 dev VM; on a Zen 5 one 145–208 with AVX2, 203–342 with AVX-512.
 enum { MM_MR = 3 * PM_LANES, MM_NR = PM_LANES == 16 ? 8 : 4, MM_KC = 384, MM_PANEL = 46080 /* floats of a's block: 180 KB */ };
 
+// outer_tile adds to acc[j][v] the sums over k < n of p[k·stride + v·L +
+// i]·r_j[k], lane i of vector v (L = PM_LANES): three vectors along the
+// panel p times MM_NR rows r_j, one vector load per vector and one
+// broadcast per row for each k. The register tile of our f32 products and
+// of attention's scores; always inlined, so that the accumulators stay in
+// registers (passed to a function that is not, they live in memory and
+// the products run at half speed with GCC 12).
+static inline __attribute__((always_inline)) void outer_tile(vf acc[MM_NR][3], const float * p, int64_t stride,
+                                                             const float * const r[MM_NR], int64_t n) {
+	for (int64_t k = 0; k < n; k++, p += stride) {
+		vf a0 = loadv(p), a1 = loadv(p + PM_LANES), a2 = loadv(p + 2 * PM_LANES);
+		in_register(a0);
+		in_register(a1);
+		in_register(a2);
+#pragma GCC unroll 8
+		for (int j = 0; j < MM_NR; j++) {
+			const vf x = splat(r[j][k]);
+			acc[j][0] += x * a0, acc[j][1] += x * a1, acc[j][2] += x * a2;
+		}
+	}
+}
+
 // gemm_operands are a product's operands as raw rows: row m of a (k
 // contiguous; with by_k, row k of a holding m contiguous, as the Winograd
 // transforms write it), row n of b (k contiguous) and row n of c (m
@@ -187,10 +209,10 @@ static inline float * gemm_pack_alloc(int64_t K, bool q8) {
 	return kernel_alloc((size_t)(gemm_m_block(kc) * kc) * sizeof(float), "matrix product");
 }
 
-// pm_mul_mat_q4k is pm_mul_mat for q4_K and q5_K weights (cpu_quant.c):
+// pm_mul_mat_k is pm_mul_mat for the K-quants q4_K and q5_K (cpu_quant.c):
 // false without AVX2.
-bool pm_mul_mat_q4k_fits(const struct ggml_tensor * a, const struct ggml_tensor * b);
-struct ggml_tensor * pm_mul_mat_q4k(struct ggml_context * ctx, struct ggml_tensor * a, struct ggml_tensor * b,
+bool pm_mul_mat_k_fits(const struct ggml_tensor * a, const struct ggml_tensor * b);
+struct ggml_tensor * pm_mul_mat_k(struct ggml_context * ctx, struct ggml_tensor * a, struct ggml_tensor * b,
                                     struct ggml_tensor * bias);
 
 // pm_mul_mat_q8 is pm_mul_mat for q8_0 weights in 16-bit integers

@@ -448,7 +448,7 @@ static const struct int_product q5k_product = {256,      sizeof(struct tile_sb),
 
 bool pm_mul_mat_takes_q4k(void) { return true; }
 
-bool pm_mul_mat_q4k_fits(const struct ggml_tensor * a, const struct ggml_tensor * b) {
+bool pm_mul_mat_k_fits(const struct ggml_tensor * a, const struct ggml_tensor * b) {
 	return (a->type == GGML_TYPE_Q4_K || a->type == GGML_TYPE_Q5_K) && a->ne[0] % 256 == 0 && b->ne[1] * b->ne[2] * b->ne[3] >= QK_MIN_N &&
 	       a->ne[1] >= 16;
 }
@@ -590,7 +590,7 @@ static struct ggml_tensor * int_mul_mat(struct ggml_context * ctx, struct ggml_t
 	return ggml_set_name(t, name);
 }
 
-struct ggml_tensor * pm_mul_mat_q4k(struct ggml_context * ctx, struct ggml_tensor * a, struct ggml_tensor * b,
+struct ggml_tensor * pm_mul_mat_k(struct ggml_context * ctx, struct ggml_tensor * a, struct ggml_tensor * b,
                                     struct ggml_tensor * bias) {
 	if (a->type == GGML_TYPE_Q5_K) {
 		return int_mul_mat(ctx, a, b, bias, &q5k_product, "MUL_MAT q5_K (ours)");
@@ -625,12 +625,12 @@ void pm_int_product_op(struct ggml_tensor * dst, int ith, int nth, void * userda
 
 bool pm_mul_mat_takes_q4k(void) { return false; }
 
-bool pm_mul_mat_q4k_fits(const struct ggml_tensor * a, const struct ggml_tensor * b) {
+bool pm_mul_mat_k_fits(const struct ggml_tensor * a, const struct ggml_tensor * b) {
 	(void)a, (void)b;
 	return false;
 }
 
-struct ggml_tensor * pm_mul_mat_q4k(struct ggml_context * ctx, struct ggml_tensor * a, struct ggml_tensor * b,
+struct ggml_tensor * pm_mul_mat_k(struct ggml_context * ctx, struct ggml_tensor * a, struct ggml_tensor * b,
                                     struct ggml_tensor * bias) {
 	(void)ctx, (void)a, (void)b, (void)bias;
 	abort();
