@@ -115,18 +115,19 @@ func chooseVRAM(mode string, free int64, n memoryNeeds, width, height int) (stri
 
 // cpuStepBytes is the least compute a CFG UNet step of SDXL base needs on
 // the CPU for a w×h image (attention and 3×3 convolutions by our kernels,
-// see nn.AttentionOptions and nn.Conv2D): cpuStepBaseBytes, about the
-// largest Winograd kernel transform (2560 → 1280 channels: 200 MiB), plus
-// cpuStepBytesPerLatentPixel, 265 MiB per 1024² (TestComputeEstimatesBig
-// measured 259, 339, 457, 736 MiB and 1.8 GiB at 512², 768², 1024², 1280²
-// and 2048²). A plan refused with it surely does not fit.
+// see nn.AttentionOptions and nn.Conv2D): cpuStepBaseBytes, a little less
+// than the largest Winograd kernel transform (2560 → 1280 channels:
+// 200 MiB), plus cpuStepBytesPerLatentPixel, 300 MiB per 1024²
+// (TestComputeEstimatesBig measured 264, 333, 465, 744 MiB and 1.8 GiB at
+// 512², 768², 1024², 1280² and 2048²). A plan refused with it surely does
+// not fit.
 func cpuStepBytes(w, h int) int64 {
 	return cpuStepBaseBytes + int64(w/8)*int64(h/8)*cpuStepBytesPerLatentPixel
 }
 
 const (
-	cpuStepBaseBytes           = 185 << 20
-	cpuStepBytesPerLatentPixel = 265 << 20 / (128 * 128)
+	cpuStepBaseBytes           = 160 << 20
+	cpuStepBytesPerLatentPixel = 300 << 20 / (128 * 128)
 )
 
 // planMinChannels is the least UNet width (its first level's channels)

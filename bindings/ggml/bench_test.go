@@ -117,6 +117,23 @@ func BenchmarkConv2D(b *testing.B) {
 	}
 }
 
+// Our Winograd convolutions (kernel transform included, as every step
+// computes it) at the VAE decoder's levels at 512² and the UNet's first two
+// at 512² (two images): F(4×4) from 4096 pixels on, F(2×2) below
+// (pm_conv3x3_tile). Rates count the direct convolution's multiply-adds.
+func BenchmarkConv3x3(b *testing.B) {
+	for _, cs := range []struct{ w, c, o, n int64 }{{512, 128, 128, 1}, {256, 256, 256, 1}, {128, 512, 512, 1},
+		{64, 320, 320, 2}, {32, 640, 640, 2}} {
+		r := rand.New(rand.NewPCG(2, 2))
+		w, x := randn(r, int(9*cs.c*cs.o)), randn(r, int(cs.w*cs.w*cs.c*cs.n))
+		b.Run(fmt.Sprintf("%dx%dx%dx%d_to_%d", cs.w, cs.w, cs.c, cs.n, cs.o), func(b *testing.B) {
+			benchGraph(b, float64(2*cs.w*cs.w*cs.c*cs.o*9*cs.n), func(c *Context) *Tensor {
+				return c.Conv3x3CPU(c.InputF32(w, 3, cs.c, cs.o, 3), c.InputF32(x, cs.w, cs.w, cs.c, cs.n), nil)
+			})
+		})
+	}
+}
+
 // SDXL's GEGLU at the middle level of a 512² CFG step: 2·256 tokens, 5120
 // wide; ggml's kernel and ours (cpu_kernels.c).
 func BenchmarkGEGLU(b *testing.B) {

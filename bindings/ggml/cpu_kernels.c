@@ -336,9 +336,10 @@ int64_t pm_kernel_flops(const struct ggml_tensor * t) {
 	if (p.fun == pm_conv1x1_op) { // a multiply-add per value of x and output channel
 		return 2 * ggml_nelements(t->src[0]) * t->src[1]->ne[1];
 	}
-	if (p.fun == pm_wino_conv_op) { // 16 multiply-adds per output tile, input and output channel
-		const struct ggml_tensor * x = t->src[0];
-		return 2 * 16 * ((t->ne[0] + 1) / 2) * ((t->ne[1] + 1) / 2) * x->ne[3] * x->ne[2] * t->src[1]->ne[1];
+	if (p.fun == pm_wino_conv_op) { // (m+2)² multiply-adds per m×m output tile, input and output channel
+		const struct ggml_tensor * x = t->src[0], * u = t->src[1];
+		const int64_t xi = u->ne[2], m = xi == 16 ? 2 : 4;
+		return 2 * xi * ((t->ne[0] + m - 1) / m) * ((t->ne[1] + m - 1) / m) * x->ne[3] * x->ne[2] * u->ne[1];
 	}
 	if (p.fun != pm_attention_op) {
 		return 0;

@@ -58,12 +58,14 @@ bool pm_mul_mat_q8_int16(void);
 // pm_conv3x3 is a "same" 3×3 convolution of stride 1 (padding 1) of x
 // [W, H, Cin, B] (f32, rows contiguous), or with up = 2 of its nearest 2×
 // upsample, with a kernel by row [3, Cin, Cout, 3] (f32 or f16,
-// contiguous), plus bias [Cout] if not NULL, by Winograd's F(2×2, 3×3), as
+// contiguous), plus bias [Cout] if not NULL, by Winograd's F(m×m, 3×3), as
 // custom ops that only the CPU backend runs: [up·W, up·H, Cout, B]. The
-// operands must satisfy pm_conv3x3_fits.
+// operands must satisfy pm_conv3x3_fits. pm_conv3x3_tile is the m (2 or 4)
+// it takes for Cin, Cout and up·W·up·H·B output pixels.
 struct ggml_tensor * pm_conv3x3(struct ggml_context * ctx, struct ggml_tensor * kernel, struct ggml_tensor * x,
                                 struct ggml_tensor * bias, int up);
 bool pm_conv3x3_fits(const struct ggml_tensor * kernel, const struct ggml_tensor * x);
+int pm_conv3x3_tile(int64_t cin, int64_t cout, int64_t pixels);
 
 // pm_conv1x1 is a 1×1 convolution of x [W, H, Cin, B] (f32, each
 // channel's plane contiguous) with w [Cin, Cout] (f32 or f16), plus bias [Cout]

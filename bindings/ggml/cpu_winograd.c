@@ -1,27 +1,38 @@
 // Our CPU Winograd convolutions (see cpu_kernels.c).
 #include "cpu_internal.h"
 
-// Winograd F(2×2, 3×3) (Lavin and Gray, 2016) for "same" 3×3
-// convolutions of stride 1: each 2×2 block of outputs (a tile) is
-// Aᵀ·[(G·g·Gᵀ) ⊙ (Bᵀ·d·B)]·A, d the tile's 4×4 input patch and g the 3×3
-// kernel, so the products over channels are 16 matrix products of
-// (tiles × Cin) by (Cin × Cout): 16 multiply-adds per tile and channel
-// pair against 36 by im2col. The transforms only add, subtract and halve.
+// Winograd's minimal filtering (Lavin and Gray, 2016) for "same" 3×3
+// convolutions of stride 1: each m×m block of outputs (a tile) is
+// Aᵀ·[(G·g·Gᵀ) ⊙ (Bᵀ·d·B)]·A, d the tile's n×n input patch (n = m+2) and g
+// the 3×3 kernel, so the products over channels are n² matrix products of
+// (tiles × Cin) by (Cin × Cout). Two sizes:
+//   F(2×2, 3×3): 16 multiply-adds per tile of 4 outputs and channel pair
+//                (against 36 directly); the transforms only add, subtract
+//                and halve.
+//   F(4×4, 3×3): 36 per tile of 16 outputs (against 144), and V and M take
+//                2.25 floats per pixel and channel instead of 4; the
+//                transforms scale by up to 8 (inputs' by 5, the kernel's
+//                by 1/24), which amplifies roundings about 10×
+//                (TestConv3x3Kernel bounds each size by its own). U takes
+//                36 floats per channel pair, so small images and the
+//                widest layers keep F(2×2) (pm_conv3x3_tile).
 // Two ops:
-//   wino_kernel_op   g by row [3, Cin, Cout, 3] → U [Cin, Cout, 16] = G·g·Gᵀ
+//   wino_kernel_op   g by row [3, Cin, Cout, 3] → U [Cin, Cout, n²] = G·g·Gᵀ
 //   pm_wino_conv_op  x [W, H, Cin, B], U (+ bias) → y [W, H, Cout, B]
 //                    (or, upsampling, y [2W, 2H, Cout, B] of x's nearest 2×
 //                    upsample, which is never made)
 // The second takes bands of rows of tiles, each thread its own: it
-// transforms a band's input (V = Bᵀ·d·B, [tiles, Cin] for each of the 16
-// ξ = 4·row + column), multiplies (M_ξ = V_ξ·U_ξ) and transforms back
+// transforms a band's input (V = Bᵀ·d·B, [tiles, Cin] for each of the n²
+// ξ = n·row + column), multiplies (M_ξ = V_ξ·U_ξ) and transforms back
 // (Aᵀ·M·A) into y, in scratch memory of its own (at most WINO_SCRATCH
 // floats): no columns or partial products in the graph, and no bands
 // there. V and M keep tiles contiguous, so the transforms work on vectors
 // of PM_LANES tiles and the product packs V by plain copies. On the dev VM,
 // a 512² UNet step's 3×3 convolutions took 2.5 s instead of 4.8 s of
 // ggml's f16 products over by-row columns, and the VAE decode 9.8 s
-// instead of 18.2 s with our f32 products over them.
+// instead of 18.2 s with our f32 products over them (F(2×2) only). F(4×4)
+// then took the Zen 5 VM's VAE decode from 4.1–4.6 s to 3.2–3.3 s at 512²
+// and from 16.5–19.6 s to 13.2 s at 1024² (BenchmarkConv3x3).
 
 // SHUFFLE picks lanes of two vectors: clang's builtin, or GCC's, which
 // has it only from GCC 12 on (GCC 11 is still common) and has had
@@ -51,14 +62,60 @@
 // WINO_TILES is the tiles a band aims at (a few of the product's register
 // tiles), WINO_SCRATCH the most floats of V and M a band takes (16 MB:
 // large bands read U fewer times, which matters for 1280 channels).
-enum { WINO_TILES = 8 * MM_MR, WINO_SCRATCH = 1 << 22 };
+// WINO_U4_FLOATS is the largest U F(4×4) makes (40 MB: the VAE's 512
+// channels and the UNet's 320; with the UNet's 640 too, a 1024² step took
+// 36 MiB more and no less time), WINO_F4_PIXELS the fewest outputs.
+enum { WINO_TILES = 8 * MM_MR, WINO_SCRATCH = 1 << 22, WINO_U4_FLOATS = 10 << 20, WINO_F4_PIXELS = 4096 };
 
-// wino_kernel_op writes U [Cin, Cout, 16] from a kernel by row [3, Cin,
+// The one-dimensional transforms: of the kernel (G, n × 3), of an input
+// patch (Bᵀ, n × n) and back (Aᵀ, m × n). Two-dimensional ones apply them
+// along both axes.
+static inline void kernel_1d(int m, const vf g[3], vf u[6]) {
+	if (m == 2) {
+		u[0] = g[0], u[1] = splat(0.5f) * (g[0] + g[1] + g[2]), u[2] = splat(0.5f) * (g[0] - g[1] + g[2]), u[3] = g[2];
+		return;
+	}
+	const vf p = g[0] + g[2], q = splat(1.0f / 24) * g[0] + splat(1.0f / 6) * g[2], r = splat(1.0f / 12) * g[1];
+	u[0] = splat(0.25f) * g[0], u[1] = splat(-1.0f / 6) * (p + g[1]), u[2] = splat(-1.0f / 6) * (p - g[1]);
+	u[3] = q + r, u[4] = q - r, u[5] = g[2];
+}
+
+static inline void input_1d(int m, const vf d[6], vf t[6]) {
+	if (m == 2) {
+		t[0] = d[0] - d[2], t[1] = d[1] + d[2], t[2] = d[2] - d[1], t[3] = d[1] - d[3];
+		return;
+	}
+	const vf a = d[4] - splat(4.0f) * d[2], b = d[3] - splat(4.0f) * d[1];
+	const vf c = d[4] - d[2], e = splat(2.0f) * (d[3] - d[1]);
+	t[0] = splat(4.0f) * d[0] - splat(5.0f) * d[2] + d[4], t[1] = a + b, t[2] = a - b;
+	t[3] = c + e, t[4] = c - e, t[5] = splat(4.0f) * d[1] - splat(5.0f) * d[3] + d[5];
+}
+
+static inline void output_1d(int m, const vf v[6], vf s[4]) {
+	if (m == 2) {
+		s[0] = v[0] + v[1] + v[2], s[1] = v[1] - v[2] - v[3];
+		return;
+	}
+	const vf a = v[1] + v[2], b = v[1] - v[2], c = v[3] + v[4], d = v[3] - v[4];
+	s[0] = v[0] + a + c, s[1] = b + splat(2.0f) * d, s[2] = a + splat(4.0f) * c, s[3] = b + splat(8.0f) * d + v[5];
+}
+
+// pm_conv3x3_tile is the tile size m a convolution of pixels outputs
+// (all images') takes: 4 from WINO_F4_PIXELS on, unless its U would pass
+// WINO_U4_FLOATS. On fewer pixels, F(4×4)'s larger kernel transform costs
+// more than its products save (the Zen 5 VM, kernel transform included:
+// 64²·2 pixels of 320 channels 12 % faster than F(2×2), 64² of 512 6 %,
+// 32²·2 of 640 15 % slower).
+int pm_conv3x3_tile(int64_t cin, int64_t cout, int64_t pixels) {
+	return pixels >= WINO_F4_PIXELS && 36 * cin * cout <= WINO_U4_FLOATS ? 4 : 2;
+}
+
+// wino_kernel_op writes U [Cin, Cout, n²] from a kernel by row [3, Cin,
 // Cout, 3] (f32 or f16). Threads split the output channels; each channel's
 // kernel is first laid out as nine planes of Cin taps, so that vectors of
 // PM_LANES input channels are transformed at once.
-static void wino_kernel_op(struct ggml_tensor * dst, int ith, int nth, void * userdata) {
-	(void)userdata;
+static inline __attribute__((always_inline)) void wino_kernel(struct ggml_tensor * dst, int ith, int nth, const int m) {
+	const int n = m + 2;
 	const struct ggml_tensor * w = dst->src[0];
 	const int64_t cin = w->ne[1], cout = w->ne[2];
 	const int64_t cpad = (cin + PM_LANES - 1) / PM_LANES * PM_LANES;
@@ -88,23 +145,27 @@ static void wino_kernel_op(struct ggml_tensor * dst, int ith, int nth, void * us
 			}
 		}
 		for (int64_t c0 = 0; c0 < cin; c0 += PM_LANES) {
-			vf t[4][3], u[16];
-			for (int kx = 0; kx < 3; kx++) { // G·g down each kernel column
-				const vf g0 = loadv(planes + kx * cpad + c0), g1 = loadv(planes + (3 + kx) * cpad + c0);
-				const vf g2 = loadv(planes + (6 + kx) * cpad + c0);
-				t[0][kx] = g0, t[1][kx] = splat(0.5f) * (g0 + g1 + g2), t[2][kx] = splat(0.5f) * (g0 - g1 + g2), t[3][kx] = g2;
+			vf t[3][6], u[6][6];
+			for (int ky = 0; ky < 3; ky++) { // ·Gᵀ along each kernel row
+				const vf g3[3] = {loadv(planes + 3 * ky * cpad + c0), loadv(planes + (3 * ky + 1) * cpad + c0),
+				                  loadv(planes + (3 * ky + 2) * cpad + c0)};
+				kernel_1d(m, g3, t[ky]);
 			}
-			for (int r = 0; r < 4; r++) { // then ·Gᵀ along each row
-				u[4 * r + 0] = t[r][0], u[4 * r + 1] = splat(0.5f) * (t[r][0] + t[r][1] + t[r][2]);
-				u[4 * r + 2] = splat(0.5f) * (t[r][0] - t[r][1] + t[r][2]), u[4 * r + 3] = t[r][2];
+			for (int j = 0; j < n; j++) { // then G· down each column
+				const vf g3[3] = {t[0][j], t[1][j], t[2][j]};
+				vf col[6];
+				kernel_1d(m, g3, col);
+				for (int i = 0; i < n; i++) {
+					u[i][j] = col[i];
+				}
 			}
-			const int64_t n = cin - c0 < PM_LANES ? cin - c0 : PM_LANES;
-			for (int x = 0; x < 16; x++) {
+			const int64_t nc = cin - c0 < PM_LANES ? cin - c0 : PM_LANES;
+			for (int x = 0; x < n * n; x++) {
 				float * o = U + (x * cout + co) * cin + c0;
-				if (n == PM_LANES) {
-					storev(o, u[x]);
+				if (nc == PM_LANES) {
+					storev(o, u[x / n][x % n]);
 				} else {
-					memcpy(o, &u[x], (size_t)n * sizeof(float));
+					memcpy(o, &u[x / n][x % n], (size_t)nc * sizeof(float));
 				}
 			}
 		}
@@ -112,21 +173,49 @@ static void wino_kernel_op(struct ggml_tensor * dst, int ith, int nth, void * us
 	free(g);
 }
 
-// wino_input_band writes V [16][Cin][nt] (nt = tiles of the band, ldv
+static void wino_kernel_op(struct ggml_tensor * dst, int ith, int nth, void * userdata) {
+	(void)userdata;
+	if (dst->ne[2] == 16) {
+		wino_kernel(dst, ith, nth, 2);
+	} else {
+		wino_kernel(dst, ith, nth, 4);
+	}
+}
+
+// gather_row reads the n patch columns of PM_LANES consecutive tiles from
+// a buffered input row p (tile t's columns start at p[m·t]): for m 2, the
+// even and odd lanes of loads at p and p+2; for m 4, every fourth lane of
+// loads at p, p+2 (columns 2 to 5) and p+4.
+static inline void gather_row(int m, const float * p, vf d[6]) {
+	if (m == 2) {
+		const vf v0 = loadv(p), v1 = loadv(p + PM_LANES), w0 = loadv(p + 2), w1 = loadv(p + 2 + PM_LANES);
+		d[0] = EVEN(v0, v1), d[1] = ODD(v0, v1), d[2] = EVEN(w0, w1), d[3] = ODD(w0, w1);
+		return;
+	}
+	for (int s = 0; s < 3; s++) { // columns 2s + 4u (d[2s]) and 2s+1 + 4u (d[2s+1]) of tile u
+		const float * q = p + 2 * s;
+		const vf v0 = loadv(q), v1 = loadv(q + PM_LANES), v2 = loadv(q + 2 * PM_LANES), v3 = loadv(q + 3 * PM_LANES);
+		const vf e01 = EVEN(v0, v1), e23 = EVEN(v2, v3), o01 = ODD(v0, v1), o23 = ODD(v2, v3);
+		d[2 * s] = EVEN(e01, e23), d[2 * s + 1] = EVEN(o01, o23);
+	}
+}
+
+// wino_input_band writes V [n²][Cin][nt] (nt = tiles of the band, ldv
 // apart) for tile rows [r0, r0+rows) (counted across images) of a W×H
 // image: x [W/up, H/up, Cin, B] upsampled up times (1 or 2, nearest). For
-// each channel and tile row, the four input rows are copied (each value up
-// times), zero-padded, into buf (4 rows of len floats; columns outside the
-// image stay zero), from which vectors of PM_LANES tiles' columns are read
-// (even and odd lanes of two loads).
-static void wino_input_band(float * V, int64_t ldv, const struct ggml_tensor * x, int64_t W, int64_t H, int up,
-                            int64_t r0, int64_t rows, float * buf, int64_t len) {
-	const int64_t cin = x->ne[2], tw = (W + 1) / 2, th = (H + 1) / 2;
+// each channel and tile row, the n input rows are copied (each value up
+// times), zero-padded, into buf (n rows of len floats; columns outside the
+// image stay zero), from which vectors of PM_LANES tiles' columns are read.
+static inline __attribute__((always_inline)) void wino_input_band(float * V, int64_t ldv, const struct ggml_tensor * x,
+                                                                  int64_t W, int64_t H, int up, int64_t r0, int64_t rows,
+                                                                  float * buf, int64_t len, const int m) {
+	const int n = m + 2;
+	const int64_t cin = x->ne[2], tw = (W + m - 1) / m, th = (H + m - 1) / m;
 	for (int64_t c = 0; c < cin; c++) {
 		for (int64_t r = 0; r < rows; r++) {
 			const int64_t ty = (r0 + r) % th, b = (r0 + r) / th;
-			for (int i = 0; i < 4; i++) {
-				const int64_t y = 2 * ty - 1 + i;
+			for (int i = 0; i < n; i++) {
+				const int64_t y = m * ty - 1 + i;
 				float * row = buf + i * len + 1; // buffer column q is image column q-1
 				if (y < 0 || y >= H) {
 					memset(row, 0, (size_t)W * sizeof(float));
@@ -143,28 +232,24 @@ static void wino_input_band(float * V, int64_t ldv, const struct ggml_tensor * x
 			}
 			float * out = V + c * ldv + r * tw; // + ξ·Cin·ldv, + the tile
 			for (int64_t tx0 = 0; tx0 < tw; tx0 += PM_LANES) {
-				vf d[4][4];
-				for (int i = 0; i < 4; i++) {
-					const float * p = buf + i * len + 2 * tx0;
-					const vf v0 = loadv(p), v1 = loadv(p + PM_LANES), w0 = loadv(p + 2), w1 = loadv(p + 2 + PM_LANES);
-					d[i][0] = EVEN(v0, v1), d[i][1] = ODD(v0, v1), d[i][2] = EVEN(w0, w1), d[i][3] = ODD(w0, w1);
+				vf t[6][6];
+				for (int i = 0; i < n; i++) { // ·B along each row
+					vf d[6];
+					gather_row(m, buf + i * len + m * tx0, d);
+					input_1d(m, d, t[i]);
 				}
-				vf t[4][4], v[16];
-				for (int j = 0; j < 4; j++) { // Bᵀ·d down each column
-					t[0][j] = d[0][j] - d[2][j], t[1][j] = d[1][j] + d[2][j];
-					t[2][j] = d[2][j] - d[1][j], t[3][j] = d[1][j] - d[3][j];
-				}
-				for (int q = 0; q < 4; q++) { // then ·B along each row
-					v[4 * q + 0] = t[q][0] - t[q][2], v[4 * q + 1] = t[q][1] + t[q][2];
-					v[4 * q + 2] = t[q][2] - t[q][1], v[4 * q + 3] = t[q][1] - t[q][3];
-				}
-				const int64_t n = tw - tx0 < PM_LANES ? tw - tx0 : PM_LANES;
-				for (int xi = 0; xi < 16; xi++) {
-					float * o = out + xi * cin * ldv + tx0;
-					if (n == PM_LANES) {
-						storev(o, v[xi]);
-					} else {
-						memcpy(o, &v[xi], (size_t)n * sizeof(float));
+				const int64_t nc = tw - tx0 < PM_LANES ? tw - tx0 : PM_LANES;
+				for (int j = 0; j < n; j++) { // then Bᵀ· down each column
+					const vf col[6] = {t[0][j], t[1][j], t[2][j], t[3][j], t[4 % n][j], t[5 % n][j]};
+					vf v[6];
+					input_1d(m, col, v);
+					for (int i = 0; i < n; i++) {
+						float * o = out + (i * n + j) * cin * ldv + tx0;
+						if (nc == PM_LANES) {
+							storev(o, v[i]);
+						} else {
+							memcpy(o, &v[i], (size_t)nc * sizeof(float));
+						}
 					}
 				}
 			}
@@ -172,51 +257,63 @@ static void wino_input_band(float * V, int64_t ldv, const struct ggml_tensor * x
 	}
 }
 
+// scatter_row stores the m output columns y[j] of PM_LANES tiles
+// interleaved (tile t's at out[m·t + j]), the first cols of them.
+static inline void scatter_row(int m, float * out, const vf y[4], int64_t cols) {
+	vf v[4];
+	if (m == 2) {
+		v[0] = ZIP_LO(y[0], y[1]), v[1] = ZIP_HI(y[0], y[1]);
+	} else {
+		const vf a = ZIP_LO(y[0], y[2]), b = ZIP_LO(y[1], y[3]), c = ZIP_HI(y[0], y[2]), d = ZIP_HI(y[1], y[3]);
+		v[0] = ZIP_LO(a, b), v[1] = ZIP_HI(a, b), v[2] = ZIP_LO(c, d), v[3] = ZIP_HI(c, d);
+	}
+	if (cols == m * PM_LANES) {
+		for (int i = 0; i < m; i++) {
+			storev(out + i * PM_LANES, v[i]);
+		}
+	} else {
+		memcpy(out, v, (size_t)cols * sizeof(float));
+	}
+}
+
 // wino_output_band writes output channels [c0, c1) of tile rows [r0,
-// r0+rows) of y [W, H, Cout, B] (contiguous) from M [16][Cout][nt] (ldm
+// r0+rows) of y [W, H, Cout, B] (contiguous) from M [n²][Cout][nt] (ldm
 // apart), adding bias (Cout floats) when not NULL.
-static void wino_output_band(struct ggml_tensor * y, const float * M, int64_t ldm, const float * bias, int64_t c0,
-                             int64_t c1, int64_t r0, int64_t rows) {
-	const int64_t W = y->ne[0], H = y->ne[1], cout = y->ne[2], tw = (W + 1) / 2, th = (H + 1) / 2;
+static inline __attribute__((always_inline)) void wino_output_band(struct ggml_tensor * y, const float * M, int64_t ldm,
+                                                                   const float * bias, int64_t c0, int64_t c1, int64_t r0,
+                                                                   int64_t rows, const int m) {
+	const int n = m + 2;
+	const int64_t W = y->ne[0], H = y->ne[1], cout = y->ne[2], tw = (W + m - 1) / m, th = (H + m - 1) / m;
 	for (int64_t co = c0; co < c1; co++) {
 		const vf bv = splat(bias != NULL ? bias[co] : 0.0f);
 		for (int64_t r = 0; r < rows; r++) {
 			const int64_t ty = (r0 + r) % th, b = (r0 + r) / th;
 			const float * in = M + co * ldm + r * tw; // + ξ·Cout·ldm, + the tile
-			float * out[2];
-			for (int q = 0; q < 2; q++) {
-				out[q] = 2 * ty + q < H ? (float *)y->data + ((b * cout + co) * H + 2 * ty + q) * W : NULL;
-			}
 			for (int64_t tx0 = 0; tx0 < tw; tx0 += PM_LANES) {
-				const int64_t n = tw - tx0 < PM_LANES ? tw - tx0 : PM_LANES;
-				vf m[16];
-				for (int xi = 0; xi < 16; xi++) {
-					const float * p = in + xi * cout * ldm + tx0;
-					if (n == PM_LANES) {
-						m[xi] = loadv(p);
-					} else {
-						m[xi] = splat(0.0f);
-						memcpy(&m[xi], p, (size_t)n * sizeof(float));
+				const int64_t nc = tw - tx0 < PM_LANES ? tw - tx0 : PM_LANES;
+				vf s[6][4]; // Aᵀ·M down each column: s[j][q] is row q's column j
+				for (int j = 0; j < n; j++) {
+					vf col[6];
+					for (int i = 0; i < n; i++) {
+						const float * p = in + (i * n + j) * cout * ldm + tx0;
+						if (nc == PM_LANES) {
+							col[i] = loadv(p);
+						} else {
+							col[i] = splat(0.0f);
+							memcpy(&col[i], p, (size_t)nc * sizeof(float));
+						}
 					}
+					output_1d(m, col, s[j]);
 				}
-				vf s[2][4];
-				for (int j = 0; j < 4; j++) { // Aᵀ·M down each column
-					s[0][j] = m[j] + m[4 + j] + m[8 + j];
-					s[1][j] = m[4 + j] - m[8 + j] - m[12 + j];
-				}
-				for (int q = 0; q < 2; q++) { // then ·A along each row, the two columns interleaved
-					if (out[q] == NULL) {
-						continue;
+				const int64_t cols = W - m * tx0 < m * PM_LANES ? W - m * tx0 : m * PM_LANES;
+				for (int q = 0; q < m && m * ty + q < H; q++) { // then ·A along each row
+					const vf row[6] = {s[0][q], s[1][q], s[2][q], s[3][q], s[4 % n][q], s[5 % n][q]};
+					vf out[4];
+					output_1d(m, row, out);
+					for (int j = 0; j < m; j++) {
+						out[j] += bv;
 					}
-					const vf y0 = s[q][0] + s[q][1] + s[q][2] + bv, y1 = s[q][1] - s[q][2] - s[q][3] + bv;
-					const vf pair[2] = {ZIP_LO(y0, y1), ZIP_HI(y0, y1)};
-					const int64_t cols = W - 2 * tx0 < 2 * PM_LANES ? W - 2 * tx0 : 2 * PM_LANES;
-					if (cols == 2 * PM_LANES) {
-						storev(out[q] + 2 * tx0, pair[0]);
-						storev(out[q] + 2 * tx0 + PM_LANES, pair[1]);
-					} else {
-						memcpy(out[q] + 2 * tx0, pair, (size_t)cols * sizeof(float));
-					}
+					scatter_row(m, (float *)y->data + ((b * cout + co) * H + m * ty + q) * W + m * tx0, out, cols);
 				}
 			}
 		}
@@ -224,9 +321,9 @@ static void wino_output_band(struct ggml_tensor * y, const float * M, int64_t ld
 }
 
 // wino_band_rows is the tile rows of a band: about WINO_TILES tiles, V and
-// M within WINO_SCRATCH floats.
-static int64_t wino_band_rows(int64_t tw, int64_t cin, int64_t cout) {
-	int64_t tiles = WINO_SCRATCH / (16 * (cin + cout));
+// M (xi floats per tile and channel) within WINO_SCRATCH floats.
+static int64_t wino_band_rows(int64_t tw, int64_t cin, int64_t cout, int xi) {
+	int64_t tiles = WINO_SCRATCH / (xi * (cin + cout));
 	tiles = tiles < WINO_TILES ? tiles : WINO_TILES;
 	return tiles / tw > 0 ? tiles / tw : 1;
 }
@@ -252,37 +349,48 @@ static bool wino_split(int64_t rows, int64_t tw, int64_t cout, int ith, int nth,
 	return *r0 < *r1 && *c0 < *c1;
 }
 
-// pm_wino_conv_op is the convolution: src[0] x [W, H, Cin, B] (upsampled by
-// the userdata's factor, 1 or 2), src[1] U [Cin, Cout, 16], src[2] bias
-// [Cout] or none. Threads split the rows of tiles, and for few tiles the
-// output channels (wino_split).
-void pm_wino_conv_op(struct ggml_tensor * dst, int ith, int nth, void * userdata) {
-	const int up = (int)(uintptr_t)userdata;
+// wino_conv is pm_wino_conv_op with tiles of m × m outputs.
+static inline __attribute__((always_inline)) void wino_conv(struct ggml_tensor * dst, int ith, int nth, int up, const int m) {
+	const int xi = (m + 2) * (m + 2);
 	const struct ggml_tensor * x = dst->src[0], * u = dst->src[1], * bias = dst->src[2];
 	const int64_t W = dst->ne[0], H = dst->ne[1], cin = x->ne[2], cout = u->ne[1];
-	const int64_t tw = (W + 1) / 2, th = (H + 1) / 2;
+	const int64_t tw = (W + m - 1) / m, th = (H + m - 1) / m;
 	int64_t r0, r1, c0, c1;
 	if (!wino_split(x->ne[3] * th, tw, cout, ith, nth, &r0, &r1, &c0, &c1)) {
 		return;
 	}
-	const int64_t band = wino_band_rows(tw, cin, cout), ld = band * tw; // V and M rows: a band's tiles
-	const int64_t len = 2 * ((tw + PM_LANES - 1) / PM_LANES) * PM_LANES + 2 + PM_LANES; // input rows, padded
+	const int64_t band = wino_band_rows(tw, cin, cout, xi), ld = band * tw; // V and M rows: a band's tiles
+	// input rows, padded for gather_row's loads past the last tile
+	const int64_t len = m * ((tw + PM_LANES - 1) / PM_LANES) * PM_LANES + 2 * m + PM_LANES;
 	const int64_t kc = gemm_k_block(cin, false), pack = gemm_m_block(kc) * kc;
-	const size_t floats = (size_t)(16 * ld * (cin + cout) + 4 * len + pack);
+	const size_t floats = (size_t)(xi * ld * (cin + cout) + (m + 2) * len + pack);
 	float * V = kernel_alloc(floats * sizeof(float), "Winograd convolution");
-	float * M = V + 16 * ld * cin, * buf = M + 16 * ld * cout, * ap = buf + 4 * len;
-	memset(buf, 0, (size_t)(4 * len) * sizeof(float));
+	float * M = V + xi * ld * cin, * buf = M + xi * ld * cout, * ap = buf + (m + 2) * len;
+	memset(buf, 0, (size_t)((m + 2) * len) * sizeof(float));
 	for (int64_t b0 = r0; b0 < r1; b0 += band) {
 		const int64_t rows = r1 - b0 < band ? r1 - b0 : band, tiles = rows * tw;
-		wino_input_band(V, ld, x, W, H, up, b0, rows, buf, len);
-		for (int xi = 0; xi < 16; xi++) {
-			const struct gemm_operands g = {V + xi * cin * ld, (const float *)u->data + xi * cout * cin, M + xi * cout * ld,
+		wino_input_band(V, ld, x, W, H, up, b0, rows, buf, len, m);
+		for (int k = 0; k < xi; k++) {
+			const struct gemm_operands g = {V + k * cin * ld, (const float *)u->data + k * cout * cin, M + k * cout * ld,
 			                                ld, cin, ld, true, NULL, 0};
 			pm_gemm_block(&g, cin, 0, tiles, c0, c1, ap);
 		}
-		wino_output_band(dst, M, ld, bias != NULL ? (const float *)bias->data : NULL, c0, c1, b0, rows);
+		wino_output_band(dst, M, ld, bias != NULL ? (const float *)bias->data : NULL, c0, c1, b0, rows, m);
 	}
 	free(V);
+}
+
+// pm_wino_conv_op is the convolution: src[0] x [W, H, Cin, B] (upsampled by
+// the userdata's factor, 1 or 2), src[1] U [Cin, Cout, n²] (n² tells the
+// tile size), src[2] bias [Cout] or none. Threads split the rows of tiles,
+// and for few tiles the output channels (wino_split).
+void pm_wino_conv_op(struct ggml_tensor * dst, int ith, int nth, void * userdata) {
+	const int up = (int)(uintptr_t)userdata;
+	if (dst->src[1]->ne[2] == 16) {
+		wino_conv(dst, ith, nth, up, 2);
+	} else {
+		wino_conv(dst, ith, nth, up, 4);
+	}
 }
 
 bool pm_conv3x3_fits(const struct ggml_tensor * kernel, const struct ggml_tensor * x) {
@@ -293,9 +401,10 @@ bool pm_conv3x3_fits(const struct ggml_tensor * kernel, const struct ggml_tensor
 
 struct ggml_tensor * pm_conv3x3(struct ggml_context * ctx, struct ggml_tensor * kernel, struct ggml_tensor * x,
                                 struct ggml_tensor * bias, int up) {
+	const int m = pm_conv3x3_tile(kernel->ne[1], kernel->ne[2], up * x->ne[0] * up * x->ne[1] * x->ne[3]);
 	struct ggml_tensor * args[3] = {kernel, NULL, NULL};
-	struct ggml_tensor * u = ggml_custom_4d(ctx, GGML_TYPE_F32, kernel->ne[1], kernel->ne[2], 16, 1, args, 1, wino_kernel_op,
-	                                        GGML_N_TASKS_MAX, NULL);
+	struct ggml_tensor * u = ggml_custom_4d(ctx, GGML_TYPE_F32, kernel->ne[1], kernel->ne[2], (m + 2) * (m + 2), 1, args,
+	                                        1, wino_kernel_op, GGML_N_TASKS_MAX, NULL);
 	ggml_set_name(u, "WINOGRAD_KERNEL (ours)");
 	args[0] = x, args[1] = u, args[2] = bias;
 	struct ggml_tensor * y = ggml_custom_4d(ctx, GGML_TYPE_F32, up * x->ne[0], up * x->ne[1], kernel->ne[2], x->ne[3], args,

@@ -152,10 +152,10 @@ func AttentionCPUFits(d, keys int64) bool {
 }
 
 // Conv3x3CPU is a "same" 3×3 convolution of stride 1 through our CPU
-// kernels (pm_conv3x3: Winograd's F(2×2, 3×3), custom ops that only the
-// CPU backend runs): x [W, H, Cin, B] (f32) with a kernel by row [3, Cin,
-// Cout, 3] (f32 or f16), plus bias [Cout] when not nil. Returns [W, H,
-// Cout, B]. The operands must fit (Conv3x3CPUFits).
+// kernels (pm_conv3x3: Winograd's F(2×2, 3×3) or F(4×4, 3×3), custom ops
+// that only the CPU backend runs): x [W, H, Cin, B] (f32) with a kernel by
+// row [3, Cin, Cout, 3] (f32 or f16), plus bias [Cout] when not nil.
+// Returns [W, H, Cout, B]. The operands must fit (Conv3x3CPUFits).
 func (c *Context) Conv3x3CPU(kernel, x, bias *Tensor) *Tensor {
 	return c.conv3x3CPU(kernel, x, bias, 1)
 }
@@ -179,6 +179,12 @@ func (c *Context) conv3x3CPU(kernel, x, bias *Tensor, up int) *Tensor {
 func Conv3x3CPUPays(x *Tensor, up int) bool {
 	w, h := int64(up)*x.Ne(0), int64(up)*x.Ne(1)
 	return (w+1)/2*((h+1)/2)*x.Ne(3) >= 64
+}
+
+// conv3x3CPUTile is the Winograd tile size (2 or 4) Conv3x3CPU takes for
+// cin and cout channels and pixels outputs (of all images).
+func conv3x3CPUTile(cin, cout, pixels int64) int {
+	return int(C.pm_conv3x3_tile(C.int64_t(cin), C.int64_t(cout), C.int64_t(pixels)))
 }
 
 // Conv3x3CPUFits says whether Conv3x3CPU takes this kernel and image.

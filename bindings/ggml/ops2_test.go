@@ -498,7 +498,8 @@ func TestGraphFLOPs(t *testing.T) {
 	total := int64(2*64*32*16*3 + 2*(2*64*10*20*4*2) + 2*(3*3*8)*(12*12*5) + 2*(2*64*10*20*4*2))
 	require.Equal(t, total, g.FLOPs())
 	// Our products and convolutions: what they multiply (Winograd: 16 per
-	// 2×2 output tile and channel pair; its kernel transform none).
+	// 2×2 output tile and channel pair, or 36 per 4×4 tile; its kernel
+	// transform none).
 	mm := c.MulMat(c.NewTensor(TypeF32, 256, 256), c.NewTensor(TypeF32, 256, 64))
 	require.Equal(t, "CUSTOM", mm.Op())
 	g.Expand(mm)
@@ -510,6 +511,9 @@ func TestGraphFLOPs(t *testing.T) {
 	require.Equal(t, total, g.FLOPs())
 	g.Expand(c.UpsampleConv3x3CPU(byRow, img, nil)) // 24×24 output
 	total += 2 * 16 * (12 * 12) * 8 * 5
+	require.Equal(t, total, g.FLOPs())
+	g.Expand(c.Conv3x3CPU(byRow, c.NewTensor(TypeF32, 66, 64, 8, 1), nil)) // F(4×4): 36 per 4×4 tile
+	total += 2 * 36 * (17 * 16) * 8 * 5
 	require.Equal(t, total, g.FLOPs())
 	g.Expand(c.Conv1x1CPU(c.NewTensor(TypeF32, 64, 40), c.NewTensor(TypeF32, 32, 32, 64, 2), nil))
 	total += 2 * (32 * 32 * 64 * 2) * 40
