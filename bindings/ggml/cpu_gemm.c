@@ -79,14 +79,16 @@ void add_tile(float * c, int64_t ldc, const float * t, int64_t ldt, int64_t rows
 
 // pm_gemm_block computes rows [m0, m1) and columns [n0, n1) of c = a·bᵀ over
 // K, packing a into ap (gemm_m_block(kc)·kc floats, kc = gemm_k_block(K,
-// a8 != NULL)).
+// a8 != NULL)) unless it is packed (then m0 is a multiple of MM_MR).
 void pm_gemm_block(const struct gemm_operands * g, int64_t K, int64_t m0, int64_t m1, int64_t n0, int64_t n1, float * ap) {
 	const int64_t kcmax = gemm_k_block(K, g->a8 != NULL), mc = gemm_m_block(kcmax);
 	for (int64_t k0 = 0; k0 < K; k0 += kcmax) {
 		const int64_t kc = K - k0 < kcmax ? K - k0 : kcmax;
 		for (int64_t i0 = m0; i0 < m1; i0 += mc) {
 			const int64_t rows = m1 - i0 < mc ? m1 - i0 : mc;
-			gemm_pack(ap, g, i0, rows, k0, kc);
+			if (!g->packed) {
+				gemm_pack(ap, g, i0, rows, k0, kc);
+			}
 			for (int64_t j0 = n0; j0 < n1; j0 += MM_NR) {
 				const int64_t cols = n1 - j0 < MM_NR ? n1 - j0 : MM_NR;
 				const float * br[MM_NR];
@@ -98,12 +100,13 @@ void pm_gemm_block(const struct gemm_operands * g, int64_t K, int64_t m0, int64_
 					float * c = g->c + j0 * g->ldc + i0 + ir;
 					// the bias once the last block of K is summed
 					const float * bias = g->bias != NULL && k0 + kc == K ? g->bias + i0 + ir : NULL;
+					const float * panel = g->packed ? g->a + ((i0 + ir) / MM_MR * g->lda + k0) * MM_MR : ap + ir * kc;
 					if (cols == MM_NR) {
-						gemm_tile(kc, ap + ir * kc, br, c, g->ldc, k0 == 0, n, bias);
+						gemm_tile(kc, panel, br, c, g->ldc, k0 == 0, n, bias);
 						continue;
 					}
 					float t[MM_NR * MM_MR]; // the last columns: through a whole tile
-					gemm_tile(kc, ap + ir * kc, br, t, MM_MR, true, MM_MR, NULL);
+					gemm_tile(kc, panel, br, t, MM_MR, true, MM_MR, NULL);
 					add_tile(c, g->ldc, t, MM_MR, n, cols, k0 == 0, bias);
 				}
 			}

@@ -167,11 +167,14 @@ static inline __attribute__((always_inline)) void outer_tile(vf acc[MM_NR][3], c
 }
 
 // gemm_operands are a product's operands as raw rows: row m of a (k
-// contiguous; with by_k, row k of a holding m contiguous, as the Winograd
-// transforms write it), row n of b (k contiguous) and row n of c (m
+// contiguous; with by_k, row k of a holding m contiguous, as a 1×1
+// convolution's image), row n of b (k contiguous) and row n of c (m
 // contiguous), ld* apart in floats. Or a's rows are q8_0 blocks, a8
 // (lda8 bytes apart), dequantized as they are packed: the products then
 // multiply f32 activations, where ggml's CPU quantizes them to q8_0 too.
+// Or, packed, a is already in the panels the products read (as the
+// Winograd transforms write it): rows [i, i+MM_MR) at k from
+// a[((i/MM_MR)·lda + k)·MM_MR] (lda = K), i a multiple of MM_MR.
 struct gemm_operands {
 	const float * a, * b;
 	float * c;
@@ -180,6 +183,7 @@ struct gemm_operands {
 	const char * a8;
 	int64_t lda8;
 	const float * bias; // added to row m of c once K is summed, or NULL
+	bool packed;
 };
 
 // gemm_k_block is the length of the blocks K is split into (whole q8_0

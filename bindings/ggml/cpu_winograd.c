@@ -200,12 +200,31 @@ static inline void gather_row(int m, const float * p, vf d[6]) {
 	}
 }
 
-// wino_input_band writes V [n²][Cin][nt] (nt = tiles of the band, ldv
-// apart) for tile rows [r0, r0+rows) (counted across images) of a W×H
-// image: x [W/up, H/up, Cin, B] upsampled up times (1 or 2, nearest). For
-// each channel and tile row, the n input rows are copied (each value up
-// times), zero-padded, into buf (n rows of len floats; columns outside the
-// image stay zero), from which vectors of PM_LANES tiles' columns are read.
+// store_panels stores the first nc lanes of x, tiles [t, t+nc) of channel
+// c, into V_ξ v laid out as the product's panels (gemm_operands.packed):
+// tile t at v[(t/MM_MR·cin + c)·MM_MR + t%MM_MR]. A vector crosses into the
+// next panel only when a row of tiles is not a whole number of vectors.
+static inline void store_panels(float * v, int64_t cin, int64_t c, int64_t t, vf x, int64_t nc) {
+	const int64_t p = t / MM_MR, i = t % MM_MR;
+	float * o = v + (p * cin + c) * MM_MR + i;
+	if (nc == PM_LANES && i + PM_LANES <= MM_MR) {
+		storev(o, x);
+		return;
+	}
+	const int64_t first = MM_MR - i < nc ? MM_MR - i : nc;
+	memcpy(o, &x, (size_t)first * sizeof(float));
+	if (nc > first) {
+		memcpy(v + ((p + 1) * cin + c) * MM_MR, (const float *)&x + first, (size_t)(nc - first) * sizeof(float));
+	}
+}
+
+// wino_input_band writes V [n²][band's panels] (each ξ's ldv floats, as
+// store_panels) for tile rows [r0, r0+rows) (counted across images) of a
+// W×H image: x [W/up, H/up, Cin, B] upsampled up times (1 or 2, nearest).
+// For each channel and tile row, the n input rows are copied (each value
+// up times), zero-padded, into buf (n rows of len floats; columns outside
+// the image stay zero), from which vectors of PM_LANES tiles' columns are
+// read.
 static inline __attribute__((always_inline)) void wino_input_band(float * V, int64_t ldv, const struct ggml_tensor * x,
                                                                   int64_t W, int64_t H, int up, int64_t r0, int64_t rows,
                                                                   float * buf, int64_t len, const int m) {
@@ -230,7 +249,6 @@ static inline __attribute__((always_inline)) void wino_input_band(float * V, int
 					row[2 * q] = row[2 * q + 1] = in[q];
 				}
 			}
-			float * out = V + c * ldv + r * tw; // + ξ·Cin·ldv, + the tile
 			for (int64_t tx0 = 0; tx0 < tw; tx0 += PM_LANES) {
 				vf t[6][6];
 				for (int i = 0; i < n; i++) { // ·B along each row
@@ -244,12 +262,7 @@ static inline __attribute__((always_inline)) void wino_input_band(float * V, int
 					vf v[6];
 					input_1d(m, col, v);
 					for (int i = 0; i < n; i++) {
-						float * o = out + (i * n + j) * cin * ldv + tx0;
-						if (nc == PM_LANES) {
-							storev(o, v[i]);
-						} else {
-							memcpy(o, &v[i], (size_t)nc * sizeof(float));
-						}
+						store_panels(V + (i * n + j) * ldv, cin, c, r * tw + tx0, v[i], nc);
 					}
 				}
 			}
@@ -359,21 +372,27 @@ static inline __attribute__((always_inline)) void wino_conv(struct ggml_tensor *
 	if (!wino_split(x->ne[3] * th, tw, cout, ith, nth, &r0, &r1, &c0, &c1)) {
 		return;
 	}
-	const int64_t band = wino_band_rows(tw, cin, cout, xi), ld = band * tw; // V and M rows: a band's tiles
+	// V and M rows: a band's tiles, rounded up to whole panels
+	const int64_t band = wino_band_rows(tw, cin, cout, xi), ld = (band * tw + MM_MR - 1) / MM_MR * MM_MR;
 	// input rows, padded for gather_row's loads past the last tile
 	const int64_t len = m * ((tw + PM_LANES - 1) / PM_LANES) * PM_LANES + 2 * m + PM_LANES;
-	const int64_t kc = gemm_k_block(cin, false), pack = gemm_m_block(kc) * kc;
-	const size_t floats = (size_t)(xi * ld * (cin + cout) + (m + 2) * len + pack);
+	const size_t floats = (size_t)(xi * ld * (cin + cout) + (m + 2) * len);
 	float * V = kernel_alloc(floats * sizeof(float), "Winograd convolution");
-	float * M = V + xi * ld * cin, * buf = M + xi * ld * cout, * ap = buf + (m + 2) * len;
+	float * M = V + xi * ld * cin, * buf = M + xi * ld * cout;
 	memset(buf, 0, (size_t)((m + 2) * len) * sizeof(float));
 	for (int64_t b0 = r0; b0 < r1; b0 += band) {
 		const int64_t rows = r1 - b0 < band ? r1 - b0 : band, tiles = rows * tw;
-		wino_input_band(V, ld, x, W, H, up, b0, rows, buf, len, m);
+		wino_input_band(V, cin * ld, x, W, H, up, b0, rows, buf, len, m);
+		if (tiles % MM_MR != 0) { // the last panel's other rows: zeros, not stale floats (products discarded)
+			const int64_t p = tiles / MM_MR, i = tiles % MM_MR;
+			for (int64_t k = 0; k < xi * cin; k++) {
+				memset(V + (k / cin) * cin * ld + (p * cin + k % cin) * MM_MR + i, 0, (size_t)(MM_MR - i) * sizeof(float));
+			}
+		}
 		for (int k = 0; k < xi; k++) {
 			const struct gemm_operands g = {V + k * cin * ld, (const float *)u->data + k * cout * cin, M + k * cout * ld,
-			                                ld, cin, ld, true, NULL, 0};
-			pm_gemm_block(&g, cin, 0, tiles, c0, c1, ap);
+			                                cin, cin, ld, false, NULL, 0, NULL, true};
+			pm_gemm_block(&g, cin, 0, tiles, c0, c1, NULL);
 		}
 		wino_output_band(dst, M, ld, bias != NULL ? (const float *)bias->data : NULL, c0, c1, b0, rows, m);
 	}
