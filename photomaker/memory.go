@@ -115,20 +115,17 @@ func chooseVRAM(mode string, free int64, n memoryNeeds, width, height int) (stri
 
 // cpuStepBytes is the least compute a CFG UNet step of SDXL base needs on
 // the CPU for a w×h image (attention and 3×3 convolutions by our kernels,
-// see nn.AttentionOptions and nn.Conv2D): cpuStepBaseBytes, a little less
-// than the largest Winograd kernel transform (2560 → 1280 channels:
-// 200 MiB), plus cpuStepBytesPerLatentPixel, 300 MiB per 1024²
-// (TestComputeEstimatesBig measured 264, 333, 465, 744 MiB and 1.8 GiB at
-// 512², 768², 1024², 1280² and 2048²). A plan refused with it surely does
-// not fit.
+// see nn.AttentionOptions and nn.Conv2D): cpuStepBytesPerLatentPixel,
+// 448 MiB per 1024² (TestComputeEstimatesBig measured 129, 256, 465, 743
+// and 1843 MiB at 512², 768², 1024², 1280² and 2048²; the Winograd
+// convolutions' transformed kernels, made in groups of output channels,
+// take at most 64 MB at a time). A plan refused with it surely does not
+// fit.
 func cpuStepBytes(w, h int) int64 {
-	return cpuStepBaseBytes + int64(w/8)*int64(h/8)*cpuStepBytesPerLatentPixel
+	return int64(w/8) * int64(h/8) * cpuStepBytesPerLatentPixel
 }
 
-const (
-	cpuStepBaseBytes           = 160 << 20
-	cpuStepBytesPerLatentPixel = 300 << 20 / (128 * 128)
-)
+const cpuStepBytesPerLatentPixel = 448 << 20 / (128 * 128)
 
 // planMinChannels is the least UNet width (its first level's channels)
 // checkPlanInRAM judges: SDXL's 320, which the constant was measured on;

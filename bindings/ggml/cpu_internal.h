@@ -231,5 +231,7 @@ void pm_gemm_op(struct ggml_tensor * dst, int ith, int nth, void * userdata);
 void pm_int_product_op(struct ggml_tensor * dst, int ith, int nth, void * userdata);
 void pm_conv1x1_op(struct ggml_tensor * dst, int ith, int nth, void * userdata);
 void pm_wino_conv_op(struct ggml_tensor * dst, int ith, int nth, void * userdata);
+int64_t pm_wino_operands(const struct ggml_tensor * dst, const void * userdata, const struct ggml_tensor ** x,
+                         const struct ggml_tensor ** u, const struct ggml_tensor ** bias);
 
 #endif

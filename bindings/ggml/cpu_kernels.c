@@ -337,7 +337,8 @@ int64_t pm_kernel_flops(const struct ggml_tensor * t) {
 		return 2 * ggml_nelements(t->src[0]) * t->src[1]->ne[1];
 	}
 	if (p.fun == pm_wino_conv_op) { // (m+2)² multiply-adds per m×m output tile, input and output channel
-		const struct ggml_tensor * x = t->src[0], * u = t->src[1];
+		const struct ggml_tensor * x, * u, * bias;
+		pm_wino_operands(t, p.userdata, &x, &u, &bias);
 		const int64_t xi = u->ne[2], m = xi == 16 ? 2 : 4;
 		return 2 * xi * ((t->ne[0] + m - 1) / m) * ((t->ne[1] + m - 1) / m) * x->ne[3] * x->ne[2] * u->ne[1];
 	}

@@ -61,11 +61,16 @@ bool pm_mul_mat_q8_int16(void);
 // contiguous), plus bias [Cout] if not NULL, by Winograd's F(m×m, 3×3), as
 // custom ops that only the CPU backend runs: [up·W, up·H, Cout, B]. The
 // operands must satisfy pm_conv3x3_fits. pm_conv3x3_tile is the m (2 or 4)
-// it takes for Cin, Cout and up·W·up·H·B output pixels.
+// it takes for Cin, Cout and up·W·up·H·B output pixels, pm_conv3x3_groups
+// the groups of output channels it is made in (each a kernel transform
+// and a convolution writing its channels: at most pm_wino_group_floats
+// floats of transformed kernel at once).
 struct ggml_tensor * pm_conv3x3(struct ggml_context * ctx, struct ggml_tensor * kernel, struct ggml_tensor * x,
                                 struct ggml_tensor * bias, int up);
 bool pm_conv3x3_fits(const struct ggml_tensor * kernel, const struct ggml_tensor * x);
 int pm_conv3x3_tile(int64_t cin, int64_t cout, int64_t pixels);
+int64_t pm_conv3x3_groups(int64_t cin, int64_t cout, int64_t pixels);
+extern int64_t pm_wino_group_floats;
 
 // pm_conv1x1 is a 1×1 convolution of x [W, H, Cin, B] (f32, each
 // channel's plane contiguous) with w [Cin, Cout] (f32 or f16), plus bias [Cout]

@@ -362,7 +362,8 @@ func TestMulMatKernel(t *testing.T) {
 // heights of every remainder (partial tiles), one pixel, rows of tiles
 // longer than a vector; channel counts around the product's tiles; one and
 // two images; f32 and f16 kernels; with and without bias; the image as a
-// view with padded rows; of the image's nearest 2× upsample (up 2).
+// view with padded rows; of the image's nearest 2× upsample (up 2); in
+// groups of output channels, each writing its own into the output.
 func TestConv3x3Kernel(t *testing.T) {
 	r := rand.New(rand.NewPCG(11, 11))
 	for _, tc := range []struct {
@@ -371,16 +372,31 @@ func TestConv3x3Kernel(t *testing.T) {
 		bias               bool
 		up                 int
 		tile               int
+		groupFloats        int64 // made in groups of output channels with at most this much transformed kernel each
 	}{
-		{16, 16, 8, 24, 1, TypeF32, true, 1, 2}, {5, 3, 3, 5, 2, TypeF32, false, 1, 2}, {1, 1, 4, 4, 1, TypeF32, true, 1, 2},
-		{33, 9, 37, 30, 2, TypeF16, true, 1, 2}, {40, 2, 1, 1, 1, TypeF16, false, 1, 2}, {7, 20, 64, 48, 1, TypeF32, true, 1, 2},
-		{5, 3, 3, 5, 2, TypeF32, true, 2, 2}, {1, 1, 4, 4, 1, TypeF16, false, 2, 2}, {13, 6, 24, 9, 1, TypeF32, true, 2, 2},
-		{4, 3, 700, 690, 1, TypeF32, true, 1, 2}, {63, 64, 5, 4, 1, TypeF32, true, 1, 2}, // U too large, or too few pixels, for F(4×4)
-		{70, 61, 5, 7, 1, TypeF32, true, 1, 4}, {67, 63, 16, 3, 1, TypeF16, false, 1, 4}, {64, 64, 20, 9, 1, TypeF32, true, 1, 4},
-		{50, 45, 6, 9, 2, TypeF16, true, 1, 4}, {33, 33, 4, 5, 1, TypeF32, true, 2, 4}, {32, 34, 3, 2, 1, TypeF16, false, 2, 4},
+		{16, 16, 8, 24, 1, TypeF32, true, 1, 2, 0}, {5, 3, 3, 5, 2, TypeF32, false, 1, 2, 0}, {1, 1, 4, 4, 1, TypeF32, true, 1, 2, 0},
+		{33, 9, 37, 30, 2, TypeF16, true, 1, 2, 0}, {40, 2, 1, 1, 1, TypeF16, false, 1, 2, 0}, {7, 20, 64, 48, 1, TypeF32, true, 1, 2, 0},
+		{5, 3, 3, 5, 2, TypeF32, true, 2, 2, 0}, {1, 1, 4, 4, 1, TypeF16, false, 2, 2, 0}, {13, 6, 24, 9, 1, TypeF32, true, 2, 2, 0},
+		{4, 3, 700, 690, 1, TypeF32, true, 1, 2, 0}, {63, 64, 5, 4, 1, TypeF32, true, 1, 2, 0}, // U too large, or too few pixels, for F(4×4)
+		{70, 61, 5, 7, 1, TypeF32, true, 1, 4, 0}, {67, 63, 16, 3, 1, TypeF16, false, 1, 4, 0}, {64, 64, 20, 9, 1, TypeF32, true, 1, 4, 0},
+		{50, 45, 6, 9, 2, TypeF16, true, 1, 4, 0}, {33, 33, 4, 5, 1, TypeF32, true, 2, 4, 0}, {32, 34, 3, 2, 1, TypeF16, false, 2, 4, 0},
+		{33, 9, 37, 30, 2, TypeF16, true, 1, 2, 16 * 37 * 10}, {13, 6, 24, 21, 1, TypeF32, false, 2, 2, 16 * 24 * 7},
+		{50, 45, 6, 20, 2, TypeF16, true, 1, 4, 36 * 6 * 5},
 	} {
-		t.Run(fmt.Sprintf("%dx%dx%d_to_%d_b%d_%s_bias%v_up%d", tc.w, tc.h, tc.cin, tc.cout, tc.b, tc.typ, tc.bias, tc.up), func(t *testing.T) {
-			require.Equal(t, tc.tile, conv3x3CPUTile(int64(tc.cin), int64(tc.cout), int64(tc.up*tc.w*tc.up*tc.h*tc.b)), "Winograd tile size")
+		name := fmt.Sprintf("%dx%dx%d_to_%d_b%d_%s_bias%v_up%d", tc.w, tc.h, tc.cin, tc.cout, tc.b, tc.typ, tc.bias, tc.up)
+		if tc.groupFloats > 0 {
+			name += "_groups"
+		}
+		t.Run(name, func(t *testing.T) {
+			pixels := int64(tc.up * tc.w * tc.up * tc.h * tc.b)
+			require.Equal(t, tc.tile, conv3x3CPUTile(int64(tc.cin), int64(tc.cout), pixels), "Winograd tile size")
+			if tc.groupFloats > 0 {
+				old := setConv3x3CPUGroupFloats(tc.groupFloats)
+				defer setConv3x3CPUGroupFloats(old)
+				require.Greater(t, conv3x3CPUGroups(int64(tc.cin), int64(tc.cout), pixels), int64(1), "groups of output channels")
+			} else {
+				require.Equal(t, int64(1), conv3x3CPUGroups(int64(tc.cin), int64(tc.cout), pixels), "groups of output channels")
+			}
 			row := tc.w + 2 // the view's row stride
 			x := randn(r, row*tc.h*tc.cin*tc.b)
 			byRow := randn(r, 9*tc.cin*tc.cout) // [3, Cin, Cout, 3]
@@ -511,9 +527,11 @@ func TestConv1x1Kernel(t *testing.T) {
 // does not depend on how threads split it (rows of tiles, and for few
 // tiles output channels too): each output sums the same products in the
 // same order, so 2, 3 and 8 threads give one thread's values bit for bit
-// (F(2×2), and F(4×4) for the last case).
+// (F(2×2), in groups of output channels for the first case, and F(4×4)
+// for the last).
 func TestConv3x3KernelThreads(t *testing.T) {
 	r := rand.New(rand.NewPCG(15, 15))
+	defer setConv3x3CPUGroupFloats(setConv3x3CPUGroupFloats(16 * 16 * 100)) // the first case in three groups
 	for _, tc := range []struct{ w, h, cin, cout, b int }{{8, 8, 32, 256, 2}, {40, 12, 16, 40, 1}, {6, 6, 8, 520, 1}, {66, 64, 16, 40, 1}} {
 		x, k, bias := randn(r, tc.w*tc.h*tc.cin*tc.b), randn(r, 9*tc.cin*tc.cout), randn(r, tc.cout)
 		build := func(c *Context) *Tensor {

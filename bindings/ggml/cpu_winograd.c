@@ -62,10 +62,20 @@
 // WINO_TILES is the tiles a band aims at (a few of the product's register
 // tiles), WINO_SCRATCH the most floats of V and M a band takes (16 MB:
 // large bands read U fewer times, which matters for 1280 channels).
+// WINO_U_GROUP_FLOATS is the most floats of U one kernel op makes (64 MB:
+// a wider convolution is made in groups of output channels, each with a
+// kernel op and a convolution op, so that the graph holds one group's U
+// at a time; pm_wino_group_floats, which tests lower).
 // WINO_U4_FLOATS is the largest U F(4×4) makes (40 MB: the VAE's 512
 // channels and the UNet's 320; with the UNet's 640 too, a 1024² step took
 // 36 MiB more and no less time), WINO_F4_PIXELS the fewest outputs.
-enum { WINO_TILES = 8 * MM_MR, WINO_SCRATCH = 1 << 22, WINO_U4_FLOATS = 10 << 20, WINO_F4_PIXELS = 4096 };
+enum {
+	WINO_TILES = 8 * MM_MR,
+	WINO_SCRATCH = 1 << 22,
+	WINO_U_GROUP_FLOATS = 16 << 20,
+	WINO_U4_FLOATS = 10 << 20,
+	WINO_F4_PIXELS = 4096
+};
 
 // The one-dimensional transforms: of the kernel (G, n × 3), of an input
 // patch (Bᵀ, n × n) and back (Aᵀ, m × n). Two-dimensional ones apply them
@@ -289,14 +299,16 @@ static inline void scatter_row(int m, float * out, const vf y[4], int64_t cols) 
 	}
 }
 
-// wino_output_band writes output channels [c0, c1) of tile rows [r0,
-// r0+rows) of y [W, H, Cout, B] (contiguous) from M [n²][Cout][nt] (ldm
-// apart), adding bias (Cout floats) when not NULL.
-static inline __attribute__((always_inline)) void wino_output_band(struct ggml_tensor * y, const float * M, int64_t ldm,
-                                                                   const float * bias, int64_t c0, int64_t c1, int64_t r0,
-                                                                   int64_t rows, const int m) {
+// wino_output_band writes the group's output channels [c0, c1) (of cout,
+// y's channels co0 on) for tile rows [r0, r0+rows) of y [W, H, Cout, B]
+// (contiguous) from M [n²][cout][nt] (ldm apart), adding bias (cout
+// floats) when not NULL.
+static inline __attribute__((always_inline)) void wino_output_band(struct ggml_tensor * y, int64_t co0, int64_t cout,
+                                                                   const float * M, int64_t ldm, const float * bias,
+                                                                   int64_t c0, int64_t c1, int64_t r0, int64_t rows,
+                                                                   const int m) {
 	const int n = m + 2;
-	const int64_t W = y->ne[0], H = y->ne[1], cout = y->ne[2], tw = (W + m - 1) / m, th = (H + m - 1) / m;
+	const int64_t W = y->ne[0], H = y->ne[1], tw = (W + m - 1) / m, th = (H + m - 1) / m;
 	for (int64_t co = c0; co < c1; co++) {
 		const vf bv = splat(bias != NULL ? bias[co] : 0.0f);
 		for (int64_t r = 0; r < rows; r++) {
@@ -326,7 +338,7 @@ static inline __attribute__((always_inline)) void wino_output_band(struct ggml_t
 					for (int j = 0; j < m; j++) {
 						out[j] += bv;
 					}
-					scatter_row(m, (float *)y->data + ((b * cout + co) * H + m * ty + q) * W + m * tx0, out, cols);
+					scatter_row(m, (float *)y->data + ((b * y->ne[2] + co0 + co) * H + m * ty + q) * W + m * tx0, out, cols);
 				}
 			}
 		}
@@ -363,9 +375,11 @@ static bool wino_split(int64_t rows, int64_t tw, int64_t cout, int ith, int nth,
 }
 
 // wino_conv is pm_wino_conv_op with tiles of m × m outputs.
-static inline __attribute__((always_inline)) void wino_conv(struct ggml_tensor * dst, int ith, int nth, int up, const int m) {
+// co0 is the group's first output channel.
+static inline __attribute__((always_inline)) void wino_conv(struct ggml_tensor * dst, const struct ggml_tensor * x,
+                                                            const struct ggml_tensor * u, const struct ggml_tensor * bias,
+                                                            int64_t co0, int ith, int nth, int up, const int m) {
 	const int xi = (m + 2) * (m + 2);
-	const struct ggml_tensor * x = dst->src[0], * u = dst->src[1], * bias = dst->src[2];
 	const int64_t W = dst->ne[0], H = dst->ne[1], cin = x->ne[2], cout = u->ne[1];
 	const int64_t tw = (W + m - 1) / m, th = (H + m - 1) / m;
 	int64_t r0, r1, c0, c1;
@@ -394,21 +408,41 @@ static inline __attribute__((always_inline)) void wino_conv(struct ggml_tensor *
 			                                cin, cin, ld, false, NULL, 0, NULL, true};
 			pm_gemm_block(&g, cin, 0, tiles, c0, c1, NULL);
 		}
-		wino_output_band(dst, M, ld, bias != NULL ? (const float *)bias->data : NULL, c0, c1, b0, rows, m);
+		wino_output_band(dst, co0, cout, M, ld, bias != NULL ? (const float *)bias->data : NULL, c0, c1, b0, rows, m);
 	}
 	free(V);
 }
 
-// pm_wino_conv_op is the convolution: src[0] x [W, H, Cin, B] (upsampled by
-// the userdata's factor, 1 or 2), src[1] U [Cin, Cout, n²] (n² tells the
-// tile size), src[2] bias [Cout] or none. Threads split the rows of tiles,
-// and for few tiles the output channels (wino_split).
+// A convolution's userdata: the upsampling factor (1 or 2), whether the op
+// writes a group of output channels into its first source (a view of the
+// previous group's output: ggml_custom_inplace), and the group's first
+// output channel.
+enum { WINO_UP = 3, WINO_INPLACE = 4, WINO_CO0_SHIFT = 3 };
+
+// pm_wino_operands sets a convolution op's (dst with userdata) operands: x [W, H, Cin, B]
+// (upsampled by the userdata's factor), U [Cin, cout, n²] (the group's
+// cout output channels; n² tells the tile size), bias [cout] or NULL; and
+// returns the group's first output channel. An op's sources are x, U and
+// bias, after the previous group's output for the inplace ones.
+int64_t pm_wino_operands(const struct ggml_tensor * dst, const void * userdata, const struct ggml_tensor ** x,
+                         const struct ggml_tensor ** u, const struct ggml_tensor ** bias) {
+	const uintptr_t ud = (uintptr_t)userdata;
+	const int first = ud & WINO_INPLACE ? 1 : 0;
+	*x = dst->src[first], *u = dst->src[first + 1], *bias = dst->src[first + 2];
+	return (int64_t)(ud >> WINO_CO0_SHIFT);
+}
+
+// pm_wino_conv_op is the convolution of pm_wino_operands' operands into
+// the group's channels of dst [up·W, up·H, Cout, B]. Threads split the rows
+// of tiles, and for few tiles the output channels (wino_split).
 void pm_wino_conv_op(struct ggml_tensor * dst, int ith, int nth, void * userdata) {
-	const int up = (int)(uintptr_t)userdata;
-	if (dst->src[1]->ne[2] == 16) {
-		wino_conv(dst, ith, nth, up, 2);
+	const int up = (int)((uintptr_t)userdata & WINO_UP);
+	const struct ggml_tensor * x, * u, * bias;
+	const int64_t co0 = pm_wino_operands(dst, userdata, &x, &u, &bias);
+	if (u->ne[2] == 16) {
+		wino_conv(dst, x, u, bias, co0, ith, nth, up, 2);
 	} else {
-		wino_conv(dst, ith, nth, up, 4);
+		wino_conv(dst, x, u, bias, co0, ith, nth, up, 4);
 	}
 }
 
@@ -418,15 +452,49 @@ bool pm_conv3x3_fits(const struct ggml_tensor * kernel, const struct ggml_tensor
 	       x->nb[0] == sizeof(float);
 }
 
+int64_t pm_wino_group_floats = WINO_U_GROUP_FLOATS;
+
+// wino_group_channels is the output channels of a group (the last may have
+// fewer): a whole number of the product's tiles.
+static int64_t wino_group_channels(int64_t cin, int64_t cout, int64_t pixels) {
+	const int m = pm_conv3x3_tile(cin, cout, pixels);
+	const int64_t floats = (m + 2) * (m + 2) * cin * cout;
+	const int64_t groups = (floats + pm_wino_group_floats - 1) / pm_wino_group_floats;
+	return ((cout + groups - 1) / groups + MM_NR - 1) / MM_NR * MM_NR;
+}
+
+int64_t pm_conv3x3_groups(int64_t cin, int64_t cout, int64_t pixels) {
+	const int64_t per = wino_group_channels(cin, cout, pixels);
+	return (cout + per - 1) / per;
+}
+
 struct ggml_tensor * pm_conv3x3(struct ggml_context * ctx, struct ggml_tensor * kernel, struct ggml_tensor * x,
                                 struct ggml_tensor * bias, int up) {
-	const int m = pm_conv3x3_tile(kernel->ne[1], kernel->ne[2], up * x->ne[0] * up * x->ne[1] * x->ne[3]);
-	struct ggml_tensor * args[3] = {kernel, NULL, NULL};
-	struct ggml_tensor * u = ggml_custom_4d(ctx, GGML_TYPE_F32, kernel->ne[1], kernel->ne[2], (m + 2) * (m + 2), 1, args,
-	                                        1, wino_kernel_op, GGML_N_TASKS_MAX, NULL);
-	ggml_set_name(u, "WINOGRAD_KERNEL (ours)");
-	args[0] = x, args[1] = u, args[2] = bias;
-	struct ggml_tensor * y = ggml_custom_4d(ctx, GGML_TYPE_F32, up * x->ne[0], up * x->ne[1], kernel->ne[2], x->ne[3], args,
-	                                        bias != NULL ? 3 : 2, pm_wino_conv_op, GGML_N_TASKS_MAX, (void *)(uintptr_t)up);
-	return ggml_set_name(y, "CONV_3X3 (ours)");
+	const int64_t cin = kernel->ne[1], cout = kernel->ne[2], pixels = up * x->ne[0] * up * x->ne[1] * x->ne[3];
+	const int m = pm_conv3x3_tile(cin, cout, pixels);
+	const int64_t per = wino_group_channels(cin, cout, pixels);
+	struct ggml_tensor * y = NULL;
+	for (int64_t co0 = 0; co0 < cout; co0 += per) {
+		const int64_t cg = cout - co0 < per ? cout - co0 : per;
+		struct ggml_tensor * k = cg == cout ? kernel
+		                                    : ggml_view_4d(ctx, kernel, 3, cin, cg, 3, kernel->nb[1], kernel->nb[2],
+		                                                   kernel->nb[3], (size_t)co0 * kernel->nb[2]);
+		struct ggml_tensor * u = ggml_custom_4d(ctx, GGML_TYPE_F32, cin, cg, (m + 2) * (m + 2), 1, &k, 1, wino_kernel_op,
+		                                        GGML_N_TASKS_MAX, NULL);
+		ggml_set_name(u, "WINOGRAD_KERNEL (ours)");
+		struct ggml_tensor * b = bias == NULL || cg == cout ? bias
+		                                                   : ggml_view_4d(ctx, bias, cg, 1, 1, 1, bias->nb[1], bias->nb[2],
+		                                                                  bias->nb[3], (size_t)co0 * bias->nb[0]);
+		struct ggml_tensor * args[3] = {x, u, b};
+		const uintptr_t ud = (uintptr_t)co0 << WINO_CO0_SHIFT | (uintptr_t)up;
+		if (y == NULL) {
+			y = ggml_custom_4d(ctx, GGML_TYPE_F32, up * x->ne[0], up * x->ne[1], cout, x->ne[3], args, b != NULL ? 3 : 2,
+			                   pm_wino_conv_op, GGML_N_TASKS_MAX, (void *)ud);
+		} else { // into the previous groups' output
+			y = ggml_custom_inplace(ctx, y, args, b != NULL ? 3 : 2, pm_wino_conv_op, GGML_N_TASKS_MAX,
+			                        (void *)(ud | WINO_INPLACE));
+		}
+		ggml_set_name(y, "CONV_3X3 (ours)");
+	}
+	return y;
 }

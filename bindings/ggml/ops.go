@@ -187,6 +187,23 @@ func conv3x3CPUTile(cin, cout, pixels int64) int {
 	return int(C.pm_conv3x3_tile(C.int64_t(cin), C.int64_t(cout), C.int64_t(pixels)))
 }
 
+// conv3x3CPUGroups is the groups of output channels Conv3x3CPU is made in
+// for cin and cout channels and pixels outputs, each with its own kernel
+// transform of at most setConv3x3CPUGroupFloats' floats.
+func conv3x3CPUGroups(cin, cout, pixels int64) int64 {
+	return int64(C.pm_conv3x3_groups(C.int64_t(cin), C.int64_t(cout), C.int64_t(pixels)))
+}
+
+// setConv3x3CPUGroupFloats sets the most floats of transformed kernel a
+// group of Conv3x3CPU makes (16 Mi by default; tests lower it to make
+// small convolutions in groups) and returns the previous value. Graphs
+// built after it follow it.
+func setConv3x3CPUGroupFloats(n int64) int64 {
+	old := int64(C.pm_wino_group_floats)
+	C.pm_wino_group_floats = C.int64_t(n)
+	return old
+}
+
 // Conv3x3CPUFits says whether Conv3x3CPU takes this kernel and image.
 func Conv3x3CPUFits(kernel, x *Tensor) bool { return bool(C.pm_conv3x3_fits(kernel.p, x.p)) }
 

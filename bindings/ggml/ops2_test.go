@@ -515,6 +515,11 @@ func TestGraphFLOPs(t *testing.T) {
 	g.Expand(c.Conv3x3CPU(byRow, c.NewTensor(TypeF32, 66, 64, 8, 1), nil)) // F(4×4): 36 per 4×4 tile
 	total += 2 * 36 * (17 * 16) * 8 * 5
 	require.Equal(t, total, g.FLOPs())
+	defer setConv3x3CPUGroupFloats(setConv3x3CPUGroupFloats(16 * 8 * 8))
+	require.Equal(t, int64(3), conv3x3CPUGroups(8, 24, 12*12))
+	g.Expand(c.Conv3x3CPU(c.NewTensor(TypeF32, 3, 8, 24, 3), img, nil)) // in three groups of 8 output channels
+	total += 2 * 16 * (6 * 6) * 8 * 24
+	require.Equal(t, total, g.FLOPs())
 	g.Expand(c.Conv1x1CPU(c.NewTensor(TypeF32, 64, 40), c.NewTensor(TypeF32, 32, 32, 64, 2), nil))
 	total += 2 * (32 * 32 * 64 * 2) * 40
 	require.Equal(t, total, g.FLOPs())
