@@ -363,10 +363,11 @@ func TestMulMatKernel(t *testing.T) {
 // longer than a vector; channel counts around the product's tiles; one and
 // two images; f32 and f16 kernels; with and without bias; the image as a
 // view with padded rows; of the image's nearest 2× upsample (up 2); in
-// groups of output channels, each writing its own into the output.
+// groups of output channels, each writing its own into the output; the
+// kernel stored by row or a convolution's kernel permuted (a view).
 func TestConv3x3Kernel(t *testing.T) {
 	r := rand.New(rand.NewPCG(11, 11))
-	for _, tc := range []struct {
+	for i, tc := range []struct {
 		w, h, cin, cout, b int
 		typ                Type
 		bias               bool
@@ -384,6 +385,9 @@ func TestConv3x3Kernel(t *testing.T) {
 		{50, 45, 6, 20, 2, TypeF16, true, 1, 4, 36 * 6 * 5},
 	} {
 		name := fmt.Sprintf("%dx%dx%d_to_%d_b%d_%s_bias%v_up%d", tc.w, tc.h, tc.cin, tc.cout, tc.b, tc.typ, tc.bias, tc.up)
+		if i%2 == 1 {
+			name += "_conv_layout"
+		}
 		if tc.groupFloats > 0 {
 			name += "_groups"
 		}
@@ -406,11 +410,31 @@ func TestConv3x3Kernel(t *testing.T) {
 				byRow, err = Dequantize(TypeF16, kb, int64(len(byRow)))
 				require.NoError(t, err)
 			}
+			// Every other case takes the kernel in a convolution's layout [3, 3,
+			// Cin, Cout], permuted to by-row's shape (a view).
+			convLayout := i%2 == 1
+			if convLayout {
+				conv := make([]float32, len(byRow))
+				for co := 0; co < tc.cout; co++ {
+					for ci := 0; ci < tc.cin; ci++ {
+						for ky := 0; ky < 3; ky++ {
+							for kx := 0; kx < 3; kx++ {
+								conv[kx+3*(ky+3*(ci+tc.cin*co))] = byRow[kx+3*(ci+tc.cin*(co+tc.cout*ky))]
+							}
+						}
+					}
+				}
+				kb, err = Quantize(tc.typ, conv, 3) // f16: exact, byRow holds f16 values
+				require.NoError(t, err)
+			}
 			bias := randn(r, tc.cout)
 			got, shape := compute(t, func(c *Context) *Tensor {
 				xt := c.InputF32(x, int64(row), int64(tc.h), int64(tc.cin), int64(tc.b))
 				xv := c.View(xt, [4]int64{int64(tc.w), int64(tc.h), int64(tc.cin), int64(tc.b)}, xt.Nb(1), xt.Nb(2), xt.Nb(3), 0)
 				k := c.Input(tc.typ, kb, 3, int64(tc.cin), int64(tc.cout), 3)
+				if convLayout {
+					k = c.Permute(c.Input(tc.typ, kb, 3, 3, int64(tc.cin), int64(tc.cout)), 0, 3, 1, 2)
+				}
 				require.True(t, Conv3x3CPUFits(k, xv))
 				var bt *Tensor
 				if tc.bias {

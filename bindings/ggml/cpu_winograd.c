@@ -121,9 +121,11 @@ int pm_conv3x3_tile(int64_t cin, int64_t cout, int64_t pixels) {
 }
 
 // wino_kernel_op writes U [Cin, Cout, n²] from a kernel by row [3, Cin,
-// Cout, 3] (f32 or f16). Threads split the output channels; each channel's
-// kernel is first laid out as nine planes of Cin taps, so that vectors of
-// PM_LANES input channels are transformed at once.
+// Cout, 3] (f32 or f16; or a convolution's kernel [3, 3, Cin, Cout]
+// permuted to that shape, see pm_conv3x3_fits). Threads split the output
+// channels; each channel's kernel is first laid out as nine planes of Cin
+// taps, so that vectors of PM_LANES input channels are transformed at
+// once.
 static inline __attribute__((always_inline)) void wino_kernel(struct ggml_tensor * dst, int ith, int nth, const int m) {
 	const int n = m + 2;
 	const struct ggml_tensor * w = dst->src[0];
@@ -134,23 +136,28 @@ static inline __attribute__((always_inline)) void wino_kernel(struct ggml_tensor
 	if (o0 >= o1) {
 		return;
 	}
-	// One output channel's kernel: as stored ([3, Cin] per kernel row),
-	// then as planes [ky·3 + kx][Cin] (zeros past Cin).
+	// One output channel's kernel: as stored, widened to f32 (by row: [3,
+	// Cin] per kernel row; conv layout: [3, 3, Cin] at once), then as
+	// planes [ky·3 + kx][Cin] (zeros past Cin).
+	const bool by_row = w->nb[1] == 3 * w->nb[0];
 	const size_t floats = (size_t)(9 * cin + 9 * cpad);
 	float * g = kernel_alloc(floats * sizeof(float), "Winograd kernel transform");
 	memset(g, 0, floats * sizeof(float));
 	float * planes = g + 9 * cin, * U = (float *)dst->data;
 	for (int64_t co = o0; co < o1; co++) {
-		for (int ky = 0; ky < 3; ky++) {
-			const char * row = (const char *)w->data + co * w->nb[2] + ky * w->nb[3]; // [3, Cin] contiguous
+		for (int ky = 0; ky < (by_row ? 3 : 1); ky++) {
+			const int64_t n = by_row ? 3 * cin : 9 * cin;
+			const char * run = (const char *)w->data + co * w->nb[2] + ky * w->nb[3];
 			if (w->type == GGML_TYPE_F16) {
-				ggml_cpu_fp16_to_fp32((const ggml_fp16_t *)row, g + ky * 3 * cin, 3 * cin);
+				ggml_cpu_fp16_to_fp32((const ggml_fp16_t *)run, g + ky * n, n);
 			} else {
-				memcpy(g + ky * 3 * cin, row, (size_t)(3 * cin) * sizeof(float));
+				memcpy(g + ky * n, run, (size_t)n * sizeof(float));
 			}
+		}
+		for (int ky = 0; ky < 3; ky++) {
 			for (int64_t ci = 0; ci < cin; ci++) {
 				for (int kx = 0; kx < 3; kx++) {
-					planes[(ky * 3 + kx) * cpad + ci] = g[ky * 3 * cin + 3 * ci + kx];
+					planes[(ky * 3 + kx) * cpad + ci] = by_row ? g[ky * 3 * cin + 3 * ci + kx] : g[9 * ci + 3 * ky + kx];
 				}
 			}
 		}
@@ -447,9 +454,14 @@ void pm_wino_conv_op(struct ggml_tensor * dst, int ith, int nth, void * userdata
 }
 
 bool pm_conv3x3_fits(const struct ggml_tensor * kernel, const struct ggml_tensor * x) {
+	const size_t e = kernel->nb[0];
+	const int64_t cin = kernel->ne[1];
+	// by row, contiguous; or a contiguous [3, 3, Cin, Cout] permuted (0, 3, 1, 2)
+	const bool layout = ggml_is_contiguous(kernel) ||
+	                    (kernel->nb[1] == 9 * e && kernel->nb[2] == (size_t)(9 * cin) * e && kernel->nb[3] == 3 * e);
 	return (kernel->type == GGML_TYPE_F32 || kernel->type == GGML_TYPE_F16) && x->type == GGML_TYPE_F32 &&
-	       kernel->ne[0] == 3 && kernel->ne[3] == 3 && kernel->ne[1] == x->ne[2] && ggml_is_contiguous(kernel) &&
-	       x->nb[0] == sizeof(float);
+	       kernel->ne[0] == 3 && kernel->ne[3] == 3 && kernel->ne[1] == x->ne[2] && e == ggml_type_size(kernel->type) &&
+	       layout && x->nb[0] == sizeof(float);
 }
 
 int64_t pm_wino_group_floats = WINO_U_GROUP_FLOATS;

@@ -154,8 +154,10 @@ func AttentionCPUFits(d, keys int64) bool {
 // Conv3x3CPU is a "same" 3×3 convolution of stride 1 through our CPU
 // kernels (pm_conv3x3: Winograd's F(2×2, 3×3) or F(4×4, 3×3), custom ops
 // that only the CPU backend runs): x [W, H, Cin, B] (f32) with a kernel by
-// row [3, Cin, Cout, 3] (f32 or f16), plus bias [Cout] when not nil.
-// Returns [W, H, Cout, B]. The operands must fit (Conv3x3CPUFits).
+// row [3, Cin, Cout, 3] (f32 or f16; stored so, or a convolution kernel [3,
+// 3, Cin, Cout] as Permute(k, 0, 3, 1, 2), which is read without a copy),
+// plus bias [Cout] when not nil. Returns [W, H, Cout, B]. The operands
+// must fit (Conv3x3CPUFits).
 func (c *Context) Conv3x3CPU(kernel, x, bias *Tensor) *Tensor {
 	return c.conv3x3CPU(kernel, x, bias, 1)
 }

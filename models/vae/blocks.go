@@ -266,7 +266,7 @@ func (b *builder) winograd(l *nn.Conv2D, x *ggml.Tensor, upsample bool) *ggml.Te
 	if w.Type() != ggml.TypeF16 && w.Type() != ggml.TypeF32 {
 		w = c.Cast(w, ggml.TypeF32)
 	}
-	kernel := nn.KernelByRow(c, w)
+	kernel := c.Permute(w, 0, 3, 1, 2) // by row as a view: the kernel transform reads it so, no copy
 	switch {
 	case !ggml.Conv3x3CPUFits(kernel, x):
 		return nil
