@@ -16,7 +16,7 @@
 //                (TestConv3x3Kernel bounds each size by its own). U takes
 //                36 floats per channel pair, so small images and the
 //                widest layers keep F(2×2) (pm_conv3x3_tile).
-// Two ops:
+// Two ops (for wide convolutions, one pair per group of output channels):
 //   wino_kernel_op   g by row [3, Cin, Cout, 3] → U [Cin, Cout, n²] = G·g·Gᵀ
 //   pm_wino_conv_op  x [W, H, Cin, B], U (+ bias) → y [W, H, Cout, B]
 //                    (or, upsampling, y [2W, 2H, Cout, B] of x's nearest 2×
@@ -26,13 +26,15 @@
 // ξ = n·row + column), multiplies (M_ξ = V_ξ·U_ξ) and transforms back
 // (Aᵀ·M·A) into y, in scratch memory of its own (at most WINO_SCRATCH
 // floats): no columns or partial products in the graph, and no bands
-// there. V and M keep tiles contiguous, so the transforms work on vectors
-// of PM_LANES tiles and the product packs V by plain copies. On the dev VM,
+// there. V and M keep tiles contiguous (V in the product's panels, which
+// it then reads without packing), so the transforms work on vectors of
+// PM_LANES tiles. On the dev VM,
 // a 512² UNet step's 3×3 convolutions took 2.5 s instead of 4.8 s of
 // ggml's f16 products over by-row columns, and the VAE decode 9.8 s
 // instead of 18.2 s with our f32 products over them (F(2×2) only). F(4×4)
-// then took the Zen 5 VM's VAE decode from 4.1–4.6 s to 3.2–3.3 s at 512²
-// and from 16.5–19.6 s to 13.2 s at 1024² (BenchmarkConv3x3).
+// and V in panels then took the Zen 5 VM's VAE decode from 4.0–4.1 s to
+// 2.9–3.05 s at 512² and from 16.8 s to 13.05 s at 1024²
+// (BenchmarkConv3x3).
 
 // SHUFFLE picks lanes of two vectors: clang's builtin, or GCC's, which
 // has it only from GCC 12 on (GCC 11 is still common) and has had
@@ -201,8 +203,9 @@ static void wino_kernel_op(struct ggml_tensor * dst, int ith, int nth, void * us
 
 // gather_row reads the n patch columns of PM_LANES consecutive tiles from
 // a buffered input row p (tile t's columns start at p[m·t]): for m 2, the
-// even and odd lanes of loads at p and p+2; for m 4, every fourth lane of
-// loads at p, p+2 (columns 2 to 5) and p+4.
+// even and odd lanes of loads at p and p+2; for m 4, every fourth lane,
+// and the ones after them, of loads at p, p+2 and p+4 (columns 0 and 1,
+// 2 and 3, 4 and 5 of each tile).
 static inline void gather_row(int m, const float * p, vf d[6]) {
 	if (m == 2) {
 		const vf v0 = loadv(p), v1 = loadv(p + PM_LANES), w0 = loadv(p + 2), w1 = loadv(p + 2 + PM_LANES);
