@@ -383,6 +383,7 @@ func TestConv3x3Kernel(t *testing.T) {
 		{50, 45, 6, 9, 2, TypeF16, true, 1, 4, 0}, {33, 33, 4, 5, 1, TypeF32, true, 2, 4, 0}, {32, 34, 3, 2, 1, TypeF16, false, 2, 4, 0},
 		{33, 9, 37, 30, 2, TypeF16, true, 1, 2, 16 * 37 * 10}, {13, 6, 24, 21, 1, TypeF32, false, 2, 2, 16 * 24 * 7},
 		{50, 45, 6, 20, 2, TypeF16, true, 1, 4, 36 * 6 * 5},
+		{3, 1400, 3, 4, 1, TypeF32, true, 1, 4, 0}, {1401, 2, 2, 5, 2, TypeF16, false, 1, 4, 0}, // one tile wide or high
 	} {
 		name := fmt.Sprintf("%dx%dx%d_to_%d_b%d_%s_bias%v_up%d", tc.w, tc.h, tc.cin, tc.cout, tc.b, tc.typ, tc.bias, tc.up)
 		if i%2 == 1 {
