@@ -57,8 +57,9 @@ bool pm_mul_mat_q8_int16(void);
 
 // pm_conv3x3 is a "same" 3×3 convolution of stride 1 (padding 1) of x
 // [W, H, Cin, B] (f32, rows contiguous), or with up = 2 of its nearest 2×
-// upsample, with a kernel by row [3, Cin, Cout, 3] (f32 or f16,
-// contiguous), plus bias [Cout] if not NULL, by Winograd's F(m×m, 3×3), as
+// upsample, with a kernel by row [3, Cin, Cout, 3] (f32 or f16, contiguous,
+// or a contiguous [3, 3, Cin, Cout] permuted (0, 3, 1, 2)), plus bias
+// [Cout] if not NULL, by Winograd's F(m×m, 3×3), as
 // custom ops that only the CPU backend runs: [up·W, up·H, Cout, B]. The
 // operands must satisfy pm_conv3x3_fits. pm_conv3x3_tile is the m (2 or 4)
 // it takes for Cin, Cout and up·W·up·H·B output pixels, pm_conv3x3_groups
