@@ -270,17 +270,19 @@ static inline __attribute__((always_inline)) void wino_input_band(float * V, int
 				}
 			}
 			for (int64_t tx0 = 0; tx0 < tw; tx0 += PM_LANES) {
-				vf t[6][6];
+				vf t[6][6]; // t[j][i]: row i's column j
 				for (int i = 0; i < n; i++) { // ·B along each row
-					vf d[6];
+					vf d[6], row[6];
 					gather_row(m, buf + i * len + m * tx0, d);
-					input_1d(m, d, t[i]);
+					input_1d(m, d, row);
+					for (int j = 0; j < n; j++) {
+						t[j][i] = row[j];
+					}
 				}
 				const int64_t nc = tw - tx0 < PM_LANES ? tw - tx0 : PM_LANES;
 				for (int j = 0; j < n; j++) { // then Bᵀ· down each column
-					const vf col[6] = {t[0][j], t[1][j], t[2][j], t[3][j], t[4 % n][j], t[5 % n][j]};
 					vf v[6];
-					input_1d(m, col, v);
+					input_1d(m, t[j], v);
 					for (int i = 0; i < n; i++) {
 						store_panels(V + (i * n + j) * ldv, cin, c, r * tw + tx0, v[i], nc);
 					}
@@ -326,7 +328,7 @@ static inline __attribute__((always_inline)) void wino_output_band(struct ggml_t
 			const float * in = M + co * ldm + r * tw; // + ξ·Cout·ldm, + the tile
 			for (int64_t tx0 = 0; tx0 < tw; tx0 += PM_LANES) {
 				const int64_t nc = tw - tx0 < PM_LANES ? tw - tx0 : PM_LANES;
-				vf s[6][4]; // Aᵀ·M down each column: s[j][q] is row q's column j
+				vf s[4][6]; // Aᵀ·M down each column: s[q][j] is row q's column j
 				for (int j = 0; j < n; j++) {
 					vf col[6];
 					for (int i = 0; i < n; i++) {
@@ -338,13 +340,16 @@ static inline __attribute__((always_inline)) void wino_output_band(struct ggml_t
 							memcpy(&col[i], p, (size_t)nc * sizeof(float));
 						}
 					}
-					output_1d(m, col, s[j]);
+					vf out[4];
+					output_1d(m, col, out);
+					for (int q = 0; q < m; q++) {
+						s[q][j] = out[q];
+					}
 				}
 				const int64_t cols = W - m * tx0 < m * PM_LANES ? W - m * tx0 : m * PM_LANES;
 				for (int q = 0; q < m && m * ty + q < H; q++) { // then ·A along each row
-					const vf row[6] = {s[0][q], s[1][q], s[2][q], s[3][q], s[4 % n][q], s[5 % n][q]};
 					vf out[4];
-					output_1d(m, row, out);
+					output_1d(m, s[q], out);
 					for (int j = 0; j < m; j++) {
 						out[j] += bv;
 					}
