@@ -50,10 +50,11 @@ struct ggml_tensor * pm_mul_mat(struct ggml_context * ctx, struct ggml_tensor * 
 bool pm_mul_mat_fits(const struct ggml_tensor * a, const struct ggml_tensor * b);
 bool pm_mul_mat_bias_fits(const struct ggml_tensor * a, const struct ggml_tensor * bias);
 // pm_mul_mat_takes_q4k says whether pm_mul_mat multiplies q4_K weights
-// (compiled with AVX2), and pm_mul_mat_q8_int16 whether it multiplies
-// q8_0 weights by activations rounded to 16 bits (AVX2) rather than f32.
+// (compiled with AVX2), and pm_mul_mat_q8_levels to how many levels each
+// side of zero it rounds the activations of q8_0 weights per 32 values:
+// 127 (8 bits, compiled with VNNI), 32767 (16 bits, AVX2), or 0 (f32).
 bool pm_mul_mat_takes_q4k(void);
-bool pm_mul_mat_q8_int16(void);
+int pm_mul_mat_q8_levels(void);
 
 // pm_conv3x3 is a "same" 3×3 convolution of stride 1 (padding 1) of x
 // [W, H, Cin, B] (f32, rows contiguous), or with up = 2 of its nearest 2×

@@ -313,17 +313,18 @@ func TestMulMatKernel(t *testing.T) {
 			for i := 0; i < tc.m; i++ {
 				require.True(t, math.IsNaN(float64(got[i])), "row %d of the NaN's column: %g", i, got[i])
 			}
-			// With AVX2 the activations are rounded to 16 bits per 32
-			// (quantizeActs): then checked as for q4_K, against float64 of
-			// the rounded activations and the exact product within the
-			// rounding's bound.
-			int16 := cpuKernelsQ8Int16() && tc.n >= 16
+			// With AVX2 the activations are rounded to 16 bits per 32, with
+			// VNNI to 8 (quantizeActs): then checked as for q4_K, against
+			// float64 of the rounded activations and the exact product
+			// within the rounding's bound.
+			levels := cpuKernelsQ8Levels()
+			rounded := levels > 0 && tc.n >= 16
 			for j := 1; j < tc.n; j++ {
 				for i := 0; i < tc.m; i++ {
 					var want, size, quantized, qsize, bound float64
 					for k0 := 0; k0 < tc.k; k0 += 32 {
 						x := b[j*tc.k+k0 : j*tc.k+k0+32]
-						d, q := quantizeActs(x, 32767)
+						d, q := quantizeActs(x, max(levels, 1))
 						for k := range 32 {
 							v := float64(a[i*tc.k+k0+k])
 							want += v * float64(x[k])
@@ -333,7 +334,7 @@ func TestMulMatKernel(t *testing.T) {
 							bound += math.Abs(v) * d / 2
 						}
 					}
-					if !int16 {
+					if !rounded {
 						require.InDelta(t, want, float64(got[j*tc.m+i]), 1e-6*size, "row %d column %d", i, j)
 						continue
 					}
@@ -757,7 +758,7 @@ func decodeK(b []byte, q5 bool) kBlock {
 // quantizeActs is what our integer products make of a block of
 // activations, in float32 as the kernels compute it: q = round(x·(levels /
 // max|x|)), x ≈ q·max/levels. The q4_K product rounds 256 to 127 levels,
-// the q8_0 product 32 to 32767.
+// the q8_0 product 32 to 127 (with VNNI) or 32767.
 func quantizeActs(x []float32, levels float32) (d float64, q []float64) {
 	q = make([]float64, len(x))
 	var amax float32

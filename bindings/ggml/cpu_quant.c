@@ -1,5 +1,6 @@
 // Our CPU products of quantized weights with f32 activations in integers
-// (x86 with AVX2 or AVX-512): q4_K and q5_K in 8 bits, q8_0 in 16 (below).
+// (x86 with AVX2 or AVX-512): q4_K and q5_K in 8 bits, q8_0 in 8 with VNNI
+// and in 16 without (below).
 // See pm_mul_mat (cpu_gemm.c) for where they are taken. All quantize the
 // activations in an op of their own, pack blocks of weight rows for
 // register tiles, and share the loops around the tiles (int_product).
@@ -152,6 +153,34 @@ static float abs_max(const float * x, int n) {
 // zero for every network here.
 #define QUANT_TINY 1e-30f
 
+// round32 rounds 32 floats times iscale to integers (to nearest, ties to
+// even), 8 per vector.
+static inline void round32(const float * x, __m256 iscale, __m256i q[4]) {
+	for (int i = 0; i < 4; i++) {
+		q[i] = _mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(x + 8 * i), iscale));
+	}
+}
+
+// bytes32 is 32 integers of 8 bits (in 32-bit lanes) as bytes, in order.
+static inline __m256i bytes32(const __m256i q[4]) {
+	// packs interleave the 128-bit halves; the permutation puts the 4-byte runs back
+	const __m256i p = _mm256_packs_epi16(_mm256_packs_epi32(q[0], q[1]), _mm256_packs_epi32(q[2], q[3]));
+	return _mm256_permutevar8x32_epi32(p, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+}
+
+// quantize_levels rounds 32 floats to q = round(x·levels/max|x|) and
+// returns the scale max/levels (0 for zeros or blocks too small to scale,
+// then q = 0; NaN if one is NaN).
+static float quantize_levels(const float * x, float levels, __m256i q[4]) {
+	const float max = abs_max(x, 32);
+	if (!(max > QUANT_TINY)) {
+		q[0] = q[1] = q[2] = q[3] = _mm256_setzero_si256();
+		return isnan(max) ? max : 0.0f;
+	}
+	round32(x, _mm256_set1_ps(levels / max), q);
+	return max / levels;
+}
+
 // quantize_block quantizes 256 floats: q = round(x·127/max|x|).
 static void quantize_block(const float * x, void * out) {
 	struct act_block * y = out;
@@ -163,21 +192,15 @@ static void quantize_block(const float * x, void * out) {
 	}
 	y->d = max / 127.0f;
 	const __m256 iscale = _mm256_set1_ps(127.0f / max);
-	const __m256i order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
 	for (int j = 0; j < 8; j++) {
-		const float * xj = x + 32 * j;
-		const __m256i i0 = _mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(xj), iscale));
-		const __m256i i1 = _mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(xj + 8), iscale));
-		const __m256i i2 = _mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(xj + 16), iscale));
-		const __m256i i3 = _mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(xj + 24), iscale));
-		const __m256i s = _mm256_add_epi32(_mm256_add_epi32(i0, i1), _mm256_add_epi32(i2, i3));
+		__m256i q[4];
+		round32(x + 32 * j, iscale, q);
+		const __m256i s = _mm256_add_epi32(_mm256_add_epi32(q[0], q[1]), _mm256_add_epi32(q[2], q[3]));
 		__m128i h = _mm_add_epi32(_mm256_castsi256_si128(s), _mm256_extracti128_si256(s, 1));
 		h = _mm_add_epi32(h, _mm_shuffle_epi32(h, 0x4e));
 		h = _mm_add_epi32(h, _mm_shuffle_epi32(h, 0xb1));
 		y->bsums[j] = (int16_t)_mm_cvtsi128_si32(h);
-		// packs interleave the 128-bit halves; order puts the 4-byte runs back
-		const __m256i q = _mm256_packs_epi16(_mm256_packs_epi32(i0, i1), _mm256_packs_epi32(i2, i3));
-		_mm256_storeu_si256((__m256i *)(y->q + 32 * j), _mm256_permutevar8x32_epi32(q, order));
+		_mm256_storeu_si256((__m256i *)(y->q + 32 * j), bytes32(q));
 	}
 }
 
@@ -453,14 +476,157 @@ bool pm_mul_mat_k_fits(const struct ggml_tensor * a, const struct ggml_tensor * 
 	       a->ne[1] >= 16;
 }
 
-// q8_0 weights (d·q per 32 values, 8-bit q) times activations quantized to
-// 16 bits per 32 (act16), in 32-bit sums of 16-bit pairs: twice the
-// multiply-adds per instruction of our f32 product. Rounding the
-// activations to 16 bits changes a product by at most 2^-16 of a block's
-// largest activation per value, where ggml's q8_0 × q8_0 rounds them to 8
-// bits. BenchmarkMulMat (1280 × 1280 × 1024, Zen 5 dev VM): 224–246
-// GFLOP/s with AVX2 (our f32 product 199–212), 300–317 with AVX-VNNI,
-// 353–429 with AVX-512 and 401–440 with its VNNI (f32: 288–323).
+// q8_0 weights (d·q per 32 values, 8-bit q) times activations quantized
+// per 32 values, in 32-bit integer sums scaled by both blocks' scales.
+// With VNNI (vpdpbusd: four byte products per lane and instruction) the
+// activations are rounded to 8 bits, as ggml's q8_0 × q8_0 does: at most
+// 2^-8 of a block's largest activation per value. Elsewhere they are
+// rounded to 16 bits (2^-16) and multiplied in pairs (vpmaddwd): 8 bits
+// would be no faster there, as the sums of 8-bit products either saturate
+// (vpmaddubsw) or take a sign trick per product. BenchmarkMulMat (1280 ×
+// 1280 × 1024, Zen 5 dev VM), 16 → 8 bits: AVX-512 VNNI 448–470 → 803–908
+// GFLOP/s, AVX-VNNI 244–252 → 368–380; 16 bits with AVX2 (no VNNI)
+// 224–276 (our f32 product 199–212).
+
+#if defined(__AVX512BW__) && defined(__AVX512VNNI__)
+#define Q8_BYTES 1
+static inline vq q_dot4u(vq h, vq u, vq w) { return _mm512_dpbusd_epi32(h, u, w); }
+#elif !defined(__AVX512BW__) && defined(__AVX512VNNI__) && defined(__AVX512VL__)
+#define Q8_BYTES 1
+static inline vq q_dot4u(vq h, vq u, vq w) { return _mm256_dpbusd_epi32(h, u, w); }
+#elif !defined(__AVX512BW__) && defined(__AVXVNNI__)
+#define Q8_BYTES 1
+static inline vq q_dot4u(vq h, vq u, vq w) { return _mm256_dpbusd_avx_epi32(h, u, w); }
+#else
+#define Q8_BYTES 0
+#endif
+
+// q8_add_block adds a block's integer sums h of a tile, times the weight
+// rows' scales d and the activation rows' da, to the float sums f.
+static inline void q8_add_block(vqf f[2][QK_NR], vq h[2][QK_NR], const float d[2][QK_G], const float da[QK_NR]) {
+	const vqf d0 = qf_load(d[0]), d1 = qf_load(d[1]);
+	for (int n = 0; n < QK_NR; n++) {
+		const vqf s = qf_set1(da[n]);
+		f[0][n] = qf_fma(qf_cvt(h[0][n]), qf_mul(d0, s), f[0][n]);
+		f[1][n] = qf_fma(qf_cvt(h[1][n]), qf_mul(d1, s), f[1][n]);
+	}
+}
+
+// q8_store adds (or stores, when first) a tile's float sums f into
+// c[j·ldc + i], then bias[i] if bias is not NULL.
+static inline void q8_store(vqf f[2][QK_NR], float * c, int64_t ldc, bool first, const float * bias) {
+	for (int g = 0; g < 2; g++) {
+		for (int n = 0; n < QK_NR; n++) {
+			float * cn = c + n * ldc + QK_G * g;
+			const vqf r = first ? f[g][n] : qf_add(f[g][n], qf_load(cn));
+			qf_store(cn, bias != NULL ? qf_add(r, qf_load(bias + QK_G * g)) : r);
+		}
+	}
+}
+
+#if Q8_BYTES
+
+// act8 is 32 activations x ≈ d·(u − 128): the 8-bit values offset to
+// unsigned bytes, as vpdpbusd multiplies them.
+struct act8 {
+	float d;
+	uint8_t u[32];
+};
+_Static_assert(sizeof(struct act8) == 36, "8-bit activation blocks are 36 bytes");
+
+static void quantize8(const float * x, void * out) {
+	struct act8 * y = out;
+	__m256i q[4];
+	y->d = quantize_levels(x, 127.0f, q);
+	_mm256_storeu_si256((__m256i *)y->u, _mm256_add_epi8(bytes32(q), _mm256_set1_epi8((char)128)));
+}
+
+// tile_b8 is one q8_0 block of a tile's QK_MR weight rows, two groups of
+// QK_G (the lanes): q[k/4][g] holds k..k+3 of each row of group g, off[g]
+// −128 times each row's sum of q (undoing the activations' offset), d[g]
+// each row's scale.
+struct tile_b8 {
+	int8_t q[8][2][4 * QK_G];
+	int32_t off[2][QK_G];
+	float d[2][QK_G];
+};
+
+// pack_q8 packs q8_0 blocks [b0, b0+nb) of weight rows [r0, r0+rows) (rows
+// ≤ QK_MR; the others are zeros) of a (rows lda bytes apart), eight rows at
+// a time.
+static void pack_q8(void * panel, const char * a, int64_t lda, int64_t r0, int rows, int64_t b0, int64_t nb) {
+	struct tile_b8 * dst = panel;
+	for (int64_t b = 0; b < nb; b++, dst++) {
+		for (int r8 = 0; r8 < QK_MR; r8 += 8) {
+			const int g = r8 / QK_G, l0 = r8 % QK_G;
+			__m256i q[8]; // a row's 32 values: 8 runs of 4
+			ggml_fp16_t h[8];
+			for (int l = 0; l < 8; l++) {
+				dst->off[g][l0 + l] = 0;
+				if (r8 + l >= rows) {
+					q[l] = _mm256_setzero_si256();
+					h[l] = 0;
+					continue;
+				}
+				const struct block_q8_0 * blk = (const struct block_q8_0 *)(a + (r0 + r8 + l) * lda) + b0 + b;
+				q[l] = _mm256_loadu_si256((const __m256i *)blk->q);
+				h[l] = blk->d;
+				for (int k = 0; k < 32; k++) {
+					dst->off[g][l0 + l] -= 128 * blk->q[k];
+				}
+			}
+			ggml_cpu_fp16_to_fp32(h, dst->d[g] + l0, 8);
+			transpose8(q);
+			for (int i = 0; i < 8; i++) {
+				_mm256_storeu_si256((__m256i *)(dst->q[i][g] + 4 * l0), q[i]);
+			}
+		}
+	}
+}
+
+// tile_q8 adds (or stores, when first) the products of the QK_MR packed
+// rows w over nb q8_0 blocks with activation rows x[0..QK_NR) into
+// c[j·ldc + i], in float sums of each block's 32-bit sum times both scales,
+// then adds bias[i] if bias is not NULL. Each block's sums start at the
+// rows' offsets, so they end as Σ q·(u − 128).
+static void tile_q8(const void * panel, int64_t nb, const void * const xs[QK_NR], float * c, int64_t ldc, bool first,
+                    const float * bias) {
+	const struct tile_b8 * w = panel;
+	const struct act8 * x[QK_NR];
+	vqf f[2][QK_NR];
+	for (int n = 0; n < QK_NR; n++) {
+		x[n] = xs[n];
+		f[0][n] = f[1][n] = qf_set1(0.0f);
+	}
+	for (int64_t b = 0; b < nb; b++, w++) {
+		vq h[2][QK_NR];
+		const vq o0 = q_load(w->off[0]), o1 = q_load(w->off[1]);
+		for (int n = 0; n < QK_NR; n++) {
+			h[0][n] = o0;
+			h[1][n] = o1;
+		}
+		for (int p = 0; p < 8; p++) {
+			const vq w0 = q_load(w->q[p][0]), w1 = q_load(w->q[p][1]);
+#pragma GCC unroll 8
+			for (int n = 0; n < QK_NR; n++) {
+				const vq u = bcast(x[n][b].u + 4 * p);
+				h[0][n] = q_dot4u(h[0][n], u, w0);
+				h[1][n] = q_dot4u(h[1][n], u, w1);
+			}
+		}
+		float da[QK_NR];
+		for (int n = 0; n < QK_NR; n++) {
+			da[n] = x[n][b].d;
+		}
+		q8_add_block(f, h, w->d, da);
+	}
+	q8_store(f, c, ldc, first, bias);
+}
+
+static const struct int_product q8_product = {32, sizeof(struct tile_b8), sizeof(struct act8), 16, quantize8, pack_q8,
+                                              tile_q8};
+
+#else // 16-bit activations
 
 struct act16 {
 	float d;
@@ -468,23 +634,14 @@ struct act16 {
 };
 _Static_assert(sizeof(struct act16) == 68, "16-bit activation blocks are 68 bytes");
 
-// quantize16 quantizes 32 floats: q = round(x·32767/max|x|).
 static void quantize16(const float * x, void * out) {
 	struct act16 * y = out;
-	const float max = abs_max(x, 32);
-	if (!(max > QUANT_TINY)) { // zeros (or too small to scale), or NaN
-		memset(y, 0, sizeof *y);
-		y->d = isnan(max) ? max : 0.0f;
-		return;
-	}
-	y->d = max / 32767.0f;
-	const __m256 iscale = _mm256_set1_ps(32767.0f / max);
+	__m256i q[4];
+	y->d = quantize_levels(x, 32767.0f, q);
 	for (int h = 0; h < 2; h++) {
-		const __m256i i0 = _mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(x + 16 * h), iscale));
-		const __m256i i1 = _mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(x + 16 * h + 8), iscale));
 		// packs interleave the 128-bit halves; the permutation puts them back
-		const __m256i q = _mm256_permute4x64_epi64(_mm256_packs_epi32(i0, i1), 0xD8);
-		_mm256_storeu_si256((__m256i *)(y->q + 16 * h), q);
+		const __m256i q16 = _mm256_permute4x64_epi64(_mm256_packs_epi32(q[2 * h], q[2 * h + 1]), 0xD8);
+		_mm256_storeu_si256((__m256i *)(y->q + 16 * h), q16);
 	}
 }
 
@@ -555,25 +712,20 @@ static void tile_q8(const void * panel, int64_t nb, const void * const xs[QK_NR]
 				h[1][n] = q_dot2(h[1][n], w1, v);
 			}
 		}
-		const vqf d0 = qf_load(w->d[0]), d1 = qf_load(w->d[1]);
+		float da[QK_NR];
 		for (int n = 0; n < QK_NR; n++) {
-			const vqf da = qf_set1(x[n][b].d);
-			f[0][n] = qf_fma(qf_cvt(h[0][n]), qf_mul(d0, da), f[0][n]);
-			f[1][n] = qf_fma(qf_cvt(h[1][n]), qf_mul(d1, da), f[1][n]);
+			da[n] = x[n][b].d;
 		}
+		q8_add_block(f, h, w->d, da);
 	}
-	for (int g = 0; g < 2; g++) {
-		for (int n = 0; n < QK_NR; n++) {
-			float * cn = c + n * ldc + QK_G * g;
-			const vqf r = first ? f[g][n] : qf_add(f[g][n], qf_load(cn));
-			qf_store(cn, bias != NULL ? qf_add(r, qf_load(bias + QK_G * g)) : r);
-		}
-	}
+	q8_store(f, c, ldc, first, bias);
 }
 
 // 16 blocks (512 of K) at once: a tile's panel is 17 or 35 KB (L1).
 static const struct int_product q8_product = {32, sizeof(struct tile_b8), sizeof(struct act16), 16, quantize16, pack_q8,
                                               tile_q8};
+
+#endif
 
 // int_mul_mat is the graph of a product of the kind: the activations
 // quantized, then multiplied.
@@ -598,7 +750,7 @@ struct ggml_tensor * pm_mul_mat_k(struct ggml_context * ctx, struct ggml_tensor 
 	return int_mul_mat(ctx, a, b, bias, &q4k_product, "MUL_MAT q4_K (ours)");
 }
 
-bool pm_mul_mat_q8_int16(void) { return true; }
+int pm_mul_mat_q8_levels(void) { return Q8_BYTES ? 127 : 32767; }
 
 struct ggml_tensor * pm_mul_mat_q8(struct ggml_context * ctx, struct ggml_tensor * a, struct ggml_tensor * b,
                                    struct ggml_tensor * bias) {
@@ -610,7 +762,7 @@ struct ggml_tensor * pm_mul_mat_q8(struct ggml_context * ctx, struct ggml_tensor
 
 #else // without AVX2 q4_K and q5_K products are ggml's, q8_0 ones our f32 product
 
-bool pm_mul_mat_q8_int16(void) { return false; }
+int pm_mul_mat_q8_levels(void) { return 0; }
 
 struct ggml_tensor * pm_mul_mat_q8(struct ggml_context * ctx, struct ggml_tensor * a, struct ggml_tensor * b,
                                    struct ggml_tensor * bias) {

@@ -42,10 +42,11 @@ func (c *Context) MulMatBias(a, b, bias *Tensor) *Tensor {
 // weights are then better left plain than repacked for ggml's products.
 func CPUKernelsTakeQ4K() bool { return bool(C.pm_mul_mat_takes_q4k()) }
 
-// cpuKernelsQ8Int16 reports whether MulMat with SetCPUKernels multiplies
-// q8_0 weights by activations rounded to 16 bits per 32 values (builds
-// with AVX2) rather than by f32 ones.
-func cpuKernelsQ8Int16() bool { return bool(C.pm_mul_mat_q8_int16()) }
+// cpuKernelsQ8Levels is how many levels each side of zero MulMat with
+// SetCPUKernels rounds the activations of q8_0 weights to per 32 values:
+// 127 (8 bits, builds with VNNI), 32767 (16 bits, AVX2), or 0 (they stay
+// f32).
+func cpuKernelsQ8Levels() float32 { return float32(C.pm_mul_mat_q8_levels()) }
 
 // MulMatF32 is MulMat with f32 accumulation forced on backends that would
 // otherwise accumulate in f16.

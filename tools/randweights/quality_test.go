@@ -47,9 +47,9 @@ func bigSDXL(t *testing.T) string {
 // The result depends on how the random weights are drawn. Initialised as
 // diffusers initialises a new UNet (Generation 2), on the 2-core dev
 // machine (seed 1): bf16 0.20 % (its convolution kernels stay f16), q8_0
-// 0.38 % (0.52 % before our CPU product kernel took q8_0 weights with f32
-// activations instead of ggml's q8_0 × q8_0), q4_K 3.54 % (input
-// sensitivity: 0.1 % input noise → 0.11–0.125 %).
+// 0.51 % with its activations rounded to 8 bits (CPUs with VNNI, as ggml's
+// q8_0 × q8_0: 0.52 %) and 0.38 % with 16 bits (AVX2 without VNNI), q4_K
+// 3.54–3.58 % (input sensitivity: 0.1 % input noise → 0.11–0.125 %).
 // q4_K's rows that are not whole 256-blocks (640 wide and the like) take
 // q8_0: with q5_0 there q4_K was off by 3.95 %, with q4_0 by 5.7 %. Opt-in
 // quantized kernels (--quantize-convs: the deepest level's 3×3 resnet
