@@ -130,11 +130,14 @@ void pm_attention_op(struct ggml_tensor * dst, int ith, int nth, void * userdata
 				}
 			}
 			for (int64_t c = 0; c < nv; c++) {
-				vf m = mx[c];
+				// four running maxima: one would wait on each compare-and-blend
+				vf m4[4] = {mx[c], mx[c], mx[c], mx[c]};
 				for (int64_t j = 0; j < kn; j++) {
 					const vf x = loadv(s + j * qb + c * PM_LANES);
-					m = blend(x > m, x, m);
+					m4[j % 4] = blend(x > m4[j % 4], x, m4[j % 4]);
 				}
+				const vf m01 = blend(m4[1] > m4[0], m4[1], m4[0]), m23 = blend(m4[3] > m4[2], m4[3], m4[2]);
+				const vf m = blend(m23 > m01, m23, m01);
 				const vf alpha = vexp(mx[c] - m); // e^−80 for the first chunk: o and sum are zero
 				vf e_sum = splat(0.0f);
 				for (int64_t j = 0; j < kn; j++) {
