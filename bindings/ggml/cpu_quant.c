@@ -501,29 +501,6 @@ static inline vq q_dot4u(vq h, vq u, vq w) { return _mm256_dpbusd_avx_epi32(h, u
 #define Q8_BYTES 0
 #endif
 
-// q8_add_block adds a block's integer sums h of a tile, times the weight
-// rows' scales d and the activation rows' da, to the float sums f.
-static inline void q8_add_block(vqf f[2][QK_NR], vq h[2][QK_NR], const float d[2][QK_G], const float da[QK_NR]) {
-	const vqf d0 = qf_load(d[0]), d1 = qf_load(d[1]);
-	for (int n = 0; n < QK_NR; n++) {
-		const vqf s = qf_set1(da[n]);
-		f[0][n] = qf_fma(qf_cvt(h[0][n]), qf_mul(d0, s), f[0][n]);
-		f[1][n] = qf_fma(qf_cvt(h[1][n]), qf_mul(d1, s), f[1][n]);
-	}
-}
-
-// q8_store adds (or stores, when first) a tile's float sums f into
-// c[j·ldc + i], then bias[i] if bias is not NULL.
-static inline void q8_store(vqf f[2][QK_NR], float * c, int64_t ldc, bool first, const float * bias) {
-	for (int g = 0; g < 2; g++) {
-		for (int n = 0; n < QK_NR; n++) {
-			float * cn = c + n * ldc + QK_G * g;
-			const vqf r = first ? f[g][n] : qf_add(f[g][n], qf_load(cn));
-			qf_store(cn, bias != NULL ? qf_add(r, qf_load(bias + QK_G * g)) : r);
-		}
-	}
-}
-
 #if Q8_BYTES
 
 // act8 is 32 activations x ≈ d·(u − 128): the 8-bit values offset to
@@ -534,7 +511,7 @@ struct act8 {
 };
 _Static_assert(sizeof(struct act8) == 36, "8-bit activation blocks are 36 bytes");
 
-static void quantize8(const float * x, void * out) {
+static void quantize_q8(const float * x, void * out) {
 	struct act8 * y = out;
 	__m256i q[4];
 	y->d = quantize_levels(x, 127.0f, q);
@@ -584,48 +561,16 @@ static void pack_q8(void * panel, const char * a, int64_t lda, int64_t r0, int r
 	}
 }
 
-// tile_q8 adds (or stores, when first) the products of the QK_MR packed
-// rows w over nb q8_0 blocks with activation rows x[0..QK_NR) into
-// c[j·ldc + i], in float sums of each block's 32-bit sum times both scales,
-// then adds bias[i] if bias is not NULL. Each block's sums start at the
-// rows' offsets, so they end as Σ q·(u − 128).
-static void tile_q8(const void * panel, int64_t nb, const void * const xs[QK_NR], float * c, int64_t ldc, bool first,
-                    const float * bias) {
-	const struct tile_b8 * w = panel;
-	const struct act8 * x[QK_NR];
-	vqf f[2][QK_NR];
-	for (int n = 0; n < QK_NR; n++) {
-		x[n] = xs[n];
-		f[0][n] = f[1][n] = qf_set1(0.0f);
-	}
-	for (int64_t b = 0; b < nb; b++, w++) {
-		vq h[2][QK_NR];
-		const vq o0 = q_load(w->off[0]), o1 = q_load(w->off[1]);
-		for (int n = 0; n < QK_NR; n++) {
-			h[0][n] = o0;
-			h[1][n] = o1;
-		}
-		for (int p = 0; p < 8; p++) {
-			const vq w0 = q_load(w->q[p][0]), w1 = q_load(w->q[p][1]);
-#pragma GCC unroll 8
-			for (int n = 0; n < QK_NR; n++) {
-				const vq u = bcast(x[n][b].u + 4 * p);
-				h[0][n] = q_dot4u(h[0][n], u, w0);
-				h[1][n] = q_dot4u(h[1][n], u, w1);
-			}
-		}
-		float da[QK_NR];
-		for (int n = 0; n < QK_NR; n++) {
-			da[n] = x[n][b].d;
-		}
-		q8_add_block(f, h, w->d, da);
-	}
-	q8_store(f, c, ldc, first, bias);
-}
+// q8_start is the sums' start of group g of a tile's block: the rows'
+// offsets, so that they end as Σ q·(u − 128).
+static inline vq q8_start(const struct tile_b8 * w, int g) { return q_load(w->off[g]); }
 
-static const struct int_product q8_product = {32, sizeof(struct tile_b8), sizeof(struct act8), 16, quantize8, pack_q8,
-                                              tile_q8};
-
+// Q8_STEPS steps of 4 k per block: q8_bcast is step p's activations of a
+// row in every lane, q8_dot adds their products with a weight vector.
+enum { Q8_STEPS = 8 };
+static inline vq q8_bcast(const struct act8 * x, int p) { return bcast(x->u + 4 * p); }
+static inline vq q8_dot(vq h, vq w, vq x) { return q_dot4u(h, x, w); }
+typedef struct act8 q8_act;
 #else // 16-bit activations
 
 struct act16 {
@@ -634,7 +579,7 @@ struct act16 {
 };
 _Static_assert(sizeof(struct act16) == 68, "16-bit activation blocks are 68 bytes");
 
-static void quantize16(const float * x, void * out) {
+static void quantize_q8(const float * x, void * out) {
 	struct act16 * y = out;
 	__m256i q[4];
 	y->d = quantize_levels(x, 32767.0f, q);
@@ -685,6 +630,18 @@ static void pack_q8(void * panel, const char * a, int64_t lda, int64_t r0, int r
 	}
 }
 
+static inline vq q8_start(const struct tile_b8 * w, int g) {
+	(void)w, (void)g;
+	return q_zero();
+}
+
+// Q8_STEPS steps of 2 k per block.
+enum { Q8_STEPS = 16 };
+static inline vq q8_bcast(const struct act16 * x, int p) { return bcast(x->q + 2 * p); }
+static inline vq q8_dot(vq h, vq w, vq x) { return q_dot2(h, w, x); }
+typedef struct act16 q8_act;
+#endif
+
 // tile_q8 adds (or stores, when first) the products of the QK_MR packed
 // rows w over nb q8_0 blocks with activation rows x[0..QK_NR) into
 // c[j·ldc + i], in float sums of each block's 32-bit sum times both scales,
@@ -692,7 +649,7 @@ static void pack_q8(void * panel, const char * a, int64_t lda, int64_t r0, int r
 static void tile_q8(const void * panel, int64_t nb, const void * const xs[QK_NR], float * c, int64_t ldc, bool first,
                     const float * bias) {
 	const struct tile_b8 * w = panel;
-	const struct act16 * x[QK_NR];
+	const q8_act * x[QK_NR];
 	vqf f[2][QK_NR];
 	for (int n = 0; n < QK_NR; n++) {
 		x[n] = xs[n];
@@ -700,32 +657,40 @@ static void tile_q8(const void * panel, int64_t nb, const void * const xs[QK_NR]
 	}
 	for (int64_t b = 0; b < nb; b++, w++) {
 		vq h[2][QK_NR];
+		const vq h0 = q8_start(w, 0), h1 = q8_start(w, 1);
 		for (int n = 0; n < QK_NR; n++) {
-			h[0][n] = h[1][n] = q_zero();
+			h[0][n] = h0;
+			h[1][n] = h1;
 		}
-		for (int p = 0; p < 16; p++) {
+		for (int p = 0; p < Q8_STEPS; p++) {
 			const vq w0 = q_load(w->q[p][0]), w1 = q_load(w->q[p][1]);
 #pragma GCC unroll 8
 			for (int n = 0; n < QK_NR; n++) {
-				const vq v = bcast(x[n][b].q + 2 * p);
-				h[0][n] = q_dot2(h[0][n], w0, v);
-				h[1][n] = q_dot2(h[1][n], w1, v);
+				const vq v = q8_bcast(x[n] + b, p);
+				h[0][n] = q8_dot(h[0][n], w0, v);
+				h[1][n] = q8_dot(h[1][n], w1, v);
 			}
 		}
-		float da[QK_NR];
+		const vqf d0 = qf_load(w->d[0]), d1 = qf_load(w->d[1]);
 		for (int n = 0; n < QK_NR; n++) {
-			da[n] = x[n][b].d;
+			const vqf da = qf_set1(x[n][b].d);
+			f[0][n] = qf_fma(qf_cvt(h[0][n]), qf_mul(d0, da), f[0][n]);
+			f[1][n] = qf_fma(qf_cvt(h[1][n]), qf_mul(d1, da), f[1][n]);
 		}
-		q8_add_block(f, h, w->d, da);
 	}
-	q8_store(f, c, ldc, first, bias);
+	for (int g = 0; g < 2; g++) {
+		for (int n = 0; n < QK_NR; n++) {
+			float * cn = c + n * ldc + QK_G * g;
+			const vqf r = first ? f[g][n] : qf_add(f[g][n], qf_load(cn));
+			qf_store(cn, bias != NULL ? qf_add(r, qf_load(bias + QK_G * g)) : r);
+		}
+	}
 }
 
-// 16 blocks (512 of K) at once: a tile's panel is 17 or 35 KB (L1).
-static const struct int_product q8_product = {32, sizeof(struct tile_b8), sizeof(struct act16), 16, quantize16, pack_q8,
-                                              tile_q8};
-
-#endif
+// 16 blocks (512 of K) at once: a tile's panel is 20 or 40 KB with 8-bit
+// activations, 17 or 35 KB with 16 (L1).
+static const struct int_product q8_product = {32,          sizeof(struct tile_b8), sizeof(q8_act), 16,
+                                              quantize_q8, pack_q8,                tile_q8};
 
 // int_mul_mat is the graph of a product of the kind: the activations
 // quantized, then multiplied.
