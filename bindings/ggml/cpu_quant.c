@@ -528,36 +528,21 @@ struct tile_b8 {
 	float d[2][QK_G];
 };
 
-// pack_q8 packs q8_0 blocks [b0, b0+nb) of weight rows [r0, r0+rows) (rows
-// ≤ QK_MR; the others are zeros) of a (rows lda bytes apart), eight rows at
-// a time.
-static void pack_q8(void * panel, const char * a, int64_t lda, int64_t r0, int rows, int64_t b0, int64_t nb) {
-	struct tile_b8 * dst = panel;
-	for (int64_t b = 0; b < nb; b++, dst++) {
-		for (int r8 = 0; r8 < QK_MR; r8 += 8) {
-			const int g = r8 / QK_G, l0 = r8 % QK_G;
-			__m256i q[8]; // a row's 32 values: 8 runs of 4
-			ggml_fp16_t h[8];
-			for (int l = 0; l < 8; l++) {
-				dst->off[g][l0 + l] = 0;
-				if (r8 + l >= rows) {
-					q[l] = _mm256_setzero_si256();
-					h[l] = 0;
-					continue;
-				}
-				const struct block_q8_0 * blk = (const struct block_q8_0 *)(a + (r0 + r8 + l) * lda) + b0 + b;
-				q[l] = _mm256_loadu_si256((const __m256i *)blk->q);
-				h[l] = blk->d;
-				for (int k = 0; k < 32; k++) {
-					dst->off[g][l0 + l] -= 128 * blk->q[k];
-				}
-			}
-			ggml_cpu_fp16_to_fp32(h, dst->d[g] + l0, 8);
-			transpose8(q);
-			for (int i = 0; i < 8; i++) {
-				_mm256_storeu_si256((__m256i *)(dst->q[i][g] + 4 * l0), q[i]);
-			}
+// q8_store_rows stores eight weight rows' q (a vector each) at lanes
+// l0.. of group g of a packed block, with their offsets.
+static inline void q8_store_rows(struct tile_b8 * dst, int g, int l0, __m256i q[8]) {
+	for (int l = 0; l < 8; l++) {
+		int8_t v[32];
+		_mm256_storeu_si256((__m256i *)v, q[l]);
+		int32_t sum = 0;
+		for (int k = 0; k < 32; k++) {
+			sum += v[k];
 		}
+		dst->off[g][l0 + l] = -128 * sum;
+	}
+	transpose8(q); // runs of 4 bytes, by k
+	for (int i = 0; i < 8; i++) {
+		_mm256_storeu_si256((__m256i *)(dst->q[i][g] + 4 * l0), q[i]);
 	}
 }
 
@@ -598,35 +583,19 @@ struct tile_b8 {
 	float d[2][QK_G];
 };
 
-// pack_q8 packs q8_0 blocks [b0, b0+nb) of weight rows [r0, r0+rows) (rows
-// ≤ QK_MR; the others are zeros) of a (rows lda bytes apart), eight rows at
-// a time.
-static void pack_q8(void * panel, const char * a, int64_t lda, int64_t r0, int rows, int64_t b0, int64_t nb) {
-	struct tile_b8 * dst = panel;
-	for (int64_t b = 0; b < nb; b++, dst++) {
-		for (int r8 = 0; r8 < QK_MR; r8 += 8) {
-			const int g = r8 / QK_G, l0 = r8 % QK_G;
-			__m256i lo[8], hi[8]; // k 0..15 and 16..31, as pairs
-			ggml_fp16_t h[8];
-			for (int l = 0; l < 8; l++) {
-				if (r8 + l >= rows) {
-					lo[l] = hi[l] = _mm256_setzero_si256();
-					h[l] = 0;
-					continue;
-				}
-				const struct block_q8_0 * blk = (const struct block_q8_0 *)(a + (r0 + r8 + l) * lda) + b0 + b;
-				lo[l] = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)blk->q));
-				hi[l] = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(blk->q + 16)));
-				h[l] = blk->d;
-			}
-			ggml_cpu_fp16_to_fp32(h, dst->d[g] + l0, 8);
-			transpose8(lo);
-			transpose8(hi);
-			for (int i = 0; i < 8; i++) {
-				_mm256_storeu_si256((__m256i *)(dst->q[i][g] + 2 * l0), lo[i]);
-				_mm256_storeu_si256((__m256i *)(dst->q[8 + i][g] + 2 * l0), hi[i]);
-			}
-		}
+// q8_store_rows stores eight weight rows' q (a vector each) widened to 16
+// bits at lanes l0.. of group g of a packed block.
+static inline void q8_store_rows(struct tile_b8 * dst, int g, int l0, __m256i q[8]) {
+	__m256i lo[8], hi[8]; // k 0..15 and 16..31, as pairs
+	for (int l = 0; l < 8; l++) {
+		lo[l] = _mm256_cvtepi8_epi16(_mm256_castsi256_si128(q[l]));
+		hi[l] = _mm256_cvtepi8_epi16(_mm256_extracti128_si256(q[l], 1));
+	}
+	transpose8(lo);
+	transpose8(hi);
+	for (int i = 0; i < 8; i++) {
+		_mm256_storeu_si256((__m256i *)(dst->q[i][g] + 2 * l0), lo[i]);
+		_mm256_storeu_si256((__m256i *)(dst->q[8 + i][g] + 2 * l0), hi[i]);
 	}
 }
 
@@ -641,6 +610,26 @@ static inline vq q8_bcast(const struct act16 * x, int p) { return bcast(x->q + 2
 static inline vq q8_dot(vq h, vq w, vq x) { return q_dot2(h, w, x); }
 typedef struct act16 q8_act;
 #endif
+
+// pack_q8 packs q8_0 blocks [b0, b0+nb) of weight rows [r0, r0+rows) (rows
+// ≤ QK_MR; the others are zeros) of a (rows lda bytes apart), eight rows at
+// a time.
+static void pack_q8(void * panel, const char * a, int64_t lda, int64_t r0, int rows, int64_t b0, int64_t nb) {
+	struct tile_b8 * dst = panel;
+	for (int64_t b = 0; b < nb; b++, dst++) {
+		for (int r8 = 0; r8 < QK_MR; r8 += 8) {
+			__m256i q[8];
+			ggml_fp16_t h[8];
+			for (int l = 0; l < 8; l++) {
+				const struct block_q8_0 * blk = r8 + l < rows ? (const struct block_q8_0 *)(a + (r0 + r8 + l) * lda) + b0 + b : NULL;
+				q[l] = blk != NULL ? _mm256_loadu_si256((const __m256i *)blk->q) : _mm256_setzero_si256();
+				h[l] = blk != NULL ? blk->d : 0;
+			}
+			ggml_cpu_fp16_to_fp32(h, dst->d[r8 / QK_G] + r8 % QK_G, 8);
+			q8_store_rows(dst, r8 / QK_G, r8 % QK_G, q);
+		}
+	}
+}
 
 // tile_q8 adds (or stores, when first) the products of the QK_MR packed
 // rows w over nb q8_0 blocks with activation rows x[0..QK_NR) into
