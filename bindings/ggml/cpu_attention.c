@@ -22,11 +22,11 @@
 // whatever the key count.
 enum { ATTN_KC = 256, ATTN_QV = 3 * PM_LANES, ATTN_QMAX = 9 * PM_LANES, ATTN_JB = 64 };
 
-// transpose8 copies the 8×8 floats at s (rows ls bytes apart) to d (rows
+// transpose_8x8 copies the 8×8 floats at s (rows ls bytes apart) to d (rows
 // ld bytes apart) transposed, each output row c times m[c] (or 1 when m
 // is NULL): d[c][r] = s[r][c]·m[c]. The queries of a block go into the
 // layout the tiles read, and the outputs back, 64 values at a time.
-static inline void transpose8(const char * s, size_t ls, char * d, size_t ld, const float * m) {
+static inline void transpose_8x8(const char * s, size_t ls, char * d, size_t ld, const float * m) {
 #if defined(__AVX__)
 	__m256 r[8], t[8];
 	for (int i = 0; i < 8; i++) {
@@ -146,10 +146,14 @@ void pm_attention_op(struct ggml_tensor * dst, int ith, int nth, void * userdata
 		const char * vh = (const char *)v->data + bv * v->nb[3] + h * v->nb[1];
 		const char * qh = (const char *)q->data + b * q->nb[3] + h * q->nb[1] + q0 * q->nb[2];
 		for (int64_t i0 = 0; i0 < qb; i0 += 8) { // transpose the queries; zeros past n
-			for (int64_t d0 = 0; d0 < D && i0 + 8 <= n; d0 += 8) {
-				transpose8(qh + i0 * q->nb[2] + d0 * sizeof(float), q->nb[2], (char *)(qt + d0 * qb + i0), qb * sizeof(float), NULL);
+			if (i0 + 8 <= n) {
+				for (int64_t d0 = 0; d0 < D; d0 += 8) {
+					transpose_8x8(qh + i0 * q->nb[2] + d0 * sizeof(float), q->nb[2], (char *)(qt + d0 * qb + i0),
+					              qb * sizeof(float), NULL);
+				}
+				continue;
 			}
-			for (int64_t i = i0; i < i0 + 8 && i < qb && i0 + 8 > n; i++) {
+			for (int64_t i = i0; i < i0 + 8 && i < qb; i++) { // (without AVX qb may end mid-block)
 				const float * qr = (const float *)(qh + i * q->nb[2]);
 				for (int64_t d = 0; d < D; d++) {
 					qt[d * qb + i] = i < n ? qr[d] : 0.0f;
@@ -217,11 +221,14 @@ void pm_attention_op(struct ggml_tensor * dst, int ith, int nth, void * userdata
 		}
 		char * out = (char *)dst->data + b * dst->nb[2] + q0 * dst->nb[1] + h * D * sizeof(float);
 		for (int64_t i0 = 0; i0 < n; i0 += 8) { // the outputs back by query, divided by their sums
-			for (int64_t d0 = 0; d0 < D && i0 + 8 <= n; d0 += 8) {
-				transpose8((const char *)(o + d0 * qb + i0), qb * sizeof(float), out + i0 * dst->nb[1] + d0 * sizeof(float),
-				           dst->nb[1], inv + i0);
+			if (i0 + 8 <= n) {
+				for (int64_t d0 = 0; d0 < D; d0 += 8) {
+					transpose_8x8((const char *)(o + d0 * qb + i0), qb * sizeof(float),
+					              out + i0 * dst->nb[1] + d0 * sizeof(float), dst->nb[1], inv + i0);
+				}
+				continue;
 			}
-			for (int64_t i = i0; i < n && i0 + 8 > n; i++) {
+			for (int64_t i = i0; i < n; i++) {
 				float * row = (float *)(out + i * dst->nb[1]);
 				for (int64_t d = 0; d < D; d++) {
 					row[d] = o[d * qb + i] * inv[i];
