@@ -511,6 +511,7 @@ struct act8 {
 };
 _Static_assert(sizeof(struct act8) == 36, "8-bit activation blocks are 36 bytes");
 
+// quantize_q8 quantizes 32 floats: q = round(x·127/max|x|), as bytes q + 128.
 static void quantize_q8(const float * x, void * out) {
 	struct act8 * y = out;
 	__m256i q[4];
@@ -564,6 +565,7 @@ struct act16 {
 };
 _Static_assert(sizeof(struct act16) == 68, "16-bit activation blocks are 68 bytes");
 
+// quantize_q8 quantizes 32 floats: q = round(x·32767/max|x|).
 static void quantize_q8(const float * x, void * out) {
 	struct act16 * y = out;
 	__m256i q[4];
@@ -676,8 +678,8 @@ static void tile_q8(const void * panel, int64_t nb, const void * const xs[QK_NR]
 	}
 }
 
-// 16 blocks (512 of K) at once: a tile's panel is 20 or 40 KB with 8-bit
-// activations, 17 or 35 KB with 16 (L1).
+// 16 blocks (512 of K) at once: a tile's panel is 10 or 20 KB with 8-bit
+// activations, 17 or 35 KB with 16 (8 or 16 lanes; L1).
 static const struct int_product q8_product = {32,          sizeof(struct tile_b8), sizeof(q8_act), 16,
                                               quantize_q8, pack_q8,                tile_q8};
 
