@@ -11,22 +11,17 @@ static inline void gemm_tile(int64_t kc, const float * ap, const float * const b
 		acc[j][0] = acc[j][1] = acc[j][2] = splat(0.0f);
 	}
 	outer_tile(acc, ap, MM_MR, br, kc);
+	if (rows < MM_MR) { // the last rows
+		float t[MM_NR * MM_MR];
+		memcpy(t, acc, sizeof t);
+		add_tile(c, ldc, t, MM_MR, rows, MM_NR, first, bias);
+		return;
+	}
 	for (int j = 0; j < MM_NR; j++) {
 		float * cj = c + j * ldc;
-		if (rows == MM_MR) {
-			for (int v = 0; v < 3; v++) {
-				vf y = first ? acc[j][v] : acc[j][v] + loadv(cj + v * PM_LANES);
-				storev(cj + v * PM_LANES, bias != NULL ? y + loadv(bias + v * PM_LANES) : y);
-			}
-			continue;
-		}
-		float t[MM_MR];
-		memcpy(t, acc[j], sizeof t);
-		for (int64_t i = 0; i < rows; i++) {
-			cj[i] = first ? t[i] : cj[i] + t[i];
-			if (bias != NULL) {
-				cj[i] += bias[i];
-			}
+		for (int v = 0; v < 3; v++) {
+			vf y = first ? acc[j][v] : acc[j][v] + loadv(cj + v * PM_LANES);
+			storev(cj + v * PM_LANES, bias != NULL ? y + loadv(bias + v * PM_LANES) : y);
 		}
 	}
 }

@@ -219,8 +219,8 @@ bool pm_mul_mat_k_fits(const struct ggml_tensor * a, const struct ggml_tensor * 
 struct ggml_tensor * pm_mul_mat_k(struct ggml_context * ctx, struct ggml_tensor * a, struct ggml_tensor * b,
                                     struct ggml_tensor * bias);
 
-// pm_mul_mat_q8 is pm_mul_mat for q8_0 weights in 16-bit integers
-// (cpu_quant.c), or NULL where our f32 product takes them (without AVX2,
+// pm_mul_mat_q8 is pm_mul_mat for q8_0 weights in integers, the
+// activations in 8 bits with VNNI, else 16 (cpu_quant.c), or NULL where our f32 product takes them (without AVX2,
 // or few activation rows).
 struct ggml_tensor * pm_mul_mat_q8(struct ggml_context * ctx, struct ggml_tensor * a, struct ggml_tensor * b,
                                    struct ggml_tensor * bias);
