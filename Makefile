@@ -14,7 +14,7 @@ PORTABLE_FLAGS := -O3 $(if $(filter x86_64 amd64,$(shell uname -m)),-march=x86-6
 CGO_CPPFLAGS += -DGGML_USE_CPU_REPACK
 export CGO_CPPFLAGS
 
-.PHONY: all build portable cuda vulkan rocm test bench fuzz clean demo docs
+.PHONY: all build portable cuda vulkan rocm test test-arm64 bench fuzz clean demo docs
 
 all: build
 
@@ -48,6 +48,21 @@ test:
 	$(GO) vet ./... && $(GO) test ./... && \
 	CGO_CFLAGS="$(NATIVE_FLAGS)" CGO_CXXFLAGS="$(NATIVE_FLAGS)" $(GO) test -run 'Kernel|MulMatBias|Repack' ./bindings/ggml && \
 	$(MAKE) --no-print-directory fuzz FUZZTIME=20000x FUZZMIN=100x
+
+# The tests on arm64 under user-mode emulation, from an x86-64 machine with
+# Debian's gcc-aarch64-linux-gnu, g++-aarch64-linux-gnu and qemu-user: all of
+# them as a plain arm64 build compiles ggml (ARMv8.0: what `go build` and
+# `make portable` give), then ggml's and our CPU kernels and the golden
+# pipelines again for an ARMv8.6 core (dotprod, i8mm, fp16: `make` on
+# Apple M2, Graviton 3 and the like). Go fuses a·b+c into one rounding on
+# arm64 and not on x86-64, which bit-exact goldens catch only here.
+ARM64_GO   := CGO_ENABLED=1 GOARCH=arm64 CC=aarch64-linux-gnu-gcc CXX=aarch64-linux-gnu-g++ $(GO)
+ARM64_EXEC := qemu-aarch64 -L /usr/aarch64-linux-gnu
+ARM64_V86  := -O2 -march=armv8.6-a+dotprod+i8mm+fp16
+test-arm64:
+	CGO_CFLAGS=-O2 CGO_CXXFLAGS=-O2 $(ARM64_GO) test -exec '$(ARM64_EXEC)' -timeout 60m ./... && \
+	CGO_CFLAGS="$(ARM64_V86)" CGO_CXXFLAGS="$(ARM64_V86)" $(ARM64_GO) test -exec '$(ARM64_EXEC)' -timeout 60m \
+		./bindings/... ./nn/... ./models/... ./photomaker/...
 
 bench:
 	CGO_CFLAGS="$(NATIVE_FLAGS)" CGO_CXXFLAGS="$(NATIVE_FLAGS)" $(GO) test -run '^$$' -bench . -benchtime 3x ./bindings/... ./nn/... ./models/...

@@ -93,8 +93,11 @@ func CLIPPixelsPIL(img image.Image) []float32 {
 func normalizeTorch(m *image.NRGBA, mean, std [3]float32) []float32 {
 	var lut [3][256]float32
 	for c := 0; c < 3; c++ {
-		m255 := mean[c] * 255
-		s255 := std[c] * 255
+		// Rounded to float32 explicitly: Go may otherwise fuse the
+		// product into the subtraction below (arm64's FMA) and miss
+		// torch's values by an ulp.
+		m255 := float32(mean[c] * 255)
+		s255 := float32(std[c] * 255)
 		for v := 0; v < 256; v++ {
 			lut[c][v] = (float32(v) - m255) / s255
 		}

@@ -432,8 +432,8 @@ func TestUploadRepacks(t *testing.T) {
 	if !ggml.CanRepack() {
 		t.Skip("ggml was built without GGML_USE_CPU_REPACK (make test sets it)")
 	}
-	if simd := ggml.MissingSIMD(); simd != "" {
-		t.Skip("ggml's repacked products need " + simd + " compiled in (make test sets it)")
+	if !ggml.RepackKernelsBuilt() {
+		t.Skip("ggml's repacked products need AVX2 (arm64: dotprod or i8mm) compiled in (make test sets it)")
 	}
 	f := newFixture(t)
 	rt, err := NewRuntime("cpu", 2)

@@ -132,11 +132,17 @@ func TestFitRow(t *testing.T) {
 // reported must be a feature the CPU has.
 func TestMissingSIMD(t *testing.T) {
 	m := MissingSIMD()
-	require.Contains(t, []string{"", "AVX2", "FMA", "F16C"}, m)
+	require.Contains(t, []string{"", "AVX2", "FMA", "F16C", "dotprod", "i8mm"}, m)
 	switch flags := os.Getenv("CGO_CFLAGS"); {
 	case strings.Contains(flags, "-march=native"):
 		require.Empty(t, m)
 	case flags == "" && runtime.GOARCH == "amd64" && cpu.X86.HasAVX2: // go's default -O2 -g
 		require.Equal(t, "AVX2", m)
+	case flags == "" && runtime.GOARCH == "arm64" && cpu.ARM64.HasASIMDDP: // ARMv8.0
+		require.Equal(t, "dotprod", m)
+	}
+	// Nothing missing on a CPU with the repacked products' SIMD: they are built.
+	if m == "" && (runtime.GOARCH == "amd64" && cpu.X86.HasAVX2 || runtime.GOARCH == "arm64" && cpu.ARM64.HasASIMDDP) {
+		require.True(t, RepackKernelsBuilt())
 	}
 }

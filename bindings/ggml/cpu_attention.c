@@ -3,10 +3,6 @@
 
 #include "cpu_internal.h"
 
-#if defined(__AVX__)
-#include <immintrin.h>
-#endif
-
 // Attention: softmax(q·kᵀ·scale)·v per head, for heads of D values (a
 // multiple of 8, at most 1024). ggml's CPU runs q·kᵀ as dot products of
 // D = 64 values, whose sums across the vector lanes cost as much as the
@@ -21,43 +17,6 @@
 // running maximum grows), so a thread's scratch memory is at most 0.7 MB
 // whatever the key count.
 enum { ATTN_KC = 256, ATTN_QV = 3 * PM_LANES, ATTN_QMAX = 9 * PM_LANES, ATTN_JB = 64 };
-
-// transpose_8x8 copies the 8×8 floats at s (rows ls bytes apart) to d (rows
-// ld bytes apart) transposed, each output row c times m[c] (or 1 when m
-// is NULL): d[c][r] = s[r][c]·m[c]. The queries of a block go into the
-// layout the tiles read, and the outputs back, 64 values at a time.
-static inline void transpose_8x8(const char * s, size_t ls, char * d, size_t ld, const float * m) {
-#if defined(__AVX__)
-	__m256 r[8], t[8];
-	for (int i = 0; i < 8; i++) {
-		r[i] = _mm256_loadu_ps((const float *)(s + i * ls));
-	}
-	for (int i = 0; i < 8; i += 2) { // pairs of rows, interleaved
-		t[i] = _mm256_unpacklo_ps(r[i], r[i + 1]);
-		t[i + 1] = _mm256_unpackhi_ps(r[i], r[i + 1]);
-	}
-	for (int i = 0; i < 8; i += 4) { // columns c and c+4 of four rows
-		r[i] = _mm256_shuffle_ps(t[i], t[i + 2], 0x44);
-		r[i + 1] = _mm256_shuffle_ps(t[i], t[i + 2], 0xEE);
-		r[i + 2] = _mm256_shuffle_ps(t[i + 1], t[i + 3], 0x44);
-		r[i + 3] = _mm256_shuffle_ps(t[i + 1], t[i + 3], 0xEE);
-	}
-	for (int c = 0; c < 4; c++) { // whole columns: c from the low halves, c+4 from the high
-		t[c] = _mm256_permute2f128_ps(r[c], r[c + 4], 0x20);
-		t[c + 4] = _mm256_permute2f128_ps(r[c], r[c + 4], 0x31);
-	}
-	for (int c = 0; c < 8; c++) {
-		_mm256_storeu_ps((float *)(d + c * ld), m != NULL ? _mm256_mul_ps(t[c], _mm256_set1_ps(m[c])) : t[c]);
-	}
-#else
-	for (int c = 0; c < 8; c++) {
-		for (int r = 0; r < 8; r++) {
-			const float v = ((const float *)(s + r * ls))[c];
-			((float *)(d + c * ld))[r] = m != NULL ? v * m[c] : v;
-		}
-	}
-#endif
-}
 
 bool pm_attention_fits(int64_t d, int64_t keys) { return d > 0 && d <= 1024 && d % 8 == 0 && keys > 0; }
 

@@ -26,9 +26,40 @@ static inline void gemm_tile(int64_t kc, const float * ap, const float * const b
 	}
 }
 
+// widen_row writes k [k0, k0+kc) of a raw row (g->raw_type) as floats:
+// for q8_0, k0 and kc are whole blocks.
+static void widen_row(const struct gemm_operands * g, const char * row, int64_t k0, int64_t kc, float * w) {
+	switch (g->raw_type) {
+	case GGML_TYPE_F16:
+		ggml_cpu_fp16_to_fp32((const ggml_fp16_t *)row + k0, w, kc);
+		return;
+	case GGML_TYPE_BF16: // the upper half of an f32
+		for (int64_t k = 0; k < kc; k++) {
+			const uint32_t u = (uint32_t)((const uint16_t *)row)[k0 + k] << 16;
+			memcpy(w + k, &u, sizeof u);
+		}
+		return;
+	default: { // q8_0
+		const struct block_q8_0 * blk = (const struct block_q8_0 *)row + k0 / 32;
+		ggml_fp16_t h[MM_KC / 32];
+		float scale[MM_KC / 32];
+		for (int64_t j = 0; j < kc / 32; j++) {
+			h[j] = blk[j].d;
+		}
+		ggml_cpu_fp16_to_fp32(h, scale, kc / 32);
+		for (int64_t k = 0; k < kc; k++) {
+			w[k] = scale[k / 32] * (float)blk[k / 32].q[k % 32];
+		}
+	}
+	}
+}
+
 // gemm_pack copies rows [m0, m0+mc) and k [k0, k0+kc) of a into panels of
-// MM_MR rows, k by k; rows past mc are zeros.
+// MM_MR rows, k by k; rows past mc are zeros. Eight rows at a time (f32
+// rows in place, narrower ones widened first) go in by 8×8 transposes: at
+// a few hundred tokens, packing row by row took as long as the product.
 static void gemm_pack(float * ap, const struct gemm_operands * g, int64_t m0, int64_t mc, int64_t k0, int64_t kc) {
+	float w[8][MM_KC];
 	for (int64_t ir = 0; ir < mc; ir += MM_MR) {
 		float * d = ap + ir * kc;
 		const int64_t rows = mc - ir < MM_MR ? mc - ir : MM_MR;
@@ -39,23 +70,29 @@ static void gemm_pack(float * ap, const struct gemm_operands * g, int64_t m0, in
 			}
 			continue;
 		}
-		for (int64_t i = 0; i < MM_MR; i++) {
-			if (i < rows && g->a8 != NULL) { // k0 and kc are whole blocks
-				const struct block_q8_0 * blk = (const struct block_q8_0 *)(g->a8 + (m0 + ir + i) * g->lda8) + k0 / 32;
-				ggml_fp16_t h[MM_KC / 32];
-				float scale[MM_KC / 32];
-				for (int64_t j = 0; j < kc / 32; j++) {
-					h[j] = blk[j].d;
+		for (int64_t i0 = 0; i0 < MM_MR; i0 += 8) {
+			const int64_t n = MM_MR - i0 < 8 ? MM_MR - i0 : 8; // rows of this group (MM_MR 12: 8, then 4)
+			const float * s = NULL;                              // row i0+r at s + r·ls floats
+			int64_t ls = MM_KC;
+			if (g->raw != NULL) {
+				for (int64_t r = 0; r < n && i0 + r < rows; r++) {
+					widen_row(g, g->raw + (m0 + ir + i0 + r) * g->lda_raw, k0, kc, w[r]);
 				}
-				ggml_cpu_fp16_to_fp32(h, scale, kc / 32);
-				for (int64_t k = 0; k < kc; k++) {
-					d[k * MM_MR + i] = scale[k / 32] * (float)blk[k / 32].q[k % 32];
-				}
-				continue;
+				s = w[0];
+			} else {
+				s = g->a + (m0 + ir + i0) * g->lda + k0, ls = g->lda;
 			}
-			const float * s = g->a + (m0 + ir + i) * g->lda + k0;
-			for (int64_t k = 0; k < kc; k++) {
-				d[k * MM_MR + i] = i < rows ? s[k] : 0.0f;
+			int64_t k = 0;
+			if (n == 8 && i0 + 8 <= rows) {
+				for (; k + 8 <= kc; k += 8) {
+					transpose_8x8((const char *)(s + k), (size_t)ls * sizeof(float), (char *)(d + k * MM_MR + i0),
+					              MM_MR * sizeof(float), NULL);
+				}
+			}
+			for (; k < kc; k++) {
+				for (int64_t r = 0; r < n; r++) {
+					d[k * MM_MR + i0 + r] = i0 + r < rows ? s[r * ls + k] : 0.0f;
+				}
 			}
 		}
 	}
@@ -74,9 +111,9 @@ void add_tile(float * c, int64_t ldc, const float * t, int64_t ldt, int64_t rows
 
 // pm_gemm_block computes rows [m0, m1) and columns [n0, n1) of c = a·bᵀ over
 // K, packing a into ap (gemm_m_block(kc)·kc floats, kc = gemm_k_block(K,
-// a8 != NULL)) unless it is packed (then m0 is a multiple of MM_MR).
+// q8_0 rows)) unless it is packed (then m0 is a multiple of MM_MR).
 void pm_gemm_block(const struct gemm_operands * g, int64_t K, int64_t m0, int64_t m1, int64_t n0, int64_t n1, float * ap) {
-	const int64_t kcmax = gemm_k_block(K, g->a8 != NULL), mc = gemm_m_block(kcmax);
+	const int64_t kcmax = gemm_k_block(K, g->raw != NULL && g->raw_type == GGML_TYPE_Q8_0), mc = gemm_m_block(kcmax);
 	for (int64_t k0 = 0; k0 < K; k0 += kcmax) {
 		const int64_t kc = K - k0 < kcmax ? K - k0 : kcmax;
 		for (int64_t i0 = m0; i0 < m1; i0 += mc) {
@@ -114,15 +151,22 @@ void pm_gemm_op(struct ggml_tensor * dst, int ith, int nth, void * userdata) {
 	(void)userdata;
 	const struct ggml_tensor * a = dst->src[0], * b = dst->src[1], * bias = dst->src[2];
 	const int64_t K = a->ne[0], M = a->ne[1], N = b->ne[1] * b->ne[2] * b->ne[3];
-	const bool q8 = a->type == GGML_TYPE_Q8_0;
-	const struct gemm_operands g = {q8 ? NULL : (const float *)a->data, (const float *)b->data, (float *)dst->data,
-	                                a->nb[1] / (int64_t)sizeof(float), b->nb[1] / (int64_t)sizeof(float), M, false,
-	                                q8 ? (const char *)a->data : NULL, a->nb[1], bias != NULL ? (const float *)bias->data : NULL};
+	const bool raw = a->type != GGML_TYPE_F32;
+	const struct gemm_operands g = {.a = raw ? NULL : (const float *)a->data,
+	                                .b = (const float *)b->data,
+	                                .c = (float *)dst->data,
+	                                .lda = a->nb[1] / (int64_t)sizeof(float),
+	                                .ldb = b->nb[1] / (int64_t)sizeof(float),
+	                                .ldc = M,
+	                                .raw = raw ? (const char *)a->data : NULL,
+	                                .lda_raw = a->nb[1],
+	                                .raw_type = a->type,
+	                                .bias = bias != NULL ? (const float *)bias->data : NULL};
 	int64_t m0, m1, n0, n1;
 	if (!product_split(M, N, MM_MR, MM_NR, ith, nth, &m0, &m1, &n0, &n1)) {
 		return;
 	}
-	float * ap = gemm_pack_alloc(K, q8);
+	float * ap = gemm_pack_alloc(K, a->type == GGML_TYPE_Q8_0);
 	pm_gemm_block(&g, K, m0, m1, n0, n1, ap);
 	free(ap);
 }
@@ -155,8 +199,13 @@ void pm_conv1x1_op(struct ggml_tensor * dst, int ith, int nth, void * userdata) 
 	float * ap = gemm_pack_alloc(cin, false);
 	for (int64_t b = 0; b < x->ne[3]; b++) {
 		float * C = (float *)dst->data + b * cout * P;
-		const struct gemm_operands g = {(const float *)((const char *)x->data + b * x->nb[3]), wf, C + n0 * P,
-		                                x->nb[2] / (int64_t)sizeof(float), ldw, P, true, NULL, 0};
+		const struct gemm_operands g = {.a = (const float *)((const char *)x->data + b * x->nb[3]),
+		                                .b = wf,
+		                                .c = C + n0 * P,
+		                                .lda = x->nb[2] / (int64_t)sizeof(float),
+		                                .ldb = ldw,
+		                                .ldc = P,
+		                                .by_k = true};
 		pm_gemm_block(&g, cin, m0, m1, 0, n1 - n0, ap);
 		for (int64_t co = n0; bias != NULL && co < n1; co++) {
 			const float v = ((const float *)bias->data)[co];
@@ -185,9 +234,21 @@ struct ggml_tensor * pm_conv1x1(struct ggml_context * ctx, struct ggml_tensor * 
 	return ggml_set_name(t, "CONV_1X1 (ours)");
 }
 
+// PM_TAKES_BF16: bf16 weights are ours unless ggml's products have
+// AVX512-BF16's dot products (vdpbf16ps), 1.6× ours on the Zen 5 VM, which
+// round the activations to bf16 as ggml's f16 products round them to f16.
+// f16 weights are always ours: as fast as ggml's on AVX2 and AVX-512, and
+// summed in f32 where ggml's sum in f16 (ARM with fp16 arithmetic).
+#if defined(__AVX512BF16__)
+#define PM_TAKES_BF16 0
+#else
+#define PM_TAKES_BF16 1
+#endif
+
 bool pm_mul_mat_fits(const struct ggml_tensor * a, const struct ggml_tensor * b) {
 	const bool q8 = a->type == GGML_TYPE_Q8_0 && a->ne[0] % 32 == 0, kquant = pm_mul_mat_k_fits(a, b);
-	if ((a->type != GGML_TYPE_F32 && !q8 && !kquant) || b->type != GGML_TYPE_F32 || a->ne[2] != 1 || a->ne[3] != 1 ||
+	const bool half = (a->type == GGML_TYPE_F16 || (PM_TAKES_BF16 && a->type == GGML_TYPE_BF16)) && a->nb[0] == 2;
+	if ((a->type != GGML_TYPE_F32 && !q8 && !half && !kquant) || b->type != GGML_TYPE_F32 || a->ne[2] != 1 || a->ne[3] != 1 ||
 	    (a->type == GGML_TYPE_F32 && (a->nb[0] != sizeof(float) || a->nb[1] % sizeof(float) != 0)) ||
 	    b->nb[0] != sizeof(float) || a->ne[0] != b->ne[0] || b->nb[1] % sizeof(float) != 0) {
 		return false;
@@ -216,6 +277,8 @@ struct ggml_tensor * pm_mul_mat(struct ggml_context * ctx, struct ggml_tensor * 
 	                                        bias != NULL ? 3 : 2, pm_gemm_op, GGML_N_TASKS_MAX, NULL);
 	return ggml_set_name(t, "MUL_MAT (ours)");
 }
+
+bool pm_mul_mat_takes_bf16(void) { return PM_TAKES_BF16; }
 
 bool pm_mul_mat_bias_fits(const struct ggml_tensor * a, const struct ggml_tensor * bias) {
 	return bias->type == GGML_TYPE_F32 && bias->ne[0] == a->ne[1] && ggml_nelements(bias) == bias->ne[0] &&

@@ -10,6 +10,10 @@
 
 #include "cpu_kernels.h"
 
+#if defined(__AVX__)
+#include <immintrin.h>
+#endif
+
 // Vectors as wide as the target's registers: 16 floats with AVX-512, 8
 // with AVX, else 4 (SSE2, NEON). (Wider than the target's registers they
 // would change the calling convention.)
@@ -113,6 +117,44 @@ static inline vf vexp(vf a) {
 	return (vf)((vi)p + (k << 23)); // times 2^k through the exponent bits
 }
 
+// transpose_8x8 copies the 8×8 floats at s (rows ls bytes apart) to d (rows
+// ld bytes apart) transposed, each output row c times m[c] (or 1 when m
+// is NULL): d[c][r] = s[r][c]·m[c]. Products' weights go into the panels
+// their tiles read, and attention's queries and outputs, 64 values at a
+// time.
+static inline void transpose_8x8(const char * s, size_t ls, char * d, size_t ld, const float * m) {
+#if defined(__AVX__)
+	__m256 r[8], t[8];
+	for (int i = 0; i < 8; i++) {
+		r[i] = _mm256_loadu_ps((const float *)(s + i * ls));
+	}
+	for (int i = 0; i < 8; i += 2) { // pairs of rows, interleaved
+		t[i] = _mm256_unpacklo_ps(r[i], r[i + 1]);
+		t[i + 1] = _mm256_unpackhi_ps(r[i], r[i + 1]);
+	}
+	for (int i = 0; i < 8; i += 4) { // columns c and c+4 of four rows
+		r[i] = _mm256_shuffle_ps(t[i], t[i + 2], 0x44);
+		r[i + 1] = _mm256_shuffle_ps(t[i], t[i + 2], 0xEE);
+		r[i + 2] = _mm256_shuffle_ps(t[i + 1], t[i + 3], 0x44);
+		r[i + 3] = _mm256_shuffle_ps(t[i + 1], t[i + 3], 0xEE);
+	}
+	for (int c = 0; c < 4; c++) { // whole columns: c from the low halves, c+4 from the high
+		t[c] = _mm256_permute2f128_ps(r[c], r[c + 4], 0x20);
+		t[c + 4] = _mm256_permute2f128_ps(r[c], r[c + 4], 0x31);
+	}
+	for (int c = 0; c < 8; c++) {
+		_mm256_storeu_ps((float *)(d + c * ld), m != NULL ? _mm256_mul_ps(t[c], _mm256_set1_ps(m[c])) : t[c]);
+	}
+#else
+	for (int c = 0; c < 8; c++) {
+		for (int r = 0; r < 8; r++) {
+			const float v = ((const float *)(s + r * ls))[c];
+			((float *)(d + c * ld))[r] = m != NULL ? v * m[c] : v;
+		}
+	}
+#endif
+}
+
 // in_register keeps a loaded vector in a register: GCC would otherwise fold
 // the load into each of the four multiply-adds that use it, and the tiles'
 // inner loops would wait on loads rather than on arithmetic.
@@ -169,9 +211,11 @@ static inline __attribute__((always_inline)) void outer_tile(vf acc[MM_NR][3], c
 // gemm_operands are a product's operands as raw rows: row m of a (k
 // contiguous; with by_k, row k of a holding m contiguous, as a 1×1
 // convolution's image), row n of b (k contiguous) and row n of c (m
-// contiguous), ld* apart in floats. Or a's rows are q8_0 blocks, a8
-// (lda8 bytes apart), dequantized as they are packed: the products then
-// multiply f32 activations, where ggml's CPU quantizes them to q8_0 too.
+// contiguous), ld* apart in floats. Or a's rows are narrower (raw, lda_raw
+// bytes apart, of raw_type: q8_0 blocks, f16 or bf16), widened to f32 as
+// they are packed: the products then multiply f32 activations with f32
+// sums, where ggml's CPU would round the activations to q8_0, f16 or bf16
+// (and on ARM with fp16 arithmetic sum f16 products in f16).
 // Or, packed, a is already in the panels the products read (as the
 // Winograd transforms write it): rows [i, i+MM_MR) at k from
 // a[((i/MM_MR)·lda + k)·MM_MR] (lda = K), i a multiple of MM_MR.
@@ -180,14 +224,15 @@ struct gemm_operands {
 	float * c;
 	int64_t lda, ldb, ldc;
 	bool by_k;
-	const char * a8;
-	int64_t lda8;
+	const char * raw;
+	int64_t lda_raw;
+	enum ggml_type raw_type;
 	const float * bias; // added to row m of c once K is summed, or NULL
 	bool packed;
 };
 
 // gemm_k_block is the length of the blocks K is split into (whole q8_0
-// blocks for a8), and gemm_m_block the rows of a packed at once: ap must
+// blocks for q8_0 rows), and gemm_m_block the rows of a packed at once: ap must
 // hold their product.
 static inline int64_t gemm_k_block(int64_t K, bool q8) {
 	const int64_t blocks = (K + MM_KC - 1) / MM_KC, kc = (K + blocks - 1) / blocks;

@@ -39,8 +39,9 @@ struct ggml_tensor * pm_attention(struct ggml_context * ctx, struct ggml_tensor 
                                   struct ggml_tensor * v, float scale);
 bool pm_attention_fits(int64_t d, int64_t keys);
 
-// pm_mul_mat is ggml_mul_mat for a [K, M] (2-D: f32, q8_0, or with AVX2
-// q4_K (stored plainly, not repacked) or q5_K) and f32 b [K, N, B2, B3] with
+// pm_mul_mat is ggml_mul_mat for a [K, M] (2-D: f32, f16, bf16 (see
+// pm_mul_mat_takes_bf16), q8_0, or with AVX2 q4_K (stored plainly, not
+// repacked) or q5_K) and f32 b [K, N, B2, B3] with
 // contiguous rows, plus bias [M] (f32, contiguous) if not NULL, as custom
 // ops that only the CPU backend runs: [M, N, B2, B3]. The bias is added to
 // the finished sums, as ggml_add would. The operands must satisfy
@@ -50,10 +51,12 @@ struct ggml_tensor * pm_mul_mat(struct ggml_context * ctx, struct ggml_tensor * 
 bool pm_mul_mat_fits(const struct ggml_tensor * a, const struct ggml_tensor * b);
 bool pm_mul_mat_bias_fits(const struct ggml_tensor * a, const struct ggml_tensor * bias);
 // pm_mul_mat_takes_q4k says whether pm_mul_mat multiplies q4_K weights
-// (compiled with AVX2), and pm_mul_mat_q8_levels to how many levels each
+// (compiled with AVX2), pm_mul_mat_takes_bf16 bf16 ones (unless compiled
+// with AVX512-BF16, for ggml's), and pm_mul_mat_q8_levels to how many levels each
 // side of zero it rounds the activations of q8_0 weights per 32 values:
 // 127 (8 bits, compiled with VNNI), 32767 (16 bits, AVX2), or 0 (f32).
 bool pm_mul_mat_takes_q4k(void);
+bool pm_mul_mat_takes_bf16(void);
 int pm_mul_mat_q8_levels(void);
 
 // pm_conv3x3 is a "same" 3×3 convolution of stride 1 (padding 1) of x

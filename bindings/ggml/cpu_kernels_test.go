@@ -350,12 +350,54 @@ func TestMulMatKernel(t *testing.T) {
 			}
 		})
 	}
+	// f16 and bf16 weights: widened as they are packed, times the f32
+	// activations with f32 sums (ggml's CPU rounds the activations to the
+	// weights' type, and sums f16 products in f16 on ARM with fp16
+	// arithmetic), also with f32 accumulation asked for (the GPU's
+	// setting) and a bias.
+	for _, typ := range []Type{TypeF16, TypeBF16} {
+		if typ == TypeBF16 && !cpuKernelsTakeBF16() {
+			continue
+		}
+		for _, tc := range []struct{ k, m, n int }{{640, 100, 300}, {385, 100, 64}, {1000, 50, 61}} {
+			t.Run(fmt.Sprintf("%s_k%d_m%d_n%d", typ, tc.k, tc.m, tc.n), func(t *testing.T) {
+				a, b, bias := randn(r, tc.k*tc.m), randn(r, tc.k*tc.n), randn(r, tc.m)
+				h, err := Quantize(typ, a, int64(tc.k))
+				require.NoError(t, err)
+				a, err = Dequantize(typ, h, int64(len(a)))
+				require.NoError(t, err)
+				build := func(c *Context) *Tensor {
+					c.SetCPUKernels(true)
+					c.SetF32Accumulation(true)
+					y := c.MulMatBias(c.Input(typ, h, int64(tc.k), int64(tc.m)), c.InputF32(b, int64(tc.k), int64(tc.n)),
+						c.InputF32(bias, int64(tc.m)))
+					require.Equal(t, "CUSTOM", y.Op(), "our kernel takes the product")
+					return y
+				}
+				got, _ := compute(t, build)
+				sameForThreads(t, typ.String()+" product", build)
+				for j := 0; j < tc.n; j++ {
+					for i := 0; i < tc.m; i++ {
+						want, size := float64(bias[i]), math.Abs(float64(bias[i]))
+						for k := 0; k < tc.k; k++ {
+							p := float64(a[i*tc.k+k]) * float64(b[j*tc.k+k])
+							want += p
+							size += math.Abs(p)
+						}
+						require.InDelta(t, want, float64(got[j*tc.m+i]), 1e-6*size, "row %d column %d", i, j)
+					}
+				}
+			})
+		}
+	}
 	c := NewContext(32, 0)
 	defer c.Free()
 	c.SetCPUKernels(true)
 	big := c.NewTensor(TypeF32, 256, 256)
 	require.Equal(t, "CUSTOM", c.MulMat(big, c.NewTensor(TypeF32, 256, 64)).Op())
-	require.Equal(t, "MUL_MAT", c.MulMat(c.NewTensor(TypeF16, 256, 256), c.NewTensor(TypeF32, 256, 64)).Op(), "f16 weights")
+	require.Equal(t, "CUSTOM", c.MulMat(c.NewTensor(TypeF16, 256, 256), c.NewTensor(TypeF32, 256, 64)).Op(), "f16 weights")
+	require.Equal(t, map[bool]string{true: "CUSTOM", false: "MUL_MAT"}[cpuKernelsTakeBF16()],
+		c.MulMat(c.NewTensor(TypeBF16, 256, 256), c.NewTensor(TypeF32, 256, 64)).Op(), "bf16 weights")
 	require.Equal(t, map[bool]string{true: "CUSTOM", false: "MUL_MAT"}[CPUKernelsTakeQ4K()],
 		c.MulMat(c.NewTensor(TypeQ4_K, 256, 256), c.NewTensor(TypeF32, 256, 64)).Op(), "q4_K weights")
 	require.Equal(t, "MUL_MAT", c.MulMat(c.NewTensor(TypeQ4_K, 256, 256), c.NewTensor(TypeF32, 256, 8)).Op(), "narrow q4_K products")

@@ -419,8 +419,13 @@ static inline __attribute__((always_inline)) void wino_conv(struct ggml_tensor *
 			}
 		}
 		for (int k = 0; k < xi; k++) {
-			const struct gemm_operands g = {V + k * cin * ld, (const float *)u->data + k * cout * cin, M + k * cout * ld,
-			                                cin, cin, ld, false, NULL, 0, NULL, true};
+			const struct gemm_operands g = {.a = V + k * cin * ld,
+			                                .b = (const float *)u->data + k * cout * cin,
+			                                .c = M + k * cout * ld,
+			                                .lda = cin,
+			                                .ldb = cin,
+			                                .ldc = ld,
+			                                .packed = true};
 			pm_gemm_block(&g, cin, 0, tiles, c0, c1, NULL);
 		}
 		wino_output_band(dst, co0, cout, M, ld, bias != NULL ? (const float *)bias->data : NULL, c0, c1, b0, rows, m);

@@ -228,6 +228,9 @@ ggml_backend_dev_t ggml_backend_get_device(ggml_backend_t backend);
 int ggml_cpu_has_avx2(void);
 int ggml_cpu_has_fma(void);
 int ggml_cpu_has_f16c(void);
+int ggml_cpu_has_dotprod(void);     // arm64: compiled with ARMv8.2's int8 dot products
+int ggml_cpu_has_matmul_int8(void); // arm64: compiled with ARMv8.6's i8mm
+int ggml_cpu_has_fp16_va(void);     // arm64: compiled with ARMv8.2's f16 vector arithmetic
 void ggml_backend_cpu_set_n_threads(ggml_backend_t backend, int n_threads);
 void ggml_backend_cpu_set_abort_callback(ggml_backend_t backend, ggml_abort_callback cb, void * data);
 typedef uint16_t ggml_fp16_t;

@@ -14,15 +14,16 @@ import "fmt"
 // MulMat returns a·b with a [K, M, ...] and b [K, N, ...] giving [M, N, ...]:
 // a Linear layer's weight [in, out] times activations [in, tokens].
 // Broadcasts a over b's outer dimensions. With SetCPUKernels, large f32,
-// q8_0, q4_K and q5_K products are our kernels (pm_mul_mat: 1.4× ggml's on
-// the VAE's convolutions, 1.5–2.3× its repacked q4_K); q4_K weights
-// repacked for ggml's stay ggml's.
+// f16, bf16, q8_0, q4_K and q5_K products are our kernels (pm_mul_mat: 1.4×
+// ggml's on the VAE's convolutions, 1.5–2.3× its repacked q4_K; for f16 as
+// fast as ggml's, which rounds the activations to f16, and on ARM sums in
+// f16); q4_K weights repacked for ggml's stay ggml's.
 func (c *Context) MulMat(a, b *Tensor) *Tensor {
-	if c.f32Accum && (a.Type() == TypeF16 || a.Type() == TypeBF16) {
-		return c.MulMatF32(a, b)
-	}
 	if c.cpuKernels && !a.Repacked() && bool(C.pm_mul_mat_fits(a.p, b.p)) {
 		return c.wrap(C.pm_mul_mat(c.p, a.p, b.p, nil))
+	}
+	if c.f32Accum && (a.Type() == TypeF16 || a.Type() == TypeBF16) {
+		return c.MulMatF32(a, b)
 	}
 	return c.wrap(C.ggml_mul_mat(c.p, a.p, b.p))
 }
@@ -41,6 +42,11 @@ func (c *Context) MulMatBias(a, b, bias *Tensor) *Tensor {
 // plainly stored q4_K weights with our kernel (builds with AVX2): such
 // weights are then better left plain than repacked for ggml's products.
 func CPUKernelsTakeQ4K() bool { return bool(C.pm_mul_mat_takes_q4k()) }
+
+// cpuKernelsTakeBF16 reports whether MulMat with SetCPUKernels multiplies
+// bf16 weights with our kernel: unless ggml's has AVX512-BF16's dot
+// products (faster, at activations rounded to bf16).
+func cpuKernelsTakeBF16() bool { return bool(C.pm_mul_mat_takes_bf16()) }
 
 // cpuKernelsQ8Levels is how many levels each side of zero MulMat with
 // SetCPUKernels rounds the activations of q8_0 weights to per 32 values:

@@ -24,8 +24,8 @@ func TestRepack(t *testing.T) {
 	if !CanRepack() {
 		t.Skip("ggml was built without GGML_USE_CPU_REPACK (make test sets it)")
 	}
-	if simd := MissingSIMD(); simd != "" {
-		t.Skip("ggml's repacked products need " + simd + " compiled in (make test sets it)")
+	if !RepackKernelsBuilt() {
+		t.Skip("ggml's repacked products need AVX2 (arm64: dotprod or i8mm) compiled in (make test sets it)")
 	}
 	cpu := cpuBackend(t)
 	c := NewContext(16, 0)

@@ -15,21 +15,50 @@ import (
 // into this binary does not use ("" when none). cgo compiles ggml with the
 // C compiler's defaults, which on x86-64 means SSE2 only: a plain
 // `go build` runs the CPU kernels about 20× slower than `make` (which adds
-// -march=native). Callers warn with it when they compute on the CPU.
+// -march=native). On arm64 the defaults (ARMv8.0) have NEON but not the
+// int8 dot products of later cores (dotprod from ARMv8.2: Apple M1,
+// Graviton 2, Cortex-A76; i8mm from ARMv8.6), without which ggml's
+// quantized products take a slower path and are not repacked (Apple's
+// clang targets the M1 by default). Callers warn with it when they compute
+// on the CPU.
 func MissingSIMD() string {
-	if runtime.GOARCH != "amd64" {
-		return "" // arm64 always has NEON, which ggml uses unconditionally
-	}
-	switch {
-	case cpu.X86.HasAVX2 && C.ggml_cpu_has_avx2() == 0:
-		return "AVX2"
-	case cpu.X86.HasFMA && C.ggml_cpu_has_fma() == 0:
-		return "FMA"
-	case cpu.X86.HasAVX && C.ggml_cpu_has_f16c() == 0:
-		return "F16C"
+	switch runtime.GOARCH {
+	case "amd64":
+		switch {
+		case cpu.X86.HasAVX2 && C.ggml_cpu_has_avx2() == 0:
+			return "AVX2"
+		case cpu.X86.HasFMA && C.ggml_cpu_has_fma() == 0:
+			return "FMA"
+		case cpu.X86.HasAVX && C.ggml_cpu_has_f16c() == 0:
+			return "F16C"
+		}
+	case "arm64":
+		switch {
+		case cpu.ARM64.HasASIMDDP && C.ggml_cpu_has_dotprod() == 0:
+			return "dotprod"
+		case cpu.ARM64.HasI8MM && C.ggml_cpu_has_matmul_int8() == 0:
+			return "i8mm"
+		}
 	}
 	return ""
 }
+
+// RepackKernelsBuilt reports whether the compiled ggml has repacked q4_K
+// and q4_0 products (AVX2; on arm64, dotprod or i8mm), for tests that
+// expect weights to be repacked whatever the CPU (ggml decides when it
+// stores a weight: Backend.Repacks).
+func RepackKernelsBuilt() bool {
+	if runtime.GOARCH == "arm64" {
+		return C.ggml_cpu_has_dotprod() != 0 || C.ggml_cpu_has_matmul_int8() != 0
+	}
+	return C.ggml_cpu_has_avx2() != 0
+}
+
+// CPUSumsF16 reports whether ggml's own CPU products of f16 operands sum
+// in f16 rather than f32: ARM builds with fp16 vector arithmetic (ARMv8.2's
+// FP16, which -march=native gives on the Apple M1, Graviton 2, Cortex-A76
+// and later). Our kernels' products (MulMat with SetCPUKernels) sum in f32.
+func CPUSumsF16() bool { return C.ggml_cpu_has_fp16_va() != 0 }
 
 // UnusedSIMD names wider vectors this CPU has that our own CPU kernels were
 // not compiled for ("" when none): a portable build (`make portable`,

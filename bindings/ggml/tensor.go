@@ -48,7 +48,9 @@ func (c *Context) SetCPUKernels(on bool) { c.cpuKernels = on }
 
 // SetF32Accumulation makes every later MulMat on c whose first operand is
 // f16 or bf16 accumulate in f32 on backends that would otherwise accumulate
-// in f16 (ggml-cuda's cuBLAS path). The CPU always accumulates in f32.
+// in f16 (ggml-cuda's cuBLAS path). On the CPU our kernels (SetCPUKernels)
+// sum such products in f32 anyway; ggml's own sum them in f16 on ARM cores
+// with fp16 arithmetic, whatever this asks.
 func (c *Context) SetF32Accumulation(on bool) { c.f32Accum = on }
 
 type pendingInput struct {
