@@ -50,19 +50,22 @@ test:
 	$(MAKE) --no-print-directory fuzz FUZZTIME=20000x FUZZMIN=100x
 
 # The tests on arm64 under user-mode emulation, from an x86-64 machine with
-# Debian's gcc-aarch64-linux-gnu, g++-aarch64-linux-gnu and qemu-user: all of
-# them as a plain arm64 build compiles ggml (ARMv8.0: what `go build` and
-# `make portable` give), then ggml's and our CPU kernels and the golden
-# pipelines again for an ARMv8.6 core (dotprod, i8mm, fp16: `make` on
-# Apple M2, Graviton 3 and the like). Go fuses a·b+c into one rounding on
-# arm64 and not on x86-64, which bit-exact goldens catch only here.
-ARM64_GO   := CGO_ENABLED=1 GOARCH=arm64 CC=aarch64-linux-gnu-gcc CXX=aarch64-linux-gnu-g++ $(GO)
+# Debian's gcc-aarch64-linux-gnu, g++-aarch64-linux-gnu, clang and qemu-user:
+# all of them as a plain arm64 build compiles ggml (ARMv8.0: what `go build`
+# and `make portable` give), then ggml's and our CPU kernels and the golden
+# pipelines again for an ARMv8.6 core (dotprod, i8mm, fp16: `make` on Apple
+# M2, Graviton 3 and the like), with clang: GCC 12 miscompiles ggml there
+# (ggml/README.md, "CPU builds"). Go fuses a·b+c into one rounding on arm64
+# and not on x86-64, which bit-exact goldens catch only here.
+ARM64_GO   := CGO_ENABLED=1 GOARCH=arm64 $(GO)
 ARM64_EXEC := qemu-aarch64 -L /usr/aarch64-linux-gnu
 ARM64_V86  := -O2 -march=armv8.6-a+dotprod+i8mm+fp16
 test-arm64:
-	CGO_CFLAGS=-O2 CGO_CXXFLAGS=-O2 $(ARM64_GO) test -exec '$(ARM64_EXEC)' -timeout 60m ./... && \
-	CGO_CFLAGS="$(ARM64_V86)" CGO_CXXFLAGS="$(ARM64_V86)" $(ARM64_GO) test -exec '$(ARM64_EXEC)' -timeout 60m \
-		./bindings/... ./nn/... ./models/... ./photomaker/...
+	CC=aarch64-linux-gnu-gcc CXX=aarch64-linux-gnu-g++ CGO_CFLAGS=-O2 CGO_CXXFLAGS=-O2 \
+		$(ARM64_GO) test -exec '$(ARM64_EXEC)' -timeout 60m ./... && \
+	CC='clang --target=aarch64-linux-gnu' CXX='clang++ --target=aarch64-linux-gnu' \
+		CGO_CFLAGS="$(ARM64_V86)" CGO_CXXFLAGS="$(ARM64_V86)" \
+		$(ARM64_GO) test -exec '$(ARM64_EXEC)' -timeout 60m ./bindings/... ./nn/... ./models/... ./photomaker/...
 
 bench:
 	CGO_CFLAGS="$(NATIVE_FLAGS)" CGO_CXXFLAGS="$(NATIVE_FLAGS)" $(GO) test -run '^$$' -bench . -benchtime 3x ./bindings/... ./nn/... ./models/...

@@ -72,7 +72,13 @@ static void gemm_pack(float * ap, const struct gemm_operands * g, int64_t m0, in
 		}
 		for (int64_t i0 = 0; i0 < MM_MR; i0 += 8) {
 			const int64_t n = MM_MR - i0 < 8 ? MM_MR - i0 : 8; // rows of this group (MM_MR 12: 8, then 4)
-			const float * s = NULL;                              // row i0+r at s + r·ls floats
+			if (i0 >= rows) {
+				for (int64_t k = 0; k < kc; k++) {
+					memset(d + k * MM_MR + i0, 0, (size_t)n * sizeof(float));
+				}
+				continue;
+			}
+			const float * s = NULL; // row i0+r at s + r·ls floats
 			int64_t ls = MM_KC;
 			if (g->raw != NULL) {
 				for (int64_t r = 0; r < n && i0 + r < rows; r++) {
