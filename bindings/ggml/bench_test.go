@@ -124,7 +124,7 @@ func BenchmarkConv2D(b *testing.B) {
 // (pm_conv3x3_tile). Rates count the direct convolution's multiply-adds.
 func BenchmarkConv3x3(b *testing.B) {
 	for _, cs := range []struct{ w, c, o, n int64 }{{512, 128, 128, 1}, {256, 256, 256, 1}, {128, 512, 512, 1},
-		{64, 320, 320, 2}, {32, 640, 640, 2}} {
+		{64, 320, 320, 2}, {32, 640, 640, 2}, {16, 1280, 1280, 2}} {
 		r := rand.New(rand.NewPCG(2, 2))
 		w, x := randn(r, int(9*cs.c*cs.o)), randn(r, int(cs.w*cs.w*cs.c*cs.n))
 		b.Run(fmt.Sprintf("%dx%dx%dx%d_to_%d", cs.w, cs.w, cs.c, cs.n, cs.o), func(b *testing.B) {

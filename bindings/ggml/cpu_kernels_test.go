@@ -359,7 +359,7 @@ func TestMulMatKernel(t *testing.T) {
 		if typ == TypeBF16 && !cpuKernelsTakeBF16() {
 			continue
 		}
-		for _, tc := range []struct{ k, m, n int }{{640, 100, 300}, {385, 100, 64}, {1000, 50, 61}} {
+		for _, tc := range []struct{ k, m, n int }{{640, 100, 300}, {385, 100, 130}, {1000, 50, 129}} {
 			t.Run(fmt.Sprintf("%s_k%d_m%d_n%d", typ, tc.k, tc.m, tc.n), func(t *testing.T) {
 				a, b, bias := randn(r, tc.k*tc.m), randn(r, tc.k*tc.n), randn(r, tc.m)
 				h, err := Quantize(typ, a, int64(tc.k))
@@ -395,9 +395,11 @@ func TestMulMatKernel(t *testing.T) {
 	c.SetCPUKernels(true)
 	big := c.NewTensor(TypeF32, 256, 256)
 	require.Equal(t, "CUSTOM", c.MulMat(big, c.NewTensor(TypeF32, 256, 64)).Op())
-	require.Equal(t, "CUSTOM", c.MulMat(c.NewTensor(TypeF16, 256, 256), c.NewTensor(TypeF32, 256, 64)).Op(), "f16 weights")
+	require.Equal(t, "CUSTOM", c.MulMat(c.NewTensor(TypeF16, 256, 256), c.NewTensor(TypeF32, 256, 128)).Op(), "f16 weights")
+	require.Equal(t, map[bool]string{true: "CUSTOM", false: "MUL_MAT"}[CPUSumsF16()],
+		c.MulMat(c.NewTensor(TypeF16, 1280, 1280), c.NewTensor(TypeF32, 1280, 77)).Op(), "f16 weights, 77 tokens")
 	require.Equal(t, map[bool]string{true: "CUSTOM", false: "MUL_MAT"}[cpuKernelsTakeBF16()],
-		c.MulMat(c.NewTensor(TypeBF16, 256, 256), c.NewTensor(TypeF32, 256, 64)).Op(), "bf16 weights")
+		c.MulMat(c.NewTensor(TypeBF16, 256, 256), c.NewTensor(TypeF32, 256, 128)).Op(), "bf16 weights")
 	require.Equal(t, map[bool]string{true: "CUSTOM", false: "MUL_MAT"}[CPUKernelsTakeQ4K()],
 		c.MulMat(c.NewTensor(TypeQ4_K, 256, 256), c.NewTensor(TypeF32, 256, 64)).Op(), "q4_K weights")
 	require.Equal(t, "MUL_MAT", c.MulMat(c.NewTensor(TypeQ4_K, 256, 256), c.NewTensor(TypeF32, 256, 8)).Op(), "narrow q4_K products")

@@ -370,14 +370,17 @@ static int64_t wino_band_rows(int64_t tw, int64_t cin, int64_t cout, int xi) {
 
 // wino_split is thread ith's share of a convolution: rows of tiles [*r0,
 // *r1) and output channels [*c0, *c1). Threads split the rows while each
-// gets WINO_TILES tiles or more; with fewer (small images, many threads)
+// gets WINO_TILES/2 tiles or more; with fewer (small images, many threads)
 // they also split the output channels, so that the product's tiles stay
 // full and each thread reads only its part of U (for 1280 channels,
-// 105 MB). False when the thread has nothing to do.
+// 105 MB), though each then transforms all of the input. (From
+// WINO_TILES, the Zen 5 VM's 2 threads split 64²·2 pixels of 320
+// channels by channel, 12 % slower than by row: BenchmarkConv3x3 645–660
+// against 718–745 GFLOP/s.) False when the thread has nothing to do.
 static bool wino_split(int64_t rows, int64_t tw, int64_t cout, int ith, int nth, int64_t * r0, int64_t * r1,
                        int64_t * c0, int64_t * c1) {
 	int q = 1; // groups of output channels: a divisor of nth, each of 32 channels or more
-	for (int d = 2; d <= nth && rows * tw * q < (int64_t)nth * WINO_TILES && cout >= d * 8 * MM_NR; d++) {
+	for (int d = 2; d <= nth && 2 * rows * tw * q < (int64_t)nth * WINO_TILES && cout >= d * 8 * MM_NR; d++) {
 		if (nth % d == 0) {
 			q = d;
 		}
