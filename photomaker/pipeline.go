@@ -240,7 +240,7 @@ func Load(ctx context.Context, cfg Config) (_ *Pipeline, err error) {
 		}
 	}
 	if simd := ggml.MissingSIMD(); simd != "" && (p.rt.Device.Dev.Type == ggml.DeviceCPU || p.encRT != p.rt) {
-		slog.Warn("this binary's ggml was compiled without "+simd+", which this CPU has: CPU work runs slower (many times without AVX2); build with `make` (CGO_CFLAGS=-march=native)", "missing", simd)
+		slog.Warn("this binary's ggml was compiled without "+simd+", which this CPU has: "+ggml.MissingSIMDEffect(simd)+"; build with `make` (CGO_CFLAGS=-march=native)", "missing", simd)
 	}
 	report := func(done, total int) {
 		if cfg.Progress != nil {

@@ -141,6 +141,8 @@ func TestMissingSIMD(t *testing.T) {
 	case flags == "" && runtime.GOARCH == "arm64" && cpu.ARM64.HasASIMDDP: // ARMv8.0
 		require.Equal(t, "dotprod", m)
 	}
+	require.Equal(t, "CPU work runs many times slower", MissingSIMDEffect("AVX2"))
+	require.Equal(t, "quantized weights' products run slower", MissingSIMDEffect("dotprod"))
 	// Nothing missing on a CPU with the repacked products' SIMD: they are built.
 	if m == "" && (runtime.GOARCH == "amd64" && cpu.X86.HasAVX2 || runtime.GOARCH == "arm64" && cpu.ARM64.HasASIMDDP) {
 		require.True(t, RepackKernelsBuilt())

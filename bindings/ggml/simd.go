@@ -43,6 +43,16 @@ func MissingSIMD() string {
 	return ""
 }
 
+// MissingSIMDEffect says what lacking simd (MissingSIMD's answer) costs:
+// without x86's AVX2, FMA or F16C every CPU kernel runs many times slower;
+// without ARM's int8 dot products, the quantized weights' products.
+func MissingSIMDEffect(simd string) string {
+	if simd == "dotprod" || simd == "i8mm" {
+		return "quantized weights' products run slower"
+	}
+	return "CPU work runs many times slower"
+}
+
 // RepackKernelsBuilt reports whether the compiled ggml has repacked q4_K
 // and q4_0 products (AVX2; on arm64, dotprod or i8mm), for tests that
 // expect weights to be repacked whatever the CPU (ggml decides when it

@@ -53,7 +53,7 @@ Example:
 					ggml.HumanBytes(int64(r.FreeBytes)), ggml.HumanBytes(int64(r.TotalBytes)), r.Description)
 			}
 			if simd := ggml.MissingSIMD(); simd != "" {
-				fmt.Fprintf(tw, "\nThis binary's CPU kernels were compiled without %s, which this CPU has: CPU work runs slower (many times without AVX2). Build with 'make'.\n", simd)
+				fmt.Fprintf(tw, "\nThis binary's CPU kernels were compiled without %s, which this CPU has: %s. Build with 'make'.\n", simd, ggml.MissingSIMDEffect(simd))
 			} else if !ggml.CanRepack() {
 				types := "q4_0"
 				if !ggml.CPUKernelsTakeQ4K() {
