@@ -117,6 +117,15 @@ static inline vf vexp(vf a) {
 	return (vf)((vi)p + (k << 23)); // times 2^k through the exponent bits
 }
 
+// SHUFFLE picks lanes of two vectors: clang's builtin, or GCC's, which
+// has it only from GCC 12 on (GCC 11 is still common) and has had
+// __builtin_shuffle, with the lanes as a vector, since 4.7.
+#if defined(__clang__)
+#define SHUFFLE(a, b, ...) __builtin_shufflevector(a, b, __VA_ARGS__)
+#else
+#define SHUFFLE(a, b, ...) __builtin_shuffle(a, b, (vi){__VA_ARGS__})
+#endif
+
 // transpose_8x8 copies the 8×8 floats at s (rows ls bytes apart) to d (rows
 // ld bytes apart) transposed, each output row c times m[c] (or 1 when m
 // is NULL): d[c][r] = s[r][c]·m[c]. Products' weights go into the panels
@@ -144,6 +153,22 @@ static inline void transpose_8x8(const char * s, size_t ls, char * d, size_t ld,
 	}
 	for (int c = 0; c < 8; c++) {
 		_mm256_storeu_ps((float *)(d + c * ld), m != NULL ? _mm256_mul_ps(t[c], _mm256_set1_ps(m[c])) : t[c]);
+	}
+#elif PM_LANES == 4 // (SSE2, NEON) four 4×4 blocks
+	for (int r0 = 0; r0 < 8; r0 += 4) {
+		for (int c0 = 0; c0 < 8; c0 += 4) {
+			vf x[4], t[4];
+			for (int i = 0; i < 4; i++) {
+				x[i] = loadv((const float *)(s + (r0 + i) * ls) + c0);
+			}
+			t[0] = SHUFFLE(x[0], x[1], 0, 4, 1, 5), t[1] = SHUFFLE(x[0], x[1], 2, 6, 3, 7); // rows r0, r0+1 interleaved
+			t[2] = SHUFFLE(x[2], x[3], 0, 4, 1, 5), t[3] = SHUFFLE(x[2], x[3], 2, 6, 3, 7);
+			x[0] = SHUFFLE(t[0], t[2], 0, 1, 4, 5), x[1] = SHUFFLE(t[0], t[2], 2, 3, 6, 7); // columns c0.. of the four rows
+			x[2] = SHUFFLE(t[1], t[3], 0, 1, 4, 5), x[3] = SHUFFLE(t[1], t[3], 2, 3, 6, 7);
+			for (int i = 0; i < 4; i++) {
+				storev((float *)(d + (c0 + i) * ld) + r0, m != NULL ? x[i] * splat(m[c0 + i]) : x[i]);
+			}
+		}
 	}
 #else
 	for (int c = 0; c < 8; c++) {

@@ -36,14 +36,6 @@
 // 2.9–3.05 s at 512² and from 16.8 s to 13.05 s at 1024²
 // (BenchmarkConv3x3).
 
-// SHUFFLE picks lanes of two vectors: clang's builtin, or GCC's, which
-// has it only from GCC 12 on (GCC 11 is still common) and has had
-// __builtin_shuffle, with the lanes as a vector, since 4.7.
-#if defined(__clang__)
-#define SHUFFLE(a, b, ...) __builtin_shufflevector(a, b, __VA_ARGS__)
-#else
-#define SHUFFLE(a, b, ...) __builtin_shuffle(a, b, (vi){__VA_ARGS__})
-#endif
 #if PM_LANES == 16
 #define EVEN(a, b) SHUFFLE(a, b, 0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30)
 #define ODD(a, b) SHUFFLE(a, b, 1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31)
