@@ -33,11 +33,8 @@ static void widen_row(const struct gemm_operands * g, const char * row, int64_t 
 	case GGML_TYPE_F16:
 		ggml_cpu_fp16_to_fp32((const ggml_fp16_t *)row + k0, w, kc);
 		return;
-	case GGML_TYPE_BF16: // the upper half of an f32
-		for (int64_t k = 0; k < kc; k++) {
-			const uint32_t u = (uint32_t)((const uint16_t *)row)[k0 + k] << 16;
-			memcpy(w + k, &u, sizeof u);
-		}
+	case GGML_TYPE_BF16:
+		ggml_cpu_bf16_to_fp32((const ggml_bf16_t *)row + k0, w, kc);
 		return;
 	default: { // q8_0
 		const struct block_q8_0 * blk = (const struct block_q8_0 *)row + k0 / 32;
@@ -161,7 +158,7 @@ void pm_gemm_op(struct ggml_tensor * dst, int ith, int nth, void * userdata) {
 	const struct gemm_operands g = {.a = raw ? NULL : (const float *)a->data,
 	                                .b = (const float *)b->data,
 	                                .c = (float *)dst->data,
-	                                .lda = a->nb[1] / (int64_t)sizeof(float),
+	                                .lda = raw ? 0 : a->nb[1] / (int64_t)sizeof(float),
 	                                .ldb = b->nb[1] / (int64_t)sizeof(float),
 	                                .ldc = M,
 	                                .raw = raw ? (const char *)a->data : NULL,

@@ -236,6 +236,8 @@ void ggml_backend_cpu_set_abort_callback(ggml_backend_t backend, ggml_abort_call
 typedef uint16_t ggml_fp16_t;
 void ggml_cpu_fp32_to_fp16(const float * x, ggml_fp16_t * y, int64_t n); // the CPU backend's vectorized conversion
 void ggml_cpu_fp16_to_fp32(const ggml_fp16_t * x, float * y, int64_t n);
+typedef struct { uint16_t bits; } ggml_bf16_t;
+void ggml_cpu_bf16_to_fp32(const ggml_bf16_t * x, float * y, int64_t n);
 void ggml_backend_synchronize(ggml_backend_t backend);
 
 // buffers and tensor data

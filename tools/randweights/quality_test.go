@@ -46,7 +46,8 @@ func bigSDXL(t *testing.T) string {
 //
 // The result depends on how the random weights are drawn. Initialised as
 // diffusers initialises a new UNet (Generation 2), on the 2-core dev
-// machine (seed 1): bf16 0.20 % (its convolution kernels stay f16), q8_0
+// machine (seed 1): bf16 0.18 % (its convolution kernels stay f16; 0.20–0.21 %
+// while ggml's product rounded its activations to bf16), q8_0
 // 0.51 % with its activations rounded to 8 bits (CPUs with VNNI, as ggml's
 // q8_0 × q8_0: 0.52 %) and 0.38 % with 16 bits (AVX2 without VNNI), q4_K
 // 3.54–3.58 % (input sensitivity: 0.1 % input noise → 0.11–0.125 %).
