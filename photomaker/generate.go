@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"image"
 	"log/slog"
+	"math"
 	"math/rand/v2"
 	"time"
 
@@ -25,7 +26,7 @@ type Request struct {
 	NegativePrompt string // empty: zeros, as diffusers' force_zeros_for_empty_prompt
 	Width, Height  int    // pixels, multiples of 8
 	Steps          int
-	Guidance       float64 // ≤ 1 disables classifier-free guidance
+	Guidance       float64 // 0: DefaultGuidance; ≤ 1 (or NoGuidance) disables classifier-free guidance
 	Sampler        string  // euler, euler_a, dpmpp_2m, ddim (diffusers semantics)
 	Karras         bool    // Karras sigmas (euler, dpmpp_2m)
 	Seed           int64   // < 0: random; the seed used is returned in Result
@@ -40,7 +41,7 @@ type Request struct {
 	IDEmbeds      [][]float32   // v2: one raw 512-d ArcFace embedding per photo
 	People        []Person      // several people in one image (instead of IDImages)
 	TriggerWord   string        // default "img"
-	StyleStrength float64       // percent; start_merge_step = int(StyleStrength/100·Steps)
+	StyleStrength float64       // percent; start_merge_step = int(StyleStrength/100·Steps); 0: DefaultStyleStrength, NoStyleDelay: 0 %
 	NoMergeCap    bool          // the demos cap start_merge_step at 30; true lifts the cap
 
 	// Progress, if set, receives this request's progress (encode, denoise,
@@ -78,8 +79,18 @@ const (
 	DefaultRNG           = "torch-cuda"
 	DefaultSampler       = "euler"
 	mergeStepCap         = 30
+
+	// NoGuidance as Request.Guidance is a guidance of 0: classifier-free
+	// guidance off (as any value up to 1), where 0 means DefaultGuidance.
+	NoGuidance = -1.0
+	// NoStyleDelay as Request.StyleStrength is a style strength of 0 %:
+	// the ID conditions every step (0 means DefaultStyleStrength).
+	NoStyleDelay = -1.0
 	// MaxImages bounds Request.N: more is a script's job, one call each.
 	MaxImages = 100
+	// MaxGuidance bounds Request.Guidance (the server's limit too): far
+	// above any useful scale, and below what overflows the latents.
+	MaxGuidance = 50
 )
 
 // Result is the generated images and the parameters actually used.
@@ -102,6 +113,24 @@ type Result struct {
 // ErrInvalidRequest is wrapped by errors about the request itself.
 var ErrInvalidRequest = errors.New("invalid request")
 
+// ErrNotFinite reports a generation whose latents or pixels came out NaN
+// or infinite: an image of them would be black or noise, so none is made.
+var ErrNotFinite = errors.New("the result is not finite")
+
+// finite checks one of n images' values (what names them) for NaN and
+// infinities.
+func finite(v []float32, what string, i, n int) error {
+	for _, x := range v {
+		if math.IsNaN(float64(x)) || math.IsInf(float64(x), 0) {
+			if n > 1 {
+				what += fmt.Sprintf(" of image %d", i+1)
+			}
+			return fmt.Errorf("%w: %s hold NaN or infinite values; the model's weights may be damaged (check the file against its source) or a LoRA scale too large", ErrNotFinite, what)
+		}
+	}
+	return nil
+}
+
 func (r *Request) fill() error {
 	if r.Width == 0 {
 		r.Width = DefaultSize
@@ -112,8 +141,11 @@ func (r *Request) fill() error {
 	if r.Steps == 0 {
 		r.Steps = DefaultSteps
 	}
-	if r.Guidance == 0 {
+	switch r.Guidance {
+	case 0:
 		r.Guidance = DefaultGuidance
+	case NoGuidance:
+		r.Guidance = 0
 	}
 	if r.Sampler == "" {
 		r.Sampler = DefaultSampler
@@ -127,10 +159,17 @@ func (r *Request) fill() error {
 	if r.TriggerWord == "" {
 		r.TriggerWord = DefaultTrigger
 	}
-	if r.StyleStrength == 0 {
+	switch r.StyleStrength {
+	case 0:
 		r.StyleStrength = DefaultStyleStrength
+	case NoStyleDelay:
+		r.StyleStrength = 0
 	}
 	switch {
+	case math.IsNaN(r.Guidance) || math.IsInf(r.Guidance, 0) || r.Guidance > MaxGuidance:
+		return fmt.Errorf("%w: guidance must be a number from 0 to %g, got %g", ErrInvalidRequest, float64(MaxGuidance), r.Guidance)
+	case math.IsNaN(r.StyleStrength):
+		return fmt.Errorf("%w: style strength is a percentage (0–100), got %g", ErrInvalidRequest, r.StyleStrength)
 	case r.Width%8 != 0 || r.Height%8 != 0 || r.Width < 8 || r.Height < 8:
 		return fmt.Errorf("%w: size %d×%d must be positive multiples of 8 (e.g. %d×%d)", ErrInvalidRequest, r.Width, r.Height, max(8, r.Width/8*8), max(8, r.Height/8*8))
 	case r.Width > 8192 || r.Height > 8192:
@@ -233,6 +272,11 @@ func (p *Pipeline) Generate(ctx context.Context, req Request) (*Result, error) {
 	p.notePeak()
 	if p.cfg.OneShot {
 		closeNil(&p.unet)
+	}
+	for i, l := range final {
+		if err := finite(l, "the denoised latents", i, len(final)); err != nil {
+			return nil, err
+		}
 	}
 	res := &Result{Seed: req.Seed, Request: req, LoadTime: loadTime, StepFLOPs: p.stepFLOPs}
 	for _, l := range final {
@@ -486,6 +530,9 @@ func (p *Pipeline) decodeImage(ctx context.Context, req *Request, latents []floa
 		return nil, err
 	}
 	p.decodeFLOPs = p.rt.ComputedFLOPs() - before
+	if err := finite(pix, "the decoded pixels", 0, 1); err != nil {
+		return nil, err
+	}
 	p.progress(req, "decode", 1, 1)
 	return imageproc.FromFloatCHW(pix, req.Width, req.Height), nil
 }

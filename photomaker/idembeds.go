@@ -113,6 +113,9 @@ func readNPY(path string) ([][]float32, error) {
 			return nil, fmt.Errorf("bad .npy shape %q", m[1])
 		}
 		shape = append(shape, k)
+		if n > int64(len(b))/k { // more values than the file could hold (and n·k could overflow)
+			return nil, fmt.Errorf("truncated .npy data: %d bytes for shape %v…", len(data), shape)
+		}
 		n *= k
 	}
 	var size int64

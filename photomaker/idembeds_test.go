@@ -56,6 +56,10 @@ func TestReadIDEmbeds(t *testing.T) {
 	require.ErrorContains(t, err, "float32 or float64")
 	_, err = ReadIDEmbeds(writeNPY(t, "<f4", "2, 512", make([]byte, 100)))
 	require.ErrorContains(t, err, "truncated")
+	// A shape whose size overflows int64 (2^60 values of 8 bytes) is
+	// refused, not allocated.
+	_, err = ReadIDEmbeds(writeNPY(t, "<f8", "1048576, 1048576, 1048576", make([]byte, 64)))
+	require.ErrorContains(t, err, "truncated")
 	q := filepath.Join(t.TempDir(), "other.safetensors")
 	require.NoError(t, safetensors.Write(q, []safetensors.Entry{{Name: "x", DType: safetensors.F32, Shape: []int64{1},
 		Data: func() ([]byte, error) { return make([]byte, 4), nil }}}, nil))

@@ -74,10 +74,36 @@ func TestBadRequests(t *testing.T) {
 		{Prompt: "x", Width: 64, Height: 64, Steps: 1, RNG: "dice"},
 		{Prompt: "x", Width: 64, Height: 64, Steps: 1, N: -2},
 		{Prompt: "x", Width: 64, Height: 64, Steps: 1, IDImages: []image.Image{image.NewRGBA(image.Rect(0, 0, 8, 8))}},
+		{Prompt: "x", Width: 64, Height: 64, Steps: 1, Guidance: math.NaN()},
+		{Prompt: "x", Width: 64, Height: 64, Steps: 1, Guidance: math.Inf(1)},
+		{Prompt: "x", Width: 64, Height: 64, Steps: 1, Guidance: 1e300},
+		{Prompt: "x", Width: 64, Height: 64, Steps: 1, StyleStrength: math.NaN()},
+		{Prompt: "x", Width: 64, Height: 64, Steps: 1, StyleStrength: -5},
 	} {
 		_, err := p.Generate(context.Background(), r)
 		require.ErrorIs(t, err, ErrInvalidRequest, "%+v", r)
 	}
+	// Latents that turn NaN (damaged weights, an absurd LoRA scale) give
+	// an error, not a black image.
+	nan := make([]float32, 4*8*8)
+	nan[5] = float32(math.NaN())
+	_, err := p.Generate(context.Background(), Request{Prompt: "x", Width: 64, Height: 64, Steps: 1, InitialLatents: nan})
+	require.ErrorIs(t, err, ErrNotFinite)
+}
+
+// Zero guidance and style strength mean the defaults; NoGuidance and
+// NoStyleDelay ask for no guidance and a style strength of 0 %.
+func TestRequestDefaultsAndExplicitZeros(t *testing.T) {
+	r := Request{Prompt: "x", Steps: 10}
+	require.NoError(t, r.fill())
+	require.Equal(t, DefaultGuidance, r.Guidance)
+	require.Equal(t, DefaultStyleStrength, r.StyleStrength)
+	require.Equal(t, 2, r.StartMergeStep())
+	r = Request{Prompt: "x", Steps: 10, Guidance: NoGuidance, StyleStrength: NoStyleDelay}
+	require.NoError(t, r.fill())
+	require.Equal(t, 0.0, r.Guidance)
+	require.Equal(t, 0.0, r.StyleStrength)
+	require.Equal(t, 0, r.StartMergeStep())
 }
 
 func TestCancel(t *testing.T) {

@@ -398,7 +398,7 @@ func (s *Server) viewLocked(j *job) jobView {
 		Created:  j.created, Images: []string{},
 		Request: requestView{
 			Prompt: j.params.prompt, NegativePrompt: j.params.negative, Style: j.params.style,
-			Width: j.req.Width, Height: j.req.Height, Steps: j.req.Steps, Guidance: j.req.Guidance,
+			Width: j.req.Width, Height: j.req.Height, Steps: j.req.Steps, Guidance: max(0, j.req.Guidance), // NoGuidance: 0
 			Seed: j.req.Seed, N: j.req.N, Sampler: j.req.Sampler, IDImages: j.params.idImages,
 		},
 		Links: map[string]string{
@@ -407,7 +407,7 @@ func (s *Server) viewLocked(j *job) jobView {
 		},
 	}
 	if s.pm {
-		v.Request.StyleStrength = j.req.StyleStrength
+		v.Request.StyleStrength = max(0, j.req.StyleStrength) // NoStyleDelay: 0
 		v.Request.TriggerWord = j.req.TriggerWord
 	}
 	if j.state == stateQueued {

@@ -29,10 +29,10 @@ type jsonRequest struct {
 	Width          int      `json:"width"`
 	Height         int      `json:"height"`
 	Steps          int      `json:"steps"`
-	Guidance       float64  `json:"guidance"`
+	Guidance       *float64 `json:"guidance"`
 	Seed           *int64   `json:"seed"`
 	N              int      `json:"n"`
-	StyleStrength  float64  `json:"style_strength"`
+	StyleStrength  *float64 `json:"style_strength"`
 	TriggerWord    string   `json:"trigger_word"`
 	Sampler        string   `json:"sampler"`
 	Karras         bool     `json:"karras"`
@@ -186,7 +186,7 @@ func (jr *jsonRequest) set(name, v string) error {
 		*dst = n
 		return nil
 	}
-	atof := func(dst *float64) error {
+	atof := func(dst **float64) error {
 		if v == "" {
 			return nil
 		}
@@ -194,7 +194,7 @@ func (jr *jsonRequest) set(name, v string) error {
 		if err != nil || math.IsNaN(f) || math.IsInf(f, 0) {
 			return badRequest("field %q: want a number, got %q", name, v)
 		}
-		*dst = f
+		*dst = &f
 		return nil
 	}
 	switch name {
@@ -262,9 +262,15 @@ func (s *Server) buildJob(jr *jsonRequest, photos [][]byte) (*job, error) {
 		return nil, badRequest("%v", err)
 	}
 	req := photomaker.Request{
-		Width: jr.Width, Height: jr.Height, Steps: jr.Steps, Guidance: jr.Guidance, N: jr.N,
-		StyleStrength: jr.StyleStrength, TriggerWord: jr.TriggerWord,
+		Width: jr.Width, Height: jr.Height, Steps: jr.Steps, Guidance: photomaker.DefaultGuidance, N: jr.N,
+		StyleStrength: photomaker.DefaultStyleStrength, TriggerWord: jr.TriggerWord,
 		Sampler: jr.Sampler, Karras: jr.Karras, RNG: jr.RNG,
+	}
+	if jr.Guidance != nil { // 0 as well: no guidance
+		req.Guidance = *jr.Guidance
+	}
+	if jr.StyleStrength != nil {
+		req.StyleStrength = *jr.StyleStrength
 	}
 	if req.Width == 0 {
 		req.Width = photomaker.DefaultSize
@@ -277,9 +283,6 @@ func (s *Server) buildJob(jr *jsonRequest, photos [][]byte) (*job, error) {
 	}
 	if req.N == 0 {
 		req.N = 1
-	}
-	if req.Guidance == 0 {
-		req.Guidance = photomaker.DefaultGuidance
 	}
 	if req.Sampler == "" {
 		req.Sampler = photomaker.DefaultSampler
@@ -297,8 +300,8 @@ func (s *Server) buildJob(jr *jsonRequest, photos [][]byte) (*job, error) {
 		return nil, badRequest("steps must be between 1 and %d, got %d", o.MaxSteps, req.Steps)
 	case req.N < 1 || req.N > o.MaxOutputs:
 		return nil, badRequest("n (images per job) must be between 1 and %d, got %d", o.MaxOutputs, req.N)
-	case req.Guidance < 0 || req.Guidance > 50:
-		return nil, badRequest("guidance must be between 0 and 50, got %g", req.Guidance)
+	case req.Guidance < 0 || req.Guidance > photomaker.MaxGuidance:
+		return nil, badRequest("guidance must be between 0 and %d, got %g", photomaker.MaxGuidance, req.Guidance)
 	case req.StyleStrength < 0 || req.StyleStrength > 100:
 		return nil, badRequest("style_strength is a percentage (0–100), got %g", req.StyleStrength)
 	case req.RNG != "torch-cuda" && req.RNG != "torch-cpu":
@@ -316,6 +319,13 @@ func (s *Server) buildJob(jr *jsonRequest, photos [][]byte) (*job, error) {
 		req.TriggerWord = photomaker.DefaultTrigger
 	}
 	req.Prompt, req.NegativePrompt = prompt, negative
+	// The library reads zeros as its defaults: explicit zeros by name.
+	if req.Guidance == 0 {
+		req.Guidance = photomaker.NoGuidance
+	}
+	if req.StyleStrength == 0 {
+		req.StyleStrength = photomaker.NoStyleDelay
+	}
 	if style.Name != photomaker.Styles[0].Name {
 		req.Prompt, req.NegativePrompt = style.Apply(prompt, negative)
 	}

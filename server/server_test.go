@@ -33,7 +33,7 @@ func TestGenerateWithIDPhotos(t *testing.T) {
 	_, ts := startServer(t, tinyPipeline(t, true), Options{})
 	res := postForm(t, ts.URL+"/api/generate", map[string]string{
 		"prompt": "a photo of a man img, wearing a spacesuit", "style": "photographic",
-		"width": "64", "height": "64", "steps": "2", "seed": "7", "style_strength": "20",
+		"width": "64", "height": "64", "steps": "2", "seed": "7", "style_strength": "0", "guidance": "0",
 	}, facePNG(t))
 	require.Equal(t, http.StatusAccepted, res.StatusCode)
 	var v jobView
@@ -69,6 +69,10 @@ func TestGenerateWithIDPhotos(t *testing.T) {
 	require.Contains(t, params, "Steps: 2")
 	require.Contains(t, params, "PhotoMaker: photomaker-v1-tiny.safetensors")
 	require.Contains(t, params, "ID images: 1")
+	// Zeros asked are zeros, not the defaults: no guidance, the ID from
+	// the first step.
+	require.Contains(t, params, "CFG scale: 0,")
+	require.Contains(t, params, "Style strength: 0,")
 
 	// The job stays available.
 	got := getJob(t, ts.URL, v.ID)

@@ -168,7 +168,7 @@ func classify(path string, ix *nameIndex) (Kind, error) {
 	case ix.hasPrefix(origUNet):
 		return classifyLDM(path, ix)
 	case ix.all(isLoRAName):
-		return notCkpt("a LoRA", "load it with OpenLoRA and MergeLoRA")
+		return notCkpt("a LoRA", "apply it to an SDXL model: generate --lora FILE[:SCALE]")
 	case ix.all(func(n string) bool { return strings.HasPrefix(n, origVAE) }):
 		return notCkpt("a VAE", "only first_stage_model.* tensors")
 	case ix.hasPrefix("decoder.up.") || ix.hasPrefix("decoder.up_blocks."):
@@ -183,7 +183,7 @@ func classify(path string, ix *nameIndex) (Kind, error) {
 		return notCkpt("a text encoder", "open the diffusers folder that holds it")
 	}
 	if ix.contains("lora") {
-		return notCkpt("a LoRA", "load it with OpenLoRA and MergeLoRA")
+		return notCkpt("a LoRA", "apply it to an SDXL model: generate --lora FILE[:SCALE]")
 	}
 	first := ix.names
 	if len(first) > 5 {
@@ -209,6 +209,9 @@ func classifyLDM(path string, ix *nameIndex) (Kind, error) {
 		return un("a UNet-only checkpoint", ctxs+", no text encoders or VAE")
 	}
 	if in := ix.dim(origUNet+"input_blocks.0.0.weight", 1); in != 4 {
+		if in < 0 {
+			return Unknown, fmt.Errorf("%s: incomplete SDXL checkpoint: the UNet's first convolution (%sinput_blocks.0.0.weight) is missing or misshapen; download the file again", path, origUNet)
+		}
 		if in == 9 {
 			return un("an SDXL inpainting checkpoint", "UNet conv_in has 9 input channels")
 		}

@@ -74,6 +74,11 @@ func TestDetectUnsupported(t *testing.T) {
 			"model.diffusion_model.double_blocks.0.img_attn.qkv.weight": {4, 4},
 		}, []string{"Flux"}},
 		{"sdxl-inpaint", sdxlLike(9), []string{"SDXL inpainting", "9 input channels"}},
+		{"sdxl-no-conv-in", func() map[string][]int64 {
+			m := sdxlLike(4)
+			delete(m, "model.diffusion_model.input_blocks.0.0.weight")
+			return m
+		}(), []string{"incomplete SDXL checkpoint", "input_blocks.0.0.weight) is missing"}},
 		{"sdxl-refiner", map[string][]int64{
 			"model.diffusion_model.input_blocks.0.0.weight":        {32, 4, 3, 3},
 			"conditioner.embedders.0.model.token_embedding.weight": {10, 8},
@@ -95,7 +100,7 @@ func TestDetectUnsupported(t *testing.T) {
 			"lora_unet_input_blocks_4_1_transformer_blocks_0_attn1_to_q.lora_down.weight": {4, 64},
 			"lora_unet_input_blocks_4_1_transformer_blocks_0_attn1_to_q.lora_up.weight":   {64, 4},
 			"lora_unet_input_blocks_4_1_transformer_blocks_0_attn1_to_q.alpha":            {},
-		}, []string{"this is a LoRA, not a checkpoint"}},
+		}, []string{"this is a LoRA, not a checkpoint", "--lora"}},
 		{"lora-peft", map[string][]int64{
 			"unet.down_blocks.1.attentions.0.transformer_blocks.0.attn1.to_q.lora_A.weight": {4, 64},
 		}, []string{"this is a LoRA, not a checkpoint"}},

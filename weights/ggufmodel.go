@@ -123,6 +123,9 @@ func openGGUF(path string) (_ *Model, err error) {
 		if !ok {
 			return nil, fmt.Errorf("%s: %w: tensor %q is not a photomaker short name", path, gguf.ErrFormat, ti.Name)
 		}
+		if slices.Contains(ti.Shape, 0) { // we never write empty tensors: a damaged header
+			return nil, fmt.Errorf("%s: %w: tensor %q has shape %v, with no values: the file is damaged; convert it again", path, gguf.ErrFormat, name, ti.Shape)
+		}
 		dtype, ok := ggufDType(ti.Type)
 		if !ok {
 			return nil, fmt.Errorf("%s: tensor %q has type %s, which photomaker does not read", path, name, ti.Type)

@@ -12,6 +12,22 @@ import (
 	"github.com/gophotomaker/photomaker/weights/safetensors"
 )
 
+// A tensor with a zero dimension is a damaged header, not a model.
+func TestOpenGGUFEmptyTensor(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "pm.gguf")
+	w, err := gguf.Create(path)
+	require.NoError(t, err)
+	require.NoError(t, w.SetMetadata(KeyArchitecture, GGUFArchitecture))
+	require.NoError(t, w.SetMetadata(KeyFormatVersion, GGUFFormatVersion))
+	require.NoError(t, w.SetMetadata(KeyKinds, []string{"photomaker-v1"}))
+	n := ShortName("pm.visual_projection.weight")
+	require.NoError(t, w.AddTensor(n, gguf.TypeF32, []int64{0, 3}))
+	require.NoError(t, w.WriteTensorData(n, nil))
+	require.NoError(t, w.Close())
+	_, err = Open(path)
+	require.ErrorContains(t, err, "with no values")
+}
+
 // A hand-written adapter GGUF: names, PyTorch shapes, quantized DTypes with
 // raw blocks and dequantizing Float32, unmerged LoRA under lora.*.
 func TestOpenGGUFAdapter(t *testing.T) {

@@ -207,12 +207,19 @@ func checkPatchShapes(p *LoRAPatch, base *Tensor) error {
 	return nil
 }
 
+// MaxLoRAScale bounds a LoRA's merge scale: far beyond any useful one,
+// and short of what overflows the merged weights.
+const MaxLoRAScale = 100
+
 // MergeLoRA replaces every tensor of m that lora patches with a lazily
 // computed float32 tensor W + scale·(alpha/rank)·(up @ down) (alpha/rank = 1
 // without an alpha tensor). The arithmetic is float32, as in diffusers'
 // fuse_lora. lora must stay open while m's merged tensors are read. It
 // returns the number of merged tensors.
 func MergeLoRA(m *Set, lora *Set, scale float32) (merged int, err error) {
+	if !(math.Abs(float64(scale)) <= MaxLoRAScale) { // NaN too
+		return 0, fmt.Errorf("LoRA scale %g: want a number from -%d to %d (1 is the LoRA as trained)", scale, MaxLoRAScale, MaxLoRAScale)
+	}
 	patches, err := ResolveLoRA(m, lora)
 	if err != nil {
 		return 0, err

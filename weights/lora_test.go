@@ -46,6 +46,10 @@ func TestMergePhotoMakerLoRAGolden(t *testing.T) {
 	require.Equal(t, before.Shape, w.Shape)
 	assert.Equal(t, before.Data, f32(t, w), "'before' is the unmerged weight, exactly")
 
+	for _, bad := range []float32{float32(math.NaN()), float32(math.Inf(-1)), 1e30} {
+		_, err := MergeLoRA(m.Tensors, pm.LoRA, bad)
+		require.ErrorContains(t, err, "LoRA scale", "scale %g", bad)
+	}
 	n, err := MergeLoRA(m.Tensors, pm.LoRA, 1)
 	require.NoError(t, err)
 	assert.Equal(t, pm.LoRA.Len()/2, n, "one merge per down/up pair")
