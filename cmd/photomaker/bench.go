@@ -69,9 +69,9 @@ Examples:
 			&cli.IntFlag{Name: "height", Value: 1024, Usage: "height in pixels, a multiple of 8", EnvVars: envs("height")},
 			&cli.IntFlag{Name: "steps", Value: 4, Usage: "denoising steps", EnvVars: envs("steps")},
 			&cli.IntFlag{Name: "batch", Aliases: []string{"n"}, Value: 1, Usage: "images per prompt", EnvVars: envs("batch")},
-			&cli.Float64Flag{Name: "guidance", Value: photomaker.DefaultGuidance, Usage: "guidance scale (> 1: two UNet rows per step)", EnvVars: envs("guidance")},
-			&cli.IntFlag{Name: "id-images", Value: 2, Usage: "synthetic ID photos", EnvVars: envs("id-images")},
-			&cli.IntFlag{Name: "threads", Usage: "CPU threads (default: one per physical core)", EnvVars: envs("threads")},
+			&cli.Float64Flag{Name: "guidance", Value: photomaker.DefaultGuidance, Usage: "guidance scale, 0 to 50 (> 1: two UNet rows per step; 0 or up to 1: guidance off)", EnvVars: envs("guidance")},
+			&cli.IntFlag{Name: "id-images", Value: 2, Usage: fmt.Sprintf("synthetic ID photos (1 to %d)", maxIDPhotos), EnvVars: envs("id-images")},
+			&cli.IntFlag{Name: "threads", Usage: "CPU threads, at most the logical CPUs (default: one per physical core)", EnvVars: envs("threads")},
 			&cli.Uint64Flag{Name: "seed", Value: 1, Usage: "seed of the random weights (and of the generation)", EnvVars: envs("seed")},
 			&cli.StringFlag{Name: "cache-dir", Usage: "where random weights are kept (default: $XDG_CACHE_HOME/photomaker/random)", EnvVars: envs("cache-dir")},
 			&cli.StringFlag{Name: "random-scale", Value: "full", Usage: "full or tiny (tests)", Hidden: true, EnvVars: envs("random-scale")},
@@ -141,14 +141,24 @@ func runBench(c *cli.Context) error {
 		Guidance: c.Float64("guidance"), IDImages: c.Int("id-images"), QuantizeConvs: c.Bool("quantize-convs"), F16Accumulation: c.Bool("f16-accum"), VAEF16: c.Bool("vae-f16"),
 		Runs: c.Int("runs"),
 	}
-	if res.Threads <= 0 {
+	threads, err := threadsFlag(c)
+	if err != nil {
+		return err
+	}
+	if res.Threads = threads; threads == 0 {
 		res.Threads = cpuinfo.Threads()
+	}
+	var reqGuidance float64
+	if res.Guidance, reqGuidance, err = guidanceFlag(c); err != nil {
+		return err
 	}
 	vram, err := vramMode(c)
 	if err != nil {
 		return err
 	}
 	switch {
+	case res.IDImages < 1 || res.IDImages > maxIDPhotos: // before any photo is made
+		return usagef("--id-images must be 1 to %d (the photos of one person that fit the prompt), got %d", maxIDPhotos, res.IDImages)
 	case res.Steps < 1:
 		return usagef("--steps must be at least 1")
 	case res.Batch < 1:
@@ -202,7 +212,7 @@ func runBench(c *cli.Context) error {
 	defer bar.done()
 	t0 := time.Now()
 	p, err := photomaker.Load(ctx, photomaker.Config{
-		Model: res.Model, PhotoMaker: res.PhotoMaker, Device: res.Device, WeightType: res.Type, Threads: c.Int("threads"), Progress: bar.update,
+		Model: res.Model, PhotoMaker: res.PhotoMaker, Device: res.Device, WeightType: res.Type, Threads: threads, Progress: bar.update,
 		VRAM: vram, PlanWidth: res.Width, PlanHeight: res.Height, QuantizeConvs: res.QuantizeConvs, F16Accumulation: res.F16Accumulation, VAEF16: res.VAEF16,
 		OneShot: true, // as generate does: the UNet loads inside Generate, after the encoders are freed
 	})
@@ -221,6 +231,7 @@ func runBench(c *cli.Context) error {
 	}
 
 	req := benchRequest(res, c.Uint64("seed"), p.Kind())
+	req.Guidance = reqGuidance // NoGuidance for 0, which the request reads as the default
 	var events eventLog
 	req.Progress = func(ev photomaker.Progress) {
 		events.add(ev)
@@ -317,9 +328,6 @@ func benchRequest(res *benchResult, seed uint64, kind string) photomaker.Request
 		req.Prompt = "an astronaut in a spacesuit, sharp focus"
 		res.IDImages = 0
 		return req
-	}
-	if res.IDImages < 1 {
-		res.IDImages = 1
 	}
 	tones := []color.RGBA{{224, 172, 140, 255}, {141, 85, 60, 255}, {128, 128, 128, 255}, {250, 220, 190, 255}}
 	for i := 0; i < res.IDImages; i++ {

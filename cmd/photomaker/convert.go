@@ -17,6 +17,7 @@ import (
 
 	"github.com/gophotomaker/photomaker/bindings/ggml"
 	"github.com/gophotomaker/photomaker/tools/convert"
+	"github.com/gophotomaker/photomaker/weights"
 )
 
 func init() { register(convertCommand) }
@@ -60,8 +61,8 @@ Every flag also reads PHOTOMAKER_<FLAG> (e.g. PHOTOMAKER_TYPE).`,
 			&cli.StringFlag{Name: "rules", Usage: "per-tensor overrides 'REGEX=TYPE,...' (first match wins)", EnvVars: envs("rules")},
 			&cli.StringFlag{Name: "output", Aliases: []string{"o"}, Usage: "(required) output .gguf file", EnvVars: envs("output")},
 			&cli.BoolFlag{Name: "force", Usage: "overwrite an existing output file", EnvVars: envs("force")},
-			&cli.Float64Flag{Name: "lora-scale", Value: 1, Usage: "scale of the adapter's LoRA when merging", EnvVars: envs("lora-scale")},
-			&cli.IntFlag{Name: "threads", Usage: "quantization threads (default: all cores)", EnvVars: envs("threads")},
+			&cli.Float64Flag{Name: "lora-scale", Value: 1, Usage: "scale of the adapter's LoRA when merging (above 0, at most 100)", EnvVars: envs("lora-scale")},
+			&cli.IntFlag{Name: "threads", Usage: "quantization threads, at most the logical CPUs (default: all cores)", EnvVars: envs("threads")},
 			&cli.BoolFlag{Name: "json", Usage: "print a JSON report instead of text (and no progress bar)", EnvVars: envs("json")},
 		},
 		Action: runConvert,
@@ -90,21 +91,24 @@ func runConvert(c *cli.Context) error {
 		return usagef("%v", err)
 	}
 	scale := c.Float64("lora-scale")
-	if scale <= 0 {
-		return usagef("--lora-scale must be positive, got %g", scale)
+	if !(scale > 0 && scale <= weights.MaxLoRAScale) { // NaN too
+		return usagef("--lora-scale must be a finite number above 0 and at most %d, got %g", weights.MaxLoRAScale, scale)
 	}
-	out := c.String("output")
-	if !c.Bool("force") {
-		if _, err := os.Stat(out); err == nil {
-			return fmt.Errorf("%s already exists; choose another --output or pass --force", out)
-		}
+	threads, err := threadsFlag(c)
+	if err != nil {
+		return err
 	}
+	outs, err := checkOutputs(c.String("output"), 1, c.Bool("force"))
+	if err != nil {
+		return err
+	}
+	out := outs[0]
 	ctx, stop := signal.NotifyContext(c.Context, os.Interrupt)
 	defer stop()
 	bar := &convertBar{w: c.App.ErrWriter, on: !c.Bool("json"), started: time.Now()}
 	rep, err := convert.Convert(ctx, convert.Options{
 		Src: args[0], PhotoMaker: c.String("photomaker"), Type: typ, Rules: rules, Out: out,
-		Overwrite: c.Bool("force"), LoRAScale: float32(scale), Threads: c.Int("threads"), Progress: bar.update,
+		Overwrite: c.Bool("force"), LoRAScale: float32(scale), Threads: threads, Progress: bar.update,
 	})
 	bar.done()
 	if err != nil {

@@ -83,6 +83,11 @@ func TestConvertErrors(t *testing.T) {
 		{[]string{"convert", sdxl, "--type", "q7_X", "-o", out}, 2, "unknown type"},
 		{[]string{"convert", sdxl, "--type", "f16", "--rules", "unet(=f16", "-o", out}, 2, "rules"},
 		{[]string{"convert", sdxl, "--type", "f16", "--lora-scale", "-1", "-o", out}, 2, "lora-scale"},
+		{[]string{"convert", sdxl, "--type", "f16", "--lora-scale", "NaN", "-o", out}, 2, "--lora-scale must be a finite number above 0 and at most 100"},
+		{[]string{"convert", sdxl, "--type", "f16", "--lora-scale", "1e30", "-o", out}, 2, "--lora-scale must be a finite number above 0 and at most 100"},
+		{[]string{"convert", sdxl, "--type", "f16", "--lora-scale", "Inf", "-o", out}, 2, "--lora-scale must be a finite number above 0 and at most 100"},
+		{[]string{"convert", sdxl, "--type", "f16", "-o", "-"}, 2, "writing to standard output is not supported"},
+		{[]string{"convert", sdxl, "--type", "f16", "-o", filepath.Join(dir, "nodir", "x.gguf")}, 1, "folder " + filepath.Join(dir, "nodir") + " does not exist"},
 		{[]string{"convert", garbage, "--type", "f16", "-o", out}, 1, "unrecognised file format"},
 		{[]string{"convert", sdxl, "--photomaker", garbage, "--type", "f16", "-o", out}, 1, "garbage.safetensors"},
 	} {

@@ -7,14 +7,12 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"time"
 
 	"github.com/urfave/cli/v2"
 
 	"github.com/gophotomaker/photomaker/bindings/ggml"
-	"github.com/gophotomaker/photomaker/imageproc"
 	"github.com/gophotomaker/photomaker/internal/pngtext"
 	"github.com/gophotomaker/photomaker/photomaker"
 )
@@ -47,20 +45,20 @@ Every flag also reads PHOTOMAKER_<FLAG> (e.g. PHOTOMAKER_MODEL).`,
 			&cli.IntFlag{Name: "height", Value: 1024, Usage: "height in pixels, a multiple of 8", EnvVars: envs("height")},
 			&cli.StringFlag{Name: "aspect", Usage: "one of the demo's size presets by ratio (1:1, 3:2, 2:3, 4:3, 3:4, 16:9, 9:16, ...); overrides --width/--height", EnvVars: envs("aspect")},
 			&cli.IntFlag{Name: "steps", Value: photomaker.DefaultSteps, Usage: "denoising steps", EnvVars: envs("steps")},
-			&cli.Float64Flag{Name: "guidance", Value: photomaker.DefaultGuidance, Usage: "classifier-free guidance scale (≤ 1 disables it)", EnvVars: envs("guidance")},
+			&cli.Float64Flag{Name: "guidance", Value: photomaker.DefaultGuidance, Usage: "classifier-free guidance scale, 0 to 50; 0 (or any value up to 1) turns guidance off", EnvVars: envs("guidance")},
 			&cli.StringFlag{Name: "sampler", Value: photomaker.DefaultSampler, Usage: "euler, euler_a, dpmpp_2m or ddim (diffusers semantics)", EnvVars: envs("sampler")},
 			&cli.StringFlag{Name: "scheduler", Value: "default", Usage: "default (the sampler's diffusers default) or karras", EnvVars: envs("scheduler")},
-			&cli.Int64Flag{Name: "seed", Value: 42, Usage: "random seed; -1 picks one (and prints it)", EnvVars: envs("seed")},
+			&cli.Int64Flag{Name: "seed", Value: 42, Usage: "random seed; any negative value (e.g. -1) picks one (and prints it)", EnvVars: envs("seed")},
 			&cli.StringFlag{Name: "rng", Value: photomaker.DefaultRNG, Usage: "torch-cuda (same noise as PyTorch on NVIDIA GPUs) or torch-cpu", EnvVars: envs("rng")},
 			&cli.IntFlag{Name: "n", Value: 1, Usage: "images to generate", EnvVars: envs("n")},
 			&cli.StringFlag{Name: "output", Aliases: []string{"o"}, Value: "photomaker.png", Usage: "output PNG; with --n > 1: NAME-1.png, NAME-2.png, ...", EnvVars: envs("output")},
 			&cli.BoolFlag{Name: "force", Usage: "overwrite existing output files", EnvVars: envs("force")},
 			&cli.StringFlag{Name: "photomaker", Usage: "PhotoMaker adapter: official .bin, .safetensors or .gguf (v1/v2 detected from the tensors), or photomaker-v1/photomaker-v2 once pulled", EnvVars: envs("photomaker")},
-			&cli.StringSliceFlag{Name: "lora", Usage: "community LoRA (kohya or diffusers/PEFT .safetensors) merged at load, as FILE or FILE:SCALE (default scale 1); repeatable", EnvVars: envs("lora")},
+			&cli.StringSliceFlag{Name: "lora", Usage: "community LoRA (kohya or diffusers/PEFT .safetensors) merged at load, as FILE or FILE:SCALE (default scale 1, at most 100 either way); repeatable", EnvVars: envs("lora")},
 			&cli.StringSliceFlag{Name: "id-image", Usage: "ID photo of the person (repeatable)", EnvVars: envs("id-image")},
-			&cli.StringSliceFlag{Name: "id", Usage: "several people: NAME=F1,F2 where NAME is the class word written before the trigger word (\"a man img and a woman img\"); repeat per person", EnvVars: envs("id")},
-			&cli.StringFlag{Name: "id-embeds", Usage: "v2: face embeddings, one raw 512-d ArcFace embedding per ID photo: .safetensors with tensor \"id_embeds\" [N,512], or .npy [N,512]", EnvVars: envs("id-embeds")},
-			&cli.Float64Flag{Name: "style-strength", Value: photomaker.DefaultStyleStrength, Usage: "percent of steps that use the text-only prompt before the ID kicks in", EnvVars: envs("style-strength")},
+			&cli.StringSliceFlag{Name: "id", Usage: "several people: NAME=F1,F2 where NAME is the class word written before the trigger word (\"a man img and a woman img\"); repeat per person (v2: with --id-embeds NAME=FILE each)", EnvVars: envs("id")},
+			&cli.StringSliceFlag{Name: "id-embeds", Usage: "v2: face embeddings, one raw 512-d ArcFace embedding per ID photo in their order: .safetensors with tensor \"id_embeds\" [N,512], or .npy [N,512]; with --id, NAME=FILE per person (repeat)", EnvVars: envs("id-embeds")},
+			&cli.Float64Flag{Name: "style-strength", Value: photomaker.DefaultStyleStrength, Usage: "percent of steps (0 to 100) that use the text-only prompt before the ID kicks in; 0: the ID from the first step", EnvVars: envs("style-strength")},
 			&cli.BoolFlag{Name: "no-merge-cap", Usage: "do not cap the text-only steps at 30 (the demo's cap)", EnvVars: envs("no-merge-cap")},
 			&cli.StringFlag{Name: "trigger-word", Value: photomaker.DefaultTrigger, Usage: "the word that marks the class word to personalise", EnvVars: envs("trigger-word")},
 			&cli.StringFlag{Name: "style", Usage: "one of the official demo's style templates (photographic, cinematic, disney, digital-art, fantasy-art, neonpunk, enhance, comic-book, lowpoly, line-art)", EnvVars: envs("style")},
@@ -72,7 +70,7 @@ Every flag also reads PHOTOMAKER_<FLAG> (e.g. PHOTOMAKER_MODEL).`,
 			vaeF16Flag(),
 			&cli.BoolFlag{Name: "encoders-on-cpu", Usage: "low-VRAM mode: run the text and ID encoders on the CPU, keep only the UNet and VAE on the GPU", EnvVars: envs("encoders-on-cpu")},
 			&cli.IntFlag{Name: "vae-tile", Usage: "decode in tiles of N latent pixels (8 image pixels each) to save memory; 0 = whole (64-latent tiles in --vram low and stream, or when memory runs out); -1 = never", EnvVars: envs("vae-tile")},
-			&cli.IntFlag{Name: "threads", Usage: "CPU threads (default: one per physical core)", EnvVars: envs("threads")},
+			&cli.IntFlag{Name: "threads", Usage: "CPU threads, at most the logical CPUs (default: one per physical core)", EnvVars: envs("threads")},
 			&cli.BoolFlag{Name: "json", Usage: "print a JSON summary instead of text", EnvVars: envs("json")},
 		},
 		Action: runGenerate,
@@ -80,12 +78,20 @@ Every flag also reads PHOTOMAKER_<FLAG> (e.g. PHOTOMAKER_MODEL).`,
 }
 
 func runGenerate(c *cli.Context) error {
+	guidance, reqGuidance, err := guidanceFlag(c)
+	if err != nil {
+		return err
+	}
+	style, reqStyle, err := styleStrengthFlag(c)
+	if err != nil {
+		return err
+	}
 	req := photomaker.Request{
 		Prompt: c.String("prompt"), NegativePrompt: c.String("negative-prompt"),
-		Width: c.Int("width"), Height: c.Int("height"), Steps: c.Int("steps"), Guidance: c.Float64("guidance"),
+		Width: c.Int("width"), Height: c.Int("height"), Steps: c.Int("steps"), Guidance: reqGuidance,
 		PromptWeighting: strings.TrimPrefix(strings.ToLower(c.String("prompt-weighting")), "none"),
 		Sampler:         c.String("sampler"), Seed: c.Int64("seed"), RNG: c.String("rng"), N: c.Int("n"),
-		TriggerWord: c.String("trigger-word"), StyleStrength: c.Float64("style-strength"), NoMergeCap: c.Bool("no-merge-cap"),
+		TriggerWord: c.String("trigger-word"), StyleStrength: reqStyle, NoMergeCap: c.Bool("no-merge-cap"),
 	}
 	if w := req.PromptWeighting; w != photomaker.WeightingNone && w != photomaker.WeightingA1111 {
 		return usagef("unknown --prompt-weighting %q (want none or a1111)", c.String("prompt-weighting"))
@@ -113,6 +119,25 @@ func runGenerate(c *cli.Context) error {
 	if req.Width%8 != 0 || req.Height%8 != 0 || req.Width <= 0 || req.Height <= 0 {
 		return usagef("--width and --height must be positive multiples of 8 (got %d×%d)", req.Width, req.Height)
 	}
+	if t := c.Int("vae-tile"); t < -1 || t == 1 { // a tile must be wider than its overlap (tile/4, at least 1)
+		return usagef("--vae-tile must be -1 (never tile), 0 (automatic) or a tile of at least 2 latent pixels, got %d", t)
+	}
+	threads, err := threadsFlag(c)
+	if err != nil {
+		return err
+	}
+	vram, err := vramMode(c)
+	if err != nil {
+		return err
+	}
+	loras, err := parseLoRAs(c.StringSlice("lora"))
+	if err != nil {
+		return err
+	}
+	outputs, err := checkOutputs(c.String("output"), req.N, c.Bool("force"))
+	if err != nil {
+		return err
+	}
 	if req.NegativePrompt == "@demo" {
 		req.NegativePrompt = photomaker.DefaultNegativePrompt
 	}
@@ -123,39 +148,10 @@ func runGenerate(c *cli.Context) error {
 		}
 		req.Prompt, req.NegativePrompt = st.Apply(req.Prompt, req.NegativePrompt)
 	}
+	if err := readIDs(c, &req); err != nil {
+		return err
+	}
 	ids := c.StringSlice("id-image")
-	for _, path := range ids {
-		img, err := imageproc.DecodeFile(path, imageproc.Limits{})
-		if err != nil {
-			return err
-		}
-		req.IDImages = append(req.IDImages, img)
-	}
-	if path := c.String("id-embeds"); path != "" {
-		emb, err := photomaker.ReadIDEmbeds(path)
-		if err != nil {
-			return err
-		}
-		req.IDEmbeds = emb
-	}
-	for _, spec := range c.StringSlice("id") {
-		name, files, ok := strings.Cut(spec, "=")
-		if !ok || name == "" || files == "" {
-			return usagef("--id wants NAME=PHOTO[,PHOTO...], e.g. --id man=a1.jpg,a2.jpg (got %q)", spec)
-		}
-		person := photomaker.Person{Class: name}
-		for _, path := range strings.Split(files, ",") {
-			img, err := imageproc.DecodeFile(strings.TrimSpace(path), imageproc.Limits{})
-			if err != nil {
-				return err
-			}
-			person.Images = append(person.Images, img)
-		}
-		req.People = append(req.People, person)
-	}
-	if len(req.People) > 0 && len(ids) > 0 {
-		return usagef("use either --id-image (one person) or --id NAME=... (one per person), not both")
-	}
 	if c.String("photomaker") != "" && len(ids) == 0 && len(req.People) == 0 {
 		return usagef("--photomaker needs at least one --id-image photo of the person (or --id NAME=PHOTOS per person)")
 	}
@@ -168,30 +164,14 @@ func runGenerate(c *cli.Context) error {
 	if err := resolveModelFlags(c); err != nil { // catalog names → files pulled into the cache
 		return err
 	}
-	outputs := outputNames(c.String("output"), req.N)
-	if !c.Bool("force") {
-		for _, o := range outputs {
-			if _, err := os.Stat(o); err == nil {
-				return fmt.Errorf("%s already exists; choose another --output or pass --force", o)
-			}
-		}
-	}
 
-	vram, err := vramMode(c)
-	if err != nil {
-		return err
-	}
-	loras, err := parseLoRAs(c.StringSlice("lora"))
-	if err != nil {
-		return err
-	}
 	ctx, stop := signal.NotifyContext(c.Context, os.Interrupt)
 	defer stop()
 	bar := newProgress(c.App.ErrWriter, !c.Bool("json"))
 	loadStart := time.Now()
 	p, err := photomaker.Load(ctx, photomaker.Config{
 		Model: c.String("model"), PhotoMaker: c.String("photomaker"), Device: c.String("device"),
-		LoRAs: loras, Threads: c.Int("threads"), WeightType: c.String("type"), VAETile: c.Int("vae-tile"), EncodersOnCPU: c.Bool("encoders-on-cpu"), Progress: bar.update,
+		LoRAs: loras, Threads: threads, WeightType: c.String("type"), VAETile: c.Int("vae-tile"), EncodersOnCPU: c.Bool("encoders-on-cpu"), Progress: bar.update,
 		VRAM: vram, PlanWidth: req.Width, PlanHeight: req.Height, QuantizeConvs: c.Bool("quantize-convs"), F16Accumulation: c.Bool("f16-accum"), VAEF16: c.Bool("vae-f16"),
 		OneShot: true, // one request: each part is freed once done
 	})
@@ -213,7 +193,10 @@ func runGenerate(c *cli.Context) error {
 		}
 		return err
 	}
-	params := parameters(&res.Request, res.Seed, c.String("model"), c.String("photomaker"))
+	// Record what was asked: the request holds NoGuidance for --guidance 0.
+	rec := res.Request
+	rec.Guidance, rec.StyleStrength = guidance, style
+	params := parameters(&rec, res.Seed, c.String("model"), c.String("photomaker"))
 	for i, img := range res.Images {
 		if err := writePNG(outputs[i], img, params, c.Bool("force")); err != nil {
 			return err
@@ -227,6 +210,106 @@ func runGenerate(c *cli.Context) error {
 	}
 	for _, o := range outputs {
 		fmt.Fprintf(c.App.Writer, "wrote %s (seed %d)\n", o, res.Seed)
+	}
+	return nil
+}
+
+// readIDs decodes the ID photos (--id-image, or --id per person) and reads
+// their face embeddings (--id-embeds FILE, or NAME=FILE per --id person)
+// into req.
+func readIDs(c *cli.Context, req *photomaker.Request) error {
+	ids, people, embeds := c.StringSlice("id-image"), c.StringSlice("id"), c.StringSlice("id-embeds")
+	if len(people) > 0 && len(ids) > 0 {
+		return usagef("use either --id-image (one person) or --id NAME=... (one per person), not both")
+	}
+	if len(ids) > maxIDPhotos {
+		return usagef("%d --id-image photos: at most %d of one person fit the prompt", len(ids), maxIDPhotos)
+	}
+	for _, path := range ids {
+		if path == "" {
+			return usagef("empty photo path in --id-image")
+		}
+		img, err := decodeIDImage(path)
+		if err != nil {
+			return err
+		}
+		req.IDImages = append(req.IDImages, img)
+	}
+	if len(people) == 0 {
+		switch {
+		case len(embeds) > 1:
+			return usagef("give one --id-embeds FILE for the --id-image photos (with --id, one NAME=FILE per person)")
+		case len(embeds) == 1 && len(ids) == 0:
+			return usagef("--id-embeds goes with the --id-image photos it describes")
+		case len(embeds) == 1:
+			emb, err := photomaker.ReadIDEmbeds(embeds[0])
+			if err != nil {
+				return err
+			}
+			if len(emb) != len(ids) {
+				return usagef("--id-embeds %s holds %d face embeddings for %d --id-image photos: give one per photo", embeds[0], len(emb), len(ids))
+			}
+			req.IDEmbeds = emb
+		}
+		return nil
+	}
+	for _, spec := range people {
+		name, files, ok := strings.Cut(spec, "=")
+		if !ok || name == "" || files == "" {
+			return usagef("--id wants NAME=PHOTO[,PHOTO...], e.g. --id man=a1.jpg,a2.jpg (got %q)", spec)
+		}
+		paths := strings.Split(files, ",")
+		if len(paths) > maxIDPhotos {
+			return usagef("--id %s=...: %d photos, at most %d of one person fit the prompt", name, len(paths), maxIDPhotos)
+		}
+		person := photomaker.Person{Class: name}
+		for _, path := range paths {
+			if path = strings.TrimSpace(path); path == "" {
+				return usagef("empty photo path in --id %s", spec)
+			}
+			img, err := decodeIDImage(path)
+			if err != nil {
+				return err
+			}
+			person.Images = append(person.Images, img)
+		}
+		req.People = append(req.People, person)
+	}
+	// v2: NAME=FILE per person, so each person's embeddings follow their photos.
+	files := map[string]string{}
+	for _, spec := range embeds {
+		name, file, ok := strings.Cut(spec, "=")
+		if !ok || name == "" || file == "" {
+			return usagef("with --id, --id-embeds wants NAME=FILE for each person, e.g. --id-embeds man=man.npy (got %q)", spec)
+		}
+		if _, dup := files[name]; dup {
+			return usagef("--id-embeds %s=... given twice", name)
+		}
+		files[name] = file
+	}
+	for i := range req.People {
+		p := &req.People[i]
+		file, ok := files[p.Class]
+		if !ok {
+			if len(embeds) > 0 {
+				return usagef("--id-embeds has no face embeddings for the %s: add --id-embeds %s=FILE", p.Class, p.Class)
+			}
+			continue
+		}
+		delete(files, p.Class)
+		emb, err := photomaker.ReadIDEmbeds(file)
+		if err != nil {
+			return err
+		}
+		if len(emb) != len(p.Images) {
+			return usagef("--id-embeds %s=%s holds %d face embeddings for %d photos of the %s: give one per photo", p.Class, file, len(emb), len(p.Images), p.Class)
+		}
+		p.IDEmbeds = emb
+	}
+	for _, spec := range embeds {
+		if name, _, _ := strings.Cut(spec, "="); files[name] != "" {
+			return usagef("--id-embeds %s: no --id %s=PHOTOS to go with it", spec, name)
+		}
 	}
 	return nil
 }
@@ -246,24 +329,6 @@ func quantizeOnceHint(model, adapter, typ string, loras int, took time.Duration)
 		cmd += " --photomaker " + adapter
 	}
 	return fmt.Sprintf("loading took %.0fs, mostly quantizing to %s; do it once with\n  %s --type %s -o %s\nand pass --model %s", took.Seconds(), t, cmd, t, out, out)
-}
-
-// parseLoRAs reads --lora FILE[:SCALE] values.
-func parseLoRAs(specs []string) ([]photomaker.LoRA, error) {
-	var out []photomaker.LoRA
-	for _, s := range specs {
-		l := photomaker.LoRA{Path: s, Scale: 1}
-		if i := strings.LastIndex(s, ":"); i > 0 {
-			if v, err := strconv.ParseFloat(s[i+1:], 32); err == nil {
-				l.Path, l.Scale = s[:i], float32(v)
-			}
-		}
-		if _, err := os.Stat(l.Path); err != nil {
-			return nil, usagef("--lora %s: %v", s, err)
-		}
-		out = append(out, l)
-	}
-	return out, nil
 }
 
 // outputNames gives FILE.png for one image and FILE-1.png, ... for several.

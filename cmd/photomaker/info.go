@@ -35,14 +35,23 @@ stored as --type (default: as in the file).`,
 			&cli.BoolFlag{Name: "json", Usage: "print JSON", EnvVars: envs("json")},
 			&cli.StringFlag{Name: "type", Usage: "weight type for the GPU memory estimate (f16, q8_0, q4_K, ...; default: as in the file)", EnvVars: envs("type")},
 			quantizeConvsFlag(),
-			&cli.IntFlag{Name: "width", Value: 1024, Usage: "image width for the GPU memory estimate", EnvVars: envs("width")},
-			&cli.IntFlag{Name: "height", Value: 1024, Usage: "image height for the GPU memory estimate", EnvVars: envs("height")},
+			&cli.IntFlag{Name: "width", Value: 1024, Usage: "image width for the GPU memory estimate (a multiple of 8)", EnvVars: envs("width")},
+			&cli.IntFlag{Name: "height", Value: 1024, Usage: "image height for the GPU memory estimate (a multiple of 8)", EnvVars: envs("height")},
 		},
 		Action: func(c *cli.Context) error {
-			if c.NArg() != 1 {
-				return usagef("info takes one FILE or DIR")
+			c, args, err := interspersed(c) // info FILE --tensors
+			if err != nil || c == nil {
+				return err
 			}
-			m, err := weights.Open(c.Args().First())
+			if len(args) != 1 {
+				return usagef("info takes one FILE or DIR; got %d arguments", len(args))
+			}
+			for _, f := range []string{"width", "height"} {
+				if err := checkSize(f, c.Int(f)); err != nil {
+					return err
+				}
+			}
+			m, err := weights.Open(args[0])
 			if err != nil {
 				return err
 			}
@@ -85,7 +94,7 @@ stored as --type (default: as in the file).`,
 			}
 			var estimates []photomaker.MemoryEstimate
 			if !m.Kind.IsPhotoMaker() && m.Kind != weights.Unknown {
-				estimates, err = photomaker.EstimateMemory(photomaker.Config{Model: c.Args().First(), WeightType: c.String("type"), QuantizeConvs: c.Bool("quantize-convs")}, c.Int("width"), c.Int("height"))
+				estimates, err = photomaker.EstimateMemory(photomaker.Config{Model: args[0], WeightType: c.String("type"), QuantizeConvs: c.Bool("quantize-convs")}, c.Int("width"), c.Int("height"))
 				if err != nil {
 					return err
 				}

@@ -95,6 +95,9 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 	}
 	for _, cmd := range app.Commands {
 		cmd.OnUsageError = app.OnUsageError
+		if cmd.ArgsUsage == "" { // takes flags only
+			noArgs(cmd)
+		}
 	}
 	return app
 }
@@ -120,17 +123,19 @@ func run(args []string, stdout, stderr io.Writer) int {
 	if err == nil {
 		return 0
 	}
+	// Some library errors already start with the package name
+	// (photomaker.ErrIDInput, ErrIDPrompt, ErrClosed): say it once.
+	msg := "photomaker: " + strings.TrimPrefix(err.Error(), "photomaker: ")
 	var ue usageError
 	if errors.As(err, &ue) || strings.HasPrefix(err.Error(), "flag provided but not defined") || strings.Contains(err.Error(), "Required flag") || strings.HasPrefix(err.Error(), "No help topic") {
-		fmt.Fprintf(stderr, "photomaker: %v\nRun 'photomaker --help' for usage.\n", err)
+		fmt.Fprintf(stderr, "%s\nRun 'photomaker --help' for usage.\n", msg)
 		return 2
 	}
+	fmt.Fprintln(stderr, msg)
 	var ec cli.ExitCoder
 	if errors.As(err, &ec) {
-		fmt.Fprintf(stderr, "photomaker: %v\n", err)
 		return ec.ExitCode()
 	}
-	fmt.Fprintf(stderr, "photomaker: %v\n", err)
 	return 1
 }
 

@@ -85,6 +85,10 @@ func TestInfo(t *testing.T) {
 		types[tt.Type] = true
 	}
 	require.True(t, types["BF16"] && types["F32"], "the real .bin mixes bf16 and f32: %v", types)
+	// Flags after the file, as in the README.
+	code, out, errOut = runCLI(t, "info", golden.Path("photomaker/photomaker-v1-tiny.safetensors"), "--tensors")
+	require.Equal(t, 0, code, errOut)
+	require.Regexp(t, `NAME\s+TYPE\s+SHAPE\s+SIZE\n`, out)
 	code, _, errOut = runCLI(t, "info", "/nonexistent/model.safetensors")
 	require.Equal(t, 1, code)
 	require.Contains(t, errOut, "/nonexistent/model.safetensors")

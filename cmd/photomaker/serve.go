@@ -46,7 +46,7 @@ Every flag also reads PHOTOMAKER_<FLAG> (e.g. PHOTOMAKER_ADDR).`,
 			&cli.StringFlag{Name: "photomaker", Usage: "PhotoMaker adapter (.bin, .safetensors or .gguf); without it the server does plain SDXL text-to-image", EnvVars: envs("photomaker")},
 			&cli.StringFlag{Name: "device", Value: "auto", Usage: "auto, cpu, cuda, cuda:1, metal, ...", EnvVars: envs("device")},
 			&cli.StringFlag{Name: "type", Usage: "store weights as f32, f16, q8_0, q4_K, ... (default: as in the file)", EnvVars: envs("type")},
-			&cli.IntFlag{Name: "threads", Usage: "CPU threads (default: one per physical core)", EnvVars: envs("threads")},
+			&cli.IntFlag{Name: "threads", Usage: "CPU threads, at most the logical CPUs (default: one per physical core)", EnvVars: envs("threads")},
 			vramFlag(),
 			quantizeConvsFlag(),
 			f16AccumFlag(),
@@ -55,7 +55,7 @@ Every flag also reads PHOTOMAKER_<FLAG> (e.g. PHOTOMAKER_ADDR).`,
 			&cli.IntFlag{Name: "max-upload-mb", Value: server.DefaultMaxUploadBytes >> 20, Usage: "largest request body in MiB (ID photos included); larger get 413", EnvVars: envs("max-upload-mb")},
 			&cli.IntFlag{Name: "max-images", Value: server.DefaultMaxImages, Usage: "most ID photos per request", EnvVars: envs("max-images")},
 			&cli.IntFlag{Name: "max-steps", Value: server.DefaultMaxSteps, Usage: "most denoising steps per job", EnvVars: envs("max-steps")},
-			&cli.IntFlag{Name: "max-side", Value: server.DefaultMaxSide, Usage: "largest output width or height in pixels", EnvVars: envs("max-side")},
+			&cli.IntFlag{Name: "max-side", Value: server.DefaultMaxSide, Usage: "largest output width or height in pixels (a multiple of 8)", EnvVars: envs("max-side")},
 			&cli.DurationFlag{Name: "job-timeout", Value: server.DefaultJobTimeout, Usage: "longest a job may run (0: no limit)", EnvVars: envs("job-timeout")},
 		},
 		Action: runServe,
@@ -71,8 +71,15 @@ func runServe(c *cli.Context) error {
 			return usagef("--%s must be at least 1 (got %d)", f, c.Int(f))
 		}
 	}
+	if err := checkSize("max-side", c.Int("max-side")); err != nil {
+		return err
+	}
 	if c.Duration("job-timeout") < 0 {
 		return usagef("--job-timeout must not be negative")
+	}
+	threads, err := threadsFlag(c)
+	if err != nil {
+		return err
 	}
 	for _, f := range []string{"model", "photomaker"} {
 		if p := c.String(f); p != "" {
@@ -106,7 +113,7 @@ func runServe(c *cli.Context) error {
 	plan := min(c.Int("max-side"), 1024)
 	p, err := photomaker.Load(ctx, photomaker.Config{
 		Model: c.String("model"), PhotoMaker: c.String("photomaker"), Device: c.String("device"),
-		Threads: c.Int("threads"), WeightType: c.String("type"), Progress: bar.update,
+		Threads: threads, WeightType: c.String("type"), Progress: bar.update,
 		VRAM: vram, PlanWidth: plan, PlanHeight: plan, QuantizeConvs: c.Bool("quantize-convs"), F16Accumulation: c.Bool("f16-accum"), VAEF16: c.Bool("vae-f16"),
 	})
 	bar.done()

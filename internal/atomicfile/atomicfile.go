@@ -6,6 +6,8 @@
 package atomicfile
 
 import (
+	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 )
@@ -21,9 +23,18 @@ type File struct {
 func Create(path string) (*File, error) {
 	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp*")
 	if err != nil {
-		return nil, err
+		return nil, destError(path, err)
 	}
 	return &File{File: tmp, path: path}, nil
+}
+
+// Write writes to the temporary file; an error names the destination.
+func (f *File) Write(b []byte) (int, error) {
+	n, err := f.File.Write(b)
+	if err != nil {
+		err = destError(f.path, err)
+	}
+	return n, err
 }
 
 // Commit closes the temporary file and renames it to the destination, with
@@ -42,8 +53,9 @@ func (f *File) Commit() error {
 	}
 	if err != nil {
 		os.Remove(f.Name())
+		return destError(f.path, err)
 	}
-	return err
+	return nil
 }
 
 // Abort discards the temporary file; it is a no-op after Commit, so it can
@@ -68,4 +80,19 @@ func WriteFile(path string, data []byte) error {
 		return err
 	}
 	return f.Commit()
+}
+
+// destError names the destination in err instead of the temporary file,
+// which the user never asked for ("open dir/.x.png.tmp123: ..."); the
+// cause stays reachable with errors.Is.
+func destError(path string, err error) error {
+	var pe *os.PathError
+	var le *os.LinkError
+	switch {
+	case errors.As(err, &pe):
+		err = pe.Err
+	case errors.As(err, &le):
+		err = le.Err
+	}
+	return fmt.Errorf("cannot write %s: %w", path, err)
 }

@@ -28,3 +28,21 @@ func TestCommitAndAbort(t *testing.T) {
 	entries, _ = os.ReadDir(dir)
 	require.Len(t, entries, 1)
 }
+
+// Errors name the destination, not the temporary file the user never gave.
+func TestErrorsNameDestination(t *testing.T) {
+	dir := t.TempDir()
+	p := filepath.Join(dir, "missing", "x.png")
+	err := WriteFile(p, []byte("x"))
+	require.ErrorIs(t, err, os.ErrNotExist)
+	require.EqualError(t, err, "cannot write "+p+": no such file or directory")
+
+	// A folder in the way fails at the rename.
+	p = filepath.Join(dir, "taken")
+	require.NoError(t, os.MkdirAll(filepath.Join(p, "inside"), 0o755))
+	err = WriteFile(p, []byte("x"))
+	require.ErrorContains(t, err, "cannot write "+p+": ")
+	require.NotContains(t, err.Error(), ".tmp")
+	entries, _ := os.ReadDir(dir)
+	require.Len(t, entries, 1, "the temporary file is removed")
+}

@@ -15,6 +15,7 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
+	"strings"
 
 	"github.com/gophotomaker/photomaker/bindings/ggml"
 	"github.com/gophotomaker/photomaker/weights"
@@ -231,7 +232,7 @@ func Convert(ctx context.Context, o Options) (_ *Report, err error) {
 			return nil, fmt.Errorf("convert %s: %w", names[i], err)
 		}
 		if err := w.WriteTensorData(weights.ShortName(names[i]), data); err != nil {
-			return nil, fmt.Errorf("write %s: %w", o.Out, err)
+			return nil, writeError(o.Out, err)
 		}
 		release.After(e.src.NBytes())
 		if o.Progress != nil {
@@ -242,9 +243,18 @@ func Convert(ctx context.Context, o Options) (_ *Report, err error) {
 		return nil, err
 	}
 	if err := w.Close(); err != nil {
-		return nil, fmt.Errorf("write %s: %w", o.Out, err)
+		return nil, writeError(o.Out, err)
 	}
 	return rep, nil
+}
+
+// writeError names the output in a write error, once: the file's own
+// errors (atomicfile) name it already.
+func writeError(out string, err error) error {
+	if strings.Contains(err.Error(), out) {
+		return err
+	}
+	return fmt.Errorf("write %s: %w", out, err)
 }
 
 // checkOut refuses to overwrite Out (unless asked) and to write over an input.
