@@ -12,31 +12,33 @@ import (
 	"github.com/gophotomaker/photomaker/weights/safetensors"
 )
 
-// A tensor with a zero dimension is a damaged header, not a model.
-func TestOpenGGUFEmptyTensor(t *testing.T) {
+// createAdapterGGUF starts a photomaker-v1 adapter GGUF in a temporary
+// folder.
+func createAdapterGGUF(t *testing.T) (string, *gguf.Writer) {
 	path := filepath.Join(t.TempDir(), "pm.gguf")
 	w, err := gguf.Create(path)
 	require.NoError(t, err)
 	require.NoError(t, w.SetMetadata(KeyArchitecture, GGUFArchitecture))
 	require.NoError(t, w.SetMetadata(KeyFormatVersion, GGUFFormatVersion))
 	require.NoError(t, w.SetMetadata(KeyKinds, []string{"photomaker-v1"}))
+	return path, w
+}
+
+// A tensor with a zero dimension is a damaged header, not a model.
+func TestOpenGGUFEmptyTensor(t *testing.T) {
+	path, w := createAdapterGGUF(t)
 	n := ShortName("pm.visual_projection.weight")
 	require.NoError(t, w.AddTensor(n, gguf.TypeF32, []int64{0, 3}))
 	require.NoError(t, w.WriteTensorData(n, nil))
 	require.NoError(t, w.Close())
-	_, err = Open(path)
+	_, err := Open(path)
 	require.ErrorContains(t, err, "with no values")
 }
 
 // A hand-written adapter GGUF: names, PyTorch shapes, quantized DTypes with
 // raw blocks and dequantizing Float32, unmerged LoRA under lora.*.
 func TestOpenGGUFAdapter(t *testing.T) {
-	path := filepath.Join(t.TempDir(), "pm.gguf")
-	w, err := gguf.Create(path)
-	require.NoError(t, err)
-	require.NoError(t, w.SetMetadata(KeyArchitecture, GGUFArchitecture))
-	require.NoError(t, w.SetMetadata(KeyFormatVersion, GGUFFormatVersion))
-	require.NoError(t, w.SetMetadata(KeyKinds, []string{"photomaker-v1"}))
+	path, w := createAdapterGGUF(t)
 	require.NoError(t, w.SetMetadata(KeyConfigPrefix+"vae", `{"scaling_factor":0.13025}`))
 	vals := make([]float32, 64*3)
 	for i := range vals {
