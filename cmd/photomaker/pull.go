@@ -62,14 +62,17 @@ func cacheDir(flag string) string {
 }
 
 func runPull(c *cli.Context) error {
+	c, names, err := interspersed(c) // pull sdxl --quiet
+	if err != nil || c == nil {
+		return err
+	}
 	dir := cacheDir(c.String("cache-dir"))
 	if c.Bool("list") {
-		if c.NArg() > 0 {
+		if len(names) > 0 {
 			return usagef("--list takes no NAME")
 		}
 		return listModels(c.App.Writer, dir, c.Bool("json"))
 	}
-	names := c.Args().Slice()
 	if len(names) == 0 {
 		names = hub.DefaultPull
 	}

@@ -116,7 +116,7 @@ func TestPullCommand(t *testing.T) {
 	require.Equal(t, cache, doc.CacheDir)
 	require.Len(t, doc.Models, 5)
 
-	code, out, _ = runCLI(t, "pull", "--json", "--quiet", "photomaker-v1")
+	code, out, _ = runCLI(t, "pull", "photomaker-v1", "--json", "--quiet") // flags after NAME too
 	require.Equal(t, 0, code)
 	var rows []struct {
 		Name   string
