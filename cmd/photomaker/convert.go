@@ -16,6 +16,7 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/gophotomaker/photomaker/bindings/ggml"
+	"github.com/gophotomaker/photomaker/photomaker"
 	"github.com/gophotomaker/photomaker/tools/convert"
 	"github.com/gophotomaker/photomaker/weights"
 )
@@ -103,6 +104,11 @@ func runConvert(c *cli.Context) error {
 		return err
 	}
 	out := outs[0]
+	for _, in := range []string{args[0], c.String("photomaker")} {
+		if err := checkWholeModel(in); err != nil {
+			return err
+		}
+	}
 	ctx, stop := signal.NotifyContext(c.Context, os.Interrupt)
 	defer stop()
 	bar := &convertBar{w: c.App.ErrWriter, on: !c.Bool("json"), started: time.Now()}
@@ -177,6 +183,24 @@ func interspersed(c *cli.Context) (*cli.Context, []string, error) {
 	nc := cli.NewContext(c.App, fs, c)
 	nc.Command = c.Command
 	return nc, pos, nil
+}
+
+// checkWholeModel refuses a model file (or "") with missing or misshapen
+// weights before converting it: the conversion would pass the damage on
+// to a GGUF that fails only when generating.
+func checkWholeModel(path string) error {
+	if path == "" {
+		return nil
+	}
+	m, err := weights.Open(path)
+	if err != nil {
+		return err
+	}
+	defer m.Close()
+	if err := photomaker.CheckWeights(m); err != nil {
+		return fmt.Errorf("%s: %w", path, err)
+	}
+	return nil
 }
 
 func printReport(w io.Writer, rep *convert.Report, verbose bool) {

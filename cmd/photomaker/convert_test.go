@@ -1,6 +1,7 @@
 package main
 
 import (
+	"encoding/binary"
 	"encoding/json"
 	"os"
 	"path/filepath"
@@ -71,6 +72,15 @@ func TestConvertErrors(t *testing.T) {
 	sdxl := golden.Path("tiny-sdxl.safetensors")
 	garbage := filepath.Join(dir, "garbage.safetensors")
 	require.NoError(t, os.WriteFile(garbage, []byte("garbage, not a model"), 0o644))
+	// A GGUF whose header counts one tensor fewer: its last tensor is gone,
+	// but the few tensors every checkpoint must have are there.
+	short := filepath.Join(t.TempDir(), "short.gguf")
+	code, _, errOut := runCLI(t, "convert", sdxl, "--type", "f32", "-o", short)
+	require.Equal(t, 0, code, errOut)
+	b, err := os.ReadFile(short)
+	require.NoError(t, err)
+	binary.LittleEndian.PutUint64(b[8:], binary.LittleEndian.Uint64(b[8:])-1) // after "GGUF" and the version
+	require.NoError(t, os.WriteFile(short, b, 0o644))
 	for _, tc := range []struct {
 		args []string
 		code int
@@ -90,6 +100,7 @@ func TestConvertErrors(t *testing.T) {
 		{[]string{"convert", sdxl, "--type", "f16", "-o", filepath.Join(dir, "nodir", "x.gguf")}, 1, "folder " + filepath.Join(dir, "nodir") + " does not exist"},
 		{[]string{"convert", garbage, "--type", "f16", "-o", out}, 1, "unrecognised file format"},
 		{[]string{"convert", sdxl, "--photomaker", garbage, "--type", "f16", "-o", out}, 1, "garbage.safetensors"},
+		{[]string{"convert", short, "--type", "f16", "-o", out}, 1, "short.gguf: vae: missing weight vae."},
 	} {
 		code, _, errOut := runCLI(t, tc.args...)
 		require.Equal(t, tc.code, code, "%v: %s", tc.args, errOut)

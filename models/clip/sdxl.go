@@ -35,6 +35,22 @@ func LoadSDXL(ctx context.Context, rt *nn.Runtime, set *weights.Set, policy nn.T
 	return e, nil
 }
 
+// CheckSDXL binds and checks both encoders of set as LoadSDXL does,
+// without loading any weight.
+func CheckSDXL(set *weights.Set) error {
+	w := nn.NewWeights(len(set.Prefix("te1.").Names())+len(set.Prefix("te2.").Names())+32, nil)
+	defer w.Free()
+	te1, err := BindText(w, set, "te1.", TextConfig{})
+	if err != nil {
+		return err
+	}
+	te2, err := BindText(w, set, "te2.", TextConfig{})
+	if err != nil {
+		return err
+	}
+	return (&SDXLText{TE1: te1, TE2: te2}).check()
+}
+
 // Close frees both encoders' weights.
 func (e *SDXLText) Close() {
 	e.TE1.Close()

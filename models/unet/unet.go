@@ -99,6 +99,21 @@ func Load(ctx context.Context, rt *nn.Runtime, set *weights.Set, prefix string, 
 	return u, nil
 }
 
+// Check binds the UNet under prefix of set as Load does, without loading
+// any weight: an error names the first weight missing or misshapen.
+func Check(set *weights.Set, prefix string) error {
+	if _, err := Infer(set, prefix); err != nil {
+		return err
+	}
+	w := nn.NewWeights(len(set.Prefix(prefix).Names()), nil)
+	defer w.Free()
+	var m model
+	if err := w.Bind(set, prefix, &m); err != nil {
+		return fmt.Errorf("unet: %w", err)
+	}
+	return nil
+}
+
 // StoragePolicy is the type policy Load stores the weights of set under
 // prefix with, given the caller's policy and Options.QuantizeKernels: for
 // planning memory before loading.

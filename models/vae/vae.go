@@ -119,6 +119,16 @@ func Load(ctx context.Context, rt *nn.Runtime, set *weights.Set, prefix string, 
 	return v, nil
 }
 
+// Check binds and checks the VAE under prefix of set as Load does,
+// without loading any weight.
+func Check(set *weights.Set, prefix string) error {
+	v, err := bind(set, prefix, nil)
+	if err == nil {
+		v.Close()
+	}
+	return err
+}
+
 // bind declares and checks the weights without allocating device memory.
 func bind(set *weights.Set, prefix string, policy nn.TypePolicy) (*VAE, error) {
 	n := set.Prefix(prefix).Len()
