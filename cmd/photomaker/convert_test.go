@@ -111,4 +111,9 @@ func TestConvertErrors(t *testing.T) {
 	ents, err := os.ReadDir(dir)
 	require.NoError(t, err)
 	require.Len(t, ents, 1, "only the garbage input remains")
+	// info lists what the damaged file holds, then says it cannot be used.
+	code, out, errOut = runCLI(t, "info", short)
+	require.Equal(t, 1, code)
+	require.Contains(t, out, "SDXL GGUF")
+	require.Contains(t, errOut, "short.gguf cannot be used: vae: missing weight vae.")
 }

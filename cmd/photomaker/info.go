@@ -99,10 +99,21 @@ stored as --type (default: as in the file).`,
 					return err
 				}
 			}
+			// A file that opens may still miss weights (a damaged GGUF header):
+			// said last, and as the exit status.
+			var damaged error
+			if m.Kind != weights.Unknown {
+				if err := photomaker.CheckWeights(m); err != nil {
+					damaged = fmt.Errorf("%s cannot be used: %w; download or convert it again", m.Path, err)
+				}
+			}
 			if c.Bool("json") {
-				return json.NewEncoder(c.App.Writer).Encode(map[string]any{
+				if err := json.NewEncoder(c.App.Writer).Encode(map[string]any{
 					"path": m.Path, "kind": kind, "bytes": total, "tensors": ts, "warnings": m.Warnings, "device_memory": estimates,
-				})
+				}); err != nil {
+					return err
+				}
+				return damaged
 			}
 			w := c.App.Writer
 			fmt.Fprintf(w, "%s: %s, %d tensors, %s\n", m.Path, kind, len(ts), ggml.HumanBytes(total))
@@ -134,9 +145,11 @@ stored as --type (default: as in the file).`,
 				for _, t := range ts {
 					fmt.Fprintf(tw, "%s\t%s\t%v\t%s\n", t.Name, t.Type, t.Shape, ggml.HumanBytes(t.Bytes))
 				}
-				return tw.Flush()
+				if err := tw.Flush(); err != nil {
+					return err
+				}
 			}
-			return nil
+			return damaged
 		},
 	}
 }
