@@ -97,19 +97,32 @@ func Names() []string {
 	return names
 }
 
+// Known returns nil for a sampler name New accepts, or the error New would
+// give: for checking a request before it waits in a queue.
+func Known(name string) error {
+	key := strings.ToLower(strings.TrimSpace(name))
+	if a, ok := aliases[key]; ok {
+		key = a
+	}
+	if _, ok := registry[key]; !ok {
+		return fmt.Errorf("sampling: unknown sampler %q (known: %s)", name, strings.Join(Names(), ", "))
+	}
+	return nil
+}
+
 // New builds the named sampler for steps denoising steps. noise is needed
 // only by stochastic samplers (euler_a, ddim with Eta > 0) and may be nil
 // otherwise. cfg.UseKarrasSigmas selects Karras sigmas for euler and
 // dpmpp_2m (the *_karras names set it too).
 func New(name string, cfg Config, steps int, noise NoiseSource) (Sampler, error) {
+	if err := Known(name); err != nil {
+		return nil, err
+	}
 	key := strings.ToLower(strings.TrimSpace(name))
 	if a, ok := aliases[key]; ok {
 		key = a
 	}
-	ctor, ok := registry[key]
-	if !ok {
-		return nil, fmt.Errorf("sampling: unknown sampler %q (known: %s)", name, strings.Join(Names(), ", "))
-	}
+	ctor := registry[key]
 	if steps <= 0 {
 		return nil, fmt.Errorf("sampling: %s: steps must be positive, got %d", key, steps)
 	}

@@ -28,24 +28,26 @@ func containsFold(s, sub string) bool {
 // mode a client that disconnects cancels its job.
 func (s *Server) handleGenerate(w http.ResponseWriter, r *http.Request) {
 	if err := s.queueFull(); err != nil { // refuse before reading a big upload
-		writeErr(w, err)
+		refuse(w, err)
 		return
 	}
 	rc := http.NewResponseController(w)
 	_ = rc.SetReadDeadline(time.Now().Add(s.opts.UploadTimeout))
 	j, err := s.parseRequest(w, r)
-	_ = rc.SetReadDeadline(time.Time{})
 	if err != nil {
-		writeErr(w, err)
+		refuse(w, err)
 		return
 	}
+	// The body is read: no deadline, so that a ?wait=1 client's
+	// disconnect, not the clock, ends its wait.
+	_ = rc.SetReadDeadline(time.Time{})
 	j.id = newJobID()
 	j.created = time.Now()
 	j.end = make(chan struct{})
 	j.ctx, j.cancel = context.WithCancelCause(s.ctx)
 	// Once queued, j.req is read by the worker and changed under s.mu: log first.
 	logArgs := []any{"id", j.id, "size", fmt.Sprintf("%dx%d", j.req.Width, j.req.Height),
-		"steps", j.req.Steps, "n", j.req.N, "id_images", len(j.req.IDImages)}
+		"steps", j.req.Steps, "n", j.req.N, "id_images", len(j.photos)}
 	if err := s.submit(j); err != nil {
 		j.cancel(nil)
 		writeErr(w, err)

@@ -37,7 +37,8 @@ var (
 type job struct {
 	id      string
 	created time.Time
-	req     photomaker.Request // ready for the pipeline (style applied)
+	req     photomaker.Request // ready for the pipeline (style applied), but the ID photos
+	photos  [][]byte           // the ID photos' files, decoded when the job runs
 	params  params             // as the client sent them (for the job view)
 	ctx     context.Context
 	cancel  context.CancelCauseFunc
@@ -173,7 +174,11 @@ func (s *Server) run(j *job) {
 	}
 	req := j.req
 	req.Progress = func(ev photomaker.Progress) { s.progress(j, ev) }
-	images, err := s.generate(ctx, req)
+	var images [][]byte
+	var err error
+	if req.IDImages, err = decodePhotos(j.photos, s.opts.MaxPhotoPixels); err == nil { // checked when queued
+		images, err = s.generate(ctx, req)
+	}
 	if err == nil && ctx.Err() != nil {
 		err = ctx.Err() // canceled after the last step: keep nothing
 	}
@@ -242,7 +247,7 @@ func (s *Server) endLocked(j *job, state, msg string, status int, images [][]byt
 	if state == stateDone {
 		j.fraction = 1
 	}
-	j.req.IDImages = nil // the photos are not needed any more
+	j.photos = nil // not needed any more
 	if s.running == j {
 		s.running = nil
 	}

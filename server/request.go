@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"image"
 	"io"
 	"math"
 	"math/rand/v2"
@@ -17,6 +18,7 @@ import (
 
 	"github.com/gophotomaker/photomaker/imageproc"
 	"github.com/gophotomaker/photomaker/photomaker"
+	"github.com/gophotomaker/photomaker/sampling"
 	"github.com/gophotomaker/photomaker/tokenizer"
 )
 
@@ -70,6 +72,15 @@ func (s *Server) parseRequest(w http.ResponseWriter, r *http.Request) (*job, err
 		dec.DisallowUnknownFields()
 		if err = dec.Decode(&jr); err != nil {
 			return nil, s.bodyError(err, "the JSON body")
+		}
+		if _, err := dec.Token(); err != io.EOF {
+			return nil, badRequest("the JSON body has more after its object")
+		}
+		for name, v := range map[string]string{"prompt": jr.Prompt, "style": jr.Style, "trigger_word": jr.TriggerWord,
+			"sampler": jr.Sampler, "rng": jr.RNG, "negative_prompt": deref(jr.NegativePrompt)} {
+			if len(v) > maxFieldBytes { // as multipart fields: prompts are stored in every PNG and job view
+				return nil, badRequest("field %q is longer than %d bytes", name, maxFieldBytes)
+			}
 		}
 		for i, b64 := range jr.IDImages {
 			if len(photos) >= s.opts.MaxImages {
@@ -147,6 +158,13 @@ func (s *Server) parseRequest(w http.ResponseWriter, r *http.Request) (*job, err
 		return nil, &httpError{http.StatusUnsupportedMediaType, fmt.Sprintf("unsupported Content-Type %q: send multipart/form-data (with photos) or application/json", ct)}
 	}
 	return s.buildJob(&jr, photos)
+}
+
+func deref(p *string) string {
+	if p == nil {
+		return ""
+	}
+	return *p
 }
 
 func (s *Server) tooLarge() error {
@@ -307,6 +325,9 @@ func (s *Server) buildJob(jr *jsonRequest, photos [][]byte) (*job, error) {
 	case req.RNG != "torch-cuda" && req.RNG != "torch-cpu":
 		return nil, badRequest("rng must be torch-cuda or torch-cpu, got %q", req.RNG)
 	}
+	if err := sampling.Known(req.Sampler); err != nil {
+		return nil, badRequest("%s", strings.TrimPrefix(err.Error(), "sampling: "))
+	}
 	switch {
 	case jr.Seed == nil || *jr.Seed == -1:
 		req.Seed = rand.Int64N(1 << 53)
@@ -336,15 +357,8 @@ func (s *Server) buildJob(jr *jsonRequest, photos [][]byte) (*job, error) {
 	case len(photos) == 0 && s.pm:
 		return nil, badRequest("this server runs PhotoMaker: upload at least one ID photo of the person (field id_image[])")
 	}
-	for i, b := range photos {
-		img, err := imageproc.Decode(bytes.NewReader(b), imageproc.Limits{MaxPixels: o.MaxPhotoPixels})
-		if err != nil {
-			if errors.Is(err, imageproc.ErrTooLarge) {
-				return nil, &httpError{http.StatusRequestEntityTooLarge, fmt.Sprintf("ID photo %d: %v", i+1, err)}
-			}
-			return nil, badRequest("ID photo %d: %v", i+1, err)
-		}
-		req.IDImages = append(req.IDImages, img)
+	if err := s.checkPhotos(photos); err != nil {
+		return nil, err
 	}
 	if s.pm {
 		if err := s.checkTrigger(req.Prompt, req.TriggerWord, len(photos)); err != nil {
@@ -353,8 +367,36 @@ func (s *Server) buildJob(jr *jsonRequest, photos [][]byte) (*job, error) {
 	}
 	return &job{
 		req:    req,
+		photos: photos,
 		params: params{prompt: prompt, negative: negative, style: style.Name, idImages: len(photos)},
 	}, nil
+}
+
+// checkPhotos decodes each photo once to refuse a bad one now, one photo
+// of one request at a time: a small file can decode to gigabytes (a 300 KB
+// PNG to 40 megapixels of 16-bit RGBA), so queued jobs keep the files and
+// decodePhotos decodes them again when the job runs.
+func (s *Server) checkPhotos(photos [][]byte) error {
+	s.decoding <- struct{}{}
+	defer func() { <-s.decoding }()
+	_, err := decodePhotos(photos, s.opts.MaxPhotoPixels)
+	return err
+}
+
+// decodePhotos decodes ID photos; errors are *httpError with 400 or 413.
+func decodePhotos(photos [][]byte, maxPixels int64) ([]image.Image, error) {
+	var imgs []image.Image
+	for i, b := range photos {
+		img, err := imageproc.Decode(bytes.NewReader(b), imageproc.Limits{MaxPixels: maxPixels})
+		if err != nil {
+			if errors.Is(err, imageproc.ErrTooLarge) {
+				return nil, &httpError{http.StatusRequestEntityTooLarge, fmt.Sprintf("ID photo %d: %v", i+1, err)}
+			}
+			return nil, badRequest("ID photo %d: %v", i+1, err)
+		}
+		imgs = append(imgs, img)
+	}
+	return imgs, nil
 }
 
 // checkTrigger refuses an ID prompt the pipeline would refuse (trigger

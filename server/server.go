@@ -23,8 +23,12 @@ import (
 	"fmt"
 	"io/fs"
 	"log/slog"
+	"net"
 	"net/http"
+	"net/netip"
+	"net/url"
 	"path/filepath"
+	"strings"
 	"sync"
 	"time"
 
@@ -148,6 +152,8 @@ type Server struct {
 	stop context.CancelFunc
 	wg   sync.WaitGroup // the worker
 	wake chan struct{}  // a job was queued (capacity 1)
+	// decoding admits one request's photos to checkPhotos at a time.
+	decoding chan struct{}
 
 	vram string // the pipeline's VRAM mode ("" on the CPU)
 
@@ -174,6 +180,8 @@ func newServer(gen generator, kind, device string, opts Options) *Server {
 		device: device,
 		jobs:   map[string]*job{},
 		wake:   make(chan struct{}, 1),
+
+		decoding: make(chan struct{}, 1),
 	}
 	s.pm = isPhotoMaker(kind)
 	s.v2 = s.pm && containsFold(kind, "v2")
@@ -200,6 +208,7 @@ func (s *Server) routes() {
 	}
 	s.mux.HandleFunc("/api/", func(w http.ResponseWriter, r *http.Request) {
 		if _, pattern := known.Handler(r); pattern != "" {
+			w.Header().Set("Allow", allowed(pattern))
 			writeError(w, http.StatusMethodNotAllowed, fmt.Sprintf("%s is not allowed on %s", r.Method, r.URL.Path))
 			return
 		}
@@ -224,6 +233,17 @@ func (s *Server) routes() {
 	})))
 }
 
+// allowed is the Allow header of an API route pattern.
+func allowed(pattern string) string {
+	switch pattern {
+	case "/api/generate":
+		return "POST"
+	case "/api/jobs/{id}":
+		return "GET, HEAD, DELETE"
+	}
+	return "GET, HEAD"
+}
+
 func setPageHeaders(w http.ResponseWriter) {
 	h := w.Header()
 	h.Set("Content-Security-Policy", "default-src 'self'; img-src 'self' blob: data:; style-src 'self'; script-src 'self'; connect-src 'self'; frame-ancestors 'none'")
@@ -232,9 +252,63 @@ func setPageHeaders(w http.ResponseWriter) {
 	h.Set("Cache-Control", "no-cache")
 }
 
-// ServeHTTP implements http.Handler.
+// ServeHTTP implements http.Handler. Before routing it refuses what only
+// another site or a hostile client sends: requests naming a foreign host
+// to a server on a loopback address (DNS rebinding: a web page whose
+// domain resolves to 127.0.0.1 would read every job), state-changing
+// requests from another origin (any page could queue jobs), and bodies
+// where no route reads one (Go's server would read them after the
+// response without a deadline: a slow sender held the connection open).
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	s.mux.ServeHTTP(w, r)
+	switch {
+	case !hostAllowed(r):
+		refuse(w, &httpError{http.StatusForbidden, fmt.Sprintf("host %q is not this server's: on a loopback address it answers to localhost and loopback IPs only", r.Host)})
+	case r.Method != http.MethodGet && r.Method != http.MethodHead && !sameOrigin(r):
+		refuse(w, &httpError{http.StatusForbidden, fmt.Sprintf("cross-origin %s from %s is refused", r.Method, r.Header.Get("Origin"))})
+	case r.ContentLength != 0 && !(r.Method == http.MethodPost && r.URL.Path == "/api/generate"):
+		refuse(w, badRequest("%s %s takes no request body", r.Method, r.URL.Path))
+	default:
+		s.mux.ServeHTTP(w, r)
+	}
+}
+
+// hostAllowed says whether r's Host may reach this server: any, unless
+// the connection came in on a loopback address, where only loopback names
+// are this server's.
+func hostAllowed(r *http.Request) bool {
+	local, ok := r.Context().Value(http.LocalAddrContextKey).(net.Addr)
+	if !ok {
+		return true // not from a net/http server (tests' handlers)
+	}
+	if ap, err := netip.ParseAddrPort(local.String()); err != nil || !ap.Addr().IsLoopback() {
+		return true
+	}
+	host := r.Host
+	if h, _, err := net.SplitHostPort(host); err == nil {
+		host = h
+	}
+	if ip, err := netip.ParseAddr(strings.Trim(host, "[]")); err == nil {
+		return ip.IsLoopback()
+	}
+	return strings.EqualFold(host, "localhost")
+}
+
+// sameOrigin says whether r carries no Origin (not from a browser's
+// cross-site request) or one naming r's own host.
+func sameOrigin(r *http.Request) bool {
+	o := r.Header.Get("Origin")
+	if o == "" {
+		return true
+	}
+	u, err := url.Parse(o)
+	return err == nil && u.Host != "" && strings.EqualFold(u.Host, r.Host)
+}
+
+// refuse answers an error and closes the connection: the request's body
+// may be unread, and reading it could take as long as its sender likes.
+func refuse(w http.ResponseWriter, err error) {
+	w.Header().Set("Connection", "close")
+	writeErr(w, err)
 }
 
 // Close cancels the queued and running jobs and waits for the worker to

@@ -399,14 +399,30 @@ func TestJobTimeout(t *testing.T) {
 	require.Empty(t, v.Images)
 }
 
+// invalidGen refuses every request as the pipeline refuses a bad one.
+type invalidGen struct{}
+
+func (invalidGen) Generate(context.Context, photomaker.Request) (*photomaker.Result, error) {
+	return nil, fmt.Errorf("%w: something the server could not check", photomaker.ErrInvalidRequest)
+}
+
 func TestPipelineErrorIs400InWaitMode(t *testing.T) {
-	_, ts := startServer(t, tinyPipeline(t, false), Options{})
-	res := postJSON(t, ts.URL+"/api/generate?wait=1", map[string]any{"prompt": "a cat", "width": 32, "height": 32, "steps": 1, "sampler": "no-such-sampler"})
+	srv := newServer(invalidGen{}, "SDXL single-file checkpoint", "CPU", Options{Logger: quietLogger()})
+	defer srv.Close()
+	ts := httptest.NewServer(srv)
+	defer ts.Close()
+	res := postJSON(t, ts.URL+"/api/generate?wait=1", map[string]any{"prompt": "a cat", "width": 32, "height": 32, "steps": 1})
 	require.Equal(t, http.StatusBadRequest, res.StatusCode)
 	var v jobView
 	decodeBody(t, res, &v)
 	require.Equal(t, stateError, v.Status)
-	require.Contains(t, v.Error, "no-such-sampler")
+	require.Contains(t, v.Error, "could not check")
+	// An unknown sampler is refused at once, before it takes a queue slot.
+	res = postJSON(t, ts.URL+"/api/generate?wait=1", map[string]any{"prompt": "a cat", "width": 32, "height": 32, "steps": 1, "sampler": "no-such-sampler"})
+	require.Equal(t, http.StatusBadRequest, res.StatusCode)
+	var e errorBody
+	decodeBody(t, res, &e)
+	require.Contains(t, e.Error, `unknown sampler "no-such-sampler"`)
 }
 
 func TestCloseCancelsWork(t *testing.T) {
@@ -567,4 +583,78 @@ func TestOutOfMemoryIs507(t *testing.T) {
 	decodeBody(t, res, &v)
 	require.Equal(t, stateError, v.Status)
 	require.Contains(t, v.Error, "needs 5.0 GiB of working memory on CPU but only 1.0 GiB is free; try a smaller image size")
+}
+
+// What only another site or a hostile client sends is refused before any
+// work, and refusals close the connection (an unread body is not drained).
+func TestRefusesHostileRequests(t *testing.T) {
+	srv := newServer(&fakeGen{}, "SDXL single-file checkpoint", "CPU", Options{Logger: quietLogger()})
+	defer srv.Close()
+	ts := httptest.NewServer(srv) // on 127.0.0.1
+	defer ts.Close()
+	good := `{"prompt": "a cat", "width": 32, "height": 32, "steps": 1}`
+	for _, tc := range []struct {
+		name, method, path, body, host, origin string
+		status                                 int
+		msg                                    string
+	}{
+		{"DNS rebinding", "GET", "/api/jobs", "", "evil.example:8080", "", 403, `host "evil.example:8080" is not this server's`},
+		{"cross-site POST", "POST", "/api/generate", good, "", "http://evil.example", 403, "cross-origin POST from http://evil.example"},
+		{"cross-site DELETE", "DELETE", "/api/jobs/x", "", "", "http://evil.example", 403, "cross-origin DELETE"},
+		{"body on GET", "GET", "/api/info", "x", "", "", 400, "GET /api/info takes no request body"},
+		{"long JSON prompt", "POST", "/api/generate", `{"prompt": "` + strings.Repeat("a", maxFieldBytes+1) + `"}`, "", "", 400, `field "prompt" is longer than`},
+		{"JSON trailing data", "POST", "/api/generate", good + " garbage", "", "", 400, "more after its object"},
+		{"bad JSON", "POST", "/api/generate", "{", "", "", 400, "cannot read the JSON body"},
+	} {
+		req, err := http.NewRequest(tc.method, ts.URL+tc.path, strings.NewReader(tc.body))
+		require.NoError(t, err)
+		req.Header.Set("Content-Type", "application/json")
+		if tc.host != "" {
+			req.Host = tc.host
+		}
+		if tc.origin != "" {
+			req.Header.Set("Origin", tc.origin)
+		}
+		res, err := http.DefaultClient.Do(req)
+		require.NoError(t, err, tc.name)
+		require.Equal(t, tc.status, res.StatusCode, tc.name)
+		require.True(t, res.Close, "%s: the connection closes", tc.name)
+		require.Contains(t, errorOf(t, res), tc.msg, tc.name)
+	}
+	// Same-origin and loopback names pass.
+	for _, host := range []string{"", "localhost:1", "[::1]:1"} {
+		req, err := http.NewRequest("POST", ts.URL+"/api/generate", strings.NewReader(good))
+		require.NoError(t, err)
+		req.Header.Set("Content-Type", "application/json")
+		if host != "" {
+			req.Host = host
+		}
+		req.Header.Set("Origin", "http://"+req.Host)
+		res, err := http.DefaultClient.Do(req)
+		require.NoError(t, err)
+		require.Equal(t, http.StatusAccepted, res.StatusCode, host)
+		res.Body.Close()
+	}
+	// A known route with another method says which it takes.
+	req, err := http.NewRequest("PUT", ts.URL+"/api/jobs/x", nil)
+	require.NoError(t, err)
+	res, err := http.DefaultClient.Do(req)
+	require.NoError(t, err)
+	require.Equal(t, http.StatusMethodNotAllowed, res.StatusCode)
+	require.Equal(t, "GET, HEAD, DELETE", res.Header.Get("Allow"))
+	res.Body.Close()
+}
+
+// Queued jobs keep their photos' files, not the decoded pixels: a small
+// file can decode to gigabytes.
+func TestQueuedJobsKeepPhotoFiles(t *testing.T) {
+	srv := newServer(&fakeGen{}, "PhotoMaker v1 adapter", "CPU", Options{Logger: quietLogger()})
+	defer srv.Close()
+	face := facePNG(t)
+	j, err := srv.buildJob(&jsonRequest{Prompt: "a photo of a man img", Width: 8, Height: 8, Steps: 1}, [][]byte{face})
+	require.NoError(t, err)
+	require.Empty(t, j.req.IDImages)
+	require.Equal(t, [][]byte{face}, j.photos)
+	_, err = srv.buildJob(&jsonRequest{Prompt: "a photo of a man img", Width: 8, Height: 8, Steps: 1}, [][]byte{face[:100]})
+	require.ErrorContains(t, err, "ID photo 1")
 }

@@ -39,6 +39,11 @@ cancels the job if the client disconnects. A job that fails answers 400 (a
 bad request), 507 (too large for this machine's memory; the error says
 what would fit), 504 (over --job-timeout), 409 (canceled) or 500.
 
+Other web sites cannot use it through a visitor's browser: POST and DELETE
+with another site's Origin get 403, and on a loopback address (the
+default) requests for other host names get 403 (DNS rebinding). A proxy in
+front must keep the Host and Origin the browser sent.
+
 Every flag also reads PHOTOMAKER_<FLAG> (e.g. PHOTOMAKER_ADDR).`,
 		Flags: []cli.Flag{
 			&cli.StringFlag{Name: "addr", Value: "127.0.0.1:8080", Usage: "address to listen on (host:port; 0.0.0.0:8080 for every interface)", EnvVars: envs("addr")},
