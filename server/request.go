@@ -275,6 +275,9 @@ func (s *Server) buildJob(jr *jsonRequest, photos [][]byte) (*job, error) {
 	if jr.NegativePrompt != nil {
 		negative = *jr.NegativePrompt
 	}
+	if !utf8.ValidString(negative) {
+		return nil, badRequest("the negative prompt is not valid UTF-8")
+	}
 	style, err := photomaker.FindStyle(jr.Style)
 	if err != nil {
 		return nil, badRequest("%v", err)

@@ -219,6 +219,7 @@ func TestBadRequests(t *testing.T) {
 		{"bad seed", plain.URL, with("seed", "-5"), nil, 400, "seed must be -1"},
 		{"bad strength", pm.URL, with("style_strength", "150"), [][]byte{face}, 400, "percentage"},
 		{"unknown field", plain.URL, with("widht", "64"), nil, 400, `unknown field "widht"`},
+		{"bad negative prompt", plain.URL, with("negative_prompt", "blurry \xff"), nil, 400, "negative prompt is not valid UTF-8"},
 		{"corrupt photo", pm.URL, ok, [][]byte{[]byte("not an image at all")}, 400, "not a PNG, JPEG, WebP or GIF"},
 		{"huge canvas photo", pm.URL, ok, [][]byte{hugePNG(t, 100000, 100000)}, 413, "image too large"},
 	}
