@@ -74,6 +74,11 @@ func readNPY(path string) ([][]float32, error) {
 	if err != nil {
 		return nil, err
 	}
+	return parseNPY(b)
+}
+
+// parseNPY is readNPY of the file's bytes.
+func parseNPY(b []byte) ([][]float32, error) {
 	if len(b) < 10 || !bytes.HasPrefix(b, []byte("\x93NUMPY")) {
 		return nil, fmt.Errorf("not a .npy file")
 	}

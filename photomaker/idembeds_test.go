@@ -66,3 +66,29 @@ func TestReadIDEmbeds(t *testing.T) {
 	_, err = ReadIDEmbeds(q)
 	require.ErrorContains(t, err, `"id_embeds"`)
 }
+
+// A .npy file from anyone gives rows or an error, never a panic or a huge
+// allocation.
+func FuzzNPY(f *testing.F) {
+	hdr := func(descr, shape string) []byte {
+		h := fmt.Sprintf("{'descr': '%s', 'fortran_order': False, 'shape': (%s), }\n", descr, shape)
+		return append([]byte("\x93NUMPY\x01\x00"), append([]byte{byte(len(h)), byte(len(h) >> 8)}, h...)...)
+	}
+	f.Add(append(hdr("<f4", "2, 512"), make([]byte, 4096)...))
+	f.Add(append(hdr("<f8", "1, 512"), make([]byte, 4096)...))
+	f.Add(append(hdr("<f8", "1048576, 1048576, 1048576"), make([]byte, 64)...))
+	f.Add(hdr("<f4", "0, 512"))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		rows, err := parseNPY(b)
+		if err != nil {
+			return
+		}
+		total := 0
+		for _, r := range rows {
+			total += len(r)
+		}
+		if 4*total > len(b) {
+			t.Fatalf("%d values from %d bytes", total, len(b))
+		}
+	})
+}
