@@ -78,7 +78,7 @@ FUZZMIN  ?= 3s
 FUZZ_TARGETS := FuzzHeader:./weights/safetensors FuzzPickle:./weights/torch FuzzGGUF:./weights/gguf \
 	FuzzDecode:./imageproc FuzzEncode:./tokenizer FuzzParseWeights:./tokenizer \
 	FuzzDiffusersConfig:./weights FuzzTriggerPrompt:./photomaker FuzzGenerateArgs:./cmd/photomaker \
-	FuzzSanitize:./internal/pyjson
+	FuzzSanitize:./internal/pyjson FuzzNPY:./photomaker FuzzParseRequest:./server
 fuzz:
 	@for t in $(FUZZ_TARGETS); do \
 		echo "== $${t%%:*} ($(FUZZTIME))"; \
