@@ -76,7 +76,7 @@ func (s *idStage) conditioning(ctx context.Context, p *Pipeline, req *Request) (
 	}
 	if s.enc.Version == V2 && len(embeds) != n {
 		if len(embeds) == 0 {
-			return text, id, fmt.Errorf("%w: PhotoMaker v2 needs a face embedding per ID photo (--id-embeds: raw 512-d ArcFace embeddings); in-process face detection is not available yet", ErrInvalidRequest)
+			return text, id, fmt.Errorf("%w: PhotoMaker v2 needs a face embedding per ID photo (--id-embeds FILE of raw 512-d ArcFace embeddings, or --id-embeds NAME=FILE per --id person); in-process face detection is not available yet", ErrInvalidRequest)
 		}
 		return text, id, fmt.Errorf("%w: %d face embeddings for %d ID photos: give one per photo", ErrInvalidRequest, len(embeds), n)
 	}
