@@ -376,30 +376,44 @@ func (s *Server) buildJob(jr *jsonRequest, photos [][]byte) (*job, error) {
 }
 
 // checkPhotos decodes each photo once to refuse a bad one now, one photo
-// of one request at a time: a small file can decode to gigabytes (a 300 KB
-// PNG to 40 megapixels of 16-bit RGBA), so queued jobs keep the files and
-// decodePhotos decodes them again when the job runs.
+// of one request at a time, each dropped once decoded: a small file can
+// decode to gigabytes (a 300 KB PNG to 40 megapixels of 16-bit RGBA), so
+// queued jobs keep the files and decodePhotos decodes them again when the
+// job runs.
 func (s *Server) checkPhotos(photos [][]byte) error {
 	s.decoding <- struct{}{}
 	defer func() { <-s.decoding }()
-	_, err := decodePhotos(photos, s.opts.MaxPhotoPixels)
-	return err
+	for i, b := range photos {
+		if _, err := decodePhoto(i, b, s.opts.MaxPhotoPixels); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // decodePhotos decodes ID photos; errors are *httpError with 400 or 413.
 func decodePhotos(photos [][]byte, maxPixels int64) ([]image.Image, error) {
 	var imgs []image.Image
 	for i, b := range photos {
-		img, err := imageproc.Decode(bytes.NewReader(b), imageproc.Limits{MaxPixels: maxPixels})
+		img, err := decodePhoto(i, b, maxPixels)
 		if err != nil {
-			if errors.Is(err, imageproc.ErrTooLarge) {
-				return nil, &httpError{http.StatusRequestEntityTooLarge, fmt.Sprintf("ID photo %d: %v", i+1, err)}
-			}
-			return nil, badRequest("ID photo %d: %v", i+1, err)
+			return nil, err
 		}
 		imgs = append(imgs, img)
 	}
 	return imgs, nil
+}
+
+// decodePhoto decodes ID photo i (from 0).
+func decodePhoto(i int, b []byte, maxPixels int64) (image.Image, error) {
+	img, err := imageproc.Decode(bytes.NewReader(b), imageproc.Limits{MaxPixels: maxPixels})
+	switch {
+	case errors.Is(err, imageproc.ErrTooLarge):
+		return nil, &httpError{http.StatusRequestEntityTooLarge, fmt.Sprintf("ID photo %d: %v", i+1, err)}
+	case err != nil:
+		return nil, badRequest("ID photo %d: %v", i+1, err)
+	}
+	return img, nil
 }
 
 // checkTrigger refuses an ID prompt the pipeline would refuse (trigger
