@@ -399,6 +399,12 @@ func decodePhotos(photos [][]byte, maxPixels int64) ([]image.Image, error) {
 		if err != nil {
 			return nil, err
 		}
+		switch img.(type) {
+		case *image.RGBA64, *image.NRGBA64, *image.Gray16:
+			// 16-bit samples: the ID encoder's first step (imageproc.ToRGB)
+			// now, at half the memory; it gives the same image again later.
+			img = imageproc.ToRGB(img)
+		}
 		imgs = append(imgs, img)
 	}
 	return imgs, nil

@@ -23,6 +23,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/gophotomaker/photomaker/bindings/ggml"
+	"github.com/gophotomaker/photomaker/imageproc"
 	"github.com/gophotomaker/photomaker/internal/pngtext"
 	"github.com/gophotomaker/photomaker/photomaker"
 )
@@ -644,6 +645,24 @@ func TestRefusesHostileRequests(t *testing.T) {
 	require.Equal(t, http.StatusMethodNotAllowed, res.StatusCode)
 	require.Equal(t, "GET, HEAD, DELETE", res.Header.Get("Allow"))
 	res.Body.Close()
+}
+
+// A 16-bit photo is kept as 8-bit RGB when the job runs: half the memory,
+// and the ID encoder sees the same pixels.
+func TestSixteenBitPhotosNarrowed(t *testing.T) {
+	src := image.NewNRGBA64(image.Rect(0, 0, 40, 30))
+	for i := range src.Pix {
+		src.Pix[i] = byte(i * 37 % 251)
+	}
+	var buf bytes.Buffer
+	require.NoError(t, png.Encode(&buf, src))
+	imgs, err := decodePhotos([][]byte{buf.Bytes(), facePNG(t)}, 1<<20)
+	require.NoError(t, err)
+	require.IsType(t, &image.NRGBA{}, imgs[0])
+	direct, err := imageproc.Decode(bytes.NewReader(buf.Bytes()), imageproc.Limits{})
+	require.NoError(t, err)
+	require.IsType(t, &image.NRGBA64{}, direct)
+	require.Equal(t, imageproc.CLIPPixels(direct), imageproc.CLIPPixels(imgs[0]))
 }
 
 // Queued jobs keep their photos' files, not the decoded pixels: a small
