@@ -8,6 +8,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"sort"
 	"strings"
 	"sync"
@@ -104,6 +105,9 @@ func runConvert(c *cli.Context) error {
 		return err
 	}
 	out := outs[0]
+	if !strings.EqualFold(filepath.Ext(out), ".gguf") { // generate and info tell files by content, people by name
+		fmt.Fprintf(c.App.ErrWriter, "photomaker: warning: %s will be a GGUF file; name it .gguf\n", out)
+	}
 	for _, in := range []string{args[0], c.String("photomaker")} {
 		if err := checkWholeModel(in); err != nil {
 			return err

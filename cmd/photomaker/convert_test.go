@@ -64,6 +64,12 @@ func TestConvert(t *testing.T) {
 	require.Equal(t, []string{"photomaker-v1"}, rep.Kinds)
 	require.Positive(t, rep.ByType["q8_0"].Tensors)
 	require.NotContains(t, errOut, "convert [")
+	require.NotContains(t, errOut, "warning")
+	// A GGUF named otherwise is written, with a word about its name.
+	png := filepath.Join(filepath.Dir(out), "adapter.png")
+	code, _, errOut = runCLI(t, "convert", v1, "-o", png)
+	require.Equal(t, 0, code, errOut)
+	require.Contains(t, errOut, "warning: "+png+" will be a GGUF file; name it .gguf")
 }
 
 func TestConvertErrors(t *testing.T) {
