@@ -8,6 +8,8 @@ import (
 	"log/slog"
 	"math"
 	"math/rand/v2"
+	"reflect"
+	"strings"
 	"time"
 
 	"github.com/gophotomaker/photomaker/bindings/ggml"
@@ -188,6 +190,62 @@ func (r *Request) fill() error {
 	}
 	if r.Seed < 0 {
 		r.Seed = rand.Int64N(1 << 53)
+	}
+	return r.checkIDInputs()
+}
+
+// maxIDAspect bounds an ID photo's long side over its short side: the
+// encoder resizes the short side to 224, so a 1×16384 strip (a 64 KB
+// PNG) took 3.6 GB, and a 1×200000 one all the memory.
+const maxIDAspect = 16
+
+// checkIDInputs refuses, before any work, ID photos the encoder cannot
+// take (nil, empty, or a strip) and face embeddings that are not finite
+// or not one per photo of the person they belong to.
+func (r *Request) checkIDInputs() error {
+	check := func(whose string, imgs []image.Image, embeds [][]float32) error {
+		for i, img := range imgs {
+			if err := checkIDImage(img); err != nil {
+				return fmt.Errorf("%w: %sID photo %d: %v", ErrInvalidRequest, whose, i+1, err)
+			}
+		}
+		if whose != "" && len(embeds) > 0 && len(embeds) != len(imgs) {
+			return fmt.Errorf("%w: %d face embeddings for %d photos of %s: give one per photo", ErrInvalidRequest, len(embeds), len(imgs), strings.TrimSuffix(whose, "'s "))
+		}
+		for i, e := range embeds {
+			for _, v := range e {
+				if math.IsNaN(float64(v)) || math.IsInf(float64(v), 0) {
+					return fmt.Errorf("%w: %sface embedding %d holds NaN or infinite values", ErrInvalidRequest, whose, i+1)
+				}
+			}
+		}
+		return nil
+	}
+	if err := check("", r.IDImages, r.IDEmbeds); err != nil {
+		return err
+	}
+	for _, p := range r.People {
+		if err := check("the "+p.Class+"'s ", p.Images, p.IDEmbeds); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// checkIDImage says what makes img unusable as an ID photo, if anything.
+func checkIDImage(img image.Image) error {
+	if img == nil {
+		return errors.New("no image (nil)")
+	}
+	if v := reflect.ValueOf(img); v.Kind() == reflect.Pointer && v.IsNil() {
+		return fmt.Errorf("no image (a nil %T)", img)
+	}
+	w, h := img.Bounds().Dx(), img.Bounds().Dy()
+	switch {
+	case w <= 0 || h <= 0:
+		return fmt.Errorf("the image is empty (%d×%d)", w, h)
+	case max(w, h) > maxIDAspect*min(w, h):
+		return fmt.Errorf("%d×%d is more than %d times longer than wide: crop it around the face", w, h, maxIDAspect)
 	}
 	return nil
 }

@@ -17,6 +17,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"runtime"
 	"strings"
 	"sync"
 
@@ -134,7 +135,10 @@ type Pipeline struct {
 	scaling float32        // the VAE's scaling_factor
 	vram    string         // the VRAM mode in use ("" on the CPU)
 	policy  nn.TypePolicy  // how weights are stored (encoders reload with it)
-	peak    int64          // MemoryUse.Peak
+	// kind and device, set once by Load, answer Kind and Device without
+	// the lock (a Generate holds it for minutes) and after Close.
+	kind, device string
+	peak         int64 // MemoryUse.Peak
 	// loopState is the running sampler loop's device state (MemoryUse).
 	loopState   int64
 	stepFLOPs   int64 // the last request's denoising step (Result.StepFLOPs)
@@ -152,6 +156,17 @@ var ErrClosed = errors.New("photomaker: pipeline is closed")
 func Load(ctx context.Context, cfg Config) (_ *Pipeline, err error) {
 	if cfg.Model == "" {
 		return nil, errors.New("no model given: pass an SDXL checkpoint (single-file .safetensors, diffusers folder or .gguf)")
+	}
+	switch {
+	case cfg.Threads < 0:
+		return nil, fmt.Errorf("Config.Threads must not be negative (0: one per physical core), got %d", cfg.Threads)
+	case cfg.Threads > runtime.NumCPU():
+		// More threads than CPUs make ggml's threads wait on each other:
+		// hundreds of times slower.
+		slog.Warn("more threads than logical CPUs; using the CPUs' count", "threads", cfg.Threads, "cpus", runtime.NumCPU())
+		cfg.Threads = runtime.NumCPU()
+	case cfg.VAETile < -1 || cfg.VAETile == 1:
+		return nil, fmt.Errorf("Config.VAETile must be -1 (never tile), 0 (automatic) or at least 2 latent pixels, got %d", cfg.VAETile)
 	}
 	p := &Pipeline{cfg: cfg}
 	defer func() {
@@ -268,6 +283,10 @@ func Load(ctx context.Context, cfg Config) (_ *Pipeline, err error) {
 		}
 	}
 	p.notePeak()
+	p.kind, p.device = p.model.Kind.String(), p.rt.Device.Dev.Name
+	if p.adapter != nil {
+		p.kind = p.adapter.Kind.String()
+	}
 	return p, nil
 }
 
@@ -351,27 +370,32 @@ func weightPolicy(name string) (nn.TypePolicy, error) {
 	if err != nil {
 		return nil, err
 	}
+	if t != ggml.TypeF16 && t != ggml.TypeBF16 && !t.Quantized() { // i32: no weight type
+		return nil, fmt.Errorf("weight type %q: want f32, f16, bf16 or a block type (q8_0, q5_K, q4_K, ...)", name)
+	}
 	return nn.KeepPrecise(func(string, *weights.Tensor) ggml.Type { return t }), nil
 }
 
 // Kind says what was loaded: plain SDXL or PhotoMaker v1/v2.
-func (p *Pipeline) Kind() string {
-	if p.adapter != nil {
-		return p.adapter.Kind.String()
-	}
-	return p.model.Kind.String()
-}
+func (p *Pipeline) Kind() string { return p.kind }
 
 // VRAM is the VRAM mode in use (VRAMFull, VRAMLow, VRAMStream), "" on the
 // CPU.
 func (p *Pipeline) VRAM() string { return p.vram }
 
 // Device names the device the pipeline computes on.
-func (p *Pipeline) Device() string { return p.rt.Device.Dev.Name }
+func (p *Pipeline) Device() string { return p.device }
 
 // CPUFallbacks names the ops that the GPU backend had no kernel for, so
 // that the CPU computed them (slowly), in the graphs built so far.
-func (p *Pipeline) CPUFallbacks() []string { return p.rt.CPUFallbacks() }
+func (p *Pipeline) CPUFallbacks() []string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.rt == nil {
+		return nil
+	}
+	return p.rt.CPUFallbacks()
+}
 
 // Close frees device memory and files. It waits for a running Generate.
 func (p *Pipeline) Close() error {

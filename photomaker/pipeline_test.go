@@ -303,3 +303,53 @@ func TestCommunityLoRA(t *testing.T) {
 		LoRAs: []LoRA{{Path: golden.Path("tiny-sdxl.safetensors"), Scale: 1}}})
 	require.Error(t, err)
 }
+
+// ID photos the encoder cannot take and bad face embeddings are refused
+// before any work (they panicked in the resize, or ran out of memory).
+func TestBadIDInputs(t *testing.T) {
+	face := image.NewRGBA(image.Rect(0, 0, 8, 8))
+	var typedNil *image.RGBA
+	emb := func(v float32) []float32 { e := make([]float32, 512); e[3] = v; return e }
+	for _, tc := range []struct {
+		r    Request
+		want string
+	}{
+		{Request{IDImages: []image.Image{nil}}, "ID photo 1: no image (nil)"},
+		{Request{IDImages: []image.Image{face, typedNil}}, "ID photo 2: no image (a nil *image.RGBA)"},
+		{Request{IDImages: []image.Image{image.NewRGBA(image.Rect(0, 0, 0, 0))}}, "the image is empty (0×0)"},
+		{Request{IDImages: []image.Image{image.NewRGBA(image.Rect(0, 0, 1, 17))}}, "1×17 is more than 16 times longer than wide"},
+		{Request{IDImages: []image.Image{face}, IDEmbeds: [][]float32{emb(float32(math.NaN()))}}, "face embedding 1 holds NaN"},
+		{Request{People: []Person{{Class: "man", Images: []image.Image{face, face}, IDEmbeds: [][]float32{emb(1)}}}}, "1 face embeddings for 2 photos of the man"},
+		{Request{People: []Person{{Class: "woman", Images: []image.Image{&image.RGBA{Rect: image.Rectangle{Min: image.Pt(5, 5), Max: image.Pt(4, 9)}}}}}}, "the woman's ID photo 1: the image is empty (-1×4)"},
+	} {
+		tc.r.Prompt = "x"
+		err := tc.r.fill()
+		require.ErrorIs(t, err, ErrInvalidRequest, tc.want)
+		require.ErrorContains(t, err, tc.want)
+	}
+	ok := Request{Prompt: "x", IDImages: []image.Image{image.NewRGBA(image.Rect(3, 3, 19, 259))}} // 16:1, off the origin
+	require.NoError(t, ok.fill())
+}
+
+// Config values that would abort ggml or fail every Generate are refused
+// by Load; Kind and Device answer after Close.
+func TestBadConfigs(t *testing.T) {
+	for _, tc := range []struct {
+		edit func(*Config)
+		want string
+	}{
+		{func(c *Config) { c.WeightType = "i32" }, `weight type "i32"`},
+		{func(c *Config) { c.Threads = -3 }, "Threads must not be negative"},
+		{func(c *Config) { c.VAETile = 1 }, "VAETile must be -1"},
+	} {
+		cfg := Config{Model: golden.Path("tiny-sdxl.safetensors"), Device: "cpu"}
+		tc.edit(&cfg)
+		_, err := Load(context.Background(), cfg)
+		require.ErrorContains(t, err, tc.want)
+	}
+	p := loadTiny(t, "photomaker/photomaker-v1-tiny.safetensors")
+	require.NoError(t, p.Close())
+	require.Equal(t, "PhotoMaker v1 adapter", p.Kind())
+	require.Equal(t, "CPU", p.Device())
+	require.Nil(t, p.CPUFallbacks())
+}
