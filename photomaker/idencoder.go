@@ -75,7 +75,7 @@ type IDEncoder struct {
 
 // ErrIDInput is wrapped by the errors for photos, face embeddings or
 // prompt rows that do not fit together.
-var ErrIDInput = errors.New("photomaker: bad ID encoder input")
+var ErrIDInput = errors.New("bad ID encoder input")
 
 // LoadIDEncoder binds the ID encoder under prefix of set ("pm." for the
 // canonical names of weights.Open), checks its shapes and uploads it to

@@ -12,7 +12,7 @@ import (
 
 // ErrIDPrompt is wrapped by every error about the trigger words of an ID
 // prompt.
-var ErrIDPrompt = errors.New("photomaker: bad ID prompt")
+var ErrIDPrompt = errors.New("bad ID prompt")
 
 // Identity is one person of an ID prompt: the prompt holds its trigger word
 // once, right after the class word ("man", "woman", ...), whose token is

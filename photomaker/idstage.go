@@ -80,6 +80,14 @@ func (s *idStage) conditioning(ctx context.Context, p *Pipeline, req *Request) (
 		}
 		return text, id, fmt.Errorf("%w: %d face embeddings for %d ID photos: give one per photo", ErrInvalidRequest, len(embeds), n)
 	}
+	if s.enc.Version == V1 && len(embeds) > 0 {
+		return text, id, fmt.Errorf("%w: PhotoMaker v1 takes no face embeddings (they are for v2 adapters)", ErrInvalidRequest)
+	}
+	for i, e := range embeds { // before the encoders run (the ID encoder checks again)
+		if fw := s.enc.FaceEmbeddingWidth(); s.enc.Version == V2 && len(e) != fw {
+			return text, id, fmt.Errorf("%w: face embedding %d has %d values, want %d (raw ArcFace embeddings)", ErrInvalidRequest, i+1, len(e), fw)
+		}
+	}
 	ip, err := TokenizeIDPrompt(tokenizer.New(), tokenizer.New2(), prompt, s.enc.Version, people)
 	if err != nil {
 		return text, id, fmt.Errorf("%w: %v", ErrInvalidRequest, err)

@@ -149,7 +149,7 @@ type Pipeline struct {
 }
 
 // ErrClosed is returned by Generate after Close.
-var ErrClosed = errors.New("photomaker: pipeline is closed")
+var ErrClosed = errors.New("the pipeline is closed")
 
 // Load opens the model files, merges the adapter's LoRA and uploads every
 // weight to the device (with OneShot, the UNet's in each Generate).

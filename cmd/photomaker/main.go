@@ -123,9 +123,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	if err == nil {
 		return 0
 	}
-	// Some library errors already start with the package name
-	// (photomaker.ErrIDInput, ErrIDPrompt, ErrClosed): say it once.
-	msg := "photomaker: " + strings.TrimPrefix(err.Error(), "photomaker: ")
+	msg := "photomaker: " + err.Error()
 	var ue usageError
 	if errors.As(err, &ue) || strings.HasPrefix(err.Error(), "flag provided but not defined") || strings.Contains(err.Error(), "Required flag") || strings.HasPrefix(err.Error(), "No help topic") {
 		fmt.Fprintf(stderr, "%s\nRun 'photomaker --help' for usage.\n", msg)
