@@ -149,6 +149,8 @@ func (r *Request) fill() error {
 	case NoGuidance:
 		r.Guidance = 0
 	}
+	// Names as the results report them: " EULER " is euler.
+	r.Sampler, r.RNG = strings.ToLower(strings.TrimSpace(r.Sampler)), strings.ToLower(strings.TrimSpace(r.RNG))
 	if r.Sampler == "" {
 		r.Sampler = DefaultSampler
 	}

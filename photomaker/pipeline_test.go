@@ -99,6 +99,10 @@ func TestRequestDefaultsAndExplicitZeros(t *testing.T) {
 	require.Equal(t, DefaultGuidance, r.Guidance)
 	require.Equal(t, DefaultStyleStrength, r.StyleStrength)
 	require.Equal(t, 2, r.StartMergeStep())
+	r = Request{Prompt: "x", Steps: 10, Sampler: " EULER_a ", RNG: "TORCH-CPU"}
+	require.NoError(t, r.fill())
+	require.Equal(t, "euler_a", r.Sampler)
+	require.Equal(t, "torch-cpu", r.RNG)
 	r = Request{Prompt: "x", Steps: 10, Guidance: NoGuidance, StyleStrength: NoStyleDelay}
 	require.NoError(t, r.fill())
 	require.Equal(t, 0.0, r.Guidance)
