@@ -108,17 +108,12 @@ func runConvert(c *cli.Context) error {
 	if !strings.EqualFold(filepath.Ext(out), ".gguf") { // generate and info tell files by content, people by name
 		fmt.Fprintf(c.App.ErrWriter, "photomaker: warning: %s will be a GGUF file; name it .gguf\n", out)
 	}
-	for _, in := range []string{args[0], c.String("photomaker")} {
-		if err := checkWholeModel(in); err != nil {
-			return err
-		}
-	}
 	ctx, stop := signal.NotifyContext(c.Context, os.Interrupt)
 	defer stop()
 	bar := &convertBar{w: c.App.ErrWriter, on: !c.Bool("json"), started: time.Now()}
 	rep, err := convert.Convert(ctx, convert.Options{
 		Src: args[0], PhotoMaker: c.String("photomaker"), Type: typ, Rules: rules, Out: out,
-		Overwrite: c.Bool("force"), LoRAScale: float32(scale), Threads: threads, Progress: bar.update,
+		Overwrite: c.Bool("force"), LoRAScale: float32(scale), Threads: threads, Progress: bar.update, Check: photomaker.CheckWeights,
 	})
 	bar.done()
 	if err != nil {
@@ -187,24 +182,6 @@ func interspersed(c *cli.Context) (*cli.Context, []string, error) {
 	nc := cli.NewContext(c.App, fs, c)
 	nc.Command = c.Command
 	return nc, pos, nil
-}
-
-// checkWholeModel refuses a model file (or "") with missing or misshapen
-// weights before converting it: the conversion would pass the damage on
-// to a GGUF that fails only when generating.
-func checkWholeModel(path string) error {
-	if path == "" {
-		return nil
-	}
-	m, err := weights.Open(path)
-	if err != nil {
-		return err
-	}
-	defer m.Close()
-	if err := photomaker.CheckWeights(m); err != nil {
-		return fmt.Errorf("%s: %w", path, err)
-	}
-	return nil
 }
 
 func printReport(w io.Writer, rep *convert.Report, verbose bool) {

@@ -44,6 +44,10 @@ type Options struct {
 	Threads int
 	// Progress, if set, is called after each tensor is written.
 	Progress func(done, total int, name string)
+	// Check, if set, vets each model opened (the source, then a separate
+	// adapter) before anything is written: photomaker.CheckWeights, so
+	// that a file missing a weight is not passed on to a new one.
+	Check func(*weights.Model) error
 }
 
 // TypeStats counts the tensors stored in one type.
@@ -134,6 +138,18 @@ func Convert(ctx context.Context, o Options) (_ *Report, err error) {
 			}
 			rep.Warnings = append(rep.Warnings, a.Warnings...)
 			adapter, extra = a, true
+		}
+	}
+	opened := []*weights.Model{m}
+	if extra {
+		opened = append(opened, adapter)
+	}
+	for _, c := range opened {
+		if o.Check == nil {
+			break
+		}
+		if err := o.Check(c); err != nil {
+			return nil, fmt.Errorf("%s: %w", c.Path, err)
 		}
 	}
 	scale := o.LoRAScale
