@@ -148,10 +148,11 @@ func runBench(c *cli.Context) error {
 	if res.Threads = threads; threads == 0 {
 		res.Threads = cpuinfo.Threads()
 	}
-	var reqGuidance float64
-	if res.Guidance, reqGuidance, err = guidanceFlag(c); err != nil {
+	reqGuidance, err := guidanceFlag(c)
+	if err != nil {
 		return err
 	}
+	res.Guidance = max(reqGuidance, 0) // NoGuidance: 0
 	vram, err := vramMode(c)
 	if err != nil {
 		return err
@@ -231,7 +232,7 @@ func runBench(c *cli.Context) error {
 	}
 
 	req := benchRequest(res, c.Uint64("seed"), p.Kind())
-	req.Guidance = reqGuidance // NoGuidance for 0, which the request reads as the default
+	req.Guidance = reqGuidance
 	var events eventLog
 	req.Progress = func(ev photomaker.Progress) {
 		events.add(ev)

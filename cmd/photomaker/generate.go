@@ -78,11 +78,11 @@ Every flag also reads PHOTOMAKER_<FLAG> (e.g. PHOTOMAKER_MODEL).`,
 }
 
 func runGenerate(c *cli.Context) error {
-	guidance, reqGuidance, err := guidanceFlag(c)
+	reqGuidance, err := guidanceFlag(c)
 	if err != nil {
 		return err
 	}
-	style, reqStyle, err := styleStrengthFlag(c)
+	reqStyle, err := styleStrengthFlag(c)
 	if err != nil {
 		return err
 	}
@@ -193,10 +193,7 @@ func runGenerate(c *cli.Context) error {
 		}
 		return err
 	}
-	// Record what was asked: the request holds NoGuidance for --guidance 0.
-	rec := res.Request
-	rec.Guidance, rec.StyleStrength = guidance, style
-	params := parameters(&rec, res.Seed, c.String("model"), c.String("photomaker"))
+	params := parameters(&res.Request, res.Seed, c.String("model"), c.String("photomaker"))
 	for i, img := range res.Images {
 		if err := writePNG(outputs[i], img, params, c.Bool("force")); err != nil {
 			return err

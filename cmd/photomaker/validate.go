@@ -78,29 +78,30 @@ func threadsFlag(c *cli.Context) (int, error) {
 	return n, nil
 }
 
-// guidanceFlag reads --guidance: the value the user asked for (recorded in
-// outputs) and the one for the request, where 0 would mean the default.
-func guidanceFlag(c *cli.Context) (asked, req float64, err error) {
+// guidanceFlag reads --guidance for a request, where 0 would mean the
+// default: an explicit 0 is photomaker.NoGuidance (Result.Request reports
+// it as 0).
+func guidanceFlag(c *cli.Context) (float64, error) {
 	g := c.Float64("guidance")
 	if math.IsNaN(g) || g < 0 || g > photomaker.MaxGuidance { // ±Inf fail the range
-		return 0, 0, usagef("--guidance must be a finite number from 0 to %g (0 turns guidance off), got %g", float64(photomaker.MaxGuidance), g)
+		return 0, usagef("--guidance must be a finite number from 0 to %g (0 turns guidance off), got %g", float64(photomaker.MaxGuidance), g)
 	}
 	if g == 0 {
-		return 0, photomaker.NoGuidance, nil
+		return photomaker.NoGuidance, nil
 	}
-	return g, g, nil
+	return g, nil
 }
 
 // styleStrengthFlag is guidanceFlag for --style-strength.
-func styleStrengthFlag(c *cli.Context) (asked, req float64, err error) {
+func styleStrengthFlag(c *cli.Context) (float64, error) {
 	s := c.Float64("style-strength")
 	if math.IsNaN(s) || s < 0 || s > 100 {
-		return 0, 0, usagef("--style-strength is a percentage from 0 to 100, got %g", s)
+		return 0, usagef("--style-strength is a percentage from 0 to 100, got %g", s)
 	}
 	if s == 0 {
-		return 0, photomaker.NoStyleDelay, nil
+		return photomaker.NoStyleDelay, nil
 	}
-	return s, s, nil
+	return s, nil
 }
 
 // checkLoRAScale refuses scales that would fill the merged weights with
