@@ -5,6 +5,7 @@ import (
 	"math"
 	"math/rand/v2"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/require"
 )
@@ -388,4 +389,40 @@ func TestContextRunsOutOfRoom(t *testing.T) {
 	w.NewTensor(TypeF32, 1)
 	w.NewTensor(TypeF32, 1)
 	require.Panics(t, func() { w.NewTensor(TypeF32, 1) })
+}
+
+// TestComputeCancel: cancelling the context stops a CPU computation between
+// nodes with ErrCanceled, and the next computation on the same scheduler
+// runs whole, as if nothing had been cancelled.
+func TestComputeCancel(t *testing.T) {
+	s, err := NewScheduler([]*Backend{cpuBackend(t)}, 256)
+	require.NoError(t, err)
+	defer s.Close()
+	ctx := NewContext(256, 256)
+	defer ctx.Free()
+	const n, links = 512, 60 // about 16 GFLOP: far longer than the millisecond before cancelling
+	r := rand.New(rand.NewPCG(1, 2))
+	wv := make([]float32, n*n)
+	for i := range wv {
+		wv[i] = float32(r.NormFloat64())
+	}
+	w := ctx.InputF32(wv, n, n)
+	x := ctx.InputF32(wv, n, n)
+	for range links {
+		x = ctx.Scale(ctx.MulMat(w, x), float32(1/math.Sqrt(n)))
+	}
+	x.SetOutput()
+	g := ctx.NewGraph(256)
+	g.Expand(x)
+
+	require.NoError(t, s.Compute(context.Background(), g))
+	want := x.Float32()
+	for range 3 {
+		c, cancel := context.WithTimeout(context.Background(), time.Millisecond)
+		err := s.Compute(c, g)
+		cancel()
+		require.ErrorIs(t, err, ErrCanceled)
+		require.NoError(t, s.Compute(context.Background(), g), "a cancelled computation's abort must not reach the next")
+		require.Equal(t, want, x.Float32())
+	}
 }

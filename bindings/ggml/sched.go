@@ -11,7 +11,6 @@ import (
 	"errors"
 	"fmt"
 	"runtime/cgo"
-	"sync/atomic"
 	"unsafe"
 )
 
@@ -176,15 +175,15 @@ func (s *Scheduler) Compute(ctx context.Context, g *Graph) error {
 			return err
 		}
 	}
-	var done atomic.Bool
-	stop := make(chan struct{})
-	defer close(stop)
+	// The watcher raises the backends' abort flags when ctx ends. It has
+	// finished before the flags are lowered again, so that a late raise
+	// cannot outlive this computation and stop the next one.
+	stop, watched := make(chan struct{}), make(chan struct{})
 	go func() {
+		defer close(watched)
 		select {
 		case <-ctx.Done():
-			if !done.Load() {
-				s.setAbort(1)
-			}
+			s.setAbort(1)
 		case <-stop:
 		}
 	}()
@@ -192,7 +191,8 @@ func (s *Scheduler) Compute(ctx context.Context, g *Graph) error {
 		s.profile.Value().(*OpProfile).start()
 	}
 	status := C.ggml_backend_sched_graph_compute(s.p, g.p)
-	done.Store(true)
+	close(stop)
+	<-watched
 	s.setAbort(0)
 	switch status {
 	case C.GGML_STATUS_SUCCESS:
