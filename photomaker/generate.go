@@ -292,6 +292,9 @@ func (p *Pipeline) Generate(ctx context.Context, req Request) (*Result, error) {
 	if _, err := sampling.New(samplerName(req.Sampler, req.Karras), p.sched, req.Steps, noise); err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrInvalidRequest, err)
 	}
+	if err := p.checkRequestInRAM(&req); err != nil {
+		return nil, err
+	}
 	if err := p.loadEncoders(ctx); err != nil {
 		return nil, err
 	}

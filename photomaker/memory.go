@@ -141,8 +141,8 @@ func (p *Pipeline) checkPlanInRAM(policy nn.TypePolicy) error {
 	if !p.rt.Device.IsCPU() || w <= 0 || h <= 0 {
 		return nil
 	}
-	if cfg, err := unet.Infer(p.model.Tensors, "unet."); err != nil || len(cfg.BlockOutChannels) == 0 || cfg.BlockOutChannels[0] < planMinChannels {
-		return nil // Load reports a bad UNet
+	if !p.sdxlSized() {
+		return nil // smaller models need far less; Load reports a bad UNet
 	}
 	avail, ok := availableRAM()
 	if !ok {
@@ -164,6 +164,65 @@ func (p *Pipeline) checkPlanInRAM(policy nn.TypePolicy) error {
 	return fmt.Errorf("%w: a %d×%d image needs at least %s of RAM (weights %s, a denoising step's working memory %s) but %s is available; try %s or closing other programs",
 		ggml.ErrOutOfMemory, w, h, ggml.HumanBytes(resident+step+b.loopKV), ggml.HumanBytes(resident), ggml.HumanBytes(step),
 		ggml.HumanBytes(int64(avail)), try)
+}
+
+// requestBytes is the host memory a request's own arrays take: every
+// image's initial and final latents and finished picture (NRGBA), all kept
+// until Generate returns, and one decode's scaled latents and float pixels
+// at a time.
+func requestBytes(n, w, h int) int64 {
+	pixels := int64(w) * int64(h)
+	latents := pixels / 64 * 4 * 4 // 4 float32 channels at an eighth of each side
+	return int64(n)*(2*latents+4*pixels) + latents + 3*4*pixels
+}
+
+// checkRequestInRAM refuses a request, before any work, when it cannot fit
+// the available RAM: its images (requestBytes), and what its denoising adds
+// to the memory in use where that is RAM: a UNet that OneShot has yet to
+// load, and on the CPU the loop's keys and values and the compute buffers'
+// growth to the least a step of this size needs (SDXL-sized models, as
+// checkPlanInRAM). Encoders on the CPU that are freed before denoising
+// leave their room to it.
+func (p *Pipeline) checkRequestInRAM(req *Request) error {
+	avail, ok := availableRAM()
+	if !ok {
+		return nil
+	}
+	images := requestBytes(req.N, req.Width, req.Height)
+	b := p.weightBytes(p.policy) // from the headers: no weight is read
+	cpu := p.rt.Device.IsCPU()
+	var work int64
+	if p.unet == nil && (cpu || p.vram == VRAMStream) {
+		work += b.unet
+	}
+	if cpu && p.sdxlSized() {
+		work += b.loopKV + max(0, cpuStepBytes(req.Width, req.Height)-p.rt.Sched.BufferSize(p.rt.Device))
+	}
+	room := int64(avail)
+	if p.releasesEncoders() && p.encRT.Device.IsCPU() && p.text != nil {
+		room += b.encoders
+	}
+	if images+work <= room {
+		return nil
+	}
+	what := "image"
+	if req.N > 1 {
+		what = fmt.Sprintf("%d images", req.N)
+	}
+	try := "a smaller size"
+	if req.N > 1 {
+		try = "fewer images per call, " + try
+	}
+	return fmt.Errorf("%w: %s of %d×%d need about %s of RAM (the images %s, denoising %s) but %s is available; try %s or closing other programs",
+		ggml.ErrOutOfMemory, what, req.Width, req.Height, ggml.HumanBytes(images+work), ggml.HumanBytes(images), ggml.HumanBytes(work),
+		ggml.HumanBytes(room), try)
+}
+
+// sdxlSized reports a UNet at least as wide as the one cpuStepBytes was
+// measured on.
+func (p *Pipeline) sdxlSized() bool {
+	cfg, err := unet.Infer(p.model.Tensors, "unet.")
+	return err == nil && len(cfg.BlockOutChannels) > 0 && cfg.BlockOutChannels[0] >= planMinChannels
 }
 
 // deviceMemory is the free memory of rt's device, ok=false for the CPU

@@ -257,3 +257,56 @@ func TestPlanInRAM(t *testing.T) {
 	require.NoError(t, err)
 	p.Close()
 }
+
+// A request whose images, or on the CPU whose denoising, cannot fit the
+// available RAM is refused before any work, with the sizes; one that just
+// fits runs.
+func TestRequestInRAM(t *testing.T) {
+	oldRAM, oldMin := availableRAM, planMinChannels
+	t.Cleanup(func() { availableRAM, planMinChannels = oldRAM, oldMin })
+	var avail int64
+	availableRAM = func() (uint64, bool) { return uint64(avail), true }
+
+	avail = 1 << 40
+	p := loadTiny(t, "")
+	var stages []string
+	req := Request{Prompt: "x", Width: 64, Height: 64, Steps: 1, N: 2, Progress: func(e Progress) { stages = append(stages, e.Stage) }}
+	avail = requestBytes(2, 64, 64) // the tiny UNet is loaded and not judged by its step
+	_, err := p.Generate(t.Context(), req)
+	require.NoError(t, err)
+
+	avail--
+	stages = nil
+	_, err = p.Generate(t.Context(), req)
+	require.ErrorIs(t, err, ggml.ErrOutOfMemory)
+	require.ErrorContains(t, err, "2 images of 64×64 need about ")
+	require.ErrorContains(t, err, "try fewer images per call, a smaller size or closing other programs")
+	require.Empty(t, stages, "refused before any work")
+
+	// Judged as SDXL-sized: a step's least working memory beyond the compute
+	// buffers already held, and the loop's keys and values.
+	planMinChannels = 0
+	b := p.weightBytes(p.policy)
+	big := Request{Prompt: "x", Width: 1024, Height: 768, Steps: 1}
+	need := requestBytes(1, 1024, 768) + b.loopKV + cpuStepBytes(1024, 768) - p.rt.Sched.BufferSize(p.rt.Device)
+	avail = need - 1
+	_, err = p.Generate(t.Context(), big)
+	require.ErrorIs(t, err, ggml.ErrOutOfMemory)
+	require.ErrorContains(t, err, "image of 1024×768 need about "+ggml.HumanBytes(need))
+	planMinChannels = oldMin
+
+	// OneShot loads the UNet for each request: its weights count, and the
+	// encoders Load left loaded, freed before it, leave their room.
+	avail = 1 << 40
+	one := loadTinyWith(t, "", func(c *Config) { c.OneShot = true })
+	b = one.weightBytes(one.policy)
+	req.N = 1
+	for _, freed := range []int64{b.encoders, 0} { // the second request loads its encoders itself
+		avail = requestBytes(1, 64, 64) + b.unet - freed - 1
+		_, err = one.Generate(t.Context(), req)
+		require.ErrorIs(t, err, ggml.ErrOutOfMemory)
+		avail++
+		_, err = one.Generate(t.Context(), req)
+		require.NoError(t, err)
+	}
+}
