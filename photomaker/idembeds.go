@@ -43,6 +43,11 @@ func readSafetensorsEmbeds(path string) ([][]float32, error) {
 	if !ok {
 		return nil, fmt.Errorf(`no tensor "id_embeds" (want [N,512], one raw ArcFace embedding per ID photo)`)
 	}
+	switch info.DType {
+	case safetensors.F32, safetensors.F64, safetensors.F16, safetensors.BF16:
+	default: // integers would pass as numbers but are no embeddings
+		return nil, fmt.Errorf(`tensor "id_embeds" is %s: want floating point (F32, F16, BF16 or F64)`, info.DType)
+	}
 	v, err := f.Float32("id_embeds")
 	if err != nil {
 		return nil, err

@@ -65,6 +65,11 @@ func TestReadIDEmbeds(t *testing.T) {
 		Data: func() ([]byte, error) { return make([]byte, 4), nil }}}, nil))
 	_, err = ReadIDEmbeds(q)
 	require.ErrorContains(t, err, `"id_embeds"`)
+	ints := filepath.Join(t.TempDir(), "ints.safetensors")
+	require.NoError(t, safetensors.Write(ints, []safetensors.Entry{{Name: "id_embeds", DType: safetensors.I64, Shape: []int64{1, 512},
+		Data: func() ([]byte, error) { return make([]byte, 8*512), nil }}}, nil))
+	_, err = ReadIDEmbeds(ints)
+	require.ErrorContains(t, err, "is I64: want floating point")
 }
 
 // A .npy file from anyone gives rows or an error, never a panic or a huge
