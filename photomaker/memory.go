@@ -178,8 +178,8 @@ func requestBytes(n, w, h int) int64 {
 
 // checkRequestInRAM refuses a request, before any work, when it cannot fit
 // the available RAM: its images (requestBytes), and what its denoising adds
-// to the memory in use where that is RAM: a UNet that OneShot has yet to
-// load, and on the CPU the loop's keys and values and the compute buffers'
+// to the memory in use where that is RAM: the part of a UNet that OneShot
+// has yet to load kept there, and on the CPU the loop's keys and values and the compute buffers'
 // growth to the least a step of this size needs (SDXL-sized models, as
 // checkPlanInRAM). Encoders on the CPU that are freed before denoising
 // leave their room to it.
@@ -192,8 +192,12 @@ func (p *Pipeline) checkRequestInRAM(req *Request) error {
 	b := p.weightBytes(p.policy) // from the headers: no weight is read
 	cpu := p.rt.Device.IsCPU()
 	var work int64
-	if p.unet == nil && (cpu || p.vram == VRAMStream) {
+	switch {
+	case p.unet != nil:
+	case cpu || p.vram == VRAMStream:
 		work += b.unet
+	case p.vram == VRAMLow: // the cross-attention projections stay in RAM
+		work += b.unetCrossKV
 	}
 	if cpu && p.sdxlSized() {
 		work += b.loopKV + max(0, cpuStepBytes(req.Width, req.Height)-p.rt.Sched.BufferSize(p.rt.Device))
