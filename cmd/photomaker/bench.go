@@ -73,7 +73,7 @@ Examples:
 			&cli.IntFlag{Name: "id-images", Value: 2, Usage: fmt.Sprintf("synthetic ID photos (1 to %d)", maxIDPhotos), EnvVars: envs("id-images")},
 			&cli.IntFlag{Name: "threads", Usage: "CPU threads, at most the logical CPUs (default: one per physical core)", EnvVars: envs("threads")},
 			&cli.Uint64Flag{Name: "seed", Value: 1, Usage: "seed of the random weights (and of the generation)", EnvVars: envs("seed")},
-			&cli.StringFlag{Name: "cache-dir", Usage: "where random weights are kept (default: $XDG_CACHE_HOME/photomaker/random)", EnvVars: envs("cache-dir")},
+			&cli.StringFlag{Name: "cache-dir", Usage: "where random weights are kept (default: $XDG_CACHE_HOME/photomaker/random, else ~/.cache/photomaker/random)", EnvVars: envs("cache-dir")},
 			&cli.StringFlag{Name: "random-scale", Value: "full", Usage: "full or tiny (tests)", Hidden: true, EnvVars: envs("random-scale")},
 			&cli.IntFlag{Name: "runs", Value: 1, Usage: "generate this many times: the first run pays the device's first-use costs, the others are reported as warm", EnvVars: envs("runs")},
 			&cli.BoolFlag{Name: "profile", Usage: "then profile a few UNet steps and the VAE decode by op (each op synchronized: shares, not timings)", EnvVars: envs("profile")},

@@ -17,9 +17,9 @@ func devicesCommand() *cli.Command {
 		Name:  "devices",
 		Usage: "list the CPU and any GPUs a backend library was found for, with their memory",
 		Description: `GPU backends are shared libraries (libggml-cuda.so, ...) built with
-'make cuda' and loaded from the executable's folder or from the folders in
-$PHOTOMAKER_LIB_PATH. Names shown here are what --device accepts
-(lower-case names such as cpu, cuda or cuda:1 work too).
+'make cuda' and loaded from the folders in $PHOTOMAKER_LIB_PATH, the
+executable's folder or <exe>/../lib/photomaker. Names shown here are what
+--device accepts (lower-case names such as cpu, cuda or cuda:1 work too).
 
 Example:
   photomaker devices
