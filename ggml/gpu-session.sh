@@ -174,7 +174,7 @@ restore)
 	git status --short testdata
 	;;
 *)
-	echo "usage: $0 prepare|run|slim [e2e]|restore" >&2
+	echo "usage: $0 prepare|pack|run|slim [e2e]|restore" >&2
 	exit 2
 	;;
 esac

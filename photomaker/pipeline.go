@@ -350,6 +350,13 @@ func closeNil[T any, P interface {
 }
 
 // weightPolicy maps a --type name to a storage policy.
+// CheckWeightType says whether Config.WeightType can be name: "" (as in the
+// file), f32, f16, bf16 or a block type.
+func CheckWeightType(name string) error {
+	_, err := weightPolicy(name)
+	return err
+}
+
 func weightPolicy(name string) (nn.TypePolicy, error) {
 	switch strings.ToLower(name) {
 	case "":

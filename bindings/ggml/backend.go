@@ -218,7 +218,7 @@ func FindDevice(name string) (Device, error) {
 	}
 	hint := ""
 	if lib != "cpu" {
-		hint = fmt.Sprintf("; GPU backends are loaded from the executable's folder or $%s (build one with `make cuda`)", LibraryPathEnv)
+		hint = fmt.Sprintf("; GPU backends are loaded from $%s, the executable's folder or <exe>/../lib/photomaker (build one with `make cuda`)", LibraryPathEnv)
 	}
 	return Device{}, fmt.Errorf("%w %q (available: %s)%s", ErrNoDevice, name, strings.Join(names, ", "), hint)
 }

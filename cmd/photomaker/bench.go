@@ -56,7 +56,7 @@ Examples:
   photomaker bench --model sdxl.safetensors --photomaker photomaker-v1.bin --steps 4`,
 		Flags: []cli.Flag{
 			&cli.BoolFlag{Name: "random", Usage: "use full-size random weights made by our generator (cached)", EnvVars: envs("random")},
-			&cli.StringFlag{Name: "model", Aliases: []string{"m"}, Usage: "SDXL checkpoint to benchmark instead of random weights", EnvVars: envs("model")},
+			&cli.StringFlag{Name: "model", Aliases: []string{"m"}, Usage: "SDXL checkpoint to benchmark instead of random weights (a file, folder or pulled name)", EnvVars: envs("model")},
 			&cli.StringFlag{Name: "photomaker", Usage: "PhotoMaker adapter (with --model; empty: plain SDXL)", EnvVars: envs("photomaker")},
 			&cli.IntFlag{Name: "photomaker-version", Value: 1, Usage: "with --random: adapter version 1 or 2 (0: plain SDXL, no adapter)", EnvVars: envs("photomaker-version")},
 			&cli.StringFlag{Name: "device", Value: "auto", Usage: "auto, cpu, cuda, cuda:1, metal, ...", EnvVars: envs("device")},
@@ -169,10 +169,8 @@ func runBench(c *cli.Context) error {
 	case res.Width < 8 || res.Height < 8 || res.Width%8 != 0 || res.Height%8 != 0:
 		return usagef("--width and --height must be positive multiples of 8")
 	}
-	if res.Type != "" {
-		if _, err := ggml.ParseType(res.Type); err != nil {
-			return usagef("--type: %v", err)
-		}
+	if _, err := weightTypeFlag(c); err != nil {
+		return err
 	}
 	ctx, stop := signal.NotifyContext(c.Context, os.Interrupt)
 	defer stop()
@@ -185,6 +183,9 @@ func runBench(c *cli.Context) error {
 		return usagef("give --random (generated weights) or --model PATH")
 	case !random && c.IsSet("photomaker-version"):
 		return usagef("--photomaker-version applies to --random; pass the adapter with --photomaker")
+	}
+	if err := resolveModelFlags(c); err != nil { // catalog names → files pulled into the cache
+		return err
 	}
 	res.Model, res.PhotoMaker, res.Random = c.String("model"), c.String("photomaker"), random
 	if random {

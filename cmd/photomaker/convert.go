@@ -35,7 +35,8 @@ func convertCommand() *cli.Command {
 		Usage:     "convert or quantize a model (SDXL, optionally with a PhotoMaker adapter) to one GGUF file",
 		ArgsUsage: "SRC",
 		Description: `SRC is an SDXL checkpoint (single-file .safetensors/.ckpt, diffusers folder, or
-one of our .gguf files) or a PhotoMaker adapter on its own. With --photomaker the
+one of our .gguf files) or a PhotoMaker adapter on its own; a model fetched with
+'photomaker pull' can be named as there (sdxl, photomaker-v1). With --photomaker the
 adapter's LoRA is merged into the UNet and its ID encoder is stored too, so the
 one file is all 'generate --model' needs.
 
@@ -54,11 +55,12 @@ Examples:
   photomaker quantize RealVisXL_V4.safetensors --photomaker photomaker-v1.bin --type q4_K -o realvis-pm-q4_K.gguf
   photomaker quantize sdxl.safetensors --type q8_0 --rules '^te[12]\.=f16,attn2\.to_[kv]\.weight$=f16' -o sdxl-q8_0.gguf
   photomaker convert photomaker-v2.bin --type f16 -o photomaker-v2.gguf
+  photomaker quantize realvisxl-v4 --photomaker photomaker-v1 --type q4_K -o realvis-pm-q4_K.gguf
 
 Types: ` + strings.Join(typeNames, ", ") + `.
 Every flag also reads PHOTOMAKER_<FLAG> (e.g. PHOTOMAKER_TYPE).`,
 		Flags: []cli.Flag{
-			&cli.StringFlag{Name: "photomaker", Usage: "PhotoMaker adapter to merge in: official .bin, .safetensors or .gguf", EnvVars: envs("photomaker")},
+			&cli.StringFlag{Name: "photomaker", Usage: "PhotoMaker adapter to merge in: official .bin, .safetensors or .gguf, or a pulled name", EnvVars: envs("photomaker")},
 			&cli.StringFlag{Name: "type", Aliases: []string{"t"}, Usage: "(required) type of the big matrices: " + strings.Join(typeNames, ", "), EnvVars: envs("type")},
 			&cli.StringFlag{Name: "rules", Usage: "per-tensor overrides 'REGEX=TYPE,...' (first match wins)", EnvVars: envs("rules")},
 			&cli.StringFlag{Name: "output", Aliases: []string{"o"}, Usage: "(required) output .gguf file", EnvVars: envs("output")},
@@ -83,6 +85,13 @@ func runConvert(c *cli.Context) error {
 		if c.String(name) == "" {
 			return usagef("--%s is required (see photomaker %s --help)", name, c.Command.Name)
 		}
+	}
+	src, err := resolveModelPath(args[0]) // catalog names → files pulled into the cache
+	if err != nil {
+		return err
+	}
+	if err := resolveModelFlags(c); err != nil {
+		return err
 	}
 	typ, err := convert.ParseType(c.String("type"))
 	if err != nil {
@@ -112,7 +121,7 @@ func runConvert(c *cli.Context) error {
 	defer stop()
 	bar := &convertBar{w: c.App.ErrWriter, on: !c.Bool("json"), started: time.Now()}
 	rep, err := convert.Convert(ctx, convert.Options{
-		Src: args[0], PhotoMaker: c.String("photomaker"), Type: typ, Rules: rules, Out: out,
+		Src: src, PhotoMaker: c.String("photomaker"), Type: typ, Rules: rules, Out: out,
 		Overwrite: c.Bool("force"), LoRAScale: float32(scale), Threads: threads, Progress: bar.update, Check: photomaker.CheckWeights,
 	})
 	bar.done()

@@ -57,10 +57,13 @@ func TestConvert(t *testing.T) {
 	code, stdout, errOut = runCLI(t, "convert", v1, "-o", out, "--force", "--json")
 	require.Equal(t, 0, code, errOut)
 	var rep struct {
-		Kinds  []string
-		ByType map[string]struct{ Tensors int }
+		Kinds  []string `json:"kinds"`
+		ByType map[string]struct {
+			Tensors int `json:"tensors"`
+		} `json:"by_type"`
 	}
 	require.NoError(t, json.Unmarshal([]byte(stdout), &rep))
+	require.Contains(t, stdout, `"source_bytes":`)
 	require.Equal(t, []string{"photomaker-v1"}, rep.Kinds)
 	require.Positive(t, rep.ByType["q8_0"].Tensors)
 	require.NotContains(t, errOut, "convert [")

@@ -65,7 +65,7 @@ Example:
 				fmt.Fprintf(tw, "\nThis CPU has %s, which this binary's own CPU kernels were not compiled for (a portable build): 'make' builds them for it (1.6× faster on a Zen 5).\n", simd)
 			}
 			if len(ggml.LoadBackends()) == 0 {
-				fmt.Fprintf(tw, "\nNo GPU backend library found (looked next to the executable and in $%s); build one with 'make cuda'.\n", ggml.LibraryPathEnv)
+				fmt.Fprintf(tw, "\nNo GPU backend library found (looked in $%s, next to the executable and in <exe>/../lib/photomaker); build one with 'make cuda'.\n", ggml.LibraryPathEnv)
 			}
 			return tw.Flush()
 		},

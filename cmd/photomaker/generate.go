@@ -103,6 +103,13 @@ func runGenerate(c *cli.Context) error {
 	default:
 		return usagef("unknown --scheduler %q (want default or karras)", c.String("scheduler"))
 	}
+	if err := samplingFlags(c); err != nil {
+		return err
+	}
+	weightType, err := weightTypeFlag(c)
+	if err != nil {
+		return err
+	}
 	if req.Steps <= 0 {
 		return usagef("--steps must be at least 1")
 	}
@@ -171,7 +178,7 @@ func runGenerate(c *cli.Context) error {
 	loadStart := time.Now()
 	p, err := photomaker.Load(ctx, photomaker.Config{
 		Model: c.String("model"), PhotoMaker: c.String("photomaker"), Device: c.String("device"),
-		LoRAs: loras, Threads: threads, WeightType: c.String("type"), VAETile: c.Int("vae-tile"), EncodersOnCPU: c.Bool("encoders-on-cpu"), Progress: bar.update,
+		LoRAs: loras, Threads: threads, WeightType: weightType, VAETile: c.Int("vae-tile"), EncodersOnCPU: c.Bool("encoders-on-cpu"), Progress: bar.update,
 		VRAM: vram, PlanWidth: req.Width, PlanHeight: req.Height, QuantizeConvs: c.Bool("quantize-convs"), F16Accumulation: c.Bool("f16-accum"), VAEF16: c.Bool("vae-f16"),
 		OneShot: true, // one request: each part is freed once done
 	})
@@ -183,7 +190,7 @@ func runGenerate(c *cli.Context) error {
 	res, err := p.Generate(ctx, req)
 	bar.done()
 	if err == nil && !c.Bool("json") { // the UNet loads inside Generate (OneShot)
-		if hint := quantizeOnceHint(c.String("model"), c.String("photomaker"), c.String("type"), len(loras), loadTime+res.LoadTime); hint != "" {
+		if hint := quantizeOnceHint(c.String("model"), c.String("photomaker"), weightType, len(loras), loadTime+res.LoadTime); hint != "" {
 			fmt.Fprintln(c.App.ErrWriter, hint)
 		}
 	}

@@ -26,6 +26,7 @@ func infoCommand() *cli.Command {
   photomaker info photomaker-v1.bin --tensors
   photomaker info ./stable-diffusion-xl-base-1.0 --json
   photomaker info --type q4_K --width 1024 --height 1024 sd_xl_base_1.0.safetensors
+  photomaker info realvisxl-v4     (a model fetched with 'photomaker pull')
 
 For an SDXL checkpoint it also estimates the GPU memory of each --vram mode
 (full, low, stream) for one image of --width × --height with the weights
@@ -51,7 +52,15 @@ stored as --type (default: as in the file).`,
 					return err
 				}
 			}
-			m, err := weights.Open(args[0])
+			weightType, err := weightTypeFlag(c)
+			if err != nil {
+				return err
+			}
+			path, err := resolveModelPath(args[0]) // a catalog name → the file pulled into the cache
+			if err != nil {
+				return err
+			}
+			m, err := weights.Open(path)
 			if err != nil {
 				return err
 			}
@@ -94,7 +103,7 @@ stored as --type (default: as in the file).`,
 			}
 			var estimates []photomaker.MemoryEstimate
 			if !m.Kind.IsPhotoMaker() && m.Kind != weights.Unknown {
-				estimates, err = photomaker.EstimateMemory(photomaker.Config{Model: args[0], WeightType: c.String("type"), QuantizeConvs: c.Bool("quantize-convs")}, c.Int("width"), c.Int("height"))
+				estimates, err = photomaker.EstimateMemory(photomaker.Config{Model: path, WeightType: weightType, QuantizeConvs: c.Bool("quantize-convs")}, c.Int("width"), c.Int("height"))
 				if err != nil {
 					return err
 				}
@@ -129,11 +138,15 @@ stored as --type (default: as in the file).`,
 				fmt.Fprintf(w, "  warning: %s\n", warn)
 			}
 			if len(estimates) > 0 {
-				typ := c.String("type")
+				typ := weightType
 				if typ == "" {
 					typ = "as stored"
 				}
-				fmt.Fprintf(w, "GPU memory for one %d×%d image, weights %s (estimates, without a PhotoMaker adapter):\n", c.Int("width"), c.Int("height"), typ)
+				adapter := "without a PhotoMaker adapter"
+				if m.Adapter != nil {
+					adapter = "with its PhotoMaker adapter"
+				}
+				fmt.Fprintf(w, "GPU memory for one %d×%d image, weights %s (estimates, %s):\n", c.Int("width"), c.Int("height"), typ, adapter)
 				fmt.Fprintf(w, "  %-13s  %10s  %10s\n", "", "generate", "serve")
 				for _, e := range estimates {
 					fmt.Fprintf(w, "  --vram %-6s  %10s  %10s\n", e.Mode, ggml.HumanBytes(e.Bytes), ggml.HumanBytes(e.ServeBytes))

@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/gophotomaker/photomaker/internal/golden"
 	"github.com/stretchr/testify/require"
 	"github.com/urfave/cli/v2"
 )
@@ -230,4 +231,43 @@ func TestDownloadBar(t *testing.T) {
 	off.update(1, 2)
 	off.done()
 	require.Empty(t, buf.String())
+}
+
+// Every command that reads a model takes the names pull fetched them under,
+// as generate does; a name not fetched yet says to pull it.
+func TestPulledNamesInEveryCommand(t *testing.T) {
+	read := func(p string) []byte {
+		b, err := os.ReadFile(golden.Path(p))
+		require.NoError(t, err)
+		return b
+	}
+	srv, _ := pullServer(t, map[string][]byte{
+		"/acme/tiny/resolve/main/sdxl.safetensors": read("tiny-sdxl.safetensors"),
+		"/acme/tiny/resolve/main/pm.safetensors":   read("photomaker/photomaker-v1-tiny.safetensors"),
+	})
+	pullEnv(t, srv.URL)
+	const model, adapter = "acme/tiny/sdxl.safetensors", "acme/tiny/pm.safetensors"
+	code, _, errOut := runCLI(t, "info", model)
+	require.Equal(t, 1, code)
+	require.Contains(t, errOut, "run `photomaker pull "+model+"`")
+	code, _, errOut = runCLI(t, "pull", "-q", model, adapter)
+	require.Equal(t, 0, code, errOut)
+
+	code, out, errOut := runCLI(t, "info", model)
+	require.Equal(t, 0, code, errOut)
+	require.Contains(t, out, "SDXL")
+	require.Contains(t, out, "(estimates, without a PhotoMaker adapter)")
+	merged := filepath.Join(t.TempDir(), "pm.gguf")
+	code, _, errOut = runCLI(t, "convert", model, "--photomaker", adapter, "--type", "q8_0", "-o", merged)
+	require.Equal(t, 0, code, errOut)
+	code, out, errOut = runCLI(t, "info", merged)
+	require.Equal(t, 0, code, errOut)
+	require.Contains(t, out, "(estimates, with its PhotoMaker adapter)")
+	code, _, errOut = runCLI(t, "bench", "--model", model, "--photomaker", adapter, "--device", "cpu", "--width", "64", "--height", "64",
+		"--steps", "1", "--id-images", "1", "--json")
+	require.Equal(t, 0, code, errOut)
+	// serve finds the files before it takes its address.
+	code, _, errOut = runCLI(t, "serve", "--model", model, "--photomaker", adapter, "--addr", "not-an-address")
+	require.Equal(t, 1, code)
+	require.Contains(t, errOut, "cannot listen on not-an-address")
 }

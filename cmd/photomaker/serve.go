@@ -47,8 +47,8 @@ front must keep the Host and Origin the browser sent.
 Every flag also reads PHOTOMAKER_<FLAG> (e.g. PHOTOMAKER_ADDR).`,
 		Flags: []cli.Flag{
 			&cli.StringFlag{Name: "addr", Value: "127.0.0.1:8080", Usage: "address to listen on (host:port; 0.0.0.0:8080 for every interface)", EnvVars: envs("addr")},
-			&cli.StringFlag{Name: "model", Aliases: []string{"m"}, Usage: "SDXL checkpoint: single-file .safetensors/.ckpt, diffusers folder, or .gguf", EnvVars: envs("model"), Required: true},
-			&cli.StringFlag{Name: "photomaker", Usage: "PhotoMaker adapter (.bin, .safetensors or .gguf); without it the server does plain SDXL text-to-image", EnvVars: envs("photomaker")},
+			&cli.StringFlag{Name: "model", Aliases: []string{"m"}, Usage: "SDXL checkpoint: single-file .safetensors/.ckpt, diffusers folder, .gguf, or a name pulled with 'photomaker pull' (sdxl, realvisxl-v4)", EnvVars: envs("model"), Required: true},
+			&cli.StringFlag{Name: "photomaker", Usage: "PhotoMaker adapter (.bin, .safetensors or .gguf, or photomaker-v1/photomaker-v2 once pulled); without it the server does plain SDXL text-to-image", EnvVars: envs("photomaker")},
 			&cli.StringFlag{Name: "device", Value: "auto", Usage: "auto, cpu, cuda, cuda:1, metal, ...", EnvVars: envs("device")},
 			&cli.StringFlag{Name: "type", Usage: "store weights as f32, f16, q8_0, q4_K, ... (default: as in the file)", EnvVars: envs("type")},
 			&cli.IntFlag{Name: "threads", Usage: "CPU threads, at most the logical CPUs (default: one per physical core)", EnvVars: envs("threads")},
@@ -86,6 +86,14 @@ func runServe(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
+	weightType, err := weightTypeFlag(c)
+	if err != nil {
+		return err
+	}
+	modelName, adapterName := c.String("model"), c.String("photomaker") // as the user named them
+	if err := resolveModelFlags(c); err != nil {                        // catalog names → files pulled into the cache
+		return err
+	}
 	for _, f := range []string{"model", "photomaker"} {
 		if p := c.String(f); p != "" {
 			if _, err := os.Stat(p); err != nil {
@@ -118,7 +126,7 @@ func runServe(c *cli.Context) error {
 	plan := min(c.Int("max-side"), 1024)
 	p, err := photomaker.Load(ctx, photomaker.Config{
 		Model: c.String("model"), PhotoMaker: c.String("photomaker"), Device: c.String("device"),
-		Threads: threads, WeightType: c.String("type"), Progress: bar.update,
+		Threads: threads, WeightType: weightType, Progress: bar.update,
 		VRAM: vram, PlanWidth: plan, PlanHeight: plan, QuantizeConvs: c.Bool("quantize-convs"), F16Accumulation: c.Bool("f16-accum"), VAEF16: c.Bool("vae-f16"),
 	})
 	bar.done()
@@ -141,8 +149,8 @@ func runServe(c *cli.Context) error {
 		MaxSteps:       c.Int("max-steps"),
 		MaxSide:        c.Int("max-side"),
 		JobTimeout:     jobTimeout,
-		ModelName:      c.String("model"),
-		AdapterName:    c.String("photomaker"),
+		ModelName:      modelName,
+		AdapterName:    adapterName,
 		Version:        version,
 	})
 	hs := &http.Server{

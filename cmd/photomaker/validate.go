@@ -17,6 +17,8 @@ import (
 
 	"github.com/gophotomaker/photomaker/imageproc"
 	"github.com/gophotomaker/photomaker/photomaker"
+	"github.com/gophotomaker/photomaker/sampling"
+	"github.com/gophotomaker/photomaker/sampling/rng"
 	"github.com/gophotomaker/photomaker/tokenizer"
 	"github.com/gophotomaker/photomaker/weights"
 )
@@ -81,6 +83,30 @@ func threadsFlag(c *cli.Context) (int, error) {
 // guidanceFlag reads --guidance for a request, where 0 would mean the
 // default: an explicit 0 is photomaker.NoGuidance (Result.Request reports
 // it as 0).
+// weightTypeFlag is --type, checked before anything loads: a mistyped name
+// is a usage error.
+func weightTypeFlag(c *cli.Context) (string, error) {
+	t := c.String("type")
+	if err := photomaker.CheckWeightType(t); err != nil {
+		return "", usagef("--type: %v", err)
+	}
+	return t, nil
+}
+
+// samplingFlags checks --sampler and --rng before anything loads; empty
+// values take the library's defaults.
+func samplingFlags(c *cli.Context) error {
+	if s := c.String("sampler"); s != "" && sampling.Known(s) != nil {
+		return usagef("unknown --sampler %q (want euler, euler_a, dpmpp_2m or ddim)", s)
+	}
+	if r := strings.TrimSpace(c.String("rng")); r != "" {
+		if _, err := rng.New(strings.ToLower(r), 0); err != nil {
+			return usagef("unknown --rng %q (want torch-cuda or torch-cpu)", c.String("rng"))
+		}
+	}
+	return nil
+}
+
 func guidanceFlag(c *cli.Context) (float64, error) {
 	g := c.Float64("guidance")
 	if math.IsNaN(g) || g < 0 || g > photomaker.MaxGuidance { // ±Inf fail the range

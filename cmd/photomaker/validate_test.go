@@ -55,6 +55,14 @@ func TestArgumentsRefusedBeforeLoading(t *testing.T) {
 		{[]string{"bench", "--random", "--threads", "-1"}, 2, "--threads must not be negative"},
 		{[]string{"serve", "--model", model, "--threads", "-1"}, 2, "--threads must not be negative"},
 		{[]string{"convert", model, "--type", "f16", "-o", out, "--threads", "-1"}, 2, "--threads must not be negative"},
+		// Mistyped names are usage errors, checked before anything loads.
+		{gen("--prompt", "x", "--sampler", "bogus"), 2, `unknown --sampler "bogus" (want euler, euler_a, dpmpp_2m or ddim)`},
+		{gen("--prompt", "x", "--rng", "bogus"), 2, `unknown --rng "bogus" (want torch-cuda or torch-cpu)`},
+		{gen("--prompt", "x", "--type", "bogus"), 2, "--type: "},
+		{gen("--prompt", "x", "--type", "i32"), 2, `--type: weight type "i32": want f32, f16, bf16 or a block type`},
+		{[]string{"serve", "--model", model, "--type", "bogus"}, 2, "--type: "},
+		{[]string{"bench", "--random", "--type", "i32"}, 2, "--type: "},
+		{[]string{"info", model, "--type", "bogus"}, 2, "--type: "},
 		// bench --id-images: checked before any photo is made.
 		{[]string{"bench", "--random", "--id-images", "100000"}, 2, "--id-images must be 1 to 77"},
 		{[]string{"bench", "--random", "--id-images", "-1"}, 2, "--id-images must be 1 to 77"},

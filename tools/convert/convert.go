@@ -52,29 +52,30 @@ type Options struct {
 
 // TypeStats counts the tensors stored in one type.
 type TypeStats struct {
-	Tensors  int
-	Elements int64
-	Bytes    int64
+	Tensors  int   `json:"tensors"`
+	Elements int64 `json:"elements"`
+	Bytes    int64 `json:"bytes"`
 }
 
-// Report says what was written.
+// Report says what was written (convert --json prints it, in the
+// snake_case of the CLI's other JSON).
 type Report struct {
-	Out string
+	Out string `json:"out"`
 	// Kinds are the models in the file ("sdxl", "photomaker-v1", ...).
-	Kinds []string
+	Kinds []string `json:"kinds"`
 	// Tensors and Bytes count the tensors and their data bytes.
-	Tensors int
-	Bytes   int64
+	Tensors int   `json:"tensors"`
+	Bytes   int64 `json:"bytes"`
 	// SourceBytes is the size of the same tensors in the input.
-	SourceBytes int64
+	SourceBytes int64 `json:"source_bytes"`
 	// ByType has the statistics per stored type ("f16", "q4_K", ...).
-	ByType map[string]TypeStats
+	ByType map[string]TypeStats `json:"by_type"`
 	// Fallbacks lists tensors stored in another type than asked, and why.
-	Fallbacks []string
+	Fallbacks []string `json:"fallbacks"`
 	// LoRAMerged is the number of UNet weights the adapter's LoRA patched.
-	LoRAMerged int
+	LoRAMerged int `json:"lora_merged"`
 	// Warnings are the inputs' warnings (skipped tensors, ...).
-	Warnings []string
+	Warnings []string `json:"warnings"`
 }
 
 // ErrExists is returned when Out exists and Overwrite is not set.
