@@ -45,6 +45,12 @@ type mergeRule struct {
 
 const maxCacheEntries = 1 << 16
 
+// maxCachedWord bounds the words (in bytes) the cache keeps: ordinary
+// words are far shorter, and with the count bound alone a long-lived
+// process fed long words (a server's prompts, up to 64 KiB each) would keep
+// up to 65536 entries as large as them, key and ids.
+const maxCachedWord = 64
+
 func pairKey(a, b int32) uint64 { return uint64(uint32(a))<<32 | uint64(uint32(b)) }
 
 // byteAlphabet returns, in vocabulary order, the bytes and the characters
@@ -151,8 +157,10 @@ func (v *vocab) bpe(word string) []int32 {
 		return c.([]int32)
 	}
 	ids := v.bpeUncached(word)
-	if v.cacheSize.Load() < maxCacheEntries {
-		if _, loaded := v.cache.LoadOrStore(word, ids); !loaded {
+	if len(word) <= maxCachedWord && v.cacheSize.Load() < maxCacheEntries {
+		// The key is a copy: word is a slice of the whole normalized
+		// text, which a cached slice would keep alive for good.
+		if _, loaded := v.cache.LoadOrStore(strings.Clone(word), ids); !loaded {
 			v.cacheSize.Add(1)
 		}
 	}

@@ -1,15 +1,19 @@
 package tokenizer
 
 import (
+	"bytes"
 	"encoding/json"
 	"github.com/gophotomaker/photomaker/internal/pyjson"
 	"golang.org/x/text/unicode/norm"
 	"os"
+	"runtime"
 	"slices"
 	"strings"
 	"sync"
 	"testing"
 	"unicode/utf8"
+	"unsafe"
+	"weak"
 
 	"github.com/gophotomaker/photomaker/internal/golden"
 )
@@ -445,6 +449,42 @@ func TestLongWord(t *testing.T) {
 			t.Errorf("%q: small %v heap %v", w[:20], a, b)
 		}
 	}
+}
+
+// The BPE cache lives as long as the process (a server's): it must keep
+// neither the text a word was cut from nor words as long as a prompt.
+func TestCacheKeepsNoText(t *testing.T) {
+	v, err := parseVocab(vocabGz)
+	if err != nil {
+		t.Fatal(err)
+	}
+	text := cutWord(v)
+	for i := 0; i < 5 && text.Value() != nil; i++ {
+		runtime.GC()
+	}
+	if text.Value() != nil {
+		t.Error("the cache keeps the whole text a cached word was cut from")
+	}
+	if n := v.cacheSize.Load(); n != 1 {
+		t.Fatalf("%d words cached, want 1", n)
+	}
+	long := strings.Repeat("photograph", 100)
+	if got, want := v.bpe(long), v.bpeUncached(long); !slices.Equal(got, want) {
+		t.Fatalf("long word: %v, want %v", got, want)
+	}
+	if n := v.cacheSize.Load(); n != 1 {
+		t.Errorf("a %d-byte word was cached (%d words cached)", len(long), n)
+	}
+}
+
+// cutWord has v encode a word cut from a 1 MiB text and returns a weak
+// pointer to the text, which nothing else holds.
+//
+//go:noinline
+func cutWord(v *vocab) weak.Pointer[byte] {
+	text := string(append(bytes.Repeat([]byte("a "), 1<<19), "photograph"...))
+	v.bpe(text[len(text)-len("photograph"):])
+	return weak.Make(unsafe.StringData(text))
 }
 
 func TestConcurrent(t *testing.T) {
