@@ -85,7 +85,7 @@ func (s *Server) handleGenerate(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "image/png")
 		w.Header().Set("Content-Length", strconv.Itoa(len(img)))
 		w.WriteHeader(http.StatusOK)
-		_, _ = w.Write(img)
+		s.writePNG(w, img)
 		return
 	}
 	writeJSON(w, http.StatusOK, v)
@@ -251,6 +251,12 @@ func (s *Server) handleImage(w http.ResponseWriter, r *http.Request) {
 	if r.Method == http.MethodHead {
 		return
 	}
+	s.writePNG(w, img)
+}
+
+// writePNG sends an image's bytes within DownloadTimeout.
+func (s *Server) writePNG(w http.ResponseWriter, img []byte) {
+	_ = http.NewResponseController(w).SetWriteDeadline(time.Now().Add(s.opts.DownloadTimeout))
 	_, _ = w.Write(img)
 }
 

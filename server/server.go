@@ -59,6 +59,10 @@ type Options struct {
 	JobTimeout time.Duration
 	// UploadTimeout bounds reading a request body (default 2 minutes).
 	UploadTimeout time.Duration
+	// DownloadTimeout bounds sending a PNG (default 2 minutes): a client
+	// that stops reading loses its connection rather than holding it, and
+	// the image, for good.
+	DownloadTimeout time.Duration
 	// KeepJobs is how many finished jobs (with their images) are kept in
 	// memory (default 64); the oldest are forgotten first.
 	KeepJobs int
@@ -73,16 +77,17 @@ type Options struct {
 
 // Defaults.
 const (
-	DefaultMaxQueue       = 16
-	DefaultMaxUploadBytes = 50 << 20
-	DefaultMaxImages      = 8
-	DefaultMaxOutputs     = 4
-	DefaultMaxSide        = 2048
-	DefaultMaxSteps       = 200
-	DefaultMaxPhotoPixels = 40_000_000
-	DefaultJobTimeout     = 30 * time.Minute
-	DefaultUploadTimeout  = 2 * time.Minute
-	DefaultKeepJobs       = 64
+	DefaultMaxQueue        = 16
+	DefaultMaxUploadBytes  = 50 << 20
+	DefaultMaxImages       = 8
+	DefaultMaxOutputs      = 4
+	DefaultMaxSide         = 2048
+	DefaultMaxSteps        = 200
+	DefaultMaxPhotoPixels  = 40_000_000
+	DefaultJobTimeout      = 30 * time.Minute
+	DefaultUploadTimeout   = 2 * time.Minute
+	DefaultDownloadTimeout = 2 * time.Minute
+	DefaultKeepJobs        = 64
 )
 
 func (o Options) withDefaults() Options {
@@ -112,6 +117,9 @@ func (o Options) withDefaults() Options {
 	}
 	if o.UploadTimeout <= 0 {
 		o.UploadTimeout = DefaultUploadTimeout
+	}
+	if o.DownloadTimeout <= 0 {
+		o.DownloadTimeout = DefaultDownloadTimeout
 	}
 	if o.KeepJobs <= 0 {
 		o.KeepJobs = DefaultKeepJobs

@@ -13,6 +13,7 @@ import (
 	"image/png"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -677,4 +678,28 @@ func TestQueuedJobsKeepPhotoFiles(t *testing.T) {
 	require.Equal(t, [][]byte{face}, j.photos)
 	_, err = srv.buildJob(&jsonRequest{Prompt: "a photo of a man img", Width: 8, Height: 8, Steps: 1}, [][]byte{face[:100]})
 	require.ErrorContains(t, err, "ID photo 1")
+}
+
+// A client that stops reading an image loses its connection after
+// DownloadTimeout instead of holding it (and the image) for good.
+func TestStalledDownloadIsCut(t *testing.T) {
+	srv, ts := startServer(t, tinyPipeline(t, false), Options{DownloadTimeout: 200 * time.Millisecond})
+	big := make([]byte, 64<<20) // far more than the sockets' buffers hold
+	j := &job{id: newJobID(), created: time.Now(), end: make(chan struct{}), state: stateDone, images: [][]byte{big}, changed: make(chan struct{})}
+	close(j.end)
+	srv.mu.Lock()
+	srv.jobs[j.id] = j
+	srv.finished = append(srv.finished, j)
+	srv.mu.Unlock()
+
+	conn, err := net.Dial("tcp", ts.Listener.Addr().String())
+	require.NoError(t, err)
+	defer conn.Close()
+	_, err = fmt.Fprintf(conn, "GET /api/jobs/%s/images/0.png HTTP/1.1\r\nHost: %s\r\n\r\n", j.id, ts.Listener.Addr())
+	require.NoError(t, err)
+	time.Sleep(time.Second) // reading nothing, well past the timeout
+	require.NoError(t, conn.SetReadDeadline(time.Now().Add(20*time.Second)))
+	got, err := io.Copy(io.Discard, conn)
+	require.NoError(t, err, "the server closes the connection (EOF), not the read deadline")
+	require.Less(t, got, int64(len(big)), "the server stopped sending")
 }
