@@ -223,7 +223,7 @@ func (s *Server) handleImage(w http.ResponseWriter, r *http.Request) {
 	}
 	name := r.PathValue("file")
 	k, err := strconv.Atoi(strings.TrimSuffix(name, ".png"))
-	if !strings.HasSuffix(name, ".png") || err != nil || k < 0 {
+	if err != nil || k < 0 || name != strconv.Itoa(k)+".png" { // one name per image: not +0.png or 00.png
 		writeError(w, http.StatusNotFound, fmt.Sprintf("no image %q: images are named 0.png, 1.png, ...", name))
 		return
 	}

@@ -119,10 +119,12 @@ func TestGeneratePlainJSONWait(t *testing.T) {
 		_, img := getPNG(t, ts.URL+u)
 		require.Equal(t, 32, img.Bounds().Dx())
 	}
-	res, err = http.Get(ts.URL + "/api/jobs/" + v.ID + "/images/2.png")
-	require.NoError(t, err)
-	require.Equal(t, http.StatusNotFound, res.StatusCode)
-	res.Body.Close()
+	for _, name := range []string{"2.png", "+0.png", "00.png", "-1.png", "1", "1.PNG"} { // one name per image
+		res, err = http.Get(ts.URL + "/api/jobs/" + v.ID + "/images/" + name)
+		require.NoError(t, err)
+		require.Equal(t, http.StatusNotFound, res.StatusCode, name)
+		res.Body.Close()
+	}
 
 	// A form without photos works too on plain SDXL.
 	res = postForm(t, ts.URL+"/api/generate?wait=1", map[string]string{"prompt": "a cat", "width": "32", "height": "32", "steps": "1"})
