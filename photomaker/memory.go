@@ -177,9 +177,9 @@ func requestBytes(n, w, h int) int64 {
 }
 
 // checkRequestInRAM refuses a request, before any work, when it cannot fit
-// the available RAM: its images (requestBytes), and what its denoising adds
-// to the memory in use where that is RAM: the part of a UNet that OneShot
-// has yet to load kept there, and on the CPU the loop's keys and values and the compute buffers'
+// the available RAM: its images (requestBytes), and what denoising adds to
+// the RAM in use: the share of RAM of a UNet that OneShot has yet to load,
+// and on the CPU the loop's keys and values and the compute buffers'
 // growth to the least a step of this size needs (SDXL-sized models, as
 // checkPlanInRAM). Encoders on the CPU that are freed before denoising
 // leave their room to it.
@@ -209,16 +209,13 @@ func (p *Pipeline) checkRequestInRAM(req *Request) error {
 	if images+work <= room {
 		return nil
 	}
-	what := "image"
+	what, try := fmt.Sprintf("a %d×%d image needs", req.Width, req.Height), "a smaller size"
 	if req.N > 1 {
-		what = fmt.Sprintf("%d images", req.N)
-	}
-	try := "a smaller size"
-	if req.N > 1 {
+		what = fmt.Sprintf("%d images of %d×%d need", req.N, req.Width, req.Height)
 		try = "fewer images per call, " + try
 	}
-	return fmt.Errorf("%w: %s of %d×%d need about %s of RAM (the images %s, denoising %s) but %s is available; try %s or closing other programs",
-		ggml.ErrOutOfMemory, what, req.Width, req.Height, ggml.HumanBytes(images+work), ggml.HumanBytes(images), ggml.HumanBytes(work),
+	return fmt.Errorf("%w: %s about %s of RAM (the images %s, denoising %s) but %s is available; try %s or closing other programs",
+		ggml.ErrOutOfMemory, what, ggml.HumanBytes(images+work), ggml.HumanBytes(images), ggml.HumanBytes(work),
 		ggml.HumanBytes(room), try)
 }
 

@@ -292,7 +292,7 @@ func TestRequestInRAM(t *testing.T) {
 	avail = need - 1
 	_, err = p.Generate(t.Context(), big)
 	require.ErrorIs(t, err, ggml.ErrOutOfMemory)
-	require.ErrorContains(t, err, "image of 1024×768 need about "+ggml.HumanBytes(need))
+	require.ErrorContains(t, err, "a 1024×768 image needs about "+ggml.HumanBytes(need))
 	planMinChannels = oldMin
 
 	// OneShot loads the UNet for each request: its weights count, and the
