@@ -26,7 +26,7 @@ func infoCommand() *cli.Command {
   photomaker info photomaker-v1.bin --tensors
   photomaker info ./stable-diffusion-xl-base-1.0 --json
   photomaker info --type q4_K --width 1024 --height 1024 sd_xl_base_1.0.safetensors
-  photomaker info realvisxl-v4     (a model fetched with 'photomaker pull')
+  photomaker info realvisxl-v4     # a model fetched with 'photomaker pull'
 
 For an SDXL checkpoint it also estimates the GPU memory of each --vram mode
 (full, low, stream) for one image of --width × --height with the weights

@@ -14,9 +14,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/gophotomaker/photomaker/internal/golden"
 	"github.com/stretchr/testify/require"
 	"github.com/urfave/cli/v2"
+
+	"github.com/gophotomaker/photomaker/internal/golden"
 )
 
 // pullServer serves files in the Hugging Face layout with their sha256 as
