@@ -21,8 +21,8 @@ const chromiumPath = "/usr/bin/chromium"
 
 // TestBrowserEndToEnd drives the page in headless Chromium against the tiny
 // PhotoMaker model: upload a face, see the missing-trigger warning, type
-// the prompt, generate, and check the gallery image loads with a download
-// link.
+// the prompt, generate two images, check the gallery images load in order
+// with download links, re-use a seed, and cancel a long job.
 func TestBrowserEndToEnd(t *testing.T) {
 	if _, err := os.Stat(chromiumPath); err != nil {
 		t.Skipf("%s is not installed (apt-get install -y chromium): skipping the browser test", chromiumPath)
@@ -75,8 +75,12 @@ func TestBrowserEndToEnd(t *testing.T) {
 		// The photo section and the styles appear once /api/info answered.
 		chromedp.WaitVisible(chromedp.CSS("#photos-section")),
 		chromedp.WaitVisible(chromedp.CSS("#trigger-hint")),
+		// Generating without a prompt says so; adding a photo clears it.
+		chromedp.Click(chromedp.CSS("#generate")),
+		chromedp.WaitVisible(chromedp.CSS("#error")),
 		chromedp.SetUploadFiles(chromedp.CSS("#photos"), []string{face}),
 		chromedp.WaitVisible(chromedp.CSS("#previews img")),
+		chromedp.WaitNotVisible(chromedp.CSS("#error")),
 		chromedp.SendKeys(chromedp.CSS("#prompt"), "a photo of a man, wearing a spacesuit"),
 		chromedp.WaitVisible(chromedp.CSS("#trigger-warning")),
 	), "loading the page and choosing a photo")
@@ -104,8 +108,9 @@ func TestBrowserEndToEnd(t *testing.T) {
 		{"height", chromedp.SetValue(chromedp.CSS("#height"), "64")},
 		{"steps", chromedp.SetValue(chromedp.CSS("#steps"), "2")},
 		{"seed", chromedp.SetValue(chromedp.CSS("#seed"), "123")},
+		{"two images", chromedp.SetValue(chromedp.CSS("#n"), "2")},
 		{"click generate", chromedp.Click(chromedp.CSS("#generate"))},
-		{"wait for the gallery", chromedp.WaitVisible(chromedp.CSS("#gallery img.result"))},
+		{"wait for the gallery", chromedp.WaitVisible(chromedp.CSS("#gallery li:nth-child(2) img.result"))},
 	} {
 		require.NoError(t, chromedp.Do(ctx, step.do), step.what)
 	}
@@ -116,9 +121,10 @@ func TestBrowserEndToEnd(t *testing.T) {
 		chromedp.WithPollingTimeout(30*time.Second)))
 	require.NoError(t, err, "the gallery image did not load")
 	require.Equal(t, 64, width)
+	// The images are in order, the first one first.
 	dl, err := chromedp.Run(ctx, chromedp.AttributeValue(chromedp.CSS("#gallery a.download"), "download"))
 	require.NoError(t, err)
-	require.Equal(t, "photomaker-123.png", dl.Value)
+	require.Equal(t, "photomaker-123-1.png", dl.Value)
 	href, err := chromedp.Run(ctx, chromedp.AttributeValue(chromedp.CSS("#gallery a.download"), "href"))
 	require.NoError(t, err)
 	require.Regexp(t, `^/api/jobs/[0-9a-f]+/images/0\.png$`, href.Value)
@@ -132,14 +138,58 @@ func TestBrowserEndToEnd(t *testing.T) {
 	progress, err := chromedp.Run(ctx, chromedp.Evaluate[float64](`document.getElementById("progress").value`))
 	require.NoError(t, err)
 	require.Equal(t, 1.0, progress)
+	// The busy Generate button kept the keyboard focus.
+	focused, err := chromedp.Run(ctx, chromedp.Evaluate[string](`document.activeElement.id`))
+	require.NoError(t, err)
+	require.Equal(t, "generate", focused)
+
+	// "Use seed" puts an image's seed back in the form.
+	require.NoError(t, chromedp.Do(ctx,
+		chromedp.SetValue(chromedp.CSS("#seed"), "-1"),
+		chromedp.Click(chromedp.CSS("#gallery button.reuse")),
+	), "re-using the seed")
+	seed, err := chromedp.Run(ctx, chromedp.Value(chromedp.CSS("#seed")))
+	require.NoError(t, err)
+	require.Equal(t, "123", seed)
 	errorHidden, err := chromedp.Run(ctx, chromedp.Evaluate[bool](`document.getElementById("error").hidden`))
 	require.NoError(t, err)
 	require.True(t, errorHidden)
-	t.Logf("page loaded, photo uploaded and image generated in %s", time.Since(start).Round(time.Millisecond))
+	t.Logf("page loaded, photo uploaded and images generated in %s", time.Since(start).Round(time.Millisecond))
+
+	// A long job (Ctrl+Enter in the prompt starts it) can be canceled.
+	for _, step := range []struct {
+		what string
+		do   chromedp.Action[chromedp.Void]
+	}{
+		{"width", chromedp.SetValue(chromedp.CSS("#width"), "256")},
+		{"height", chromedp.SetValue(chromedp.CSS("#height"), "256")},
+		{"steps", chromedp.SetValue(chromedp.CSS("#steps"), "200")},
+		{"one image", chromedp.SetValue(chromedp.CSS("#n"), "1")},
+		{"Ctrl+Enter", chromedp.Focus(chromedp.CSS("#prompt"))},
+		{"Ctrl+Enter", chromedp.KeyEvent("\r", chromedp.KeyModifiers(chromedp.ModifierCtrl))},
+		{"denoising", pollTrue(`/step [1-9]/.test(document.getElementById("status").textContent)`, time.Minute)},
+		{"cancel", chromedp.Click(chromedp.CSS("#cancel"))},
+		{"canceled", pollTrue(`document.getElementById("status").textContent === "Canceled."`, 30*time.Second)},
+	} {
+		require.NoError(t, chromedp.Do(ctx, step.do), step.what)
+	}
+	state, err := chromedp.Run(ctx, chromedp.Evaluate[string](
+		`[document.getElementById("cancel").hidden, document.getElementById("generate").getAttribute("aria-disabled"), document.activeElement.id, document.querySelectorAll("#gallery li").length].join(" ")`))
+	require.NoError(t, err)
+	require.Equal(t, "true false generate 2", state, "cancel hidden, Generate ready with the focus, no new image")
 
 	mu.Lock()
 	defer mu.Unlock()
 	require.Empty(t, jsErrors, "script errors on the page")
+}
+
+// pollTrue waits until the expression is true.
+func pollTrue(expr string, timeout time.Duration) chromedp.Action[chromedp.Void] {
+	poll := chromedp.Poll[bool](expr, chromedp.WithPollingTimeout(timeout))
+	return func(ctx context.Context, t *chromedp.Target) (chromedp.Void, error) {
+		_, err := poll(ctx, t)
+		return chromedp.Void{}, err
+	}
 }
 
 func describe(o *runtime.RemoteObject) string {

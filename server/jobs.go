@@ -57,6 +57,7 @@ type job struct {
 	denoiseLast  time.Time
 	stepsDone    int
 	stepsBefore  int // steps of the images denoised before the current one
+	stepsTotal   int // steps of each image's loop
 	errMsg       string
 	errStatus    int
 	images       [][]byte
@@ -88,11 +89,8 @@ func (j *job) terminal() bool {
 func (s *Server) submit(j *job) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.closed {
-		return &httpError{http.StatusServiceUnavailable, "the server is shutting down"}
-	}
-	if len(s.pending) >= s.opts.MaxQueue {
-		return &httpError{http.StatusTooManyRequests, fmt.Sprintf("the queue is full (%d jobs waiting); try again shortly", len(s.pending))}
+	if err := s.refusalLocked(); err != nil {
+		return err
 	}
 	j.state = stateQueued
 	j.changed = make(chan struct{})
@@ -110,11 +108,21 @@ func (s *Server) submit(j *job) error {
 func (s *Server) queueFull() error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	return s.refusalLocked()
+}
+
+// refusalLocked is the error a new job gets now (shutting down, or the
+// queue full), or nil. s.mu is held.
+func (s *Server) refusalLocked() error {
 	if s.closed {
 		return &httpError{http.StatusServiceUnavailable, "the server is shutting down"}
 	}
-	if len(s.pending) >= s.opts.MaxQueue {
-		return &httpError{http.StatusTooManyRequests, fmt.Sprintf("the queue is full (%d jobs waiting); try again shortly", len(s.pending))}
+	if n := len(s.pending); n >= s.opts.MaxQueue {
+		waiting := "1 job"
+		if n != 1 {
+			waiting = fmt.Sprintf("%d jobs", n)
+		}
+		return &httpError{http.StatusTooManyRequests, fmt.Sprintf("the queue is full (%s waiting); try again shortly", waiting)}
 	}
 	return nil
 }
@@ -297,7 +305,9 @@ func (s *Server) cancelJob(j *job, cause error) {
 }
 
 // progress records a pipeline progress event. The bar's fraction counts
-// each image as 90 % denoising and 10 % decoding.
+// each image as 90 % denoising and 10 % decoding, over the steps of all
+// the images: it only grows, whether the pipeline decodes each image after
+// its own loop or (as it does) all of them after the last loop.
 func (s *Server) progress(j *job, ev photomaker.Progress) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -309,28 +319,23 @@ func (s *Server) progress(j *job, ev photomaker.Progress) {
 		switch {
 		case j.denoiseStart.IsZero():
 			j.denoiseStart = now
-		case ev.Done == 0 && j.stage == "denoise": // the next image's loop
+		case ev.Done == 0 && j.stepsDone > j.stepsBefore: // the next image's loop
 			j.stepsBefore = j.stepsDone
 		}
 		j.stepsDone = j.stepsBefore + ev.Done
 		j.denoiseLast = now
+		j.stepsTotal = ev.Total
+	}
+	if ev.Stage == "decode" && ev.Total > 0 && ev.Done >= ev.Total {
+		j.imagesDone++
 	}
 	j.stage, j.done, j.total = ev.Stage, ev.Done, ev.Total
-	per := 0.0
-	switch ev.Stage {
-	case "denoise":
-		if ev.Total > 0 {
-			per = 0.9 * float64(ev.Done) / float64(ev.Total)
-		}
-	case "decode":
-		per = 0.9
-		if ev.Total > 0 && ev.Done >= ev.Total {
-			j.imagesDone++
-			per = 0
-		}
-	}
 	n := max(j.req.N, 1)
-	j.fraction = min(1, (float64(j.imagesDone)+per)/float64(n))
+	denoised := 0.0
+	if j.stepsTotal > 0 {
+		denoised = float64(j.stepsDone) / float64(n*j.stepsTotal)
+	}
+	j.fraction = min(1, 0.9*denoised+0.1*float64(j.imagesDone)/float64(n))
 	j.notifyLocked()
 }
 

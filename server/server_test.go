@@ -310,7 +310,7 @@ func TestQueueFullAndCancel(t *testing.T) {
 	res = postForm(t, ts.URL+"/api/generate", longRequest())
 	require.Equal(t, http.StatusTooManyRequests, res.StatusCode)
 	require.NotEmpty(t, res.Header.Get("Retry-After"))
-	require.Contains(t, errorOf(t, res), "queue is full")
+	require.Contains(t, errorOf(t, res), "the queue is full (1 job waiting)")
 
 	// Cancel the queued one: at once.
 	del := func(id string) jobView {
@@ -566,6 +566,38 @@ func TestDenoiseTimeLeft(t *testing.T) {
 	require.Contains(t, string(b), `"seconds_left":6`)
 	s.progress(j, photomaker.Progress{Stage: "decode", Done: 0, Total: 1})
 	require.Zero(t, s.viewLocked(j).Progress.SecondsLeft)
+}
+
+// The progress bar of a job of several images only grows: the second
+// image's loop does not start it again from zero.
+func TestProgressFractionGrows(t *testing.T) {
+	for _, order := range []string{"decode after all loops", "decode after each loop"} {
+		s := &Server{}
+		j := &job{req: photomaker.Request{N: 2}, state: stateRunning, changed: make(chan struct{})}
+		var fractions []float64
+		send := func(stage string, done, total int) {
+			s.progress(j, photomaker.Progress{Stage: stage, Done: done, Total: total})
+			fractions = append(fractions, j.fraction)
+		}
+		decode := func() { send("decode", 0, 1); send("decode", 1, 1) }
+		send("encode", 1, 1)
+		for img := 0; img < 2; img++ {
+			for d := 0; d <= 4; d++ {
+				send("denoise", d, 4)
+			}
+			if order == "decode after each loop" {
+				decode()
+			}
+		}
+		if order == "decode after all loops" {
+			decode()
+			decode()
+		}
+		for i := 1; i < len(fractions); i++ {
+			require.GreaterOrEqual(t, fractions[i], fractions[i-1], "%s: fractions %v", order, fractions)
+		}
+		require.InDelta(t, 1, fractions[len(fractions)-1], 1e-9, order)
+	}
 }
 
 // oomGen fails like a pipeline whose request does not fit the memory.

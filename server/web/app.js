@@ -4,7 +4,7 @@
 (function () {
   const $ = (id) => document.getElementById(id);
   const form = $("gen-form");
-  const state = { info: null, photos: [], job: null, source: null, poll: 0 };
+  const state = { info: null, photos: [], job: null, source: null, poll: 0, busy: false, upload: null, canceling: false, image: 1, lastDone: 0 };
 
   function showError(msg) {
     const el = $("error");
@@ -17,10 +17,15 @@
     if (typeof fraction === "number") $("progress").value = Math.max(0, Math.min(1, fraction));
   }
 
+  // setBusy marks the Generate button busy without disabling it: a disabled
+  // button would drop the keyboard focus. submit ignores it while busy.
   function setBusy(busy) {
-    $("generate").disabled = busy;
-    $("generate").setAttribute("aria-busy", busy ? "true" : "false");
-    $("cancel").hidden = !busy;
+    state.busy = busy;
+    const gen = $("generate"), cancel = $("cancel");
+    gen.setAttribute("aria-disabled", busy ? "true" : "false");
+    gen.setAttribute("aria-busy", busy ? "true" : "false");
+    if (!busy && document.activeElement === cancel) gen.focus();
+    cancel.hidden = !busy;
   }
 
   async function readError(res) {
@@ -85,6 +90,7 @@
   function addPhotos(files) {
     const max = state.info ? state.info.limits.max_images : 8;
     let skipped = 0;
+    showError(""); // e.g. "Add at least one ID photo" no longer holds
     for (const f of files) {
       if (!f.type.startsWith("image/")) { skipped++; continue; }
       if (state.photos.length >= max) { showError("At most " + max + " ID photos per request."); break; }
@@ -111,6 +117,10 @@
         URL.revokeObjectURL(p.url);
         state.photos.splice(i, 1);
         renderPreviews();
+        // Keep the keyboard focus nearby: the next photo's remove button, or
+        // the file input when none is left.
+        const rest = $("previews").querySelectorAll("button.remove");
+        (rest[Math.min(i, rest.length - 1)] || $("photos")).focus();
       });
       li.append(img, rm);
       list.append(li);
@@ -143,14 +153,25 @@
 
   async function submit(ev) {
     ev.preventDefault();
+    if (state.busy) return;
     showError("");
-    if (state.job) return;
     const prompt = $("prompt").value.trim();
     if (!prompt) { showError("Write a prompt first."); $("prompt").focus(); return; }
     if (state.info && state.info.photomaker && state.photos.length === 0) {
       showError("Add at least one ID photo of the person."); $("photos").focus(); return;
     }
     if (!checkTrigger()) { showError($("trigger-warning").textContent); $("prompt").focus(); return; }
+    if (state.info && state.info.photomaker) {
+      // Refuse here what the server would refuse with 413 after the upload
+      // (or by closing the connection, which reads as a network error).
+      const limit = state.info.limits.max_upload_bytes;
+      const bytes = state.photos.reduce((sum, p) => sum + p.file.size, 0);
+      if (limit && bytes > limit) {
+        showError("The photos add up to " + formatBytes(bytes) + ", more than the server accepts in one request (" +
+          formatBytes(limit) + "): remove some or use smaller photos.");
+        return;
+      }
+    }
 
     const fd = new FormData();
     const [w, h] = sizeValues();
@@ -169,16 +190,24 @@
     }
 
     setBusy(true);
+    state.canceling = false;
+    state.image = 1;
+    state.lastDone = 0;
     setStatus("Uploading…", 0);
+    const upload = new AbortController();
+    state.upload = upload;
     let res;
     try {
-      res = await fetch("/api/generate", { method: "POST", body: fd, headers: { Accept: "application/json" } });
+      res = await fetch("/api/generate", { method: "POST", body: fd, headers: { Accept: "application/json" }, signal: upload.signal });
     } catch (e) {
+      state.upload = null;
       setBusy(false);
+      if (upload.signal.aborted) { setStatus("Canceled.", 0); return; }
       setStatus("Idle.", 0);
       showError("Cannot reach the server: " + e.message);
       return;
     }
+    state.upload = null;
     if (res.status !== 202) {
       setBusy(false);
       setStatus("Idle.", 0);
@@ -189,6 +218,7 @@
     }
     const job = await res.json();
     state.job = job.id;
+    if (state.canceling) { state.canceling = false; cancel(); } // clicked as the upload ended
     update(job);
     watch(job.id);
   }
@@ -229,6 +259,13 @@
     tick();
   }
 
+  // formatBytes writes a byte count as "740 KiB" or "12.5 MiB".
+  function formatBytes(n) {
+    if (n >= 1 << 20) return (n / (1 << 20)).toFixed(1).replace(/\.0$/, "") + " MiB";
+    if (n >= 1 << 10) return Math.round(n / (1 << 10)) + " KiB";
+    return n + " bytes";
+  }
+
   // formatDuration writes seconds as "45 s" or "6 min 49 s".
   function formatDuration(seconds) {
     const s = Math.round(seconds);
@@ -246,10 +283,19 @@
         setStatus("Waiting in the queue (position " + (job.queue_position || 1) + ")…", 0);
         break;
       case "running": {
+        const n = (job.request && job.request.n) || 1;
         let text = stageNames[p.stage] || "Starting";
-        if (p.stage === "denoise" && p.total) text += ": step " + p.done + " of " + p.total;
+        if (p.stage === "denoise" && p.total) {
+          // The images are denoised one after the other: the step count
+          // starting again means the next image.
+          if (p.done < state.lastDone && state.image < n) state.image++;
+          state.lastDone = p.done;
+          if (n > 1) text += " image " + state.image + " of " + n;
+          text += ": step " + p.done + " of " + p.total;
+        } else if (n > 1) {
+          text += " (" + n + " images)";
+        }
         if (p.seconds_left >= 1) text += ", about " + formatDuration(p.seconds_left) + " left";
-        if (job.request && job.request.n > 1) text += " (" + job.request.n + " images)";
         setStatus(text + "…", p.fraction || 0);
         break;
       }
@@ -265,6 +311,8 @@
         break;
       case "canceled":
         setStatus("Canceled.", 0);
+        // Not by this page (e.g. the server shutting down): say why.
+        if (!state.canceling && job.error) showError(job.error);
         finish();
         break;
     }
@@ -279,7 +327,7 @@
 
   function addToGallery(job) {
     $("gallery-empty").hidden = true;
-    const gallery = $("gallery");
+    const items = document.createDocumentFragment(); // in order, newest job first
     job.images.forEach((url, k) => {
       const li = document.createElement("li");
       const fig = document.createElement("figure");
@@ -303,22 +351,38 @@
       dl.className = "download";
       dl.download = "photomaker-" + job.seed + (job.images.length > 1 ? "-" + (k + 1) : "") + ".png";
       dl.textContent = "Download";
-      cap.append(text, dl);
+      const reuse = document.createElement("button");
+      reuse.type = "button";
+      reuse.className = "reuse";
+      reuse.textContent = "Use seed";
+      reuse.setAttribute("aria-label", "Use seed " + job.seed + " for the next image");
+      reuse.addEventListener("click", () => {
+        $("seed").value = job.seed;
+        $("seed").focus();
+      });
+      const tools = document.createElement("span");
+      tools.className = "tools";
+      tools.append(reuse, dl);
+      cap.append(text, tools);
       fig.append(link, cap);
       li.append(fig);
-      gallery.prepend(li);
+      items.append(li);
     });
+    $("gallery").prepend(items);
   }
 
   async function cancel() {
+    if (!state.busy || state.canceling) return;
+    state.canceling = true;
     const id = state.job;
-    if (!id) return;
-    $("cancel").disabled = true;
+    if (!id) { // still uploading: submit cancels the job if it was made already
+      if (state.upload) state.upload.abort();
+      return;
+    }
     setStatus("Canceling…");
     try {
       await fetch("/api/jobs/" + encodeURIComponent(id), { method: "DELETE" });
     } catch (e) { /* the stream reports the outcome */ }
-    $("cancel").disabled = false;
   }
 
   // ---- wiring
@@ -326,6 +390,12 @@
   $("cancel").addEventListener("click", cancel);
   $("photos").addEventListener("change", (e) => { addPhotos(e.target.files); e.target.value = ""; });
   $("prompt").addEventListener("input", checkTrigger);
+  // Enter makes a new line in the prompts; Ctrl+Enter (⌘+Enter) generates.
+  for (const id of ["prompt", "negative"]) {
+    $(id).addEventListener("keydown", (e) => {
+      if (e.key === "Enter" && (e.ctrlKey || e.metaKey)) { e.preventDefault(); form.requestSubmit(); }
+    });
+  }
   $("size").addEventListener("change", () => {
     const custom = $("size").value === "custom";
     $("custom-size").hidden = !custom;
@@ -342,6 +412,7 @@
   });
   // Leaving the page cancels the job it started: no orphaned work.
   window.addEventListener("pagehide", () => {
+    if (state.upload) state.upload.abort();
     if (state.job) fetch("/api/jobs/" + encodeURIComponent(state.job), { method: "DELETE", keepalive: true });
   });
   loadInfo();
