@@ -225,9 +225,10 @@ func FindDevice(name string) (Device, error) {
 
 // Backend is an initialised device that can hold buffers and run graphs.
 type Backend struct {
-	p     C.ggml_backend_t
-	Dev   Device
-	abort *C.int // CPU only: non-zero asks the running graph to stop
+	p       C.ggml_backend_t
+	Dev     Device
+	abort   *C.int // CPU only: non-zero asks the running graph to stop
+	threads int    // CPU only: the threads a graph computes with
 }
 
 // NewBackend initialises a device. threads applies to the CPU (≤0: one per
@@ -243,6 +244,7 @@ func NewBackend(dev Device, threads int) (*Backend, error) {
 			threads = cpuinfo.Threads()
 		}
 		C.ggml_backend_cpu_set_n_threads(p, C.int(threads))
+		b.threads = threads
 		b.abort = (*C.int)(C.calloc(1, C.size_t(unsafe.Sizeof(C.int(0)))))
 		C.pm_set_cpu_abort(p, b.abort)
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"math"
 	"math/rand/v2"
+	"runtime"
 	"testing"
 	"time"
 
@@ -425,4 +426,47 @@ func TestComputeCancel(t *testing.T) {
 		require.NoError(t, s.Compute(context.Background(), g), "a cancelled computation's abort must not reach the next")
 		require.Equal(t, want, x.Float32())
 	}
+}
+
+// TestCPUComputesShareTheCPUs: a CPU computation waits while other ones use
+// the logical CPUs its threads need (cancelling the wait gives
+// ErrCanceled), and runs once they are free; one with fewer threads runs
+// beside them when CPUs are left.
+func TestCPUComputesShareTheCPUs(t *testing.T) {
+	ncpu := int64(runtime.NumCPU())
+	if ncpu < 2 {
+		t.Skip("needs two logical CPUs")
+	}
+	compute := func(threads int) func(context.Context) error {
+		b, err := NewCPUBackend(threads)
+		require.NoError(t, err)
+		t.Cleanup(b.Close)
+		s, err := NewScheduler([]*Backend{b}, 64)
+		require.NoError(t, err)
+		t.Cleanup(s.Close)
+		ctx := NewContext(64, 64)
+		t.Cleanup(ctx.Free)
+		y := ctx.Scale(ctx.InputF32([]float32{1, 2, 3}, 3), 2)
+		y.SetOutput()
+		g := ctx.NewGraph(64)
+		g.Expand(y)
+		return func(c context.Context) error { return s.Compute(c, g) }
+	}
+	all, one := compute(int(ncpu)), compute(1)
+
+	require.NoError(t, cpuThreads.Acquire(context.Background(), ncpu-1)) // other work holds all but one CPU
+	require.NoError(t, one(context.Background()), "one thread fits beside it")
+	c, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+	err := all(c)
+	cancel()
+	require.ErrorIs(t, err, ErrCanceled, "all the CPUs are not free")
+	done := make(chan error)
+	go func() { done <- all(context.Background()) }()
+	select {
+	case err := <-done:
+		t.Fatalf("computed while the CPUs were in use (%v)", err)
+	case <-time.After(100 * time.Millisecond):
+	}
+	cpuThreads.Release(ncpu - 1)
+	require.NoError(t, <-done)
 }
