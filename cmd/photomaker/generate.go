@@ -35,7 +35,8 @@ The parts load one at a time: the text and ID encoders, then the UNet once
 they are freed, and the UNet is freed before the VAE decodes, so the peak
 memory is the largest part's. 'photomaker info --type T MODEL' estimates it.
 
-Every flag also reads PHOTOMAKER_<FLAG> (e.g. PHOTOMAKER_MODEL).`,
+Every flag also reads PHOTOMAKER_<FLAG> (e.g. PHOTOMAKER_MODEL); a repeatable
+flag's variable holds one value (PHOTOMAKER_ID_IMAGE: one photo).`,
 		Flags: []cli.Flag{
 			&cli.StringFlag{Name: "model", Aliases: []string{"m"}, Value: "sdxl", Usage: "SDXL checkpoint: single-file .safetensors/.ckpt, diffusers folder, .gguf, or a name pulled with 'photomaker pull' (sdxl, realvisxl-v4)", EnvVars: envs("model")},
 			&cli.StringFlag{Name: "prompt", Aliases: []string{"p"}, Usage: "prompt (literal text, as diffusers)", EnvVars: envs("prompt"), Required: true},
