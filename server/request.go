@@ -54,6 +54,11 @@ const maxFieldBytes = 64 << 10
 // photoFields are the multipart names accepted for ID photos.
 var photoFields = map[string]bool{"id_image[]": true, "id_image": true, "id_images": true, "id_images[]": true}
 
+// maxJSONSeed is the largest seed the API takes and answers with: 2^53 − 1,
+// the largest whole number every JSON client (JavaScript's included) reads
+// back exactly, so that a seed it reuses makes the same image.
+const maxJSONSeed = 1<<53 - 1
+
 // parseRequest reads and validates a generation request. Errors are
 // *httpError with 400 or 413.
 func (s *Server) parseRequest(w http.ResponseWriter, r *http.Request) (*job, error) {
@@ -333,9 +338,9 @@ func (s *Server) buildJob(jr *jsonRequest, photos [][]byte) (*job, error) {
 	}
 	switch {
 	case jr.Seed == nil || *jr.Seed == -1:
-		req.Seed = rand.Int64N(1 << 53)
-	case *jr.Seed < 0:
-		return nil, badRequest("seed must be -1 (random) or a non-negative number, got %d", *jr.Seed)
+		req.Seed = rand.Int64N(maxJSONSeed + 1)
+	case *jr.Seed < 0 || *jr.Seed > maxJSONSeed:
+		return nil, badRequest("seed must be -1 (random) or a whole number from 0 to %d, got %d", maxJSONSeed, *jr.Seed)
 	default:
 		req.Seed = *jr.Seed
 	}

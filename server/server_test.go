@@ -221,6 +221,7 @@ func TestBadRequests(t *testing.T) {
 		{"bad number", plain.URL, with("steps", "many"), nil, 400, `field "steps": want a whole number`},
 		{"too many steps", plain.URL, with("steps", "100000"), nil, 400, "steps must be between 1 and 200"},
 		{"bad seed", plain.URL, with("seed", "-5"), nil, 400, "seed must be -1"},
+		{"seed beyond JSON's exact numbers", plain.URL, with("seed", "9007199254740992"), nil, 400, "a whole number from 0 to 9007199254740991"},
 		{"bad strength", pm.URL, with("style_strength", "150"), [][]byte{face}, 400, "percentage"},
 		{"unknown field", plain.URL, with("widht", "64"), nil, 400, `unknown field "widht"`},
 		{"bad negative prompt", plain.URL, with("negative_prompt", "blurry \xff"), nil, 400, "negative prompt is not valid UTF-8"},
