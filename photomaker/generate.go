@@ -9,6 +9,7 @@ import (
 	"math"
 	"math/rand/v2"
 	"reflect"
+	"slices"
 	"strings"
 	"time"
 
@@ -31,9 +32,15 @@ type Request struct {
 	Guidance       float64 // 0: DefaultGuidance; ≤ 1 (or NoGuidance) disables classifier-free guidance
 	Sampler        string  // euler, euler_a, dpmpp_2m, ddim (diffusers semantics)
 	Karras         bool    // Karras sigmas (euler, dpmpp_2m)
-	Seed           int64   // < 0: random; the seed used is returned in Result
-	RNG            string  // "torch-cuda" (default, as the official demos on NVIDIA) or "torch-cpu"
-	N              int     // images
+	// TimestepSpacing lays the steps out over the training timesteps:
+	// "leading", "linspace" or "trailing" (diffusers' timestep_spacing);
+	// empty: the model's scheduler config (SDXL base's: leading). Few-step
+	// distilled models (SDXL-Lightning, Hyper-SD) want trailing. Result
+	// reports the spacing used.
+	TimestepSpacing string
+	Seed            int64  // < 0: random; the seed used is returned in Result
+	RNG             string // "torch-cuda" (default, as the official demos on NVIDIA) or "torch-cpu"
+	N               int    // images
 	// PromptWeighting is WeightingNone (literal text, the default) or
 	// WeightingA1111 for (word:1.2) emphasis in the prompt and negative prompt.
 	PromptWeighting string
@@ -151,6 +158,7 @@ func (r *Request) fill() error {
 	}
 	// Names as the results report them: " EULER " is euler.
 	r.Sampler, r.RNG = strings.ToLower(strings.TrimSpace(r.Sampler)), strings.ToLower(strings.TrimSpace(r.RNG))
+	r.TimestepSpacing = strings.ToLower(strings.TrimSpace(r.TimestepSpacing))
 	if r.Sampler == "" {
 		r.Sampler = DefaultSampler
 	}
@@ -186,6 +194,9 @@ func (r *Request) fill() error {
 		return fmt.Errorf("%w: guidance must not be negative, got %g", ErrInvalidRequest, r.Guidance)
 	case r.StyleStrength < 0 || r.StyleStrength > 100:
 		return fmt.Errorf("%w: style strength is a percentage (0–100), got %g", ErrInvalidRequest, r.StyleStrength)
+	}
+	if !slices.Contains(append(sampling.TimestepSpacings, ""), r.TimestepSpacing) {
+		return fmt.Errorf("%w: unknown timestep spacing %q (want %s)", ErrInvalidRequest, r.TimestepSpacing, strings.Join(sampling.TimestepSpacings, ", "))
 	}
 	if r.PromptWeighting != WeightingNone && r.PromptWeighting != WeightingA1111 {
 		return fmt.Errorf("%w: unknown prompt weighting %q (want a1111, or none for literal prompts)", ErrInvalidRequest, r.PromptWeighting)
@@ -289,7 +300,10 @@ func (p *Pipeline) Generate(ctx context.Context, req Request) (*Result, error) {
 		return nil, fmt.Errorf("%w: %v", ErrInvalidRequest, err)
 	}
 	// Check the sampler before the expensive encoders run.
-	if _, err := sampling.New(samplerName(req.Sampler, req.Karras), p.sched, req.Steps, noise); err != nil {
+	if req.TimestepSpacing == "" {
+		req.TimestepSpacing = p.sched.TimestepSpacing
+	}
+	if _, err := sampling.New(samplerName(req.Sampler, req.Karras), p.schedule(&req), req.Steps, noise); err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrInvalidRequest, err)
 	}
 	if err := p.checkRequestInRAM(&req); err != nil {
@@ -352,6 +366,30 @@ func (p *Pipeline) Generate(ctx context.Context, req Request) (*Result, error) {
 	res.DecodeFLOPs = p.decodeFLOPs
 	p.notePeak()
 	return res, nil
+}
+
+// Parameters begins the A1111-style "parameters" text that image tools read
+// from a PNG, for a request as Result reports it: the prompts, then
+// "Steps: …, Sampler: …, CFG scale: …, Seed: …, Size: …, RNG: …" (and the
+// timestep spacing unless leading); callers add the model and themselves.
+func (r *Request) Parameters() string {
+	sampler := r.Sampler
+	if r.Karras {
+		sampler += " karras"
+	}
+	s := fmt.Sprintf("%s\nNegative prompt: %s\nSteps: %d, Sampler: %s, CFG scale: %g, Seed: %d, Size: %dx%d, RNG: %s",
+		r.Prompt, r.NegativePrompt, r.Steps, sampler, r.Guidance, r.Seed, r.Width, r.Height, r.RNG)
+	if r.TimestepSpacing != "" && r.TimestepSpacing != "leading" {
+		s += ", Timestep spacing: " + r.TimestepSpacing
+	}
+	return s
+}
+
+// schedule is the model's scheduler config with req's timestep spacing.
+func (p *Pipeline) schedule(req *Request) sampling.Config {
+	c := p.sched
+	c.TimestepSpacing = req.TimestepSpacing
+	return c
 }
 
 func samplerName(name string, karras bool) string {
@@ -491,7 +529,7 @@ func (p *Pipeline) vaeTile() int {
 // serves them all: its graph and the cross-attention keys and values are
 // made once per request.
 func (p *Pipeline) denoise(ctx context.Context, req *Request, pl *plan, initial []float32, noise rng.Source) ([][]float32, error) {
-	sampler, err := sampling.New(samplerName(req.Sampler, req.Karras), p.sched, req.Steps, noise)
+	sampler, err := sampling.New(samplerName(req.Sampler, req.Karras), p.schedule(req), req.Steps, noise)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrInvalidRequest, err)
 	}

@@ -357,3 +357,24 @@ func TestBadConfigs(t *testing.T) {
 	require.Equal(t, "CPU", p.Device())
 	require.Nil(t, p.CPUFallbacks())
 }
+
+// Request.TimestepSpacing replaces the model's spacing (leading for SDXL):
+// one trailing step denoises from timestep 999 instead of 1, and Result
+// reports the spacing used.
+func TestTimestepSpacing(t *testing.T) {
+	p := loadTiny(t, "")
+	req := Request{Prompt: "a photo of a cat", Width: 64, Height: 64, Steps: 1, Seed: 3}
+	leading, err := p.Generate(t.Context(), req)
+	require.NoError(t, err)
+	require.Equal(t, "leading", leading.Request.TimestepSpacing)
+	req.TimestepSpacing = " Trailing "
+	trailing, err := p.Generate(t.Context(), req)
+	require.NoError(t, err)
+	require.Equal(t, "trailing", trailing.Request.TimestepSpacing)
+	require.Contains(t, trailing.Request.Parameters(), ", Timestep spacing: trailing")
+	require.NotEqual(t, leading.Images[0], trailing.Images[0])
+	req.TimestepSpacing = "spread"
+	_, err = p.Generate(t.Context(), req)
+	require.ErrorIs(t, err, ErrInvalidRequest)
+	require.ErrorContains(t, err, `unknown timestep spacing "spread" (want leading, linspace, trailing)`)
+}

@@ -4,8 +4,11 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
-	"github.com/gophotomaker/photomaker/internal/pyjson"
 	"os"
+	"slices"
+	"strings"
+
+	"github.com/gophotomaker/photomaker/internal/pyjson"
 )
 
 // Config is the subset of a diffusers scheduler_config.json that the
@@ -29,6 +32,11 @@ type Config struct {
 	// file in diffusers (a step argument there).
 	Eta float64 `json:"-"`
 }
+
+// TimestepSpacings are the values of Config.TimestepSpacing: how the
+// inference steps are laid out over the training timesteps (diffusers'
+// timestep_spacing).
+var TimestepSpacings = []string{"leading", "linspace", "trailing"}
 
 // DefaultConfig is the SDXL base 1.0 scheduler configuration
 // (EulerDiscreteScheduler, scaled_linear betas 0.00085..0.012 over 1000
@@ -88,10 +96,8 @@ func (c Config) validate() error {
 	default:
 		return fmt.Errorf("sampling: prediction_type %q not supported (epsilon, v_prediction)", c.PredictionType)
 	}
-	switch c.TimestepSpacing {
-	case "leading", "linspace", "trailing":
-	default:
-		return fmt.Errorf("sampling: timestep_spacing %q not supported (leading, linspace, trailing)", c.TimestepSpacing)
+	if !slices.Contains(TimestepSpacings, c.TimestepSpacing) {
+		return fmt.Errorf("sampling: timestep_spacing %q not supported (%s)", c.TimestepSpacing, strings.Join(TimestepSpacings, ", "))
 	}
 	switch c.FinalSigmasType {
 	case "zero", "sigma_min":

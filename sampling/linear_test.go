@@ -2,6 +2,7 @@ package sampling
 
 import (
 	"math"
+	"slices"
 	"testing"
 
 	"github.com/gophotomaker/photomaker/internal/golden"
@@ -127,6 +128,30 @@ func TestLinearMatchesStep(t *testing.T) {
 					}
 				}
 				x, prev = want, x0
+			}
+		}
+	}
+}
+
+// Trailing spacing, which few-step distilled models (SDXL-Lightning,
+// Hyper-SD) are sampled with: diffusers' np.round(np.arange(1000, 0,
+// -1000/n)) − 1 for every sampler family.
+func TestTrailingTimesteps(t *testing.T) {
+	cfg := DefaultConfig()
+	cfg.TimestepSpacing = "trailing"
+	want := map[int][]float64{
+		4: {999, 749, 499, 249},
+		8: {999, 874, 749, 624, 499, 374, 249, 124},
+		3: {999, 666, 332}, // 1000, 666.67, 333.33 rounded
+	}
+	for _, name := range []string{"euler", "euler_a", "dpmpp_2m", "ddim"} {
+		for n, ts := range want {
+			s, err := New(name, cfg, n, &countingNoise{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := s.Timesteps(); !slices.Equal(got, ts) {
+				t.Errorf("%s, %d steps: timesteps %v, want %v", name, n, got, ts)
 			}
 		}
 	}

@@ -230,7 +230,7 @@ func (s *Server) generate(ctx context.Context, req photomaker.Request) (pngs [][
 	if err != nil {
 		return nil, err
 	}
-	text := [][2]string{{"parameters", s.parameters(&res.Request, res.Seed)}}
+	text := [][2]string{{"parameters", s.parameters(&res.Request)}}
 	for _, img := range res.Images {
 		if err := ctx.Err(); err != nil {
 			return nil, err
@@ -398,6 +398,7 @@ type requestView struct {
 	StyleStrength  float64 `json:"style_strength,omitempty"`
 	TriggerWord    string  `json:"trigger_word,omitempty"`
 	Sampler        string  `json:"sampler"`
+	Spacing        string  `json:"timestep_spacing,omitempty"`
 	IDImages       int     `json:"id_images"`
 }
 
@@ -409,7 +410,7 @@ func (s *Server) viewLocked(j *job) jobView {
 		Request: requestView{
 			Prompt: j.params.prompt, NegativePrompt: j.params.negative, Style: j.params.style,
 			Width: j.req.Width, Height: j.req.Height, Steps: j.req.Steps, Guidance: max(0, j.req.Guidance), // NoGuidance: 0
-			Seed: j.req.Seed, N: j.req.N, Sampler: j.req.Sampler, IDImages: j.params.idImages,
+			Seed: j.req.Seed, N: j.req.N, Sampler: j.req.Sampler, Spacing: j.req.TimestepSpacing, IDImages: j.params.idImages,
 		},
 		Links: map[string]string{
 			"self":   "/api/jobs/" + j.id,
@@ -452,17 +453,9 @@ func (s *Server) view(j *job) jobView {
 }
 
 // parameters is the A1111-style text stored in each PNG.
-func (s *Server) parameters(r *photomaker.Request, seed int64) string {
+func (s *Server) parameters(r *photomaker.Request) string {
 	var b strings.Builder
-	b.WriteString(r.Prompt)
-	b.WriteString("\nNegative prompt: ")
-	b.WriteString(r.NegativePrompt)
-	sampler := r.Sampler
-	if r.Karras {
-		sampler += " karras"
-	}
-	fmt.Fprintf(&b, "\nSteps: %d, Sampler: %s, CFG scale: %g, Seed: %d, Size: %dx%d, RNG: %s",
-		r.Steps, sampler, r.Guidance, seed, r.Width, r.Height, r.RNG)
+	b.WriteString(r.Parameters())
 	if s.opts.ModelName != "" {
 		fmt.Fprintf(&b, ", Model: %s", s.opts.ModelName)
 	}

@@ -12,6 +12,7 @@ import (
 	"math/rand/v2"
 	"mime"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"unicode/utf8"
@@ -38,6 +39,7 @@ type jsonRequest struct {
 	TriggerWord    string   `json:"trigger_word"`
 	Sampler        string   `json:"sampler"`
 	Karras         bool     `json:"karras"`
+	Spacing        string   `json:"timestep_spacing"`
 	RNG            string   `json:"rng"`
 	IDImages       []string `json:"id_images"`
 }
@@ -82,7 +84,7 @@ func (s *Server) parseRequest(w http.ResponseWriter, r *http.Request) (*job, err
 			return nil, badRequest("the JSON body has more after its object")
 		}
 		for name, v := range map[string]string{"prompt": jr.Prompt, "style": jr.Style, "trigger_word": jr.TriggerWord,
-			"sampler": jr.Sampler, "rng": jr.RNG, "negative_prompt": deref(jr.NegativePrompt)} {
+			"sampler": jr.Sampler, "rng": jr.RNG, "negative_prompt": deref(jr.NegativePrompt), "timestep_spacing": jr.Spacing} {
 			if len(v) > maxFieldBytes { // as multipart fields: prompts are stored in every PNG and job view
 				return nil, badRequest("field %q is longer than %d bytes", name, maxFieldBytes)
 			}
@@ -258,6 +260,8 @@ func (jr *jsonRequest) set(name, v string) error {
 			return badRequest("field \"karras\": want true or false, got %q", v)
 		}
 		jr.Karras = b
+	case "timestep_spacing":
+		jr.Spacing = v
 	case "rng":
 		jr.RNG = v
 	default:
@@ -290,7 +294,7 @@ func (s *Server) buildJob(jr *jsonRequest, photos [][]byte) (*job, error) {
 	req := photomaker.Request{
 		Width: jr.Width, Height: jr.Height, Steps: jr.Steps, Guidance: photomaker.DefaultGuidance, N: jr.N,
 		StyleStrength: photomaker.DefaultStyleStrength, TriggerWord: jr.TriggerWord,
-		Sampler: jr.Sampler, Karras: jr.Karras, RNG: jr.RNG,
+		Sampler: jr.Sampler, Karras: jr.Karras, RNG: jr.RNG, TimestepSpacing: strings.ToLower(strings.TrimSpace(jr.Spacing)),
 	}
 	if jr.Guidance != nil { // 0 as well: no guidance
 		req.Guidance = *jr.Guidance
@@ -335,6 +339,9 @@ func (s *Server) buildJob(jr *jsonRequest, photos [][]byte) (*job, error) {
 	}
 	if err := sampling.Known(req.Sampler); err != nil {
 		return nil, badRequest("%s", strings.TrimPrefix(err.Error(), "sampling: "))
+	}
+	if s := req.TimestepSpacing; s != "" && !slices.Contains(sampling.TimestepSpacings, s) {
+		return nil, badRequest("timestep_spacing must be %s, got %q", strings.Join(sampling.TimestepSpacings, ", "), jr.Spacing)
 	}
 	switch {
 	case jr.Seed == nil || *jr.Seed == -1:

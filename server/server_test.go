@@ -35,7 +35,7 @@ func TestGenerateWithIDPhotos(t *testing.T) {
 	_, ts := startServer(t, tinyPipeline(t, true), Options{})
 	res := postForm(t, ts.URL+"/api/generate", map[string]string{
 		"prompt": "a photo of a man img, wearing a spacesuit", "style": "photographic",
-		"width": "64", "height": "64", "steps": "2", "seed": "7", "style_strength": "0", "guidance": "0",
+		"width": "64", "height": "64", "steps": "2", "seed": "7", "style_strength": "0", "guidance": "0", "timestep_spacing": "Trailing",
 	}, facePNG(t))
 	require.Equal(t, http.StatusAccepted, res.StatusCode)
 	var v jobView
@@ -45,6 +45,7 @@ func TestGenerateWithIDPhotos(t *testing.T) {
 	require.Equal(t, int64(7), v.Seed)
 	require.Equal(t, 1, v.Request.IDImages)
 	require.Equal(t, "Photographic (Default)", v.Request.Style)
+	require.Equal(t, "trailing", v.Request.Spacing)
 
 	events, views := readEvents(t, ts.URL+"/api/jobs/"+v.ID+"/events")
 	require.NotEmpty(t, events)
@@ -75,6 +76,7 @@ func TestGenerateWithIDPhotos(t *testing.T) {
 	// the first step.
 	require.Contains(t, params, "CFG scale: 0,")
 	require.Contains(t, params, "Style strength: 0,")
+	require.Contains(t, params, "Timestep spacing: trailing")
 
 	// The job stays available.
 	got := getJob(t, ts.URL, v.ID)
@@ -221,6 +223,7 @@ func TestBadRequests(t *testing.T) {
 		{"bad number", plain.URL, with("steps", "many"), nil, 400, `field "steps": want a whole number`},
 		{"too many steps", plain.URL, with("steps", "100000"), nil, 400, "steps must be between 1 and 200"},
 		{"bad seed", plain.URL, with("seed", "-5"), nil, 400, "seed must be -1"},
+		{"bad spacing", plain.URL, with("timestep_spacing", "spread"), nil, 400, "timestep_spacing must be leading, linspace, trailing"},
 		{"seed beyond JSON's exact numbers", plain.URL, with("seed", "9007199254740992"), nil, 400, "a whole number from 0 to 9007199254740991"},
 		{"bad strength", pm.URL, with("style_strength", "150"), [][]byte{face}, 400, "percentage"},
 		{"unknown field", plain.URL, with("widht", "64"), nil, 400, `unknown field "widht"`},

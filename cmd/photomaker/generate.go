@@ -49,6 +49,7 @@ flag's variable holds one value (PHOTOMAKER_ID_IMAGE: one photo).`,
 			&cli.Float64Flag{Name: "guidance", Value: photomaker.DefaultGuidance, Usage: "classifier-free guidance scale, 0 to 50; 0 (or any value up to 1) turns guidance off", EnvVars: envs("guidance")},
 			&cli.StringFlag{Name: "sampler", Value: photomaker.DefaultSampler, Usage: "euler, euler_a, dpmpp_2m or ddim (diffusers semantics)", EnvVars: envs("sampler")},
 			&cli.StringFlag{Name: "scheduler", Value: "default", Usage: "default (the sampler's diffusers default) or karras", EnvVars: envs("scheduler")},
+			&cli.StringFlag{Name: "timestep-spacing", Usage: "leading, linspace or trailing (default: the model's scheduler config; SDXL's is leading); few-step models such as SDXL-Lightning and Hyper-SD want trailing", EnvVars: envs("timestep-spacing")},
 			&cli.Int64Flag{Name: "seed", Value: 42, Usage: "random seed; any negative value (e.g. -1) picks one (and prints it)", EnvVars: envs("seed")},
 			&cli.StringFlag{Name: "rng", Value: photomaker.DefaultRNG, Usage: "torch-cuda (same noise as PyTorch on NVIDIA GPUs) or torch-cpu", EnvVars: envs("rng")},
 			&cli.IntFlag{Name: "n", Value: 1, Usage: "images to generate", EnvVars: envs("n")},
@@ -92,7 +93,8 @@ func runGenerate(c *cli.Context) error {
 		Width: c.Int("width"), Height: c.Int("height"), Steps: c.Int("steps"), Guidance: reqGuidance,
 		PromptWeighting: strings.TrimPrefix(strings.ToLower(c.String("prompt-weighting")), "none"),
 		Sampler:         c.String("sampler"), Seed: c.Int64("seed"), RNG: c.String("rng"), N: c.Int("n"),
-		TriggerWord: c.String("trigger-word"), StyleStrength: reqStyle, NoMergeCap: c.Bool("no-merge-cap"),
+		TimestepSpacing: strings.ToLower(strings.TrimSpace(c.String("timestep-spacing"))),
+		TriggerWord:     c.String("trigger-word"), StyleStrength: reqStyle, NoMergeCap: c.Bool("no-merge-cap"),
 	}
 	if w := req.PromptWeighting; w != photomaker.WeightingNone && w != photomaker.WeightingA1111 {
 		return usagef("unknown --prompt-weighting %q (want none or a1111)", c.String("prompt-weighting"))
@@ -201,7 +203,7 @@ func runGenerate(c *cli.Context) error {
 		}
 		return err
 	}
-	params := parameters(&res.Request, res.Seed, c.String("model"), c.String("photomaker"))
+	params := parameters(&res.Request, c.String("model"), c.String("photomaker"))
 	for i, img := range res.Images {
 		if err := writePNG(outputs[i], img, params, c.Bool("force")); err != nil {
 			return err
@@ -354,13 +356,8 @@ func outputNames(out string, n int) []string {
 }
 
 // parameters is the A1111-style "parameters" text other tools read.
-func parameters(r *photomaker.Request, seed int64, model, adapter string) string {
-	sampler := r.Sampler
-	if r.Karras {
-		sampler += " karras"
-	}
-	s := fmt.Sprintf("%s\nNegative prompt: %s\nSteps: %d, Sampler: %s, CFG scale: %g, Seed: %d, Size: %dx%d, RNG: %s, Model: %s",
-		r.Prompt, r.NegativePrompt, r.Steps, sampler, r.Guidance, seed, r.Width, r.Height, r.RNG, filepath.Base(model))
+func parameters(r *photomaker.Request, model, adapter string) string {
+	s := r.Parameters() + ", Model: " + filepath.Base(model)
 	if adapter != "" {
 		s += fmt.Sprintf(", PhotoMaker: %s, Style strength: %g, Trigger word: %s, ID images: %d, People: %d", filepath.Base(adapter), r.StyleStrength, r.TriggerWord, len(r.IDImages), len(r.People))
 	}

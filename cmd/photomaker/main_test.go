@@ -109,6 +109,7 @@ func TestGenerateTiny(t *testing.T) {
 	require.NoError(t, err)
 	require.Contains(t, text["parameters"], "a photo of a cat\n")
 	require.Contains(t, text["parameters"], "Steps: 2, Sampler: euler")
+	require.NotContains(t, text["parameters"], "Timestep spacing", "the default (leading) goes unsaid")
 	// Never overwrites without --force.
 	code, _, errOut = runCLI(t, args...)
 	require.Equal(t, 1, code)

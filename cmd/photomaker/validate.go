@@ -80,9 +80,6 @@ func threadsFlag(c *cli.Context) (int, error) {
 	return n, nil
 }
 
-// guidanceFlag reads --guidance for a request, where 0 would mean the
-// default: an explicit 0 is photomaker.NoGuidance (Result.Request reports
-// it as 0).
 // weightTypeFlag is --type, checked before anything loads: a mistyped name
 // is a usage error.
 func weightTypeFlag(c *cli.Context) (string, error) {
@@ -93,11 +90,14 @@ func weightTypeFlag(c *cli.Context) (string, error) {
 	return t, nil
 }
 
-// samplingFlags checks --sampler and --rng before anything loads; empty
-// values take the library's defaults.
+// samplingFlags checks --sampler, --timestep-spacing and --rng before
+// anything loads; empty values take the library's defaults.
 func samplingFlags(c *cli.Context) error {
 	if s := c.String("sampler"); s != "" && sampling.Known(s) != nil {
 		return usagef("unknown --sampler %q (want euler, euler_a, dpmpp_2m or ddim)", s)
+	}
+	if s := strings.ToLower(strings.TrimSpace(c.String("timestep-spacing"))); s != "" && !slices.Contains(sampling.TimestepSpacings, s) {
+		return usagef("unknown --timestep-spacing %q (want %s)", c.String("timestep-spacing"), strings.Join(sampling.TimestepSpacings, ", "))
 	}
 	if r := strings.TrimSpace(c.String("rng")); r != "" {
 		if _, err := rng.New(strings.ToLower(r), 0); err != nil {
@@ -107,6 +107,9 @@ func samplingFlags(c *cli.Context) error {
 	return nil
 }
 
+// guidanceFlag reads --guidance for a request, where 0 would mean the
+// default: an explicit 0 is photomaker.NoGuidance (Result.Request reports
+// it as 0).
 func guidanceFlag(c *cli.Context) (float64, error) {
 	g := c.Float64("guidance")
 	if math.IsNaN(g) || g < 0 || g > photomaker.MaxGuidance { // ±Inf fail the range
