@@ -18,6 +18,7 @@ import (
 	"fmt"
 	"log/slog"
 	"runtime"
+	"slices"
 	"strings"
 	"sync"
 
@@ -102,6 +103,11 @@ type Config struct {
 	// tiles in the low and stream VRAM modes) and falls back to tiles when
 	// the device runs out of memory; < 0 never tiles.
 	VAETile int
+	// TimestepSpacing replaces the model's scheduler config's spacing for
+	// every request that does not set its own (Request.TimestepSpacing):
+	// "trailing" for a few-step distilled checkpoint (SDXL-Lightning,
+	// Hyper-SD) loaded from a single file, which carries no config.
+	TimestepSpacing string
 	// Progress, if set, receives load and generation progress.
 	Progress func(Progress)
 }
@@ -168,6 +174,10 @@ func Load(ctx context.Context, cfg Config) (_ *Pipeline, err error) {
 	case cfg.VAETile < -1 || cfg.VAETile == 1:
 		return nil, fmt.Errorf("Config.VAETile must be -1 (never tile), 0 (automatic) or at least 2 latent pixels, got %d", cfg.VAETile)
 	}
+	cfg.TimestepSpacing = strings.ToLower(strings.TrimSpace(cfg.TimestepSpacing))
+	if s := cfg.TimestepSpacing; s != "" && !slices.Contains(sampling.TimestepSpacings, s) {
+		return nil, fmt.Errorf("Config.TimestepSpacing must be empty (the model's) or one of %s, got %q", strings.Join(sampling.TimestepSpacings, ", "), s)
+	}
 	p := &Pipeline{cfg: cfg}
 	defer func() {
 		if err != nil {
@@ -193,6 +203,9 @@ func Load(ctx context.Context, cfg Config) (_ *Pipeline, err error) {
 		if c, err := sampling.ParseConfig(raw); err == nil {
 			p.sched = c
 		}
+	}
+	if cfg.TimestepSpacing != "" {
+		p.sched.TimestepSpacing = cfg.TimestepSpacing
 	}
 	if p.model.Adapter != nil {
 		// A GGUF from photomaker convert holding SDXL and an adapter (LoRA already merged).

@@ -377,4 +377,18 @@ func TestTimestepSpacing(t *testing.T) {
 	_, err = p.Generate(t.Context(), req)
 	require.ErrorIs(t, err, ErrInvalidRequest)
 	require.ErrorContains(t, err, `unknown timestep spacing "spread" (want leading, linspace, trailing)`)
+
+	// Config.TimestepSpacing is the default of a pipeline's requests.
+	q := loadTinyWith(t, "", func(c *Config) { c.TimestepSpacing = "TRAILING" })
+	req.TimestepSpacing = ""
+	res, err := q.Generate(t.Context(), req)
+	require.NoError(t, err)
+	require.Equal(t, "trailing", res.Request.TimestepSpacing)
+	require.Equal(t, trailing.Images[0], res.Images[0])
+	req.TimestepSpacing = "leading"
+	res, err = q.Generate(t.Context(), req)
+	require.NoError(t, err)
+	require.Equal(t, leading.Images[0], res.Images[0], "a request's own spacing wins")
+	_, err = Load(t.Context(), Config{Model: golden.Path("tiny-sdxl.safetensors"), Device: "cpu", TimestepSpacing: "spread"})
+	require.ErrorContains(t, err, `Config.TimestepSpacing must be empty (the model's) or one of leading, linspace, trailing, got "spread"`)
 }

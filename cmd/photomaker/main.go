@@ -40,6 +40,13 @@ func vramFlag() cli.Flag {
 		Usage: "GPU memory mode: auto (the fastest that fits the free memory), full (everything on the GPU), low (encoders on the CPU, VAE in tiles, cross-attention K/V projections in RAM) or stream (low, and UNet weights stream from RAM every step)"}
 }
 
+// timestepSpacingFlag is --timestep-spacing, shared like vramFlag
+// (samplingFlags checks it).
+func timestepSpacingFlag() cli.Flag {
+	return &cli.StringFlag{Name: "timestep-spacing", EnvVars: envs("timestep-spacing"),
+		Usage: "leading, linspace or trailing (default: the model's scheduler config; SDXL's is leading); few-step models such as SDXL-Lightning and Hyper-SD want trailing"}
+}
+
 // quantizeConvsFlag is --quantize-convs, shared like vramFlag.
 func quantizeConvsFlag() cli.Flag {
 	return &cli.BoolFlag{Name: "quantize-convs", EnvVars: envs("quantize-convs"),

@@ -53,6 +53,7 @@ Every flag also reads PHOTOMAKER_<FLAG> (e.g. PHOTOMAKER_ADDR).`,
 			&cli.StringFlag{Name: "type", Usage: "store weights as f32, f16, q8_0, q4_K, ... (default: as in the file)", EnvVars: envs("type")},
 			&cli.IntFlag{Name: "threads", Usage: "CPU threads, at most the logical CPUs (default: one per physical core)", EnvVars: envs("threads")},
 			vramFlag(),
+			timestepSpacingFlag(),
 			quantizeConvsFlag(),
 			f16AccumFlag(),
 			vaeF16Flag(),
@@ -88,6 +89,9 @@ func runServe(c *cli.Context) error {
 	}
 	weightType, err := weightTypeFlag(c)
 	if err != nil {
+		return err
+	}
+	if err := samplingFlags(c); err != nil { // --timestep-spacing
 		return err
 	}
 	modelName, adapterName := c.String("model"), c.String("photomaker") // as the user named them
@@ -126,7 +130,7 @@ func runServe(c *cli.Context) error {
 	plan := min(c.Int("max-side"), 1024)
 	p, err := photomaker.Load(ctx, photomaker.Config{
 		Model: c.String("model"), PhotoMaker: c.String("photomaker"), Device: c.String("device"),
-		Threads: threads, WeightType: weightType, Progress: bar.update,
+		Threads: threads, WeightType: weightType, Progress: bar.update, TimestepSpacing: c.String("timestep-spacing"),
 		VRAM: vram, PlanWidth: plan, PlanHeight: plan, QuantizeConvs: c.Bool("quantize-convs"), F16Accumulation: c.Bool("f16-accum"), VAEF16: c.Bool("vae-f16"),
 	})
 	bar.done()
