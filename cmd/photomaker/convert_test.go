@@ -10,6 +10,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/gophotomaker/photomaker/internal/golden"
+	"github.com/gophotomaker/photomaker/internal/pngtext"
 )
 
 func TestConvert(t *testing.T) {
@@ -48,6 +49,18 @@ func TestConvert(t *testing.T) {
 	st, err := os.Stat(out)
 	require.NoError(t, err)
 	require.InDelta(t, st.Size(), sum, float64(st.Size())/10, "sizes of quantized tensors count their blocks")
+
+	// The one file generates with ID photos, and its PNGs say PhotoMaker
+	// made them although no --photomaker was given.
+	generated := filepath.Join(dir, "merged.png")
+	code, _, errOut = runCLI(t, "generate", "--model", out, "--id-image", golden.Path("faces/lfw_0.png"), "--prompt", "a photo of a man img",
+		"--width", "64", "--height", "64", "--steps", "1", "--device", "cpu", "-o", generated)
+	require.Equal(t, 0, code, errOut)
+	b, err := os.ReadFile(generated)
+	require.NoError(t, err)
+	text, err := pngtext.Read(b)
+	require.NoError(t, err)
+	require.Contains(t, text["parameters"], ", PhotoMaker: PhotoMaker v1 adapter, Style strength: 20, Trigger word: img, ID images: 1")
 
 	// Never overwrite without --force; PHOTOMAKER_<FLAG> works.
 	code, _, errOut = runCLI(t, "convert", sdxl, "--type", "f16", "-o", out)

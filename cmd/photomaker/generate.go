@@ -203,7 +203,11 @@ func runGenerate(c *cli.Context) error {
 		}
 		return err
 	}
-	params := parameters(&res.Request, c.String("model"), c.String("photomaker"))
+	adapter := c.String("photomaker")
+	if adapter == "" && len(res.Request.IDImages)+len(res.Request.People) > 0 { // merged into a GGUF by convert
+		adapter = p.Kind()
+	}
+	params := parameters(&res.Request, c.String("model"), adapter)
 	for i, img := range res.Images {
 		if err := writePNG(outputs[i], img, params, c.Bool("force")); err != nil {
 			return err
