@@ -195,7 +195,7 @@ func (r *Request) fill() error {
 	case r.StyleStrength < 0 || r.StyleStrength > 100:
 		return fmt.Errorf("%w: style strength is a percentage (0–100), got %g", ErrInvalidRequest, r.StyleStrength)
 	}
-	if !slices.Contains(append(sampling.TimestepSpacings, ""), r.TimestepSpacing) {
+	if r.TimestepSpacing != "" && !slices.Contains(sampling.TimestepSpacings, r.TimestepSpacing) {
 		return fmt.Errorf("%w: unknown timestep spacing %q (want %s)", ErrInvalidRequest, r.TimestepSpacing, strings.Join(sampling.TimestepSpacings, ", "))
 	}
 	if r.PromptWeighting != WeightingNone && r.PromptWeighting != WeightingA1111 {

@@ -362,7 +362,6 @@ func closeNil[T any, P interface {
 	}
 }
 
-// weightPolicy maps a --type name to a storage policy.
 // CheckWeightType says whether Config.WeightType can be name: "" (as in the
 // file), f32, f16, bf16 or a block type.
 func CheckWeightType(name string) error {
@@ -370,6 +369,7 @@ func CheckWeightType(name string) error {
 	return err
 }
 
+// weightPolicy maps a --type name to a storage policy.
 func weightPolicy(name string) (nn.TypePolicy, error) {
 	switch strings.ToLower(name) {
 	case "":
