@@ -196,6 +196,9 @@ func runGenerate(c *cli.Context) error {
 		if hint := quantizeOnceHint(c.String("model"), c.String("photomaker"), weightType, len(loras), loadTime+res.LoadTime); hint != "" {
 			fmt.Fprintln(c.App.ErrWriter, hint)
 		}
+		if hint := fewStepHint(c.String("model"), res.Request.TimestepSpacing); hint != "" {
+			fmt.Fprintln(c.App.ErrWriter, hint)
+		}
 	}
 	if err != nil {
 		if ctx.Err() != nil {
@@ -340,6 +343,23 @@ func quantizeOnceHint(model, adapter, typ string, loras int, took time.Duration)
 		cmd += " --photomaker " + adapter
 	}
 	return fmt.Sprintf("loading took %.0fs, mostly quantizing to %s; do it once with\n  %s --type %s -o %s\nand pass --model %s", took.Seconds(), t, cmd, t, out, out)
+}
+
+// fewStepHint suggests trailing timestep spacing when the model's file name
+// says it is a few-step distilled fine-tune (Lightning, Hyper-SD, Turbo),
+// which leading spacing, the default of single-file checkpoints, leaves
+// noisy; "" otherwise.
+func fewStepHint(model, spacing string) string {
+	if spacing != "leading" {
+		return ""
+	}
+	name := strings.ToLower(filepath.Base(model))
+	for _, kind := range []string{"lightning", "hyper", "turbo"} {
+		if strings.Contains(name, kind) {
+			return fmt.Sprintf("%s looks like a few-step %s model: those are sampled with --timestep-spacing trailing (this run used leading)", filepath.Base(model), kind)
+		}
+	}
+	return ""
 }
 
 // outputNames gives FILE.png for one image and FILE-1.png, ... for several.

@@ -28,3 +28,11 @@ func TestQuantizeOnceHint(t *testing.T) {
 		require.Empty(t, quantizeOnceHint(tc.model, "", tc.typ, tc.loras, tc.took), "%+v", tc)
 	}
 }
+
+func TestFewStepHint(t *testing.T) {
+	require.Equal(t, "RealVisXL_V4.0_Lightning.safetensors looks like a few-step lightning model: those are sampled with --timestep-spacing trailing (this run used leading)",
+		fewStepHint("/m/RealVisXL_V4.0_Lightning.safetensors", "leading"))
+	require.Contains(t, fewStepHint("Hyper-SDXL-8steps.gguf", "leading"), "few-step hyper model")
+	require.Empty(t, fewStepHint("/m/RealVisXL_V4.0_Lightning.safetensors", "trailing"), "already trailing")
+	require.Empty(t, fewStepHint("sd_xl_base_1.0.safetensors", "leading"))
+}
