@@ -4,10 +4,12 @@ import (
 	"image"
 )
 
-// CLIP image preprocessing constants (CLIPImageProcessor defaults, OpenAI
-// CLIP mean/std).
+// CLIPSize is the side of the square CLIP's vision tower takes
+// (CLIPImageProcessor's default crop).
 const CLIPSize = 224
 
+// CLIPMean and CLIPStd normalise each RGB channel as OpenAI's CLIP was
+// trained (CLIPImageProcessor's defaults).
 var (
 	CLIPMean = [3]float32{0.48145466, 0.4578275, 0.40821073}
 	CLIPStd  = [3]float32{0.26862954, 0.26130258, 0.27577711}

@@ -148,7 +148,7 @@ func Cases(t testing.TB) *Manifest {
 	return m
 }
 
-// Case returns the case with the given name.
+// FindCase returns the case with the given name.
 func FindCase(t testing.TB, name string) Case {
 	t.Helper()
 	for _, c := range Cases(t).Cases {
