@@ -279,16 +279,17 @@ func (s *Server) handleInfo(w http.ResponseWriter, r *http.Request) {
 		"version":    o.Version,
 		"styles":     styles,
 		"sizes":      photomaker.SizePresets,
-		// What the page starts with (the official demo's choices). The
-		// API's own defaults for absent fields are the same numbers, no
-		// style, an empty negative prompt and a random seed.
+		// What the page starts with (the official demo's choices, steps
+		// and guidance as Options set them). The API's own defaults for
+		// absent fields are the same numbers, no style, an empty negative
+		// prompt and a random seed.
 		"defaults": map[string]any{
 			"style":           "Photographic (Default)",
 			"negative_prompt": photomaker.DefaultNegativePrompt,
 			"width":           photomaker.DefaultSize,
 			"height":          photomaker.DefaultSize,
-			"steps":           photomaker.DefaultSteps,
-			"guidance":        photomaker.DefaultGuidance,
+			"steps":           o.Steps,
+			"guidance":        max(0, o.Guidance), // NoGuidance: 0
 			"style_strength":  photomaker.DefaultStyleStrength,
 			"seed":            -1,
 			"n":               1,

@@ -292,7 +292,7 @@ func (s *Server) buildJob(jr *jsonRequest, photos [][]byte) (*job, error) {
 		return nil, badRequest("%v", err)
 	}
 	req := photomaker.Request{
-		Width: jr.Width, Height: jr.Height, Steps: jr.Steps, Guidance: photomaker.DefaultGuidance, N: jr.N,
+		Width: jr.Width, Height: jr.Height, Steps: jr.Steps, Guidance: max(0, o.Guidance), N: jr.N, // NoGuidance: 0 (off)
 		StyleStrength: photomaker.DefaultStyleStrength, TriggerWord: jr.TriggerWord,
 		Sampler: jr.Sampler, Karras: jr.Karras, RNG: jr.RNG, TimestepSpacing: strings.ToLower(strings.TrimSpace(jr.Spacing)),
 	}
@@ -309,7 +309,7 @@ func (s *Server) buildJob(jr *jsonRequest, photos [][]byte) (*job, error) {
 		req.Height = photomaker.DefaultSize
 	}
 	if req.Steps == 0 {
-		req.Steps = photomaker.DefaultSteps
+		req.Steps = o.Steps
 	}
 	if req.N == 0 {
 		req.N = 1

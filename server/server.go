@@ -63,6 +63,12 @@ type Options struct {
 	// that stops reading loses its connection rather than holding it, and
 	// the image, for good.
 	DownloadTimeout time.Duration
+	// Steps and Guidance are what requests (and the page) get when they
+	// leave them out: 0 takes the demo's (photomaker.DefaultSteps and
+	// DefaultGuidance); photomaker.NoGuidance is guidance off. A few-step
+	// model wants its own (e.g. 6 steps, guidance 1.5 or off).
+	Steps    int
+	Guidance float64
 	// KeepJobs is how many finished jobs (with their images) are kept in
 	// memory (default 64); the oldest are forgotten first.
 	KeepJobs int
@@ -120,6 +126,12 @@ func (o Options) withDefaults() Options {
 	}
 	if o.DownloadTimeout <= 0 {
 		o.DownloadTimeout = DefaultDownloadTimeout
+	}
+	if o.Steps <= 0 {
+		o.Steps = photomaker.DefaultSteps
+	}
+	if o.Guidance == 0 {
+		o.Guidance = photomaker.DefaultGuidance
 	}
 	if o.KeepJobs <= 0 {
 		o.KeepJobs = DefaultKeepJobs

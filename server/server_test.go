@@ -157,6 +157,8 @@ func TestInfoAndPage(t *testing.T) {
 	require.Len(t, info.Styles, len(photomaker.Styles))
 	require.Len(t, info.Sizes, 14)
 	require.Equal(t, "img", info.Defaults["trigger_word"])
+	require.Equal(t, float64(photomaker.DefaultSteps), info.Defaults["steps"])
+	require.Equal(t, photomaker.DefaultGuidance, info.Defaults["guidance"])
 	require.Equal(t, 3.0, info.Limits["max_queue"])
 
 	for _, path := range []string{"/", "/static/app.js", "/static/style.css"} {
@@ -740,4 +742,29 @@ func TestStalledDownloadIsCut(t *testing.T) {
 	got, err := io.Copy(io.Discard, conn)
 	require.NoError(t, err, "the server closes the connection (EOF), not the read deadline")
 	require.Less(t, got, int64(len(big)), "the server stopped sending")
+}
+
+// A server's own defaults (serve --steps, --guidance: a few-step model's)
+// reach the page through /api/info and fill requests that leave them out;
+// a request's own values win.
+func TestServerDefaults(t *testing.T) {
+	_, ts := startServer(t, tinyPipeline(t, false), Options{Steps: 3, Guidance: photomaker.NoGuidance})
+	res, err := http.Get(ts.URL + "/api/info")
+	require.NoError(t, err)
+	var info struct{ Defaults map[string]any }
+	decodeBody(t, res, &info)
+	require.Equal(t, 3.0, info.Defaults["steps"])
+	require.Equal(t, 0.0, info.Defaults["guidance"])
+
+	res = postJSON(t, ts.URL+"/api/generate?wait=1&format=json", map[string]any{"prompt": "a cat", "width": 32, "height": 32})
+	require.Equal(t, http.StatusOK, res.StatusCode)
+	var v jobView
+	decodeBody(t, res, &v)
+	require.Equal(t, 3, v.Request.Steps)
+	require.Equal(t, 0.0, v.Request.Guidance)
+	res = postJSON(t, ts.URL+"/api/generate?wait=1&format=json", map[string]any{"prompt": "a cat", "width": 32, "height": 32, "steps": 1, "guidance": 2})
+	require.Equal(t, http.StatusOK, res.StatusCode)
+	decodeBody(t, res, &v)
+	require.Equal(t, 1, v.Request.Steps)
+	require.Equal(t, 2.0, v.Request.Guidance)
 }

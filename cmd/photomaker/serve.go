@@ -29,10 +29,13 @@ at a time; up to --max-queue more wait, further requests get 429.
 
   photomaker serve --model RealVisXL_V4.safetensors --photomaker photomaker-v1.bin
   # then open http://127.0.0.1:8080
+  # a few-step (Lightning) checkpoint, with its own defaults for the page
+  photomaker serve --model RealVisXL_V4_Lightning.safetensors --photomaker photomaker-v1.bin \
+    --timestep-spacing trailing --steps 6 --guidance 1.5
 
 API: POST /api/generate (multipart: prompt, style, width, height, steps,
-guidance, seed, n, style_strength, negative_prompt + id_image[] files; or
-JSON) → 202 {"id": ...}; GET /api/jobs/{id}; GET /api/jobs/{id}/events
+guidance, seed, n, style_strength, negative_prompt, sampler, karras,
+timestep_spacing, rng + id_image[] files; or JSON) → 202 {"id": ...}; GET /api/jobs/{id}; GET /api/jobs/{id}/events
 (Server-Sent Events); GET /api/jobs/{id}/images/0.png; DELETE /api/jobs/{id};
 GET /api/info. POST /api/generate?wait=1 answers with the PNG when done and
 cancels the job if the client disconnects. A job that fails answers 400 (a
@@ -54,6 +57,8 @@ Every flag also reads PHOTOMAKER_<FLAG> (e.g. PHOTOMAKER_ADDR).`,
 			&cli.IntFlag{Name: "threads", Usage: "CPU threads, at most the logical CPUs (default: one per physical core)", EnvVars: envs("threads")},
 			vramFlag(),
 			timestepSpacingFlag(),
+			&cli.IntFlag{Name: "steps", Value: photomaker.DefaultSteps, Usage: "denoising steps of requests that leave them out (and the web page's default)", EnvVars: envs("steps")},
+			&cli.Float64Flag{Name: "guidance", Value: photomaker.DefaultGuidance, Usage: "guidance of requests that leave it out (and the web page's default), 0 to 50; 0 turns it off", EnvVars: envs("guidance")},
 			quantizeConvsFlag(),
 			f16AccumFlag(),
 			vaeF16Flag(),
@@ -92,6 +97,13 @@ func runServe(c *cli.Context) error {
 		return err
 	}
 	if err := samplingFlags(c); err != nil { // --timestep-spacing
+		return err
+	}
+	if n := c.Int("steps"); n < 1 || n > c.Int("max-steps") {
+		return usagef("--steps must be 1 to --max-steps (%d), got %d", c.Int("max-steps"), n)
+	}
+	guidance, err := guidanceFlag(c)
+	if err != nil {
 		return err
 	}
 	modelName, adapterName := c.String("model"), c.String("photomaker") // as the user named them
@@ -152,6 +164,8 @@ func runServe(c *cli.Context) error {
 		MaxImages:      c.Int("max-images"),
 		MaxSteps:       c.Int("max-steps"),
 		MaxSide:        c.Int("max-side"),
+		Steps:          c.Int("steps"),
+		Guidance:       guidance,
 		JobTimeout:     jobTimeout,
 		ModelName:      modelName,
 		AdapterName:    adapterName,

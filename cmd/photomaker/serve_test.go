@@ -85,7 +85,7 @@ func TestServeRunsAndStops(t *testing.T) {
 	go func() {
 		exit <- run([]string{"photomaker", "serve", "--model", golden.Path("tiny-sdxl.safetensors"),
 			"--photomaker", golden.Path("photomaker/photomaker-v1-tiny.safetensors"),
-			"--device", "cpu", "--threads", "1", "--addr", "127.0.0.1:0", "--max-queue", "2"}, &stdout, &stderr)
+			"--device", "cpu", "--threads", "1", "--addr", "127.0.0.1:0", "--max-queue", "2", "--steps", "4", "--guidance", "0"}, &stdout, &stderr)
 	}()
 	urlRE := regexp.MustCompile(`http://(127\.0\.0\.1:\d+)/`)
 	var base string
@@ -107,13 +107,16 @@ func TestServeRunsAndStops(t *testing.T) {
 	res, err := http.Get(base + "/api/info")
 	require.NoError(t, err)
 	var info struct {
-		Kind   string
-		Limits map[string]any
+		Kind     string
+		Limits   map[string]any
+		Defaults map[string]any
 	}
 	require.NoError(t, json.NewDecoder(res.Body).Decode(&info))
 	res.Body.Close()
 	require.Contains(t, info.Kind, "PhotoMaker")
 	require.Equal(t, 2.0, info.Limits["max_queue"])
+	require.Equal(t, 4.0, info.Defaults["steps"])
+	require.Equal(t, 0.0, info.Defaults["guidance"], "--guidance 0: off")
 
 	// A synchronous generation with one ID photo.
 	res, err = http.Get(base + "/")

@@ -63,6 +63,8 @@ func TestArgumentsRefusedBeforeLoading(t *testing.T) {
 		{gen("--prompt", "x", "--type", "i32"), 2, `--type: weight type "i32": want f32, f16, bf16 or a block type`},
 		{[]string{"serve", "--model", model, "--type", "bogus"}, 2, "--type: "},
 		{[]string{"serve", "--model", model, "--timestep-spacing", "spread"}, 2, `unknown --timestep-spacing "spread"`},
+		{[]string{"serve", "--model", model, "--steps", "300"}, 2, "--steps must be 1 to --max-steps (200), got 300"},
+		{[]string{"serve", "--model", model, "--guidance", "NaN"}, 2, "--guidance must be a finite number"},
 		{[]string{"bench", "--random", "--type", "i32"}, 2, "--type: "},
 		{[]string{"info", model, "--type", "bogus"}, 2, "--type: "},
 		// bench --id-images: checked before any photo is made.
