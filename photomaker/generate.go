@@ -9,7 +9,6 @@ import (
 	"math"
 	"math/rand/v2"
 	"reflect"
-	"slices"
 	"strings"
 	"time"
 
@@ -158,7 +157,6 @@ func (r *Request) fill() error {
 	}
 	// Names as the results report them: " EULER " is euler.
 	r.Sampler, r.RNG = strings.ToLower(strings.TrimSpace(r.Sampler)), strings.ToLower(strings.TrimSpace(r.RNG))
-	r.TimestepSpacing = strings.ToLower(strings.TrimSpace(r.TimestepSpacing))
 	if r.Sampler == "" {
 		r.Sampler = DefaultSampler
 	}
@@ -195,9 +193,11 @@ func (r *Request) fill() error {
 	case r.StyleStrength < 0 || r.StyleStrength > 100:
 		return fmt.Errorf("%w: style strength is a percentage (0–100), got %g", ErrInvalidRequest, r.StyleStrength)
 	}
-	if r.TimestepSpacing != "" && !slices.Contains(sampling.TimestepSpacings, r.TimestepSpacing) {
-		return fmt.Errorf("%w: unknown timestep spacing %q (want %s)", ErrInvalidRequest, r.TimestepSpacing, strings.Join(sampling.TimestepSpacings, ", "))
+	spacing, err := sampling.ParseTimestepSpacing(r.TimestepSpacing)
+	if err != nil {
+		return fmt.Errorf("%w: %v", ErrInvalidRequest, err)
 	}
+	r.TimestepSpacing = spacing
 	if r.PromptWeighting != WeightingNone && r.PromptWeighting != WeightingA1111 {
 		return fmt.Errorf("%w: unknown prompt weighting %q (want a1111, or none for literal prompts)", ErrInvalidRequest, r.PromptWeighting)
 	}

@@ -18,7 +18,6 @@ import (
 	"fmt"
 	"log/slog"
 	"runtime"
-	"slices"
 	"strings"
 	"sync"
 
@@ -174,9 +173,8 @@ func Load(ctx context.Context, cfg Config) (_ *Pipeline, err error) {
 	case cfg.VAETile < -1 || cfg.VAETile == 1:
 		return nil, fmt.Errorf("Config.VAETile must be -1 (never tile), 0 (automatic) or at least 2 latent pixels, got %d", cfg.VAETile)
 	}
-	cfg.TimestepSpacing = strings.ToLower(strings.TrimSpace(cfg.TimestepSpacing))
-	if s := cfg.TimestepSpacing; s != "" && !slices.Contains(sampling.TimestepSpacings, s) {
-		return nil, fmt.Errorf("Config.TimestepSpacing must be empty (the model's) or one of %s, got %q", strings.Join(sampling.TimestepSpacings, ", "), s)
+	if cfg.TimestepSpacing, err = sampling.ParseTimestepSpacing(cfg.TimestepSpacing); err != nil {
+		return nil, fmt.Errorf("Config.TimestepSpacing: %w", err)
 	}
 	p := &Pipeline{cfg: cfg}
 	defer func() {

@@ -390,5 +390,5 @@ func TestTimestepSpacing(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, leading.Images[0], res.Images[0], "a request's own spacing wins")
 	_, err = Load(t.Context(), Config{Model: golden.Path("tiny-sdxl.safetensors"), Device: "cpu", TimestepSpacing: "spread"})
-	require.ErrorContains(t, err, `Config.TimestepSpacing must be empty (the model's) or one of leading, linspace, trailing, got "spread"`)
+	require.ErrorContains(t, err, `Config.TimestepSpacing: unknown timestep spacing "spread" (want leading, linspace, trailing)`)
 }

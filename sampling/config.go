@@ -38,6 +38,16 @@ type Config struct {
 // timestep_spacing).
 var TimestepSpacings = []string{"leading", "linspace", "trailing"}
 
+// ParseTimestepSpacing reads a spacing as a user wrote it (any case, spaces
+// around): one of TimestepSpacings, or "" for the model's own.
+func ParseTimestepSpacing(s string) (string, error) {
+	s = strings.ToLower(strings.TrimSpace(s))
+	if s != "" && !slices.Contains(TimestepSpacings, s) {
+		return "", fmt.Errorf("unknown timestep spacing %q (want %s)", s, strings.Join(TimestepSpacings, ", "))
+	}
+	return s, nil
+}
+
 // DefaultConfig is the SDXL base 1.0 scheduler configuration
 // (EulerDiscreteScheduler, scaled_linear betas 0.00085..0.012 over 1000
 // steps, leading spacing with steps_offset 1, epsilon prediction).

@@ -12,7 +12,6 @@ import (
 	"math/rand/v2"
 	"mime"
 	"net/http"
-	"slices"
 	"strconv"
 	"strings"
 	"unicode/utf8"
@@ -294,7 +293,7 @@ func (s *Server) buildJob(jr *jsonRequest, photos [][]byte) (*job, error) {
 	req := photomaker.Request{
 		Width: jr.Width, Height: jr.Height, Steps: jr.Steps, Guidance: max(0, o.Guidance), N: jr.N, // NoGuidance: 0 (off)
 		StyleStrength: photomaker.DefaultStyleStrength, TriggerWord: jr.TriggerWord,
-		Sampler: jr.Sampler, Karras: jr.Karras, RNG: jr.RNG, TimestepSpacing: strings.ToLower(strings.TrimSpace(jr.Spacing)),
+		Sampler: jr.Sampler, Karras: jr.Karras, RNG: jr.RNG,
 	}
 	if jr.Guidance != nil { // 0 as well: no guidance
 		req.Guidance = *jr.Guidance
@@ -340,8 +339,8 @@ func (s *Server) buildJob(jr *jsonRequest, photos [][]byte) (*job, error) {
 	if err := sampling.Known(req.Sampler); err != nil {
 		return nil, badRequest("%s", strings.TrimPrefix(err.Error(), "sampling: "))
 	}
-	if s := req.TimestepSpacing; s != "" && !slices.Contains(sampling.TimestepSpacings, s) {
-		return nil, badRequest("timestep_spacing must be %s, got %q", strings.Join(sampling.TimestepSpacings, ", "), jr.Spacing)
+	if req.TimestepSpacing, err = sampling.ParseTimestepSpacing(jr.Spacing); err != nil {
+		return nil, badRequest("timestep_spacing: %v", err)
 	}
 	switch {
 	case jr.Seed == nil || *jr.Seed == -1:

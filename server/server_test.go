@@ -225,7 +225,7 @@ func TestBadRequests(t *testing.T) {
 		{"bad number", plain.URL, with("steps", "many"), nil, 400, `field "steps": want a whole number`},
 		{"too many steps", plain.URL, with("steps", "100000"), nil, 400, "steps must be between 1 and 200"},
 		{"bad seed", plain.URL, with("seed", "-5"), nil, 400, "seed must be -1"},
-		{"bad spacing", plain.URL, with("timestep_spacing", "spread"), nil, 400, "timestep_spacing must be leading, linspace, trailing"},
+		{"bad spacing", plain.URL, with("timestep_spacing", "spread"), nil, 400, `timestep_spacing: unknown timestep spacing "spread" (want leading, linspace, trailing)`},
 		{"seed beyond JSON's exact numbers", plain.URL, with("seed", "9007199254740992"), nil, 400, "a whole number from 0 to 9007199254740991"},
 		{"bad strength", pm.URL, with("style_strength", "150"), [][]byte{face}, 400, "percentage"},
 		{"unknown field", plain.URL, with("widht", "64"), nil, 400, `unknown field "widht"`},

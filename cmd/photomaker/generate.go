@@ -93,7 +93,7 @@ func runGenerate(c *cli.Context) error {
 		Width: c.Int("width"), Height: c.Int("height"), Steps: c.Int("steps"), Guidance: reqGuidance,
 		PromptWeighting: strings.TrimPrefix(strings.ToLower(c.String("prompt-weighting")), "none"),
 		Sampler:         c.String("sampler"), Seed: c.Int64("seed"), RNG: c.String("rng"), N: c.Int("n"),
-		TimestepSpacing: strings.ToLower(strings.TrimSpace(c.String("timestep-spacing"))),
+		TimestepSpacing: c.String("timestep-spacing"),
 		TriggerWord:     c.String("trigger-word"), StyleStrength: reqStyle, NoMergeCap: c.Bool("no-merge-cap"),
 	}
 	if w := req.PromptWeighting; w != photomaker.WeightingNone && w != photomaker.WeightingA1111 {

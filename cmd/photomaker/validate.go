@@ -96,8 +96,8 @@ func samplingFlags(c *cli.Context) error {
 	if s := c.String("sampler"); s != "" && sampling.Known(s) != nil {
 		return usagef("unknown --sampler %q (want euler, euler_a, dpmpp_2m or ddim)", s)
 	}
-	if s := strings.ToLower(strings.TrimSpace(c.String("timestep-spacing"))); s != "" && !slices.Contains(sampling.TimestepSpacings, s) {
-		return usagef("unknown --timestep-spacing %q (want %s)", c.String("timestep-spacing"), strings.Join(sampling.TimestepSpacings, ", "))
+	if _, err := sampling.ParseTimestepSpacing(c.String("timestep-spacing")); err != nil {
+		return usagef("--timestep-spacing: %v", err)
 	}
 	if r := strings.TrimSpace(c.String("rng")); r != "" {
 		if _, err := rng.New(strings.ToLower(r), 0); err != nil {

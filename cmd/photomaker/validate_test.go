@@ -58,11 +58,11 @@ func TestArgumentsRefusedBeforeLoading(t *testing.T) {
 		// Mistyped names are usage errors, checked before anything loads.
 		{gen("--prompt", "x", "--sampler", "bogus"), 2, `unknown --sampler "bogus" (want euler, euler_a, dpmpp_2m or ddim)`},
 		{gen("--prompt", "x", "--rng", "bogus"), 2, `unknown --rng "bogus" (want torch-cuda or torch-cpu)`},
-		{gen("--prompt", "x", "--timestep-spacing", "spread"), 2, `unknown --timestep-spacing "spread" (want leading, linspace, trailing)`},
+		{gen("--prompt", "x", "--timestep-spacing", "spread"), 2, `--timestep-spacing: unknown timestep spacing "spread" (want leading, linspace, trailing)`},
 		{gen("--prompt", "x", "--type", "bogus"), 2, "--type: "},
 		{gen("--prompt", "x", "--type", "i32"), 2, `--type: weight type "i32": want f32, f16, bf16 or a block type`},
 		{[]string{"serve", "--model", model, "--type", "bogus"}, 2, "--type: "},
-		{[]string{"serve", "--model", model, "--timestep-spacing", "spread"}, 2, `unknown --timestep-spacing "spread"`},
+		{[]string{"serve", "--model", model, "--timestep-spacing", "spread"}, 2, `--timestep-spacing: unknown timestep spacing "spread"`},
 		{[]string{"serve", "--model", model, "--steps", "300"}, 2, "--steps must be 1 to --max-steps (200), got 300"},
 		{[]string{"serve", "--model", model, "--guidance", "NaN"}, 2, "--guidance must be a finite number"},
 		{[]string{"bench", "--random", "--type", "i32"}, 2, "--type: "},
