@@ -128,15 +128,23 @@ var ErrNotFinite = errors.New("the result is not finite")
 // finite checks one of n images' values (what names them) for NaN and
 // infinities.
 func finite(v []float32, what string, i, n int) error {
+	if allFinite(v) {
+		return nil
+	}
+	if n > 1 {
+		what += fmt.Sprintf(" of image %d", i+1)
+	}
+	return fmt.Errorf("%w: %s hold NaN or infinite values; the model's weights may be damaged (check the file against its source) or a LoRA scale too large", ErrNotFinite, what)
+}
+
+// allFinite reports whether v holds no NaN or infinity.
+func allFinite(v []float32) bool {
 	for _, x := range v {
 		if math.IsNaN(float64(x)) || math.IsInf(float64(x), 0) {
-			if n > 1 {
-				what += fmt.Sprintf(" of image %d", i+1)
-			}
-			return fmt.Errorf("%w: %s hold NaN or infinite values; the model's weights may be damaged (check the file against its source) or a LoRA scale too large", ErrNotFinite, what)
+			return false
 		}
 	}
-	return nil
+	return true
 }
 
 func (r *Request) fill() error {
@@ -226,10 +234,8 @@ func (r *Request) checkIDInputs() error {
 			return fmt.Errorf("%w: %d face embeddings for %d photos of %s: give one per photo", ErrInvalidRequest, len(embeds), len(imgs), strings.TrimSuffix(whose, "'s "))
 		}
 		for i, e := range embeds {
-			for _, v := range e {
-				if math.IsNaN(float64(v)) || math.IsInf(float64(v), 0) {
-					return fmt.Errorf("%w: %sface embedding %d holds NaN or infinite values", ErrInvalidRequest, whose, i+1)
-				}
+			if !allFinite(e) {
+				return fmt.Errorf("%w: %sface embedding %d holds NaN or infinite values", ErrInvalidRequest, whose, i+1)
 			}
 		}
 		return nil
