@@ -189,7 +189,7 @@ func (p *Pipeline) checkRequestInRAM(req *Request) error {
 		return nil
 	}
 	images := requestBytes(req.N, req.Width, req.Height)
-	b := p.weightBytes(p.policy) // from the headers: no weight is read
+	b := p.parts
 	cpu := p.rt.Device.IsCPU()
 	var work int64
 	switch {
@@ -221,10 +221,7 @@ func (p *Pipeline) checkRequestInRAM(req *Request) error {
 
 // sdxlSized reports a UNet at least as wide as the one cpuStepBytes was
 // measured on.
-func (p *Pipeline) sdxlSized() bool {
-	cfg, err := unet.Infer(p.model.Tensors, "unet.")
-	return err == nil && len(cfg.BlockOutChannels) > 0 && cfg.BlockOutChannels[0] >= planMinChannels
-}
+func (p *Pipeline) sdxlSized() bool { return p.unetWidth > 0 && p.unetWidth >= planMinChannels }
 
 // deviceMemory is the free memory of rt's device, ok=false for the CPU
 // (whose RAM is checked as the weights load). Tests replace it.

@@ -140,6 +140,9 @@ type Pipeline struct {
 	scaling float32        // the VAE's scaling_factor
 	vram    string         // the VRAM mode in use ("" on the CPU)
 	policy  nn.TypePolicy  // how weights are stored (encoders reload with it)
+	parts   partBytes      // the parts' weight bytes under policy, sized once by Load
+	// unetWidth is the UNet's first level's channels (0 if it has none).
+	unetWidth int
 	// kind and device, set once by Load, answer Kind and Device without
 	// the lock (a Generate holds it for minutes) and after Close.
 	kind, device string
@@ -247,6 +250,10 @@ func Load(ctx context.Context, cfg Config) (_ *Pipeline, err error) {
 		return nil, err
 	}
 	p.policy = policy
+	p.parts = p.weightBytes(policy)
+	if cfg, err := unet.Infer(p.model.Tensors, "unet."); err == nil && len(cfg.BlockOutChannels) > 0 {
+		p.unetWidth = cfg.BlockOutChannels[0] // else Load reports the UNet
+	}
 	p.rt, err = nn.NewRuntime(cfg.Device, cfg.Threads)
 	if err != nil {
 		return nil, err

@@ -127,15 +127,10 @@ func (p *Pipeline) memoryUse() MemoryUse {
 	if p.rt.Device != p.rt.CPU {
 		m.HostCompute = p.rt.Sched.BufferSize(p.rt.CPU)
 	}
-	policy, err := weightPolicy(p.cfg.WeightType)
-	if err != nil {
-		return m
-	}
 	cpu := p.rt.Device.IsCPU()
-	parts := p.weightBytes(policy)
-	m.Weights = parts.onDevice(cpu, p.unet != nil, p.vram, p.text != nil && (cpu || p.encRT == p.rt))
+	m.Weights = p.parts.onDevice(cpu, p.unet != nil, p.vram, p.text != nil && (cpu || p.encRT == p.rt))
 	if p.unet != nil && p.unet.CrossKVFreed() {
-		m.Weights -= parts.unetCrossKV
+		m.Weights -= p.parts.unetCrossKV
 	}
 	return m
 }
