@@ -77,7 +77,7 @@ run)
 		export PHOTOMAKER_LIB_PATH="$PWD/$2"
 		"$CARRY/photomaker" devices >"$R/${1}devices.txt" 2>&1 || true
 		if [[ $steps == *" ops "* ]] && fits 30 "${1}ops"; then
-			(cd bindings/ggml && timeout "$(limit 120)" "../../$CARRY/ggml.test" -test.run 'TestGPUMatchesCPU|TestStateUpdatesInPlace|TestBackendLogsReachLogger' -test.v) >"$R/${1}ops.txt" 2>&1 || true
+			(cd bindings/ggml && timeout "$(limit 120)" "../../$CARRY/ggml.test" -test.run 'TestGPUMatchesCPU|TestStateUpdatesInPlace|TestWeightOpsRunOnDevice|TestBackendLogsReachLogger' -test.v) >"$R/${1}ops.txt" 2>&1 || true
 		fi
 		if [[ $steps == *" e2e "* && -f testdata/tiny-sdxl.safetensors ]] && fits 30 "${1}e2e"; then
 			(cd photomaker && timeout "$(limit 120)" "../$CARRY/photomaker.test" -test.run 'TestEndToEndOnGPU' -test.v) >"$R/${1}e2e.txt" 2>&1 || true

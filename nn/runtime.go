@@ -39,6 +39,7 @@ type Runtime struct {
 	computed         atomic.Int64 // FLOPs of the graphs computed (ComputedFLOPs)
 	warnMu           sync.Mutex
 	warned           map[string]bool // ops already reported as running on the CPU
+	cpuPlaced        float64         // the largest share of a GPU graph's arithmetic placed on the CPU
 }
 
 // cpuSoftmaxUpTo bounds the score matrices the CPU computes at once
@@ -117,6 +118,7 @@ type Graph struct {
 	// SetReplay). Leave it off for graphs that stream weights.
 	Replay bool
 	flops  int64 // FLOPs
+	placed bool  // its placement was checked (checkPlacement)
 }
 
 // Prepare builds a graph with build; its outputs are read as float32.
@@ -226,7 +228,41 @@ func (g *Graph) Compute(ctx context.Context) error {
 		return err
 	}
 	g.rt.computed.Add(g.FLOPs())
+	if !g.placed {
+		g.placed = true
+		g.rt.checkPlacement(g)
+	}
 	return nil
+}
+
+// checkPlacement warns, once per runtime, when the scheduler placed more
+// than 1 % of a GPU graph's arithmetic on the CPU: still right, but many
+// times slower (ops on weights it did not see as weights, ops it offloads
+// to the GPU only in batches of 32 rows or more when their weights stream
+// from host memory).
+func (r *Runtime) checkPlacement(g *Graph) {
+	if r.Device == r.CPU || g.flops == 0 {
+		return
+	}
+	share := float64(r.Sched.FLOPsOn(g.g, r.CPU)) / float64(g.flops)
+	if share <= 0.01 {
+		return
+	}
+	r.warnMu.Lock()
+	defer r.warnMu.Unlock()
+	if r.cpuPlaced <= 0.01 {
+		slog.Warn("the CPU computes part of a GPU graph's products (slow); please report it with the command you ran",
+			"device", r.Device.Dev.Name, "share", fmt.Sprintf("%.1f%%", 100*share))
+	}
+	r.cpuPlaced = max(r.cpuPlaced, share)
+}
+
+// CPUPlacedShare is the largest share of one GPU graph's arithmetic that
+// the scheduler placed on the CPU so far (checkPlacement); 0 on the CPU.
+func (r *Runtime) CPUPlacedShare() float64 {
+	r.warnMu.Lock()
+	defer r.warnMu.Unlock()
+	return r.cpuPlaced
 }
 
 // Reserve sizes the scheduler's compute buffers for this graph without

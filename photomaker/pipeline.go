@@ -422,6 +422,17 @@ func (p *Pipeline) CPUFallbacks() []string {
 	return p.rt.CPUFallbacks()
 }
 
+// CPUPlacedShare is the largest share of a GPU graph's arithmetic that the
+// CPU computed (slowly) in the graphs computed so far; 0 on the CPU.
+func (p *Pipeline) CPUPlacedShare() float64 {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.rt == nil {
+		return 0
+	}
+	return p.rt.CPUPlacedShare()
+}
+
 // Close frees device memory and files. It waits for a running Generate.
 func (p *Pipeline) Close() error {
 	p.mu.Lock()

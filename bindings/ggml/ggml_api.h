@@ -254,6 +254,8 @@ size_t ggml_backend_buft_get_alloc_size(ggml_backend_buffer_type_t buft, const s
 void * ggml_backend_buffer_get_base(ggml_backend_buffer_t buffer);
 enum ggml_status ggml_backend_tensor_alloc(ggml_backend_buffer_t buffer, struct ggml_tensor * tensor, void * addr);
 void ggml_backend_buffer_set_usage(ggml_backend_buffer_t buffer, enum ggml_backend_buffer_usage usage);
+enum ggml_backend_buffer_usage ggml_backend_buffer_get_usage(ggml_backend_buffer_t buffer);
+enum ggml_status ggml_backend_view_init(struct ggml_tensor * tensor);
 void ggml_backend_tensor_set(struct ggml_tensor * t, const void * data, size_t offset, size_t size);
 void ggml_backend_tensor_get(const struct ggml_tensor * t, void * data, size_t offset, size_t size);
 void ggml_backend_tensor_copy(struct ggml_tensor * src, struct ggml_tensor * dst);
@@ -271,6 +273,7 @@ int ggml_backend_sched_get_n_splits(ggml_backend_sched_t sched);
 size_t ggml_backend_sched_get_buffer_size(ggml_backend_sched_t sched, ggml_backend_t backend);
 size_t ggml_backend_sched_get_attempted_buffer_size(ggml_backend_sched_t sched, ggml_backend_t backend);
 void ggml_backend_sched_set_tensor_backend(ggml_backend_sched_t sched, struct ggml_tensor * node, ggml_backend_t backend);
+ggml_backend_t ggml_backend_sched_get_tensor_backend(ggml_backend_sched_t sched, struct ggml_tensor * node);
 // Called with ask=true to learn whether the caller wants node t (the
 // scheduler then computes up to t alone and synchronizes), then with
 // ask=false once t is computed; returning false there stops the graph.

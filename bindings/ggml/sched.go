@@ -93,8 +93,12 @@ func (s *Scheduler) Reserve(g *Graph) error {
 	return s.allocate(g)
 }
 
-// allocate gives g's tensors compute memory (after forgetStale).
+// allocate gives g's tensors compute memory (after forgetStale). Sizing
+// (checkMemory) left g's operands pointing at the sizer's copies of split
+// inputs, which this scheduler never fills: they are restored first, or
+// every input a GPU reads from the CPU would be read as garbage.
 func (s *Scheduler) allocate(g *Graph) error {
+	g.restoreSources()
 	C.ggml_backend_sched_reset(s.p)
 	if !C.ggml_backend_sched_alloc_graph(s.p, g.p) {
 		return s.oomError("allocate")
@@ -149,6 +153,24 @@ func (s *Scheduler) SetReplay(on bool) {
 	}
 	C.ggml_backend_sched_set_batch_size(s.p, C.int(n))
 	C.ggml_backend_sched_set_batch_size(s.sizer, C.int(n)) // the same splits
+}
+
+// FLOPsOn is the arithmetic (Graph.FLOPs) of g's nodes that the scheduler
+// placed on backend b when it last allocated g, or 0 if another graph was
+// allocated since. A GPU graph whose products land on the CPU (an op on
+// weights the scheduler did not see, a kernel the GPU lacks) still computes
+// right but many times slower, so runtimes check it.
+func (s *Scheduler) FLOPsOn(g *Graph, b *Backend) int64 {
+	if s.allocated != g {
+		return 0
+	}
+	var n int64
+	for i := range g.Nodes() {
+		if t := g.Node(i); C.ggml_backend_sched_get_tensor_backend(s.p, t.p) == b.p {
+			n += t.flops()
+		}
+	}
+	return n
 }
 
 // Splits returns how many backend splits the last graph needed (1 = all on

@@ -131,6 +131,7 @@ type benchResult struct {
 	DeviceUsedPeak    int64     `json:"device_used_peak_bytes,omitempty"`
 	StepProfile       []opShare `json:"unet_step_profile,omitempty"`
 	DecodeProfile     []opShare `json:"vae_decode_profile,omitempty"`
+	CPUPlacedShare    float64   `json:"cpu_placed_share,omitempty"`
 	Warnings          []string  `json:"warnings,omitempty"`
 }
 
@@ -269,6 +270,7 @@ func runBench(c *cli.Context) error {
 	if sampler != nil {
 		res.DeviceUsedPeak = sampler.stop()
 	}
+	res.CPUPlacedShare = p.CPUPlacedShare()
 	res.Warnings = benchWarnings(res, p.CPUFallbacks())
 	res.PeakRSSBytes, res.CPUSeconds = peakRSS()
 	res.CPUSeconds -= cpu0
@@ -303,6 +305,9 @@ func benchWarnings(res *benchResult, fallbacks []string) []string {
 	var out []string
 	if len(fallbacks) > 0 {
 		out = append(out, "the GPU backend has no kernel for "+strings.Join(fallbacks, ", ")+": the CPU computed those ops")
+	}
+	if res.CPUPlacedShare > 0 {
+		out = append(out, fmt.Sprintf("the CPU computed %.1f%% of a GPU graph's products: a bug, please report it", 100*res.CPUPlacedShare))
 	}
 	onCPU := strings.EqualFold(res.Device, "cpu")
 	if simd := ggml.MissingSIMD(); simd != "" && (onCPU || res.VRAM == photomaker.VRAMLow || res.VRAM == photomaker.VRAMStream) {

@@ -122,4 +122,6 @@ func TestBenchWarnings(t *testing.T) {
 			"ggml was compiled without its repacked q4_0 CPU products (about 1.6× faster): build with make")
 	}
 	require.Empty(t, benchWarnings(&benchResult{Device: "CUDA0", Type: "q4_K"}, nil), "the GPU multiplies q4_K itself")
+	require.Equal(t, []string{"the CPU computed 37.5% of a GPU graph's products: a bug, please report it"},
+		benchWarnings(&benchResult{Device: "CUDA0", Type: "f16", CPUPlacedShare: 0.375}, nil))
 }
