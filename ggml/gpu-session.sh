@@ -96,28 +96,35 @@ run)
 		echo "$g"
 	}
 	# benches PREFIX LIBDIR DEVICE SPECS: type:side:steps[:extra flags,
-	# comma-separated]; a type gguf-T benches the GGUF of type T (see gguf).
+	# comma-separated; NAME=value among them sets the environment, e.g.
+	# GGML_CUDA_DISABLE_GRAPHS=1]; a type gguf-T benches the GGUF of type T
+	# (see gguf).
 	benches() {
 		export PHOTOMAKER_LIB_PATH="$PWD/$2"
 		[[ $steps == *" bench "* ]] || return 0
 		for spec in $4; do
 			IFS=: read -r typ side n extra <<<"$spec"
-			name="${1}bench-$typ-$side${extra:+-$(tr -cd 'a-z0-9' <<<"$extra")}"
+			name="${1}bench-$typ-$side${extra:+-$(tr -cd 'A-Za-z0-9' <<<"$extra")}"
 			fits "${BENCH_TIME:-60}" "$name" || continue
 			weights=(--random --type "$typ")
 			if [[ $typ == gguf-* ]]; then
 				g=$(gguf "${typ#gguf-}") || { echo "skipped $name: no GGUF" >>"$R/skipped.txt"; continue; }
 				weights=(--model "$g" --type "${typ#gguf-}")
 			fi
-			# shellcheck disable=SC2046 # the extra flags are meant to split
-			timeout "$(limit "${BENCH_TIMEOUT:-180}")" "$CARRY/photomaker" bench "${weights[@]}" --device "$3" --width "$side" --height "$side" \
-				--steps "$n" --cache-dir "$PWD/build/random" --json $(tr , ' ' <<<"$extra") >"$R/$name.json" 2>"$R/$name.err" || true
+			envs=() flags=()
+			for tok in $(tr , ' ' <<<"$extra"); do
+				if [[ $tok =~ ^[A-Z_][A-Z0-9_]*= ]]; then envs+=("$tok"); else flags+=("$tok"); fi
+			done
+			timeout "$(limit "${BENCH_TIMEOUT:-180}")" env "${envs[@]}" "$CARRY/photomaker" bench "${weights[@]}" --device "$3" --width "$side" --height "$side" \
+				--steps "$n" --cache-dir "$PWD/build/random" --json "${flags[@]}" >"$R/$name.json" 2>"$R/$name.err" || true
 		done
 	}
 	# Order by worth, in case the deadline comes first: CUDA's checks, the
-	# headline bench, the memory targets, the other CUDA benches, then
-	# ggml-vulkan over the NVIDIA driver (when prepared).
-	specs=(${BENCH:-f16:1024:20:--profile,--runs=3 f16:1024:20:--vae-f16,--runs=3 bf16:1024:20 gguf-q4_K:1024:20 f16:1024:20:--f16-accum gguf-q4_K:1024:20:--vram=low gguf-q4_K:1024:20:--quantize-convs f16:1024:20:--vram=stream f16:512:20 q8_0:1024:20})
+	# headline bench, stream mode (fixed in session 19, unmeasured), CUDA
+	# graphs off (does their capture, repeated each request, pay?), the
+	# memory targets, the other CUDA benches, then ggml-vulkan over the
+	# NVIDIA driver (when prepared).
+	specs=(${BENCH:-f16:1024:20:--profile,--runs=3 f16:1024:20:--vae-f16,--runs=3 f16:1024:20:--vram=stream f16:1024:20:--vae-f16,--runs=3,GGML_CUDA_DISABLE_GRAPHS=1 gguf-q4_K:1024:20 gguf-q4_K:1024:20:--vram=low f16:512:20 bf16:1024:20 f16:1024:20:--f16-accum gguf-q4_K:1024:20:--quantize-convs q8_0:1024:20})
 	checks "" "$CARRY/lib"
 	benches "" "$CARRY/lib" cuda "${specs[*]}"
 	if [[ $steps == *" vulkan "* && -d $CARRY/vulkan ]]; then
@@ -144,12 +151,14 @@ run)
 	for f in "$R"/*bench-*.json; do
 		[ -s "$f" ] || { echo "$(basename "$f" .json): no result"; continue; }
 		awk -v n="$(basename "$f" .json)" -F': ' '
-			/^  "(load_seconds|unet_step_seconds|warm_unet_step_seconds|unet_step_tflop|vae_seconds|vae_tflop_per_s|generate_seconds|warm_generate_seconds|peak_device_bytes|device_used_peak_bytes)"/ {
+			/^  "(load_seconds|unet_step_seconds|warm_unet_step_seconds|unet_step_tflop|vae_seconds|vae_tflop_per_s|generate_seconds|warm_generate_seconds|peak_device_bytes|device_used_peak_bytes|warm_encode_seconds|warm_first_step_seconds|warm_vae_seconds|warm_other_seconds|cpu_placed_share)"/ {
 				k = $1; gsub(/[ ",]/, "", k); v = $2; gsub(/[ ,]/, "", v); a[k] = v }
 			END { step = a["warm_unet_step_seconds"] > 0 ? a["warm_unet_step_seconds"] : a["unet_step_seconds"]
 				printf "%-44s load %6.2f s  step %7.4f s (warm %7.4f, %5.1f TFLOP/s)  vae %6.3f s (%5.1f TFLOP/s)  generate %6.2f s (warm %6.2f)  peak %5.2f GiB (card %5.2f)\n",
 				n, a["load_seconds"], a["unet_step_seconds"], a["warm_unet_step_seconds"], (step > 0 ? a["unet_step_tflop"] / step : 0), a["vae_seconds"], a["vae_tflop_per_s"], a["generate_seconds"],
-				a["warm_generate_seconds"], a["peak_device_bytes"] / 2^30, a["device_used_peak_bytes"] / 2^30 }' "$f"
+				a["warm_generate_seconds"], a["peak_device_bytes"] / 2^30, a["device_used_peak_bytes"] / 2^30
+				if (a["warm_generate_seconds"] > 0) printf "%-44s warm: encode %.3f s, first step %.3f s, VAE %.3f s, other %.3f s\n", "", a["warm_encode_seconds"], a["warm_first_step_seconds"], a["warm_vae_seconds"], a["warm_other_seconds"]
+				if (a["cpu_placed_share"] > 0) printf "%-44s CPU computed %.1f%% of a GPU graph'"'"'s products\n", "", 100 * a["cpu_placed_share"] }' "$f"
 	done >"$R/summary.txt" 2>&1 || true
 	tail -n 4 "$R"/*.txt "$R"/*.err 2>/dev/null | cut -c1-400 | head -120
 	cat "$R/summary.txt"

@@ -120,19 +120,25 @@ type benchResult struct {
 	Runs              int       `json:"runs"`
 	WarmGenerateS     float64   `json:"warm_generate_seconds,omitempty"`
 	WarmUNetStepS     float64   `json:"warm_unet_step_seconds,omitempty"`
-	TotalSeconds      float64   `json:"total_seconds"`
-	CPUSeconds        float64   `json:"cpu_seconds"`
-	PeakRSSBytes      int64     `json:"peak_rss_bytes"`
-	RSSFileBytes      int64     `json:"rss_file_bytes,omitempty"`
-	PeakDeviceBytes   int64     `json:"peak_device_bytes"`
-	DeviceWeights     int64     `json:"device_weights_bytes"`
-	DeviceCompute     int64     `json:"device_compute_bytes"`
-	HostCompute       int64     `json:"host_compute_bytes,omitempty"`
-	DeviceUsedPeak    int64     `json:"device_used_peak_bytes,omitempty"`
-	StepProfile       []opShare `json:"unet_step_profile,omitempty"`
-	DecodeProfile     []opShare `json:"vae_decode_profile,omitempty"`
-	CPUPlacedShare    float64   `json:"cpu_placed_share,omitempty"`
-	Warnings          []string  `json:"warnings,omitempty"`
+	// Where a warm run's time goes (medians over the warm runs): what
+	// recurs per request beyond the steps.
+	WarmEncodeS     float64   `json:"warm_encode_seconds,omitempty"`
+	WarmFirstStepS  float64   `json:"warm_first_step_seconds,omitempty"` // graph allocation and CUDA graph capture included
+	WarmVAES        float64   `json:"warm_vae_seconds,omitempty"`
+	WarmOtherS      float64   `json:"warm_other_seconds,omitempty"` // generate less encode, steps and decodes
+	TotalSeconds    float64   `json:"total_seconds"`
+	CPUSeconds      float64   `json:"cpu_seconds"`
+	PeakRSSBytes    int64     `json:"peak_rss_bytes"`
+	RSSFileBytes    int64     `json:"rss_file_bytes,omitempty"`
+	PeakDeviceBytes int64     `json:"peak_device_bytes"`
+	DeviceWeights   int64     `json:"device_weights_bytes"`
+	DeviceCompute   int64     `json:"device_compute_bytes"`
+	HostCompute     int64     `json:"host_compute_bytes,omitempty"`
+	DeviceUsedPeak  int64     `json:"device_used_peak_bytes,omitempty"`
+	StepProfile     []opShare `json:"unet_step_profile,omitempty"`
+	DecodeProfile   []opShare `json:"vae_decode_profile,omitempty"`
+	CPUPlacedShare  float64   `json:"cpu_placed_share,omitempty"`
+	Warnings        []string  `json:"warnings,omitempty"`
 }
 
 func runBench(c *cli.Context) error {
@@ -396,7 +402,7 @@ func opShares(prof *ggml.OpProfile, n int) []opShare {
 // generate time and UNet step of those runs: on a GPU the first run also
 // pays for loading kernels, creating library handles and capturing graphs.
 func warmRuns(ctx context.Context, p *photomaker.Pipeline, req photomaker.Request, res *benchResult) error {
-	var gens, steps []float64
+	var gens, steps, encodes, firsts, vaes, others []float64
 	for range res.Runs - 1 {
 		var events eventLog
 		req.Progress = events.add
@@ -405,12 +411,23 @@ func warmRuns(ctx context.Context, p *photomaker.Pipeline, req photomaker.Reques
 		if err != nil {
 			return err
 		}
-		gens = append(gens, (time.Since(t0) - out.LoadTime).Seconds())
+		gen := (time.Since(t0) - out.LoadTime).Seconds()
+		gens = append(gens, gen)
 		var run benchResult
 		stageTimes(&run, events.events)
 		steps = append(steps, run.UNetStepsSeconds...)
+		if len(run.UNetStepsSeconds) == 0 {
+			continue
+		}
+		encodes, firsts, vaes = append(encodes, run.EncodeSeconds), append(firsts, run.UNetStepsSeconds[0]), append(vaes, run.VAESeconds)
+		other := gen - run.EncodeSeconds - float64(res.Batch)*run.VAESeconds
+		for _, st := range run.UNetStepsSeconds {
+			other -= st
+		}
+		others = append(others, other)
 	}
 	res.WarmGenerateS, res.WarmUNetStepS = median(gens), median(steps)
+	res.WarmEncodeS, res.WarmFirstStepS, res.WarmVAES, res.WarmOtherS = median(encodes), median(firsts), median(vaes), median(others)
 	return nil
 }
 
@@ -670,6 +687,7 @@ func printBench(w io.Writer, r *benchResult) error {
 			note += " at " + flopRate(r.UNetStepTFLOP/r.WarmUNetStepS)
 		}
 		row("generate, warm", sec(r.WarmGenerateS), note)
+		row("", "", fmt.Sprintf("of which encode %.3f s, first step %.3f s, VAE %.3f s, other %.3f s", r.WarmEncodeS, r.WarmFirstStepS, r.WarmVAES, r.WarmOtherS))
 	}
 	row("total", sec(r.TotalSeconds), fmt.Sprintf("load + generate (CPU time %.1f s)", r.CPUSeconds))
 	row("peak RSS", ggml.HumanBytes(r.PeakRSSBytes), fmt.Sprintf("(mapped model files now: %s)", ggml.HumanBytes(r.RSSFileBytes)))

@@ -40,6 +40,13 @@ func TestBenchRandomTiny(t *testing.T) {
 	require.Nil(t, r["unet_step_profile"], "only with --profile")
 	require.Equal(t, 2.0, r["runs"])
 	require.Greater(t, r["warm_generate_seconds"], r["warm_unet_step_seconds"].(float64)*2, "two steps and more")
+	// One warm run: its parts are its own, disjoint, and leave out its second step.
+	parts := 0.0
+	for _, k := range []string{"warm_encode_seconds", "warm_first_step_seconds", "warm_vae_seconds", "warm_other_seconds"} {
+		require.Greater(t, r[k], 0.0, k)
+		parts += r[k].(float64)
+	}
+	require.Less(t, parts, r["warm_generate_seconds"])
 	files, err := filepath.Glob(filepath.Join(cache, "*.safetensors"))
 	require.NoError(t, err)
 	require.Len(t, files, 2)
