@@ -237,16 +237,29 @@ func (g *Graph) Compute(ctx context.Context) error {
 
 // checkPlacement warns, once per runtime, when the scheduler placed more
 // than 1 % of a GPU graph's arithmetic on the CPU: still right, but many
-// times slower (ops on weights it did not see as weights, ops it offloads
-// to the GPU only in batches of 32 rows or more when their weights stream
-// from host memory).
+// times slower (ops on weights it did not see as weights). Products of
+// fewer than 32 rows on weights in host memory (--vram stream) stay on the
+// CPU by ggml's rule for offloading, as in llama.cpp; only tiny images have
+// large ones (the UNet's deepest level at 128²), so they are not counted.
 func (r *Runtime) checkPlacement(g *Graph) {
 	if r.Device == r.CPU || g.flops == 0 {
 		return
 	}
-	share := float64(r.Sched.FLOPsOn(g.g, r.CPU)) / float64(g.flops)
+	var onCPU []*ggml.Tensor
+	var flops int64
+	for _, t := range r.Sched.ProductsOn(g.g, r.CPU) {
+		if t.Op() == "MUL_MAT" && t.Ne(1) < 32 {
+			continue
+		}
+		onCPU = append(onCPU, t)
+		flops += t.FLOPs()
+	}
+	share := float64(flops) / float64(g.flops)
 	if share <= 0.01 {
 		return
+	}
+	for _, t := range onCPU {
+		slog.Debug("product placed on the CPU", "op", t.Op(), "name", t.Name(), "shape", t.Shape(), "operand", t.Src(0).Shape(), "flops", t.FLOPs())
 	}
 	r.warnMu.Lock()
 	defer r.warnMu.Unlock()

@@ -193,7 +193,7 @@ func FindDevice(name string) (Device, error) {
 	want := strings.ToLower(strings.TrimSpace(name))
 	if want == "" || want == "auto" {
 		for _, d := range devs {
-			if d.Type == DeviceGPU || d.Type == DeviceIGPU {
+			if (d.Type == DeviceGPU || d.Type == DeviceIGPU) && d.Library != virtualGPULibrary {
 				return d, nil
 			}
 		}

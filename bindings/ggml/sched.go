@@ -161,16 +161,27 @@ func (s *Scheduler) SetReplay(on bool) {
 // weights the scheduler did not see, a kernel the GPU lacks) still computes
 // right but many times slower, so runtimes check it.
 func (s *Scheduler) FLOPsOn(g *Graph, b *Backend) int64 {
-	if s.allocated != g {
-		return 0
-	}
 	var n int64
-	for i := range g.Nodes() {
-		if t := g.Node(i); C.ggml_backend_sched_get_tensor_backend(s.p, t.p) == b.p {
-			n += t.flops()
-		}
+	for _, t := range s.ProductsOn(g, b) {
+		n += t.FLOPs()
 	}
 	return n
+}
+
+// ProductsOn lists g's products, convolutions and attentions (the nodes
+// Graph.FLOPs counts) that the scheduler placed on backend b when it last
+// allocated g; none if another graph was allocated since.
+func (s *Scheduler) ProductsOn(g *Graph, b *Backend) []*Tensor {
+	if s.allocated != g {
+		return nil
+	}
+	var out []*Tensor
+	for i := range g.Nodes() {
+		if t := g.Node(i); t.FLOPs() > 0 && C.ggml_backend_sched_get_tensor_backend(s.p, t.p) == b.p {
+			out = append(out, t)
+		}
+	}
+	return out
 }
 
 // Splits returns how many backend splits the last graph needed (1 = all on

@@ -395,14 +395,14 @@ func (g *Graph) Node(i int) *Tensor { return &Tensor{p: C.ggml_graph_node(g.p, C
 func (g *Graph) FLOPs() int64 {
 	var n int64
 	for i := range g.Nodes() {
-		n += g.Node(i).flops()
+		n += g.Node(i).FLOPs()
 	}
 	return n
 }
 
-// flops is the arithmetic of node t if it is a product, a convolution or
+// FLOPs is the arithmetic of node t if it is a product, a convolution or
 // an attention (see Graph.FLOPs), else 0.
-func (t *Tensor) flops() int64 {
+func (t *Tensor) FLOPs() int64 {
 	a, b := t.Src(0), t.Src(1)
 	switch t.Op() {
 	case "MUL_MAT": // a [K, M, …] · b [K, N, B2, B3] → [M, N, B2, B3]
