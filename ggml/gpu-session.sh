@@ -14,8 +14,9 @@
 # build/cuda between calls), then runs the op suite, the end-to-end golden
 # (if testdata/ came along) and `photomaker bench --random` at the issue's
 # sizes. A call carries at most 64 MiB: slim moves testdata/ (52 MB) out of
-# the checkout, keeping only what TestEndToEndOnGPU reads with "slim e2e"
-# (about 34 MB); restore brings it back (see ggml/README.md). pack squeezes
+# the checkout, keeping only what TestEndToEndOnGPU and
+# TestGPUVariantsMatchCPU read with "slim e2e" (about 41 MB); restore brings
+# it back (see ggml/README.md). pack squeezes
 # .carry (40 MB) into .pack/carry.tgz (16 MB), which run unpacks: with
 # "slim e2e" everything fits one call.
 set -euo pipefail
@@ -80,7 +81,7 @@ run)
 			(cd bindings/ggml && timeout "$(limit 120)" "../../$CARRY/ggml.test" -test.run 'TestGPUMatchesCPU|TestStateUpdatesInPlace|TestWeightOpsRunOnDevice|TestBackendLogsReachLogger' -test.v) >"$R/${1}ops.txt" 2>&1 || true
 		fi
 		if [[ $steps == *" e2e "* && -f testdata/tiny-sdxl.safetensors ]] && fits 30 "${1}e2e"; then
-			(cd photomaker && timeout "$(limit 120)" "../$CARRY/photomaker.test" -test.run 'TestEndToEndOnGPU' -test.v) >"$R/${1}e2e.txt" 2>&1 || true
+			(cd photomaker && timeout "$(limit 120)" "../$CARRY/photomaker.test" -test.run 'TestEndToEndOnGPU|TestGPUVariantsMatchCPU' -test.v) >"$R/${1}e2e.txt" 2>&1 || true
 		fi
 	}
 	# gguf TYPE: the random weights (made by an earlier --random bench)
@@ -170,8 +171,8 @@ slim)
 	if [ "${2:-}" = e2e ]; then
 		mkdir -p testdata/golden testdata/photomaker testdata/faces
 		cp "$stash/tiny-sdxl.safetensors" testdata/
-		cp "$stash/photomaker/photomaker-v1-tiny.safetensors" testdata/photomaker/
-		cp "$stash/golden/e2e_v1.safetensors" testdata/golden/
+		cp "$stash/photomaker/photomaker-v1-tiny.safetensors" "$stash/photomaker/photomaker-v2-tiny.safetensors" testdata/photomaker/
+		cp "$stash/golden/e2e_v1.safetensors" "$stash/golden/id_encoder_v2.safetensors" testdata/golden/
 		cp "$stash/faces/astronaut_0.png" "$stash/faces/astronaut_1.png" testdata/faces/
 	fi
 	du -sh testdata 2>/dev/null || true

@@ -101,14 +101,7 @@ func absInt(x int) int {
 // (end-to-end 3e-2 after 8 steps), in every VRAM mode (low and stream also
 // split the work between the GPU and the CPU).
 func TestEndToEndOnGPU(t *testing.T) {
-	dev, err := ggml.FindDevice("auto")
-	device := "auto"
-	if err != nil || dev.Type == ggml.DeviceCPU {
-		// No GPU (CI): the virtual GPU takes a GPU's code paths (graph
-		// splits, copies of CPU inputs, weights streamed from RAM) and
-		// computes on the CPU.
-		dev, device = ggml.RegisterVirtualGPU(8<<30), "vgpu"
-	}
+	dev, device := gpuForTests()
 	for _, tc := range []struct {
 		weights  string
 		f16Accum bool
@@ -319,4 +312,70 @@ func TestOneShot(t *testing.T) {
 		Device: "cpu", WeightType: "f32", OneShot: true})
 	require.NoError(t, err)
 	p.Close()
+}
+
+// gpuForTests is the first GPU, or without one (CI) the virtual GPU, which
+// takes a GPU's code paths (graph splits, copies of CPU inputs, weights
+// streamed from RAM) and computes on the CPU; and the Config.Device that
+// names it.
+func gpuForTests() (ggml.Device, string) {
+	if dev, err := ggml.FindDevice("auto"); err == nil && dev.Type != ggml.DeviceCPU {
+		return dev, "auto"
+	}
+	return ggml.RegisterVirtualGPU(8 << 30), "vgpu"
+}
+
+// TestGPUVariantsMatchCPU runs requests whose graphs differ from the
+// golden's on the GPU (or the virtual GPU) and on the CPU: the v2 adapter,
+// two images per call, two people, no guidance (a batch of one in the
+// UNet), the VAE in tiles. The final latents agree within the fp16
+// tolerance, the pictures within a few levels, and nothing runs on the CPU.
+func TestGPUVariantsMatchCPU(t *testing.T) {
+	_, device := gpuForTests()
+	faces := e2eRequest(t, "e2e_v1").IDImages
+	emb := golden.Ref(t, "id_encoder_v2:id_embeds[:2]")
+	for _, tc := range []struct {
+		name, adapter string
+		edit          func(*Request)
+		vaeTile       int
+	}{
+		{"v2", "photomaker/photomaker-v2-tiny.safetensors", func(r *Request) { r.IDEmbeds = [][]float32{emb.Data[:512], emb.Data[512:1024]} }, 0},
+		{"two images", "photomaker/photomaker-v1-tiny.safetensors", func(r *Request) { r.N, r.InitialLatents, r.Seed = 2, nil, 7 }, 0},
+		{"two people", "photomaker/photomaker-v1-tiny.safetensors", func(r *Request) {
+			r.Prompt = "a photo of a man img and a woman img, sharp focus"
+			r.IDImages, r.People = nil, []Person{{Class: "man", Images: faces[:1]}, {Class: "woman", Images: faces[1:]}}
+		}, 0},
+		{"no guidance", "photomaker/photomaker-v1-tiny.safetensors", func(r *Request) { r.Guidance = NoGuidance }, 0},
+		{"VAE tiles", "photomaker/photomaker-v1-tiny.safetensors", func(r *Request) {}, 8},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var finals [2][][]float32
+			var images [2][]image.Image
+			for i, dev := range []string{"cpu", device} {
+				p := loadTinyWith(t, tc.adapter, func(c *Config) { c.Device, c.WeightType, c.VAETile = dev, "f16", tc.vaeTile })
+				p.testHookFinalLatents = func(l []float32) { finals[i] = append(finals[i], append([]float32(nil), l...)) }
+				req := e2eRequest(t, "e2e_v1")
+				req.Steps = 4
+				tc.edit(&req)
+				res, err := p.Generate(context.Background(), req)
+				require.NoError(t, err)
+				images[i] = res.Images
+				if dev != "cpu" {
+					require.Empty(t, p.CPUFallbacks())
+					require.Zero(t, p.CPUPlacedShare())
+				}
+			}
+			require.Len(t, finals[1], len(finals[0]))
+			for k := range finals[0] {
+				golden.AssertClose(t, fmt.Sprintf("%s: image %d's final latents, GPU vs CPU", tc.name, k), finals[1][k], finals[0][k], 3e-2, 0)
+				got, want := pixels(images[1][k]), pixels(images[0][k])
+				worst := 0
+				for i := range got {
+					worst = max(worst, absInt(int(got[i])-int(want[i])))
+				}
+				t.Logf("%s: image %d's pixels, GPU vs CPU: %d levels at most", tc.name, k, worst)
+				require.LessOrEqual(t, worst, 4, "image %d differs by %d levels", k, worst)
+			}
+		})
+	}
 }
