@@ -12,8 +12,8 @@ import (
 // most maxCols bytes. One im2col buffer for SDXL's VAE decoder at 1024²
 // would take gigabytes, and ggml's direct kernel is several times slower
 // than a matrix product (on a GPU it is a naive loop; the products go to
-// cuBLAS). The bands' products are added in place into one zeroed output
-// (ggml's ACC: every backend has it, unlike SET). A "same" 3×3 kernel of
+// cuBLAS). The bands' products are written into one zero-padded output
+// (placeBand). A "same" 3×3 kernel of
 // stride 1 runs by kernel row (see Conv2D): a third of the columns.
 func BandedConv2D(c *ggml.Context, w, x *ggml.Tensor, stride, pad int, maxCols int64) *ggml.Tensor {
 	kw, kh, cin, cout := w.Ne(0), w.Ne(1), w.Ne(2), w.Ne(3)
@@ -86,12 +86,24 @@ func im2colInput(c *ggml.Context, band *ggml.Tensor) *ggml.Tensor {
 
 // addBand places one band's product yb ([pixels, Cout], starting at output
 // pixel at) into the output y ([total, Cout]): the first band is padded
-// with zeros, later ones are added in place into those zeros.
+// with zeros, later ones are written over those zeros (placeBand).
 func addBand(c *ggml.Context, y, yb *ggml.Tensor, at, total int64) *ggml.Tensor {
 	if y == nil {
 		return c.Pad(yb, 0, int(total-yb.Ne(0)), 0, 0, 0, 0, 0, 0)
 	}
-	return c.AccInplace(y, yb, y.Nb(1), y.Nb(2), y.Nb(3), at*4)
+	return placeBand(c, y, yb, at*4)
+}
+
+// placeBand writes band yb over the zeros of y at byte offset (y's
+// strides): with SET where the backend has it (ggml-cuda's takes a
+// contiguous band), else by adding it in place (ACC, which every backend
+// has; ggml-cuda's rewrites all of y each time: 316 passes over the VAE
+// decoder's largest tensors at 1024²).
+func placeBand(c *ggml.Context, y, yb *ggml.Tensor, offset int64) *ggml.Tensor {
+	if c.BandsBySet() && yb.Contiguous() {
+		return c.SetInplace(y, yb, y.Nb(1), y.Nb(2), y.Nb(3), offset)
+	}
+	return c.AccInplace(y, yb, y.Nb(1), y.Nb(2), y.Nb(3), offset)
 }
 
 // UpsampleConv2D is a nearest 2× upsample of one image x [W, H, Cin, 1]
@@ -138,7 +150,7 @@ func UpsampleConv2D(c *ggml.Context, w, x *ggml.Tensor, maxCols int64) *ggml.Ten
 		if y == nil {
 			y = c.Pad(yb, 0, 0, 0, int(2*(H-n)), 0, 0, 0, 0)
 		} else {
-			y = c.AccInplace(y, yb, y.Nb(1), y.Nb(2), y.Nb(3), 2*r0*y.Nb(1))
+			y = placeBand(c, y, yb, 2*r0*y.Nb(1))
 		}
 	}
 	return y

@@ -47,8 +47,12 @@ func TestBandedConv2D(t *testing.T) {
 			for i, rows := range []int64{0, 1, 2, 3, 1000} { // 0: one output row per band
 				got := run(t, func(c *ggml.Context) *ggml.Tensor {
 					c.SetContiguousIm2Col(i%2 == 1) // bands as views, or copied as for Vulkan
+					c.SetBandsBySet(i >= 2)         // bands written (CUDA, CPU), or added into zeros (Vulkan)
 					y := BandedConv2D(c, kernel(c), c.InputF32(x, tc.w, tc.h, tc.cin, 1), s, p, rows*rowCols)
 					require.Equal(t, [4]int64{ow, (tc.h+2*tc.pad-tc.k)/tc.stride + 1, tc.cout, 1}, y.Shape())
+					if last := y.Src(0).Op(); rows < 3 {
+						require.Equal(t, map[bool]string{true: "SET", false: "ACC"}[i >= 2], last, "how the last band is placed")
+					}
 					return y
 				})
 				require.Len(t, got, len(want))

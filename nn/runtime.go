@@ -36,6 +36,7 @@ type Runtime struct {
 	CPUKernels bool
 
 	contiguousIm2Col bool         // the device's im2col cannot read views
+	bandsBySet       bool         // the device computes SET (ggml.Context.SetBandsBySet)
 	computed         atomic.Int64 // FLOPs of the graphs computed (ComputedFLOPs)
 	warnMu           sync.Mutex
 	warned           map[string]bool // ops already reported as running on the CPU
@@ -78,6 +79,7 @@ func NewRuntime(device string, threads int) (*Runtime, error) {
 		r.Attn = AttentionOptions{Flash: true, KVType: ggml.TypeF16}
 	}
 	r.contiguousIm2Col = !r.Device.Im2ColReadsViews()
+	r.bandsBySet = r.Device.SetsViews()
 	r.Sched, err = ggml.NewScheduler(backends, GraphSize)
 	if err != nil {
 		r.Close()
@@ -137,6 +139,7 @@ func (r *Runtime) prepare(build func(c *ggml.Context) []*ggml.Tensor, readBack b
 	gctx := ggml.NewContext(GraphSize*2, GraphSize)
 	gctx.SetF32Accumulation(r.F32Accumulation)
 	gctx.SetContiguousIm2Col(r.contiguousIm2Col)
+	gctx.SetBandsBySet(r.bandsBySet)
 	gctx.SetCPUKernels(r.UsesCPUKernels())
 	outs, err := safeBuild(gctx, build)
 	if err != nil {

@@ -282,6 +282,16 @@ func (b *Backend) Im2ColReadsViews() bool {
 	return b.Supports(c.Im2Col(c.NewTensor(TypeF32, 3, 3, 2, 1), band, 1, 1, 1, 0, 1, 1, TypeF32))
 }
 
+// SetsViews reports whether b computes ggml's SET on f32 (a band written
+// into a larger tensor), so that banded graphs write their bands instead
+// of adding them into zeros (Context.SetBandsBySet).
+func (b *Backend) SetsViews() bool {
+	c := NewContext(8, 0)
+	defer c.Free()
+	y := c.NewTensor(TypeF32, 4, 4)
+	return b.Supports(c.SetInplace(y, c.NewTensor(TypeF32, 4, 2), y.Nb(1), y.Nb(2), y.Nb(3), 2*y.Nb(1)))
+}
+
 // Unsupported counts, by op, the nodes of g that b cannot compute. A
 // scheduler quietly runs those on its CPU backend, copying their operands
 // back and forth: correct, but a GPU that lacks a kernel the models need

@@ -389,6 +389,14 @@ func (c *Context) AccInplace(a, b *Tensor, nb1, nb2, nb3, offset int64) *Tensor 
 	return c.wrap(C.ggml_acc_inplace(c.p, a.p, b.p, C.size_t(nb1), C.size_t(nb2), C.size_t(nb3), C.size_t(offset)))
 }
 
+// SetInplace writes b over the view of a at byte offset with strides
+// nb1..nb3 and returns a (as a node that depends on the write). Only the
+// view is touched, where ggml-cuda's ACC rewrites all of a; Vulkan and
+// Metal lack it (Backend.SetsViews).
+func (c *Context) SetInplace(a, b *Tensor, nb1, nb2, nb3, offset int64) *Tensor {
+	return c.wrap(C.ggml_set_inplace(c.p, a.p, b.p, C.size_t(nb1), C.size_t(nb2), C.size_t(nb3), C.size_t(offset)))
+}
+
 // Copy writes a into b and returns the result node.
 func (c *Context) Copy(a, b *Tensor) *Tensor { return c.wrap(C.ggml_cpy(c.p, a.p, b.p)) }
 

@@ -28,6 +28,8 @@ type Context struct {
 	contiguousIm2Col bool
 	// cpuKernels lets ops take our own CPU kernels (SetCPUKernels).
 	cpuKernels bool
+	// bandsBySet says the backend has SET (SetBandsBySet).
+	bandsBySet bool
 	// capacity is how many tensors the context can make: its headers, and
 	// with a graph the graph's nodes; room is what is left (see wrap).
 	capacity, room int
@@ -39,6 +41,15 @@ func (c *Context) SetContiguousIm2Col(on bool) { c.contiguousIm2Col = on }
 
 // ContiguousIm2Col is what SetContiguousIm2Col set.
 func (c *Context) ContiguousIm2Col() bool { return c.contiguousIm2Col }
+
+// SetBandsBySet tells graph builders on c that the backend computes SET
+// (Backend.SetsViews): a result made in bands is then assembled by writing
+// each band (SetInplace) rather than adding it into zeros (AccInplace),
+// which ggml-cuda does by rewriting the whole result for every band.
+func (c *Context) SetBandsBySet(on bool) { c.bandsBySet = on }
+
+// BandsBySet is what SetBandsBySet set.
+func (c *Context) BandsBySet() bool { return c.bandsBySet }
 
 // SetCPUKernels tells graph builders on c that the graph runs on the CPU
 // backend, so ops may take our own CPU kernels (cpu_*.c), which are
