@@ -102,6 +102,7 @@ func absInt(x int) int {
 // split the work between the GPU and the CPU).
 func TestEndToEndOnGPU(t *testing.T) {
 	dev, device := gpuForTests()
+	loose := f16SumsInF16(device)
 	for _, tc := range []struct {
 		weights  string
 		f16Accum bool
@@ -132,7 +133,11 @@ func TestEndToEndOnGPU(t *testing.T) {
 			_, err := p.Generate(context.Background(), e2eRequest(t, "e2e_v1"))
 			require.NoError(t, err)
 			what := fmt.Sprintf("final latents on %s (%s weights, f16 accumulation %v, VRAM %s)", dev.Name, tc.weights, tc.f16Accum, tc.vram)
-			golden.AssertClose(t, what, final, golden.Ref(t, "e2e_v1:final_latents").Data, tc.tol, 0)
+			tol := tc.tol
+			if loose {
+				tol = max(tol, 0.2)
+			}
+			golden.AssertClose(t, what, final, golden.Ref(t, "e2e_v1:final_latents").Data, tol, 0)
 			require.Empty(t, p.rt.CPUFallbacks(), "ops the GPU left to the CPU")
 			require.Zero(t, p.CPUPlacedShare(), "products the scheduler placed on the CPU")
 		})
@@ -325,6 +330,12 @@ func gpuForTests() (ggml.Device, string) {
 	return ggml.RegisterVirtualGPU(8 << 30), "vgpu"
 }
 
+// f16SumsInF16 says the device sums f16 products in f16, whatever the
+// graph asks: the virtual GPU on an ARM CPU with fp16 arithmetic, whose
+// ggml kernels it runs (0.04–0.07 off the kit after 8 steps, as
+// --f16-accum on CUDA). Such runs get --f16-accum's bound, 0.2.
+func f16SumsInF16(device string) bool { return device == "vgpu" && ggml.CPUSumsF16() }
+
 // TestGPUVariantsMatchCPU runs requests whose graphs differ from the
 // golden's on the GPU (or the virtual GPU) and on the CPU: the v2 adapter,
 // two images per call, two people, no guidance (a batch of one in the
@@ -332,6 +343,10 @@ func gpuForTests() (ggml.Device, string) {
 // tolerance, the pictures within a few levels, and nothing runs on the CPU.
 func TestGPUVariantsMatchCPU(t *testing.T) {
 	_, device := gpuForTests()
+	tol := 3e-2
+	if f16SumsInF16(device) {
+		tol = 0.2 // the pictures still agree within a level there
+	}
 	faces := e2eRequest(t, "e2e_v1").IDImages
 	emb := golden.Ref(t, "id_encoder_v2:id_embeds[:2]")
 	for _, tc := range []struct {
@@ -367,7 +382,7 @@ func TestGPUVariantsMatchCPU(t *testing.T) {
 			}
 			require.Len(t, finals[1], len(finals[0]))
 			for k := range finals[0] {
-				golden.AssertClose(t, fmt.Sprintf("%s: image %d's final latents, GPU vs CPU", tc.name, k), finals[1][k], finals[0][k], 3e-2, 0)
+				golden.AssertClose(t, fmt.Sprintf("%s: image %d's final latents, GPU vs CPU", tc.name, k), finals[1][k], finals[0][k], tol, 0)
 				got, want := pixels(images[1][k]), pixels(images[0][k])
 				worst := 0
 				for i := range got {
