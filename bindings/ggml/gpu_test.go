@@ -295,7 +295,7 @@ func TestWeightOpsRunOnDevice(t *testing.T) {
 			g.Expand(y)
 			s := schedulerOn(t, gpu, 64)
 			require.NoError(t, s.Compute(context.Background(), g))
-			require.Equal(t, g.FLOPs(), s.FLOPsOn(g, gpu), "every product on %s", gpu.Dev.Name)
+			require.Equal(t, g.FLOPs(), flopsOn(s, g, gpu), "every product on %s", gpu.Dev.Name)
 			got := y.Float32()
 			for _, i := range []int{0, 47, 48*63 + 5} {
 				o, n := i%48, i/48

@@ -341,7 +341,7 @@ func TestAllocateRestoresSources(t *testing.T) {
 // TestWeightViewsArePlaced: views of weights (kernel rows, reshaped
 // kernels) have their memory from the start, so that a scheduler sees the
 // weights behind the ops on them (placeWeightView); views of a graph's own
-// tensors wait for the allocator. FLOPsOn reports where the products ran.
+// tensors wait for the allocator. ProductsOn reports where the products ran.
 func TestWeightViewsArePlaced(t *testing.T) {
 	cpu := cpuBackend(t)
 	wctx := NewContext(1, 0)
@@ -374,7 +374,7 @@ func TestWeightViewsArePlaced(t *testing.T) {
 	s, err := NewScheduler([]*Backend{cpu}, 64)
 	require.NoError(t, err)
 	defer s.Close()
-	require.Zero(t, s.FLOPsOn(g, cpu), "not allocated yet")
+	require.Empty(t, s.ProductsOn(g, cpu), "not allocated yet")
 	require.NoError(t, s.Compute(context.Background(), g))
 	want := make([]float32, 6)
 	for n := range 2 {
@@ -385,8 +385,17 @@ func TestWeightViewsArePlaced(t *testing.T) {
 		}
 	}
 	require.Equal(t, want, y.Float32())
-	require.Equal(t, g.FLOPs(), s.FLOPsOn(g, cpu))
+	require.Equal(t, g.FLOPs(), flopsOn(s, g, cpu))
 	require.Equal(t, int64(2*4*6), g.FLOPs())
+}
+
+// flopsOn is the arithmetic of g's products that s placed on b.
+func flopsOn(s *Scheduler, g *Graph, b *Backend) int64 {
+	var n int64
+	for _, t := range s.ProductsOn(g, b) {
+		n += t.FLOPs()
+	}
+	return n
 }
 
 // TestComputeRefusesMoreThanRAM: a graph whose working memory exceeds the

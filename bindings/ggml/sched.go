@@ -155,22 +155,12 @@ func (s *Scheduler) SetReplay(on bool) {
 	C.ggml_backend_sched_set_batch_size(s.sizer, C.int(n)) // the same splits
 }
 
-// FLOPsOn is the arithmetic (Graph.FLOPs) of g's nodes that the scheduler
-// placed on backend b when it last allocated g, or 0 if another graph was
-// allocated since. A GPU graph whose products land on the CPU (an op on
-// weights the scheduler did not see, a kernel the GPU lacks) still computes
-// right but many times slower, so runtimes check it.
-func (s *Scheduler) FLOPsOn(g *Graph, b *Backend) int64 {
-	var n int64
-	for _, t := range s.ProductsOn(g, b) {
-		n += t.FLOPs()
-	}
-	return n
-}
-
 // ProductsOn lists g's products, convolutions and attentions (the nodes
 // Graph.FLOPs counts) that the scheduler placed on backend b when it last
-// allocated g; none if another graph was allocated since.
+// allocated g; none if another graph was allocated since. A GPU graph whose
+// products land on the CPU (ops on weights the scheduler did not see, a
+// kernel the GPU lacks) still computes right but many times slower, so
+// runtimes check it.
 func (s *Scheduler) ProductsOn(g *Graph, b *Backend) []*Tensor {
 	if s.allocated != g {
 		return nil

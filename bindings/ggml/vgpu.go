@@ -12,11 +12,11 @@ const virtualGPULibrary = "VGPU"
 
 // RegisterVirtualGPU adds the virtual GPU (vgpu.c) to ggml's devices, once
 // per process, with memory bytes of device memory (a later call changes
-// only the memory), and returns it; it computes with one thread per core: device "VGPU0", found by FindDevice
-// as "vgpu" (never as "auto"). It is for tests. It behaves towards ggml's
+// only the memory), and returns it: device "VGPU0", found by FindDevice as
+// "vgpu" (never as "auto"). It is for tests. It behaves towards ggml's
 // scheduler like a discrete GPU (device buffers, copies of CPU inputs,
-// offloading of ops on host weights) and computes on the CPU, so that CI,
-// which has no GPU, runs the code paths of one.
+// offloading of ops on host weights) and computes on the CPU, one thread
+// per core, so that CI, which has no GPU, runs the code paths of one.
 func RegisterVirtualGPU(memory uint64) Device {
 	p := C.pm_vgpu_register(C.size_t(memory), C.int(cpuinfo.Threads()))
 	for _, d := range Devices() {
@@ -34,6 +34,3 @@ func deviceProps(d Device) (name, description string, typ DeviceType, free, tota
 	C.ggml_backend_dev_get_props(d.p, &p)
 	return C.GoString(p.name), C.GoString(p.description), DeviceType(p._type), uint64(p.memory_free), uint64(p.memory_total)
 }
-
-// bufferIsHost says whether ggml takes b's memory for host memory.
-func (b *Buffer) isHost() bool { return b.p != nil && bool(C.ggml_backend_buffer_is_host(b.p)) }
