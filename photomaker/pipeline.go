@@ -308,6 +308,9 @@ func Load(ctx context.Context, cfg Config) (_ *Pipeline, err error) {
 	return p, nil
 }
 
+// encodersLoaded says whether the encoders a request runs are loaded.
+func (p *Pipeline) encodersLoaded() bool { return p.text != nil && (p.adapter == nil || p.id != nil) }
+
 // loadEncoders loads the text encoders and, with an adapter, the ID
 // encoder, unless they are loaded (ReleaseEncoders frees them).
 func (p *Pipeline) loadEncoders(ctx context.Context) error {

@@ -122,10 +122,14 @@ type benchResult struct {
 	WarmUNetStepS     float64   `json:"warm_unet_step_seconds,omitempty"`
 	// Where a warm run's time goes (medians over the warm runs): what
 	// recurs per request beyond the steps.
-	WarmEncodeS     float64   `json:"warm_encode_seconds,omitempty"`
-	WarmFirstStepS  float64   `json:"warm_first_step_seconds,omitempty"` // graph allocation and CUDA graph capture included
-	WarmVAES        float64   `json:"warm_vae_seconds,omitempty"`
-	WarmOtherS      float64   `json:"warm_other_seconds,omitempty"` // generate less encode, steps and decodes
+	WarmEncodeS    float64 `json:"warm_encode_seconds,omitempty"`
+	WarmFirstStepS float64 `json:"warm_first_step_seconds,omitempty"` // graph allocation and CUDA graph capture included
+	WarmVAES       float64 `json:"warm_vae_seconds,omitempty"`
+	WarmOtherS     float64 `json:"warm_other_seconds,omitempty"` // generate less encode, steps and decodes
+	// WarmLoadS is what a warm run spent loading again the parts the run
+	// before freed (OneShot, as generate runs: the encoders, the UNet); not
+	// part of its generate time.
+	WarmLoadS       float64   `json:"warm_load_seconds,omitempty"`
 	TotalSeconds    float64   `json:"total_seconds"`
 	CPUSeconds      float64   `json:"cpu_seconds"`
 	PeakRSSBytes    int64     `json:"peak_rss_bytes"`
@@ -401,8 +405,10 @@ func opShares(prof *ggml.OpProfile, n int) []opShare {
 // warmRuns generates req res.Runs-1 more times and records the median
 // generate time and UNet step of those runs: on a GPU the first run also
 // pays for loading kernels, creating library handles and capturing graphs.
+// Each run loads the parts the one before freed (OneShot), which counts as
+// loading (warm_load_seconds), not generating.
 func warmRuns(ctx context.Context, p *photomaker.Pipeline, req photomaker.Request, res *benchResult) error {
-	var gens, steps, encodes, firsts, vaes, others []float64
+	var gens, steps, encodes, firsts, vaes, others, loads []float64
 	for range res.Runs - 1 {
 		var events eventLog
 		req.Progress = events.add
@@ -412,7 +418,7 @@ func warmRuns(ctx context.Context, p *photomaker.Pipeline, req photomaker.Reques
 			return err
 		}
 		gen := (time.Since(t0) - out.LoadTime).Seconds()
-		gens = append(gens, gen)
+		gens, loads = append(gens, gen), append(loads, out.LoadTime.Seconds())
 		var run benchResult
 		stageTimes(&run, events.events)
 		steps = append(steps, run.UNetStepsSeconds...)
@@ -428,6 +434,7 @@ func warmRuns(ctx context.Context, p *photomaker.Pipeline, req photomaker.Reques
 	}
 	res.WarmGenerateS, res.WarmUNetStepS = median(gens), median(steps)
 	res.WarmEncodeS, res.WarmFirstStepS, res.WarmVAES, res.WarmOtherS = median(encodes), median(firsts), median(vaes), median(others)
+	res.WarmLoadS = median(loads)
 	return nil
 }
 
@@ -687,7 +694,7 @@ func printBench(w io.Writer, r *benchResult) error {
 			note += " at " + flopRate(r.UNetStepTFLOP/r.WarmUNetStepS)
 		}
 		row("generate, warm", sec(r.WarmGenerateS), note)
-		row("", "", fmt.Sprintf("of which encode %.3f s, first step %.3f s, VAE %.3f s, other %.3f s", r.WarmEncodeS, r.WarmFirstStepS, r.WarmVAES, r.WarmOtherS))
+		row("", "", fmt.Sprintf("of which encode %.3f s, first step %.3f s, VAE %.3f s, other %.3f s; loading again %.2f s apart", r.WarmEncodeS, r.WarmFirstStepS, r.WarmVAES, r.WarmOtherS, r.WarmLoadS))
 	}
 	row("total", sec(r.TotalSeconds), fmt.Sprintf("load + generate (CPU time %.1f s)", r.CPUSeconds))
 	row("peak RSS", ggml.HumanBytes(r.PeakRSSBytes), fmt.Sprintf("(mapped model files now: %s)", ggml.HumanBytes(r.RSSFileBytes)))
