@@ -62,24 +62,23 @@ type HeadsKV struct {
 }
 
 // SplitKV splits k and v [C, Nk, B] into heads for opt: for our CPU kernel
-// both reshaped to [D, H, Nk, B], f32 (no copy); both
+// both viewed as [D, H, Nk, B], f32 (no copy); both
 // [D, Nk, H, B] of opt's KV type for the flash kernel; else K [D, Nk, H, B]
 // and V [Nk, D, H, B] (the second product's operand) in k's type.
 func SplitKV(c *ggml.Context, k, v *ggml.Tensor, heads int, opt AttentionOptions) HeadsKV {
-	C, Nk, B := k.Ne(0), k.Ne(1), k.Ne(2)
-	D, H := C/int64(heads), int64(heads)
+	D, Nk := k.Ne(0)/int64(heads), k.Ne(1)
 	if opt.CPUKernel && c.CPUKernels() && k.Type() == ggml.TypeF32 && v.Type() == ggml.TypeF32 && ggml.AttentionCPUFits(D, Nk) {
 		split := func(x *ggml.Tensor) *ggml.Tensor {
-			if !x.Contiguous() {
+			if x.Nb(0) != 4 {
 				x = c.Cont(x)
 			}
-			return c.Reshape(x, D, H, Nk, B)
+			return splitHeads(c, x, heads) // the kernel reads rows through their strides
 		}
 		return HeadsKV{K: split(k), V: split(v), CPUKernel: true}
 	}
-	kh := c.Permute(c.Reshape(k, D, H, Nk, B), 0, 2, 1, 3) // [D, Nk, H, B]
+	kh := c.Permute(splitHeads(c, k, heads), 0, 2, 1, 3) // [D, Nk, H, B]
 	if !opt.Flash {
-		vt := c.Permute(c.Reshape(v, D, H, Nk, B), 1, 2, 0, 3) // [Nk, D, H, B]
+		vt := c.Permute(splitHeads(c, v, heads), 1, 2, 0, 3) // [Nk, D, H, B]
 		return HeadsKV{K: c.Cont(kh), V: c.Cont(vt)}
 	}
 	kvType := opt.KVType
@@ -94,7 +93,15 @@ func SplitKV(c *ggml.Context, k, v *ggml.Tensor, heads int, opt AttentionOptions
 		}
 		return c.Cast(x, kvType)
 	}
-	return HeadsKV{K: kv(kh), V: kv(c.Permute(c.Reshape(v, D, H, Nk, B), 0, 2, 1, 3))}
+	return HeadsKV{K: kv(kh), V: kv(c.Permute(splitHeads(c, v, heads), 0, 2, 1, 3))}
+}
+
+// splitHeads views x [C, N, B] as [C/heads, heads, N, B]. Its rows need not
+// follow each other: they may be a third of a fused projection's
+// (unet's to_qkv).
+func splitHeads(c *ggml.Context, x *ggml.Tensor, heads int) *ggml.Tensor {
+	d := x.Ne(0) / int64(heads)
+	return c.View(x, [4]int64{d, int64(heads), x.Ne(1), x.Ne(2)}, d*x.Nb(0), x.Nb(1), x.Nb(2), 0)
 }
 
 // AttendHeads attends from q [C, Nq, B] to keys and values split by
@@ -116,7 +123,7 @@ func AttendHeads(c *ggml.Context, q *ggml.Tensor, kv HeadsKV, heads int, mask *g
 	}
 	// [C, N, B] → [D, H, N, B] → [D, N, H, B]; the kernels read q through
 	// its strides (llama.cpp passes permuted views too).
-	qh := c.Permute(c.Reshape(q, D, H, Nq, B), 0, 2, 1, 3)
+	qh := c.Permute(splitHeads(c, q, heads), 0, 2, 1, 3)
 	pieces := int64(1)
 	if opt.SoftmaxUpTo > 0 {
 		pieces = (4*Nq*kv.K.Ne(1)*H*B + opt.SoftmaxUpTo - 1) / opt.SoftmaxUpTo

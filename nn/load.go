@@ -259,11 +259,14 @@ func countIndices(set *weights.Set, p string) int {
 // Count is countIndices for model code that infers depths from the weights.
 func Count(set *weights.Set, prefix string) int { return countIndices(set, prefix) }
 
-// storedType is the type policy chooses for a tensor, except that
-// convolution kernels are not stored as bf16 but as f16: ggml's im2col
-// writes only f16 or f32 columns, and it cannot multiply f32 columns by a
-// bf16 kernel.
-func storedType(policy TypePolicy, name string, t *weights.Tensor) ggml.Type {
+// StoredType is the type Weights stores a tensor in: the one policy chooses
+// (f32 without a policy), except that convolution kernels are not stored as
+// bf16 but as f16: ggml's im2col writes only f16 or f32 columns, and it
+// cannot multiply f32 columns by a bf16 kernel.
+func StoredType(policy TypePolicy, name string, t *weights.Tensor) ggml.Type {
+	if policy == nil {
+		policy = AllF32
+	}
 	typ := policy(name, t)
 	if typ == ggml.TypeBF16 && len(t.Shape) == 4 {
 		return ggml.TypeF16
@@ -272,7 +275,7 @@ func storedType(policy TypePolicy, name string, t *weights.Tensor) ggml.Type {
 }
 
 func (w *Weights) declare(name string, src *weights.Tensor) *ggml.Tensor {
-	typ := storedType(w.policy, name, src)
+	typ := StoredType(w.policy, name, src)
 	ne := make([]int64, len(src.Shape))
 	for i, d := range src.Shape {
 		ne[len(ne)-1-i] = d
@@ -345,7 +348,7 @@ func forEachStored(set *weights.Set, prefix string, policy TypePolicy, f func(na
 		for _, d := range t.Shape {
 			n *= d
 		}
-		typ := storedType(policy, prefix+name, t)
+		typ := StoredType(policy, prefix+name, t)
 		b := (n + typ.BlockSize() - 1) / typ.BlockSize() * typ.BlockBytes()
 		f(prefix+name, (b+31)&^31)
 	}

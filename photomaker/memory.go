@@ -347,15 +347,19 @@ func (p *Pipeline) weightBytes(policy nn.TypePolicy) partBytes {
 	if err != nil {
 		unetPolicy = policy // Load will report the problem
 	}
+	unetSet, err := unet.WeightSet(set, "unet.", unetPolicy, p.rt != nil && unet.FoldsNorms(p.rt, p.vram == VRAMStream)) // as Load stores them
+	if err != nil {
+		unetSet = set
+	}
 	b := partBytes{
-		unet:     nn.EstimateBytes(set, "unet.", unetPolicy),
+		unet:     nn.EstimateBytes(unetSet, "unet.", unetPolicy),
 		vae:      nn.EstimateBytes(set, "vae.", vae.StoragePolicy(policy)),
 		encoders: nn.EstimateBytes(set, "te1.", policy) + nn.EstimateBytes(set, "te2.", policy),
 		// ggml's scheduler cuts a graph where a split would take more than
 		// 30 inputs, so at most that many streamed weights are on the
 		// device at once.
-		streamChunk: nn.LargestBytes(set, "unet.", unetPolicy, 30),
-		unetCrossKV: nn.EstimateBytesOf(set, "unet.", unetPolicy, unet.IsCrossKVWeight),
+		streamChunk: nn.LargestBytes(unetSet, "unet.", unetPolicy, 30),
+		unetCrossKV: nn.EstimateBytesOf(unetSet, "unet.", unetPolicy, unet.IsCrossKVWeight),
 	}
 	// The loop keeps keys and values in f16 (GPUs' flash attention), for
 	// one 77-token prompt chunk with CFG: the set the step reads and, with

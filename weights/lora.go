@@ -1,15 +1,12 @@
 package weights
 
 import (
-	"encoding/binary"
 	"fmt"
 	"math"
-	"slices"
 	"sort"
 	"strings"
 
 	"github.com/gophotomaker/photomaker/bindings/ggml"
-	"github.com/gophotomaker/photomaker/weights/safetensors"
 )
 
 // LoRAPatch is one low-rank update W' = W + Scale·(Up @ Down) of a model tensor.
@@ -275,42 +272,5 @@ func mergedTensor(base *Tensor, p LoRAPatch, scale float32) *Tensor {
 		}
 		return w, nil
 	}
-	return &Tensor{
-		Name: base.Name, DType: safetensors.F32, Shape: base.Shape, File: base.File, Source: base.Source, StoredAs: storedAs(base),
-		AlsoReads: alsoReads(base, p.Down, p.Up),
-		loadF32:   compute,
-		load: func() ([]byte, error) {
-			v, err := compute()
-			if err != nil {
-				return nil, err
-			}
-			b := make([]byte, 4*len(v))
-			for i, x := range v {
-				binary.LittleEndian.PutUint32(b[4*i:], math.Float32bits(x))
-			}
-			return b, nil
-		},
-	}
-}
-
-// alsoReads lists the files a merge reads besides base's own.
-func alsoReads(base *Tensor, lora ...*Tensor) []string {
-	out := slices.Clone(base.AlsoReads)
-	for _, t := range lora {
-		for _, f := range append([]string{t.File}, t.AlsoReads...) {
-			if f != "" && f != base.File && !slices.Contains(out, f) {
-				out = append(out, f)
-			}
-		}
-	}
-	return out
-}
-
-// storedAs is the dtype a merge result should be stored in: that of the
-// weight it was merged into (or of that weight's own original).
-func storedAs(base *Tensor) safetensors.DType {
-	if base.StoredAs != "" {
-		return base.StoredAs
-	}
-	return base.DType
+	return Computed(base.Name, base.Shape, []*Tensor{base, p.Down, p.Up}, compute)
 }

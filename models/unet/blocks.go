@@ -64,6 +64,31 @@ func (a *attention) Forward(c *ggml.Context, cfg *Config, opt nn.AttentionOption
 	return a.ToOut.Forward(c, nn.AttendHeads(c, a.ToQ.Forward(c, x), kv, a.heads(cfg), nil, scale, opt))
 }
 
+// selfAttention is attn1 as WeightSet leaves it: one product makes the
+// query, key and value (to_qkv: their rows stacked). Its bias, once
+// foldNorms has filled it, is the query's (zero for the rest).
+type selfAttention struct {
+	ToQKV nn.Linear `w:"to_qkv"`
+	ToOut nn.Linear `w:"to_out.0"`
+}
+
+// Forward attends from x [C, N, B] to itself.
+func (a *selfAttention) Forward(c *ggml.Context, cfg *Config, opt nn.AttentionOptions, x *ggml.Tensor) *ggml.Tensor {
+	inner := a.ToQKV.Weight.Ne(1) / 3
+	heads := int(inner) / cfg.HeadDim
+	qkv := c.MulMat(a.ToQKV.Weight, x)
+	part := func(t *ggml.Tensor, i int64) *ggml.Tensor { // rows [i·inner, (i+1)·inner)
+		return c.View(t, [4]int64{inner, t.Ne(1), t.Ne(2), t.Ne(3)}, t.Nb(1), t.Nb(2), t.Nb(3), i*inner*t.Nb(0))
+	}
+	q := part(qkv, 0)
+	if a.ToQKV.Bias != nil { // the query's bias alone: a third of the adds
+		q = c.Add(q, part(a.ToQKV.Bias, 0))
+	}
+	scale := float32(1 / math.Sqrt(float64(cfg.HeadDim)))
+	kv := nn.SplitKV(c, part(qkv, 1), part(qkv, 2), heads, opt)
+	return a.ToOut.Forward(c, nn.AttendHeads(c, q, kv, heads, nil, scale, opt))
+}
+
 // textContext gives cross-attention its keys and values: projected from the
 // encoder states in the graph (encoderStates), or read from tensors that a
 // Loop computes once per conditioning (crossKV).
@@ -96,21 +121,27 @@ func (f *feedForward) Forward(c *ggml.Context, x *ggml.Tensor) *ggml.Tensor {
 }
 
 // transformerBlock is BasicTransformerBlock: self-attention, cross-attention
-// and feed-forward, each pre-LayerNorm with a residual.
+// and feed-forward, each pre-LayerNorm with a residual. The norms are nil
+// once folded into the products after them (foldNorms).
 type transformerBlock struct {
-	Norm1 nn.LayerNorm `w:"norm1"`
-	Attn1 attention    `w:"attn1"`
-	Norm2 nn.LayerNorm `w:"norm2"`
-	Attn2 attention    `w:"attn2"`
-	Norm3 nn.LayerNorm `w:"norm3"`
-	FF    feedForward  `w:"ff"`
+	Norm1 *nn.LayerNorm `w:"norm1,optional"`
+	Attn1 selfAttention `w:"attn1"`
+	Norm2 *nn.LayerNorm `w:"norm2,optional"`
+	Attn2 attention     `w:"attn2"`
+	Norm3 *nn.LayerNorm `w:"norm3,optional"`
+	FF    feedForward   `w:"ff"`
 }
 
 func (t *transformerBlock) Forward(c *ggml.Context, cfg *Config, opt nn.AttentionOptions, x *ggml.Tensor, text textContext) *ggml.Tensor {
-	n := t.Norm1.Forward(c, x, cfg.LayerNormEps)
-	x = c.Add(t.Attn1.Forward(c, cfg, opt, n, t.Attn1.keysValues(c, cfg, opt, n)), x)
-	x = c.Add(t.Attn2.Forward(c, cfg, opt, t.Norm2.Forward(c, x, cfg.LayerNormEps), text.keysValues(c, cfg, opt, &t.Attn2)), x)
-	return c.Add(t.FF.Forward(c, t.Norm3.Forward(c, x, cfg.LayerNormEps)), x)
+	norm := func(n *nn.LayerNorm, x *ggml.Tensor) *ggml.Tensor {
+		if n == nil {
+			return c.Norm(x, cfg.LayerNormEps)
+		}
+		return n.Forward(c, x, cfg.LayerNormEps)
+	}
+	x = c.Add(t.Attn1.Forward(c, cfg, opt, norm(t.Norm1, x)), x)
+	x = c.Add(t.Attn2.Forward(c, cfg, opt, norm(t.Norm2, x), text.keysValues(c, cfg, opt, &t.Attn2)), x)
+	return c.Add(t.FF.Forward(c, norm(t.Norm3, x)), x)
 }
 
 // transformer is Transformer2DModel with linear projections in and out.
@@ -167,14 +198,13 @@ type model struct {
 	ConvOut       nn.Conv2D    `w:"conv_out"`
 }
 
-// crossAttentions lists every transformer block's cross-attention, in the
-// order forward runs them.
-func (m *model) crossAttentions() []*attention {
-	var out []*attention
+// eachBlock calls f with every transformer block, in the order forward
+// runs them.
+func (m *model) eachBlock(f func(*transformerBlock)) {
 	add := func(ts []transformer) {
 		for i := range ts {
 			for j := range ts[i].Blocks {
-				out = append(out, &ts[i].Blocks[j].Attn2)
+				f(&ts[i].Blocks[j])
 			}
 		}
 	}
@@ -185,5 +215,12 @@ func (m *model) crossAttentions() []*attention {
 	for i := range m.Up {
 		add(m.Up[i].Attentions)
 	}
+}
+
+// crossAttentions lists every transformer block's cross-attention, in the
+// order forward runs them.
+func (m *model) crossAttentions() []*attention {
+	var out []*attention
+	m.eachBlock(func(b *transformerBlock) { out = append(out, &b.Attn2) })
 	return out
 }

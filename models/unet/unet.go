@@ -74,8 +74,13 @@ func Load(ctx context.Context, rt *nn.Runtime, set *weights.Set, prefix string, 
 	if err != nil {
 		return nil, err
 	}
+	policy := convPolicy(opts.Policy, cfg, opts.QuantizeKernels)
+	fold := FoldsNorms(rt, opts.Stream)
+	if set, err = WeightSet(set, prefix, policy, fold); err != nil {
+		return nil, fmt.Errorf("unet: %w", err)
+	}
 	n := len(set.Prefix(prefix).Names())
-	u := &UNet{cfg: cfg, rt: rt, w: nn.NewWeights(n, convPolicy(opts.Policy, cfg, opts.QuantizeKernels)), stream: opts.Stream, cross: opts.CrossKV}
+	u := &UNet{cfg: cfg, rt: rt, w: nn.NewWeights(n, policy), stream: opts.Stream, cross: opts.CrossKV}
 	u.w.StoreKernelsByRow()
 	switch {
 	case opts.Stream: // every weight is in host memory already
@@ -96,14 +101,30 @@ func Load(ctx context.Context, rt *nn.Runtime, set *weights.Set, prefix string, 
 		u.w.Free()
 		return nil, fmt.Errorf("unet: %w", err)
 	}
+	if fold {
+		if err := u.foldNorms(ctx); err != nil {
+			u.w.Free()
+			return nil, fmt.Errorf("unet: %w", err)
+		}
+	}
 	return u, nil
 }
+
+// FoldsNorms says whether Load on rt folds the transformer blocks' layer
+// norms into the products after them (foldNorms): for the graphs a GPU
+// runs (on the CPU our kernels apply them as they go), with the weights on
+// the device (streamed weights spend a step on the bus anyway).
+func FoldsNorms(rt *nn.Runtime, stream bool) bool { return !rt.UsesCPUKernels() && !stream }
 
 // Check binds the UNet under prefix of set as Load does, without loading
 // any weight: an error names the first weight missing or misshapen.
 func Check(set *weights.Set, prefix string) error {
 	if _, err := Infer(set, prefix); err != nil {
 		return err
+	}
+	set, err := WeightSet(set, prefix, nil, false)
+	if err != nil {
+		return fmt.Errorf("unet: %w", err)
 	}
 	w := nn.NewWeights(len(set.Prefix(prefix).Names()), nil)
 	defer w.Free()

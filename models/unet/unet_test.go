@@ -271,10 +271,10 @@ func TestQuantizedUNet(t *testing.T) {
 	require.NoError(t, err)
 	defer u.Close()
 	// What planning estimates is what Load allocates, kernel layout included.
-	require.Equal(t, nn.EstimateBytes(m.Tensors, "unet.", policy), u.w.Allocated())
+	require.Equal(t, nn.EstimateBytes(weightSet(t, m.Tensors, policy), "unet.", policy), u.w.Allocated())
 	u2, err := Load(context.Background(), rt, m.Tensors, "unet.", Options{Policy: q8})
 	require.NoError(t, err)
-	require.Equal(t, nn.EstimateBytes(m.Tensors, "unet.", plain), u2.w.Allocated())
+	require.Equal(t, nn.EstimateBytes(weightSet(t, m.Tensors, plain), "unet.", plain), u2.w.Allocated())
 	require.Greater(t, u2.w.Allocated(), u.w.Allocated())
 	u2.Close()
 	rel := goldenError(t, u)
@@ -317,10 +317,19 @@ func TestBF16UNet(t *testing.T) {
 	u, err := Load(context.Background(), rt, m.Tensors, "unet.", Options{Policy: bf16})
 	require.NoError(t, err)
 	defer u.Close()
-	require.Equal(t, ggml.TypeBF16, u.m.Mid.Attentions[0].Blocks[0].Attn1.ToQ.Weight.Type())
+	require.Equal(t, ggml.TypeBF16, u.m.Mid.Attentions[0].Blocks[0].Attn1.ToQKV.Weight.Type())
 	require.Equal(t, ggml.TypeF16, u.m.Mid.Resnets[0].Conv1.Weight.Type())
-	require.Equal(t, nn.EstimateBytes(m.Tensors, "unet.", bf16), u.w.Allocated())
+	require.Equal(t, nn.EstimateBytes(weightSet(t, m.Tensors, bf16), "unet.", bf16), u.w.Allocated())
 	rel := goldenError(t, u)
 	t.Logf("bf16 tiny UNet vs f32 golden: relative error %.3g", rel)
 	require.Less(t, rel, 0.02)
+}
+
+// weightSet is the set Load binds (WeightSet) on the CPU: what estimates
+// must size.
+func weightSet(t *testing.T, set *weights.Set, policy nn.TypePolicy) *weights.Set {
+	t.Helper()
+	out, err := WeightSet(set, "unet.", policy, false)
+	require.NoError(t, err)
+	return out
 }

@@ -1,0 +1,105 @@
+package weights
+
+import (
+	"encoding/binary"
+	"fmt"
+	"math"
+	"slices"
+
+	"github.com/gophotomaker/photomaker/weights/safetensors"
+)
+
+// Computed returns a float32 tensor whose values compute makes on demand
+// from the tensors in from (a transform of weights at load time, such as a
+// merged LoRA). It keeps the dtype the first of them was stored in
+// (StoredAs), the natural type to keep it in on a device, and lists the
+// files they read (AlsoReads), so that a loader can release their pages.
+// from[0] must be set; later entries may be nil.
+func Computed(name string, shape []int64, from []*Tensor, compute func() ([]float32, error)) *Tensor {
+	base := from[0]
+	from = slices.DeleteFunc(slices.Clone(from), func(t *Tensor) bool { return t == nil }) // optional inputs (a bias) may be missing
+	return &Tensor{
+		Name: name, DType: safetensors.F32, Shape: shape, File: base.File, Source: base.Source, StoredAs: storedAs(base),
+		AlsoReads: alsoReads(base, from[1:]...),
+		loadF32:   compute,
+		load: func() ([]byte, error) {
+			v, err := compute()
+			if err != nil {
+				return nil, err
+			}
+			b := make([]byte, 4*len(v))
+			for i, x := range v {
+				binary.LittleEndian.PutUint32(b[4*i:], math.Float32bits(x))
+			}
+			return b, nil
+		},
+	}
+}
+
+// ConcatRows stacks 2-D tensors with rows of one length ([out_i, in] in
+// PyTorch order) into one [Σ out_i, in] tensor named name. Parts of one
+// dtype are joined byte for byte, quantized blocks included (rows are
+// stored whole); mixed dtypes are joined as float32.
+func ConcatRows(name string, parts ...*Tensor) (*Tensor, error) {
+	in, rows := parts[0].Shape[len(parts[0].Shape)-1], int64(0)
+	same := true
+	for _, p := range parts {
+		if len(p.Shape) != 2 || p.Shape[1] != in {
+			return nil, fmt.Errorf("joining %s: %s is shaped %v, want [rows, %d]", name, p.Name, p.Shape, in)
+		}
+		rows += p.Shape[0]
+		same = same && p.DType == parts[0].DType && p.StoredAs == parts[0].StoredAs
+	}
+	shape := []int64{rows, in}
+	if !same {
+		return Computed(name, shape, parts, func() ([]float32, error) {
+			out := make([]float32, 0, rows*in)
+			for _, p := range parts {
+				v, err := p.Float32()
+				if err != nil {
+					return nil, err
+				}
+				out = append(out, v...)
+			}
+			return out, nil
+		}), nil
+	}
+	base := parts[0]
+	return &Tensor{
+		Name: name, DType: base.DType, Shape: shape, File: base.File, Source: base.Source, StoredAs: base.StoredAs,
+		AlsoReads: alsoReads(base, parts[1:]...),
+		load: func() ([]byte, error) {
+			var out []byte
+			for _, p := range parts {
+				b, err := p.Bytes()
+				if err != nil {
+					return nil, err
+				}
+				out = append(out, b...)
+			}
+			return out, nil
+		},
+	}, nil
+}
+
+// alsoReads lists the files a computed tensor reads besides base's own.
+func alsoReads(base *Tensor, others ...*Tensor) []string {
+	out := slices.Clone(base.AlsoReads)
+	for _, t := range others {
+		for _, f := range append([]string{t.File}, t.AlsoReads...) {
+			if f != "" && f != base.File && !slices.Contains(out, f) {
+				out = append(out, f)
+			}
+		}
+	}
+	return out
+}
+
+// storedAs is the dtype a tensor computed from base should be stored in:
+// base's (or that of base's own original).
+func storedAs(base *Tensor) safetensors.DType {
+	if base.StoredAs != "" {
+		return base.StoredAs
+	}
+	return base.DType
+}
