@@ -96,7 +96,7 @@ func (l *Conv2D) Forward(c *ggml.Context, x *ggml.Tensor, stride, pad int) *ggml
 		}
 	}
 	if l.Bias != nil {
-		y = c.Add(y, c.Reshape(l.Bias, 1, 1, l.Bias.Ne(0), 1))
+		y = c.Add(y, l.imageBias(c))
 	}
 	return y
 }
@@ -122,7 +122,7 @@ func (l *Conv2D) forwardByRow(c *ggml.Context, x *ggml.Tensor, stride int) *ggml
 	out := c.View(y, [4]int64{ow, oh, cout, b}, row*int64(stride), y.Nb(1), row*padded, 0)
 	switch {
 	case l.Bias != nil:
-		return c.Add(out, c.Reshape(l.Bias, 1, 1, cout, 1))
+		return c.Add(out, l.imageBias(c))
 	case b == 1 && stride == 1:
 		return c.Reshape(y, ow, oh, cout, 1)
 	}
@@ -136,10 +136,17 @@ func (l *Conv2D) winograd(c *ggml.Context, x *ggml.Tensor, up int) bool {
 	return c.CPUKernels() && ggml.Conv3x3CPUFits(l.Weight, x) && ggml.Conv3x3CPUPays(x, up) && l.preciseBias()
 }
 
+// imageBias is the bias as [1, 1, Cout, 1], or [1, 1, Cout, B] for a bias
+// per image ([Cout, B]: a caller's sum of the layer's bias and its own,
+// added in the same pass; not for our CPU kernels, see preciseBias).
+func (l *Conv2D) imageBias(c *ggml.Context) *ggml.Tensor {
+	return c.Reshape(l.Bias, 1, 1, l.Bias.Ne(0), l.Bias.Ne(1))
+}
+
 // preciseBias says whether the bias is what our CPU kernels add: none, or
-// contiguous f32.
+// contiguous f32 (one per channel).
 func (l *Conv2D) preciseBias() bool {
-	return l.Bias == nil || l.Bias.Type() == ggml.TypeF32 && l.Bias.Contiguous()
+	return l.Bias == nil || l.Bias.Type() == ggml.TypeF32 && l.Bias.Contiguous() && l.Bias.Ne(1) == 1
 }
 
 // rowIm2Col is the 1×3 im2col of x [W, H, Cin, B] for a kernel stored by

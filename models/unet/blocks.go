@@ -33,9 +33,18 @@ type resnet struct {
 // Forward maps x [W, H, Cin, B] with the activated time embedding
 // embAct = SiLU(emb) [T, B] to [W, H, Cout, B].
 func (r *resnet) Forward(c *ggml.Context, cfg *Config, x, embAct *ggml.Tensor) *ggml.Tensor {
-	h := r.Conv1.Forward(c, r.Norm1.ForwardSiLU(c, x, cfg.NormGroups, cfg.ResnetEps), 1, 1)
 	t := r.TimeEmbProj.Forward(c, embAct) // [Cout, B]
-	h = c.Add(h, c.Reshape(t, 1, 1, t.Ne(0), t.Ne(1)))
+	// A GPU graph adds a convolution's bias in a pass of its own, which the
+	// time embedding joins; our CPU kernels add the bias as they store.
+	conv1 := r.Conv1
+	joined := conv1.Bias != nil && !c.CPUKernels()
+	if joined {
+		conv1.Bias = c.Add(t, conv1.Bias)
+	}
+	h := conv1.Forward(c, r.Norm1.ForwardSiLU(c, x, cfg.NormGroups, cfg.ResnetEps), 1, 1)
+	if !joined {
+		h = c.Add(h, c.Reshape(t, 1, 1, t.Ne(0), t.Ne(1)))
+	}
 	h = r.Conv2.Forward(c, r.Norm2.ForwardSiLU(c, h, cfg.NormGroups, cfg.ResnetEps), 1, 1)
 	if r.Shortcut != nil {
 		x = r.Shortcut.Forward(c, x, 1, 0)

@@ -16,13 +16,14 @@ import (
 	"github.com/gophotomaker/photomaker/weights/safetensors"
 )
 
-// The graph a GPU runs, its norms folded into the products after them
-// (foldNorms), predicts what our CPU kernels do with the norms: on the CPU's
+// The graph a GPU runs (layer norms folded into the products after them by
+// foldNorms, a resnet's time embedding added with its first convolution's
+// bias) predicts what the CPU's graph with our kernels does: on the CPU's
 // ggml ops, and on the GPU (CUDA when a backend library is found, else the
 // virtual GPU), where the fold writes into weights in device memory. The
 // kit's tiny UNet has diffusers' initial norms (γ = 1, β = 0), which
 // folding leaves as they are: this one's are random.
-func TestFoldedNormsPredictAsUnfolded(t *testing.T) {
+func TestGPUGraphPredictsAsCPUKernels(t *testing.T) {
 	s := smallSpec()
 	set := genUNet(t, s, nil)
 	r := rand.New(rand.NewPCG(5, 7))
