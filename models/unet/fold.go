@@ -161,7 +161,8 @@ func (u *UNet) foldNorms(ctx context.Context) error {
 			for _, f := range []struct{ w, gamma *ggml.Tensor }{
 				{b.Attn1.ToQKV.Weight, b.Norm1.Weight}, {b.Attn2.ToQ.Weight, b.Norm2.Weight}, {b.FF.In.Proj.Weight, b.Norm3.Weight},
 			} {
-				outs = append(outs, c.Copy(c.Mul(f.w, f.gamma), f.w))
+				// In f32: Metal multiplies f32 tensors only.
+				outs = append(outs, c.Copy(c.Mul(c.Cast(f.w, ggml.TypeF32), f.gamma), f.w))
 			}
 		}
 		return outs

@@ -46,22 +46,20 @@ func TestGPUGraphPredictsAsCPUKernels(t *testing.T) {
 	}
 	require.Positive(t, norms)
 	in := randInputs(s, 8, 6, 2)
-	predict := func(device string, cpuKernels bool) ([]float32, *UNet) {
+	predict := func(device string, cpuKernels bool, policy nn.TypePolicy) ([]float32, *UNet) {
 		rt, err := nn.NewRuntime(device, 0)
 		require.NoError(t, err)
 		t.Cleanup(rt.Close)
 		rt.CPUKernels = cpuKernels
 		rt.Attn.KVType = ggml.TypeF32 // f16 keys and values would hide what is compared
-		u, err := Load(context.Background(), rt, set, "unet.", Options{})
+		u, err := Load(context.Background(), rt, set, "unet.", Options{Policy: policy})
 		require.NoError(t, err)
 		t.Cleanup(u.Close)
 		out, err := u.Predict(context.Background(), in)
 		require.NoError(t, err)
 		return out, u
 	}
-	want, plain := predict("cpu", true)
-	require.NotNil(t, plain.m.Mid.Attentions[0].Blocks[0].Norm3, "our CPU kernels apply the norms")
-	require.Nil(t, plain.m.Mid.Attentions[0].Blocks[0].Attn1.ToQKV.Bias)
+	f16 := nn.KeepPrecise(func(string, *weights.Tensor) ggml.Type { return ggml.TypeF16 })
 	gpu, virtual := "auto", false
 	if dev, err := ggml.FindDevice("auto"); err != nil || dev.Type == ggml.DeviceCPU {
 		ggml.RegisterVirtualGPU(1 << 30)
@@ -69,9 +67,17 @@ func TestGPUGraphPredictsAsCPUKernels(t *testing.T) {
 	}
 	for _, tc := range []struct {
 		device string
+		policy nn.TypePolicy
 		bound  float64
-	}{{"cpu", 1e-5}, {gpu, map[bool]float64{true: 1e-5, false: 3e-3}[virtual]}} { // CUDA's f32 products run on TF32
-		got, folded := predict(tc.device, false)
+	}{
+		{"cpu", nil, 1e-5},
+		{gpu, nil, map[bool]float64{true: 1e-5, false: 3e-3}[virtual]}, // CUDA's f32 products run on TF32
+		{gpu, f16, 3e-3}, // the scaled weights rounded to f16 again
+	} {
+		want, plain := predict("cpu", true, tc.policy)
+		require.NotNil(t, plain.m.Mid.Attentions[0].Blocks[0].Norm3, "our CPU kernels apply the norms")
+		require.Nil(t, plain.m.Mid.Attentions[0].Blocks[0].Attn1.ToQKV.Bias)
+		got, folded := predict(tc.device, false, tc.policy)
 		block := folded.m.Mid.Attentions[0].Blocks[0]
 		require.Nil(t, block.Norm1, "folded")
 		require.NotNil(t, block.Attn1.ToQKV.Bias, "the query's bias from the folded shift")
@@ -81,7 +87,7 @@ func TestGPUGraphPredictsAsCPUKernels(t *testing.T) {
 			num, den = num+d*d, den+float64(want[i])*float64(want[i])
 		}
 		rel := math.Sqrt(num / den)
-		t.Logf("%s: folded vs unfolded prediction, relative error %.2g", folded.rt.Device.Dev.Name, rel)
+		t.Logf("%s, %s weights: folded vs unfolded prediction, relative error %.2g", folded.rt.Device.Dev.Name, block.Attn1.ToQKV.Weight.Type(), rel)
 		require.Less(t, rel, tc.bound)
 	}
 }
