@@ -64,6 +64,11 @@ func TestGPUMatchesCPU(t *testing.T) {
 		{"mul_mat f16 two columns", 5e-3, func(c *Context) *Tensor {
 			return c.MulMatF32(c.Cast(c.InputF32(a, 256, 96), TypeF16), c.InputF32(bm[:512], 256, 2))
 		}},
+		// A bias kept in a weight's last columns (unet.foldNorms), times
+		// rows of ones made on the device.
+		{"mul_mat f16 by rows with ones", 5e-3, func(c *Context) *Tensor {
+			return c.MulMatF32(c.Cast(c.InputF32(a, 256, 96), TypeF16), c.Concat(c.InputF32(bm[:248*80], 248, 80), c.Ones(8, 80), 0))
+		}},
 		// Folding a layer norm's shift into the product after it
 		// (unet.foldNorms): the weight times a vector.
 		{"mul_mat f16 by a vector", 5e-3, func(c *Context) *Tensor {

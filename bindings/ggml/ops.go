@@ -109,6 +109,22 @@ func (c *Context) Concat(a, b *Tensor, dim int) *Tensor {
 	return c.wrap(C.ggml_concat(c.p, a.p, b.p, C.int(dim)))
 }
 
+// Ones is an f32 tensor of ones shaped ne, made on the device (no upload);
+// one per shape and context, shared by its uses.
+func (c *Context) Ones(ne ...int64) *Tensor {
+	key := [4]int64{1, 1, 1, 1}
+	copy(key[:], ne)
+	if t := c.ones[key]; t != nil {
+		return t
+	}
+	t := c.wrap(C.ggml_fill(c.p, c.NewTensor(TypeF32, ne...).p, 1))
+	if c.ones == nil {
+		c.ones = map[[4]int64]*Tensor{}
+	}
+	c.ones[key] = t
+	return t
+}
+
 // GELU is the tanh approximation of GELU.
 func (c *Context) GELU(a *Tensor) *Tensor { return c.wrap(C.ggml_gelu(c.p, a.p)) }
 

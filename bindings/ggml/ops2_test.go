@@ -277,6 +277,25 @@ func TestShapeOps(t *testing.T) {
 		}
 		checkRel(t, "permute", got, ref, 0)
 	})
+	t.Run("ones after rows", func(t *testing.T) {
+		got, shape := compute(t, func(c *Context) *Tensor { return c.Concat(in(c), c.Ones(3, 5, 6, 2), 0) })
+		require.Equal(t, [4]int64{7, 5, 6, 2}, shape)
+		nd := dims{7, 5, 6, 2}
+		ref := make([]float64, nd.n())
+		for a := 0; a < 7; a++ {
+			for b := 0; b < 5; b++ {
+				for c := 0; c < 6; c++ {
+					for n := 0; n < 2; n++ {
+						ref[nd.at(a, b, c, n)] = 1
+						if a < 4 {
+							ref[nd.at(a, b, c, n)] = float64(x[d.at(a, b, c, n)])
+						}
+					}
+				}
+			}
+		}
+		checkRel(t, "ones", got, ref, 0)
+	})
 	t.Run("concat dim2", func(t *testing.T) {
 		got, shape := compute(t, func(c *Context) *Tensor { return c.Concat(in(c), in(c), 2) })
 		require.Equal(t, [4]int64{4, 5, 12, 2}, shape)

@@ -33,6 +33,7 @@ type Context struct {
 	// capacity is how many tensors the context can make: its headers, and
 	// with a graph the graph's nodes; room is what is left (see wrap).
 	capacity, room int
+	ones           map[[4]int64]*Tensor // Ones' tensors, one per shape
 }
 
 // SetContiguousIm2Col tells graph builders on c that im2col must get

@@ -126,6 +126,11 @@ type feedForward struct {
 }
 
 func (f *feedForward) Forward(c *ggml.Context, x *ggml.Tensor) *ggml.Tensor {
+	w := f.In.Proj.Weight
+	if spare := w.Ne(0) - x.Ne(0); spare > 0 { // the bias in the weight's last columns (foldNorms), times ones
+		h := c.MulMat(w, c.Concat(x, c.Ones(spare, x.Ne(1), x.Ne(2)), 0))
+		return f.Out.Forward(c, c.GEGLUSecondHalf(h))
+	}
 	return f.Out.Forward(c, f.In.Forward(c, x))
 }
 

@@ -20,7 +20,9 @@ import (
 // With fold, blocks whose products after their layer norms keep float
 // weights on the device (f16 or f32 under policy: quantizing columns scaled
 // by γ would change the quantization error) also get the biases that
-// foldNorms fills (attn1.to_qkv.bias, attn2.to_q.bias), zero until then.
+// foldNorms fills (attn1.to_qkv.bias, attn2.to_q.bias), zero until then,
+// and the feed-forward's first product gets biasColumns zero columns, where
+// foldNorms puts its bias.
 func WeightSet(set *weights.Set, prefix string, policy nn.TypePolicy, fold bool) (*weights.Set, error) {
 	sub := set.Prefix(prefix)
 	names := sub.Names()
@@ -86,8 +88,15 @@ func deriveBlock(sub *weights.Set, prefix, block string, policy nn.TypePolicy, f
 	}
 	zeros("attn1.to_qkv.bias", qkv.Shape[0])
 	zeros("attn2.to_q.bias", get("attn2.to_q.weight").Shape[0])
-	return nil
+	padded, err := weights.PadRows(full("ff.net.0.proj.weight"), get("ff.net.0.proj.weight"), biasColumns)
+	derived[block+"ff.net.0.proj.weight"] = padded
+	return err
 }
+
+// biasColumns is how many columns the feed-forward's first product gains
+// for its bias (foldNorms): one would do, eight keep its rows of f16 a
+// multiple of 16 bytes, as tensor-core products want them.
+const biasColumns = 8
 
 // foldedProducts are the products that follow a transformer block's norms.
 var foldedProducts = []string{"attn1.to_qkv.weight", "attn2.to_q.weight", "ff.net.0.proj.weight"}
@@ -102,7 +111,7 @@ func foldable(get func(string) *weights.Tensor, typeOf func(string) ggml.Type) b
 			return false
 		}
 	}
-	if get("attn2.to_q.bias") != nil {
+	if get("attn2.to_q.bias") != nil || get("ff.net.0.proj.weight").DType.Size() <= 0 { // the padding copies float bytes
 		return false
 	}
 	for _, name := range foldedProducts {
@@ -123,8 +132,13 @@ func foldable(get func(string) *weights.Tensor, typeOf func(string) ggml.Type) b
 // key of a query, which softmax ignores; the value's reaches the output
 // unchanged, attention weights summing to 1, so it joins the output
 // projection's bias (b_out + W_out·W_v·β); the feed-forward's first product
-// had a bias already. The CPU's own kernels apply a norm's γ and β and a
-// product's bias as they go, so there this is not done (Load).
+// had a bias already. That product's output is eight times its input, so
+// its bias moves into the weight's spare columns (biasColumns, WeightSet),
+// which multiply columns of ones appended to the input: a small copy of
+// the input instead of an add over the output. Its f16 columns hold the
+// bias and the rest of its rounding, so that it keeps f32's precision. The
+// CPU's own kernels apply a norm's γ and β and a product's bias as they
+// go, so there this is not done (Load).
 func (u *UNet) foldNorms(ctx context.Context) error {
 	var blocks []*transformerBlock
 	u.m.eachBlock(func(b *transformerBlock) {
@@ -150,16 +164,28 @@ func (u *UNet) foldNorms(ctx context.Context) error {
 			outs = append(outs,
 				c.Copy(row(p, 0), row(b.Attn1.ToQKV.Bias, 0)),
 				c.Copy(c.Add(outBias, c.MulMat(b.Attn1.ToOut.Weight, row(p, 2))), outBias),
-				c.Copy(c.MulMat(b.Attn2.ToQ.Weight, b.Norm2.Bias), b.Attn2.ToQ.Bias),
-				c.Copy(c.Add(b.FF.In.Proj.Bias, c.MulMat(b.FF.In.Proj.Weight, b.Norm3.Bias)), b.FF.In.Proj.Bias))
+				c.Copy(c.MulMat(b.Attn2.ToQ.Weight, b.Norm2.Bias), b.Attn2.ToQ.Bias))
+			// The feed-forward's bias, b + W·β (its spare columns are zero
+			// yet), rounded to the weight's type, then what rounding lost.
+			w := b.FF.In.Proj.Weight
+			in := w.Ne(0) - biasColumns
+			bias := c.Add(b.FF.In.Proj.Bias, c.MulMat(w, c.Concat(b.Norm3.Bias, c.Scale(c.Ones(biasColumns), 0), 0)))
+			column := func(k int64) *ggml.Tensor {
+				return c.View(w, [4]int64{1, w.Ne(1), 1, 1}, w.Nb(1), w.Nb(2), w.Nb(3), (in+k)*w.Nb(0))
+			}
+			rounded := c.Cast(bias, w.Type())
+			outs = append(outs,
+				c.Copy(c.Reshape(rounded, 1, w.Ne(1)), column(0)),
+				c.Copy(c.Reshape(c.Sub(bias, c.Cast(rounded, ggml.TypeF32)), 1, w.Ne(1)), column(1)))
 		}
 		return outs
 	}
 	scales := func(c *ggml.Context) []*ggml.Tensor {
 		var outs []*ggml.Tensor
 		for _, b := range blocks {
+			ffScale := c.Concat(b.Norm3.Weight, c.Ones(biasColumns), 0) // the bias columns stay
 			for _, f := range []struct{ w, gamma *ggml.Tensor }{
-				{b.Attn1.ToQKV.Weight, b.Norm1.Weight}, {b.Attn2.ToQ.Weight, b.Norm2.Weight}, {b.FF.In.Proj.Weight, b.Norm3.Weight},
+				{b.Attn1.ToQKV.Weight, b.Norm1.Weight}, {b.Attn2.ToQ.Weight, b.Norm2.Weight}, {b.FF.In.Proj.Weight, ffScale},
 			} {
 				// In f32: Metal multiplies f32 tensors only.
 				outs = append(outs, c.Copy(c.Mul(c.Cast(f.w, ggml.TypeF32), f.gamma), f.w))

@@ -114,5 +114,9 @@ func TestWeightSet(t *testing.T) {
 		qkv, _ := set.Get(block + "attn1.to_qkv.weight")
 		q, _ := m.Tensors.Get(block + "attn1.to_q.weight")
 		require.Equal(t, []int64{3 * q.Shape[0], q.Shape[1]}, qkv.Shape)
+		ff, _ := set.Get(block + "ff.net.0.proj.weight")
+		plain, _ := m.Tensors.Get(block + "ff.net.0.proj.weight")
+		spare := map[bool]int64{true: biasColumns}[tc.bias]
+		require.Equal(t, []int64{plain.Shape[0], plain.Shape[1] + spare}, ff.Shape, "room for the bias")
 	}
 }
