@@ -52,34 +52,27 @@ func ConcatRows(name string, parts ...*Tensor) (*Tensor, error) {
 	}
 	shape := []int64{rows, in}
 	if !same {
-		return Computed(name, shape, parts, func() ([]float32, error) {
-			out := make([]float32, 0, rows*in)
-			for _, p := range parts {
-				v, err := p.Float32()
-				if err != nil {
-					return nil, err
-				}
-				out = append(out, v...)
-			}
-			return out, nil
-		}), nil
+		return Computed(name, shape, parts, func() ([]float32, error) { return joined(parts, (*Tensor).Float32) }), nil
 	}
 	base := parts[0]
 	return &Tensor{
 		Name: name, DType: base.DType, Shape: shape, File: base.File, Source: base.Source, StoredAs: base.StoredAs,
 		AlsoReads: alsoReads(base, parts[1:]...),
-		load: func() ([]byte, error) {
-			var out []byte
-			for _, p := range parts {
-				b, err := p.Bytes()
-				if err != nil {
-					return nil, err
-				}
-				out = append(out, b...)
-			}
-			return out, nil
-		},
+		load:      func() ([]byte, error) { return joined(parts, (*Tensor).Bytes) },
 	}, nil
+}
+
+// joined is what read gives for each part, one after the other.
+func joined[T any](parts []*Tensor, read func(*Tensor) ([]T, error)) ([]T, error) {
+	var out []T
+	for _, p := range parts {
+		v, err := read(p)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, v...)
+	}
+	return out, nil
 }
 
 // PadRows returns the 2-D float tensor t ([out, in] in PyTorch order) as
