@@ -11,6 +11,7 @@ import (
 	"os"
 	"slices"
 	"sort"
+	"strconv"
 	"strings"
 
 	"github.com/urfave/cli/v2"
@@ -92,7 +93,7 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 			logger := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
 			slog.SetDefault(logger)
 			ggml.Logger = logger
-			return nil
+			return registerVirtualGPU()
 		},
 		Commands: commands(),
 		// --id NAME=F1,F2 carries commas: repeat flags instead of splitting.
@@ -107,6 +108,23 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 		}
 	}
 	return app
+}
+
+// registerVirtualGPU adds ggml.RegisterVirtualGPU's device ("vgpu", never
+// picked by "auto") when $PHOTOMAKER_VIRTUAL_GPU gives its memory in GiB: a
+// GPU's graphs computed on the CPU, for developers without a GPU (bench
+// --device vgpu --profile counts a GPU step's ops).
+func registerVirtualGPU() error {
+	v := os.Getenv("PHOTOMAKER_VIRTUAL_GPU")
+	if v == "" {
+		return nil
+	}
+	gib, err := strconv.ParseUint(v, 10, 16)
+	if err != nil || gib == 0 {
+		return usagef("PHOTOMAKER_VIRTUAL_GPU=%q: give the virtual GPU's memory in GiB, such as 24", v)
+	}
+	ggml.RegisterVirtualGPU(gib << 30)
+	return nil
 }
 
 // commandConstructors is filled by each command's file (register in an

@@ -34,6 +34,18 @@ func TestDevices(t *testing.T) {
 	require.Greater(t, rows[0]["total_bytes"], 0.0)
 }
 
+// $PHOTOMAKER_VIRTUAL_GPU adds the virtual GPU (never picked by "auto").
+func TestVirtualGPUByEnv(t *testing.T) {
+	t.Setenv("PHOTOMAKER_VIRTUAL_GPU", "none")
+	code, _, errOut := runCLI(t, "devices")
+	require.Equal(t, 2, code)
+	require.Contains(t, errOut, "memory in GiB")
+	t.Setenv("PHOTOMAKER_VIRTUAL_GPU", "2")
+	code, out, _ := runCLI(t, "devices")
+	require.Equal(t, 0, code)
+	require.Contains(t, out, "VGPU0")
+}
+
 func TestVersion(t *testing.T) {
 	code, out, _ := runCLI(t, "version")
 	require.Equal(t, 0, code)
