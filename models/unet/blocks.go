@@ -90,7 +90,7 @@ func (a *selfAttention) Forward(c *ggml.Context, cfg *Config, opt nn.AttentionOp
 		return c.View(t, [4]int64{inner, t.Ne(1), t.Ne(2), t.Ne(3)}, t.Nb(1), t.Nb(2), t.Nb(3), i*inner*t.Nb(0))
 	}
 	q := part(qkv, 0)
-	if a.ToQKV.Bias != nil { // the query's bias alone: a third of the adds
+	if a.ToQKV.Bias != nil { // the query's part: the key's and value's are zero
 		q = c.Add(q, part(a.ToQKV.Bias, 0))
 	}
 	scale := float32(1 / math.Sqrt(float64(cfg.HeadDim)))

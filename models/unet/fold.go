@@ -124,12 +124,12 @@ func foldable(get func(string) *weights.Tensor, typeOf func(string) ggml.Type) b
 
 // foldNorms folds, in device memory, each layer norm's scale γ and shift β
 // of the blocks WeightSet prepared into the products after it:
-// W·(n·γ + β) = (W·diag γ)·n + W·β, so a step only normalises. That takes
-// three multiplies, one add and (with the fused projections) two products
-// per block out of every step: 420 of the 2707 ops of SDXL's CFG step on a
-// GPU, for a moment's work after loading. The shifts become biases: the
-// query's (W_q·β); none for the key, whose q·W_k·β is the same for every
-// key of a query, which softmax ignores; the value's reaches the output
+// W·(n·γ + β) = (W·diag γ)·n + W·β, so a step only normalises: three
+// multiplies and an add fewer per block, for a moment's work after loading
+// (with the fused projections and the feed-forward's bias below, SDXL's
+// CFG step on a GPU has 2289 ops instead of 2707). The shifts become
+// biases: the query's (W_q·β); none for the key, whose q·W_k·β is the same
+// for every key of a query, which softmax ignores; the value's reaches the output
 // unchanged, attention weights summing to 1, so it joins the output
 // projection's bias (b_out + W_out·W_v·β); the feed-forward's first product
 // had a bias already. That product's output is eight times its input, so
