@@ -72,7 +72,9 @@ func TestGPUGraphPredictsAsCPUKernels(t *testing.T) {
 	}{
 		{"cpu", nil, 1e-5},
 		{gpu, nil, map[bool]float64{true: 1e-5, false: 3e-3}[virtual]}, // CUDA's f32 products run on TF32
-		{gpu, f16, 3e-3}, // the scaled weights rounded to f16 again
+		// The scaled weights rounded to f16 again; the virtual GPU over an
+		// fp16 ARM CPU sums f16 products in f16 (ggml's kernels there).
+		{gpu, f16, map[bool]float64{true: 3e-2, false: 3e-3}[virtual && ggml.CPUSumsF16()]},
 	} {
 		want, plain := predict("cpu", true, tc.policy)
 		require.NotNil(t, plain.m.Mid.Attentions[0].Blocks[0].Norm3, "our CPU kernels apply the norms")
