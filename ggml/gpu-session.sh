@@ -80,7 +80,7 @@ run)
 		"$CARRY/photomaker" devices >"$R/${1}devices.txt" 2>&1 || true
 		if [[ $steps == *" ops "* ]] && fits 30 "${1}ops"; then
 			(cd bindings/ggml && timeout "$(limit 120)" "../../$CARRY/ggml.test" -test.run 'TestGPUMatchesCPU|TestStateUpdatesInPlace|TestWeightOpsRunOnDevice|TestBackendLogsReachLogger' -test.v) >"$R/${1}ops.txt" 2>&1 || true
-			(cd models/unet && timeout "$(limit 60)" "../../$CARRY/unet.test" -test.run 'TestGPUGraphPredictsAsCPUKernels' -test.v) >>"$R/${1}ops.txt" 2>&1 || true
+			(cd models/unet && timeout "$(limit 60)" "../../$CARRY/unet.test" -test.run 'TestGPUGraphPredictsAsCPUKernels' -test.v) >"$R/${1}ops-unet.txt" 2>&1 || true
 		fi
 		if [[ $steps == *" e2e "* && -f testdata/tiny-sdxl.safetensors ]] && fits 30 "${1}e2e"; then
 			(cd photomaker && timeout "$(limit 120)" "../$CARRY/photomaker.test" -test.run 'TestEndToEndOnGPU|TestGPUVariantsMatchCPU' -test.v) >"$R/${1}e2e.txt" 2>&1 || true
