@@ -122,3 +122,15 @@ func TestWeightSet(t *testing.T) {
 		require.Equal(t, []int64{plain.Shape[0], plain.Shape[1] + spare}, ff.Shape, "room for the bias")
 	}
 }
+
+// $PHOTOMAKER_UNFOLDED=1 keeps the norms on a GPU (for timing both graphs).
+func TestUnfoldedByEnv(t *testing.T) {
+	rt, err := nn.NewRuntime("cpu", 0)
+	require.NoError(t, err)
+	defer rt.Close()
+	rt.CPUKernels = false // the graphs a GPU runs
+	require.True(t, FoldsNorms(rt, false))
+	require.False(t, FoldsNorms(rt, true), "streamed weights")
+	t.Setenv("PHOTOMAKER_UNFOLDED", "1")
+	require.False(t, FoldsNorms(rt, false))
+}

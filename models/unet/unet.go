@@ -6,6 +6,7 @@ package unet
 import (
 	"context"
 	"fmt"
+	"os"
 	"strings"
 
 	"github.com/gophotomaker/photomaker/bindings/ggml"
@@ -114,7 +115,11 @@ func Load(ctx context.Context, rt *nn.Runtime, set *weights.Set, prefix string, 
 // norms into the products after them (foldNorms): for the graphs a GPU
 // runs (on the CPU our kernels apply them as they go), with the weights on
 // the device (streamed weights spend a step on the bus anyway).
-func FoldsNorms(rt *nn.Runtime, stream bool) bool { return !rt.UsesCPUKernels() && !stream }
+// $PHOTOMAKER_UNFOLDED=1 keeps the norms, for timing both graphs on one
+// machine (a bench spec token in ggml/gpu-session.sh).
+func FoldsNorms(rt *nn.Runtime, stream bool) bool {
+	return !rt.UsesCPUKernels() && !stream && os.Getenv("PHOTOMAKER_UNFOLDED") != "1"
+}
 
 // Check binds the UNet under prefix of set as Load does, without loading
 // any weight: an error names the first weight missing or misshapen.
