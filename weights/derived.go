@@ -39,20 +39,27 @@ func Computed(name string, shape []int64, from []*Tensor, compute func() ([]floa
 // ConcatRows stacks 2-D tensors with rows of one length ([out_i, in] in
 // PyTorch order) into one [Σ out_i, in] tensor named name. Parts of one
 // dtype are joined byte for byte, quantized blocks included (rows are
-// stored whole); mixed dtypes are joined as float32.
+// stored whole); mixed dtypes are joined as float32, to be stored as their
+// common original dtype, or f16 when they differ (a quantized part is not
+// quantized again in another type).
 func ConcatRows(name string, parts ...*Tensor) (*Tensor, error) {
 	in, rows := parts[0].Shape[len(parts[0].Shape)-1], int64(0)
-	same := true
+	same, sameStored := true, true
 	for _, p := range parts {
 		if len(p.Shape) != 2 || p.Shape[1] != in {
 			return nil, fmt.Errorf("joining %s: %s is shaped %v, want [rows, %d]", name, p.Name, p.Shape, in)
 		}
 		rows += p.Shape[0]
 		same = same && p.DType == parts[0].DType && p.StoredAs == parts[0].StoredAs
+		sameStored = sameStored && storedAs(p) == storedAs(parts[0])
 	}
 	shape := []int64{rows, in}
 	if !same {
-		return Computed(name, shape, parts, func() ([]float32, error) { return joined(parts, (*Tensor).Float32) }), nil
+		t := Computed(name, shape, parts, func() ([]float32, error) { return joined(parts, (*Tensor).Float32) })
+		if !sameStored {
+			t.StoredAs = safetensors.F16
+		}
+		return t, nil
 	}
 	base := parts[0]
 	return &Tensor{

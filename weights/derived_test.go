@@ -46,12 +46,20 @@ func TestConcatRows(t *testing.T) {
 	mixed, err := ConcatRows("m", q8("x", 0.5, 2), f16("c", 1, make([]float32, 32)...))
 	require.NoError(t, err)
 	require.Equal(t, safetensors.F32, mixed.DType)
-	require.Equal(t, safetensors.DType("Q8_0"), mixed.StoredAs)
+	require.Equal(t, safetensors.F16, mixed.StoredAs, "not quantized again")
 	v, err = mixed.Float32()
 	require.NoError(t, err)
 	require.Len(t, v, 64)
 	require.Equal(t, float32(1), v[31])
 	require.Zero(t, v[32])
+
+	merged := Computed("lora", []int64{1, 2}, []*Tensor{a}, func() ([]float32, error) { return []float32{7, 8}, nil })
+	m2, err := ConcatRows("m2", merged, a) // a LoRA merge's result next to its original's dtype
+	require.NoError(t, err)
+	require.Equal(t, safetensors.F16, m2.StoredAs)
+	v, err = m2.Float32()
+	require.NoError(t, err)
+	require.Equal(t, []float32{7, 8, 1, 2}, v)
 
 	_, err = ConcatRows("bad", a, f16("wide", 1, 1, 2, 3))
 	require.ErrorContains(t, err, "want [rows, 2]")
