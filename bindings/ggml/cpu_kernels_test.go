@@ -127,9 +127,7 @@ func TestIm2ColKernel(t *testing.T) {
 
 // Op profiles list our kernels by name, not as ggml's anonymous custom ops.
 func TestOpProfileNamesOurKernels(t *testing.T) {
-	s, err := NewScheduler([]*Backend{cpuBackend(t)}, 64)
-	require.NoError(t, err)
-	defer s.Close()
+	s := schedulerOn(t, cpuBackend(t), 64)
 	ctx := NewContext(64, 64)
 	defer ctx.Free()
 	ctx.SetCPUKernels(true)

@@ -458,9 +458,7 @@ func TestMulMatF32Batches(t *testing.T) {
 func TestOpProfile(t *testing.T) {
 	r := rand.New(rand.NewPCG(5, 5))
 	a, b := randn(r, 64*32), randn(r, 64*48)
-	s, err := NewScheduler([]*Backend{cpuBackend(t)}, 64)
-	require.NoError(t, err)
-	defer s.Close()
+	s := schedulerOn(t, cpuBackend(t), 64)
 	ctx := NewContext(64, 64)
 	defer ctx.Free()
 	y := ctx.MulMat(ctx.InputF32(a, 64, 32), ctx.InputF32(b, 64, 48))

@@ -266,9 +266,7 @@ func TestAllocRefusesMoreThanRAM(t *testing.T) {
 // allocation is kept), then after other graphs took the buffers, and after
 // larger ones replaced them.
 func TestGraphReuse(t *testing.T) {
-	s, err := NewScheduler([]*Backend{cpuBackend(t)}, 64)
-	require.NoError(t, err)
-	defer s.Close()
+	s := schedulerOn(t, cpuBackend(t), 64)
 	ctx := NewContext(64, 64)
 	defer ctx.Free()
 	x := ctx.InputF32([]float32{1, 2, 3}, 3)
@@ -320,9 +318,7 @@ func TestGraphReuse(t *testing.T) {
 // CUDA read as zeros or garbage in session 19). Here the sizer's leftover is
 // made by hand, since a CPU-only scheduler copies nothing.
 func TestAllocateRestoresSources(t *testing.T) {
-	s, err := NewScheduler([]*Backend{cpuBackend(t)}, 64)
-	require.NoError(t, err)
-	defer s.Close()
+	s := schedulerOn(t, cpuBackend(t), 64)
 	ctx := NewContext(64, 64)
 	defer ctx.Free()
 	x := ctx.InputF32([]float32{1, 2, 3}, 3)
@@ -405,9 +401,7 @@ func TestComputeRefusesMoreThanRAM(t *testing.T) {
 	t.Cleanup(func() { hostMemory = old })
 	hostMemory = func() (uint64, bool) { return 1 << 20, true } // 1 MiB free
 
-	s, err := NewScheduler([]*Backend{cpuBackend(t)}, 64)
-	require.NoError(t, err)
-	defer s.Close()
+	s := schedulerOn(t, cpuBackend(t), 64)
 	ctx := NewContext(64, 64)
 	defer ctx.Free()
 	small := ctx.InputF32([]float32{1, 2}, 2)
@@ -415,7 +409,7 @@ func TestComputeRefusesMoreThanRAM(t *testing.T) {
 	big.SetOutput()
 	g := ctx.NewGraph(64)
 	g.Expand(big)
-	err = s.Compute(context.Background(), g)
+	err := s.Compute(context.Background(), g)
 	require.ErrorIs(t, err, ErrOutOfMemory)
 	require.EqualError(t, err, "out of memory: this computation needs 8.0 MiB of working memory on CPU but only 1.0 MiB is free")
 	var me *ComputeMemoryError
@@ -482,9 +476,7 @@ func TestContextRunsOutOfRoom(t *testing.T) {
 // nodes with ErrCanceled, and the next computation on the same scheduler
 // runs whole, as if nothing had been cancelled.
 func TestComputeCancel(t *testing.T) {
-	s, err := NewScheduler([]*Backend{cpuBackend(t)}, 256)
-	require.NoError(t, err)
-	defer s.Close()
+	s := schedulerOn(t, cpuBackend(t), 256)
 	ctx := NewContext(256, 256)
 	defer ctx.Free()
 	const n, links = 512, 60 // about 16 GFLOP: far longer than the millisecond before cancelling
