@@ -14,10 +14,8 @@ import (
 // merged LoRA). It keeps the dtype the first of them was stored in
 // (StoredAs), the natural type to keep it in on a device, and lists the
 // files they read (AlsoReads), so that a loader can release their pages.
-// from[0] must be set; later entries may be nil.
 func Computed(name string, shape []int64, from []*Tensor, compute func() ([]float32, error)) *Tensor {
 	base := from[0]
-	from = slices.DeleteFunc(slices.Clone(from), func(t *Tensor) bool { return t == nil }) // optional inputs (a bias) may be missing
 	return &Tensor{
 		Name: name, DType: safetensors.F32, Shape: shape, File: base.File, Source: base.Source, StoredAs: storedAs(base),
 		AlsoReads: alsoReads(base, from[1:]...),
