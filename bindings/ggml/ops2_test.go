@@ -479,12 +479,17 @@ func TestOpProfile(t *testing.T) {
 	require.NoError(t, s.Compute(t.Context(), g))
 	times := p.Times()
 	require.Len(t, times, 2, "%v", times)
-	ops := map[string]int{}
+	ops := map[string][3]int64{}
 	for _, op := range times {
-		ops[op.Op] = op.Count
+		ops[op.Op] = [3]int64{int64(op.Count), op.Bytes, op.FLOPs}
 		require.Greater(t, op.Seconds, 0.0, op.Op)
 	}
-	require.Equal(t, map[string]int{"MUL_MAT": 3, "ADD": 3}, ops)
+	// Per run: the product reads 64×32 and 64×48 floats and writes 32×48,
+	// 2·64·32·48 FLOPs; the sum reads two views of it and writes one more.
+	require.Equal(t, map[string][3]int64{
+		"MUL_MAT": {3, 3 * 4 * (64*32 + 64*48 + 32*48), 3 * 2 * 64 * 32 * 48},
+		"ADD":     {3, 3 * 4 * 3 * 32 * 48, 0},
+	}, ops)
 }
 
 // A graph's FLOPs are its products' multiply-adds, twice: counted here by

@@ -33,11 +33,15 @@ type OpProfile struct {
 	last time.Time
 }
 
-// OpTime is the time the ops of one kind took.
+// OpTime is the time the ops of one kind took, with the bytes their
+// operands and results span and their arithmetic (Tensor.FLOPs): divided
+// by the time, how close they came to the device's bandwidth or rate.
 type OpTime struct {
 	Op      string
 	Count   int // nodes computed
 	Seconds float64
+	Bytes   int64
+	FLOPs   int64
 }
 
 // NewOpProfile returns an empty profile.
@@ -64,7 +68,7 @@ func (p *OpProfile) start() {
 	p.mu.Unlock()
 }
 
-func (p *OpProfile) add(op string) {
+func (p *OpProfile) add(op string, bytes, flops int64) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	now := time.Now()
@@ -75,6 +79,8 @@ func (p *OpProfile) add(op string) {
 	}
 	t.Count++
 	t.Seconds += now.Sub(p.last).Seconds()
+	t.Bytes += bytes
+	t.FLOPs += flops
 	p.last = now
 }
 
@@ -92,8 +98,21 @@ func pmEval(t *C.struct_ggml_tensor, ask C.bool, user unsafe.Pointer) C.bool {
 	if ask {
 		return C.bool(!viewOps[op])
 	}
-	p.add(op)
+	p.add(op, tt.spannedBytes(), tt.FLOPs())
 	return true
+}
+
+// spannedBytes is what node t and its operands span in memory: the
+// traffic of an op that reads each operand once and writes its result (an
+// in-place op's result is counted too, though it may write less of it).
+func (t *Tensor) spannedBytes() int64 {
+	n := t.Bytes()
+	for i := range len(t.p.src) {
+		if s := t.Src(i); s != nil {
+			n += s.Bytes()
+		}
+	}
+	return n
 }
 
 // Profile makes the scheduler's computations add their op times to p; nil

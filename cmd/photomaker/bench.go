@@ -374,6 +374,8 @@ type opShare struct {
 	Nodes int     `json:"nodes_per_step"`
 	MS    float64 `json:"ms_per_step"`
 	Share float64 `json:"share"`
+	GB    float64 `json:"gb_per_step"`    // what operands and results span
+	TFLOP float64 `json:"tflop_per_step"` // products, convolutions, attention
 }
 
 // profile runs req again, with a few steps, every op of the UNet and of
@@ -388,6 +390,18 @@ func profile(ctx context.Context, p *photomaker.Pipeline, req photomaker.Request
 	return opShares(req.StepProfile, req.Steps), opShares(req.DecodeProfile, req.N), nil
 }
 
+// rate is what an op moved or computed, and at what rate: arithmetic for
+// products and attention, else bytes (ops bound by memory).
+func (o opShare) rate() string {
+	switch {
+	case o.MS <= 0:
+		return fmt.Sprintf("%.2f GB", o.GB)
+	case o.TFLOP > 0:
+		return fmt.Sprintf("%s at %s", flopAmount(o.TFLOP), flopRate(o.TFLOP/(o.MS/1e3)))
+	}
+	return fmt.Sprintf("%.2f GB at %.0f GB/s", o.GB, o.GB/(o.MS/1e3))
+}
+
 // opShares is a profile's ops, by time, per one of its n repetitions.
 func opShares(prof *ggml.OpProfile, n int) []opShare {
 	times := prof.Times()
@@ -397,7 +411,8 @@ func opShares(prof *ggml.OpProfile, n int) []opShare {
 	}
 	out := make([]opShare, len(times))
 	for i, t := range times {
-		out[i] = opShare{Op: t.Op, Nodes: t.Count / n, MS: 1e3 * t.Seconds / float64(n), Share: t.Seconds / total}
+		out[i] = opShare{Op: t.Op, Nodes: t.Count / n, MS: 1e3 * t.Seconds / float64(n), Share: t.Seconds / total,
+			GB: float64(t.Bytes) / 1e9 / float64(n), TFLOP: float64(t.FLOPs) / 1e12 / float64(n)}
 	}
 	return out
 }
@@ -716,7 +731,7 @@ func printBench(w io.Writer, r *benchResult) error {
 				fmt.Fprintf(w, "  ... %d more ops\n", len(prof.ops)-i)
 				break
 			}
-			fmt.Fprintf(w, "    %-24s %11s   %4.1f %%, %d nodes\n", op.Op, fmt.Sprintf("%.1f ms", op.MS), 100*op.Share, op.Nodes)
+			fmt.Fprintf(w, "    %-24s %11s   %4.1f %%, %d nodes, %s\n", op.Op, fmt.Sprintf("%.1f ms", op.MS), 100*op.Share, op.Nodes, op.rate())
 		}
 	}
 	if r.GenerateWeightsS > 1 {

@@ -61,10 +61,12 @@ func TestBenchRandomTiny(t *testing.T) {
 	require.Contains(t, out, "peak RSS")
 	require.Contains(t, out, "PhotoMaker v2 adapter")
 	// The profile lists ops by time; which comes first depends on the
-	// machine. Our CPU kernels appear by name.
-	op := `\s+[A-Z_0-9]+( \(ours\))?\s+[0-9.]+ ms\s+[0-9.]+ %, [0-9]+ nodes\n`
-	require.Regexp(t, `UNet step by op[^\n]*\n(`+op+`)*\s+MUL_MAT\s+[0-9.]+ ms\s+[0-9.]+ %, [0-9]+ nodes`, out)
-	require.Regexp(t, `VAE decode by op[^\n]*\n(`+op+`)*\s+CONV_3X3 \(ours\)\s+[0-9.]+ ms`, out)
+	// machine. Our CPU kernels appear by name; products with their
+	// arithmetic, other ops with the bytes they span.
+	op := `\s+[A-Z_0-9]+( [a-z0-9_]+)?( \(ours\))?\s+[0-9.]+ ms\s+[0-9.]+ %, [0-9]+ nodes, [0-9.]+ [GT]?(FLOP|B) at [0-9.]+ [GT]?(FLOP|B)/s\n`
+	require.Regexp(t, `UNet step by op[^\n]*\n(`+op+`)*\s+MUL_MAT\s+[0-9.]+ ms\s+[0-9.]+ %, [0-9]+ nodes, [0-9.]+ [GT]FLOP at`, out)
+	require.Regexp(t, `UNet step by op[^\n]*\n(`+op+`)*\s+ADD\s+[0-9.]+ ms\s+[0-9.]+ %, [0-9]+ nodes, [0-9.]+ GB at [0-9]+ GB/s`, out)
+	require.Regexp(t, `VAE decode by op[^\n]*\n(`+op+`)*\s+CONV_3X3 \(ours\)\s+[0-9.]+ ms\s+[0-9.]+ %, [0-9]+ nodes, [0-9.]+ [GT]FLOP at`, out)
 	require.Regexp(t, `generate\s+[0-9.]+ s\s+encode, denoise, decode`, out)
 	require.NotContains(t, out, "generate, warm", "one run unless --runs")
 	st2, err := os.Stat(files[0])
