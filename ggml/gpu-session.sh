@@ -83,7 +83,14 @@ run)
 			(cd models/unet && timeout "$(limit 60)" "../../$CARRY/unet.test" -test.run 'TestGPUGraphPredictsAsCPUKernels' -test.v) >"$R/${1}ops-unet.txt" 2>&1 || true
 		fi
 		if [[ $steps == *" e2e "* && -f testdata/tiny-sdxl.safetensors ]] && fits 30 "${1}e2e"; then
-			(cd photomaker && timeout "$(limit 120)" "../$CARRY/photomaker.test" -test.run 'TestEndToEndOnGPU|TestGPUVariantsMatchCPU' -test.v) >"$R/${1}e2e.txt" 2>&1 || true
+			(cd photomaker && timeout "$(limit 120)" "../$CARRY/photomaker.test" -test.run 'TestLoadWarmsUpGPU|TestEndToEndOnGPU|TestGPUVariantsMatchCPU' -test.v) >"$R/${1}e2e.txt" 2>&1 || true
+			# The warm-up Load runs on a second backend (nn.Runtime.WarmUp)
+			# was new and unmeasured in session 21: if the e2e tests fail with
+			# it and pass without, the benches run without it.
+			if ! grep -q '^PASS$' "$R/${1}e2e.txt" && [[ -z ${PHOTOMAKER_NO_WARMUP:-} ]] && fits 30 "${1}e2e without warm-up"; then
+				(cd photomaker && PHOTOMAKER_NO_WARMUP=1 timeout "$(limit 120)" "../$CARRY/photomaker.test" -test.run 'TestEndToEndOnGPU|TestGPUVariantsMatchCPU' -test.v) >"$R/${1}e2e-nowarmup.txt" 2>&1 &&
+					{ export PHOTOMAKER_NO_WARMUP=1; echo "PHOTOMAKER_NO_WARMUP=1 from here: the e2e tests failed with the warm-up and passed without" >>"$R/skipped.txt"; }
+			fi
 		fi
 	}
 	# gguf TYPE: the random weights (made by an earlier --random bench)
@@ -123,11 +130,13 @@ run)
 		done
 	}
 	# Order by worth, in case the deadline comes first: CUDA's checks, the
-	# headline bench, stream mode (fixed in session 19, unmeasured), CUDA
+	# headline bench (verbose: the warm-up's time is logged), the same
+	# without the warm-up and without the fold (each one's gain on one
+	# machine), stream mode (fixed in session 19, unmeasured), CUDA
 	# graphs off (does their capture, repeated each request, pay?), the
 	# memory targets, the other CUDA benches, then ggml-vulkan over the
 	# NVIDIA driver (when prepared).
-	specs=(${BENCH:-f16:1024:20:--profile,--runs=3 f16:1024:20:--runs=3,PHOTOMAKER_UNFOLDED=1 f16:1024:20:--vae-f16,--runs=3 f16:1024:20:--vram=stream f16:1024:20:--vae-f16,--runs=3,GGML_CUDA_DISABLE_GRAPHS=1 gguf-q4_K:1024:20 gguf-q4_K:1024:20:--vram=low f16:512:20 bf16:1024:20 f16:1024:20:--f16-accum gguf-q4_K:1024:20:--quantize-convs q8_0:1024:20})
+	specs=(${BENCH:-f16:1024:20:--profile,--runs=3,PHOTOMAKER_VERBOSE=1 f16:1024:20:--runs=3,PHOTOMAKER_NO_WARMUP=1 f16:1024:20:--runs=3,PHOTOMAKER_UNFOLDED=1 f16:1024:20:--vae-f16,--runs=3 f16:1024:20:--vram=stream f16:1024:20:--vae-f16,--runs=3,GGML_CUDA_DISABLE_GRAPHS=1 gguf-q4_K:1024:20 gguf-q4_K:1024:20:--vram=low f16:512:20 bf16:1024:20 f16:1024:20:--f16-accum gguf-q4_K:1024:20:--quantize-convs q8_0:1024:20})
 	checks "" "$CARRY/lib"
 	benches "" "$CARRY/lib" cuda "${specs[*]}"
 	if [[ $steps == *" vulkan "* && -d $CARRY/vulkan ]]; then

@@ -55,6 +55,11 @@ func NewRuntime(device string, threads int) (*Runtime, error) {
 	if err != nil {
 		return nil, err
 	}
+	return newRuntimeOn(dev, threads)
+}
+
+// newRuntimeOn is NewRuntime on a device already found.
+func newRuntimeOn(dev ggml.Device, threads int) (*Runtime, error) {
 	cpu, err := ggml.NewCPUBackend(threads)
 	if err != nil {
 		return nil, err

@@ -5,8 +5,10 @@ import (
 	"context"
 	"fmt"
 	"image"
+	"log/slog"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -16,6 +18,7 @@ import (
 	"github.com/gophotomaker/photomaker/imageproc"
 	"github.com/gophotomaker/photomaker/internal/golden"
 	"github.com/gophotomaker/photomaker/models/unet"
+	"github.com/gophotomaker/photomaker/nn"
 	"github.com/gophotomaker/photomaker/weights/safetensors"
 )
 
@@ -351,6 +354,28 @@ func gpuForTests() (ggml.Device, string) {
 		return dev, "auto"
 	}
 	return ggml.RegisterVirtualGPU(8 << 30), "vgpu"
+}
+
+// Load warms a GPU up while the weights load (nn.Runtime.WarmUp), and the
+// warm-up works there: on CUDA, the first run of that code on ggml-cuda.
+// Not on the CPU, nor with PHOTOMAKER_NO_WARMUP.
+func TestLoadWarmsUpGPU(t *testing.T) {
+	var logs bytes.Buffer
+	old := slog.Default()
+	slog.SetDefault(slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug})))
+	defer slog.SetDefault(old)
+	_, device := gpuForTests()
+	for _, tc := range []struct {
+		device, env string
+		warms       bool
+	}{{device, "", true}, {device, "1", false}, {"cpu", "", false}} {
+		logs.Reset()
+		t.Setenv(nn.NoWarmUpEnv, tc.env)
+		p := loadTinyWith(t, "photomaker/photomaker-v1-tiny.safetensors", func(c *Config) { c.Device, c.WeightType, c.OneShot = tc.device, "f16", true })
+		p.Close()
+		require.Equal(t, tc.warms, strings.Contains(logs.String(), "GPU warmed up"), "%+v: %s", tc, logs.String())
+		require.NotContains(t, logs.String(), "warm-up failed")
+	}
 }
 
 // f16SumsInF16 says the device sums f16 products in f16, whatever the

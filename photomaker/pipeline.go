@@ -266,6 +266,15 @@ func Load(ctx context.Context, cfg Config) (_ *Pipeline, err error) {
 	if err := p.checkPlanInRAM(policy); err != nil {
 		return nil, err
 	}
+	// The GPU's first-use costs, paid while the weights load rather than
+	// by the first request (nn.Runtime.WarmUp); over before Load measures
+	// free memory again or returns.
+	warmedUp := p.rt.WarmUp()
+	defer func() {
+		if err := warmedUp(); err != nil {
+			slog.Debug("the GPU warm-up failed; the first request pays the costs it would have paid", "err", err)
+		}
+	}()
 	p.encRT = p.rt
 	if cfg.EncodersOnCPU || p.vram == VRAMLow || p.vram == VRAMStream {
 		if p.encRT, err = nn.NewRuntime("cpu", cfg.Threads); err != nil {
@@ -295,6 +304,7 @@ func Load(ctx context.Context, cfg Config) (_ *Pipeline, err error) {
 		return nil, err
 	}
 	p.vae.F16Products = cfg.VAEF16
+	warmedUp()
 	if cfg.OneShot {
 		if err := p.checkLaterUNet(policy); err != nil {
 			return nil, err

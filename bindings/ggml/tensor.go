@@ -190,11 +190,7 @@ func (c *Context) InputF32(data []float32, ne ...int64) *Tensor {
 
 // InputI32 declares an int32 graph input (row indices, positions).
 func (c *Context) InputI32(data []int32, ne ...int64) *Tensor {
-	b := make([]byte, 4*len(data))
-	for i, v := range data {
-		binary.LittleEndian.PutUint32(b[4*i:], uint32(v))
-	}
-	return c.Input(TypeI32, b, ne...)
+	return c.Input(TypeI32, I32Bytes(data), ne...)
 }
 
 // Tensors lists every tensor of the context in creation order.
@@ -333,6 +329,15 @@ func F32Bytes(v []float32) []byte {
 	b := make([]byte, 4*len(v))
 	for i, x := range v {
 		binary.LittleEndian.PutUint32(b[4*i:], math.Float32bits(x))
+	}
+	return b
+}
+
+// I32Bytes encodes int32 values little-endian.
+func I32Bytes(v []int32) []byte {
+	b := make([]byte, 4*len(v))
+	for i, x := range v {
+		binary.LittleEndian.PutUint32(b[4*i:], uint32(x))
 	}
 	return b
 }
