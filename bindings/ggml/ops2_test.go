@@ -462,8 +462,10 @@ func TestOpProfile(t *testing.T) {
 	ctx := NewContext(64, 64)
 	defer ctx.Free()
 	y := ctx.MulMat(ctx.InputF32(a, 64, 32), ctx.InputF32(b, 64, 48))
-	out := ctx.Add(ctx.Reshape(y, 32*48), ctx.Reshape(y, 32*48))
-	out.SetOutput()
+	sum := ctx.Add(ctx.Reshape(y, 32*48), ctx.Reshape(y, 32*48))
+	big := ctx.Scale(ctx.InputF32(make([]float32, 2*32*48), 2*32*48), 1)
+	into := ctx.View(big, [4]int64{32 * 48, 1, 1, 1}, 4*32*48, 4*32*48, 4*32*48, 4*32*48)
+	out := ctx.Copy(sum, into).SetOutput() // into a view of a larger tensor
 	g := ctx.NewGraph(64)
 	g.Expand(out)
 
@@ -478,17 +480,20 @@ func TestOpProfile(t *testing.T) {
 	s.Profile(nil)
 	require.NoError(t, s.Compute(t.Context(), g))
 	times := p.Times()
-	require.Len(t, times, 2, "%v", times)
+	require.Len(t, times, 4, "%v", times)
 	ops := map[string][3]int64{}
 	for _, op := range times {
 		ops[op.Op] = [3]int64{int64(op.Count), op.Bytes, op.FLOPs}
 		require.Greater(t, op.Seconds, 0.0, op.Op)
 	}
 	// Per run: the product reads 64×32 and 64×48 floats and writes 32×48,
-	// 2·64·32·48 FLOPs; the sum reads two views of it and writes one more.
+	// 2·64·32·48 FLOPs; the sum reads two views of it and writes one more;
+	// the copy reads that and writes as much, not all of its destination.
 	require.Equal(t, map[string][3]int64{
 		"MUL_MAT": {3, 3 * 4 * (64*32 + 64*48 + 32*48), 3 * 2 * 64 * 32 * 48},
 		"ADD":     {3, 3 * 4 * 3 * 32 * 48, 0},
+		"CPY":     {3, 3 * 4 * 2 * 32 * 48, 0},
+		"SCALE":   {3, 3 * 4 * 2 * 2 * 32 * 48, 0},
 	}, ops)
 }
 

@@ -103,16 +103,29 @@ func pmEval(t *C.struct_ggml_tensor, ask C.bool, user unsafe.Pointer) C.bool {
 }
 
 // spannedBytes is what node t and its operands span in memory: the
-// traffic of an op that reads each operand once and writes its result (an
-// in-place op's result is counted too, though it may write less of it).
+// traffic of an op that reads each operand once and writes its result. A
+// copy into a tensor (SET or ACC of a band, CPY into a state) writes as
+// much as it reads from its other operands; another op in place reads and
+// writes its result.
 func (t *Tensor) spannedBytes() int64 {
-	n := t.Bytes()
+	var n int64
+	inPlace := false
 	for i := range len(t.p.src) {
-		if s := t.Src(i); s != nil {
+		switch s := t.Src(i); {
+		case s == nil:
+		case t.p.view_src != nil && (s.p == t.p.view_src || s.p.view_src == t.p.view_src): // t is (a view of) s
+			inPlace = true
+		default:
 			n += s.Bytes()
 		}
 	}
-	return n
+	switch op := t.Op(); {
+	case !inPlace:
+		return n + t.Bytes()
+	case op == "SET" || op == "ACC" || op == "CPY":
+		return 2 * n
+	}
+	return n + 2*t.Bytes()
 }
 
 // Profile makes the scheduler's computations add their op times to p; nil
