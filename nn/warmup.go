@@ -78,6 +78,7 @@ func warmUp(dev ggml.Device, f32Accumulation bool) error {
 type warmUpWeights struct {
 	ctx                  *ggml.Context
 	x, img               *ggml.Tensor // [64, 64, 2] tokens; [8, 8, 64, 2] images
+	text                 *ggml.Tensor // [64, 77, 2]: a prompt's tokens, for cross-attention
 	norm, bias           *ggml.Tensor // [64]
 	proj                 *ggml.Tensor // f16 [64, 128]
 	rowKernel, vaeKernel *ggml.Tensor // f16 [3, 64, 64, 3] by row; f32 [3, 3, 64, 64]
@@ -88,7 +89,7 @@ type warmUpWeights struct {
 func newWarmUpWeights() *warmUpWeights {
 	c := ggml.NewContext(16, 0)
 	return &warmUpWeights{ctx: c,
-		x: c.NewTensor(ggml.TypeF32, 64, 64, 2), img: c.NewTensor(ggml.TypeF32, 8, 8, 64, 2),
+		x: c.NewTensor(ggml.TypeF32, 64, 64, 2), img: c.NewTensor(ggml.TypeF32, 8, 8, 64, 2), text: c.NewTensor(ggml.TypeF32, 64, 77, 2),
 		norm: c.NewTensor(ggml.TypeF32, 64), bias: c.NewTensor(ggml.TypeF32, 64),
 		proj:      c.NewTensor(ggml.TypeF16, 64, 128),
 		rowKernel: c.NewTensor(ggml.TypeF16, 3, 64, 64, 3), vaeKernel: c.NewTensor(ggml.TypeF32, 3, 3, 64, 64),
@@ -100,7 +101,7 @@ func (w *warmUpWeights) fill() error {
 	if err := w.ids.SetData(ggml.I32Bytes([]int32{3, 1, 4, 1})); err != nil {
 		return err
 	}
-	for _, t := range []*ggml.Tensor{w.x, w.img, w.norm, w.bias, w.proj, w.rowKernel, w.vaeKernel, w.table} {
+	for _, t := range []*ggml.Tensor{w.x, w.img, w.text, w.norm, w.bias, w.proj, w.rowKernel, w.vaeKernel, w.table} {
 		v := make([]float32, t.Elements())
 		for i := range v {
 			v[i] = float32(i%17-8) / 64
@@ -121,7 +122,8 @@ func (w *warmUpWeights) fill() error {
 
 // graph has a transformer block's ops (layer norm, f16 products with f32
 // sums as a batch and as one matrix, attention by the flash kernel over
-// rows of a wider product and with a mask by the softmax path, GELUs), an
+// rows of a wider product and over a prompt's 77 tokens, and with a mask by
+// the softmax path, GELUs), an
 // image's (group norm with SiLU, a 3×3 convolution by row, an f32 one in
 // bands, upsampling, padding, concatenation, casts) and the embeddings'
 // (rows of a table, the timestep's sines).
@@ -134,8 +136,9 @@ func (w *warmUpWeights) graph(c *ggml.Context, opt AttentionOptions) []*ggml.Ten
 		return c.View(x, [4]int64{64, n, 2, 1}, x.Nb(1), x.Nb(2), x.Nb(3), at)
 	}
 	q, k := half(qk, 64, 0), half(qk, 64, 64*qk.Nb(0))
-	attn := Attend(c, q, k, k, 1, nil, opt)
-	masked := Attend(c, half(q, 16, 0), k, k, 1, w.table, opt) // mask [64 keys, 16 queries]
+	attn := c.Add(Attend(c, q, k, k, 1, nil, opt), Attend(c, q, w.text, w.text, 1, nil, opt)) // self and cross
+	// The text encoders' causal mask takes the softmax path: a mask [64 keys, 16 queries].
+	masked := Attend(c, half(q, 16, 0), k, k, 1, w.table, opt)
 	act := c.Add(c.Add(c.GELU(attn), c.GELUQuick(attn)), c.Add(c.GEGLUSecondHalf(qk), c.Scale(c.GELUErf(attn), 0.5)))
 
 	gn, conv := GroupNorm{Weight: w.norm, Bias: w.bias}, NewConv2DByRow(w.rowKernel, w.bias)
