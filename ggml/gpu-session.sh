@@ -136,7 +136,7 @@ run)
 	# graphs off (does their capture, repeated each request, pay?), the
 	# memory targets, the other CUDA benches, then ggml-vulkan over the
 	# NVIDIA driver (when prepared).
-	specs=(${BENCH:-f16:1024:20:--profile,--runs=3,PHOTOMAKER_VERBOSE=1 f16:1024:20:--runs=3,PHOTOMAKER_NO_WARMUP=1 f16:1024:20:--runs=3,PHOTOMAKER_UNFOLDED=1 f16:1024:20:--vae-f16,--runs=3 f16:1024:20:--vram=stream f16:1024:20:--vae-f16,--runs=3,GGML_CUDA_DISABLE_GRAPHS=1 gguf-q4_K:1024:20 gguf-q4_K:1024:20:--vram=low f16:512:20 bf16:1024:20 f16:1024:20:--f16-accum gguf-q4_K:1024:20:--quantize-convs q8_0:1024:20})
+	specs=(${BENCH:-f16:1024:20:--profile,--runs=3,PHOTOMAKER_VERBOSE=1 f16:1024:20:PHOTOMAKER_NO_WARMUP=1 f16:1024:20:--runs=3,PHOTOMAKER_UNFOLDED=1 f16:1024:20:--vae-f16,--runs=3 f16:1024:20:--vram=stream f16:1024:20:--vae-f16,--runs=3,GGML_CUDA_DISABLE_GRAPHS=1 gguf-q4_K:1024:20 gguf-q4_K:1024:20:--vram=low f16:512:20 bf16:1024:20 f16:1024:20:--f16-accum gguf-q4_K:1024:20:--quantize-convs q8_0:1024:20})
 	checks "" "$CARRY/lib"
 	benches "" "$CARRY/lib" cuda "${specs[*]}"
 	if [[ $steps == *" vulkan "* && -d $CARRY/vulkan ]]; then
