@@ -46,8 +46,15 @@ func (r *Runtime) WarmUp() (wait func() error) {
 	return sync.OnceValue(func() error { return <-done })
 }
 
-// warmUp computes warmUpGraph on a runtime of its own on dev.
-func warmUp(dev ggml.Device, f32Accumulation bool) error {
+// warmUp computes the warm-up graph (warmUpWeights.graph) on a runtime of
+// its own on dev. A panic becomes its error: the warm-up is an extra, and
+// it runs outside the caller's goroutine.
+func warmUp(dev ggml.Device, f32Accumulation bool) (err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			err = fmt.Errorf("warming up %s: %v", dev.Name, p)
+		}
+	}()
 	rt, err := newRuntimeOn(dev, 1)
 	if err != nil {
 		return err
