@@ -76,7 +76,7 @@ Examples:
 			&cli.StringFlag{Name: "cache-dir", Usage: "where random weights are kept (default: $XDG_CACHE_HOME/photomaker/random, else ~/.cache/photomaker/random)", EnvVars: envs("cache-dir")},
 			&cli.StringFlag{Name: "random-scale", Value: "full", Usage: "full or tiny (tests)", Hidden: true, EnvVars: envs("random-scale")},
 			&cli.IntFlag{Name: "runs", Value: 1, Usage: "generate this many times: the first run pays the device's first-use costs, the others are reported as warm", EnvVars: envs("runs")},
-			&cli.BoolFlag{Name: "profile", Usage: "then profile a few UNet steps and the VAE decode by op (each op synchronized: shares, not timings)", EnvVars: envs("profile")},
+			&cli.BoolFlag{Name: "profile", Usage: "then profile a few UNet steps and the VAE decode by op, with what each op moved or computed and at what rate (each op synchronized: shares, not timings)", EnvVars: envs("profile")},
 			&cli.BoolFlag{Name: "json", Usage: "print JSON", EnvVars: envs("json")},
 		},
 		Action: runBench,
