@@ -693,14 +693,23 @@ func printBench(w io.Writer, r *benchResult) error {
 	fmt.Fprintf(w, "%s on %s, weights %s, %d×%d, %d %s, batch %d, guidance %g, %d threads\n%s\n",
 		r.Kind, device, weightType, r.Width, r.Height, r.Steps, steps, r.Batch, r.Guidance, r.Threads, src)
 	row := func(name, value, note string) { fmt.Fprintf(w, "  %-20s %11s   %s\n", name, value, note) }
-	sec := func(s float64) string { return fmt.Sprintf("%.2f s", s) }
+	sec := func(s float64) string { // a GPU's steps and encoders take milliseconds
+		if s < 1 {
+			return fmt.Sprintf("%.1f ms", 1e3*s)
+		}
+		return fmt.Sprintf("%.2f s", s)
+	}
 	row("load", sec(r.LoadSeconds), "open, LoRA merge, convert, upload")
 	row("text encoders", sec(r.TextEncodeSeconds), "one prompt, CLIP-L + bigG")
 	if r.IDImages > 0 {
 		row("ID encoder", sec(r.IDEncodeSeconds), fmt.Sprintf("%d photos", r.IDImages))
 	}
 	row("encode stage", sec(r.EncodeSeconds), "all prompts and the ID encoder")
-	row("UNet step", sec(r.UNetStepSeconds), fmt.Sprintf("median of %d, %.3f it/s; %s at %s", len(r.UNetStepsSeconds), r.ItPerS, flopAmount(r.UNetStepTFLOP), flopRate(r.UNetTFLOPS)))
+	step := fmt.Sprintf("median of %d, %.3f it/s; %s at %s", len(r.UNetStepsSeconds), r.ItPerS, flopAmount(r.UNetStepTFLOP), flopRate(r.UNetTFLOPS))
+	if len(r.UNetStepsSeconds) > 1 { // the first also pays first uses (GPU graph capture, kernels)
+		step += "; the first " + sec(r.UNetStepsSeconds[0])
+	}
+	row("UNet step", sec(r.UNetStepSeconds), step)
 	row("VAE decode", sec(r.VAESeconds), fmt.Sprintf("per image; %s at %s", flopAmount(r.VAETFLOP), flopRate(r.VAETFLOPS)))
 	row("generate", sec(r.GenerateSeconds), "encode, denoise, decode (first run)")
 	if r.Runs > 1 {

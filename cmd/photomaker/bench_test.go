@@ -3,6 +3,7 @@
 package main
 
 import (
+	"bytes"
 	"encoding/json"
 	"os"
 	"path/filepath"
@@ -56,8 +57,8 @@ func TestBenchRandomTiny(t *testing.T) {
 	// Second run: cached files reused, plain table, op profile.
 	code, out, errOut = runCLI(t, append(args[:len(args)-2], "--steps", "1", "--photomaker-version", "2", "--profile")...)
 	require.Equal(t, 0, code, errOut)
-	require.Regexp(t, `UNet step\s+[0-9.]+ s\s+median of 1, [0-9.]+ it/s; [0-9.]+ GFLOP at [0-9]+ GFLOP/s`, out)
-	require.Regexp(t, `VAE decode\s+[0-9.]+ s\s+per image; [0-9.]+ GFLOP at [0-9]+ GFLOP/s`, out)
+	require.Regexp(t, `UNet step\s+[0-9.]+ m?s\s+median of 1, [0-9.]+ it/s; [0-9.]+ GFLOP at [0-9]+ GFLOP/s`, out)
+	require.Regexp(t, `VAE decode\s+[0-9.]+ m?s\s+per image; [0-9.]+ GFLOP at [0-9]+ GFLOP/s`, out)
 	require.Contains(t, out, "peak RSS")
 	require.Contains(t, out, "PhotoMaker v2 adapter")
 	// The profile lists ops by time; which comes first depends on the
@@ -67,11 +68,23 @@ func TestBenchRandomTiny(t *testing.T) {
 	require.Regexp(t, `UNet step by op[^\n]*\n(`+op+`)*\s+MUL_MAT\s+[0-9.]+ ms\s+[0-9.]+ %, [0-9]+ nodes, [0-9.]+ [GT]FLOP at`, out)
 	require.Regexp(t, `UNet step by op[^\n]*\n(`+op+`)*\s+ADD\s+[0-9.]+ ms\s+[0-9.]+ %, [0-9]+ nodes, [0-9.]+ GB at [0-9]+ GB/s`, out)
 	require.Regexp(t, `VAE decode by op[^\n]*\n(`+op+`)*\s+CONV_3X3 \(ours\)\s+[0-9.]+ ms\s+[0-9.]+ %, [0-9]+ nodes, [0-9.]+ [GT]FLOP at`, out)
-	require.Regexp(t, `generate\s+[0-9.]+ s\s+encode, denoise, decode`, out)
+	require.Regexp(t, `generate\s+[0-9.]+ m?s\s+encode, denoise, decode`, out)
 	require.NotContains(t, out, "generate, warm", "one run unless --runs")
 	st2, err := os.Stat(files[0])
 	require.NoError(t, err)
 	require.Equal(t, st.ModTime(), st2.ModTime())
+}
+
+// With more than one step the table gives the first apart: on a GPU it
+// pays the graph's capture and first kernel loads. Times under a second
+// are in milliseconds.
+func TestBenchTableFirstStep(t *testing.T) {
+	var out bytes.Buffer
+	require.NoError(t, printBench(&out, &benchResult{Device: "CUDA0", Type: "f16", Steps: 3, UNetStepSeconds: 0.095, UNetStepsSeconds: []float64{0.261, 0.095, 0.094}}))
+	require.Regexp(t, `UNet step\s+95.0 ms\s+median of 3, [^\n]*; the first 261.0 ms\n`, out.String())
+	out.Reset()
+	require.NoError(t, printBench(&out, &benchResult{Device: "CUDA0", Type: "f16", Steps: 1, UNetStepSeconds: 0.261, UNetStepsSeconds: []float64{0.261}}))
+	require.NotContains(t, out.String(), "the first")
 }
 
 func TestBenchUsage(t *testing.T) {
