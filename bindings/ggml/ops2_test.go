@@ -490,10 +490,10 @@ func TestOpProfile(t *testing.T) {
 	// 2·64·32·48 FLOPs; the sum reads two views of it and writes one more;
 	// the copy reads that and writes as much, not all of its destination.
 	require.Equal(t, map[string][3]int64{
-		"MUL_MAT": {3, 3 * 4 * (64*32 + 64*48 + 32*48), 3 * 2 * 64 * 32 * 48},
-		"ADD":     {3, 3 * 4 * 3 * 32 * 48, 0},
-		"CPY":     {3, 3 * 4 * 2 * 32 * 48, 0},
-		"SCALE":   {3, 3 * 4 * 2 * 2 * 32 * 48, 0},
+		"MUL_MAT f32·f32": {3, 3 * 4 * (64*32 + 64*48 + 32*48), 3 * 2 * 64 * 32 * 48},
+		"ADD":             {3, 3 * 4 * 3 * 32 * 48, 0},
+		"CPY":             {3, 3 * 4 * 2 * 32 * 48, 0},
+		"SCALE":           {3, 3 * 4 * 2 * 2 * 32 * 48, 0},
 	}, ops)
 }
 

@@ -62,10 +62,11 @@ func TestBenchRandomTiny(t *testing.T) {
 	require.Contains(t, out, "peak RSS")
 	require.Contains(t, out, "PhotoMaker v2 adapter")
 	// The profile lists ops by time; which comes first depends on the
-	// machine. Our CPU kernels appear by name; products with their
-	// arithmetic, other ops with the bytes they span.
-	op := `\s+[A-Z_0-9]+( [a-z0-9_]+)?( \(ours\))?\s+[0-9.]+ ms\s+[0-9.]+ %, [0-9]+ nodes, [0-9.]+ [GT]?(FLOP|B) at [0-9.]+ [GT]?(FLOP|B)/s\n`
-	require.Regexp(t, `UNet step by op[^\n]*\n(`+op+`)*\s+MUL_MAT\s+[0-9.]+ ms\s+[0-9.]+ %, [0-9]+ nodes, [0-9.]+ [GT]FLOP at`, out)
+	// machine. Our CPU kernels appear by name, ggml's products by their
+	// operands' types; products with their arithmetic, other ops with the
+	// bytes they span.
+	op := `\s+[A-Z_0-9]+( [a-z0-9_·]+)?( \(ours\))?\s+[0-9.]+ ms\s+[0-9.]+ %, [0-9]+ nodes, [0-9.]+ [GT]?(FLOP|B) at [0-9.]+ [GT]?(FLOP|B)/s\n`
+	require.Regexp(t, `UNet step by op[^\n]*\n(`+op+`)*\s+MUL_MAT [a-z0-9_]+·[a-z0-9_]+\s+[0-9.]+ ms\s+[0-9.]+ %, [0-9]+ nodes, [0-9.]+ [GT]FLOP at`, out)
 	require.Regexp(t, `UNet step by op[^\n]*\n(`+op+`)*\s+ADD\s+[0-9.]+ ms\s+[0-9.]+ %, [0-9]+ nodes, [0-9.]+ GB at [0-9]+ GB/s`, out)
 	require.Regexp(t, `VAE decode by op[^\n]*\n(`+op+`)*\s+CONV_3X3 \(ours\)\s+[0-9.]+ ms\s+[0-9.]+ %, [0-9]+ nodes, [0-9.]+ [GT]FLOP at`, out)
 	require.Regexp(t, `generate\s+[0-9.]+ m?s\s+encode, denoise, decode`, out)
