@@ -88,6 +88,7 @@ type warmUpWeights struct {
 	text                 *ggml.Tensor // [64, 77, 2]: a prompt's tokens, for cross-attention
 	norm, bias           *ggml.Tensor // [64]
 	proj                 *ggml.Tensor // f16 [64, 128]
+	projQ4K, projQ8      *ggml.Tensor // q4_K and q8_0 [256, 64]: quantized UNets (--type q4_K keeps 640-wide rows q8_0)
 	rowKernel, vaeKernel *ggml.Tensor // f16 [3, 64, 64, 3] by row; f32 [3, 3, 64, 64]
 	table                *ggml.Tensor // [64, 16]: embedding rows, and a mask
 	ids                  *ggml.Tensor // i32 [4]
@@ -98,7 +99,8 @@ func newWarmUpWeights() *warmUpWeights {
 	return &warmUpWeights{ctx: c,
 		x: c.NewTensor(ggml.TypeF32, 64, 64, 2), img: c.NewTensor(ggml.TypeF32, 8, 8, 64, 2), text: c.NewTensor(ggml.TypeF32, 64, 77, 2),
 		norm: c.NewTensor(ggml.TypeF32, 64), bias: c.NewTensor(ggml.TypeF32, 64),
-		proj:      c.NewTensor(ggml.TypeF16, 64, 128),
+		proj:    c.NewTensor(ggml.TypeF16, 64, 128),
+		projQ4K: c.NewTensor(ggml.TypeQ4_K, 256, 64), projQ8: c.NewTensor(ggml.TypeQ8_0, 256, 64),
 		rowKernel: c.NewTensor(ggml.TypeF16, 3, 64, 64, 3), vaeKernel: c.NewTensor(ggml.TypeF32, 3, 3, 64, 64),
 		table: c.NewTensor(ggml.TypeF32, 64, 16), ids: c.NewTensor(ggml.TypeI32, 4)}
 }
@@ -108,7 +110,7 @@ func (w *warmUpWeights) fill() error {
 	if err := w.ids.SetData(ggml.I32Bytes([]int32{3, 1, 4, 1})); err != nil {
 		return err
 	}
-	for _, t := range []*ggml.Tensor{w.x, w.img, w.text, w.norm, w.bias, w.proj, w.rowKernel, w.vaeKernel, w.table} {
+	for _, t := range []*ggml.Tensor{w.x, w.img, w.text, w.norm, w.bias, w.proj, w.projQ4K, w.projQ8, w.rowKernel, w.vaeKernel, w.table} {
 		v := make([]float32, t.Elements())
 		for i := range v {
 			v[i] = float32(i%17-8) / 64
@@ -128,7 +130,7 @@ func (w *warmUpWeights) fill() error {
 }
 
 // graph has a transformer block's ops (layer norm, f16 products with f32
-// sums as a batch and as one matrix, attention by the flash kernel over
+// sums as a batch and as one matrix, q4_K and q8_0 products, attention by the flash kernel over
 // rows of a wider product and over a prompt's 77 tokens, and with a mask by
 // the softmax path, GELUs), an
 // image's (group norm with SiLU, a 3×3 convolution by row, an f32 one in
@@ -139,6 +141,8 @@ func (w *warmUpWeights) graph(c *ggml.Context, opt AttentionOptions) []*ggml.Ten
 	h := ln.Forward(c, w.x, 1e-5)
 	qk := proj.Forward(c, h)                       // [128, 64, 2]
 	flat := proj.Forward(c, c.Reshape(h, 64, 128)) // one matrix of 128 columns
+	wide := c.Reshape(h, 256, 32)
+	quantized := c.Add(c.MulMat(w.projQ4K, wide), c.MulMat(w.projQ8, wide))
 	half := func(x *ggml.Tensor, n, at int64) *ggml.Tensor {
 		return c.View(x, [4]int64{64, n, 2, 1}, x.Nb(1), x.Nb(2), x.Nb(3), at)
 	}
@@ -156,6 +160,6 @@ func (w *warmUpWeights) graph(c *ggml.Context, opt AttentionOptions) []*ggml.Ten
 
 	emb := Embedding{Weight: w.table}
 	steps := c.Scale(c.View(w.x, [4]int64{2, 1, 1, 1}, 8, 8, 8, 0), 1000)
-	return []*ggml.Tensor{act, flat, masked, c.Cast(c.Cast(img, ggml.TypeF16), ggml.TypeF32), vae,
+	return []*ggml.Tensor{act, flat, quantized, masked, c.Cast(c.Cast(img, ggml.TypeF16), ggml.TypeF32), vae,
 		emb.Forward(c, w.ids), c.TimestepEmbedding(steps, 64, 10000)}
 }

@@ -65,7 +65,7 @@ func TestWarmUpGraph(t *testing.T) {
 	defer gpu.Close()
 	want, got := runWarmUpGraph(t, cpu), runWarmUpGraph(t, gpu)
 	require.Len(t, got, len(want))
-	require.Len(t, want, 7)
+	require.Len(t, want, 8)
 	for i := range want {
 		require.Equal(t, want[i].Shape, got[i].Shape, "output %d", i)
 		var scale, diff float64
