@@ -130,12 +130,12 @@ func (w *warmUpWeights) fill() error {
 }
 
 // graph has a transformer block's ops (layer norm, f16 products with f32
-// sums as a batch and as one matrix, q4_K and q8_0 products, attention by the flash kernel over
-// rows of a wider product and over a prompt's 77 tokens, and with a mask by
-// the softmax path, GELUs), an
-// image's (group norm with SiLU, a 3×3 convolution by row, an f32 one in
-// bands, upsampling, padding, concatenation, casts) and the embeddings'
-// (rows of a table, the timestep's sines).
+// sums as a batch and as one matrix, q4_K and q8_0 products, attention by
+// the flash kernel over rows of a wider product and over a prompt's 77
+// tokens, and with a mask by the softmax path, GELUs), an image's (group
+// norm with SiLU, a 3×3 convolution by row, an f32 one in bands,
+// upsampling, padding, concatenation, casts) and the embeddings' (rows of
+// a table, the timestep's sines).
 func (w *warmUpWeights) graph(c *ggml.Context, opt AttentionOptions) []*ggml.Tensor {
 	ln, proj := LayerNorm{Weight: w.norm, Bias: w.bias}, Linear{Weight: w.proj}
 	h := ln.Forward(c, w.x, 1e-5)
