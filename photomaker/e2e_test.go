@@ -360,8 +360,8 @@ func gpuForTests() (ggml.Device, string) {
 }
 
 // Load warms a GPU up while the weights load (nn.Runtime.WarmUp), and the
-// warm-up works there: on CUDA, the first run of that code on ggml-cuda.
-// Not on the CPU, nor with PHOTOMAKER_NO_WARMUP.
+// warm-up works there, wholly on the GPU: on CUDA, the first run of that
+// code on ggml-cuda. Not on the CPU, nor with PHOTOMAKER_NO_WARMUP.
 func TestLoadWarmsUpGPU(t *testing.T) {
 	var logs bytes.Buffer
 	old := slog.Default()
@@ -378,6 +378,9 @@ func TestLoadWarmsUpGPU(t *testing.T) {
 		p.Close()
 		require.Equal(t, tc.warms, strings.Contains(logs.String(), "GPU warmed up"), "%+v: %s", tc, logs.String())
 		require.NotContains(t, logs.String(), "warm-up failed")
+		// Every op of it had a GPU kernel, and every product ran there.
+		require.NotContains(t, logs.String(), "has no kernel for an op")
+		require.NotContains(t, logs.String(), "computes part of a GPU graph's products")
 	}
 }
 
