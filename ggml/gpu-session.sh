@@ -84,9 +84,9 @@ run)
 		fi
 		if [[ $steps == *" e2e "* && -f testdata/tiny-sdxl.safetensors ]] && fits 30 "${1}e2e"; then
 			(cd photomaker && timeout "$(limit 120)" "../$CARRY/photomaker.test" -test.run 'TestLoadWarmsUpGPU|TestEndToEndOnGPU|TestGPUVariantsMatchCPU' -test.v) >"$R/${1}e2e.txt" 2>&1 || true
-			# The warm-up Load runs on a second backend (nn.Runtime.WarmUp)
-			# was new and unmeasured in session 21: if the e2e tests fail with
-			# it and pass without, the benches run without it.
+			# The warm-up that Load runs on a second backend (nn.Runtime.WarmUp)
+			# is new since session 21 and was never run on a real GPU: if the
+			# e2e tests fail with it and pass without, the benches run without.
 			if ! grep -q '^PASS$' "$R/${1}e2e.txt" && [[ -z ${PHOTOMAKER_NO_WARMUP:-} ]] && fits 30 "${1}e2e without warm-up"; then
 				(cd photomaker && PHOTOMAKER_NO_WARMUP=1 timeout "$(limit 120)" "../$CARRY/photomaker.test" -test.run 'TestEndToEndOnGPU|TestGPUVariantsMatchCPU' -test.v) >"$R/${1}e2e-nowarmup.txt" 2>&1 &&
 					{ export PHOTOMAKER_NO_WARMUP=1; echo "PHOTOMAKER_NO_WARMUP=1 from here: the e2e tests failed with the warm-up and passed without" >>"$R/skipped.txt"; }
