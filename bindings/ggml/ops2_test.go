@@ -266,15 +266,7 @@ func TestShapeOps(t *testing.T) {
 		require.Equal(t, [4]int64{5, 6, 4, 2}, shape)
 		nd := dims{5, 6, 4, 2}
 		ref := make([]float64, d.n())
-		for a := 0; a < 4; a++ {
-			for b := 0; b < 5; b++ {
-				for c := 0; c < 6; c++ {
-					for n := 0; n < 2; n++ {
-						ref[nd.at(b, c, a, n)] = float64(x[d.at(a, b, c, n)])
-					}
-				}
-			}
-		}
+		d.each(func(a, b, c, n int) { ref[nd.at(b, c, a, n)] = float64(x[d.at(a, b, c, n)]) })
 		checkRel(t, "permute", got, ref, 0)
 	})
 	t.Run("ones after rows", func(t *testing.T) {
@@ -282,18 +274,12 @@ func TestShapeOps(t *testing.T) {
 		require.Equal(t, [4]int64{7, 5, 6, 2}, shape)
 		nd := dims{7, 5, 6, 2}
 		ref := make([]float64, nd.n())
-		for a := 0; a < 7; a++ {
-			for b := 0; b < 5; b++ {
-				for c := 0; c < 6; c++ {
-					for n := 0; n < 2; n++ {
-						ref[nd.at(a, b, c, n)] = 1
-						if a < 4 {
-							ref[nd.at(a, b, c, n)] = float64(x[d.at(a, b, c, n)])
-						}
-					}
-				}
+		nd.each(func(a, b, c, n int) {
+			ref[nd.at(a, b, c, n)] = 1
+			if a < 4 {
+				ref[nd.at(a, b, c, n)] = float64(x[d.at(a, b, c, n)])
 			}
-		}
+		})
 		checkRel(t, "ones", got, ref, 0)
 	})
 	t.Run("concat dim2", func(t *testing.T) {
@@ -301,15 +287,7 @@ func TestShapeOps(t *testing.T) {
 		require.Equal(t, [4]int64{4, 5, 12, 2}, shape)
 		nd := dims{4, 5, 12, 2}
 		ref := make([]float64, nd.n())
-		for a := 0; a < 4; a++ {
-			for b := 0; b < 5; b++ {
-				for c := 0; c < 12; c++ {
-					for n := 0; n < 2; n++ {
-						ref[nd.at(a, b, c, n)] = float64(x[d.at(a, b, c%6, n)])
-					}
-				}
-			}
-		}
+		nd.each(func(a, b, c, n int) { ref[nd.at(a, b, c, n)] = float64(x[d.at(a, b, c%6, n)]) })
 		checkRel(t, "concat", got, ref, 0)
 	})
 	t.Run("pad", func(t *testing.T) {
@@ -317,15 +295,7 @@ func TestShapeOps(t *testing.T) {
 		require.Equal(t, [4]int64{5, 6, 6, 2}, shape)
 		nd := dims{5, 6, 6, 2}
 		ref := make([]float64, nd.n())
-		for a := 0; a < 4; a++ {
-			for b := 0; b < 5; b++ {
-				for c := 0; c < 6; c++ {
-					for n := 0; n < 2; n++ {
-						ref[nd.at(a, b, c, n)] = float64(x[d.at(a, b, c, n)])
-					}
-				}
-			}
-		}
+		d.each(func(a, b, c, n int) { ref[nd.at(a, b, c, n)] = float64(x[d.at(a, b, c, n)]) })
 		checkRel(t, "pad", got, ref, 0)
 	})
 	t.Run("upscale nearest", func(t *testing.T) {
@@ -337,15 +307,7 @@ func TestShapeOps(t *testing.T) {
 			require.Equal(t, [4]int64{8, 10, 6, 2}, shape)
 			nd := dims{8, 10, 6, 2}
 			ref := make([]float64, nd.n())
-			for a := 0; a < 8; a++ {
-				for b := 0; b < 10; b++ {
-					for c := 0; c < 6; c++ {
-						for n := 0; n < 2; n++ {
-							ref[nd.at(a, b, c, n)] = float64(x[d.at(a/2, b/2, c, n)])
-						}
-					}
-				}
-			}
+			nd.each(func(a, b, c, n int) { ref[nd.at(a, b, c, n)] = float64(x[d.at(a/2, b/2, c, n)]) })
 			checkRel(t, "upscale", got, ref, 0)
 		}
 	})

@@ -115,6 +115,19 @@ type dims [4]int
 func (d dims) at(i0, i1, i2, i3 int) int { return i0 + d[0]*(i1+d[1]*(i2+d[2]*i3)) }
 func (d dims) n() int                    { return d[0] * d[1] * d[2] * d[3] }
 
+// each calls f with every index of d.
+func (d dims) each(f func(i0, i1, i2, i3 int)) {
+	for i3 := range d[3] {
+		for i2 := range d[2] {
+			for i1 := range d[1] {
+				for i0 := range d[0] {
+					f(i0, i1, i2, i3)
+				}
+			}
+		}
+	}
+}
+
 func TestMulMat(t *testing.T) {
 	r := rand.New(rand.NewPCG(1, 2))
 	K, M, N, B := 1280, 64, 77, 2
