@@ -92,14 +92,14 @@ func pmEval(t *C.struct_ggml_tensor, ask C.bool, user unsafe.Pointer) C.bool {
 	p := cgo.Handle(uintptr(user)).Value().(*OpProfile)
 	tt := &Tensor{p: t}
 	op := tt.Op()
+	if ask {
+		return C.bool(!viewOps[op])
+	}
 	switch {
 	case (op == "CUSTOM" || strings.HasPrefix(op, "MAP_CUSTOM")) && tt.Name() != "":
 		op = tt.Name() // our CPU kernels name their nodes (cpu_*.c)
 	case op == "MUL_MAT": // by operand types: weights (f16, quantized) times activations or columns
 		op += " " + tt.Src(0).Type().String() + "·" + tt.Src(1).Type().String()
-	}
-	if ask {
-		return C.bool(!viewOps[op])
 	}
 	p.add(op, tt.spannedBytes(), tt.FLOPs())
 	return true
