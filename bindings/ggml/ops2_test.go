@@ -3,6 +3,7 @@ package ggml
 import (
 	"math"
 	"math/rand/v2"
+	"slices"
 	"testing"
 
 	"github.com/stretchr/testify/require"
@@ -428,8 +429,10 @@ func TestOpProfile(t *testing.T) {
 	big := ctx.Scale(ctx.InputF32(make([]float32, 2*32*48), 2*32*48), 1)
 	into := ctx.View(big, [4]int64{32 * 48, 1, 1, 1}, 4*32*48, 4*32*48, 4*32*48, 4*32*48)
 	out := ctx.Copy(sum, into).SetOutput() // into a view of a larger tensor
+	biased := ctx.Add(y, ctx.InputF32(make([]float32, 32), 32)).SetOutput()
 	g := ctx.NewGraph(64)
 	g.Expand(out)
+	g.Expand(biased)
 
 	require.NoError(t, s.Compute(t.Context(), g))
 	want := out.Float32()
@@ -443,17 +446,36 @@ func TestOpProfile(t *testing.T) {
 	require.NoError(t, s.Compute(t.Context(), g))
 	times := p.Times()
 	require.Len(t, times, 4, "%v", times)
-	ops := map[string][3]int64{}
+	ops, shapes := map[string][3]int64{}, map[string][]string{}
 	for _, op := range times {
 		ops[op.Op] = [3]int64{int64(op.Count), op.Bytes, op.FLOPs}
 		require.Greater(t, op.Seconds, 0.0, op.Op)
+		var sum [3]int64
+		var seconds float64
+		for _, sh := range op.Shapes {
+			shapes[op.Op] = append(shapes[op.Op], sh.Op)
+			sum[0], sum[1], sum[2] = sum[0]+int64(sh.Count), sum[1]+sh.Bytes, sum[2]+sh.FLOPs
+			seconds += sh.Seconds
+		}
+		require.Equal(t, ops[op.Op], sum, "%s: its shapes add up to it", op.Op)
+		require.InDelta(t, op.Seconds, seconds, 1e-9, op.Op)
+	}
+	slices.Sort(shapes["ADD"]) // two shapes, in either order of time
+	require.Equal(t, map[string][]string{"MUL_MAT f32·f32": {"64×32, 64×48"}, "ADD": {"1536, 1536", "32×48, 32"}, "CPY": {"1536, 1536"}, "SCALE": {"3072"}}, shapes)
+	for _, op := range times {
+		if op.Op == "ADD" {
+			require.Equal(t, 3, op.Shapes[0].Count)
+			require.Equal(t, 3, op.Shapes[1].Count)
+			require.GreaterOrEqual(t, op.Shapes[0].Seconds, op.Shapes[1].Seconds, "the most time first")
+		}
 	}
 	// Per run: the product reads 64×32 and 64×48 floats and writes 32×48,
-	// 2·64·32·48 FLOPs; the sum reads two views of it and writes one more;
-	// the copy reads that and writes as much, not all of its destination.
+	// 2·64·32·48 FLOPs; the sum reads two views of it and writes one more,
+	// the bias reads it and 32 floats and writes as much; the copy reads
+	// the sum and writes as much, not all of its destination.
 	require.Equal(t, map[string][3]int64{
 		"MUL_MAT f32·f32": {3, 3 * 4 * (64*32 + 64*48 + 32*48), 3 * 2 * 64 * 32 * 48},
-		"ADD":             {3, 3 * 4 * 3 * 32 * 48, 0},
+		"ADD":             {6, 3 * 4 * (3*32*48 + 2*32*48 + 32), 0},
 		"CPY":             {3, 3 * 4 * 2 * 32 * 48, 0},
 		"SCALE":           {3, 3 * 4 * 2 * 2 * 32 * 48, 0},
 	}, ops)

@@ -76,7 +76,7 @@ Examples:
 			&cli.StringFlag{Name: "cache-dir", Usage: "where random weights are kept (default: $XDG_CACHE_HOME/photomaker/random, else ~/.cache/photomaker/random)", EnvVars: envs("cache-dir")},
 			&cli.StringFlag{Name: "random-scale", Value: "full", Usage: "full or tiny (tests)", Hidden: true, EnvVars: envs("random-scale")},
 			&cli.IntFlag{Name: "runs", Value: 1, Usage: "generate this many times: the first run pays the device's first-use costs, the others are reported as warm", EnvVars: envs("runs")},
-			&cli.BoolFlag{Name: "profile", Usage: "then profile a few UNet steps and the VAE decode by op, with what each op moved or computed and at what rate (each op synchronized: shares, not timings)", EnvVars: envs("profile")},
+			&cli.BoolFlag{Name: "profile", Usage: "then profile a few UNet steps and the VAE decode by op and by its operands' shapes, with what each moved or computed and at what rate (each op synchronized: shares, not timings)", EnvVars: envs("profile")},
 			&cli.BoolFlag{Name: "json", Usage: "print JSON", EnvVars: envs("json")},
 		},
 		Action: runBench,
@@ -370,13 +370,24 @@ func solidImage(c color.RGBA, size int) image.Image {
 
 // opShare is one op's part of a profiled UNet step.
 type opShare struct {
-	Op    string  `json:"op"`
+	Op    string  `json:"op"` // for shapes' entries, the operands' shapes
 	Nodes int     `json:"nodes_per_step"`
 	MS    float64 `json:"ms_per_step"`
 	Share float64 `json:"share"`
 	GB    float64 `json:"gb_per_step"`    // what operands and results span
 	TFLOP float64 `json:"tflop_per_step"` // products, convolutions, attention
+	// Shapes: the op's nodes by their operands' shapes, the most time
+	// first (at most shapesKept).
+	Shapes []opShare `json:"shapes,omitempty"`
 }
+
+// shapesKept bounds an op's shapes in bench's JSON; the table shows
+// shapesShown of the ops above shapesShare of the time.
+const (
+	shapesKept  = 8
+	shapesShown = 3
+	shapesShare = 0.05
+)
 
 // profile runs req again, with a few steps, every op of the UNet and of
 // the VAE timed (ggml.OpProfile), and returns the ops by their time per
@@ -409,10 +420,16 @@ func opShares(prof *ggml.OpProfile, n int) []opShare {
 	for _, t := range times {
 		total += t.Seconds
 	}
+	share := func(t ggml.OpTime) opShare {
+		return opShare{Op: t.Op, Nodes: t.Count / n, MS: 1e3 * t.Seconds / float64(n), Share: t.Seconds / total,
+			GB: float64(t.Bytes) / 1e9 / float64(n), TFLOP: float64(t.FLOPs) / 1e12 / float64(n)}
+	}
 	out := make([]opShare, len(times))
 	for i, t := range times {
-		out[i] = opShare{Op: t.Op, Nodes: t.Count / n, MS: 1e3 * t.Seconds / float64(n), Share: t.Seconds / total,
-			GB: float64(t.Bytes) / 1e9 / float64(n), TFLOP: float64(t.FLOPs) / 1e12 / float64(n)}
+		out[i] = share(t)
+		for _, sh := range t.Shapes[:min(len(t.Shapes), shapesKept)] {
+			out[i].Shapes = append(out[i].Shapes, share(sh))
+		}
 	}
 	return out
 }
@@ -741,6 +758,16 @@ func printBench(w io.Writer, r *benchResult) error {
 				break
 			}
 			fmt.Fprintf(w, "    %-24s %11s   %4.1f %%, %d nodes, %s\n", op.Op, fmt.Sprintf("%.1f ms", op.MS), 100*op.Share, op.Nodes, op.rate())
+			if op.Share < shapesShare || len(op.Shapes) < 2 {
+				continue
+			}
+			for j, sh := range op.Shapes {
+				if j == shapesShown {
+					fmt.Fprintf(w, "      ... %d more shapes\n", len(op.Shapes)-j)
+					break
+				}
+				fmt.Fprintf(w, "      %-40s %9s   %d nodes, %s\n", sh.Op, fmt.Sprintf("%.1f ms", sh.MS), sh.Nodes, sh.rate())
+			}
 		}
 	}
 	if r.GenerateWeightsS > 1 {

@@ -65,7 +65,11 @@ func TestBenchRandomTiny(t *testing.T) {
 	// machine. Our CPU kernels appear by name, ggml's products by their
 	// operands' types; products with their arithmetic, other ops with the
 	// bytes they span.
-	op := `\s+[A-Z_0-9]+( [a-z0-9_·]+)?( \(ours\))?\s+[0-9.]+ ms\s+[0-9.]+ %, [0-9]+ nodes, [0-9.]+ [GT]?(FLOP|B) at [0-9.]+ [GT]?(FLOP|B)/s\n`
+	// Ops above 5 % of the time are split by their operands' shapes.
+	shape := `\s+[0-9]+(×[0-9]+)*(, [0-9]+(×[0-9]+)*)*\s+[0-9.]+ ms\s+[0-9]+ nodes, [0-9.]+ [GT]?(FLOP|B) at [0-9.]+ [GT]?(FLOP|B)/s\n`
+	opLine := `\s+[A-Z_0-9]+( [a-z0-9_·]+)?( \(ours\))?\s+[0-9.]+ ms\s+[0-9.]+ %, [0-9]+ nodes, [0-9.]+ [GT]?(FLOP|B) at [0-9.]+ [GT]?(FLOP|B)/s\n`
+	op := opLine + `((` + shape + `)+(\s+\.\.\. [0-9]+ more shapes\n)?)?`
+	require.Regexp(t, `UNet step by op[^\n]*\n(`+op+`)*`+opLine+shape, out, "an op by shape")
 	require.Regexp(t, `UNet step by op[^\n]*\n(`+op+`)*\s+MUL_MAT [a-z0-9_]+·[a-z0-9_]+\s+[0-9.]+ ms\s+[0-9.]+ %, [0-9]+ nodes, [0-9.]+ [GT]FLOP at`, out)
 	require.Regexp(t, `UNet step by op[^\n]*\n(`+op+`)*\s+ADD\s+[0-9.]+ ms\s+[0-9.]+ %, [0-9]+ nodes, [0-9.]+ GB at [0-9]+ GB/s`, out)
 	require.Regexp(t, `VAE decode by op[^\n]*\n(`+op+`)*\s+CONV_3X3 \(ours\)\s+[0-9.]+ ms\s+[0-9.]+ %, [0-9]+ nodes, [0-9.]+ [GT]FLOP at`, out)
