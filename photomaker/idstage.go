@@ -20,6 +20,14 @@ type idStage struct {
 	enc *IDEncoder
 }
 
+// IDPhoto reduces an ID photo to what the ID encoder reads of it: the
+// 224×224 center crop of its shortest-edge bicubic resize, as
+// CLIPImageProcessor makes it. Generate makes the same images from it as
+// from the photo, and it takes 200 KB however large the photo: a caller
+// that holds many photos at once (a server's queue, a batch of requests)
+// keeps this instead.
+func IDPhoto(img image.Image) image.Image { return imageproc.CLIPImage(img, imageproc.TorchBicubic) }
+
 func loadIDStage(ctx context.Context, rt *nn.Runtime, adapter *weights.Model, policy nn.TypePolicy) (*idStage, error) {
 	enc, err := LoadIDEncoder(ctx, rt, adapter.Tensors, "pm.", IDEncoderOptions{Policy: policy})
 	if err != nil {

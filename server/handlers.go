@@ -31,9 +31,14 @@ func (s *Server) handleGenerate(w http.ResponseWriter, r *http.Request) {
 		refuse(w, err)
 		return
 	}
+	if err := s.admitUpload(r); err != nil {
+		refuse(w, err)
+		return
+	}
 	rc := http.NewResponseController(w)
 	_ = rc.SetReadDeadline(time.Now().Add(s.opts.UploadTimeout))
 	j, err := s.parseRequest(w, r)
+	<-s.uploads
 	if err != nil {
 		refuse(w, err)
 		return
@@ -89,6 +94,30 @@ func (s *Server) handleGenerate(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	writeJSON(w, http.StatusOK, v)
+}
+
+// uploadSlots is how many request bodies are read at once: each is held
+// whole in memory while it is read (30 parallel 45 MB uploads took 2.9
+// GB). A request waits up to uploadWait for a slot (Server.uploadWait),
+// then gets 429.
+const (
+	uploadSlots = 4
+	uploadWait  = 10 * time.Second
+)
+
+// admitUpload takes one of the upload slots (s.uploads), which the caller
+// gives back once the body is read.
+func (s *Server) admitUpload(r *http.Request) error {
+	t := time.NewTimer(s.uploadWait)
+	defer t.Stop()
+	select {
+	case s.uploads <- struct{}{}:
+		return nil
+	case <-t.C:
+		return &httpError{http.StatusTooManyRequests, "the server is busy receiving other uploads; try again shortly"}
+	case <-r.Context().Done():
+		return &httpError{http.StatusServiceUnavailable, "the client went away"}
+	}
 }
 
 func isTrue(v string) bool {
@@ -278,7 +307,7 @@ func (s *Server) handleInfo(w http.ResponseWriter, r *http.Request) {
 		"adapter":    o.AdapterName,
 		"version":    o.Version,
 		"styles":     styles,
-		"sizes":      photomaker.SizePresets,
+		"sizes":      s.sizes,
 		// What the page starts with (the official demo's choices, steps
 		// and guidance as Options set them). The API's own defaults for
 		// absent fields are the same numbers, no style, an empty negative
@@ -286,8 +315,8 @@ func (s *Server) handleInfo(w http.ResponseWriter, r *http.Request) {
 		"defaults": map[string]any{
 			"style":           "Photographic (Default)",
 			"negative_prompt": photomaker.DefaultNegativePrompt,
-			"width":           photomaker.DefaultSize,
-			"height":          photomaker.DefaultSize,
+			"width":           s.side,
+			"height":          s.side,
 			"steps":           o.Steps,
 			"guidance":        max(0, o.Guidance), // NoGuidance: 0
 			"style_strength":  photomaker.DefaultStyleStrength,

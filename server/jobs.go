@@ -74,6 +74,14 @@ func newJobID() string {
 	return hex.EncodeToString(b[:])
 }
 
+// queueMovedLocked wakes the watchers of every queued job after one left
+// the queue: their positions changed.
+func (s *Server) queueMovedLocked() {
+	for _, q := range s.pending {
+		q.notifyLocked()
+	}
+}
+
 // notifyLocked wakes everyone watching the job.
 func (j *job) notifyLocked() {
 	close(j.changed)
@@ -157,6 +165,7 @@ func (s *Server) next() *job {
 			j := s.pending[0]
 			s.pending[0] = nil
 			s.pending = s.pending[1:]
+			s.queueMovedLocked()
 			j.state = stateRunning
 			j.started = time.Now()
 			s.running = j
@@ -297,6 +306,7 @@ func (s *Server) cancelJob(j *job, cause error) {
 				break
 			}
 		}
+		s.queueMovedLocked()
 		j.cancel(cause)
 		s.endLocked(j, stateCanceled, cause.Error(), http.StatusConflict, nil)
 	case stateRunning:
@@ -378,7 +388,7 @@ type progressView struct {
 
 // secondsLeft is progressView.SecondsLeft for j.
 func (j *job) secondsLeft() float64 {
-	if j.stage != "denoise" || j.stepsDone == 0 || j.total <= 0 {
+	if j.terminal() || j.stage != "denoise" || j.stepsDone == 0 || j.total <= 0 {
 		return 0
 	}
 	perStep := j.denoiseLast.Sub(j.denoiseStart).Seconds() / float64(j.stepsDone)

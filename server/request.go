@@ -302,10 +302,10 @@ func (s *Server) buildJob(jr *jsonRequest, photos [][]byte) (*job, error) {
 		req.StyleStrength = *jr.StyleStrength
 	}
 	if req.Width == 0 {
-		req.Width = photomaker.DefaultSize
+		req.Width = s.side
 	}
 	if req.Height == 0 {
-		req.Height = photomaker.DefaultSize
+		req.Height = s.side
 	}
 	if req.Steps == 0 {
 		req.Steps = o.Steps
@@ -402,7 +402,9 @@ func (s *Server) checkPhotos(photos [][]byte) error {
 	return nil
 }
 
-// decodePhotos decodes ID photos; errors are *httpError with 400 or 413.
+// decodePhotos decodes ID photos, each reduced at once to what the ID
+// encoder reads (photomaker.IDPhoto): eight 36-megapixel photos held
+// whole took 3 GB; errors are *httpError with 400 or 413.
 func decodePhotos(photos [][]byte, maxPixels int64) ([]image.Image, error) {
 	var imgs []image.Image
 	for i, b := range photos {
@@ -410,13 +412,7 @@ func decodePhotos(photos [][]byte, maxPixels int64) ([]image.Image, error) {
 		if err != nil {
 			return nil, err
 		}
-		switch img.(type) {
-		case *image.RGBA64, *image.NRGBA64, *image.Gray16:
-			// 16-bit samples: the ID encoder's first step (imageproc.ToRGB)
-			// now, at half the memory; it gives the same image again later.
-			img = imageproc.ToRGB(img)
-		}
-		imgs = append(imgs, img)
+		imgs = append(imgs, photomaker.IDPhoto(img))
 	}
 	return imgs, nil
 }

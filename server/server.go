@@ -13,7 +13,8 @@
 //	GET    /                           the web page
 //
 // Errors are JSON {"error": "..."} with 400 (bad request), 404, 413 (upload
-// too large), 429 (queue full, with Retry-After) or 503 (shutting down).
+// too large), 429 (queue full, or too many uploads at once; with
+// Retry-After) or 503 (shutting down).
 package server
 
 import (
@@ -21,6 +22,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"log/slog"
 	"net"
@@ -41,7 +43,8 @@ type Options struct {
 	// 16); a request beyond that gets 429.
 	MaxQueue int
 	// MaxUploadBytes bounds a request body (default 50 MiB); a larger one
-	// gets 413.
+	// gets 413. Four bodies are read at a time; a request that finds no
+	// room for 10 s gets 429.
 	MaxUploadBytes int64
 	// MaxImages is the most ID photos one request may carry (default 8).
 	MaxImages int
@@ -64,8 +67,8 @@ type Options struct {
 	// the image, for good.
 	DownloadTimeout time.Duration
 	// Steps and Guidance are what requests (and the page) get when they
-	// leave them out: 0 takes the demo's (photomaker.DefaultSteps and
-	// DefaultGuidance); photomaker.NoGuidance is guidance off. A few-step
+	// leave them out: 0 takes the demo's (photomaker.DefaultSteps, or
+	// MaxSteps if fewer, and DefaultGuidance); photomaker.NoGuidance is guidance off. A few-step
 	// model wants its own (e.g. 6 steps, guidance 1.5 or off).
 	Steps    int
 	Guidance float64
@@ -128,7 +131,7 @@ func (o Options) withDefaults() Options {
 		o.DownloadTimeout = DefaultDownloadTimeout
 	}
 	if o.Steps <= 0 {
-		o.Steps = photomaker.DefaultSteps
+		o.Steps = min(photomaker.DefaultSteps, o.MaxSteps)
 	}
 	if o.Guidance == 0 {
 		o.Guidance = photomaker.DefaultGuidance
@@ -174,8 +177,15 @@ type Server struct {
 	wake chan struct{}  // a job was queued (capacity 1)
 	// decoding admits one request's photos to checkPhotos at a time.
 	decoding chan struct{}
+	uploads  chan struct{} // admits uploadSlots request bodies at a time
+	// uploadWait is how long a request waits for an upload slot.
+	uploadWait time.Duration
 
 	vram string // the pipeline's VRAM mode ("" on the CPU)
+	// side and sizes are the default output side and the size presets,
+	// scaled down to fit MaxSide when it is below SDXL's 1024.
+	side  int
+	sizes []photomaker.SizePreset
 
 	mu       sync.Mutex
 	jobs     map[string]*job
@@ -202,7 +212,11 @@ func newServer(gen generator, kind, device string, opts Options) *Server {
 		wake:   make(chan struct{}, 1),
 
 		decoding: make(chan struct{}, 1),
+		uploads:  make(chan struct{}, uploadSlots),
+
+		uploadWait: uploadWait,
 	}
+	s.side, s.sizes = fitSizes(s.opts.MaxSide)
 	s.pm = isPhotoMaker(kind)
 	s.v2 = s.pm && containsFold(kind, "v2")
 	s.ctx, s.stop = context.WithCancel(context.Background())
@@ -210,6 +224,24 @@ func newServer(gen generator, kind, device string, opts Options) *Server {
 	s.wg.Add(1)
 	go s.worker()
 	return s
+}
+
+// fitSizes is the default side and the size presets for a server whose
+// outputs are at most maxSide on a side: the demo's 1024 and presets, or,
+// below that, the presets scaled so that their longer side is maxSide
+// (sides rounded to multiples of 8).
+func fitSizes(maxSide int) (int, []photomaker.SizePreset) {
+	if maxSide >= photomaker.DefaultSize {
+		return photomaker.DefaultSize, photomaker.SizePresets
+	}
+	side := max(8, maxSide/8*8)
+	scale := func(n int) int { return max(8, (n*side+photomaker.DefaultSize*4)/(photomaker.DefaultSize*8)*8) }
+	sizes := make([]photomaker.SizePreset, len(photomaker.SizePresets))
+	for i, p := range photomaker.SizePresets {
+		p.Width, p.Height = scale(p.Width), scale(p.Height)
+		sizes[i] = p
+	}
+	return side, sizes
 }
 
 func (s *Server) routes() {
@@ -285,11 +317,26 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		refuse(w, &httpError{http.StatusForbidden, fmt.Sprintf("host %q is not this server's: on a loopback address it answers to localhost and loopback IPs only", r.Host)})
 	case r.Method != http.MethodGet && r.Method != http.MethodHead && !sameOrigin(r):
 		refuse(w, &httpError{http.StatusForbidden, fmt.Sprintf("cross-origin %s from %s is refused", r.Method, r.Header.Get("Origin"))})
-	case r.ContentLength != 0 && !(r.Method == http.MethodPost && r.URL.Path == "/api/generate"):
+	case !(r.Method == http.MethodPost && r.URL.Path == "/api/generate") && hasBody(w, r):
 		refuse(w, badRequest("%s %s takes no request body", r.Method, r.URL.Path))
 	default:
 		s.mux.ServeHTTP(w, r)
 	}
+}
+
+// hasBody says whether r carries a body: a length above zero, or a
+// chunked body that is not empty (some clients send an empty body chunked
+// even on GET and DELETE). It waits at most a second for the first chunk.
+func hasBody(w http.ResponseWriter, r *http.Request) bool {
+	if r.ContentLength >= 0 {
+		return r.ContentLength > 0
+	}
+	rc := http.NewResponseController(w)
+	_ = rc.SetReadDeadline(time.Now().Add(time.Second))
+	defer rc.SetReadDeadline(time.Time{})
+	var b [1]byte
+	n, err := r.Body.Read(b[:])
+	return n > 0 || err != io.EOF
 }
 
 // hostAllowed says whether r's Host may reach this server: any, unless

@@ -1,6 +1,7 @@
 package server
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"encoding/base64"
@@ -572,6 +573,10 @@ func TestDenoiseTimeLeft(t *testing.T) {
 	require.Contains(t, string(b), `"seconds_left":6`)
 	s.progress(j, photomaker.Progress{Stage: "decode", Done: 0, Total: 1})
 	require.Zero(t, s.viewLocked(j).Progress.SecondsLeft)
+	s.progress(j, photomaker.Progress{Stage: "denoise", Done: 2, Total: 4})
+	require.NotZero(t, s.viewLocked(j).Progress.SecondsLeft)
+	j.state = stateCanceled // while denoising
+	require.Zero(t, s.viewLocked(j).Progress.SecondsLeft, "an ended job has nothing left")
 }
 
 // The progress bar of a job of several images only grows: the second
@@ -678,6 +683,18 @@ func TestRefusesHostileRequests(t *testing.T) {
 		require.Equal(t, http.StatusAccepted, res.StatusCode, host)
 		res.Body.Close()
 	}
+	// Some clients send empty bodies chunked: that is no body. A chunked
+	// body that is not empty is refused as any other.
+	for _, body := range []string{"", "x"} {
+		req, err := http.NewRequest(http.MethodGet, ts.URL+"/api/info", io.NopCloser(strings.NewReader(body)))
+		require.NoError(t, err)
+		req.ContentLength, req.TransferEncoding = -1, []string{"chunked"}
+		res, err := http.DefaultClient.Do(req)
+		require.NoError(t, err)
+		want := map[string]int{"": http.StatusOK, "x": http.StatusBadRequest}[body]
+		require.Equal(t, want, res.StatusCode, "chunked body %q", body)
+		res.Body.Close()
+	}
 	// A known route with another method says which it takes.
 	req, err := http.NewRequest("PUT", ts.URL+"/api/jobs/x", nil)
 	require.NoError(t, err)
@@ -688,10 +705,11 @@ func TestRefusesHostileRequests(t *testing.T) {
 	res.Body.Close()
 }
 
-// A 16-bit photo is kept as 8-bit RGB when the job runs: half the memory,
-// and the ID encoder sees the same pixels.
-func TestSixteenBitPhotosNarrowed(t *testing.T) {
-	src := image.NewNRGBA64(image.Rect(0, 0, 40, 30))
+// A running job holds each ID photo as what the ID encoder reads of it
+// (224×224), not decoded whole: a 300 KB PNG can decode to 36 megapixels
+// of 16-bit RGBA. The encoder sees the same pixels either way.
+func TestPhotosReducedWhenDecoded(t *testing.T) {
+	src := image.NewNRGBA64(image.Rect(0, 0, 400, 300))
 	for i := range src.Pix {
 		src.Pix[i] = byte(i * 37 % 251)
 	}
@@ -699,11 +717,13 @@ func TestSixteenBitPhotosNarrowed(t *testing.T) {
 	require.NoError(t, png.Encode(&buf, src))
 	imgs, err := decodePhotos([][]byte{buf.Bytes(), facePNG(t)}, 1<<20)
 	require.NoError(t, err)
-	require.IsType(t, &image.NRGBA{}, imgs[0])
-	direct, err := imageproc.Decode(bytes.NewReader(buf.Bytes()), imageproc.Limits{})
-	require.NoError(t, err)
-	require.IsType(t, &image.NRGBA64{}, direct)
-	require.Equal(t, imageproc.CLIPPixels(direct), imageproc.CLIPPixels(imgs[0]))
+	for i, b := range [][]byte{buf.Bytes(), facePNG(t)} {
+		require.Equal(t, image.Rect(0, 0, 224, 224), imgs[i].Bounds())
+		direct, err := imageproc.Decode(bytes.NewReader(b), imageproc.Limits{})
+		require.NoError(t, err)
+		require.Greater(t, direct.Bounds().Dx(), 224)
+		require.Equal(t, imageproc.CLIPPixels(direct), imageproc.CLIPPixels(imgs[i]))
+	}
 }
 
 // Queued jobs keep their photos' files, not the decoded pixels: a small
@@ -767,4 +787,131 @@ func TestServerDefaults(t *testing.T) {
 	decodeBody(t, res, &v)
 	require.Equal(t, 1, v.Request.Steps)
 	require.Equal(t, 2.0, v.Request.Guidance)
+}
+
+// Request bodies are read a few at a time (each is held whole while it is
+// read): a request that finds every slot taken waits, then gets 429; one
+// that finds room goes through.
+func TestUploadsReadAFewAtATime(t *testing.T) {
+	srv := newServer(&fakeGen{}, "SDXL single-file checkpoint", "CPU", Options{Logger: quietLogger()})
+	defer srv.Close()
+	srv.uploadWait = 100 * time.Millisecond
+	ts := httptest.NewServer(srv)
+	defer ts.Close()
+	for range uploadSlots {
+		srv.uploads <- struct{}{} // bodies being read
+	}
+	req := map[string]any{"prompt": "a cat", "width": 32, "height": 32, "steps": 1}
+	res := postJSON(t, ts.URL+"/api/generate", req)
+	require.Equal(t, http.StatusTooManyRequests, res.StatusCode)
+	require.NotEmpty(t, res.Header.Get("Retry-After"))
+	require.Contains(t, errorOf(t, res), "busy receiving other uploads")
+	<-srv.uploads // one body read
+	res = postJSON(t, ts.URL+"/api/generate", req)
+	require.Equal(t, http.StatusAccepted, res.StatusCode)
+	res.Body.Close()
+	require.Len(t, srv.uploads, uploadSlots-1, "the slot is given back once the body is read")
+}
+
+// Below SDXL's 1024, MaxSide scales the page's presets and the default
+// size down to fit, so that a request leaving the size out is not refused.
+func TestSmallMaxSide(t *testing.T) {
+	side, sizes := fitSizes(DefaultMaxSide)
+	require.Equal(t, photomaker.DefaultSize, side)
+	require.Equal(t, photomaker.SizePresets, sizes)
+
+	srv := newServer(&fakeGen{}, "SDXL single-file checkpoint", "CPU", Options{MaxSide: 516, Logger: quietLogger()})
+	defer srv.Close()
+	ts := httptest.NewServer(srv)
+	defer ts.Close()
+	res, err := http.Get(ts.URL + "/api/info")
+	require.NoError(t, err)
+	var info struct {
+		Sizes    []photomaker.SizePreset
+		Defaults map[string]any
+	}
+	decodeBody(t, res, &info)
+	require.Equal(t, 512.0, info.Defaults["width"])
+	require.Equal(t, 512.0, info.Defaults["height"])
+	require.Len(t, info.Sizes, len(photomaker.SizePresets))
+	for i, p := range info.Sizes {
+		want := photomaker.SizePresets[i]
+		require.Equal(t, want.Ratio, p.Ratio)
+		require.LessOrEqual(t, max(p.Width, p.Height), 512, p.Name)
+		require.Equal(t, 512, max(p.Width, p.Height), p.Name)
+		require.Zero(t, p.Width%8+p.Height%8, p.Name)
+		ratio := float64(want.Width) / float64(want.Height) // kept up to rounding the short side by 4 pixels
+		require.InEpsilon(t, ratio, float64(p.Width)/float64(p.Height), 4/float64(min(p.Width, p.Height)-4), p.Name)
+	}
+	res = postJSON(t, ts.URL+"/api/generate?wait=1&format=json", map[string]any{"prompt": "a cat", "steps": 1})
+	require.Equal(t, http.StatusOK, res.StatusCode)
+	var v jobView
+	decodeBody(t, res, &v)
+	require.Equal(t, [2]int{512, 512}, [2]int{v.Request.Width, v.Request.Height})
+
+	require.Equal(t, 10, Options{MaxSteps: 10}.withDefaults().Steps, "the default steps within a lower MaxSteps")
+	require.Equal(t, photomaker.DefaultSteps, Options{}.withDefaults().Steps)
+}
+
+// blockGen runs until its job is canceled.
+type blockGen struct{}
+
+func (blockGen) Generate(ctx context.Context, req photomaker.Request) (*photomaker.Result, error) {
+	<-ctx.Done()
+	return nil, ctx.Err()
+}
+
+// A queued job's event stream says at once when the job moves up the
+// queue (a job ahead of it canceled, or started), not at the next
+// keep-alive.
+func TestQueuePositionStreams(t *testing.T) {
+	srv := newServer(blockGen{}, "SDXL single-file checkpoint", "CPU", Options{Logger: quietLogger()})
+	defer srv.Close()
+	ts := httptest.NewServer(srv)
+	defer ts.Close()
+	var ids []string
+	for range 4 {
+		res := postJSON(t, ts.URL+"/api/generate", map[string]any{"prompt": "a cat", "width": 32, "height": 32, "steps": 1})
+		require.Equal(t, http.StatusAccepted, res.StatusCode)
+		var v jobView
+		decodeBody(t, res, &v)
+		ids = append(ids, v.ID)
+	}
+	waitFor(t, ts.URL, ids[0], 10*time.Second, func(v jobView) bool { return v.Status == stateRunning })
+	res, err := http.Get(ts.URL + "/api/jobs/" + ids[3] + "/events")
+	require.NoError(t, err)
+	defer res.Body.Close()
+	positions := make(chan int, 10)
+	go func() {
+		sc := bufio.NewScanner(res.Body)
+		for sc.Scan() {
+			if line, ok := strings.CutPrefix(sc.Text(), "data: "); ok {
+				var v jobView
+				if json.Unmarshal([]byte(line), &v) == nil {
+					positions <- v.QueuePosition
+				}
+			}
+		}
+		close(positions)
+	}()
+	next := func() int {
+		select {
+		case p := <-positions:
+			return p
+		case <-time.After(5 * time.Second): // the keep-alive comes at 15 s
+			t.Fatal("no event after the queue moved")
+			return 0
+		}
+	}
+	require.Equal(t, 3, next())
+	del := func(id string) {
+		req, _ := http.NewRequest(http.MethodDelete, ts.URL+"/api/jobs/"+id, nil)
+		res, err := http.DefaultClient.Do(req)
+		require.NoError(t, err)
+		res.Body.Close()
+	}
+	del(ids[1]) // a queued job ahead
+	require.Equal(t, 2, next())
+	del(ids[0]) // the running one: the next starts
+	require.Equal(t, 1, next())
 }

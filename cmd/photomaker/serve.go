@@ -99,8 +99,12 @@ func runServe(c *cli.Context) error {
 	if err := samplingFlags(c); err != nil { // --timestep-spacing
 		return err
 	}
-	if n := c.Int("steps"); n < 1 || n > c.Int("max-steps") {
-		return usagef("--steps must be 1 to --max-steps (%d), got %d", c.Int("max-steps"), n)
+	steps := c.Int("steps")
+	if !c.IsSet("steps") {
+		steps = min(steps, c.Int("max-steps")) // the default within a lower --max-steps
+	}
+	if steps < 1 || steps > c.Int("max-steps") {
+		return usagef("--steps must be 1 to --max-steps (%d), got %d", c.Int("max-steps"), steps)
 	}
 	guidance, err := guidanceFlag(c)
 	if err != nil {
@@ -164,7 +168,7 @@ func runServe(c *cli.Context) error {
 		MaxImages:      c.Int("max-images"),
 		MaxSteps:       c.Int("max-steps"),
 		MaxSide:        c.Int("max-side"),
-		Steps:          c.Int("steps"),
+		Steps:          steps,
 		Guidance:       guidance,
 		JobTimeout:     jobTimeout,
 		ModelName:      modelName,

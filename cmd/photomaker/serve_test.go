@@ -69,6 +69,14 @@ func TestServeBadArguments(t *testing.T) {
 	require.Equal(t, 1, code)
 	require.Contains(t, errOut, "cannot listen on not-an-address")
 
+	// A lower --max-steps lowers the default --steps; an explicit one above it is refused.
+	code, _, errOut = runCLI(t, "serve", "--model", golden.Path("tiny-sdxl.safetensors"), "--max-steps", "10", "--addr", "not-an-address")
+	require.Equal(t, 1, code, errOut)
+	require.Contains(t, errOut, "cannot listen on not-an-address", "past the flags' checks")
+	code, _, errOut = runCLI(t, "serve", "--model", golden.Path("tiny-sdxl.safetensors"), "--max-steps", "10", "--steps", "20")
+	require.Equal(t, 2, code)
+	require.Contains(t, errOut, "--steps must be 1 to --max-steps (10), got 20")
+
 	// An adapter given as the model is refused with the loader's message.
 	code, _, errOut = runCLI(t, "serve", "--model", golden.Path("photomaker/photomaker-v1-tiny.safetensors"), "--device", "cpu", "--addr", "127.0.0.1:0")
 	require.Equal(t, 1, code)
