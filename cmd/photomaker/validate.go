@@ -221,8 +221,10 @@ func fileKind(m fs.FileMode) string {
 	return "not a regular file"
 }
 
-// decodeIDImage decodes an ID photo; a folder or an empty file is named
-// as such (the decoder would call either "not an image").
+// decodeIDImage decodes an ID photo, reduced at once to what the ID
+// encoder reads of it (photomaker.IDPhoto: eight camera photos held whole
+// take gigabytes); a folder or an empty file is named as such (the decoder
+// would call either "not an image").
 func decodeIDImage(path string) (image.Image, error) {
 	st, err := os.Stat(path)
 	switch {
@@ -233,7 +235,11 @@ func decodeIDImage(path string) (image.Image, error) {
 	case st.Mode().IsRegular() && st.Size() == 0:
 		return nil, fmt.Errorf("%s is empty", path)
 	}
-	return imageproc.DecodeFile(path, imageproc.Limits{})
+	img, err := imageproc.DecodeFile(path, imageproc.Limits{})
+	if err != nil {
+		return nil, err
+	}
+	return photomaker.IDPhoto(img), nil
 }
 
 // parseLoRAs reads --lora FILE[:SCALE] values. Text after the last ':'
