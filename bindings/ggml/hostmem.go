@@ -10,9 +10,15 @@ import (
 
 // availableHostMemory is the RAM this process can still use without
 // swapping or being killed: MemAvailable, or less when the process's cgroup
-// (a container's memory limit) leaves less room. ok is false where neither
-// is known (not Linux).
-func availableHostMemory() (uint64, bool) { return hostMemoryAt("/") }
+// (a container's memory limit) or its address-space limit (ulimit -v)
+// leaves less room. ok is false where none is known (not Linux).
+func availableHostMemory() (uint64, bool) {
+	avail, ok := hostMemoryAt("/")
+	if room, limited := addressSpaceRoom(); limited && (!ok || room < avail) {
+		return room, true
+	}
+	return avail, ok
+}
 
 func hostMemoryAt(root string) (uint64, bool) {
 	avail, ok := memAvailable(filepath.Join(root, "proc/meminfo"))
