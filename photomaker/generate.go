@@ -52,8 +52,11 @@ type Request struct {
 	StyleStrength float64       // percent; start_merge_step = int(StyleStrength/100·Steps); 0: DefaultStyleStrength, NoStyleDelay: 0 %
 	NoMergeCap    bool          // the demos cap start_merge_step at 30; true lifts the cap
 
-	// Progress, if set, receives this request's progress (encode, denoise,
-	// decode) instead of Config.Progress: a server reports per job.
+	// Progress, if set, receives this request's progress instead of
+	// Config.Progress (a server reports per job): "load" when parts that an
+	// earlier request released load again (its first event, 0 of 1, marks
+	// the start), "encode", then per image "denoise" (Done of Total of that
+	// image's steps) and "decode", each image's counts starting again.
 	Progress func(Progress) `json:"-"`
 
 	// InitialLatents replaces the seeded noise (N×4×H/8×W/8, before the
@@ -92,7 +95,9 @@ const (
 	// guidance off (as any value up to 1), where 0 means DefaultGuidance.
 	NoGuidance = -1.0
 	// NoStyleDelay as Request.StyleStrength is a style strength of 0 %:
-	// the ID conditions every step (0 means DefaultStyleStrength).
+	// the ID conditions every step after the first, whose start_merge_step
+	// is 0 (the official pipeline's first step always takes the text-only
+	// prompt); 0 means DefaultStyleStrength.
 	NoStyleDelay = -1.0
 	// MaxImages bounds Request.N: more is a script's job, one call each.
 	MaxImages = 100
@@ -190,10 +195,8 @@ func (r *Request) fill() error {
 		return fmt.Errorf("%w: guidance must be a number from 0 to %g, got %g", ErrInvalidRequest, float64(MaxGuidance), r.Guidance)
 	case math.IsNaN(r.StyleStrength):
 		return fmt.Errorf("%w: style strength is a percentage (0–100), got %g", ErrInvalidRequest, r.StyleStrength)
-	case r.Width%8 != 0 || r.Height%8 != 0 || r.Width < 8 || r.Height < 8:
-		return fmt.Errorf("%w: size %d×%d must be positive multiples of 8 (e.g. %d×%d)", ErrInvalidRequest, r.Width, r.Height, max(8, r.Width/8*8), max(8, r.Height/8*8))
-	case r.Width > 8192 || r.Height > 8192:
-		return fmt.Errorf("%w: size %d×%d is larger than 8192 pixels on a side", ErrInvalidRequest, r.Width, r.Height)
+	case checkSize(r.Width, r.Height) != nil:
+		return checkSize(r.Width, r.Height)
 	case r.Steps < 0:
 		return fmt.Errorf("%w: steps must be at least 1, got %d", ErrInvalidRequest, r.Steps)
 	case r.N < 1 || r.N > MaxImages:
@@ -217,10 +220,29 @@ func (r *Request) fill() error {
 	return r.checkIDInputs()
 }
 
+// MaxSide bounds a generation's width and height.
+const MaxSide = 8192
+
+// checkSize refuses an image size SDXL cannot make (a multiple of 8 on
+// each side, at most MaxSide).
+func checkSize(width, height int) error {
+	switch {
+	case width%8 != 0 || height%8 != 0 || width < 8 || height < 8:
+		return fmt.Errorf("%w: size %d×%d must be positive multiples of 8 (e.g. %d×%d)", ErrInvalidRequest, width, height, max(8, width/8*8), max(8, height/8*8))
+	case width > MaxSide || height > MaxSide:
+		return fmt.Errorf("%w: size %d×%d is larger than %d pixels on a side", ErrInvalidRequest, width, height, MaxSide)
+	}
+	return nil
+}
+
 // maxIDAspect bounds an ID photo's long side over its short side: the
 // encoder resizes the short side to 224, so a 1×16384 strip (a 64 KB
 // PNG) took 3.6 GB, and a 1×200000 one all the memory.
 const maxIDAspect = 16
+
+// maxIDPixels bounds an ID photo's pixels: a decoded photo is far below
+// (imageproc.Limits), an image.Uniform's bounds are the whole plane.
+const maxIDPixels = 1 << 30
 
 // checkIDInputs refuses, before any work, ID photos the encoder cannot
 // take (nil, empty, or a strip) and face embeddings that are not finite
@@ -229,15 +251,15 @@ func (r *Request) checkIDInputs() error {
 	check := func(whose string, imgs []image.Image, embeds [][]float32) error {
 		for i, img := range imgs {
 			if err := checkIDImage(img); err != nil {
-				return fmt.Errorf("%w: %sID photo %d: %v", ErrInvalidRequest, whose, i+1, err)
+				return invalidIDf(ErrIDInput, "%sID photo %d: %v", whose, i+1, err)
 			}
 		}
 		if whose != "" && len(embeds) > 0 && len(embeds) != len(imgs) {
-			return fmt.Errorf("%w: %d face embeddings for %d photos of %s: give one per photo", ErrInvalidRequest, len(embeds), len(imgs), strings.TrimSuffix(whose, "'s "))
+			return invalidIDf(ErrIDInput, "%d face embeddings for %d photos of %s: give one per photo", len(embeds), len(imgs), strings.TrimSuffix(whose, "'s "))
 		}
 		for i, e := range embeds {
 			if !allFinite(e) {
-				return fmt.Errorf("%w: %sface embedding %d holds NaN or infinite values", ErrInvalidRequest, whose, i+1)
+				return invalidIDf(ErrIDInput, "%sface embedding %d holds NaN or infinite values", whose, i+1)
 			}
 		}
 		return nil
@@ -265,13 +287,17 @@ func checkIDImage(img image.Image) error {
 	switch {
 	case w <= 0 || h <= 0:
 		return fmt.Errorf("the image is empty (%d×%d)", w, h)
+	case int64(w)*int64(h) > maxIDPixels:
+		return fmt.Errorf("%d×%d is too large a photo (%d megapixels at most)", w, h, maxIDPixels>>20)
 	case max(w, h) > maxIDAspect*min(w, h):
 		return fmt.Errorf("%d×%d is more than %d times longer than wide: crop it around the face", w, h, maxIDAspect)
 	}
 	return nil
 }
 
-// StartMergeStep is the last 0-based step that uses the text-only prompt.
+// StartMergeStep is the last 0-based step that uses the text-only prompt,
+// for a request whose defaults are filled in as Generate fills them
+// (Result.Request): there a StyleStrength of 0 is 0 %, not the default.
 func (r *Request) StartMergeStep() int {
 	s := int(r.StyleStrength / 100 * float64(r.Steps))
 	if !r.NoMergeCap && s > mergeStepCap {
@@ -293,9 +319,12 @@ type plan struct {
 	positive func(step int) conditioning
 }
 
-// Generate runs the whole pipeline for req.
+// Generate runs the whole pipeline for req. Calls on one pipeline run one
+// at a time; a call waiting for another returns when ctx ends.
 func (p *Pipeline) Generate(ctx context.Context, req Request) (*Result, error) {
-	p.mu.Lock()
+	if err := p.mu.LockContext(ctx); err != nil {
+		return nil, err
+	}
 	defer p.mu.Unlock()
 	if p.rt == nil {
 		return nil, ErrClosed
@@ -390,7 +419,7 @@ func (p *Pipeline) Generate(ctx context.Context, req Request) (*Result, error) {
 // timestep spacing unless leading); callers add the model and themselves.
 func (r *Request) Parameters() string {
 	sampler := r.Sampler
-	if r.Karras {
+	if samplerName(r.Sampler, r.Karras) != r.Sampler { // Karras sigmas where the sampler takes them
 		sampler += " karras"
 	}
 	s := fmt.Sprintf("%s\nNegative prompt: %s\nSteps: %d, Sampler: %s, CFG scale: %g, Seed: %d, Size: %dx%d, RNG: %s",

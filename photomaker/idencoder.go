@@ -74,7 +74,8 @@ type IDEncoder struct {
 }
 
 // ErrIDInput is wrapped by the errors for photos, face embeddings or
-// prompt rows that do not fit together.
+// prompt rows that do not fit together, and by Generate's about a
+// request's ID photos and face embeddings (with ErrInvalidRequest).
 var ErrIDInput = errors.New("bad ID encoder input")
 
 // LoadIDEncoder binds the ID encoder under prefix of set ("pm." for the

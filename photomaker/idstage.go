@@ -20,6 +20,18 @@ type idStage struct {
 	enc *IDEncoder
 }
 
+// idError is an invalid request (ErrInvalidRequest) that errors.Is also
+// finds to be of an ID kind (ErrIDPrompt, ErrIDInput), its text unchanged.
+type idError struct{ err, kind error }
+
+func (e idError) Error() string   { return e.err.Error() }
+func (e idError) Unwrap() []error { return []error{e.err, e.kind} }
+
+// invalidIDf is an idError of kind with the formatted message.
+func invalidIDf(kind error, format string, a ...any) error {
+	return idError{fmt.Errorf("%w: "+format, append([]any{ErrInvalidRequest}, a...)...), kind}
+}
+
 // IDPhoto reduces an ID photo to what the ID encoder reads of it: the
 // 224×224 center crop of its shortest-edge bicubic resize, as
 // CLIPImageProcessor makes it. Generate makes the same images from it as
@@ -59,8 +71,8 @@ func (s *idStage) identities(req *Request) (prompt string, people []Identity, im
 		}
 		re := regexp.MustCompile(`(?i)(^|[^\pL\pN])(` + regexp.QuoteMeta(p.Class) + `)(\s+)` + regexp.QuoteMeta(req.TriggerWord) + `($|[^\pL\pN])`)
 		if n := len(re.FindAllStringIndex(prompt, -1)); n != 1 {
-			return "", nil, nil, nil, fmt.Errorf("%w: the prompt must contain %q exactly once for the photos of the %s (found %d)",
-				ErrInvalidRequest, p.Class+" "+req.TriggerWord, p.Class, n)
+			return "", nil, nil, nil, invalidIDf(ErrIDPrompt, "the prompt must contain %q exactly once for the photos of the %s (found %d)",
+				p.Class+" "+req.TriggerWord, p.Class, n)
 		}
 		token := fmt.Sprintf("<|pm-person-%d|>", j+1)
 		prompt = re.ReplaceAllString(prompt, "${1}${2}${3}"+token+"${4}")
@@ -79,26 +91,26 @@ func (s *idStage) conditioning(ctx context.Context, p *Pipeline, req *Request) (
 	n := len(images)
 	for _, who := range people {
 		if who.Images == 0 {
-			return text, id, fmt.Errorf("%w: PhotoMaker needs at least one ID photo of each person", ErrInvalidRequest)
+			return text, id, invalidIDf(ErrIDInput, "PhotoMaker needs at least one ID photo of each person")
 		}
 	}
 	if s.enc.Version == V2 && len(embeds) != n {
 		if len(embeds) == 0 {
-			return text, id, fmt.Errorf("%w: PhotoMaker v2 needs a face embedding per ID photo (--id-embeds FILE of raw 512-d ArcFace embeddings, or --id-embeds NAME=FILE per --id person); in-process face detection is not available yet", ErrInvalidRequest)
+			return text, id, invalidIDf(ErrIDInput, "PhotoMaker v2 needs a face embedding per ID photo (--id-embeds FILE of raw 512-d ArcFace embeddings, or --id-embeds NAME=FILE per --id person); in-process face detection is not available yet")
 		}
-		return text, id, fmt.Errorf("%w: %d face embeddings for %d ID photos: give one per photo", ErrInvalidRequest, len(embeds), n)
+		return text, id, invalidIDf(ErrIDInput, "%d face embeddings for %d ID photos: give one per photo", len(embeds), n)
 	}
 	if s.enc.Version == V1 && len(embeds) > 0 {
-		return text, id, fmt.Errorf("%w: PhotoMaker v1 takes no face embeddings (they are for v2 adapters)", ErrInvalidRequest)
+		return text, id, invalidIDf(ErrIDInput, "PhotoMaker v1 takes no face embeddings (they are for v2 adapters)")
 	}
 	for i, e := range embeds { // before the encoders run (the ID encoder checks again)
 		if fw := s.enc.FaceEmbeddingWidth(); s.enc.Version == V2 && len(e) != fw {
-			return text, id, fmt.Errorf("%w: face embedding %d has %d values, want %d (raw ArcFace embeddings)", ErrInvalidRequest, i+1, len(e), fw)
+			return text, id, invalidIDf(ErrIDInput, "face embedding %d has %d values, want %d (raw ArcFace embeddings)", i+1, len(e), fw)
 		}
 	}
 	ip, err := TokenizeIDPrompt(tokenizer.New(), tokenizer.New2(), prompt, s.enc.Version, people)
 	if err != nil {
-		return text, id, fmt.Errorf("%w: %v", ErrInvalidRequest, err)
+		return text, id, fmt.Errorf("%w: %w", ErrInvalidRequest, err)
 	}
 	pixels := make([]float32, 0, n*3*224*224)
 	for _, img := range images {

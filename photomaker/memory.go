@@ -400,8 +400,8 @@ type MemoryEstimate struct {
 // reading only the files' headers: the figures --vram auto plans with
 // (cfg.OneShot does not matter: both are given).
 func EstimateMemory(cfg Config, width, height int) ([]MemoryEstimate, error) {
-	if width <= 0 || height <= 0 {
-		return nil, fmt.Errorf("estimate for %d×%d: want a positive size", width, height)
+	if err := checkSize(width, height); err != nil {
+		return nil, fmt.Errorf("estimate: %w", err)
 	}
 	policy, err := weightPolicy(cfg.WeightType)
 	if err != nil {

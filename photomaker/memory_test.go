@@ -128,8 +128,10 @@ func TestEstimateMemory(t *testing.T) {
 
 	_, err = EstimateMemory(Config{Model: adapter}, 1024, 1024)
 	require.ErrorContains(t, err, "not an SDXL checkpoint")
-	_, err = EstimateMemory(Config{Model: model}, 0, 1024)
-	require.Error(t, err)
+	for _, size := range [][2]int{{0, 1024}, {7, 7}, {1 << 40, 1 << 40}, {8200, 1024}} { // as Generate: multiples of 8, up to MaxSide
+		_, err = EstimateMemory(Config{Model: model}, size[0], size[1])
+		require.ErrorIs(t, err, ErrInvalidRequest, "%v", size)
+	}
 	_, err = EstimateMemory(Config{Model: model, WeightType: "q7_X"}, 1024, 1024)
 	require.Error(t, err)
 }

@@ -92,7 +92,9 @@ type Config struct {
 	// the modes below that fits the free device memory at PlanWidth ×
 	// PlanHeight), full, low (as EncodersOnCPU) or stream (low, and the
 	// UNet's weights stream from host memory every step). In every mode a
-	// VAE decode that does not fit falls back to tiles. Ignored on the CPU.
+	// VAE decode that does not fit falls back to tiles. On the CPU, auto
+	// (or "") places nothing; a forced mode runs as there (low and stream
+	// decode in tiles), which keeps their code paths testable anywhere.
 	VRAM string
 	// PlanWidth and PlanHeight are the image size the VRAM choice plans
 	// for (0: 1024×1024). Larger requests may run out of memory later.
@@ -117,7 +119,8 @@ type LoRA struct {
 	Scale float32
 }
 
-// Progress reports a stage of work: Done of Total units.
+// Progress reports a stage of work: Done of Total units (see
+// Request.Progress for the stages' order).
 type Progress struct {
 	Stage       string // "load", "encode", "denoise", "decode"
 	Done, Total int
@@ -151,9 +154,34 @@ type Pipeline struct {
 	loopState   int64
 	stepFLOPs   int64 // the last request's denoising step (Result.StepFLOPs)
 	decodeFLOPs int64 // and its last image's decode (Result.DecodeFLOPs)
-	mu          sync.Mutex
+	mu          gate
 
 	testHookFinalLatents func([]float32) // tests compare the latents before decoding
+}
+
+// gate is a mutex whose waiters can give up when their context ends: a
+// Generate queued behind another returns when its caller cancels.
+type gate struct {
+	once sync.Once
+	ch   chan struct{}
+}
+
+func (g *gate) c() chan struct{} {
+	g.once.Do(func() { g.ch = make(chan struct{}, 1) })
+	return g.ch
+}
+
+func (g *gate) Lock()   { g.c() <- struct{}{} }
+func (g *gate) Unlock() { <-g.c() }
+
+// LockContext locks g, or returns an error wrapping ctx's once ctx ends.
+func (g *gate) LockContext(ctx context.Context) error {
+	select {
+	case g.c() <- struct{}{}:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("%w: waiting for another generation to end: %w", ggml.ErrCanceled, context.Cause(ctx))
+	}
 }
 
 // ErrClosed is returned by Generate after Close.
@@ -168,13 +196,14 @@ func Load(ctx context.Context, cfg Config) (_ *Pipeline, err error) {
 	switch {
 	case cfg.Threads < 0:
 		return nil, fmt.Errorf("Config.Threads must not be negative (0: one per physical core), got %d", cfg.Threads)
-	case cfg.Threads > runtime.NumCPU():
+	case cfg.VAETile < -1 || cfg.VAETile == 1:
+		return nil, fmt.Errorf("Config.VAETile must be -1 (never tile), 0 (automatic) or at least 2 latent pixels, got %d", cfg.VAETile)
+	}
+	if cfg.Threads > runtime.NumCPU() {
 		// More threads than CPUs make ggml's threads wait on each other:
 		// hundreds of times slower.
 		slog.Warn("more threads than logical CPUs; using the CPUs' count", "threads", cfg.Threads, "cpus", runtime.NumCPU())
 		cfg.Threads = runtime.NumCPU()
-	case cfg.VAETile < -1 || cfg.VAETile == 1:
-		return nil, fmt.Errorf("Config.VAETile must be -1 (never tile), 0 (automatic) or at least 2 latent pixels, got %d", cfg.VAETile)
 	}
 	if cfg.TimestepSpacing, err = sampling.ParseTimestepSpacing(cfg.TimestepSpacing); err != nil {
 		return nil, fmt.Errorf("Config.TimestepSpacing: %w", err)
@@ -417,8 +446,8 @@ func weightPolicy(name string) (nn.TypePolicy, error) {
 // Kind says what was loaded: plain SDXL or PhotoMaker v1/v2.
 func (p *Pipeline) Kind() string { return p.kind }
 
-// VRAM is the VRAM mode in use (VRAMFull, VRAMLow, VRAMStream), "" on the
-// CPU.
+// VRAM is the VRAM mode in use (VRAMFull, VRAMLow, VRAMStream); "" on the
+// CPU unless Config.VRAM forced one.
 func (p *Pipeline) VRAM() string { return p.vram }
 
 // Device names the device the pipeline computes on.

@@ -3,10 +3,14 @@ package photomaker
 import (
 	"context"
 	"image"
+	"image/color"
 	"math"
 	"path/filepath"
+	"runtime"
 	"strings"
+	"sync"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/require"
 
@@ -108,6 +112,10 @@ func TestRequestDefaultsAndExplicitZeros(t *testing.T) {
 	require.Equal(t, 0.0, r.Guidance)
 	require.Equal(t, 0.0, r.StyleStrength)
 	require.Equal(t, 0, r.StartMergeStep())
+	// Karras sigmas are named where the sampler takes them.
+	for sampler, want := range map[string]string{"euler": "Sampler: euler karras,", "dpmpp_2m": "Sampler: dpmpp_2m karras,", "ddim": "Sampler: ddim,", "euler_a": "Sampler: euler_a,"} {
+		require.Contains(t, (&Request{Sampler: sampler, Karras: true}).Parameters(), want)
+	}
 }
 
 func TestCancel(t *testing.T) {
@@ -325,10 +333,12 @@ func TestBadIDInputs(t *testing.T) {
 		{Request{IDImages: []image.Image{face}, IDEmbeds: [][]float32{emb(float32(math.NaN()))}}, "face embedding 1 holds NaN"},
 		{Request{People: []Person{{Class: "man", Images: []image.Image{face, face}, IDEmbeds: [][]float32{emb(1)}}}}, "1 face embeddings for 2 photos of the man"},
 		{Request{People: []Person{{Class: "woman", Images: []image.Image{&image.RGBA{Rect: image.Rectangle{Min: image.Pt(5, 5), Max: image.Pt(4, 9)}}}}}}, "the woman's ID photo 1: the image is empty (-1×4)"},
+		{Request{IDImages: []image.Image{image.NewUniform(color.White)}}, "is too large a photo"}, // the whole plane
 	} {
 		tc.r.Prompt = "x"
 		err := tc.r.fill()
 		require.ErrorIs(t, err, ErrInvalidRequest, tc.want)
+		require.ErrorIs(t, err, ErrIDInput, tc.want)
 		require.ErrorContains(t, err, tc.want)
 	}
 	ok := Request{Prompt: "x", IDImages: []image.Image{image.NewRGBA(image.Rect(3, 3, 19, 259))}} // 16:1, off the origin
@@ -345,6 +355,7 @@ func TestBadConfigs(t *testing.T) {
 		{func(c *Config) { c.WeightType = "i32" }, `weight type "i32"`},
 		{func(c *Config) { c.Threads = -3 }, "Threads must not be negative"},
 		{func(c *Config) { c.VAETile = 1 }, "VAETile must be -1"},
+		{func(c *Config) { c.VAETile, c.Threads = -5, runtime.NumCPU()+1 }, "VAETile must be -1"}, // past the threads' clamp
 	} {
 		cfg := Config{Model: golden.Path("tiny-sdxl.safetensors"), Device: "cpu"}
 		tc.edit(&cfg)
@@ -391,4 +402,65 @@ func TestTimestepSpacing(t *testing.T) {
 	require.Equal(t, leading.Images[0], res.Images[0], "a request's own spacing wins")
 	_, err = Load(t.Context(), Config{Model: golden.Path("tiny-sdxl.safetensors"), Device: "cpu", TimestepSpacing: "spread"})
 	require.ErrorContains(t, err, `Config.TimestepSpacing: unknown timestep spacing "spread" (want leading, linspace, trailing)`)
+}
+
+// A Generate waiting for another returns when its context ends, as a
+// canceled computation does; the running one goes on.
+func TestWaitingGenerateHonorsContext(t *testing.T) {
+	p := loadTiny(t, "")
+	running := make(chan struct{})
+	var once sync.Once
+	ctxA, cancelA := context.WithCancel(context.Background())
+	defer cancelA()
+	doneA := make(chan error, 1)
+	go func() {
+		_, err := p.Generate(ctxA, Request{Prompt: "a lighthouse", Width: 32, Height: 32, Steps: 1000, Guidance: NoGuidance,
+			Progress: func(ev Progress) {
+				if ev.Stage == "denoise" {
+					once.Do(func() { close(running) })
+				}
+			}})
+		doneA <- err
+	}()
+	<-running
+	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+	defer cancel()
+	start := time.Now()
+	_, err := p.Generate(ctx, Request{Prompt: "a cat", Width: 32, Height: 32, Steps: 1})
+	require.ErrorIs(t, err, context.DeadlineExceeded)
+	require.ErrorIs(t, err, ggml.ErrCanceled)
+	require.Less(t, time.Since(start), 5*time.Second, "it did not wait for the running one")
+	select {
+	case err := <-doneA:
+		t.Fatalf("the running Generate ended: %v", err)
+	default:
+	}
+	cancelA()
+	require.ErrorIs(t, <-doneA, context.Canceled)
+}
+
+// Generate's errors about the trigger words and the ID inputs match their
+// kind (ErrIDPrompt, ErrIDInput) as well as ErrInvalidRequest.
+func TestIDErrorKinds(t *testing.T) {
+	p := loadTiny(t, "photomaker/photomaker-v1-tiny.safetensors")
+	face := image.NewRGBA(image.Rect(0, 0, 8, 8))
+	for _, tc := range []struct {
+		r    Request
+		kind error
+		msg  string
+	}{
+		{Request{Prompt: "a photo of a man", IDImages: []image.Image{face}}, ErrIDPrompt, "trigger word"},
+		{Request{Prompt: "img, a photo of a man img", IDImages: []image.Image{face}}, ErrIDPrompt, "img"},
+		{Request{Prompt: "a man img and a woman img", People: []Person{{Class: "man", Images: []image.Image{face}}, {Class: "dog", Images: []image.Image{face}}}},
+			ErrIDPrompt, `"dog img" exactly once`},
+		{Request{Prompt: "a photo of a man img", IDImages: []image.Image{face}, IDEmbeds: [][]float32{make([]float32, 512)}}, ErrIDInput, "v1 takes no face embeddings"},
+		{Request{Prompt: "a man img and a woman img", People: []Person{{Class: "man", Images: []image.Image{face}}, {Class: "woman"}}}, ErrIDInput, "at least one ID photo of each person"},
+	} {
+		tc.r.Width, tc.r.Height, tc.r.Steps = 32, 32, 1
+		_, err := p.Generate(t.Context(), tc.r)
+		require.ErrorIs(t, err, ErrInvalidRequest, tc.msg)
+		require.ErrorIs(t, err, tc.kind, tc.msg)
+		require.ErrorContains(t, err, tc.msg)
+		require.True(t, strings.HasPrefix(err.Error(), "invalid request: "), err.Error())
+	}
 }

@@ -16,6 +16,9 @@ type Style struct {
 	Name, Prompt, Negative string
 }
 
+// DefaultStyle is the official demo's default style.
+const DefaultStyle = "Photographic (Default)"
+
 // Styles are the official demo's ten templates plus "(No style)".
 var Styles = []Style{
 	{"(No style)", "{prompt}", ""},
@@ -31,26 +34,31 @@ var Styles = []Style{
 	{"Line art", "line art drawing {prompt} . professional, sleek, modern, minimalist, graphic, line art, vector graphics", "anime, photorealistic, 35mm film, deformed, glitch, blurry, noisy, off-center, deformed, cross-eyed, closed eyes, bad anatomy, ugly, disfigured, mutated, realism, realistic, impressionism, expressionism, oil, acrylic"},
 }
 
-// styleKey normalises a style name for lookup: case and everything but
-// letters and digits are ignored, so "photographic", "Photographic
-// (Default)" and "line-art" all match; "disney" finds the demo's
-// misspelt "Disney Charactor".
-func styleKey(s string) string {
+// styleKey normalises a style name for lookup (see FindStyle).
+func styleKey(s string) string { return strings.TrimSuffix(lettersAndDigits(s), "default") }
+
+// lettersAndDigits is s in lower case without anything but letters and
+// digits.
+func lettersAndDigits(s string) string {
 	var b strings.Builder
 	for _, r := range strings.ToLower(s) {
 		if (r >= 'a' && r <= 'z') || (r >= '0' && r <= '9') {
 			b.WriteRune(r)
 		}
 	}
-	k := b.String()
-	k = strings.TrimSuffix(k, "default")
-	return k
+	return b.String()
 }
 
-// FindStyle looks a style up by name (see styleKey for the matching rule).
+// FindStyle looks a style up by name: case and everything but letters and
+// digits are ignored, so "photographic", "Photographic (Default)" and
+// "line-art" all match, "default" is the default style, "" and "none" are
+// no style, and "disney" finds the demo's misspelt "Disney Charactor".
 func FindStyle(name string) (Style, error) {
 	want := styleKey(name)
-	if want == "" || want == "none" {
+	switch {
+	case lettersAndDigits(name) == "default": // "default", "(Default)"
+		want = styleKey(DefaultStyle)
+	case want == "" || want == "none":
 		want = styleKey(Styles[0].Name)
 	}
 	for _, s := range Styles {

@@ -16,6 +16,11 @@ func TestStyles(t *testing.T) {
 	p, n := s.Apply("a photo of a man img", "blurry")
 	require.Equal(t, "cinematic photo a photo of a man img . 35mm photograph, film, bokeh, professional, 4k, highly detailed", p)
 	require.Equal(t, s.Negative+" blurry", n)
+	for _, name := range []string{"default", "(Default)", "DEFAULT"} { // the default style, not none
+		s, err := FindStyle(name)
+		require.NoError(t, err, name)
+		require.Equal(t, DefaultStyle, s.Name, name)
+	}
 	_, err := FindStyle("watercolour")
 	require.ErrorContains(t, err, "unknown style")
 	require.ErrorContains(t, err, "Cinematic")

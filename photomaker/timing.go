@@ -25,9 +25,11 @@ type EncoderTimes struct {
 // same work (the text encoders three times with an adapter: negative, ID
 // and text-only prompts).
 func (p *Pipeline) TimeEncoders(ctx context.Context, req Request) (EncoderTimes, error) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
 	var et EncoderTimes
+	if err := p.mu.LockContext(ctx); err != nil {
+		return et, err
+	}
+	defer p.mu.Unlock()
 	if p.rt == nil {
 		return et, ErrClosed
 	}
@@ -57,7 +59,7 @@ func (p *Pipeline) TimeEncoders(ctx context.Context, req Request) (EncoderTimes,
 	}
 	ip, err := TokenizeIDPrompt(tokenizer.New(), tokenizer.New2(), prompt, p.id.enc.Version, people)
 	if err != nil {
-		return et, fmt.Errorf("%w: %v", ErrInvalidRequest, err)
+		return et, fmt.Errorf("%w: %w", ErrInvalidRequest, err)
 	}
 	withClass, err := p.encodeIDs(ctx, ip.IDs1, ip.IDs2, false)
 	if err != nil {
@@ -87,6 +89,8 @@ type MemoryUse struct {
 	HostCompute int64
 	// LoopState is the sampler loop's own device tensors while one runs:
 	// the latents and each conditioning's cross-attention keys and values.
+	// MemoryUse waits for a running Generate, so it reads 0 there; Peak
+	// counts it.
 	LoopState int64
 	// Peak is the largest Total so far, taken when it can grow most: after
 	// loading, after a request's encoding, once its sampler loop is set up

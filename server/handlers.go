@@ -313,7 +313,7 @@ func (s *Server) handleInfo(w http.ResponseWriter, r *http.Request) {
 		// absent fields are the same numbers, no style, an empty negative
 		// prompt and a random seed.
 		"defaults": map[string]any{
-			"style":           "Photographic (Default)",
+			"style":           photomaker.DefaultStyle,
 			"negative_prompt": photomaker.DefaultNegativePrompt,
 			"width":           s.side,
 			"height":          s.side,

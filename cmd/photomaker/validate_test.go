@@ -208,8 +208,9 @@ func TestParseLoRAs(t *testing.T) {
 	}
 }
 
-// --guidance 0 turns guidance off and --style-strength 0 merges the ID
-// from the first step (the request reads 0 as "the default"): the image is
+// --guidance 0 turns guidance off and --style-strength 0 sets the merge
+// step to 0, the ID from the second step (the request reads 0 as "the
+// default"): the image is
 // the one of --guidance 1 (off too) and --style-strength 1 (merge step
 // int(0.01·5) = 0), and the PNG records the 0s asked for.
 func TestGuidanceAndStyleStrengthZero(t *testing.T) {
