@@ -12,7 +12,6 @@ import (
 	"io"
 	"log/slog"
 	"os"
-	"os/signal"
 	"path/filepath"
 	"runtime"
 	"runtime/debug"
@@ -183,7 +182,7 @@ func runBench(c *cli.Context) error {
 	if _, err := weightTypeFlag(c); err != nil {
 		return err
 	}
-	ctx, stop := signal.NotifyContext(c.Context, os.Interrupt)
+	ctx, stop := interruptible(c)
 	defer stop()
 
 	random := c.Bool("random")

@@ -6,8 +6,6 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"os"
-	"os/signal"
 	"path/filepath"
 	"sort"
 	"strings"
@@ -117,7 +115,7 @@ func runConvert(c *cli.Context) error {
 	if !strings.EqualFold(filepath.Ext(out), ".gguf") { // generate and info tell files by content, people by name
 		fmt.Fprintf(c.App.ErrWriter, "photomaker: warning: %s will be a GGUF file; name it .gguf\n", out)
 	}
-	ctx, stop := signal.NotifyContext(c.Context, os.Interrupt)
+	ctx, stop := interruptible(c)
 	defer stop()
 	bar := &convertBar{w: c.App.ErrWriter, on: !c.Bool("json"), started: time.Now()}
 	rep, err := convert.Convert(ctx, convert.Options{

@@ -4,8 +4,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"image"
-	"os"
-	"os/signal"
 	"path/filepath"
 	"strings"
 	"time"
@@ -175,7 +173,7 @@ func runGenerate(c *cli.Context) error {
 		return err
 	}
 
-	ctx, stop := signal.NotifyContext(c.Context, os.Interrupt)
+	ctx, stop := interruptible(c)
 	defer stop()
 	bar := newProgress(c.App.ErrWriter, !c.Bool("json"))
 	loadStart := time.Now()

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"os/signal"
 	"strings"
 	"sync"
 	"text/tabwriter"
@@ -84,7 +83,7 @@ func runPull(c *cli.Context) error {
 		}
 		models[i] = m
 	}
-	ctx, stop := signal.NotifyContext(c.Context, os.Interrupt)
+	ctx, stop := interruptible(c)
 	defer stop()
 	type row struct {
 		Name     string `json:"name"`

@@ -7,7 +7,6 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"os/signal"
 	"syscall"
 	"time"
 
@@ -137,7 +136,7 @@ func runServe(c *cli.Context) error {
 	}
 	defer ln.Close()
 
-	ctx, stop := signal.NotifyContext(c.Context, os.Interrupt, syscall.SIGTERM)
+	ctx, stop := interruptible(c)
 	defer stop()
 	bar := newProgress(c.App.ErrWriter, true)
 	// Plan device memory for SDXL's native size: planning for --max-side
