@@ -150,7 +150,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 	}
 	msg := "photomaker: " + err.Error()
 	var ue usageError
-	if errors.As(err, &ue) || strings.HasPrefix(err.Error(), "flag provided but not defined") || strings.Contains(err.Error(), "Required flag") || strings.HasPrefix(err.Error(), "No help topic") {
+	// A request the pipeline refuses (size, steps, trigger word, ID photos
+	// that do not fit the adapter) was asked for on the command line too.
+	if errors.As(err, &ue) || errors.Is(err, photomaker.ErrInvalidRequest) || strings.HasPrefix(err.Error(), "flag provided but not defined") || strings.Contains(err.Error(), "Required flag") || strings.HasPrefix(err.Error(), "No help topic") {
 		fmt.Fprintf(stderr, "%s\nRun 'photomaker --help' for usage.\n", msg)
 		return 2
 	}

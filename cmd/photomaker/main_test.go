@@ -161,7 +161,7 @@ func TestGeneratePhotoMakerTiny(t *testing.T) {
 		"--photomaker", golden.Path("photomaker/photomaker-v1-real.bin"),
 		"--id-image", golden.Path("faces/astronaut_0.png"), "--prompt", "a photo of a man",
 		"--width", "64", "--height", "64", "--steps", "1", "--device", "cpu", "-o", out2)
-	require.Equal(t, 1, code)
+	require.Equal(t, 2, code, "a usage error")
 	require.Contains(t, errOut, "trigger word")
 	_, err = os.Stat(out2)
 	require.True(t, os.IsNotExist(err))

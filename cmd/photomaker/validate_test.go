@@ -275,21 +275,22 @@ func TestGenerateTwoPeopleV2(t *testing.T) {
 	}
 }
 
-// Errors from the library carry the program's name once.
+// Errors from the library carry the program's name once; a request it
+// refuses is a usage error (exit 2), as the flags' own checks.
 func TestErrorPrefixOnce(t *testing.T) {
 	emb := writeNPY(t, t.TempDir(), "e.npy", 1)
 	code, _, errOut := runCLI(t, "generate", "--model", golden.Path("tiny-sdxl.safetensors"),
 		"--photomaker", golden.Path("photomaker/photomaker-v1-tiny.safetensors"), "--id-image", golden.Path("faces/lfw_0.png"),
 		"--id-embeds", emb, "--prompt", "a photo of a man img", "--width", "64", "--height", "64", "--steps", "1",
 		"--device", "cpu", "-o", filepath.Join(t.TempDir(), "x.png"))
-	require.Equal(t, 1, code, errOut)
+	require.Equal(t, 2, code, errOut)
 	require.Contains(t, errOut, "photomaker: invalid request: PhotoMaker v1 takes no face embeddings (they are for v2 adapters)")
 	require.Equal(t, 1, strings.Count(errOut, "photomaker:"), errOut)
 	code, _, errOut = runCLI(t, "generate", "--model", golden.Path("tiny-sdxl.safetensors"),
 		"--photomaker", golden.Path("photomaker/photomaker-v1-tiny.safetensors"), "--id-image", golden.Path("faces/lfw_0.png"),
 		"--prompt", "img a photo of a man", "--width", "64", "--height", "64", "--steps", "1",
 		"--device", "cpu", "-o", filepath.Join(t.TempDir(), "x.png"))
-	require.Equal(t, 1, code, errOut)
+	require.Equal(t, 2, code, errOut)
 	require.Contains(t, errOut, "photomaker: invalid request: bad ID prompt: the trigger word img is first")
 	require.Equal(t, 1, strings.Count(errOut, "photomaker:"), errOut)
 }
