@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"sort"
 	"strings"
@@ -257,6 +258,9 @@ func OpenLoRA(path string) (*Set, error) {
 	if set.Len() == 0 {
 		set.Close()
 		return nil, errors.New(path + ": no LoRA tensors")
+	}
+	if isPM && set.Len() < len(list) { // the ID encoder's tensors were left out
+		slog.Warn(path + " is a PhotoMaker adapter: only its LoRA is merged; pass it as the adapter (--photomaker) to generate from ID photos")
 	}
 	return set, nil
 }

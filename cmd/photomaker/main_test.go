@@ -200,4 +200,10 @@ func TestGenerateLoRAFlag(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, float32(0.5), ls[0].Scale)
 	require.Equal(t, float32(1), ls[1].Scale)
+	// A PhotoMaker adapter as --lora merges its LoRA, and says how to use it whole.
+	code, _, errOut = runCLI(t, "generate", "--model", golden.Path("tiny-sdxl.safetensors"), "--prompt", "x",
+		"--lora", golden.Path("photomaker/photomaker-v1-tiny.safetensors"), "--width", "64", "--height", "64", "--steps", "1",
+		"--device", "cpu", "-o", filepath.Join(t.TempDir(), "x.png"))
+	require.Equal(t, 0, code, errOut)
+	require.Contains(t, errOut, "is a PhotoMaker adapter: only its LoRA is merged; pass it as the adapter (--photomaker)")
 }
