@@ -16,13 +16,15 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
-	"github.com/gophotomaker/photomaker/internal/mmap"
+	"hash/crc32"
 	"io"
 	"math"
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
 
+	"github.com/gophotomaker/photomaker/internal/mmap"
 	"github.com/gophotomaker/photomaker/weights/safetensors"
 )
 
@@ -63,6 +65,10 @@ type entry struct {
 	zf      *zip.File
 	dataOff int64 // offset of the raw bytes in the archive, when stored
 	stored  bool
+	// checked runs the entry's CRC-32 check once, at its first read:
+	// a damaged file would otherwise make a silently wrong image.
+	checked sync.Once
+	damaged error
 }
 
 type view struct {
@@ -335,10 +341,46 @@ func (f *File) Tensor(name string) (Tensor, bool) {
 	return f.tensors[i], true
 }
 
+// checkCRC compares e's bytes with the CRC-32 its zip header records
+// (once per entry; 0 is taken as not recorded).
+func (f *File) checkCRC(e *entry) error {
+	e.checked.Do(func() {
+		if e.zf.CRC32 == 0 {
+			return
+		}
+		var err error
+		if e.stored {
+			var b []byte
+			if f.file != nil {
+				b, err = f.file.Slice(e.dataOff, int64(e.zf.UncompressedSize64))
+			} else {
+				b = make([]byte, e.zf.UncompressedSize64)
+				_, err = f.r.ReadAt(b, e.dataOff)
+			}
+			if err == nil && crc32.ChecksumIEEE(b) != e.zf.CRC32 {
+				err = zip.ErrChecksum
+			}
+		} else {
+			var rc io.ReadCloser
+			if rc, err = e.zf.Open(); err == nil { // archive/zip checks the CRC at the end
+				_, err = io.Copy(io.Discard, rc)
+				rc.Close()
+			}
+		}
+		if err != nil {
+			e.damaged = fmt.Errorf("%w: zip entry %q: %v: the file is damaged; download it again", ErrFormat, printable(e.zf.Name), err)
+		}
+	})
+	return e.damaged
+}
+
 // storageBytes returns bytes [lo, hi) of a storage.
 func (f *File) storageBytes(e *entry, lo, hi int64) ([]byte, error) {
 	if hi == lo {
 		return []byte{}, nil
+	}
+	if err := f.checkCRC(e); err != nil {
+		return nil, err
 	}
 	if e.stored {
 		if f.file != nil {

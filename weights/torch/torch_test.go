@@ -511,3 +511,79 @@ func FuzzPickle(f *testing.F) {
 		}
 	})
 }
+
+// A byte flipped inside a storage (a damaged download) fails that
+// storage's CRC-32 at its first read instead of giving wrong values; the
+// other storages read as before. Deflated storages are checked too.
+func TestDamagedStorage(t *testing.T) {
+	full, err := os.ReadFile(golden.Path("photomaker/photomaker-v1-real.bin"))
+	require.NoError(t, err)
+	zr, err := zip.NewReader(bytes.NewReader(full), int64(len(full)))
+	require.NoError(t, err)
+	var victim *zip.File
+	for _, zf := range zr.File {
+		if strings.HasSuffix(zf.Name, "/data/16") {
+			victim = zf
+		}
+	}
+	require.NotNil(t, victim)
+	off, err := victim.DataOffset()
+	require.NoError(t, err)
+	damaged := bytes.Clone(full)
+	damaged[off+int64(victim.UncompressedSize64)/2] ^= 0x40
+	p := filepath.Join(t.TempDir(), "damaged.bin")
+	require.NoError(t, os.WriteFile(p, damaged, 0o644))
+	good, err := Open(golden.Path("photomaker/photomaker-v1-real.bin"))
+	require.NoError(t, err)
+	defer good.Close()
+	f, err := Open(p)
+	require.NoError(t, err, "the damage shows at the storage's first read")
+	defer f.Close()
+	bad := 0
+	for i, tt := range f.Tensors() {
+		got, err := f.Bytes(tt.Name)
+		if f.views[i].ent.zf.Name == victim.Name && tt.Elements() > 0 {
+			require.ErrorIs(t, err, ErrFormat, tt.Name)
+			require.ErrorContains(t, err, "checksum error: the file is damaged")
+			bad++
+			continue
+		}
+		require.NoError(t, err, tt.Name)
+		want, err := good.Bytes(tt.Name)
+		require.NoError(t, err)
+		require.Equal(t, want, got, tt.Name)
+	}
+	require.Positive(t, bad)
+
+	// A deflated storage whose header records another CRC.
+	pkl := newPK().op(opEmptyDict, opMark).str("t").tensor(spec{storage: "FloatStorage", key: "0", numel: 2, size: []int64{2}, stride: []int64{1}}).op(opSetItems, opStop).Bytes()
+	for _, crc := range []bool{true, false} {
+		var buf bytes.Buffer
+		zw := zip.NewWriter(&buf)
+		w, err := zw.CreateHeader(&zip.FileHeader{Name: "c/data.pkl", Method: zip.Store})
+		require.NoError(t, err)
+		w.Write(pkl)
+		data := f32bytes(1, 2)
+		var comp bytes.Buffer
+		fw, _ := flate.NewWriter(&comp, flate.BestCompression)
+		fw.Write(data)
+		fw.Close()
+		sum := crc32.ChecksumIEEE(data)
+		if !crc {
+			sum ^= 1
+		}
+		w, err = zw.CreateRaw(&zip.FileHeader{Name: "c/data/0", Method: zip.Deflate, CRC32: sum, CompressedSize64: uint64(comp.Len()), UncompressedSize64: uint64(len(data))})
+		require.NoError(t, err)
+		w.Write(comp.Bytes())
+		require.NoError(t, zw.Close())
+		tf, err := parse(bytes.NewReader(buf.Bytes()), int64(buf.Len()))
+		require.NoError(t, err)
+		v, err := tf.Float32("t")
+		if crc {
+			require.NoError(t, err)
+			require.Equal(t, []float32{1, 2}, v)
+		} else {
+			require.ErrorIs(t, err, ErrFormat)
+		}
+	}
+}
