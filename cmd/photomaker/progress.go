@@ -23,6 +23,7 @@ type progress struct {
 	on       bool
 	terminal bool
 	stage    string
+	last     int // the stage's Done so far: less starts it again (the next image's loop)
 	started  time.Time
 	drawn    time.Time
 	now      func() time.Time // nil: time.Now (tests set a clock)
@@ -64,7 +65,7 @@ func (p *progress) update(ev photomaker.Progress) {
 	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if ev.Stage != p.stage {
+	if ev.Stage != p.stage || ev.Done < p.last {
 		if p.stage != "" && p.terminal {
 			fmt.Fprintln(p.w)
 		}
@@ -72,6 +73,7 @@ func (p *progress) update(ev photomaker.Progress) {
 	} else if p.terminal && ev.Done < ev.Total && p.clock().Sub(p.drawn) < 100*time.Millisecond {
 		return // redraw at most ten times a second
 	}
+	p.last = ev.Done
 	p.drawn = p.clock()
 	elapsed := p.drawn.Sub(p.started)
 	rate := ""

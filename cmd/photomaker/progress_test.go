@@ -71,6 +71,14 @@ func TestProgressRateAndTimeLeft(t *testing.T) {
 	p.update(photomaker.Progress{Stage: "denoise", Done: 2, Total: 20})
 	require.Equal(t, "denoise 1/20 21.5 s/it, 6m49s left (21.5s)\ndenoise 2/20 21.0 s/it, 6m18s left (42.0s)\n", buf.String())
 
+	// The next image's loop (-n 2) starts its own clock.
+	buf.Reset()
+	at = at.Add(time.Hour)
+	p.update(photomaker.Progress{Stage: "denoise", Done: 0, Total: 20})
+	at = at.Add(2 * time.Second)
+	p.update(photomaker.Progress{Stage: "denoise", Done: 1, Total: 20})
+	require.Equal(t, "denoise 1/20 2.0 s/it, 38s left (2.0s)\n", buf.String())
+
 	require.Equal(t, " 10.00 it/s, 2s left", stepRate(5, 25, 500*time.Millisecond))
 	require.Equal(t, " 10.00 it/s", stepRate(25, 25, 2500*time.Millisecond))
 	require.Equal(t, " 1.0 s/it", stepRate(3, 3, 3001*time.Millisecond))
