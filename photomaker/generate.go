@@ -336,6 +336,12 @@ func (p *Pipeline) Generate(ctx context.Context, req Request) (*Result, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrInvalidRequest, err)
 	}
+	if req.PromptWeighting == WeightingNone { // weighted prompts are encoded in chunks
+		if len(req.IDImages)+len(req.People) == 0 { // an ID prompt too long is refused (TokenizeIDPrompt)
+			warnLongPrompt("prompt", req.Prompt)
+		}
+		warnLongPrompt("negative prompt", req.NegativePrompt)
+	}
 	// Check the sampler before the expensive encoders run.
 	if req.TimestepSpacing == "" {
 		req.TimestepSpacing = p.sched.TimestepSpacing
@@ -411,6 +417,22 @@ func (p *Pipeline) Generate(ctx context.Context, req Request) (*Result, error) {
 	res.DecodeFLOPs = p.decodeFLOPs
 	p.notePeak()
 	return res, nil
+}
+
+// warnLongPrompt logs what of a literal prompt the text encoders do not
+// read: CLIP takes 75 tokens, and the rest is cut, as diffusers does.
+func warnLongPrompt(what, text string) {
+	tk := tokenizer.New()
+	ids := tk.Encode(text)
+	keep := tokenizer.MaxLen - 2
+	if len(ids) <= keep {
+		return
+	}
+	var cut strings.Builder
+	for _, id := range ids[keep:] {
+		cut.WriteString(strings.ReplaceAll(tk.Token(id), "</w>", " "))
+	}
+	slog.Warn(fmt.Sprintf("the %s is %d tokens long; the text encoders read %d, so the rest is left out: %q", what, len(ids), keep, strings.TrimSpace(cut.String())))
 }
 
 // Parameters begins the A1111-style "parameters" text that image tools read

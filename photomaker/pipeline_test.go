@@ -1,9 +1,11 @@
 package photomaker
 
 import (
+	"bytes"
 	"context"
 	"image"
 	"image/color"
+	"log/slog"
 	"math"
 	"path/filepath"
 	"runtime"
@@ -463,4 +465,18 @@ func TestIDErrorKinds(t *testing.T) {
 		require.ErrorContains(t, err, tc.msg)
 		require.True(t, strings.HasPrefix(err.Error(), "invalid request: "), err.Error())
 	}
+}
+
+// A literal prompt longer than CLIP's 75 tokens is cut, as in diffusers,
+// and the log says what was left out.
+func TestLongPromptWarns(t *testing.T) {
+	var logs bytes.Buffer
+	old := slog.Default()
+	slog.SetDefault(slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelWarn})))
+	defer slog.SetDefault(old)
+	warnLongPrompt("prompt", strings.Repeat("beautiful ", 75)+"lighthouse at dusk")
+	require.Contains(t, logs.String(), `the prompt is 78 tokens long; the text encoders read 75, so the rest is left out: \"lighthouse at dusk\"`)
+	logs.Reset()
+	warnLongPrompt("negative prompt", strings.Repeat("blurry ", 75))
+	require.Empty(t, logs.String())
 }
