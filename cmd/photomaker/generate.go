@@ -146,6 +146,9 @@ func runGenerate(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
+	if ext := filepath.Ext(outputs[0]); !strings.EqualFold(ext, ".png") { // as convert's .gguf
+		fmt.Fprintf(c.App.ErrWriter, "photomaker: warning: %s will be a PNG file; name it .png\n", outputs[0])
+	}
 	if req.NegativePrompt == "@demo" {
 		req.NegativePrompt = photomaker.DefaultNegativePrompt
 	}

@@ -207,3 +207,15 @@ func TestGenerateLoRAFlag(t *testing.T) {
 	require.Equal(t, 0, code, errOut)
 	require.Contains(t, errOut, "is a PhotoMaker adapter: only its LoRA is merged; pass it as the adapter (--photomaker)")
 }
+
+// An output not named .png is still a PNG, and the command says so.
+func TestGenerateWarnsOfOtherExtension(t *testing.T) {
+	out := filepath.Join(t.TempDir(), "x.jpg")
+	code, _, errOut := runCLI(t, "generate", "--model", golden.Path("tiny-sdxl.safetensors"), "--prompt", "x",
+		"--width", "64", "--height", "64", "--steps", "1", "--device", "cpu", "-o", out)
+	require.Equal(t, 0, code, errOut)
+	require.Contains(t, errOut, "x.jpg will be a PNG file; name it .png")
+	b, err := os.ReadFile(out)
+	require.NoError(t, err)
+	require.True(t, bytes.HasPrefix(b, []byte("\x89PNG")))
+}
