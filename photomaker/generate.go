@@ -419,6 +419,17 @@ func (p *Pipeline) Generate(ctx context.Context, req Request) (*Result, error) {
 	return res, nil
 }
 
+// BatchParameters is what image i (from 0) of a request of n images adds to
+// Parameters: ", Batch size: n, Batch pos: i" as A1111 writes them;
+// nothing for one image. The images share the seed: image i is the i-th of
+// one noise draw, which only the whole batch reproduces.
+func BatchParameters(n, i int) string {
+	if n <= 1 {
+		return ""
+	}
+	return fmt.Sprintf(", Batch size: %d, Batch pos: %d", n, i)
+}
+
 // warnLongPrompt logs what of a literal prompt the text encoders do not
 // read: CLIP takes 75 tokens, and the rest is cut, as diffusers does.
 func warnLongPrompt(what, text string) {

@@ -239,12 +239,12 @@ func (s *Server) generate(ctx context.Context, req photomaker.Request) (pngs [][
 	if err != nil {
 		return nil, err
 	}
-	text := [][2]string{{"parameters", s.parameters(&res.Request)}}
-	for _, img := range res.Images {
+	params := s.parameters(&res.Request)
+	for i, img := range res.Images {
 		if err := ctx.Err(); err != nil {
 			return nil, err
 		}
-		b, err := pngtext.Encode(img, text)
+		b, err := pngtext.Encode(img, [][2]string{{"parameters", params + photomaker.BatchParameters(len(res.Images), i)}})
 		if err != nil {
 			return nil, err
 		}

@@ -118,9 +118,12 @@ func TestGeneratePlainJSONWait(t *testing.T) {
 	require.Len(t, v.Images, 2)
 	require.GreaterOrEqual(t, v.Seed, int64(0))
 	require.Equal(t, "Neonpunk", v.Request.Style)
-	for _, u := range v.Images {
-		_, img := getPNG(t, ts.URL+u)
+	for i, u := range v.Images {
+		b, img := getPNG(t, ts.URL+u)
 		require.Equal(t, 32, img.Bounds().Dx())
+		text, err := pngtext.Read(b)
+		require.NoError(t, err)
+		require.Contains(t, text["parameters"], fmt.Sprintf(", Batch size: 2, Batch pos: %d", i), "the images share the seed")
 	}
 	for _, name := range []string{"2.png", "+0.png", "00.png", "-1.png", "1", "1.PNG"} { // one name per image
 		res, err = http.Get(ts.URL + "/api/jobs/" + v.ID + "/images/" + name)

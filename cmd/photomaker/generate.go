@@ -213,7 +213,10 @@ func runGenerate(c *cli.Context) error {
 	}
 	params := parameters(&res.Request, c.String("model"), adapter)
 	for i, img := range res.Images {
-		if err := writePNG(outputs[i], img, params, c.Bool("force")); err != nil {
+		if err := writePNG(outputs[i], img, params+photomaker.BatchParameters(len(res.Images), i), c.Bool("force")); err != nil {
+			if i > 0 { // each file is whole: say which are there
+				return fmt.Errorf("%w (written before it: %s)", err, strings.Join(outputs[:i], ", "))
+			}
 			return err
 		}
 	}

@@ -3,8 +3,10 @@ package main
 import (
 	"bytes"
 	"encoding/json"
+	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/gophotomaker/photomaker/internal/golden"
@@ -218,4 +220,22 @@ func TestGenerateWarnsOfOtherExtension(t *testing.T) {
 	b, err := os.ReadFile(out)
 	require.NoError(t, err)
 	require.True(t, bytes.HasPrefix(b, []byte("\x89PNG")))
+}
+
+// Images of one command share the seed; each PNG says its place in the
+// batch, which reproduces it with that seed.
+func TestGenerateBatchParameters(t *testing.T) {
+	out := filepath.Join(t.TempDir(), "b.png")
+	code, _, errOut := runCLI(t, "generate", "--model", golden.Path("tiny-sdxl.safetensors"), "--prompt", "x",
+		"--width", "64", "--height", "64", "--steps", "1", "--device", "cpu", "-n", "2", "--seed", "5", "-o", out)
+	require.Equal(t, 0, code, errOut)
+	for i, name := range []string{"b-1.png", "b-2.png"} {
+		b, err := os.ReadFile(filepath.Join(filepath.Dir(out), name))
+		require.NoError(t, err)
+		text, err := pngtext.Read(b)
+		require.NoError(t, err)
+		require.Contains(t, text["parameters"], "Seed: 5,")
+		require.True(t, strings.HasSuffix(text["parameters"], fmt.Sprintf(", Batch size: 2, Batch pos: %d", i)), text["parameters"])
+	}
+	require.Empty(t, photomaker.BatchParameters(1, 0))
 }
