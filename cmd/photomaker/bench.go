@@ -6,6 +6,7 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"image"
 	"image/color"
@@ -205,8 +206,11 @@ func runBench(c *cli.Context) error {
 		t0 := time.Now()
 		var err error
 		res.RandomScale = c.String("random-scale")
-		res.Model, res.PhotoMaker, err = ensureRandom(c, res.RandomScale)
+		res.Model, res.PhotoMaker, err = ensureRandom(ctx, c, res.RandomScale)
 		if err != nil {
+			if ctx.Err() != nil {
+				return errors.New("interrupted while generating the random weights; nothing was kept")
+			}
 			return err
 		}
 		res.GenerateWeightsS = time.Since(t0).Seconds()
@@ -549,7 +553,7 @@ func stageTimes(res *benchResult, events []benchEvent) {
 
 // ensureRandom returns the cached random SDXL and adapter, generating them
 // first when missing.
-func ensureRandom(c *cli.Context, scale string) (model, adapter string, err error) {
+func ensureRandom(ctx context.Context, c *cli.Context, scale string) (model, adapter string, err error) {
 	var sdxl randweights.SDXLConfig
 	var pm randweights.PhotoMakerConfig
 	version := c.Int("photomaker-version")
@@ -579,7 +583,7 @@ func ensureRandom(c *cli.Context, scale string) (model, adapter string, err erro
 	seed := c.Uint64("seed")
 	model = filepath.Join(dir, randweights.FileName("sdxl", scale, seed))
 	specs := randweights.SDXLTensors(sdxl)
-	if err := ensureFile(c.App.ErrWriter, model, specs, func() error { return randweights.WriteSDXL(model, seed, sdxl) }); err != nil {
+	if err := ensureFile(c.App.ErrWriter, model, specs, func() error { return randweights.WriteSDXL(ctx, model, seed, sdxl) }); err != nil {
 		return "", "", err
 	}
 	if version == 0 {
@@ -587,7 +591,7 @@ func ensureRandom(c *cli.Context, scale string) (model, adapter string, err erro
 	}
 	adapter = filepath.Join(dir, randweights.FileName(fmt.Sprintf("photomaker-v%d", version), scale, seed))
 	specs = randweights.PhotoMakerTensors(pm)
-	if err := ensureFile(c.App.ErrWriter, adapter, specs, func() error { return randweights.WritePhotoMakerConfig(adapter, seed, pm) }); err != nil {
+	if err := ensureFile(c.App.ErrWriter, adapter, specs, func() error { return randweights.WritePhotoMakerConfig(ctx, adapter, seed, pm) }); err != nil {
 		return "", "", err
 	}
 	return model, adapter, nil

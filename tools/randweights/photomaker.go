@@ -1,6 +1,7 @@
 package randweights
 
 import (
+	"context"
 	"fmt"
 	"math"
 )
@@ -75,16 +76,16 @@ func (c PhotoMakerConfig) Validate() error {
 
 // WritePhotoMaker writes a full-size PhotoMaker adapter (version 1 or 2)
 // that fits DefaultSDXL, with random fp16 weights derived from seed.
-func WritePhotoMaker(path string, seed uint64, version int) error {
-	return WritePhotoMakerConfig(path, seed, DefaultPhotoMaker(version))
+func WritePhotoMaker(ctx context.Context, path string, seed uint64, version int) error {
+	return WritePhotoMakerConfig(ctx, path, seed, DefaultPhotoMaker(version))
 }
 
 // WritePhotoMakerConfig writes an adapter of size cfg.
-func WritePhotoMakerConfig(path string, seed uint64, cfg PhotoMakerConfig) error {
+func WritePhotoMakerConfig(ctx context.Context, path string, seed uint64, cfg PhotoMakerConfig) error {
 	if err := cfg.Validate(); err != nil {
 		return err
 	}
-	return Write(path, seed, PhotoMakerTensors(cfg), map[string]string{
+	return Write(ctx, path, seed, PhotoMakerTensors(cfg), map[string]string{
 		"format": "pt", "generator": "photomaker randweights", "seed": fmt.Sprint(seed),
 		"photomaker_version": fmt.Sprint(cfg.Version)})
 }

@@ -35,7 +35,7 @@ func bigSDXL(t *testing.T) string {
 		}
 	}
 	p := filepath.Join(t.TempDir(), "sdxl.safetensors")
-	require.NoError(t, WriteSDXL(p, 1, DefaultSDXL()))
+	require.NoError(t, WriteSDXL(t.Context(), p, 1, DefaultSDXL()))
 	return p
 }
 

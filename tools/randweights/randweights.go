@@ -86,18 +86,19 @@ func Params(specs []Spec, prefix string) int64 {
 
 // WriteSDXL writes a single-file SDXL checkpoint of size cfg with random
 // fp16 weights derived from seed.
-func WriteSDXL(path string, seed uint64, cfg SDXLConfig) error {
+func WriteSDXL(ctx context.Context, path string, seed uint64, cfg SDXLConfig) error {
 	if err := cfg.Validate(); err != nil {
 		return err
 	}
-	return Write(path, seed, SDXLTensors(cfg), map[string]string{
+	return Write(ctx, path, seed, SDXLTensors(cfg), map[string]string{
 		"format": "pt", "generator": "photomaker randweights", "seed": fmt.Sprint(seed)})
 }
 
 // Write writes specs as an fp16 .safetensors file with values derived from
 // seed, generating each tensor while the previous one is being written.
-func Write(path string, seed uint64, specs []Spec, metadata map[string]string) error {
-	ctx, cancel := context.WithCancel(context.Background())
+// When ctx ends it stops between tensors and leaves no file.
+func Write(ctx context.Context, path string, seed uint64, specs []Spec, metadata map[string]string) error {
+	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	ready := make(chan []byte, 1) // one tensor generated ahead of the writer
 	go func() {
@@ -114,6 +115,9 @@ func Write(path string, seed uint64, specs []Spec, metadata map[string]string) e
 	entries := make([]safetensors.Entry, len(specs))
 	for i, s := range specs {
 		entries[i] = safetensors.Entry{Name: s.Name, DType: safetensors.F16, Shape: s.Shape, Data: func() ([]byte, error) {
+			if err := ctx.Err(); err != nil {
+				return nil, err
+			}
 			b, ok := <-ready
 			if !ok {
 				return nil, fmt.Errorf("randweights: generator stopped before %s", s.Name)

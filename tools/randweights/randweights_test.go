@@ -220,7 +220,7 @@ func solid(c color.RGBA) image.Image {
 func TestTinyRoundTripGenerates(t *testing.T) {
 	dir := t.TempDir()
 	model := filepath.Join(dir, "sdxl.safetensors")
-	require.NoError(t, WriteSDXL(model, 1, TinySDXL()))
+	require.NoError(t, WriteSDXL(t.Context(), model, 1, TinySDXL()))
 	m, err := weights.Open(model)
 	require.NoError(t, err)
 	require.Equal(t, weights.SDXLSingleFile, m.Kind)
@@ -232,7 +232,7 @@ func TestTinyRoundTripGenerates(t *testing.T) {
 
 	for _, version := range []int{1, 2} {
 		adapter := filepath.Join(dir, fmt.Sprintf("pm-v%d.safetensors", version))
-		require.NoError(t, WritePhotoMakerConfig(adapter, 2, TinyPhotoMaker(version)))
+		require.NoError(t, WritePhotoMakerConfig(t.Context(), adapter, 2, TinyPhotoMaker(version)))
 		p, err := photomaker.Load(context.Background(), photomaker.Config{Model: model, PhotoMaker: adapter, Device: "cpu", WeightType: "f16"})
 		require.NoError(t, err)
 		req := photomaker.Request{Prompt: "a photo of a man img", Width: 64, Height: 64, Steps: 1, Seed: 3, Guidance: 1,
@@ -266,9 +266,9 @@ func TestDeterministic(t *testing.T) {
 	dir := t.TempDir()
 	a, b, c := filepath.Join(dir, "a"), filepath.Join(dir, "b"), filepath.Join(dir, "c")
 	cfg := TinyPhotoMaker(2)
-	require.NoError(t, WritePhotoMakerConfig(a, 7, cfg))
-	require.NoError(t, WritePhotoMakerConfig(b, 7, cfg))
-	require.NoError(t, WritePhotoMakerConfig(c, 8, cfg))
+	require.NoError(t, WritePhotoMakerConfig(t.Context(), a, 7, cfg))
+	require.NoError(t, WritePhotoMakerConfig(t.Context(), b, 7, cfg))
+	require.NoError(t, WritePhotoMakerConfig(t.Context(), c, 8, cfg))
 	require.Equal(t, fileHash(t, a), fileHash(t, b))
 	require.NotEqual(t, fileHash(t, a), fileHash(t, c))
 
@@ -386,4 +386,18 @@ func TestValuesLookNormal(t *testing.T) {
 	half.DecodeF16(f, ones)
 	require.Equal(t, []float32{1, 1, 1, 1}, f)
 	require.True(t, slices.Equal(make([]byte, 8), Generate(Spec{Name: "b", Shape: []int64{4}, Init: Zeros}, 1)))
+}
+
+// A canceled context stops the writer between tensors and leaves no file
+// (bench --random interrupted while writing 7.6 GB).
+func TestWriteStopsWhenCanceled(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "sdxl.safetensors")
+	ctx, cancel := context.WithCancel(t.Context())
+	cancel()
+	err := WriteSDXL(ctx, path, 1, TinySDXL())
+	require.ErrorIs(t, err, context.Canceled)
+	entries, err := os.ReadDir(dir)
+	require.NoError(t, err)
+	require.Empty(t, entries, "no file, no temporary file")
 }
