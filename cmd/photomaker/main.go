@@ -96,9 +96,10 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 			return registerVirtualGPU()
 		},
 		Commands: commands(),
+		Suggest:  true, // "Did you mean ...?" for a mistyped command or flag
 		// --id NAME=F1,F2 carries commas: repeat flags instead of splitting.
 		DisableSliceFlagSeparator: true,
-		OnUsageError:              func(_ *cli.Context, err error, _ bool) error { return usageError{err.Error()} },
+		OnUsageError:              flagUsageError,
 		ExitErrHandler:            func(*cli.Context, error) {}, // main decides the exit code
 	}
 	for _, cmd := range app.Commands {
@@ -108,6 +109,52 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 		}
 	}
 	return app
+}
+
+// flagUsageError is a command's unknown or bad flag as a usage error: the
+// flag named with two dashes as the help does (flag's "-width"), the
+// command's flag nearest a mistyped one, and where global flags go.
+func flagUsageError(c *cli.Context, err error, _ bool) error {
+	msg := err.Error()
+	name, unknown := strings.CutPrefix(msg, "flag provided but not defined: -")
+	if !unknown {
+		return usageError{msg}
+	}
+	msg = "flag provided but not defined: --" + name
+	var flags []cli.Flag
+	if c.Command != nil {
+		flags = c.Command.Flags
+	}
+	if s := strings.TrimLeft(cli.SuggestFlag(flags, name, true), "-"); s != "" && editDistance(s, name) <= max(2, len(name)/3) {
+		msg += fmt.Sprintf("; did you mean --%s?", s)
+	}
+	for _, f := range c.App.Flags {
+		if c.Command != nil && slices.Contains(f.Names(), name) {
+			msg += fmt.Sprintf(" (--%s goes before the command: photomaker --%s %s ...)", name, name, c.Command.Name)
+		}
+	}
+	return usageError{msg}
+}
+
+// editDistance is the Levenshtein distance between a and b.
+func editDistance(a, b string) int {
+	prev := make([]int, len(b)+1)
+	for j := range prev {
+		prev[j] = j
+	}
+	for i := 1; i <= len(a); i++ {
+		cur := make([]int, len(b)+1)
+		cur[0] = i
+		for j := 1; j <= len(b); j++ {
+			cost := 1
+			if a[i-1] == b[j-1] {
+				cost = 0
+			}
+			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
+		}
+		prev = cur
+	}
+	return prev[len(b)]
 }
 
 // registerVirtualGPU adds ggml.RegisterVirtualGPU's device ("vgpu", never

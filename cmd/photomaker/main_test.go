@@ -239,3 +239,27 @@ func TestGenerateBatchParameters(t *testing.T) {
 	}
 	require.Empty(t, photomaker.BatchParameters(1, 0))
 }
+
+// A mistyped command or flag gets the nearest one; a global flag after the
+// command is told where it goes; flags are named as the help names them.
+func TestUsageSuggestions(t *testing.T) {
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"generat"}, `Did you mean "generate"?`},
+		{[]string{"generate", "--widht", "64"}, "flag provided but not defined: --widht; did you mean --width?"},
+		{[]string{"generate", "--verbose"}, "flag provided but not defined: --verbose (--verbose goes before the command: photomaker --verbose generate ...)"},
+		{[]string{"--verbos", "devices"}, "did you mean --verbose?"},
+	} {
+		code, _, errOut := runCLI(t, tc.args...)
+		require.Equal(t, 2, code, tc.args)
+		require.Contains(t, errOut, tc.want, tc.args)
+	}
+	code, _, errOut := runCLI(t, "generate", "--zzz")
+	require.Equal(t, 2, code)
+	require.NotContains(t, errOut, "did you mean", "nothing near")
+	require.Equal(t, 0, editDistance("width", "width"))
+	require.Equal(t, 2, editDistance("widht", "width"))
+	require.Equal(t, 3, editDistance("", "abc"))
+}
