@@ -2,13 +2,13 @@ package sampling
 
 import (
 	"encoding/json"
-	"github.com/gophotomaker/photomaker/internal/pyjson"
 	"math"
 	"os"
 	"strings"
 	"testing"
 
 	"github.com/gophotomaker/photomaker/internal/golden"
+	"github.com/gophotomaker/photomaker/internal/pyjson"
 	"github.com/gophotomaker/photomaker/sampling/rng"
 )
 

@@ -3,8 +3,6 @@ package tokenizer
 import (
 	"bytes"
 	"encoding/json"
-	"github.com/gophotomaker/photomaker/internal/pyjson"
-	"golang.org/x/text/unicode/norm"
 	"os"
 	"runtime"
 	"slices"
@@ -15,7 +13,10 @@ import (
 	"unsafe"
 	"weak"
 
+	"golang.org/x/text/unicode/norm"
+
 	"github.com/gophotomaker/photomaker/internal/golden"
+	"github.com/gophotomaker/photomaker/internal/pyjson"
 )
 
 const (

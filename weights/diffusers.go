@@ -3,11 +3,12 @@ package weights
 import (
 	"encoding/json"
 	"fmt"
-	"github.com/gophotomaker/photomaker/internal/pyjson"
 	"os"
 	"path/filepath"
 	"sort"
 	"strings"
+
+	"github.com/gophotomaker/photomaker/internal/pyjson"
 )
 
 // diffusersComponents maps a diffusers sub-folder to its canonical prefix.

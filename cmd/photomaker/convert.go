@@ -103,6 +103,9 @@ func runConvert(c *cli.Context) error {
 	if !(scale > 0 && scale <= weights.MaxLoRAScale) { // NaN too
 		return usagef("--lora-scale must be a finite number above 0 and at most %d, got %g", weights.MaxLoRAScale, scale)
 	}
+	if c.IsSet("lora-scale") && c.String("photomaker") == "" {
+		return usagef("--lora-scale is the scale of the --photomaker adapter's LoRA: give the adapter too")
+	}
 	threads, err := threadsFlag(c)
 	if err != nil {
 		return err

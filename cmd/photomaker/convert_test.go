@@ -118,6 +118,7 @@ func TestConvertErrors(t *testing.T) {
 		{[]string{"convert", sdxl, "--type", "f16", "--lora-scale", "NaN", "-o", out}, 2, "--lora-scale must be a finite number above 0 and at most 100"},
 		{[]string{"convert", sdxl, "--type", "f16", "--lora-scale", "1e30", "-o", out}, 2, "--lora-scale must be a finite number above 0 and at most 100"},
 		{[]string{"convert", sdxl, "--type", "f16", "--lora-scale", "Inf", "-o", out}, 2, "--lora-scale must be a finite number above 0 and at most 100"},
+		{[]string{"convert", sdxl, "--type", "f16", "--lora-scale", "2", "-o", out}, 2, "--lora-scale is the scale of the --photomaker adapter's LoRA: give the adapter too"},
 		{[]string{"convert", sdxl, "--type", "f16", "-o", "-"}, 2, "writing to standard output is not supported"},
 		{[]string{"convert", sdxl, "--type", "f16", "-o", filepath.Join(dir, "nodir", "x.gguf")}, 1, "folder " + filepath.Join(dir, "nodir") + " does not exist"},
 		{[]string{"convert", garbage, "--type", "f16", "-o", out}, 1, "unrecognised file format"},

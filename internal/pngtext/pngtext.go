@@ -8,12 +8,13 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"github.com/gophotomaker/photomaker/internal/atomicfile"
 	"hash/crc32"
 	"image"
 	"image/png"
 	"os"
 	"strings"
+
+	"github.com/gophotomaker/photomaker/internal/atomicfile"
 )
 
 // Encode returns img as PNG bytes with one tEXt chunk per entry of text,

@@ -11,13 +11,14 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"github.com/gophotomaker/photomaker/internal/mmap"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 
 	"github.com/gophotomaker/photomaker/bindings/ggml"
+	"github.com/gophotomaker/photomaker/internal/mmap"
 	"github.com/gophotomaker/photomaker/weights"
 	"github.com/gophotomaker/photomaker/weights/gguf"
 	"github.com/gophotomaker/photomaker/weights/safetensors"
@@ -207,6 +208,12 @@ func Convert(ctx context.Context, o Options) (_ *Report, err error) {
 					return nil, err
 				}
 			}
+		}
+	}
+
+	for _, r := range o.Rules { // a typo in a pattern would silently change nothing
+		if !slices.ContainsFunc(names, r.Pattern.MatchString) {
+			rep.Warnings = append(rep.Warnings, fmt.Sprintf("rule %s matched no tensor (photomaker info --tensors lists the names it matches against)", r))
 		}
 	}
 

@@ -295,9 +295,10 @@ func TestParseRules(t *testing.T) {
 }
 
 func TestMetadata(t *testing.T) {
-	rules, err := ParseRules(`^pm\.=f16`)
+	rules, err := ParseRules(`^pm\.=f16,^nomatch=f16`)
 	require.NoError(t, err)
 	out, rep := convertTo(t, Options{Src: tinySDXL, PhotoMaker: tinyV1, Type: ggml.TypeQ8_0, Rules: rules, LoRAScale: 0.5})
+	require.Equal(t, []string{"rule ^nomatch=f16 matched no tensor (photomaker info --tensors lists the names it matches against)"}, rep.Warnings)
 	f, err := gguf.Open(out)
 	require.NoError(t, err)
 	defer f.Close()
@@ -312,7 +313,7 @@ func TestMetadata(t *testing.T) {
 	typ, _ := f.String("photomaker.type")
 	require.Equal(t, "q8_0", typ)
 	r, _ := f.Strings("photomaker.policy.rules")
-	require.Equal(t, []string{`^pm\.=f16`}, r)
+	require.Equal(t, []string{`^pm\.=f16`, `^nomatch=f16`}, r)
 	def, _ := f.Strings("photomaker.policy.default")
 	require.Equal(t, DefaultPolicy, def)
 	types, _ := f.Strings("photomaker.tensor_types")

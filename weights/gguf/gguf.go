@@ -14,11 +14,12 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"github.com/gophotomaker/photomaker/internal/mmap"
 	"io"
 	"math"
 	"sort"
 	"strconv"
+
+	"github.com/gophotomaker/photomaker/internal/mmap"
 )
 
 // ErrFormat is wrapped by every error about a malformed file.

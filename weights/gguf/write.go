@@ -5,8 +5,9 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"github.com/gophotomaker/photomaker/internal/atomicfile"
 	"math"
+
+	"github.com/gophotomaker/photomaker/internal/atomicfile"
 )
 
 // Writer writes a GGUF file in one pass: declare metadata and tensors, then

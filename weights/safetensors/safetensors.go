@@ -12,10 +12,11 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"github.com/gophotomaker/photomaker/internal/mmap"
 	"io"
 	"math"
 	"sort"
+
+	"github.com/gophotomaker/photomaker/internal/mmap"
 )
 
 // MaxHeaderSize bounds the JSON header we are willing to parse. Real SDXL

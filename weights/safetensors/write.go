@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"encoding/json"
 	"fmt"
+
 	"github.com/gophotomaker/photomaker/internal/atomicfile"
 )
 
