@@ -69,10 +69,22 @@ func FindStyle(name string) (Style, error) {
 	}
 	names := make([]string, len(Styles))
 	for i, s := range Styles {
-		names[i] = s.Name
+		names[i] = s.ShortName()
 	}
 	sort.Strings(names)
-	return Style{}, fmt.Errorf("unknown style %q; choose one of: %s", name, strings.Join(names, ", "))
+	return Style{}, fmt.Errorf("unknown style %q; choose one of: %s (or the demo's names, such as %q)", name, strings.Join(names, ", "), DefaultStyle)
+}
+
+// ShortName is the style's name as a command line spells it: "none",
+// "photographic", "comic-book", "disney" (FindStyle finds it).
+func (s Style) ShortName() string {
+	switch k := lettersAndDigits(s.Name); {
+	case k == "nostyle":
+		return "none"
+	case strings.HasPrefix(k, "disney"):
+		return "disney"
+	}
+	return strings.ReplaceAll(strings.ToLower(strings.TrimSuffix(s.Name, " (Default)")), " ", "-")
 }
 
 // Apply fills the template as the demo does: the prompt goes into

@@ -23,7 +23,12 @@ func TestStyles(t *testing.T) {
 	}
 	_, err := FindStyle("watercolour")
 	require.ErrorContains(t, err, "unknown style")
-	require.ErrorContains(t, err, "Cinematic")
+	require.ErrorContains(t, err, "choose one of: cinematic, comic-book, digital-art, disney, enhance, fantasy-art, line-art, lowpoly, neonpunk, none, photographic (or the demo's names")
+	for _, st := range Styles { // each short name finds its style
+		found, err := FindStyle(st.ShortName())
+		require.NoError(t, err, st.ShortName())
+		require.Equal(t, st.Name, found.Name)
+	}
 }
 
 func TestSizePresets(t *testing.T) {
