@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
+	"net/url"
 	"os"
 	"strings"
 	"sync"
@@ -75,6 +77,11 @@ func runPull(c *cli.Context) error {
 	if len(names) == 0 {
 		names = hub.DefaultPull
 	}
+	if e := c.String("hf-endpoint"); e != "" {
+		if u, err := url.Parse(e); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			return usagef("--hf-endpoint %q: want a server's URL, such as https://huggingface.co", e)
+		}
+	}
 	models := make([]hub.Model, len(names))
 	for i, n := range names {
 		m, err := hub.Parse(n)
@@ -102,7 +109,12 @@ func runPull(c *cli.Context) error {
 			if ctx.Err() != nil {
 				return fmt.Errorf("interrupted: run `photomaker pull %s` again to resume", names[i])
 			}
-			return errors.New(strings.TrimPrefix(err.Error(), "hub: "))
+			msg := strings.TrimPrefix(err.Error(), "hub: ")
+			var netErr net.Error
+			if errors.As(err, &netErr) { // DNS, refused, timed out: the network, not the file
+				msg += "\n  check the connection (or point --hf-endpoint / $HF_ENDPOINT at a mirror); pull resumes where it stopped"
+			}
+			return errors.New(msg)
 		}
 		rows = append(rows, row{names[i], res.Path, res.Size, res.SHA256, res.Cached, res.Verified})
 		if c.Bool("json") {

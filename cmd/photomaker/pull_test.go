@@ -148,6 +148,13 @@ func TestPullCommandErrors(t *testing.T) {
 
 	code, _, _ = runCLI(t, "pull", "no-such-model")
 	require.Equal(t, 2, code)
+	code, _, errOut = runCLI(t, "pull", "--hf-endpoint", "notaurl", "sdxl")
+	require.Equal(t, 2, code)
+	require.Contains(t, errOut, `--hf-endpoint "notaurl": want a server's URL`)
+	// A server that cannot be reached: the network, not the file.
+	code, _, errOut = runCLI(t, "pull", "--quiet", "--hf-endpoint", "http://127.0.0.1:1", "sdxl")
+	require.Equal(t, 1, code)
+	require.Contains(t, errOut, "check the connection (or point --hf-endpoint / $HF_ENDPOINT at a mirror)")
 	code, _, _ = runCLI(t, "pull", "--list", "sdxl")
 	require.Equal(t, 2, code)
 
