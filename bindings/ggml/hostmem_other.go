@@ -1,6 +1,6 @@
-//go:build !(linux || darwin || freebsd || netbsd || openbsd || dragonfly)
+//go:build !linux
 
 package ggml
 
-// addressSpaceRoom: no address-space limit is known here.
+// addressSpaceRoom: only Linux says what is mapped (/proc/self/status).
 func addressSpaceRoom() (room uint64, limited bool) { return 0, false }

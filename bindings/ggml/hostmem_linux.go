@@ -1,4 +1,4 @@
-//go:build linux || darwin || freebsd || netbsd || openbsd || dragonfly
+//go:build linux
 
 package ggml
 
@@ -7,7 +7,7 @@ import "syscall"
 // addressSpaceRoom is what the process's address-space limit (ulimit -v)
 // leaves: the limit less the address space mapped now (VmSize, mapped
 // model files included, as the limit counts them). limited is false
-// without a limit, or where /proc does not say what is mapped. ggml
+// without a limit, or when /proc does not say what is mapped. ggml
 // aborts, or crashes, when an allocation fails past the limit.
 func addressSpaceRoom() (room uint64, limited bool) {
 	var lim syscall.Rlimit
