@@ -68,8 +68,9 @@ type Options struct {
 	DownloadTimeout time.Duration
 	// Steps and Guidance are what requests (and the page) get when they
 	// leave them out: 0 takes the demo's (photomaker.DefaultSteps, or
-	// MaxSteps if fewer, and DefaultGuidance); photomaker.NoGuidance is guidance off. A few-step
-	// model wants its own (e.g. 6 steps, guidance 1.5 or off).
+	// MaxSteps if fewer, and DefaultGuidance); photomaker.NoGuidance is
+	// guidance off. A few-step model wants its own (e.g. 6 steps,
+	// guidance 1.5 or off).
 	Steps    int
 	Guidance float64
 	// KeepJobs is how many finished jobs (with their images) are kept in

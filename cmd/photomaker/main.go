@@ -120,7 +120,11 @@ func flagUsageError(c *cli.Context, err error, _ bool) error {
 	if !unknown {
 		return usageError{msg}
 	}
-	msg = "flag provided but not defined: --" + name
+	dashes := "--"
+	if len(name) == 1 {
+		dashes = "-" // -n, -o
+	}
+	msg = "flag provided but not defined: " + dashes + name
 	var flags []cli.Flag
 	if c.Command != nil {
 		flags = c.Command.Flags
