@@ -190,13 +190,14 @@ func (r *Request) fill() error {
 	case NoStyleDelay:
 		r.StyleStrength = 0
 	}
+	if err := checkSize(r.Width, r.Height); err != nil {
+		return err
+	}
 	switch {
 	case math.IsNaN(r.Guidance) || math.IsInf(r.Guidance, 0) || r.Guidance > MaxGuidance:
 		return fmt.Errorf("%w: guidance must be a number from 0 to %g, got %g", ErrInvalidRequest, float64(MaxGuidance), r.Guidance)
 	case math.IsNaN(r.StyleStrength):
 		return fmt.Errorf("%w: style strength is a percentage (0–100), got %g", ErrInvalidRequest, r.StyleStrength)
-	case checkSize(r.Width, r.Height) != nil:
-		return checkSize(r.Width, r.Height)
 	case r.Steps < 0:
 		return fmt.Errorf("%w: steps must be at least 1, got %d", ErrInvalidRequest, r.Steps)
 	case r.N < 1 || r.N > MaxImages:
