@@ -79,8 +79,12 @@ func CLIPImage(img image.Image, f Filter) *image.NRGBA {
 // torchvision's antialiased uint8 kernel, center crop, then
 // (v - 255·mean) / (255·std) in float32.
 func CLIPPixels(img image.Image) []float32 {
-	return normalizeTorch(CLIPImage(img, TorchBicubic), CLIPMean, CLIPStd)
+	return normalizeTorch(CLIPInput(img), CLIPMean, CLIPStd)
 }
+
+// CLIPInput is the 224×224 image CLIPPixels normalises: CLIPImage with
+// torchvision's bicubic filter.
+func CLIPInput(img image.Image) *image.NRGBA { return CLIPImage(img, TorchBicubic) }
 
 // CLIPPixelsPIL is CLIPPixels with the PIL backend (transformers 4's
 // CLIPImageProcessor, transformers 5's CLIPImageProcessorPil): Pillow's

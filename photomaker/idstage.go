@@ -38,7 +38,7 @@ func invalidIDf(kind error, format string, a ...any) error {
 // from the photo, and it takes 200 KB however large the photo: a caller
 // that holds many photos at once (a server's queue, a batch of requests)
 // keeps this instead.
-func IDPhoto(img image.Image) image.Image { return imageproc.CLIPImage(img, imageproc.TorchBicubic) }
+func IDPhoto(img image.Image) image.Image { return imageproc.CLIPInput(img) }
 
 func loadIDStage(ctx context.Context, rt *nn.Runtime, adapter *weights.Model, policy nn.TypePolicy) (*idStage, error) {
 	enc, err := LoadIDEncoder(ctx, rt, adapter.Tensors, "pm.", IDEncoderOptions{Policy: policy})
