@@ -323,7 +323,18 @@ func (b *Backend) Close() {
 
 // Buffer is backend memory holding a context's tensors (weights).
 type Buffer struct {
-	p C.ggml_backend_buffer_t
+	p      C.ggml_backend_buffer_t
+	pinned []*C.struct_ggml_tensor // placed by AllocTensors (pinnedTensors)
+}
+
+// pinnedTensors holds the tensors AllocTensors placed, until their buffer
+// is freed: a graph's own tensors lose their addresses between allocations
+// (Graph.forgetStale), except these, which stay where the caller put them.
+var pinnedTensors sync.Map // *C.struct_ggml_tensor → struct{}
+
+func isPinned(t *C.struct_ggml_tensor) bool {
+	_, ok := pinnedTensors.Load(t)
+	return ok
 }
 
 // ErrOutOfMemory is wrapped by allocation failures.
@@ -396,9 +407,22 @@ func checkRAM(need int64) error {
 // AllocTensors gives the listed tensors (not yet allocated) memory in one
 // buffer on this backend's device, leaving the rest of their context to the
 // scheduler: test inputs that should sit on the device, so that the ops on
-// them run there while ops the device lacks still fall back to the CPU.
+// them run there while ops the device lacks still fall back to the CPU. The
+// buffer is marked as weights, as Alloc's: the scheduler places an op by
+// the weights it reads. The tensors keep their place when a scheduler
+// allocates their context's graph (isPinned); free the buffer before their
+// context.
 func (b *Backend) AllocTensors(ts ...*Tensor) (*Buffer, error) {
-	return allocTensorsIn(C.ggml_backend_dev_buffer_type(b.Dev.p), ts, b.Dev.Name)
+	buf, err := allocTensorsIn(C.ggml_backend_dev_buffer_type(b.Dev.p), ts, b.Dev.Name)
+	if err != nil {
+		return nil, err
+	}
+	C.ggml_backend_buffer_set_usage(buf.p, C.GGML_BACKEND_BUFFER_USAGE_WEIGHTS)
+	for _, t := range ts {
+		pinnedTensors.Store(t.p, struct{}{})
+		buf.pinned = append(buf.pinned, t.p)
+	}
+	return buf, nil
 }
 
 // allocTensorsIn places ts, one after another, in a new buffer of type
@@ -437,6 +461,10 @@ func (buf *Buffer) Size() int64 {
 // Free releases the buffer.
 func (buf *Buffer) Free() {
 	if buf.p != nil {
+		for _, t := range buf.pinned {
+			pinnedTensors.Delete(t)
+		}
+		buf.pinned = nil
 		C.ggml_backend_buffer_free(buf.p)
 		buf.p = nil
 	}

@@ -74,6 +74,17 @@ func TestGPUMatchesCPU(t *testing.T) {
 		{"mul_mat f16 by a vector", 5e-3, func(c *Context) *Tensor {
 			return c.MulMatF32(c.Cast(c.InputF32(a, 256, 96), TypeF16), c.InputF32(bm[:256], 256))
 		}},
+		// foldNorms' biases: an f32 weight times a vector, the bias first in
+		// the add (ggml-cuda fuses the pair), and times a vector that is a
+		// view into another product's output.
+		{"mul_mat f32 by a vector plus a bias", 1e-5, func(c *Context) *Tensor {
+			return c.Add(c.InputF32(bm[:96], 96), c.MulMat(c.InputF32(a, 256, 96), c.InputF32(bm[:256], 256)))
+		}},
+		{"mul_mat f32 by a view of a product", 1e-5, func(c *Context) *Tensor {
+			p := c.MulMat(c.InputF32(a, 256, 96), c.InputF32(bm[:256], 256)) // [96]
+			part := c.View(p, [4]int64{32, 1, 1, 1}, p.Nb(1), p.Nb(2), p.Nb(3), 64*p.Nb(0))
+			return c.Add(c.InputF32(bm[:80], 80), c.MulMat(c.InputF32(bm[:32*80], 32, 80), part))
+		}},
 		{"mul_mat q8_0 two columns", 2e-2, func(c *Context) *Tensor {
 			wq, _ := Quantize(TypeQ8_0, a, 256)
 			return c.MulMat(c.Input(TypeQ8_0, wq, 256, 96), c.InputF32(bm[:512], 256, 2))

@@ -76,6 +76,14 @@ func computeOn(t testing.TB, b *Backend, build func(c *Context) *Tensor) ([]floa
 		require.Empty(t, b.Unsupported(g), "ops %s cannot run", b.Dev.Name)
 	}
 	require.NoError(t, s.Compute(context.Background(), g))
+	if !b.IsCPU() {
+		var onCPU []string
+		for _, n := range s.NodesOn(g, s.backends[len(s.backends)-1]) {
+			onCPU = append(onCPU, n.Op())
+		}
+		require.Empty(t, onCPU, "ops the scheduler ran on the CPU instead of %s", b.Dev.Name)
+		require.NotEmpty(t, s.NodesOn(g, b))
+	}
 	return out.Float32(), out.Shape()
 }
 

@@ -115,8 +115,9 @@ func (s *Scheduler) allocate(g *Graph) error {
 // other graph grew the compute buffers, read and write the freed old ones
 // (heap corruption on the CPU). Ownership decides, not the tensors'
 // buffers, which may be freed: every tensor of g's context, and every view
-// of one, has compute memory; views of weights and other persistent
-// tensors, which live in other contexts, keep theirs.
+// of one, has compute memory, except those a caller placed
+// (Backend.AllocTensors); views of weights and other persistent tensors,
+// which live in other contexts, keep theirs.
 func (g *Graph) forgetStale() {
 	g.restoreSources()
 	tensors := g.ctx.Tensors()
@@ -129,7 +130,7 @@ func (g *Graph) forgetStale() {
 		for root.view_src != nil {
 			root = root.view_src
 		}
-		if own[root] {
+		if own[root] && !isPinned(root) {
 			t.p.data, t.p.buffer = nil, nil
 		}
 	}
@@ -162,12 +163,23 @@ func (s *Scheduler) SetReplay(on bool) {
 // kernel the GPU lacks) still computes right but many times slower, so
 // runtimes check it.
 func (s *Scheduler) ProductsOn(g *Graph, b *Backend) []*Tensor {
+	return s.nodesOn(g, b, func(t *Tensor) bool { return t.FLOPs() > 0 })
+}
+
+// NodesOn lists g's nodes that the scheduler placed on backend b when it
+// last allocated g (none if another graph was allocated since): tests that
+// compare a GPU with the CPU check that the GPU computed every op.
+func (s *Scheduler) NodesOn(g *Graph, b *Backend) []*Tensor {
+	return s.nodesOn(g, b, func(*Tensor) bool { return true })
+}
+
+func (s *Scheduler) nodesOn(g *Graph, b *Backend, keep func(*Tensor) bool) []*Tensor {
 	if s.allocated != g {
 		return nil
 	}
 	var out []*Tensor
 	for i := range g.Nodes() {
-		if t := g.Node(i); t.FLOPs() > 0 && C.ggml_backend_sched_get_tensor_backend(s.p, t.p) == b.p {
+		if t := g.Node(i); keep(t) && C.ggml_backend_sched_get_tensor_backend(s.p, t.p) == b.p {
 			out = append(out, t)
 		}
 	}

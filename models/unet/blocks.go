@@ -75,7 +75,7 @@ func (a *attention) Forward(c *ggml.Context, cfg *Config, opt nn.AttentionOption
 
 // selfAttention is attn1 as WeightSet leaves it: one product makes the
 // query, key and value (to_qkv: their rows stacked). Its bias, once
-// foldNorms has filled it, is the query's (zero for the rest).
+// foldBlock has made it, is the query's (zero for the rest).
 type selfAttention struct {
 	ToQKV nn.Linear `w:"to_qkv"`
 	ToOut nn.Linear `w:"to_out.0"`
@@ -127,7 +127,7 @@ type feedForward struct {
 
 func (f *feedForward) Forward(c *ggml.Context, x *ggml.Tensor) *ggml.Tensor {
 	w := f.In.Proj.Weight
-	if spare := w.Ne(0) - x.Ne(0); spare > 0 { // the bias in the weight's last columns (foldNorms), times ones
+	if spare := w.Ne(0) - x.Ne(0); spare > 0 { // the bias in the weight's last columns (foldBlock), times ones
 		h := c.MulMat(w, c.Concat(x, c.Ones(spare, x.Ne(1), x.Ne(2)), 0))
 		return f.Out.Forward(c, c.GEGLUSecondHalf(h))
 	}
@@ -136,7 +136,7 @@ func (f *feedForward) Forward(c *ggml.Context, x *ggml.Tensor) *ggml.Tensor {
 
 // transformerBlock is BasicTransformerBlock: self-attention, cross-attention
 // and feed-forward, each pre-LayerNorm with a residual. The norms are nil
-// once folded into the products after them (foldNorms).
+// once folded into the products after them (foldBlock).
 type transformerBlock struct {
 	Norm1 *nn.LayerNorm `w:"norm1,optional"`
 	Attn1 selfAttention `w:"attn1"`

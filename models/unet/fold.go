@@ -1,11 +1,13 @@
 package unet
 
 import (
-	"context"
 	"fmt"
+	"maps"
+	"slices"
 	"strings"
 
 	"github.com/gophotomaker/photomaker/bindings/ggml"
+	"github.com/gophotomaker/photomaker/internal/half"
 	"github.com/gophotomaker/photomaker/nn"
 	"github.com/gophotomaker/photomaker/weights"
 	"github.com/gophotomaker/photomaker/weights/safetensors"
@@ -19,10 +21,9 @@ import (
 //
 // With fold, blocks whose products after their layer norms keep float
 // weights on the device (f16 or f32 under policy: quantizing columns scaled
-// by γ would change the quantization error) also get the biases that
-// foldNorms fills (attn1.to_qkv.bias, attn2.to_q.bias), zero until then,
-// and the feed-forward's first product gets biasColumns zero columns, where
-// foldNorms puts its bias.
+// by γ would change the quantization error) have their norms folded into
+// those products (foldBlock): the norms' tensors are dropped, and Load
+// binds the block without them.
 func WeightSet(set *weights.Set, prefix string, policy nn.TypePolicy, fold bool) (*weights.Set, error) {
 	sub := set.Prefix(prefix)
 	names := sub.Names()
@@ -47,8 +48,9 @@ func WeightSet(set *weights.Set, prefix string, policy nn.TypePolicy, fold bool)
 			return nil, err
 		}
 	}
-	for _, t := range derived {
-		if t != nil {
+	added := slices.Sorted(maps.Keys(derived)) // in one order, load after load
+	for _, name := range added {
+		if t := derived[name]; t != nil {
 			if err := out.Add(t); err != nil {
 				return nil, err
 			}
@@ -75,26 +77,20 @@ func deriveBlock(sub *weights.Set, prefix, block string, policy nn.TypePolicy, f
 	for _, name := range []string{"attn1.to_q.weight", "attn1.to_k.weight", "attn1.to_v.weight"} {
 		derived[block+name] = nil
 	}
-	if !fold || !foldable(get, func(name string) ggml.Type {
+	typeOf := func(name string) ggml.Type {
 		if name == "attn1.to_qkv.weight" {
 			return nn.StoredType(policy, qkv.Name, qkv)
 		}
 		return nn.StoredType(policy, full(name), get(name))
-	}) {
+	}
+	if !fold || !foldable(get, typeOf) {
 		return nil
 	}
-	zeros := func(name string, n int64) {
-		derived[block+name] = weights.NewTensor(full(name), safetensors.F32, []int64{n}, "", func() ([]byte, error) { return make([]byte, 4*n), nil })
-	}
-	zeros("attn1.to_qkv.bias", qkv.Shape[0])
-	zeros("attn2.to_q.bias", get("attn2.to_q.weight").Shape[0])
-	padded, err := weights.PadRows(full("ff.net.0.proj.weight"), get("ff.net.0.proj.weight"), biasColumns)
-	derived[block+"ff.net.0.proj.weight"] = padded
-	return err
+	return foldBlock(get, full, qkv, typeOf("ff.net.0.proj.weight"), func(name string, t *weights.Tensor) { derived[block+name] = t })
 }
 
 // biasColumns is how many columns the feed-forward's first product gains
-// for its bias (foldNorms): one would do, eight keep its rows of f16 a
+// for its bias (foldBlock): one would do, eight keep its rows of f16 a
 // multiple of 16 bytes, as tensor-core products want them.
 const biasColumns = 8
 
@@ -111,7 +107,7 @@ func foldable(get func(string) *weights.Tensor, typeOf func(string) ggml.Type) b
 			return false
 		}
 	}
-	if get("attn2.to_q.bias") != nil || get("ff.net.0.proj.weight").DType.Size() <= 0 { // the padding copies float bytes
+	if get("attn2.to_q.bias") != nil {
 		return false
 	}
 	for _, name := range foldedProducts {
@@ -122,90 +118,172 @@ func foldable(get func(string) *weights.Tensor, typeOf func(string) ggml.Type) b
 	return true
 }
 
-// foldNorms folds, in device memory, each layer norm's scale γ and shift β
-// of the blocks WeightSet prepared into the products after it:
-// W·(n·γ + β) = (W·diag γ)·n + W·β, so a step only normalises: three
-// multiplies and an add fewer per block, for a moment's work after loading
+// foldBlock folds each layer norm's scale γ and shift β of a transformer
+// block into the products after it, as the weights load (set: replace or,
+// with nil, drop a tensor of the block): W·(n·γ + β) = (W·diag γ)·n + W·β,
+// so a step only normalises: three multiplies and an add fewer per block
 // (with the fused projections and the feed-forward's bias below, SDXL's
 // CFG step on a GPU has 2289 ops instead of 2707). The shifts become
 // biases: the query's (W_q·β); none for the key, whose q·W_k·β is the same
-// for every key of a query, which softmax ignores; the value's reaches the output
-// unchanged, attention weights summing to 1, so it joins the output
+// for every key of a query, which softmax ignores; the value's reaches the
+// output unchanged, attention weights summing to 1, so it joins the output
 // projection's bias (b_out + W_out·W_v·β); the feed-forward's first product
 // had a bias already. That product's output is eight times its input, so
-// its bias moves into the weight's spare columns (biasColumns, WeightSet),
-// which multiply columns of ones appended to the input: a small copy of
-// the input instead of an add over the output. Its f16 columns hold the
-// bias and the rest of its rounding, so that it keeps f32's precision. The
-// CPU's own kernels apply a norm's γ and β and a product's bias as they
-// go, so there this is not done (Load).
-func (u *UNet) foldNorms(ctx context.Context) error {
-	var blocks []*transformerBlock
-	u.m.eachBlock(func(b *transformerBlock) {
-		if b.Attn1.ToQKV.Bias != nil && b.Norm1 != nil {
-			blocks = append(blocks, b)
+// its bias moves into the weight's spare columns (biasColumns), which
+// multiply columns of ones appended to the input: a small copy of the input
+// instead of an add over the output. Stored as f16 (ffType), the first of
+// those columns holds the bias rounded and the second what rounding lost,
+// so that the bias keeps f32's precision.
+//
+// It is done here, on the host, in float64 sums, rather than by graphs on
+// the device: the same values on every backend (ggml-cuda computed the
+// feed-forward's columns wrong, 30 % off, where the CPU's ops were right).
+// The CPU's own kernels apply a norm's γ and β and a product's bias as they
+// go, so there it is not done (FoldsNorms).
+func foldBlock(get func(string) *weights.Tensor, full func(string) string, qkv *weights.Tensor, ffType ggml.Type, set func(string, *weights.Tensor)) error {
+	n1w, n1b, n2w, n2b, n3w, n3b := get("norm1.weight"), get("norm1.bias"), get("norm2.weight"), get("norm2.bias"), get("norm3.weight"), get("norm3.bias")
+	q, v, q2 := get("attn1.to_q.weight"), get("attn1.to_v.weight"), get("attn2.to_q.weight")
+	outW, outB := get("attn1.to_out.0.weight"), get("attn1.to_out.0.bias")
+	ffW, ffB := get("ff.net.0.proj.weight"), get("ff.net.0.proj.bias")
+	for _, t := range []*weights.Tensor{qkv, q2, ffW, outW} {
+		if len(t.Shape) != 2 {
+			return fmt.Errorf("folding %s's norms: %s is shaped %v, want [out, in]", full("norm1"), t.Name, t.Shape)
 		}
+	}
+	in := qkv.Shape[1]
+	bias := func(name string, n int64, from []*weights.Tensor, compute func() ([]float32, error)) {
+		t := weights.Computed(full(name), []int64{n}, from, compute)
+		t.StoredAs = safetensors.F32
+		set(name, t)
+	}
+	// scaled is w·diag(γ).
+	scaled := func(w, gamma *weights.Tensor) func() ([]float32, error) {
+		return func() ([]float32, error) {
+			m, g, err := readWith(w, gamma)
+			if err != nil {
+				return nil, err
+			}
+			return m.scaledColumns(g, 0), nil
+		}
+	}
+	set("attn1.to_qkv.weight", weights.Computed(qkv.Name, qkv.Shape, []*weights.Tensor{qkv, n1w}, scaled(qkv, n1w)))
+	bias("attn1.to_qkv.bias", qkv.Shape[0], []*weights.Tensor{q, n1b}, func() ([]float32, error) {
+		m, beta, err := readWith(q, n1b)
+		if err != nil {
+			return nil, err
+		}
+		qb := m.times(beta, nil)
+		return append(qb, make([]float32, qkv.Shape[0]-int64(len(qb)))...), nil // the key's and value's: zero
 	})
-	if len(blocks) == 0 {
-		return nil
-	}
-	// Biases first, from the weights as loaded; then the weights scaled in
-	// place, in a second graph (one graph would not order a product's read
-	// of a weight before the write of its scaled copy).
-	biases := func(c *ggml.Context) []*ggml.Tensor {
-		var outs []*ggml.Tensor
-		for _, b := range blocks {
-			inner := b.Attn1.ToQKV.Weight.Ne(1) / 3
-			p := c.MulMat(b.Attn1.ToQKV.Weight, b.Norm1.Bias) // [3·inner]: query, key, value
-			row := func(t *ggml.Tensor, i int64) *ggml.Tensor {
-				return c.View(t, [4]int64{inner, 1, 1, 1}, t.Nb(1), t.Nb(2), t.Nb(3), i*inner*t.Nb(0))
-			}
-			outBias := b.Attn1.ToOut.Bias
-			outs = append(outs,
-				c.Copy(row(p, 0), row(b.Attn1.ToQKV.Bias, 0)),
-				c.Copy(c.Add(outBias, c.MulMat(b.Attn1.ToOut.Weight, row(p, 2))), outBias),
-				c.Copy(c.MulMat(b.Attn2.ToQ.Weight, b.Norm2.Bias), b.Attn2.ToQ.Bias))
-			// The feed-forward's bias, b + W·β (its spare columns are zero
-			// yet), rounded to the weight's type, then what rounding lost.
-			w := b.FF.In.Proj.Weight
-			in := w.Ne(0) - biasColumns
-			bias := c.Add(b.FF.In.Proj.Bias, c.MulMat(w, c.Concat(b.Norm3.Bias, c.Scale(c.Ones(biasColumns), 0), 0)))
-			column := func(k int64) *ggml.Tensor {
-				return c.View(w, [4]int64{1, w.Ne(1), 1, 1}, w.Nb(1), w.Nb(2), w.Nb(3), (in+k)*w.Nb(0))
-			}
-			rounded := c.Cast(bias, w.Type())
-			outs = append(outs,
-				c.Copy(c.Reshape(rounded, 1, w.Ne(1)), column(0)),
-				c.Copy(c.Reshape(c.Sub(bias, c.Cast(rounded, ggml.TypeF32)), 1, w.Ne(1)), column(1)))
-		}
-		return outs
-	}
-	scales := func(c *ggml.Context) []*ggml.Tensor {
-		var outs []*ggml.Tensor
-		for _, b := range blocks {
-			ffScale := c.Concat(b.Norm3.Weight, c.Ones(biasColumns), 0) // the bias columns stay
-			for _, f := range []struct{ w, gamma *ggml.Tensor }{
-				{b.Attn1.ToQKV.Weight, b.Norm1.Weight}, {b.Attn2.ToQ.Weight, b.Norm2.Weight}, {b.FF.In.Proj.Weight, ffScale},
-			} {
-				// In f32: Metal multiplies f32 tensors only.
-				outs = append(outs, c.Copy(c.Mul(c.Cast(f.w, ggml.TypeF32), f.gamma), f.w))
-			}
-		}
-		return outs
-	}
-	for _, build := range []func(c *ggml.Context) []*ggml.Tensor{biases, scales} {
-		g, err := u.rt.PrepareWrites(build)
+	bias("attn1.to_out.0.bias", outW.Shape[0], []*weights.Tensor{outB, outW, v, n1b}, func() ([]float32, error) {
+		mv, beta, err := readWith(v, n1b)
 		if err != nil {
-			return err
+			return nil, err
 		}
-		err = g.Compute(ctx)
-		g.Close()
+		mo, b, err := readWith(outW, outB)
 		if err != nil {
-			return fmt.Errorf("folding the layer norms: %w", err)
+			return nil, err
 		}
-	}
-	for _, b := range blocks {
-		b.Norm1, b.Norm2, b.Norm3 = nil, nil, nil // folded: the step only normalises
+		if mo.cols != mv.rows {
+			return nil, fmt.Errorf("%s is shaped %v, but %s gives %d values", outW.Name, outW.Shape, v.Name, mv.rows)
+		}
+		return mo.times(mv.times(beta, nil), b), nil
+	})
+	set("attn2.to_q.weight", weights.Computed(full("attn2.to_q.weight"), q2.Shape, []*weights.Tensor{q2, n2w}, scaled(q2, n2w)))
+	bias("attn2.to_q.bias", q2.Shape[0], []*weights.Tensor{q2, n2b}, func() ([]float32, error) {
+		m, beta, err := readWith(q2, n2b)
+		if err != nil {
+			return nil, err
+		}
+		return m.times(beta, nil), nil
+	})
+	set("ff.net.0.proj.weight", weights.Computed(full("ff.net.0.proj.weight"), []int64{ffW.Shape[0], in + biasColumns}, []*weights.Tensor{ffW, ffB, n3w, n3b},
+		func() ([]float32, error) {
+			m, beta, err := readWith(ffW, n3b)
+			if err != nil {
+				return nil, err
+			}
+			gamma, err := readVector(n3w, m.cols)
+			if err != nil {
+				return nil, err
+			}
+			b, err := readVector(ffB, m.rows)
+			if err != nil {
+				return nil, err
+			}
+			bias, w := m.times(beta, b), m.scaledColumns(gamma, biasColumns)
+			for r, x := range bias {
+				spare := w[int64(r)*(m.cols+biasColumns)+m.cols:][:biasColumns]
+				spare[0] = x
+				if ffType == ggml.TypeF16 {
+					spare[0] = half.F16ToF32(half.F32ToF16(x))
+					spare[1] = x - spare[0]
+				}
+			}
+			return w, nil
+		}))
+	for _, name := range []string{"norm1.weight", "norm1.bias", "norm2.weight", "norm2.bias", "norm3.weight", "norm3.bias", "ff.net.0.proj.bias"} {
+		set(name, nil) // folded: the step only normalises
 	}
 	return nil
+}
+
+// matrix is a 2-D weight as float32, [rows, cols] in PyTorch's order.
+type matrix struct {
+	v          []float32
+	rows, cols int64
+}
+
+// readWith reads the 2-D tensor w and a vector x as long as its rows.
+func readWith(w, x *weights.Tensor) (matrix, []float32, error) {
+	v, err := w.Float32()
+	if err != nil {
+		return matrix{}, nil, err
+	}
+	m := matrix{v, w.Shape[0], w.Shape[1]}
+	xv, err := readVector(x, m.cols)
+	return m, xv, err
+}
+
+// readVector reads t as a vector of n values.
+func readVector(t *weights.Tensor, n int64) ([]float32, error) {
+	if t.Elements() != n {
+		return nil, fmt.Errorf("%s has %d values, want %d", t.Name, t.Elements(), n)
+	}
+	return t.Float32()
+}
+
+// scaledColumns is m with column c multiplied by gamma[c], each row
+// followed by spare zeros.
+func (m matrix) scaledColumns(gamma []float32, spare int64) []float32 {
+	out := make([]float32, m.rows*(m.cols+spare))
+	for r := range m.rows {
+		dst := out[r*(m.cols+spare):][:m.cols]
+		for c, x := range m.v[r*m.cols : (r+1)*m.cols] {
+			dst[c] = x * gamma[c]
+		}
+	}
+	return out
+}
+
+// times is m·x (+ b, when not nil), summed in float64.
+func (m matrix) times(x, b []float32) []float32 {
+	out := make([]float32, m.rows)
+	for r := range m.rows {
+		row := m.v[r*m.cols : (r+1)*m.cols]
+		var s0, s1 float64 // two sums, so that the additions overlap
+		c := 0
+		for ; c+1 < len(row); c += 2 {
+			s0 += float64(row[c]) * float64(x[c])
+			s1 += float64(row[c+1]) * float64(x[c+1])
+		}
+		if c < len(row) {
+			s0 += float64(row[c]) * float64(x[c])
+		}
+		if b != nil {
+			s0 += float64(b[r])
+		}
+		out[r] = float32(s0 + s1)
+	}
+	return out
 }

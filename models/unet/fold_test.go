@@ -11,20 +11,16 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/gophotomaker/photomaker/bindings/ggml"
+	"github.com/gophotomaker/photomaker/internal/half"
 	"github.com/gophotomaker/photomaker/nn"
 	"github.com/gophotomaker/photomaker/weights"
 	"github.com/gophotomaker/photomaker/weights/safetensors"
 )
 
-// The graph a GPU runs (layer norms folded into the products after them by
-// foldNorms, a resnet's time embedding added with its first convolution's
-// bias) predicts what the CPU's graph with our kernels does: on the CPU's
-// ggml ops, and on the GPU (CUDA when a backend library is found, else the
-// virtual GPU), where the fold writes into weights in device memory. The
-// kit's tiny UNet has diffusers' initial norms (γ = 1, β = 0), which
-// folding leaves as they are: this one's are random.
-func TestGPUGraphPredictsAsCPUKernels(t *testing.T) {
-	s := smallSpec()
+// randomNormsUNet is a small random UNet whose transformer blocks' layer
+// norms have random scales and shifts (the kit's are γ = 1, β = 0, which
+// folding leaves as they are).
+func randomNormsUNet(t *testing.T, s genSpec) *weights.Set {
 	set := genUNet(t, s, nil)
 	r := rand.New(rand.NewPCG(5, 7))
 	norms := 0
@@ -45,6 +41,19 @@ func TestGPUGraphPredictsAsCPUKernels(t *testing.T) {
 		norms++
 	}
 	require.Positive(t, norms)
+	return set
+}
+
+// The graph a GPU runs (layer norms folded into the products after them by
+// foldNorms, a resnet's time embedding added with its first convolution's
+// bias) predicts what the CPU's graph with our kernels does: on the CPU's
+// ggml ops, and on the GPU (CUDA when a backend library is found, else the
+// virtual GPU), where the fold writes into weights in device memory. The
+// kit's tiny UNet has diffusers' initial norms (γ = 1, β = 0), which
+// folding leaves as they are: this one's are random.
+func TestGPUGraphPredictsAsCPUKernels(t *testing.T) {
+	s := smallSpec()
+	set := randomNormsUNet(t, s)
 	in := randInputs(s, 8, 6, 2)
 	predict := func(device string, cpuKernels bool, policy nn.TypePolicy) ([]float32, *UNet) {
 		rt, err := nn.NewRuntime(device, 0)
@@ -60,11 +69,7 @@ func TestGPUGraphPredictsAsCPUKernels(t *testing.T) {
 		return out, u
 	}
 	f16 := nn.KeepPrecise(func(string, *weights.Tensor) ggml.Type { return ggml.TypeF16 })
-	gpu, virtual := "auto", false
-	if dev, err := ggml.FindDevice("auto"); err != nil || dev.Type == ggml.DeviceCPU {
-		ggml.RegisterVirtualGPU(1 << 30)
-		gpu, virtual = "vgpu", true
-	}
+	gpu, virtual := gpuOrVirtual()
 	for _, tc := range []struct {
 		device string
 		policy nn.TypePolicy
@@ -94,9 +99,66 @@ func TestGPUGraphPredictsAsCPUKernels(t *testing.T) {
 	}
 }
 
+// gpuOrVirtual names the GPU to test on: a real one when a backend library
+// is found, else the virtual GPU (the CPU's ops behind a GPU's placement).
+func gpuOrVirtual() (device string, virtual bool) {
+	if dev, err := ggml.FindDevice("auto"); err == nil && dev.Type != ggml.DeviceCPU {
+		return "auto", false
+	}
+	ggml.RegisterVirtualGPU(1 << 30)
+	return "vgpu", true
+}
+
+// The feed-forward's folded weight is W·diag(γ) with the bias b + W·β in
+// its spare columns; stored as f16, the first holds the bias rounded and
+// the second what rounding lost, so that the two sum to the bias at f32's
+// precision, not f16's.
+func TestFoldKeepsTheFeedForwardBias(t *testing.T) {
+	set := randomNormsUNet(t, smallSpec())
+	f16 := nn.KeepPrecise(func(string, *weights.Tensor) ggml.Type { return ggml.TypeF16 })
+	folded, err := WeightSet(set, "unet.", f16, true)
+	require.NoError(t, err)
+	const block = "unet.mid_block.attentions.0.transformer_blocks.0."
+	read := func(s *weights.Set, name string) ([]float32, []int64) {
+		t.Helper()
+		x, ok := s.Get(block + name)
+		require.True(t, ok, name)
+		v, err := x.Float32()
+		require.NoError(t, err)
+		return v, x.Shape
+	}
+	w, shape := read(set, "ff.net.0.proj.weight")
+	b, _ := read(set, "ff.net.0.proj.bias")
+	gamma, _ := read(set, "norm3.weight")
+	beta, _ := read(set, "norm3.bias")
+	got, gotShape := read(folded, "ff.net.0.proj.weight")
+	rows, in := int(shape[0]), int(shape[1])
+	require.Equal(t, []int64{shape[0], shape[1] + biasColumns}, gotShape)
+	var rounded, kept, norm float64 // squared sums over the rows
+	for r := range rows {
+		want := float64(b[r])
+		for c := range in {
+			want += float64(w[r*in+c]) * float64(beta[c])
+			require.InDelta(t, w[r*in+c]*gamma[c], got[r*(in+biasColumns)+c], 1e-6)
+		}
+		spare := got[r*(in+biasColumns)+in:][:biasColumns]
+		require.Equal(t, spare[0], half.F16ToF32(half.F32ToF16(spare[0])), "the bias rounded to f16")
+		low := float64(half.F16ToF32(half.F32ToF16(spare[1]))) // as stored
+		rounded += math.Pow(float64(spare[0])-want, 2)
+		kept += math.Pow(float64(spare[0])+low-want, 2)
+		norm += want * want
+		require.Equal(t, []float32{0, 0, 0, 0, 0, 0}, spare[2:])
+	}
+	rounded, kept = math.Sqrt(rounded/norm), math.Sqrt(kept/norm)
+	t.Logf("the bias in f16: relative error %.2g; with the second column %.2g", rounded, kept)
+	require.Greater(t, rounded, 1e-4, "f16 alone loses bits")
+	require.Less(t, kept, 1e-6)
+}
+
 // Quantized products keep their norms (scaling their columns would change
 // the quantization error) and still take one fused self-attention product;
-// float ones get the biases their norms' shifts fold into.
+// float ones take their norms in (the norms are gone) and get the biases
+// their norms' shifts fold into.
 func TestWeightSet(t *testing.T) {
 	m, _ := openTinyOnCPU(t)
 	const block = "unet.mid_block.attentions.0.transformer_blocks.0."
@@ -109,7 +171,9 @@ func TestWeightSet(t *testing.T) {
 		set, err := WeightSet(m.Tensors, "unet.", tc.policy, tc.fold)
 		require.NoError(t, err)
 		require.True(t, has(set, "attn1.to_qkv.weight"))
-		require.True(t, has(set, "norm1.weight"))
+		for _, norm := range []string{"norm1.weight", "norm2.bias", "norm3.weight", "ff.net.0.proj.bias"} {
+			require.Equal(t, !tc.bias, has(set, norm), norm)
+		}
 		require.False(t, has(set, "attn1.to_q.weight"))
 		require.Equal(t, tc.bias, has(set, "attn1.to_qkv.bias"))
 		require.Equal(t, tc.bias, has(set, "attn2.to_q.bias"))

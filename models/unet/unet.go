@@ -102,17 +102,11 @@ func Load(ctx context.Context, rt *nn.Runtime, set *weights.Set, prefix string, 
 		u.w.Free()
 		return nil, fmt.Errorf("unet: %w", err)
 	}
-	if fold {
-		if err := u.foldNorms(ctx); err != nil {
-			u.w.Free()
-			return nil, fmt.Errorf("unet: %w", err)
-		}
-	}
 	return u, nil
 }
 
 // FoldsNorms says whether Load on rt folds the transformer blocks' layer
-// norms into the products after them (foldNorms): for the graphs a GPU
+// norms into the products after them (foldBlock): for the graphs a GPU
 // runs (on the CPU our kernels apply them as they go), with the weights on
 // the device (streamed weights spend a step on the bus anyway).
 // $PHOTOMAKER_UNFOLDED=1 keeps the norms, for timing both graphs on one
