@@ -160,7 +160,7 @@ func (u *UNet) NewLoop(in LoopInputs) (*Loop, error) {
 		l.Close()
 		return nil, err
 	}
-	l.g.Replay = !u.stream
+	l.g.Replay = capturesSteps(u.stream)
 	return l, nil
 }
 

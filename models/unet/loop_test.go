@@ -277,3 +277,29 @@ func TestCrossKVPlacement(t *testing.T) {
 	require.Equal(t, want, run(CrossKVInHost))
 	require.Equal(t, want, run(CrossKVFreeable))
 }
+
+// Loops and steppers are marked for CUDA graph capture only when asked
+// (CUDAGraphsEnv), and never with streamed weights.
+func TestStepCaptureByEnv(t *testing.T) {
+	s := smallSpec()
+	u := loadSmall(t, s)
+	in := randInputs(s, 4, 4, 1)
+	smp, err := sampling.New("euler", sampling.DefaultConfig(), 2, nil)
+	require.NoError(t, err)
+	replays := func() (loop, stepper bool) {
+		l, err := u.NewLoop(LoopInputs{Width: 4, Height: 4, Latents: in.Sample, Guidance: 1,
+			Conditionings: []Conditioning{{in.Context, in.TextEmbeds, in.TimeIDs}}, Steps: sampling.LinearSteps(smp)})
+		require.NoError(t, err)
+		defer l.Close()
+		st, err := u.NewStepper(in)
+		require.NoError(t, err)
+		defer st.Close()
+		return l.g.Replay, st.g.Replay
+	}
+	l, st := replays()
+	require.False(t, l || st, "off by default")
+	t.Setenv(CUDAGraphsEnv, "1")
+	l, st = replays()
+	require.True(t, l && st)
+	require.False(t, capturesSteps(true), "streamed weights")
+}
