@@ -3,8 +3,10 @@ package unet
 import (
 	"fmt"
 	"maps"
+	"runtime"
 	"slices"
 	"strings"
+	"sync"
 
 	"github.com/gophotomaker/photomaker/bindings/ggml"
 	"github.com/gophotomaker/photomaker/internal/half"
@@ -254,36 +256,59 @@ func readVector(t *weights.Tensor, n int64) ([]float32, error) {
 }
 
 // scaledColumns is m with column c multiplied by gamma[c], each row
-// followed by spare zeros.
+// followed by spare zeros; without spare columns, m scaled in place.
 func (m matrix) scaledColumns(gamma []float32, spare int64) []float32 {
-	out := make([]float32, m.rows*(m.cols+spare))
-	for r := range m.rows {
-		dst := out[r*(m.cols+spare):][:m.cols]
-		for c, x := range m.v[r*m.cols : (r+1)*m.cols] {
-			dst[c] = x * gamma[c]
-		}
+	out := m.v
+	if spare > 0 {
+		out = make([]float32, m.rows*(m.cols+spare))
 	}
+	byRows(m.rows, m.cols, func(lo, hi int64) {
+		for r := lo; r < hi; r++ {
+			dst := out[r*(m.cols+spare):][:m.cols]
+			for c, x := range m.v[r*m.cols : (r+1)*m.cols] {
+				dst[c] = x * gamma[c]
+			}
+		}
+	})
 	return out
 }
 
 // times is m·x (+ b, when not nil), summed in float64.
 func (m matrix) times(x, b []float32) []float32 {
 	out := make([]float32, m.rows)
-	for r := range m.rows {
-		row := m.v[r*m.cols : (r+1)*m.cols]
-		var s0, s1 float64 // two sums, so that the additions overlap
-		c := 0
-		for ; c+1 < len(row); c += 2 {
-			s0 += float64(row[c]) * float64(x[c])
-			s1 += float64(row[c+1]) * float64(x[c+1])
+	byRows(m.rows, m.cols, func(lo, hi int64) {
+		for r := lo; r < hi; r++ {
+			row := m.v[r*m.cols : (r+1)*m.cols]
+			var s0, s1 float64 // two sums, so that the additions overlap
+			c := 0
+			for ; c+1 < len(row); c += 2 {
+				s0 += float64(row[c]) * float64(x[c])
+				s1 += float64(row[c+1]) * float64(x[c+1])
+			}
+			if c < len(row) {
+				s0 += float64(row[c]) * float64(x[c])
+			}
+			if b != nil {
+				s0 += float64(b[r])
+			}
+			out[r] = float32(s0 + s1)
 		}
-		if c < len(row) {
-			s0 += float64(row[c]) * float64(x[c])
-		}
-		if b != nil {
-			s0 += float64(b[r])
-		}
-		out[r] = float32(s0 + s1)
-	}
+	})
 	return out
+}
+
+// byRows calls f on ranges of rows [lo, hi) covering [0, rows), on every
+// core for large matrices: the loader converts only a few of SDXL's large
+// tensors at a time, and a feed-forward weight takes 13 million values.
+func byRows(rows, cols int64, f func(lo, hi int64)) {
+	n := min(int64(runtime.NumCPU()), rows*cols>>20) // a million values a part at least
+	if n <= 1 {
+		f(0, rows)
+		return
+	}
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Go(func() { f(rows*i/n, rows*(i+1)/n) })
+	}
+	wg.Wait()
 }
