@@ -138,8 +138,12 @@ func foldable(get func(string) *weights.Tensor, typeOf func(string) ggml.Type) b
 // so that the bias keeps f32's precision.
 //
 // It is done here, on the host, in float64 sums, rather than by graphs on
-// the device: the same values on every backend (ggml-cuda computed the
-// feed-forward's columns wrong, 30 % off, where the CPU's ops were right).
+// the device: the same values on every backend. (Done on the device, the
+// feed-forward's weight came out 30 % off on CUDA: ggml-cuda copies a
+// source whose rows are one element apart, such as the [1, N] bias
+// column, with its kernel for transposed matrices, which writes the
+// destination as if contiguous, here over the weight's first rows instead
+// of down its spare column.)
 // The CPU's own kernels apply a norm's γ and β and a product's bias as they
 // go, so there it is not done (FoldsNorms).
 func foldBlock(get func(string) *weights.Tensor, full func(string) string, qkv *weights.Tensor, ffType ggml.Type, set func(string, *weights.Tensor)) error {
