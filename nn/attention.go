@@ -96,6 +96,15 @@ func SplitKV(c *ggml.Context, k, v *ggml.Tensor, heads int, opt AttentionOptions
 	return HeadsKV{K: kv(kh), V: kv(c.Permute(splitHeads(c, v, heads), 0, 2, 1, 3))}
 }
 
+// FlashKV splits k and v [C, Nk, B], already of the flash kernel's KV
+// type (AttentionOptions.KVType), into heads for the flash kernel without
+// copying them: views [D, Nk, H, B] that the kernels read through their
+// strides. For keys and values cast from a larger product at once (unet's
+// to_qkv), which is cheaper than copying each one's strided heads.
+func FlashKV(c *ggml.Context, k, v *ggml.Tensor, heads int) HeadsKV {
+	return HeadsKV{K: c.Permute(splitHeads(c, k, heads), 0, 2, 1, 3), V: c.Permute(splitHeads(c, v, heads), 0, 2, 1, 3)}
+}
+
 // splitHeads views x [C, N, B] as [C/heads, heads, N, B]. Its rows need not
 // follow each other: they may be a third of a fused projection's
 // (unet's to_qkv).

@@ -157,6 +157,18 @@ func TestGPUMatchesCPU(t *testing.T) {
 			v := c.Cast(heads(c.InputF32(kv, 512, 40, 2), 40), TypeF16)
 			return c.FlashAttn(heads(c.InputF32(q, 512, 77, 2), 77), k, v, nil, 0.125)
 		}},
+		// unet's self-attention: query, key and value rows of one product
+		// [3·512, N, B], cast to f16 at once; the kernel reads the keys and
+		// values through the strides of views of it.
+		{"flash_attn on views of one f16 cast", 5e-3, func(c *Context) *Tensor {
+			qkv := c.InputF32(x[:3*512*40*2], 3*512, 40, 2)
+			h := c.Cast(qkv, TypeF16)
+			heads := func(t *Tensor, part int64) *Tensor {
+				v := c.View(t, [4]int64{64, 8, 40, 2}, 64*t.Nb(0), t.Nb(1), t.Nb(2), part*512*t.Nb(0))
+				return c.Permute(v, 0, 2, 1, 3)
+			}
+			return c.FlashAttn(heads(qkv, 0), heads(h, 1), heads(h, 2), nil, 0.125)
+		}},
 		// ggml's CPU GELU reads an f16 table (TestElementwise): 1e-3-level.
 		{"gelu silu geglu", 2e-3, func(c *Context) *Tensor {
 			in := c.InputF32(a, 256, 96)

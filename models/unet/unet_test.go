@@ -333,3 +333,33 @@ func weightSet(t *testing.T, set *weights.Set, policy nn.TypePolicy) *weights.Se
 	require.NoError(t, err)
 	return out
 }
+
+// For the flash kernel's f16 keys and values, self-attention casts its
+// fused projection once, whole, and hands the kernel views of it; other
+// options split keys and values as nn.SplitKV does (a cast of each on a
+// GPU without the fused product's cast, none in f32).
+func TestSelfAttentionCastsOnce(t *testing.T) {
+	u := loadSmall(t, smallSpec())
+	block := &u.m.Mid.Attentions[0].Blocks[0]
+	casts := func(opt nn.AttentionOptions) (n int, shapes [][4]int64) {
+		c := ggml.NewContext(4096, 4096)
+		defer c.Free()
+		out := block.Attn1.Forward(c, &u.cfg, opt, c.NewTensor(ggml.TypeF32, block.Attn1.ToQKV.Weight.Ne(0), 16, 2))
+		g := c.NewGraph(4096)
+		g.Expand(out)
+		for i := range g.Nodes() {
+			if nd := g.Node(i); nd.Op() == "CPY" && nd.Type() == ggml.TypeF16 {
+				n++
+				shapes = append(shapes, nd.Shape())
+			}
+		}
+		return n, shapes
+	}
+	n, shapes := casts(nn.AttentionOptions{Flash: true, KVType: ggml.TypeF16})
+	require.Equal(t, 1, n, "one cast")
+	require.Equal(t, block.Attn1.ToQKV.Weight.Ne(1), shapes[0][0], "of query, key and value together")
+	n, _ = casts(nn.AttentionOptions{Flash: true, KVType: ggml.TypeF16, SoftmaxUpTo: 1 << 20})
+	require.Equal(t, 2, n, "the softmax path's split: keys and values cast apart")
+	n, _ = casts(nn.AttentionOptions{Flash: true, KVType: ggml.TypeF32})
+	require.Zero(t, n)
+}
