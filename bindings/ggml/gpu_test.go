@@ -64,19 +64,20 @@ func TestGPUMatchesCPU(t *testing.T) {
 		{"mul_mat f16 two columns", 5e-3, func(c *Context) *Tensor {
 			return c.MulMatF32(c.Cast(c.InputF32(a, 256, 96), TypeF16), c.InputF32(bm[:512], 256, 2))
 		}},
-		// A bias kept in a weight's last columns (unet.foldNorms), times
+		// A bias kept in a weight's last columns (unet.foldBlock), times
 		// rows of ones made on the device.
 		{"mul_mat f16 by rows with ones", 5e-3, func(c *Context) *Tensor {
 			return c.MulMatF32(c.Cast(c.InputF32(a, 256, 96), TypeF16), c.Concat(c.InputF32(bm[:248*80], 248, 80), c.Ones(8, 80), 0))
 		}},
-		// Folding a layer norm's shift into the product after it
-		// (unet.foldNorms): the weight times a vector.
+		// The weight times a vector (folding a layer norm's shift into the
+		// product after it took this on the device, before unet.foldBlock).
 		{"mul_mat f16 by a vector", 5e-3, func(c *Context) *Tensor {
 			return c.MulMatF32(c.Cast(c.InputF32(a, 256, 96), TypeF16), c.InputF32(bm[:256], 256))
 		}},
-		// foldNorms' biases: an f32 weight times a vector, the bias first in
-		// the add (ggml-cuda fuses the pair), and times a vector that is a
-		// view into another product's output.
+		// An f32 weight times a vector, the bias first in the add (ggml-cuda
+		// fuses the pair), and times a vector that is a view into another
+		// product's output (the folded biases' products, when the fold ran
+		// on the device).
 		{"mul_mat f32 by a vector plus a bias", 1e-5, func(c *Context) *Tensor {
 			return c.Add(c.InputF32(bm[:96], 96), c.MulMat(c.InputF32(a, 256, 96), c.InputF32(bm[:256], 256)))
 		}},

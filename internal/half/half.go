@@ -111,7 +111,7 @@ func DecodeF16(dst []float32, src []byte) {
 // (a feed-forward weight of SDXL has 13 million values) on every core,
 // since a loader converts only a few such tensors at a time.
 func inParts(n int, f func(lo, hi int)) {
-	parts := min(runtime.NumCPU(), n>>21)
+	parts := min(runtime.NumCPU(), n>>21) // two million values a part at least
 	if parts <= 1 {
 		f(0, n)
 		return

@@ -45,10 +45,10 @@ func randomNormsUNet(t *testing.T, s genSpec) *weights.Set {
 }
 
 // The graph a GPU runs (layer norms folded into the products after them by
-// foldNorms, a resnet's time embedding added with its first convolution's
+// foldBlock, a resnet's time embedding added with its first convolution's
 // bias) predicts what the CPU's graph with our kernels does: on the CPU's
 // ggml ops, and on the GPU (CUDA when a backend library is found, else the
-// virtual GPU), where the fold writes into weights in device memory. The
+// virtual GPU). The
 // kit's tiny UNet has diffusers' initial norms (γ = 1, β = 0), which
 // folding leaves as they are: this one's are random.
 func TestGPUGraphPredictsAsCPUKernels(t *testing.T) {
