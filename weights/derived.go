@@ -80,31 +80,6 @@ func joined[T any](parts []*Tensor, read func(*Tensor) ([]T, error)) ([]T, error
 	return out, nil
 }
 
-// PadRows returns the 2-D float tensor t ([out, in] in PyTorch order) as
-// [out, in+n] named name, each row followed by n zeros (room that a loader
-// fills on the device). It takes t's bytes, so t must not be quantized.
-func PadRows(name string, t *Tensor, n int64) (*Tensor, error) {
-	size := int64(t.DType.Size())
-	if len(t.Shape) != 2 || size <= 0 {
-		return nil, fmt.Errorf("padding the rows of %s: want a 2-D float tensor, not %v %s", t.Name, t.Shape, t.DType)
-	}
-	rows, in := t.Shape[0], t.Shape[1]
-	return &Tensor{
-		Name: name, DType: t.DType, Shape: []int64{rows, in + n}, File: t.File, Source: t.Source, StoredAs: t.StoredAs, AlsoReads: t.AlsoReads,
-		load: func() ([]byte, error) {
-			b, err := t.Bytes()
-			if err != nil {
-				return nil, err
-			}
-			out := make([]byte, rows*(in+n)*size)
-			for r := range rows {
-				copy(out[r*(in+n)*size:], b[r*in*size:(r+1)*in*size])
-			}
-			return out, nil
-		},
-	}, nil
-}
-
 // alsoReads lists the files a computed tensor reads besides base's own.
 func alsoReads(base *Tensor, others ...*Tensor) []string {
 	out := slices.Clone(base.AlsoReads)

@@ -64,17 +64,3 @@ func TestConcatRows(t *testing.T) {
 	_, err = ConcatRows("bad", a, f16("wide", 1, 1, 2, 3))
 	require.ErrorContains(t, err, "want [rows, 2]")
 }
-
-func TestPadRows(t *testing.T) {
-	b := make([]byte, 8)
-	half.EncodeF16(b, []float32{1, 2, 3, 4})
-	w := NewTensor("w", safetensors.F16, []int64{2, 2}, "a.safetensors", func() ([]byte, error) { return b, nil })
-	p, err := PadRows("p", w, 3)
-	require.NoError(t, err)
-	require.Equal(t, []int64{2, 5}, p.Shape)
-	v, err := p.Float32()
-	require.NoError(t, err)
-	require.Equal(t, []float32{1, 2, 0, 0, 0, 3, 4, 0, 0, 0}, v)
-	_, err = PadRows("q", NewTensor("q", "Q8_0", []int64{1, 32}, "m.gguf", nil), 8)
-	require.ErrorContains(t, err, "want a 2-D float tensor")
-}
