@@ -35,6 +35,8 @@ type Runtime struct {
 	// (memory plans measured on the CPU, tests of GPU paths).
 	CPUKernels bool
 
+	hostWeights      bool         // Upload keeps weights in host memory (WithHostWeights)
+	shared           bool         // the backends and scheduler are another runtime's (WithHostWeights)
 	contiguousIm2Col bool         // the device's im2col cannot read views
 	bandsBySet       bool         // the device computes SET (ggml.Context.SetBandsBySet)
 	computed         atomic.Int64 // FLOPs of the graphs computed (ComputedFLOPs)
@@ -91,6 +93,31 @@ func newRuntimeOn(dev ggml.Device, threads int) (*Runtime, error) {
 		return nil, err
 	}
 	return r, nil
+}
+
+// WithHostWeights is a runtime on r's backends and scheduler (it shares
+// their compute buffers) whose Upload keeps weights in host memory that
+// the device reads from for each graph (Weights.UploadHost; ggml's
+// scheduler offloads the ops on them): for models whose few, small graphs
+// do not need their weights in device memory, such as the encoders in the
+// low-VRAM modes. Its Close leaves r as it is. On the CPU it is r's twin.
+func (r *Runtime) WithHostWeights() *Runtime {
+	return &Runtime{Device: r.Device, CPU: r.CPU, Sched: r.Sched, Attn: r.Attn, F32Accumulation: r.F32Accumulation, CPUKernels: r.CPUKernels,
+		hostWeights: true, shared: true, contiguousIm2Col: r.contiguousIm2Col, bandsBySet: r.bandsBySet}
+}
+
+// WeightsInHost says whether Upload keeps weights in host memory
+// (WithHostWeights).
+func (r *Runtime) WeightsInHost() bool { return r.hostWeights }
+
+// Upload allocates and fills w's weights for this runtime: in its device's
+// memory, or in host memory that the device reads from (WithHostWeights).
+// progress is as Weights.Upload's.
+func (r *Runtime) Upload(ctx context.Context, w *Weights, progress func(done, total int)) error {
+	if r.hostWeights && r.Device != r.CPU {
+		return w.UploadHost(ctx, r.Device, progress)
+	}
+	return w.Upload(ctx, r.Device, progress)
 }
 
 // UsesCPUKernels says whether the graphs built here take our CPU kernels:
@@ -321,8 +348,12 @@ type Output struct {
 	Shape [4]int64 // ggml order
 }
 
-// Close frees the scheduler and backends.
+// Close frees the scheduler and backends (none for WithHostWeights'
+// runtimes, which share another's).
 func (r *Runtime) Close() {
+	if r.shared {
+		return
+	}
 	if r.Sched != nil {
 		r.Sched.Close()
 	}

@@ -127,3 +127,42 @@ func TestComputedFLOPs(t *testing.T) {
 	}
 	require.Equal(t, int64(2*2*8*3*5), rt.ComputedFLOPs())
 }
+
+// A runtime WithHostWeights keeps the weights it uploads in host memory,
+// and its graphs still compute on the device (the scheduler offloads the
+// products on them), with the values the device's own weights give.
+// Closing it leaves the runtime it came from working.
+func TestWithHostWeights(t *testing.T) {
+	f := newFixture(t)
+	rt, err := newRuntimeOn(testGPU(), 2)
+	require.NoError(t, err)
+	defer rt.Close()
+	product := func(rt *Runtime) ([]float32, *ggml.Tensor) {
+		w := NewWeights(64, nil)
+		t.Cleanup(w.Free)
+		var m testModel
+		require.NoError(t, w.Bind(f.set, "m.", &m))
+		require.NoError(t, rt.Upload(t.Context(), w, nil))
+		x := make([]float32, 32*64)
+		for i := range x {
+			x[i] = float32(i%7) - 3
+		}
+		out, err := rt.Run(t.Context(), func(c *ggml.Context) []*ggml.Tensor {
+			return []*ggml.Tensor{m.Blocks[0].FF.Proj.Forward(c, c.InputF32(x, 32, 64))}
+		})
+		require.NoError(t, err)
+		return out[0].Data, m.Blocks[0].FF.Proj.Weight
+	}
+	want, onDevice := product(rt)
+	require.False(t, onDevice.InHostMemory())
+	host := rt.WithHostWeights()
+	require.True(t, host.WeightsInHost())
+	require.False(t, rt.WeightsInHost())
+	got, inHost := product(host)
+	require.True(t, inHost.InHostMemory())
+	require.Equal(t, want, got)
+	require.Zero(t, host.CPUPlacedShare(), "the products ran on %s", rt.Device.Dev.Name)
+	host.Close()
+	again, _ := product(rt)
+	require.Equal(t, want, again)
+}

@@ -142,8 +142,16 @@ func TestEndToEndOnGPU(t *testing.T) {
 				tol = max(tol, 0.2)
 			}
 			golden.AssertClose(t, what, final, golden.Ref(t, "e2e_v1:final_latents").Data, tol, 0)
-			require.Empty(t, p.rt.CPUFallbacks(), "ops the GPU left to the CPU")
+			require.Empty(t, p.CPUFallbacks(), "ops the GPU left to the CPU")
 			require.Zero(t, p.CPUPlacedShare(), "products the scheduler placed on the CPU")
+			// low and stream keep the encoders' weights in RAM; the encoders
+			// still run on the GPU (their products too, by CPUPlacedShare).
+			lowVRAM := tc.vram != VRAMFull
+			require.Equal(t, lowVRAM, p.encRT.WeightsInHost())
+			if p.text != nil { // OneShot released them
+				require.Equal(t, lowVRAM, p.text.TE2.Model.Embeddings.Token.Weight.InHostMemory())
+			}
+			require.Equal(t, dev.Name, p.encRT.Device.Dev.Name)
 		})
 	}
 }

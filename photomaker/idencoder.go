@@ -79,8 +79,8 @@ type IDEncoder struct {
 var ErrIDInput = errors.New("bad ID encoder input")
 
 // LoadIDEncoder binds the ID encoder under prefix of set ("pm." for the
-// canonical names of weights.Open), checks its shapes and uploads it to
-// rt's device.
+// canonical names of weights.Open), checks its shapes and uploads it for
+// rt (nn.Runtime.Upload: to its device, or host memory it streams from).
 func LoadIDEncoder(ctx context.Context, rt *nn.Runtime, set *weights.Set, prefix string, opt IDEncoderOptions) (*IDEncoder, error) {
 	if prefix != "" && !strings.HasSuffix(prefix, ".") {
 		prefix += "."
@@ -95,7 +95,7 @@ func LoadIDEncoder(ctx context.Context, rt *nn.Runtime, set *weights.Set, prefix
 		w.Free()
 		return nil, fmt.Errorf("%s ID encoder: %w", ver, err)
 	}
-	if err := w.Upload(ctx, rt.Device, nil); err != nil {
+	if err := rt.Upload(ctx, w, nil); err != nil {
 		w.Free()
 		return nil, fmt.Errorf("%s ID encoder: %w", ver, err)
 	}

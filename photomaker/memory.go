@@ -18,7 +18,7 @@ import (
 const (
 	VRAMAuto   = "auto"   // the fastest mode the free device memory allows
 	VRAMFull   = "full"   // everything on the device
-	VRAMLow    = "low"    // text and ID encoders on the CPU, the UNet's cross-attention K/V projections in RAM
+	VRAMLow    = "low"    // the text and ID encoders' weights and the UNet's cross-attention K/V projections in RAM
 	VRAMStream = "stream" // as low, and the UNet's weights stay in host memory and stream to the device every step
 )
 
@@ -203,7 +203,7 @@ func (p *Pipeline) checkRequestInRAM(req *Request) error {
 		work += b.loopKV + max(0, cpuStepBytes(req.Width, req.Height)-p.rt.Sched.BufferSize(p.rt.Device))
 	}
 	room := int64(avail)
-	if p.releasesEncoders() && p.encRT.Device.IsCPU() && p.text != nil {
+	if p.releasesEncoders() && p.encodersInRAM() && p.text != nil {
 		room += b.encoders
 	}
 	if images+work <= room {
@@ -251,7 +251,7 @@ func (p *Pipeline) checkLaterUNet(policy nn.TypePolicy) error {
 	if inRAM {
 		avail, ok := availableRAM()
 		room, known = int64(avail), ok
-		if p.encRT.Device.IsCPU() {
+		if p.encodersInRAM() {
 			room += parts.encoders
 		}
 	} else {
@@ -457,7 +457,7 @@ func (p *Pipeline) withMemoryAdvice(err error, stage string, req *Request) error
 	switch stage {
 	case stageEncode:
 		if !me.CPU && p.encRT == p.rt {
-			try = append(try, "--vram low (the encoders then run on the CPU)")
+			try = append(try, "--vram low (the encoders' weights then stay in RAM)")
 		}
 	case stageDenoise:
 		if !p.unetQuantized() {

@@ -195,7 +195,7 @@ func TestMemoryAdvice(t *testing.T) {
 		{"GPU step, stream, q4_K", &Pipeline{policy: q4, vram: VRAMStream, rt: gpu, encRT: cpu}, stageDenoise, onGPU, req1024,
 			"; try a smaller image size or --device cpu"},
 		{"GPU encoders", &Pipeline{policy: f16, vram: VRAMFull, rt: gpu, encRT: gpu}, stageEncode, onGPU, req1024,
-			"; try --vram low (the encoders then run on the CPU) or --device cpu"},
+			"; try --vram low (the encoders' weights then stay in RAM) or --device cpu"},
 		{"CPU encoders of a low GPU mode", &Pipeline{policy: f16, vram: VRAMLow, rt: gpu, encRT: cpu}, stageEncode, onCPU, req1024,
 			"; try closing other programs"},
 		{"whole decode fell back to tiles", &Pipeline{policy: f16}, stageDecode, onCPU, req1024,

@@ -107,8 +107,8 @@ func (m MemoryUse) Total() int64 { return m.Weights + m.Compute + m.LoopState }
 // MemoryUse reports the device memory held now. Weights are computed from
 // the tensors and the storage policies Load used, which is what the model
 // loaders allocate, counting the parts that sit on the device: not the
-// encoders when they run on the CPU or are released, not the UNet when it
-// streams from RAM.
+// encoders when they run on the CPU, stream from RAM or are released, not
+// the UNet when it streams from RAM.
 func (p *Pipeline) MemoryUse() MemoryUse {
 	p.mu.Lock()
 	defer p.mu.Unlock()

@@ -38,7 +38,7 @@ func envs(name string) []string {
 // vramFlag is --vram, shared by the commands that load a pipeline.
 func vramFlag() cli.Flag {
 	return &cli.StringFlag{Name: "vram", Value: photomaker.VRAMAuto, EnvVars: envs("vram"),
-		Usage: "GPU memory mode: auto (the fastest that fits the free memory), full (everything on the GPU), low (encoders on the CPU, VAE in tiles, cross-attention K/V projections in RAM) or stream (low, and UNet weights stream from RAM every step)"}
+		Usage: "GPU memory mode: auto (the fastest that fits the free memory), full (everything on the GPU), low (encoder weights and cross-attention K/V projections in RAM, VAE in tiles) or stream (low, and UNet weights stream from RAM every step)"}
 }
 
 // timestepSpacingFlag is --timestep-spacing, shared like vramFlag

@@ -31,12 +31,13 @@ func (m *TextModel) own(w *nn.Weights, attn nn.AttentionOptions)   { m.owned, m.
 func (m *VisionModel) own(w *nn.Weights, attn nn.AttentionOptions) { m.owned, m.Attn = w, attn }
 
 // loadOwned binds a model with bind into fresh weights stored as policy
-// says, uploads them to rt's device and hands them to the model.
+// says, uploads them for rt (its device, or host memory: Runtime.Upload)
+// and hands them to the model.
 func loadOwned[M runnable](ctx context.Context, rt *nn.Runtime, set *weights.Set, prefix string, policy nn.TypePolicy, bind func(*nn.Weights) (M, error)) (M, error) {
 	w := nn.NewWeights(len(set.Prefix(normPrefix(prefix)).Names())+16, policy)
 	m, err := bind(w)
 	if err == nil {
-		err = w.Upload(ctx, rt.Device, nil)
+		err = rt.Upload(ctx, w, nil)
 	}
 	if err != nil {
 		w.Free()

@@ -61,8 +61,9 @@ func BindText(w *nn.Weights, set *weights.Set, prefix string, cfg TextConfig) (*
 	return m, nil
 }
 
-// LoadText binds the text encoder under prefix, stores its weights on rt's
-// device as policy says (nil: all float32) and returns it ready to run.
+// LoadText binds the text encoder under prefix, stores its weights for rt
+// (nn.Runtime.Upload) as policy says (nil: all float32) and returns it
+// ready to run.
 func LoadText(ctx context.Context, rt *nn.Runtime, set *weights.Set, prefix string, cfg TextConfig, policy nn.TypePolicy) (*TextModel, error) {
 	return loadOwned(ctx, rt, set, prefix, policy, func(w *nn.Weights) (*TextModel, error) { return BindText(w, set, prefix, cfg) })
 }

@@ -67,8 +67,9 @@ func BindVision(w *nn.Weights, set *weights.Set, prefix string, cfg VisionConfig
 	return m, nil
 }
 
-// LoadVision binds the vision tower under prefix, stores its weights on
-// rt's device as policy says (nil: all float32) and returns it ready to run.
+// LoadVision binds the vision tower under prefix, stores its weights for rt
+// (nn.Runtime.Upload) as policy says (nil: all float32) and returns it
+// ready to run.
 func LoadVision(ctx context.Context, rt *nn.Runtime, set *weights.Set, prefix string, cfg VisionConfig, policy nn.TypePolicy) (*VisionModel, error) {
 	return loadOwned(ctx, rt, set, prefix, policy, func(w *nn.Weights) (*VisionModel, error) { return BindVision(w, set, prefix, cfg) })
 }
