@@ -49,6 +49,10 @@ type memoryNeeds struct {
 	UNetState           int64 // the sampler loop's device state: each conditioning's cross-attention keys and values
 	VAETile             int64 // compute of a VAE decode tile (or the whole image if smaller)
 	StreamChunk         int64 // room for the weights one graph split streams in
+	// EncoderChunk is room for the encoder weights one graph split streams
+	// in: the low modes run the encoders on the GPU with their weights in
+	// RAM, through the compute buffers the UNet and the VAE use after them.
+	EncoderChunk int64
 	// OneShot: the parts are loaded one stage at a time (Config.OneShot).
 	OneShot bool
 }
@@ -67,8 +71,14 @@ func (n memoryNeeds) total(mode string) int64 {
 	if mode == VRAMLow {
 		unetWeights -= n.UNetCrossKV
 	}
+	// The compute buffers only grow: in the low modes the encoders' streamed
+	// weights have set their least size before the first step.
+	step := n.UNetStep
+	if mode != VRAMFull {
+		step = max(step, n.EncoderChunk)
+	}
 	if n.OneShot && mode != VRAMStream {
-		denoise := unetWeights + n.UNetStep + n.UNetState
+		denoise := unetWeights + step + n.UNetState
 		if mode == VRAMFull {
 			// The loop makes its keys and values with the whole UNet loaded,
 			// then the projections are freed before the steps' compute is
@@ -85,9 +95,9 @@ func (n memoryNeeds) total(mode string) int64 {
 	case VRAMFull:
 		return n.UNet + n.VAE + n.Encoders + max(n.UNetStep+n.UNetState, n.VAETile) + deviceReserve
 	case VRAMLow:
-		return unetWeights + n.VAE + max(n.UNetStep+n.UNetState, n.VAETile) + deviceReserve
+		return unetWeights + n.VAE + max(step+n.UNetState, n.VAETile) + deviceReserve
 	default: // stream
-		return n.VAE + max(n.UNetStep+n.UNetState+n.StreamChunk, n.VAETile) + deviceReserve
+		return n.VAE + max(n.UNetStep+n.UNetState+n.StreamChunk, n.VAETile, n.EncoderChunk) + deviceReserve
 	}
 }
 
@@ -304,6 +314,7 @@ func (p *Pipeline) chooseVRAM(policy nn.TypePolicy) (string, error) {
 type partBytes struct {
 	unet, vae, encoders int64
 	streamChunk         int64 // the 30 largest UNet weights (see estimateNeeds)
+	encoderChunk        int64 // the 30 largest weights of one encoder
 	loopKV              int64 // a sampler loop's cross-attention keys and values (see weightBytes)
 	// unetCrossKV is the UNet's cross-attention key and value projections,
 	// which the low mode keeps in RAM (unet.CrossKVInHost) and generate
@@ -366,8 +377,10 @@ func (p *Pipeline) weightBytes(policy nn.TypePolicy) partBytes {
 	// PhotoMaker's two conditionings (text-only, then with the ID), a copy
 	// of each to switch between.
 	sets := int64(1)
+	b.encoderChunk = max(nn.LargestBytes(set, "te1.", policy, 30), nn.LargestBytes(set, "te2.", policy, 30))
 	if p.adapter != nil {
 		b.encoders += nn.EstimateBytes(p.adapter.Tensors, "pm.", policy)
+		b.encoderChunk = max(b.encoderChunk, nn.LargestBytes(p.adapter.Tensors, "pm.", policy, 30))
 		sets = 3
 	}
 	b.loopKV = sets * unet.CrossKVBytes(set, "unet.", 77, 2, ggml.TypeF16)
@@ -380,7 +393,8 @@ func (p *Pipeline) estimateNeeds(policy nn.TypePolicy, width, height int) memory
 	w := p.weightBytes(policy)
 	lat := int64(width/8) * int64(height/8)
 	return memoryNeeds{
-		UNet: w.unet, UNetCrossKV: w.unetCrossKV, VAE: w.vae, Encoders: w.encoders, StreamChunk: w.streamChunk, OneShot: p.cfg.OneShot,
+		UNet: w.unet, UNetCrossKV: w.unetCrossKV, VAE: w.vae, Encoders: w.encoders, StreamChunk: w.streamChunk, EncoderChunk: w.encoderChunk,
+		OneShot:  p.cfg.OneShot,
 		UNetStep: lat * unetStepBytesPerLatentPixel, UNetState: w.loopKV,
 		VAETile: min(lat, int64(autoTile*autoTile)) * vaeDecodeBytesPerLatentPixel,
 	}

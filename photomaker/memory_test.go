@@ -32,6 +32,15 @@ func TestChooseVRAM(t *testing.T) {
 		require.NoError(t, err)
 		require.Equal(t, tc.want, got, "free %d", tc.free)
 	}
+	// The low modes stream the encoders' weights through the compute
+	// buffers (which only grow): a chunk larger than the step sets them.
+	big := n
+	big.EncoderChunk = 2 * gib
+	require.Equal(t, n.total(VRAMFull), big.total(VRAMFull), "the encoders' weights on the device")
+	require.Equal(t, n.UNet-n.UNetCrossKV+n.VAE+big.EncoderChunk+n.UNetState+deviceReserve, big.total(VRAMLow))
+	require.Equal(t, n.VAE+big.EncoderChunk+deviceReserve, big.total(VRAMStream))
+	big.OneShot = true
+	require.Equal(t, n.UNet-n.UNetCrossKV+n.VAE+big.EncoderChunk+n.UNetState+deviceReserve, big.total(VRAMLow))
 	// One stage at a time: the largest stage counts, not the sum.
 	one := n
 	one.OneShot = true
@@ -80,6 +89,8 @@ func TestVRAMAutoOnAGPU(t *testing.T) {
 	require.Same(t, p.rt, p.encRT)
 	n := p.estimateNeeds(nn.AllF32, 1024, 1024)
 	require.Positive(t, n.Encoders)
+	require.Positive(t, n.EncoderChunk)
+	require.Less(t, n.EncoderChunk, n.Encoders)
 	require.Less(t, n.UNet, int64(64<<20)) // the tiny model
 
 	free = n.total(VRAMLow)
