@@ -191,8 +191,8 @@ func requestBytes(n, w, h int) int64 {
 // the RAM in use: the share of RAM of a UNet that OneShot has yet to load,
 // and on the CPU the loop's keys and values and the compute buffers'
 // growth to the least a step of this size needs (SDXL-sized models, as
-// checkPlanInRAM). Encoders on the CPU that are freed before denoising
-// leave their room to it.
+// checkPlanInRAM). Encoders in RAM that are freed before denoising leave
+// their room to it.
 func (p *Pipeline) checkRequestInRAM(req *Request) error {
 	avail, ok := availableRAM()
 	if !ok {
