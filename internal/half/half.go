@@ -5,8 +5,9 @@ package half
 import (
 	"encoding/binary"
 	"math"
-	"runtime"
 	"sync"
+
+	"github.com/gophotomaker/photomaker/internal/parallel"
 )
 
 // F16ToF32 widens one IEEE binary16 value exactly.
@@ -100,27 +101,11 @@ func F32ToBF16(f float32) uint16 {
 // DecodeF16 widens little-endian binary16 bytes into dst (len(src)/2 values).
 func DecodeF16(dst []float32, src []byte) {
 	lut := f16Table()
-	inParts(len(dst), func(lo, hi int) {
+	parallel.Ranges(len(dst), 1<<21, func(lo, hi int) { // a feed-forward weight of SDXL has 13 million values
 		for i := lo; i < hi; i++ {
 			dst[i] = lut[binary.LittleEndian.Uint16(src[2*i:])]
 		}
 	})
-}
-
-// inParts calls f on ranges [lo, hi) covering [0, n): for large tensors
-// (a feed-forward weight of SDXL has 13 million values) on every core,
-// since a loader converts only a few such tensors at a time.
-func inParts(n int, f func(lo, hi int)) {
-	parts := min(runtime.NumCPU(), n>>21) // two million values a part at least
-	if parts <= 1 {
-		f(0, n)
-		return
-	}
-	var wg sync.WaitGroup
-	for p := range parts {
-		wg.Go(func() { f(n*p/parts, n*(p+1)/parts) })
-	}
-	wg.Wait()
 }
 
 // f16Table holds F16ToF32 of every binary16 pattern (256 KiB): loading a
@@ -142,7 +127,7 @@ func DecodeBF16(dst []float32, src []byte) {
 
 // EncodeF16 writes src as little-endian binary16 bytes into dst (2 bytes each).
 func EncodeF16(dst []byte, src []float32) {
-	inParts(len(src), func(lo, hi int) {
+	parallel.Ranges(len(src), 1<<21, func(lo, hi int) {
 		for i := lo; i < hi; i++ {
 			binary.LittleEndian.PutUint16(dst[2*i:], F32ToF16(src[i]))
 		}

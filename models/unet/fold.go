@@ -3,13 +3,12 @@ package unet
 import (
 	"fmt"
 	"maps"
-	"runtime"
 	"slices"
 	"strings"
-	"sync"
 
 	"github.com/gophotomaker/photomaker/bindings/ggml"
 	"github.com/gophotomaker/photomaker/internal/half"
+	"github.com/gophotomaker/photomaker/internal/parallel"
 	"github.com/gophotomaker/photomaker/nn"
 	"github.com/gophotomaker/photomaker/weights"
 	"github.com/gophotomaker/photomaker/weights/safetensors"
@@ -266,7 +265,7 @@ func (m matrix) scaledColumns(gamma []float32, spare int64) []float32 {
 	if spare > 0 {
 		out = make([]float32, m.rows*(m.cols+spare))
 	}
-	byRows(m.rows, m.cols, func(lo, hi int64) {
+	byRows(m, func(lo, hi int64) {
 		for r := lo; r < hi; r++ {
 			dst := out[r*(m.cols+spare):][:m.cols]
 			for c, x := range m.v[r*m.cols : (r+1)*m.cols] {
@@ -280,7 +279,7 @@ func (m matrix) scaledColumns(gamma []float32, spare int64) []float32 {
 // times is m·x (+ b, when not nil), summed in float64.
 func (m matrix) times(x, b []float32) []float32 {
 	out := make([]float32, m.rows)
-	byRows(m.rows, m.cols, func(lo, hi int64) {
+	byRows(m, func(lo, hi int64) {
 		for r := lo; r < hi; r++ {
 			row := m.v[r*m.cols : (r+1)*m.cols]
 			var s0, s1 float64 // two sums, so that the additions overlap
@@ -301,18 +300,9 @@ func (m matrix) times(x, b []float32) []float32 {
 	return out
 }
 
-// byRows calls f on ranges of rows [lo, hi) covering [0, rows), on every
-// core for large matrices: the loader converts only a few of SDXL's large
-// tensors at a time, and a feed-forward weight takes 13 million values.
-func byRows(rows, cols int64, f func(lo, hi int64)) {
-	n := min(int64(runtime.NumCPU()), rows*cols>>20) // a million values a part at least
-	if n <= 1 {
-		f(0, rows)
-		return
-	}
-	var wg sync.WaitGroup
-	for i := range n {
-		wg.Go(func() { f(rows*i/n, rows*(i+1)/n) })
-	}
-	wg.Wait()
+// byRows calls f on ranges of m's rows, on every core for large matrices:
+// the loader converts only a few of SDXL's large tensors at a time, and a
+// feed-forward weight has 13 million values.
+func byRows(m matrix, f func(lo, hi int64)) {
+	parallel.Ranges(int(m.rows), max(1, 1<<20/int(m.cols)), func(lo, hi int) { f(int64(lo), int64(hi)) })
 }
