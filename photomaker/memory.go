@@ -470,8 +470,11 @@ func (p *Pipeline) withMemoryAdvice(err error, stage string, req *Request) error
 	}
 	switch stage {
 	case stageEncode:
-		if !me.CPU && p.encRT == p.rt {
+		switch {
+		case !me.CPU && p.encRT == p.rt:
 			try = append(try, "--vram low (the encoders' weights then stay in RAM)")
+		case !me.CPU && p.encRT.WeightsInHost():
+			try = append(try, "--encoders-on-cpu")
 		}
 	case stageDenoise:
 		if !p.unetQuantized() {

@@ -209,6 +209,8 @@ func TestMemoryAdvice(t *testing.T) {
 			"; try --vram low (the encoders' weights then stay in RAM) or --device cpu"},
 		{"CPU encoders of a low GPU mode", &Pipeline{policy: f16, vram: VRAMLow, rt: gpu, encRT: cpu}, stageEncode, onCPU, req1024,
 			"; try closing other programs"},
+		{"streamed encoders of a low GPU mode", &Pipeline{policy: f16, vram: VRAMLow, rt: gpu, encRT: gpu.WithHostWeights()}, stageEncode, onGPU, req1024,
+			"; try --encoders-on-cpu or --device cpu"},
 		{"whole decode fell back to tiles", &Pipeline{policy: f16}, stageDecode, onCPU, req1024,
 			"; try a smaller image size, smaller VAE tiles (--vae-tile 32) or closing other programs"},
 		{"never tiles", &Pipeline{policy: f16, cfg: Config{VAETile: -1}}, stageDecode, onGPU, req1024,
