@@ -59,6 +59,12 @@ bool pm_mul_mat_takes_q4k(void);
 bool pm_mul_mat_takes_bf16(void);
 int pm_mul_mat_q8_levels(void);
 
+// pm_quantize_k writes n values of x (a multiple of 256) as q4_K or q5_K
+// blocks to y, the bytes ggml's reference quantizers write, and returns
+// true; false, writing nothing, for other types (cpu_kquant.c).
+bool pm_quantize_k(enum ggml_type type, const float * x, void * y, int64_t n);
+bool pm_fuses_multiply_add(void);
+
 // pm_conv3x3 is a "same" 3×3 convolution of stride 1 (padding 1) of x
 // [W, H, Cin, B] (f32, rows contiguous), or with up = 2 of its nearest 2×
 // upsample, with a kernel by row [3, Cin, Cout, 3] (f32 or f16, contiguous,

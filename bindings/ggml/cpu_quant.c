@@ -82,24 +82,6 @@ static inline vq q_dot2(vq h, vq w, vq b) { return _mm256_add_epi32(h, _mm256_ma
 #endif
 #endif
 
-// block_q4_K is ggml's q4_K super-block.
-struct block_q4_K {
-	ggml_fp16_t d, dmin;
-	uint8_t scales[12]; // s_j and m_j, 6 bits each
-	uint8_t qs[128];    // q: bytes 32c..32c+31 hold sub-block 2c (low nibbles) and 2c+1 (high)
-};
-_Static_assert(sizeof(struct block_q4_K) == 144, "q4_K blocks are 144 bytes");
-
-// block_q5_K is ggml's q5_K super-block: q4_K's with a fifth bit of each q,
-// bit j of qh[l] for value l of sub-block j.
-struct block_q5_K {
-	ggml_fp16_t d, dmin;
-	uint8_t scales[12];
-	uint8_t qh[32];
-	uint8_t qs[128];
-};
-_Static_assert(sizeof(struct block_q5_K) == 176, "q5_K blocks are 176 bytes");
-
 // act_block is 256 activations quantized: x ≈ d·q, |q| ≤ 127, with the sum
 // of q per sub-block of 32 (for the mins).
 struct act_block {

@@ -13,6 +13,7 @@ package ggml
 #include <dlfcn.h>
 #include <stdlib.h>
 #include "ggml_api.h"
+#include "cpu_kernels.h"
 
 extern void pmLog(int level, char *text, void *user);
 extern void pmAbort(char *msg);
@@ -235,8 +236,25 @@ func QuantizeRows(t Type, src []float32, n int64, workers int) ([]byte, error) {
 }
 
 // quantizeRows quantizes whole rows of n values of src into dst, which has
-// room for them.
+// room for them: q4_K and q5_K by our quantizer (cpu_kquant.c: ggml's
+// bytes, about ten times faster), the other types by ggml's.
 func quantizeRows(t Type, src []float32, dst []byte, n int64) {
+	if len(src) == 0 {
+		return
+	}
+	if C.pm_quantize_k(C.enum_ggml_type(t), (*C.float)(unsafe.Pointer(&src[0])), unsafe.Pointer(&dst[0]), C.int64_t(len(src))) {
+		return
+	}
+	ggmlQuantizeRows(t, src, dst, n)
+}
+
+// fusesMultiplyAdd says whether this build of ggml rounds a·b + c once
+// (compiled for FMA), and so whether its q4_K and q5_K quantizers round
+// their sums as ours do, which never fuse.
+func fusesMultiplyAdd() bool { return bool(C.pm_fuses_multiply_add()) }
+
+// ggmlQuantizeRows is quantizeRows by ggml's quantizers alone.
+func ggmlQuantizeRows(t Type, src []float32, dst []byte, n int64) {
 	if len(src) == 0 {
 		return
 	}

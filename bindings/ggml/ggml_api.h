@@ -236,6 +236,8 @@ int ggml_cpu_has_fp16_va(void);     // arm64: compiled with ARMv8.2's f16 vector
 void ggml_backend_cpu_set_n_threads(ggml_backend_t backend, int n_threads);
 void ggml_backend_cpu_set_abort_callback(ggml_backend_t backend, ggml_abort_callback cb, void * data);
 typedef uint16_t ggml_fp16_t;
+ggml_fp16_t ggml_fp32_to_fp16(float x); // one value, as ggml's reference quantizers round
+float ggml_fp16_to_fp32(ggml_fp16_t x);
 void ggml_cpu_fp32_to_fp16(const float * x, ggml_fp16_t * y, int64_t n); // the CPU backend's vectorized conversion
 void ggml_cpu_fp16_to_fp32(const ggml_fp16_t * x, float * y, int64_t n);
 typedef struct { uint16_t bits; } ggml_bf16_t;

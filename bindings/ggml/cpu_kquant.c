@@ -1,0 +1,298 @@
+// Our q4_K and q5_K quantizers: ggml's reference quantizers
+// (quantize_row_q4_K_ref, quantize_row_q5_K_ref), 5–8 times faster.
+//
+// ggml fits each sub-block of 32 values with a 4-bit (q5_K: 5-bit) grid
+// scale·q − min by trying 21 (16) candidate scales, each a pass over the
+// values to round them and a weighted least-squares fit and another to
+// measure its error: about 50 ns a value in scalar code, so quantizing
+// SDXL at load took a minute and a half on two cores. Here each lane of a
+// vector fits its own sub-block with the scalar code's arithmetic in its
+// order, so the bytes are ggml's where ggml is compiled without fused
+// multiply-adds (cgo's default flags on x86-64). Compiled with them, ggml
+// rounds some sums once instead of twice, which flips near-ties between
+// candidates in a few blocks of q4_K and a third of q5_K's, as often for
+// the better as for the worse; we never fuse, so that a conversion gives
+// the same file on every machine. TestQuantizeKMatchesGGML checks both.
+#include <math.h>
+
+#include "cpu_internal.h"
+
+// pm_fuses_multiply_add says whether this build rounds a·b + c once, as
+// GCC and clang do by default where the CPU has fused multiply-adds
+// (x86-64-v3 and later, arm64), and so whether ggml's quantizers do.
+bool pm_fuses_multiply_add(void) {
+	volatile float a = 1 + 0x1p-12f, c = -(1 + 0x1p-11f);
+	return a * a + c != 0; // a² = 1 + 2^-11 + 2^-24, which one rounding keeps
+}
+
+// The rest of this file rounds each product and sum on its own, whatever
+// the build: our quantizers give the same bytes on every machine.
+#if defined(__clang__)
+#pragma STDC FP_CONTRACT OFF
+#elif defined(__GNUC__)
+#pragma GCC optimize("fp-contract=off")
+#endif
+
+// KQ_SUB is the values of a sub-block, KQ_SUBS the sub-blocks a super-block.
+enum { KQ_SUB = 32, KQ_SUBS = 8 };
+
+// kq_nearest is the integer nearest to v (ties to even) for |v| < 2^22:
+// adding 1.5·2^23 leaves it in the low mantissa bits. ggml's nearest_int.
+static inline int kq_nearest(float fval) {
+	float val = fval + 12582912.f;
+	int32_t i;
+	memcpy(&i, &val, sizeof i);
+	return (i & 0x007fffff) - 0x00400000;
+}
+
+// kq_nearest_v is kq_nearest in each lane.
+static inline vi kq_nearest_v(vf fval) {
+	vf val = fval + splat(12582912.f);
+	return ((vi)val & splat_i(0x007fffff)) - splat_i(0x00400000);
+}
+
+// kq_clamp is l limited to [0, hi] in each lane.
+static inline vi kq_clamp(vi l, int32_t hi) {
+	const vi h = splat_i(hi);
+	const vi below = l < h;
+	l = (l & below) | (h & ~below);
+	return l & (l > splat_i(0));
+}
+
+static inline vf kq_float(vi l) { return __builtin_convertvector(l, vf); }
+
+// kq_fit fits lane s's sub-block, the values x[i][s], as ggml's
+// make_qkx2_quants does with the weights of quantize_row_q4_K_ref and
+// quantize_row_q5_K_ref: the scale, the negated min, and the levels L (as
+// floats) of the best candidate.
+static void kq_fit(const vf x[KQ_SUB], int nmax, float rmin, float rdelta, int nstep, vf * scale_out, vf * min_out,
+                   vf L[KQ_SUB]) {
+	// The weights: the root mean square of the sub-block plus |x|.
+	vf sum_x2 = splat(0.0f);
+	for (int l = 0; l < KQ_SUB; ++l) {
+		sum_x2 += x[l] * x[l];
+	}
+	float ms[PM_LANES];
+	storev(ms, sum_x2);
+	for (int s = 0; s < PM_LANES; s++) {
+		ms[s] = sqrtf(ms[s] / 32);
+	}
+	const vf av_x = loadv(ms);
+	vf weights[KQ_SUB];
+	for (int l = 0; l < KQ_SUB; ++l) {
+		weights[l] = av_x + (vf)((vi)x[l] & splat_i(0x7fffffff));
+	}
+
+	vf min = x[0];
+	vf max = x[0];
+	vf sum_w = weights[0];
+	vf sum_x = sum_w * x[0];
+	for (int i = 1; i < KQ_SUB; ++i) {
+		min = blend(x[i] < min, x[i], min);
+		max = blend(x[i] > max, x[i], max);
+		vf w = weights[i];
+		sum_w += w;
+		sum_x += w * x[i];
+	}
+	min = blend(min > splat(0.0f), splat(0.0f), min);
+	const vi flat = max == min; // all levels 0, scale 0
+
+	vf iscale = (float)nmax / (max - min);
+	vf scale = 1.0f / iscale;
+	vf best_error = splat(0.0f);
+	for (int i = 0; i < KQ_SUB; ++i) {
+		L[i] = kq_float(kq_clamp(kq_nearest_v(iscale * (x[i] - min)), nmax));
+		vf diff = scale * L[i] + min - x[i];
+		diff = diff * diff;
+		vf w = weights[i];
+		best_error += w * diff;
+	}
+	// Candidates: the range spread over nmax + rmin + rdelta·is levels,
+	// each level then refitted by weighted least squares.
+	for (int is = 0; is <= nstep; ++is) {
+		iscale = (rmin + rdelta * is + nmax) / (max - min);
+		vf sum_l = splat(0.0f), sum_l2 = splat(0.0f), sum_xl = splat(0.0f);
+		vf Laux[KQ_SUB];
+		for (int i = 0; i < KQ_SUB; ++i) {
+			vf l = kq_float(kq_clamp(kq_nearest_v(iscale * (x[i] - min)), nmax));
+			Laux[i] = l;
+			vf w = weights[i];
+			sum_l += w * l;
+			sum_l2 += w * l * l;
+			sum_xl += w * l * x[i];
+		}
+		vf D = sum_w * sum_l2 - sum_l * sum_l;
+		vf this_scale = (sum_w * sum_xl - sum_x * sum_l) / D;
+		vf this_min = (sum_l2 * sum_x - sum_l * sum_xl) / D;
+		const vi positive = this_min > splat(0.0f);
+		this_min = blend(positive, splat(0.0f), this_min);
+		this_scale = blend(positive, sum_xl / sum_l2, this_scale);
+		vf cur_error = splat(0.0f);
+		for (int i = 0; i < KQ_SUB; ++i) {
+			vf diff = this_scale * Laux[i] + this_min - x[i];
+			diff = diff * diff;
+			vf w = weights[i];
+			cur_error += w * diff;
+		}
+		const vi better = (D > splat(0.0f)) & (cur_error < best_error) & ~flat;
+		for (int i = 0; i < KQ_SUB; ++i) {
+			L[i] = blend(better, Laux[i], L[i]);
+		}
+		best_error = blend(better, cur_error, best_error);
+		scale = blend(better, this_scale, scale);
+		min = blend(better, this_min, min);
+	}
+	for (int i = 0; i < KQ_SUB; ++i) {
+		L[i] = blend(flat, splat(0.0f), L[i]);
+	}
+	*scale_out = blend(flat, splat(0.0f), scale);
+	*min_out = -min;
+}
+
+// KQ_GROUP is the super-blocks fitted together: 32 sub-blocks, whole
+// vectors for any PM_LANES.
+enum { KQ_GROUP = 4 };
+
+// kq_group_fit fits the sub-blocks of up to KQ_GROUP super-blocks at x
+// (n of them): scales, mins and levels per sub-block.
+static void kq_group_fit(const float * x, int64_t n, int nmax, float rmin, float rdelta, int nstep,
+                         float scales[KQ_GROUP * KQ_SUBS], float mins[KQ_GROUP * KQ_SUBS],
+                         uint8_t levels[KQ_GROUP * KQ_SUBS * KQ_SUB]) {
+	const int subs = (int)n * KQ_SUBS;
+	for (int s0 = 0; s0 < subs; s0 += PM_LANES) {
+		// Transposed: lane s of column i is value i of sub-block s0+s
+		// (zeros past the last sub-block).
+		float t[KQ_SUB][PM_LANES];
+		for (int s = 0; s < PM_LANES; s++) {
+			for (int i = 0; i < KQ_SUB; i++) {
+				t[i][s] = s0 + s < subs ? x[(int64_t)(s0 + s) * KQ_SUB + i] : 0.0f;
+			}
+		}
+		vf xv[KQ_SUB], L[KQ_SUB], scale, min;
+		for (int i = 0; i < KQ_SUB; i++) {
+			xv[i] = loadv(t[i]);
+		}
+		kq_fit(xv, nmax, rmin, rdelta, nstep, &scale, &min, L);
+		float sc[PM_LANES], mn[PM_LANES];
+		storev(sc, scale);
+		storev(mn, min);
+		for (int i = 0; i < KQ_SUB; i++) {
+			storev(t[i], L[i]);
+		}
+		for (int s = 0; s < PM_LANES && s0 + s < subs; s++) {
+			scales[s0 + s] = sc[s];
+			mins[s0 + s] = mn[s];
+			for (int i = 0; i < KQ_SUB; i++) {
+				levels[(s0 + s) * KQ_SUB + i] = (uint8_t)t[i][s];
+			}
+		}
+	}
+}
+
+// kq_scales stores a super-block's sub-block scales and mins as ggml does:
+// each as 6 bits of the largest (d, dmin: f16), packed into 12 bytes (the
+// first four sub-blocks' in the low 6 bits of bytes 0–3 and 4–7, the last
+// four's low nibbles in bytes 8–11 and top two bits in the spare bits of
+// bytes 0–7). Returns each sub-block's level step d·s_j and offset
+// dmin·m_j.
+static void kq_scales(const float scales[KQ_SUBS], const float mins[KQ_SUBS], ggml_fp16_t * d_out,
+                      ggml_fp16_t * dmin_out, uint8_t packed[12], float step[KQ_SUBS], float offset[KQ_SUBS]) {
+	float max_scale = 0;
+	float max_min = 0;
+	for (int j = 0; j < KQ_SUBS; ++j) {
+		if (scales[j] > max_scale) {
+			max_scale = scales[j];
+		}
+		if (mins[j] > max_min) {
+			max_min = mins[j];
+		}
+	}
+	float inv_scale = max_scale > 0 ? 63.f / max_scale : 0.f;
+	float inv_min = max_min > 0 ? 63.f / max_min : 0.f;
+	uint8_t ls[KQ_SUBS], lm[KQ_SUBS];
+	for (int j = 0; j < KQ_SUBS; ++j) {
+		uint8_t s = kq_nearest(inv_scale * scales[j]);
+		uint8_t m = kq_nearest(inv_min * mins[j]);
+		ls[j] = s < 63 ? s : 63;
+		lm[j] = m < 63 ? m : 63;
+	}
+	for (int j = 0; j < 4; ++j) {
+		packed[j] = ls[j] | (ls[j + 4] >> 4) << 6;
+		packed[j + 4] = lm[j] | (lm[j + 4] >> 4) << 6;
+		packed[j + 8] = (ls[j + 4] & 0xF) | (lm[j + 4] & 0xF) << 4;
+	}
+	*d_out = ggml_fp32_to_fp16(max_scale / 63.f);
+	*dmin_out = ggml_fp32_to_fp16(max_min / 63.f);
+	for (int j = 0; j < KQ_SUBS; ++j) {
+		step[j] = ggml_fp16_to_fp32(*d_out) * ls[j];
+		offset[j] = ggml_fp16_to_fp32(*dmin_out) * lm[j];
+	}
+}
+
+// kq_levels rounds sub-block x to the levels of its stored step and offset,
+// (x + offset)/step, within [0, nmax]. A zero step keeps the fit's levels.
+static void kq_levels(const float * x, float step, float offset, int nmax, uint8_t L[KQ_SUB]) {
+	if (!step) {
+		return;
+	}
+	for (int i = 0; i < KQ_SUB; i += PM_LANES) {
+		const vi lv = kq_clamp(kq_nearest_v((loadv(x + i) + splat(offset)) / splat(step)), nmax);
+		int32_t l[PM_LANES];
+		memcpy(l, &lv, sizeof l);
+		for (int s = 0; s < PM_LANES; s++) {
+			L[i + s] = (uint8_t)l[s];
+		}
+	}
+}
+
+bool pm_quantize_k(enum ggml_type type, const float * x, void * y, int64_t n) {
+	if ((type != GGML_TYPE_Q4_K && type != GGML_TYPE_Q5_K) || n % (KQ_SUBS * KQ_SUB) != 0) {
+		return false;
+	}
+	const bool q5 = type == GGML_TYPE_Q5_K;
+	const int nmax = q5 ? 31 : 15;
+	const int64_t blocks = n / (KQ_SUBS * KQ_SUB);
+	float scales[KQ_GROUP * KQ_SUBS], mins[KQ_GROUP * KQ_SUBS];
+	uint8_t levels[KQ_GROUP * KQ_SUBS * KQ_SUB];
+	for (int64_t b0 = 0; b0 < blocks; b0 += KQ_GROUP) {
+		const int64_t nb = blocks - b0 < KQ_GROUP ? blocks - b0 : KQ_GROUP;
+		const float * xb = x + b0 * KQ_SUBS * KQ_SUB;
+		if (q5) {
+			kq_group_fit(xb, nb, nmax, -0.5f, 0.1f, 15, scales, mins, levels);
+		} else {
+			kq_group_fit(xb, nb, nmax, -1.f, 0.1f, 20, scales, mins, levels);
+		}
+		for (int64_t b = 0; b < nb; b++) {
+			const float * xs = xb + b * KQ_SUBS * KQ_SUB;
+			uint8_t * L = levels + b * KQ_SUBS * KQ_SUB;
+			float step[KQ_SUBS], offset[KQ_SUBS];
+			uint8_t * qs;
+			if (q5) {
+				struct block_q5_K * blk = (struct block_q5_K *)y + b0 + b;
+				kq_scales(scales + b * KQ_SUBS, mins + b * KQ_SUBS, &blk->d, &blk->dmin, blk->scales, step, offset);
+				qs = blk->qs;
+				memset(blk->qh, 0, sizeof blk->qh);
+				for (int j = 0; j < KQ_SUBS; ++j) {
+					kq_levels(xs + j * KQ_SUB, step[j], offset[j], nmax, L + j * KQ_SUB);
+					for (int i = 0; i < KQ_SUB; i++) { // bit j of qh[i]: the fifth bit of value i of sub-block j
+						blk->qh[i] |= (L[j * KQ_SUB + i] >> 4) << j;
+					}
+				}
+			} else {
+				struct block_q4_K * blk = (struct block_q4_K *)y + b0 + b;
+				kq_scales(scales + b * KQ_SUBS, mins + b * KQ_SUBS, &blk->d, &blk->dmin, blk->scales, step, offset);
+				qs = blk->qs;
+				for (int j = 0; j < KQ_SUBS; ++j) {
+					kq_levels(xs + j * KQ_SUB, step[j], offset[j], nmax, L + j * KQ_SUB);
+				}
+			}
+			// Two sub-blocks a 32-byte run: 2c in the low nibbles, 2c+1 in the high.
+			for (int c = 0; c < KQ_SUBS / 2; c++) {
+				for (int i = 0; i < KQ_SUB; i++) {
+					qs[c * KQ_SUB + i] = (L[2 * c * KQ_SUB + i] & 0xF) | (L[(2 * c + 1) * KQ_SUB + i] & 0xF) << 4;
+				}
+			}
+		}
+	}
+	return true;
+}
