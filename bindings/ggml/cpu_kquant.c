@@ -151,40 +151,48 @@ static void kq_fit(const vf x[KQ_SUB], int nmax, float rmin, float rdelta, int n
 
 // KQ_GROUP is the super-blocks fitted together: 32 sub-blocks, whole
 // vectors for any PM_LANES.
-enum { KQ_GROUP = 4 };
+enum { KQ_GROUP = 4, KQ_VECS = KQ_GROUP * KQ_SUBS / PM_LANES };
 
-// kq_group_fit fits the sub-blocks of up to KQ_GROUP super-blocks at x
-// (n of them): scales, mins and levels per sub-block.
+// kq_group is a group's fit: per sub-block its scale and min, and its
+// levels, value i of sub-block v·PM_LANES + s in lane s of levels[v][i].
+struct kq_group {
+	float scales[KQ_GROUP * KQ_SUBS], mins[KQ_GROUP * KQ_SUBS];
+	vf levels[KQ_VECS][KQ_SUB];
+};
+
+// kq_group_fit fits the sub-blocks of the n ≤ KQ_GROUP super-blocks at x.
 static void kq_group_fit(const float * x, int64_t n, int nmax, float rmin, float rdelta, int nstep,
-                         float scales[KQ_GROUP * KQ_SUBS], float mins[KQ_GROUP * KQ_SUBS],
-                         uint8_t levels[KQ_GROUP * KQ_SUBS * KQ_SUB]) {
+                         struct kq_group * g) {
 	const int subs = (int)n * KQ_SUBS;
-	for (int s0 = 0; s0 < subs; s0 += PM_LANES) {
-		// Transposed: lane s of column i is value i of sub-block s0+s
-		// (zeros past the last sub-block).
+	for (int v = 0; v * PM_LANES < subs; v++) {
+		const int s0 = v * PM_LANES;
+		// Transposed: lane s of t[i] is value i of sub-block s0+s (zeros
+		// past the last sub-block).
 		float t[KQ_SUB][PM_LANES];
-		for (int s = 0; s < PM_LANES; s++) {
-			for (int i = 0; i < KQ_SUB; i++) {
-				t[i][s] = s0 + s < subs ? x[(int64_t)(s0 + s) * KQ_SUB + i] : 0.0f;
+		if (PM_LANES % 8 == 0 && s0 + PM_LANES <= subs) {
+			for (int r = 0; r < PM_LANES; r += 8) {
+				for (int c = 0; c < KQ_SUB; c += 8) {
+					transpose_8x8((const char *)(x + (s0 + r) * KQ_SUB + c), KQ_SUB * sizeof(float),
+					              (char *)&t[c][r], sizeof t[0], NULL);
+				}
+			}
+		} else {
+			for (int s = 0; s < PM_LANES; s++) {
+				for (int i = 0; i < KQ_SUB; i++) {
+					t[i][s] = s0 + s < subs ? x[(s0 + s) * KQ_SUB + i] : 0.0f;
+				}
 			}
 		}
-		vf xv[KQ_SUB], L[KQ_SUB], scale, min;
+		vf xv[KQ_SUB], scale, min;
 		for (int i = 0; i < KQ_SUB; i++) {
 			xv[i] = loadv(t[i]);
 		}
-		kq_fit(xv, nmax, rmin, rdelta, nstep, &scale, &min, L);
-		float sc[PM_LANES], mn[PM_LANES];
-		storev(sc, scale);
-		storev(mn, min);
-		for (int i = 0; i < KQ_SUB; i++) {
-			storev(t[i], L[i]);
-		}
+		kq_fit(xv, nmax, rmin, rdelta, nstep, &scale, &min, g->levels[v]);
+		storev(t[0], scale);
+		storev(t[1], min);
 		for (int s = 0; s < PM_LANES && s0 + s < subs; s++) {
-			scales[s0 + s] = sc[s];
-			mins[s0 + s] = mn[s];
-			for (int i = 0; i < KQ_SUB; i++) {
-				levels[(s0 + s) * KQ_SUB + i] = (uint8_t)t[i][s];
-			}
+			g->scales[s0 + s] = t[0][s];
+			g->mins[s0 + s] = t[1][s];
 		}
 	}
 }
@@ -229,19 +237,23 @@ static void kq_scales(const float scales[KQ_SUBS], const float mins[KQ_SUBS], gg
 	}
 }
 
-// kq_levels rounds sub-block x to the levels of its stored step and offset,
-// (x + offset)/step, within [0, nmax]. A zero step keeps the fit's levels.
-static void kq_levels(const float * x, float step, float offset, int nmax, uint8_t L[KQ_SUB]) {
+// vb is PM_LANES bytes.
+typedef uint8_t vb __attribute__((vector_size(PM_LANES)));
+
+// kq_levels rounds sub-block j of group g, the values at x, to the levels
+// of its stored step and offset, (x + offset)/step, within [0, nmax]. A
+// zero step keeps the fit's levels, as ggml's quantizers do.
+static void kq_levels(const float * x, const struct kq_group * g, int j, float step, float offset, int nmax,
+                      uint8_t L[KQ_SUB]) {
 	if (!step) {
+		for (int i = 0; i < KQ_SUB; i++) {
+			L[i] = (uint8_t)g->levels[j / PM_LANES][i][j % PM_LANES];
+		}
 		return;
 	}
 	for (int i = 0; i < KQ_SUB; i += PM_LANES) {
-		const vi lv = kq_clamp(kq_nearest_v((loadv(x + i) + splat(offset)) / splat(step)), nmax);
-		int32_t l[PM_LANES];
-		memcpy(l, &lv, sizeof l);
-		for (int s = 0; s < PM_LANES; s++) {
-			L[i + s] = (uint8_t)l[s];
-		}
+		const vb l = __builtin_convertvector(kq_clamp(kq_nearest_v((loadv(x + i) + splat(offset)) / splat(step)), nmax), vb);
+		memcpy(L + i, &l, sizeof l);
 	}
 }
 
@@ -252,38 +264,37 @@ bool pm_quantize_k(enum ggml_type type, const float * x, void * y, int64_t n) {
 	const bool q5 = type == GGML_TYPE_Q5_K;
 	const int nmax = q5 ? 31 : 15;
 	const int64_t blocks = n / (KQ_SUBS * KQ_SUB);
-	float scales[KQ_GROUP * KQ_SUBS], mins[KQ_GROUP * KQ_SUBS];
-	uint8_t levels[KQ_GROUP * KQ_SUBS * KQ_SUB];
+	struct kq_group g;
+	uint8_t L[KQ_SUBS * KQ_SUB];
 	for (int64_t b0 = 0; b0 < blocks; b0 += KQ_GROUP) {
 		const int64_t nb = blocks - b0 < KQ_GROUP ? blocks - b0 : KQ_GROUP;
 		const float * xb = x + b0 * KQ_SUBS * KQ_SUB;
 		if (q5) {
-			kq_group_fit(xb, nb, nmax, -0.5f, 0.1f, 15, scales, mins, levels);
+			kq_group_fit(xb, nb, nmax, -0.5f, 0.1f, 15, &g);
 		} else {
-			kq_group_fit(xb, nb, nmax, -1.f, 0.1f, 20, scales, mins, levels);
+			kq_group_fit(xb, nb, nmax, -1.f, 0.1f, 20, &g);
 		}
 		for (int64_t b = 0; b < nb; b++) {
 			const float * xs = xb + b * KQ_SUBS * KQ_SUB;
-			uint8_t * L = levels + b * KQ_SUBS * KQ_SUB;
 			float step[KQ_SUBS], offset[KQ_SUBS];
 			uint8_t * qs;
 			if (q5) {
 				struct block_q5_K * blk = (struct block_q5_K *)y + b0 + b;
-				kq_scales(scales + b * KQ_SUBS, mins + b * KQ_SUBS, &blk->d, &blk->dmin, blk->scales, step, offset);
+				kq_scales(g.scales + b * KQ_SUBS, g.mins + b * KQ_SUBS, &blk->d, &blk->dmin, blk->scales, step, offset);
 				qs = blk->qs;
 				memset(blk->qh, 0, sizeof blk->qh);
 				for (int j = 0; j < KQ_SUBS; ++j) {
-					kq_levels(xs + j * KQ_SUB, step[j], offset[j], nmax, L + j * KQ_SUB);
+					kq_levels(xs + j * KQ_SUB, &g, b * KQ_SUBS + j, step[j], offset[j], nmax, L + j * KQ_SUB);
 					for (int i = 0; i < KQ_SUB; i++) { // bit j of qh[i]: the fifth bit of value i of sub-block j
 						blk->qh[i] |= (L[j * KQ_SUB + i] >> 4) << j;
 					}
 				}
 			} else {
 				struct block_q4_K * blk = (struct block_q4_K *)y + b0 + b;
-				kq_scales(scales + b * KQ_SUBS, mins + b * KQ_SUBS, &blk->d, &blk->dmin, blk->scales, step, offset);
+				kq_scales(g.scales + b * KQ_SUBS, g.mins + b * KQ_SUBS, &blk->d, &blk->dmin, blk->scales, step, offset);
 				qs = blk->qs;
 				for (int j = 0; j < KQ_SUBS; ++j) {
-					kq_levels(xs + j * KQ_SUB, step[j], offset[j], nmax, L + j * KQ_SUB);
+					kq_levels(xs + j * KQ_SUB, &g, b * KQ_SUBS + j, step[j], offset[j], nmax, L + j * KQ_SUB);
 				}
 			}
 			// Two sub-blocks a 32-byte run: 2c in the low nibbles, 2c+1 in the high.
