@@ -59,10 +59,10 @@ bool pm_mul_mat_takes_q4k(void);
 bool pm_mul_mat_takes_bf16(void);
 int pm_mul_mat_q8_levels(void);
 
-// pm_quantize_k writes n values of x (a multiple of 256) as q4_K or q5_K
-// blocks to y, the bytes ggml's reference quantizers write, and returns
-// true; false, writing nothing, for other types (cpu_kquant.c).
-bool pm_quantize_k(enum ggml_type type, const float * x, void * y, int64_t n);
+// pm_quantize writes n values of x as q4_K, q5_K or q8_0 blocks to y, as
+// ggml's reference quantizers do (cpu_quantizers.c), and returns true;
+// false, writing nothing, for other types or n not whole blocks.
+bool pm_quantize(enum ggml_type type, const float * x, void * y, int64_t n);
 bool pm_fuses_multiply_add(void);
 
 // pm_conv3x3 is a "same" 3×3 convolution of stride 1 (padding 1) of x

@@ -236,13 +236,14 @@ func QuantizeRows(t Type, src []float32, n int64, workers int) ([]byte, error) {
 }
 
 // quantizeRows quantizes whole rows of n values of src into dst, which has
-// room for them: q4_K and q5_K by our quantizer (cpu_kquant.c: ggml's
-// bytes, about ten times faster), the other types by ggml's.
+// room for them: q4_K, q5_K and q8_0 by our quantizers
+// (cpu_quantizers.c: ggml's algorithms, several times faster), the other
+// types by ggml's.
 func quantizeRows(t Type, src []float32, dst []byte, n int64) {
 	if len(src) == 0 {
 		return
 	}
-	if C.pm_quantize_k(C.enum_ggml_type(t), (*C.float)(unsafe.Pointer(&src[0])), unsafe.Pointer(&dst[0]), C.int64_t(len(src))) {
+	if C.pm_quantize(C.enum_ggml_type(t), (*C.float)(unsafe.Pointer(&src[0])), unsafe.Pointer(&dst[0]), C.int64_t(len(src))) {
 		return
 	}
 	ggmlQuantizeRows(t, src, dst, n)

@@ -1,5 +1,7 @@
-// Our q4_K and q5_K quantizers: ggml's reference quantizers
-// (quantize_row_q4_K_ref, quantize_row_q5_K_ref), 5–8 times faster.
+// Our quantizers for q4_K, q5_K and q8_0 weights, ggml's reference
+// quantizers (quantize_row_q4_K_ref, quantize_row_q5_K_ref,
+// quantize_row_q8_0_ref) in vectors: 6–9 times faster for the k-quants,
+// about 4 times for q8_0, with AVX2 and AVX-512 (BenchmarkQuantize).
 //
 // ggml fits each sub-block of 32 values with a 4-bit (q5_K: 5-bit) grid
 // scale·q − min by trying 21 (16) candidate scales, each a pass over the
@@ -12,7 +14,8 @@
 // rounds some sums once instead of twice, which flips near-ties between
 // candidates in a few blocks of q4_K and a third of q5_K's, as often for
 // the better as for the worse; we never fuse, so that a conversion gives
-// the same file on every machine. TestQuantizeKMatchesGGML checks both.
+// the same file on every machine. TestQuantizeMatchesGGML checks both.
+// q8_0 has no sums to round: its bytes are always ggml's.
 #include <math.h>
 
 #include "cpu_internal.h"
@@ -257,10 +260,8 @@ static void kq_levels(const float * x, const struct kq_group * g, int j, float s
 	}
 }
 
-bool pm_quantize_k(enum ggml_type type, const float * x, void * y, int64_t n) {
-	if ((type != GGML_TYPE_Q4_K && type != GGML_TYPE_Q5_K) || n % (KQ_SUBS * KQ_SUB) != 0) {
-		return false;
-	}
+// quantize_kq writes n values (whole super-blocks) as q4_K or q5_K.
+static void quantize_kq(enum ggml_type type, const float * x, void * y, int64_t n) {
 	const bool q5 = type == GGML_TYPE_Q5_K;
 	const int nmax = q5 ? 31 : 15;
 	const int64_t blocks = n / (KQ_SUBS * KQ_SUB);
@@ -305,5 +306,57 @@ bool pm_quantize_k(enum ggml_type type, const float * x, void * y, int64_t n) {
 			}
 		}
 	}
-	return true;
+}
+
+// quantize_q8_0 writes n values (whole blocks) as q8_0: per 32 values the
+// largest magnitude maps to ±127, and each value to the integer nearest
+// to it in those units, halves away from zero (roundf's rounding).
+static void quantize_q8_0(const float * x, struct block_q8_0 * y, int64_t n) {
+	typedef int8_t vb __attribute__((vector_size(PM_LANES)));
+	for (int64_t b = 0; b < n / 32; b++, x += 32) {
+		vf amax = splat(0.0f);
+		for (int i = 0; i < 32; i += PM_LANES) {
+			const vf a = (vf)((vi)loadv(x + i) & splat_i(0x7fffffff));
+			amax = blend(a > amax, a, amax);
+		}
+		float m[PM_LANES], d = 0.0f;
+		storev(m, amax);
+		for (int s = 0; s < PM_LANES; s++) {
+			d = m[s] > d ? m[s] : d;
+		}
+		d = d / ((1 << 7) - 1);
+		const float id = d ? 1.0f / d : 0.0f;
+		y[b].d = ggml_fp32_to_fp16(d);
+		for (int i = 0; i < 32; i += PM_LANES) {
+			const vf v = loadv(x + i) * splat(id);
+			const vi sign = (vi)v & splat_i((int32_t)0x80000000);
+			const vf a = (vf)((vi)v ^ sign);               // |v| ≤ 127 and a bit
+			const vi whole = __builtin_convertvector(a, vi); // truncated
+			const vi up = (a - __builtin_convertvector(whole, vf)) >= splat(0.5f); // exact fraction
+			const vi neg = sign != splat_i(0);
+			const vi q = ((whole - up) ^ neg) - neg;         // up and neg are −1 where set
+			const vb qb = __builtin_convertvector(q, vb);
+			memcpy(y[b].q + i, &qb, sizeof qb);
+		}
+	}
+}
+
+bool pm_quantize(enum ggml_type type, const float * x, void * y, int64_t n) {
+	switch (type) {
+	case GGML_TYPE_Q4_K:
+	case GGML_TYPE_Q5_K:
+		if (n % (KQ_SUBS * KQ_SUB) != 0) {
+			return false;
+		}
+		quantize_kq(type, x, y, n);
+		return true;
+	case GGML_TYPE_Q8_0:
+		if (n % 32 != 0) {
+			return false;
+		}
+		quantize_q8_0(x, y, n);
+		return true;
+	default:
+		return false;
+	}
 }

@@ -8,19 +8,20 @@ import (
 	"github.com/stretchr/testify/require"
 )
 
-// TestQuantizeKMatchesGGML: our q4_K and q5_K quantizers write the bytes
-// of ggml's reference quantizers, for weights of several distributions
-// and for the edge cases of the fit: constant, all-zero, one-signed, tiny
-// and huge sub-blocks, sub-blocks far smaller than their neighbours (whose
-// 6-bit scale rounds to zero, so they keep the fit's levels), and rows
-// that end within a vector of sub-blocks.
+// TestQuantizeMatchesGGML: our q4_K, q5_K and q8_0 quantizers write the
+// bytes of ggml's reference quantizers, for weights of several
+// distributions and for the edge cases of the fit: constant, all-zero,
+// one-signed, tiny and huge sub-blocks, sub-blocks far smaller than their
+// neighbours (whose 6-bit scale rounds to zero, so they keep the fit's
+// levels), values halfway between two levels, and rows that end within a
+// vector of sub-blocks.
 //
-// Byte for byte only where this build does not fuse multiply-adds (as
-// `make test` runs it once): ours never does, while ggml's compiled with
-// FMA rounds its sums differently, which flips near-ties between candidate
-// scales in some blocks (a third of q5_K's), either way. There the
-// total error must match ggml's within 2 %.
-func TestQuantizeKMatchesGGML(t *testing.T) {
+// For q4_K and q5_K byte for byte only where this build does not fuse
+// multiply-adds (as `make test` runs it once): ours never does, while
+// ggml's compiled with FMA rounds its sums differently, which flips
+// near-ties between candidate scales in some blocks (a third of q5_K's),
+// either way. There the total error must match ggml's within 2 %.
+func TestQuantizeMatchesGGML(t *testing.T) {
 	exact := !fusesMultiplyAdd()
 	if !exact {
 		t.Log("this build fuses multiply-adds: comparing errors, not bytes (`make test` also compares bytes in a build without)")
@@ -43,6 +44,12 @@ func TestQuantizeKMatchesGGML(t *testing.T) {
 		"sub-block scales a decade apart": func(i int) float32 {
 			return float32(r.NormFloat64() * math.Pow(10, -float64(i/32%8)))
 		},
+		"halves": func(i int) float32 { // q8_0's unit is 1: values at .5 round away from zero
+			if i%32 == 0 {
+				return 127
+			}
+			return float32(i%255-127) + 0.5
+		},
 		"one outlier a block": func(i int) float32 {
 			if i%256 == 17 {
 				return 50
@@ -60,7 +67,8 @@ func TestQuantizeKMatchesGGML(t *testing.T) {
 		for i := range src {
 			src[i] = gen(i)
 		}
-		for _, ty := range []Type{TypeQ4_K, TypeQ5_K} {
+		for _, ty := range []Type{TypeQ4_K, TypeQ5_K, TypeQ8_0} {
+			exact := exact || ty == TypeQ8_0 // no sums to round
 			bb := int(ty.BlockBytes())
 			for _, rowLen := range []int64{256, 768, n} { // 1, 3 and 201 super-blocks a row
 				want := make([]byte, int64(len(src))/rowLen*ty.RowBytes(rowLen))
@@ -95,17 +103,16 @@ func squaredError(t *testing.T, ty Type, blocks []byte, src []float32) float64 {
 	return max(sum, math.SmallestNonzeroFloat64)
 }
 
-// BenchmarkQuantizeK: a 1280×1280 weight to q4_K and q5_K on one thread,
-// by our quantizer and by ggml's (the same bytes where neither fuses
-// multiply-adds).
-func BenchmarkQuantizeK(b *testing.B) {
+// BenchmarkQuantize: a 1280×1280 weight to q4_K, q5_K and q8_0 on one
+// thread, by our quantizers and by ggml's.
+func BenchmarkQuantize(b *testing.B) {
 	r := rand.New(rand.NewSource(1))
 	const k = 1280
 	src := make([]float32, k*k)
 	for i := range src {
 		src[i] = float32(r.NormFloat64() * 0.02)
 	}
-	for _, ty := range []Type{TypeQ4_K, TypeQ5_K} {
+	for _, ty := range []Type{TypeQ4_K, TypeQ5_K, TypeQ8_0} {
 		dst := make([]byte, k*ty.RowBytes(k))
 		for _, q := range []struct {
 			name     string
