@@ -15,7 +15,7 @@
 // candidates in a few blocks of q4_K and a third of q5_K's, as often for
 // the better as for the worse; we never fuse, so that a conversion gives
 // the same file on every machine. TestQuantizeMatchesGGML checks both.
-// q8_0 has no sums to round: its bytes are always ggml's.
+// q8_0 has no sums to round: its bytes are ggml's for any finite weights.
 #include <math.h>
 
 #include "cpu_internal.h"
