@@ -1,7 +1,7 @@
 // Our quantizers for q4_K, q5_K and q8_0 weights, ggml's reference
 // quantizers (quantize_row_q4_K_ref, quantize_row_q5_K_ref,
 // quantize_row_q8_0_ref) in vectors: 6–9 times faster for the k-quants,
-// about 4 times for q8_0, with AVX2 and AVX-512 (BenchmarkQuantize).
+// 3–7 times for q8_0, with AVX2 and AVX-512 (BenchmarkQuantize).
 //
 // ggml fits each sub-block of 32 values with a 4-bit (q5_K: 5-bit) grid
 // scale·q − min by trying 21 (16) candidate scales, each a pass over the
@@ -240,8 +240,8 @@ static void kq_scales(const float scales[KQ_SUBS], const float mins[KQ_SUBS], gg
 	}
 }
 
-// vb is PM_LANES bytes.
-typedef uint8_t vb __attribute__((vector_size(PM_LANES)));
+// vu8 is PM_LANES bytes.
+typedef uint8_t vu8 __attribute__((vector_size(PM_LANES)));
 
 // kq_levels rounds sub-block j of group g, the values at x, to the levels
 // of its stored step and offset, (x + offset)/step, within [0, nmax]. A
@@ -255,7 +255,7 @@ static void kq_levels(const float * x, const struct kq_group * g, int j, float s
 		return;
 	}
 	for (int i = 0; i < KQ_SUB; i += PM_LANES) {
-		const vb l = __builtin_convertvector(kq_clamp(kq_nearest_v((loadv(x + i) + splat(offset)) / splat(step)), nmax), vb);
+		const vu8 l = __builtin_convertvector(kq_clamp(kq_nearest_v((loadv(x + i) + splat(offset)) / splat(step)), nmax), vu8);
 		memcpy(L + i, &l, sizeof l);
 	}
 }
@@ -312,7 +312,7 @@ static void quantize_kq(enum ggml_type type, const float * x, void * y, int64_t 
 // largest magnitude maps to ±127, and each value to the integer nearest
 // to it in those units, halves away from zero (roundf's rounding).
 static void quantize_q8_0(const float * x, struct block_q8_0 * y, int64_t n) {
-	typedef int8_t vb __attribute__((vector_size(PM_LANES)));
+	typedef int8_t vi8 __attribute__((vector_size(PM_LANES)));
 	for (int64_t b = 0; b < n / 32; b++, x += 32) {
 		vf amax = splat(0.0f);
 		for (int i = 0; i < 32; i += PM_LANES) {
@@ -335,7 +335,7 @@ static void quantize_q8_0(const float * x, struct block_q8_0 * y, int64_t n) {
 			const vi up = (a - __builtin_convertvector(whole, vf)) >= splat(0.5f); // exact fraction
 			const vi neg = sign != splat_i(0);
 			const vi q = ((whole - up) ^ neg) - neg;         // up and neg are −1 where set
-			const vb qb = __builtin_convertvector(q, vb);
+			const vi8 qb = __builtin_convertvector(q, vi8);
 			memcpy(y[b].q + i, &qb, sizeof qb);
 		}
 	}

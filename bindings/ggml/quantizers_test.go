@@ -1,10 +1,13 @@
 package ggml
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
 	"math"
 	"math/rand"
 	"testing"
 
+	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 )
 
@@ -124,6 +127,40 @@ func BenchmarkQuantize(b *testing.B) {
 					q.quantize(ty, src, dst, k)
 				}
 			})
+		}
+	}
+}
+
+// TestQuantizeSameOnEveryMachine: our quantizers write the same bytes in
+// every build (x86-64 with and without FMA, arm64, GCC or clang), which
+// is what lets `convert` promise the same file everywhere. The digests
+// are those of ggml's quantizers compiled without fused multiply-adds,
+// which the test also checks where this build has none. The weights are
+// made from integers alone, so that they too are the same everywhere
+// (Go fuses float multiply-adds on arm64).
+func TestQuantizeSameOnEveryMachine(t *testing.T) {
+	r := rand.New(rand.NewSource(11))
+	src := make([]float32, 256*512)
+	for i := range src {
+		scale := float32(int32(1) << (i / 32 % 16)) // sub-blocks 2^0 … 2^15 apart
+		src[i] = float32(int32(r.Uint32())) * 0x1p-40 * scale
+	}
+	want := map[Type]string{
+		TypeQ4_K: "0814bc3da3a406ba600bf5dc3dc05e807813340b92c160d0f6a5846b2a092cf5",
+		TypeQ5_K: "1d009ecbc8a40af249d268b44ef0412ed1907eb07501e616160964caec261c33",
+		TypeQ8_0: "3658f16ebcad1d9fbfc21fb4174308fd348405050d20653f02d04698444b0f07",
+	}
+	for ty, digest := range want {
+		got, err := QuantizeRows(ty, src, 4096, 2)
+		require.NoError(t, err)
+		sum := sha256.Sum256(got)
+		t.Logf("%s: %x", ty, sum)
+		assert.Equalf(t, digest, hex.EncodeToString(sum[:]), "%s: our bytes", ty)
+		if !fusesMultiplyAdd() || ty == TypeQ8_0 {
+			ref := make([]byte, len(got))
+			ggmlQuantizeRows(ty, src, ref, 4096)
+			sum := sha256.Sum256(ref)
+			assert.Equalf(t, digest, hex.EncodeToString(sum[:]), "%s: ggml's bytes", ty)
 		}
 	}
 }
