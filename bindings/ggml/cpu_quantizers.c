@@ -19,6 +19,11 @@
 #include <math.h>
 
 #include "cpu_internal.h"
+#if defined(__SSE2__)
+#include <immintrin.h>
+#elif defined(__ARM_NEON)
+#include <arm_neon.h>
+#endif
 
 // pm_fuses_multiply_add says whether this build rounds a·b + c once, as
 // GCC and clang do by default where the CPU has fused multiply-adds
@@ -48,21 +53,28 @@ static inline int kq_nearest(float fval) {
 	return (i & 0x007fffff) - 0x00400000;
 }
 
-// kq_nearest_v is kq_nearest in each lane.
-static inline vi kq_nearest_v(vf fval) {
-	vf val = fval + splat(12582912.f);
-	return ((vi)val & splat_i(0x007fffff)) - splat_i(0x00400000);
+// kq_level is ggml's level for v in each lane: the nearest integer (ties
+// to even), limited to [0, hi], as a float. Clamping first (the same for
+// any v but NaN) leaves the rounding nothing to clamp, and 1.5·2^23 added
+// and taken away leaves an integer: half the instructions of kq_nearest
+// on integers, clamping them and converting back, in the fit's innermost
+// loops.
+static inline vf kq_level(vf v, float hi) {
+	const vf magic = splat(12582912.f);
+#if defined(__AVX512F__)
+	v = (vf)_mm512_min_ps(_mm512_max_ps((__m512)v, _mm512_setzero_ps()), _mm512_set1_ps(hi));
+#elif defined(__AVX__)
+	v = (vf)_mm256_min_ps(_mm256_max_ps((__m256)v, _mm256_setzero_ps()), _mm256_set1_ps(hi));
+#elif defined(__SSE2__)
+	v = (vf)_mm_min_ps(_mm_max_ps((__m128)v, _mm_setzero_ps()), _mm_set1_ps(hi));
+#elif defined(__ARM_NEON) && PM_LANES == 4
+	v = (vf)vminq_f32(vmaxq_f32((float32x4_t)v, vdupq_n_f32(0.0f)), vdupq_n_f32(hi));
+#else
+	v = blend(v > splat(0.0f), v, splat(0.0f));
+	v = blend(v < splat(hi), v, splat(hi));
+#endif
+	return (v + magic) - magic;
 }
-
-// kq_clamp is l limited to [0, hi] in each lane.
-static inline vi kq_clamp(vi l, int32_t hi) {
-	const vi h = splat_i(hi);
-	const vi below = l < h;
-	l = (l & below) | (h & ~below);
-	return l & (l > splat_i(0));
-}
-
-static inline vf kq_float(vi l) { return __builtin_convertvector(l, vf); }
 
 // kq_fit fits lane s's sub-block, the values x[i][s], as ggml's
 // make_qkx2_quants does with the weights of quantize_row_q4_K_ref and
@@ -104,7 +116,7 @@ static void kq_fit(const vf x[KQ_SUB], int nmax, float rmin, float rdelta, int n
 	vf scale = 1.0f / iscale;
 	vf best_error = splat(0.0f);
 	for (int i = 0; i < KQ_SUB; ++i) {
-		L[i] = kq_float(kq_clamp(kq_nearest_v(iscale * (x[i] - min)), nmax));
+		L[i] = kq_level(iscale * (x[i] - min), nmax);
 		vf diff = scale * L[i] + min - x[i];
 		diff = diff * diff;
 		vf w = weights[i];
@@ -117,7 +129,7 @@ static void kq_fit(const vf x[KQ_SUB], int nmax, float rmin, float rdelta, int n
 		vf sum_l = splat(0.0f), sum_l2 = splat(0.0f), sum_xl = splat(0.0f);
 		vf Laux[KQ_SUB];
 		for (int i = 0; i < KQ_SUB; ++i) {
-			vf l = kq_float(kq_clamp(kq_nearest_v(iscale * (x[i] - min)), nmax));
+			vf l = kq_level(iscale * (x[i] - min), nmax);
 			Laux[i] = l;
 			vf w = weights[i];
 			sum_l += w * l;
@@ -255,7 +267,7 @@ static void kq_levels(const float * x, const struct kq_group * g, int j, float s
 		return;
 	}
 	for (int i = 0; i < KQ_SUB; i += PM_LANES) {
-		const vu8 l = __builtin_convertvector(kq_clamp(kq_nearest_v((loadv(x + i) + splat(offset)) / splat(step)), nmax), vu8);
+		const vu8 l = __builtin_convertvector(kq_level((loadv(x + i) + splat(offset)) / splat(step), nmax), vu8);
 		memcpy(L + i, &l, sizeof l);
 	}
 }
