@@ -1,6 +1,6 @@
 // Our quantizers for q4_K, q5_K and q8_0 weights, ggml's reference
 // quantizers (quantize_row_q4_K_ref, quantize_row_q5_K_ref,
-// quantize_row_q8_0_ref) in vectors: 6–9 times faster for the k-quants,
+// quantize_row_q8_0_ref) in vectors: 6–11 times faster for the k-quants,
 // 3–7 times for q8_0, with AVX2 and AVX-512 (BenchmarkQuantize).
 //
 // ggml fits each sub-block of 32 values with a 4-bit (q5_K: 5-bit) grid
