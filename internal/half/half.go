@@ -125,13 +125,14 @@ func DecodeBF16(dst []float32, src []byte) {
 	}
 }
 
-// EncodeF16 writes src as little-endian binary16 bytes into dst (2 bytes each).
+// EncodeF16 writes src as little-endian binary16 bytes into dst (2 bytes
+// each). Loading encodes through ggml's CPU conversion instead
+// (ggml.EncodeFloat, tested against this), which takes the CPU's
+// conversion instructions.
 func EncodeF16(dst []byte, src []float32) {
-	parallel.Ranges(len(src), 1<<21, func(lo, hi int) {
-		for i := lo; i < hi; i++ {
-			binary.LittleEndian.PutUint16(dst[2*i:], F32ToF16(src[i]))
-		}
-	})
+	for i, v := range src {
+		binary.LittleEndian.PutUint16(dst[2*i:], F32ToF16(v))
+	}
 }
 
 // EncodeBF16 writes src as little-endian bfloat16 bytes into dst.

@@ -88,7 +88,7 @@ func TestDecodeF16Table(t *testing.T) {
 	}
 }
 
-// Large slices are converted in parts on several cores: every value lands
+// Large slices are decoded in parts on several cores: every value lands
 // where a serial pass puts it, across the parts' edges too.
 func TestLargeSlicesInParts(t *testing.T) {
 	n := 5<<21 + 3 // five parts and a remainder, where there are cores enough
@@ -98,15 +98,10 @@ func TestLargeSlicesInParts(t *testing.T) {
 	}
 	dst := make([]float32, n)
 	DecodeF16(dst, src)
-	back := make([]byte, 2*n)
-	EncodeF16(back, dst)
 	for i := range n {
 		h := binary.LittleEndian.Uint16(src[2*i:])
 		if want := F16ToF32(h); math.Float32bits(dst[i]) != math.Float32bits(want) {
 			t.Fatalf("value %d: %g, want %g", i, dst[i], want)
-		}
-		if got := binary.LittleEndian.Uint16(back[2*i:]); got != F32ToF16(dst[i]) {
-			t.Fatalf("value %d encoded as %#04x, want %#04x", i, got, F32ToF16(dst[i]))
 		}
 	}
 }
