@@ -180,9 +180,10 @@ static inline void transpose_8x8(const char * s, size_t ls, char * d, size_t ld,
 #endif
 }
 
-// in_register keeps a loaded vector in a register: GCC would otherwise fold
-// the load into each of the four multiply-adds that use it, and the tiles'
-// inner loops would wait on loads rather than on arithmetic.
+// in_register keeps a vector in a register at that point: a loaded one,
+// which GCC would otherwise fold into each of the four multiply-adds that
+// use it (the tiles' inner loops would wait on loads rather than on
+// arithmetic), or a running sum, which it would otherwise regroup.
 #if defined(__GNUC__) && defined(__x86_64__)
 #define in_register(v) __asm__("" : "+v"(v))
 #else
