@@ -549,8 +549,12 @@ func allocRepacked(cpu *ggml.Backend, ctx *ggml.Context) (*ggml.Buffer, error) {
 }
 
 // convertBudget bounds the float32 bytes of tensors converted ahead of
-// their upload (one larger tensor still goes alone).
-const convertBudget = 256 << 20
+// their upload (one larger tensor still goes alone). The Go heap they take
+// is a small machine's margin: with 256 MiB, a 256² q4_K bench on the Zen
+// 3 dev VM peaked at 2.41–2.59 GB of RSS (up to 46 % of the f16 run's,
+// where the bar is 45 %), with 128 MiB at 2.39–2.45 GB, loading as
+// fast (SDXL's largest tensor takes 52 MB as float32).
+const convertBudget = 128 << 20
 
 // convert produces the bytes of src in dst's type.
 func convert(src *weights.Tensor, dst *ggml.Tensor) ([]byte, error) {
