@@ -648,7 +648,7 @@ static void tile_q8(const void * panel, int64_t nb, const void * const xs[QK_NR]
 		}
 		// As tile_k's steps, and each weight vector loaded once (GCC would
 		// load it again for each activation row): BenchmarkMulMat on the
-		// Zen 3 dev VM (AVX2, 16-bit activations): 73–87 GFLOP/s before,
+		// Zen 3 dev VM (AVX2, 16-bit activations): 73–101 GFLOP/s before,
 		// 103–132 so.
 #pragma GCC unroll 16
 		for (int p = 0; p < Q8_STEPS; p++) {
