@@ -18,7 +18,7 @@
 # the checkout, keeping only what TestEndToEndOnGPU and
 # TestGPUVariantsMatchCPU read with "slim e2e" (about 41 MB); restore brings
 # it back (see ggml/README.md). pack squeezes
-# .carry (40 MB) into .pack/carry.tgz (16 MB), which run unpacks: with
+# .carry (50 MB) into .pack/carry.txz (9 MB), which run unpacks: with
 # "slim e2e" everything fits one call.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -48,7 +48,9 @@ prepare)
 pack)
 	# PACK names what of .carry to take (default all): with a carried
 	# library, the binaries alone, e.g. PACK="photomaker unet.test".
-	mkdir -p .pack && tar -czf .pack/carry.tgz $(printf "$CARRY/%s " ${PACK:-.}) && du -sh .pack/carry.tgz
+	# xz: 9 MB where gzip gave 20 (the call's 64 MiB hold the checkout too).
+	mkdir -p .pack && rm -f .pack/carry.tgz && tar -cf - $(printf "$CARRY/%s " ${PACK:-.}) | xz -9 -T0 >.pack/carry.txz
+	du -sh .pack/carry.txz
 	;;
 cudalib)
 	# The parts of cudalib.tgz that step keeplib brought back (in folder
@@ -63,8 +65,14 @@ run)
 	R="$PWD/gpu-out"
 	rm -rf "$R" && mkdir -p "$R"
 	[ -n "${OUT:-}" ] && trap 'tar -czf "$OUT/results.tgz" -C "$R" .' EXIT
+	# unxz FILE: its decompressed bytes, by xz or, without it, python3.
+	unxz() {
+		if command -v xz >/dev/null; then xz -dc "$1"; else
+			python3 -c 'import lzma, shutil, sys; shutil.copyfileobj(lzma.open(sys.argv[1]), sys.stdout.buffer)' "$1"
+		fi
+	}
 	# tar keeps the archived times, so a warm machine's build stays current.
-	if [ -f .pack/carry.tgz ]; then tar -xzf .pack/carry.tgz; fi
+	if [ -f .pack/carry.txz ]; then unxz .pack/carry.txz | tar -xf -; fi
 	# DEADLINE (seconds from start, 0: none) bounds every step and skips
 	# what would not finish, so the call returns before the device time ends.
 	deadline=${DEADLINE:-0}
@@ -78,9 +86,7 @@ run)
 	# machine; xz or, without it, python3 unpacks it.
 	if [[ ! -d "$CARRY/lib" && -f .cudalib/cudalib.txz ]]; then
 		mkdir -p "$CARRY"
-		if command -v xz >/dev/null; then xz -dc .cudalib/cudalib.txz; else
-			python3 -c 'import lzma, shutil, sys; shutil.copyfileobj(lzma.open(sys.argv[1]), sys.stdout.buffer)' .cudalib/cudalib.txz
-		fi | tar -xf - -C "$CARRY"
+		unxz .cudalib/cudalib.txz | tar -xf - -C "$CARRY"
 	fi
 	if [[ $steps == *" build "* || ! -d "$CARRY/lib" ]]; then
 		if [ ! -f build/cuda/build.ninja ]; then

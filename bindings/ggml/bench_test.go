@@ -172,3 +172,21 @@ func BenchmarkIm2Col(b *testing.B) {
 		}
 	}
 }
+
+// Our attention kernel (pm_attention) at a 512² CFG step's shapes: the
+// UNet's self-attention at 64² (10 heads over 1024 tokens) and 32² (20
+// over 256), and its cross-attention over the 77 text tokens. Rates count
+// both products (q·kᵀ and p·v).
+func BenchmarkAttention(b *testing.B) {
+	for _, cs := range []struct{ heads, nq, nk int64 }{{10, 1024, 1024}, {20, 256, 256}, {20, 256, 77}} {
+		const D, B = 64, 2
+		r := rand.New(rand.NewPCG(3, 3))
+		q, k, v := randn(r, int(D*cs.heads*cs.nq*B)), randn(r, int(D*cs.heads*cs.nk*B)), randn(r, int(D*cs.heads*cs.nk*B))
+		b.Run(fmt.Sprintf("%dx%dx%d", cs.heads, cs.nq, cs.nk), func(b *testing.B) {
+			benchGraph(b, float64(4*D*cs.heads*cs.nq*cs.nk*B), func(c *Context) *Tensor {
+				return c.AttentionCPU(c.InputF32(q, D, cs.heads, cs.nq, B), c.InputF32(k, D, cs.heads, cs.nk, B),
+					c.InputF32(v, D, cs.heads, cs.nk, B), 0.125)
+			})
+		})
+	}
+}
