@@ -167,7 +167,7 @@ func TestBrowserEndToEnd(t *testing.T) {
 		{"one image", chromedp.SetValue(chromedp.CSS("#n"), "1")},
 		{"Ctrl+Enter", chromedp.Focus(chromedp.CSS("#prompt"))},
 		{"Ctrl+Enter", chromedp.KeyEvent("\r", chromedp.KeyModifiers(chromedp.ModifierCtrl))},
-		{"denoising", pollTrue(`/step [1-9]/.test(document.getElementById("status").textContent)`, time.Minute)},
+		{"denoising", pollTrue(`/step [1-9]/.test(document.getElementById("status").textContent)`, 5*time.Minute)},
 		{"cancel", chromedp.Click(chromedp.CSS("#cancel"))},
 		{"canceled", pollTrue(`document.getElementById("status").textContent === "Canceled."`, 30*time.Second)},
 	} {
