@@ -227,10 +227,9 @@ _Static_assert(sizeof(struct block_q5_K) == 176, "q5_K blocks are 176 bytes");
 // the block's k with one vector load per vector and one broadcast per b
 // row, and adds into dst. K longer than MM_KC is split into even blocks;
 // each adds its sum into dst. BenchmarkMulMatVAE: 160–180 GFLOP/s on an
-// earlier Zen 3 dev VM, 83–111 (1536×3200×512) on session 26's, whose two
-// cores' FMA peak is 177: the tile ran at 71–82 of one core's 89 alone,
-// and packing, the barrier and the harness took a quarter of the product's
-// samples (perf); on a Zen 5 VM 145–208 with AVX2, 203–342 with AVX-512.
+// earlier Zen 3 dev VM, 83–111 on a later one whose FMA peak is 177 (where
+// the time goes there: ggml/README.md, "CPU builds"); on a Zen 5 VM
+// 145–208 with AVX2, 203–342 with AVX-512.
 enum { MM_MR = 3 * PM_LANES, MM_NR = PM_LANES == 16 ? 8 : 4, MM_KC = 384, MM_PANEL = 46080 /* floats of a's block: 180 KB */ };
 
 // outer_tile adds to acc[j][v] the sums over k < n of p[k·stride + v·L +
