@@ -176,7 +176,9 @@ func TestConv2DByRow(t *testing.T) {
 				for j := range x {
 					x[j] = float32(r.NormFloat64())
 				}
-				conv := func(l *Conv2D, ourKernels bool) []float32 {
+				conv := func(l *Conv2D, ourKernels bool, f32Columns bool) []float32 {
+					defer func(old func() bool) { rowProductsInF32 = old }(rowProductsInF32)
+					rowProductsInF32 = func() bool { return f32Columns }
 					out, err := rt.Run(context.Background(), func(c *ggml.Context) []*ggml.Tensor {
 						c.SetCPUKernels(ourKernels)
 						y := l.Forward(c, c.InputF32(x, tc.w, tc.h, cin, tc.b), int(tc.stride), 1)
@@ -192,16 +194,18 @@ func TestConv2DByRow(t *testing.T) {
 					what string
 					got  []float32
 				}{
-					{"plain", conv(pair[0], true)},
-					{"by row", conv(pair[1], false)},
-					{"by row, our kernels", conv(pair[1], true)}, // Winograd for enough tiles
+					{"plain", conv(pair[0], true, false)},
+					{"by row", conv(pair[1], false, false)},
+					{"by row, our kernels", conv(pair[1], true, false)}, // Winograd for enough tiles
+					{"by row, our kernels, f32 columns", conv(pair[1], true, true)},
 				} {
 					require.Len(t, run.got, len(want))
+					exact := run.what == "by row, our kernels" && winograd || run.what == "by row, our kernels, f32 columns"
 					for j := range want {
 						// float32 sums; f16 kernels multiply f16 columns in
 						// ggml's products: each input rounded by up to 2⁻¹¹
 						tol := 1e-5 * size[j]
-						if typ == ggml.TypeF16 && (run.what != "by row, our kernels" || !winograd) {
+						if typ == ggml.TypeF16 && !exact {
 							tol += math.Ldexp(size[j], -11)
 						}
 						require.InDelta(t, want[j], run.got[j], tol, "%s %+v conv %d %s: element %d", typ, tc, i, run.what, j)

@@ -114,9 +114,13 @@ func (l *Conv2D) forwardByRow(c *ggml.Context, x *ggml.Tensor, stride int) *ggml
 	}
 	h, b := x.Ne(1), x.Ne(3)
 	cout := l.Weight.Ne(2)
-	cols := rowIm2Col(c, l.Weight, x, stride, 1)
+	kernel := l.Weight
+	if c.CPUKernels() && kernel.Type() == ggml.TypeF16 && rowProductsInF32() {
+		kernel = c.Cast(kernel, ggml.TypeF32)
+	}
+	cols := rowIm2Col(c, kernel, x, stride, 1)
 	ow, padded := cols.Ne(1), cols.Ne(2) // padded = H+2
-	y := rowProducts(c, cols, l.Weight, 0, b*padded-2)
+	y := rowProducts(c, cols, kernel, 0, b*padded-2)
 	oh := (h-1)/int64(stride) + 1
 	row := y.Nb(0) * ow
 	out := c.View(y, [4]int64{ow, oh, cout, b}, row*int64(stride), y.Nb(1), row*padded, 0)
@@ -128,6 +132,14 @@ func (l *Conv2D) forwardByRow(c *ggml.Context, x *ggml.Tensor, stride int) *ggml
 	}
 	return c.Cont(out)
 }
+
+// rowProductsInF32 says whether our CPU kernels' by-row products of an f16
+// kernel take f32 columns and the kernel cast to f32 (our f32 product)
+// rather than f16 columns (ggml's f16 product, faster with F16C and AVX2
+// than our product plus the cast): where ggml's kernels were compiled
+// without them (a plain `go build` on x86-64), whose f16 product ran at 2
+// GFLOP/s. Tests set it.
+var rowProductsInF32 = ggml.CPUKernelsOutpaceGGML
 
 // winograd says whether our CPU kernels' Winograd convolution
 // (ggml.Context.Conv3x3CPU) takes this by-row kernel, bias and image

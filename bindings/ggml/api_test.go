@@ -136,15 +136,22 @@ func TestMissingSIMD(t *testing.T) {
 	switch flags := os.Getenv("CGO_CFLAGS"); {
 	case strings.Contains(flags, "-march=native"):
 		require.Empty(t, m)
-	case flags == "" && runtime.GOARCH == "amd64" && cpu.X86.HasAVX2: // go's default -O2 -g
+	case !strings.Contains(flags, "-m") && runtime.GOARCH == "amd64" && hasX86_64V3(): // no target flags: SSE2
+		// Our kernels run as compiled for x86-64-v3 (cpu_targets.h).
+		require.Empty(t, m)
+		require.True(t, CPUKernelsOutpaceGGML())
+		require.False(t, CPUKernelsLeaveToGGML(TypeQ4_K))
+		require.True(t, CPUKernelsLeaveToGGML(TypeQ6_K))
+	case !strings.Contains(flags, "-m") && runtime.GOARCH == "amd64" && cpu.X86.HasAVX2:
 		require.Equal(t, "AVX2", m)
 	case flags == "" && runtime.GOARCH == "arm64" && cpu.ARM64.HasASIMDDP: // ARMv8.0
 		require.Equal(t, "dotprod", m)
 	}
 	require.Equal(t, "CPU work runs many times slower", MissingSIMDEffect("AVX2"))
 	require.Equal(t, "quantized weights' products run slower", MissingSIMDEffect("dotprod"))
-	// Nothing missing on a CPU with the repacked products' SIMD: they are built.
-	if m == "" && (runtime.GOARCH == "amd64" && cpu.X86.HasAVX2 || runtime.GOARCH == "arm64" && cpu.ARM64.HasASIMDDP) {
+	// Nothing missing on a CPU with the repacked products' SIMD: they are
+	// built (unless only our kernels have it).
+	if m == "" && !CPUKernelsOutpaceGGML() && (runtime.GOARCH == "amd64" && cpu.X86.HasAVX2 || runtime.GOARCH == "arm64" && cpu.ARM64.HasASIMDDP) {
 		require.True(t, RepackKernelsBuilt())
 	}
 }

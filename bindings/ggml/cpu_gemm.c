@@ -31,10 +31,10 @@ static inline void gemm_tile(int64_t kc, const float * ap, const float * const b
 static void widen_row(const struct gemm_operands * g, const char * row, int64_t k0, int64_t kc, float * w) {
 	switch (g->raw_type) {
 	case GGML_TYPE_F16:
-		ggml_cpu_fp16_to_fp32((const ggml_fp16_t *)row + k0, w, kc);
+		f16_to_f32((const ggml_fp16_t *)row + k0, w, kc);
 		return;
 	case GGML_TYPE_BF16:
-		ggml_cpu_bf16_to_fp32((const ggml_bf16_t *)row + k0, w, kc);
+		bf16_to_f32((const ggml_bf16_t *)row + k0, w, kc);
 		return;
 	default: { // q8_0
 		const struct block_q8_0 * blk = (const struct block_q8_0 *)row + k0 / 32;
@@ -43,7 +43,7 @@ static void widen_row(const struct gemm_operands * g, const char * row, int64_t 
 		for (int64_t j = 0; j < kc / 32; j++) {
 			h[j] = blk[j].d;
 		}
-		ggml_cpu_fp16_to_fp32(h, scale, kc / 32);
+		f16_to_f32(h, scale, kc / 32);
 		for (int64_t k = 0; k < kc; k++) {
 			w[k] = scale[k / 32] * (float)blk[k / 32].q[k % 32];
 		}
@@ -195,7 +195,7 @@ void pm_conv1x1_op(struct ggml_tensor * dst, int ith, int nth, void * userdata) 
 	if (w->type == GGML_TYPE_F16) {
 		widened = kernel_alloc((size_t)(cin * (n1 - n0)) * sizeof(float), "1×1 convolution");
 		for (int64_t co = n0; co < n1; co++) {
-			ggml_cpu_fp16_to_fp32((const ggml_fp16_t *)((const char *)w->data + co * w->nb[1]), widened + (co - n0) * cin, cin);
+			f16_to_f32((const ggml_fp16_t *)((const char *)w->data + co * w->nb[1]), widened + (co - n0) * cin, cin);
 		}
 		wf = widened, ldw = cin;
 	}

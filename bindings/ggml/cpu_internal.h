@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "cpu_targets.h" // before cpu_kernels.h: its names renamed
 #include "cpu_kernels.h"
 
 #if defined(__AVX__)
@@ -177,6 +178,54 @@ static inline void transpose_8x8(const char * s, size_t ls, char * d, size_t ld,
 			((float *)(d + c * ld))[r] = m != NULL ? v * m[c] : v;
 		}
 	}
+#endif
+}
+
+// f16 and bf16 rows to f32 and back, with F16C and AVX2 where our kernels
+// are compiled for them: ggml's own conversions may not be (a plain `go
+// build` compiles ggml for SSE2, our kernels also for x86-64-v3:
+// cpu_targets.h). Both convert exactly (f32 to f16 to nearest, ties to
+// even), so the values are ggml's.
+static inline void f16_to_f32(const ggml_fp16_t * x, float * y, int64_t n) {
+#if defined(__F16C__)
+	int64_t i = 0;
+	for (; i + 8 <= n; i += 8) {
+		_mm256_storeu_ps(y + i, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(x + i))));
+	}
+	for (; i < n; i++) {
+		y[i] = _cvtsh_ss(x[i]);
+	}
+#else
+	ggml_cpu_fp16_to_fp32(x, y, n);
+#endif
+}
+
+static inline void f32_to_f16(const float * x, ggml_fp16_t * y, int64_t n) {
+#if defined(__F16C__)
+	int64_t i = 0;
+	for (; i + 8 <= n; i += 8) {
+		_mm_storeu_si128((__m128i *)(y + i), _mm256_cvtps_ph(_mm256_loadu_ps(x + i), _MM_FROUND_TO_NEAREST_INT));
+	}
+	for (; i < n; i++) {
+		y[i] = _cvtss_sh(x[i], _MM_FROUND_TO_NEAREST_INT);
+	}
+#else
+	ggml_cpu_fp32_to_fp16(x, y, n);
+#endif
+}
+
+static inline void bf16_to_f32(const ggml_bf16_t * x, float * y, int64_t n) {
+#if defined(__AVX2__)
+	int64_t i = 0;
+	for (; i + 8 <= n; i += 8) {
+		const __m256i h = _mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)(x + i)));
+		_mm256_storeu_ps(y + i, _mm256_castsi256_ps(_mm256_slli_epi32(h, 16)));
+	}
+	if (i < n) {
+		ggml_cpu_bf16_to_fp32(x + i, y + i, n - i);
+	}
+#else
+	ggml_cpu_bf16_to_fp32(x, y, n);
 #endif
 }
 

@@ -298,7 +298,7 @@ static void im2col_rows(struct ggml_tensor * dst, int ith, int nth, void * userd
 				}
 			}
 			if (f16) {
-				ggml_cpu_fp32_to_fp16(buf, (ggml_fp16_t *)dst->data + at, m * K);
+				f32_to_f16(buf, (ggml_fp16_t *)dst->data + at, m * K);
 			}
 		}
 	}

@@ -74,14 +74,15 @@ bool pm_fuses_multiply_add(void);
 // operands must satisfy pm_conv3x3_fits. pm_conv3x3_tile is the m (2 or 4)
 // it takes for Cin, Cout and up·W·up·H·B output pixels, pm_conv3x3_groups
 // the groups of output channels it is made in (each a kernel transform
-// and a convolution writing its channels: at most pm_wino_group_floats
-// floats of transformed kernel at once).
+// and a convolution writing its channels: at most the floats of
+// transformed kernel pm_set_wino_group_floats set, which returns the
+// previous value).
 struct ggml_tensor * pm_conv3x3(struct ggml_context * ctx, struct ggml_tensor * kernel, struct ggml_tensor * x,
                                 struct ggml_tensor * bias, int up);
 bool pm_conv3x3_fits(const struct ggml_tensor * kernel, const struct ggml_tensor * x);
 int pm_conv3x3_tile(int64_t cin, int64_t cout, int64_t pixels);
 int64_t pm_conv3x3_groups(int64_t cin, int64_t cout, int64_t pixels);
-extern int64_t pm_wino_group_floats;
+int64_t pm_set_wino_group_floats(int64_t n);
 
 // pm_conv1x1 is a 1×1 convolution of x [W, H, Cin, B] (f32, each
 // channel's plane contiguous) with w [Cin, Cout] (f32 or f16), plus bias [Cout]
@@ -98,5 +99,11 @@ int pm_kernel_lanes(void);
 // pm_kernel_flops is the multiply-adds, twice, of a GGML_OP_CUSTOM node of
 // ours (0 for those without products, and for others' custom ops).
 int64_t pm_kernel_flops(const struct ggml_tensor * t);
+
+// pm_two_targets says whether this build has our kernels for two targets,
+// its own and x86-64-v3 (cpu_targets.h), and pm_use_x86_64_v3 picks one;
+// graphs built after it take that target's kernels.
+bool pm_two_targets(void);
+void pm_use_x86_64_v3(bool on);
 
 #endif

@@ -284,8 +284,8 @@ static inline void pack_k(void * panel, const char * a, int64_t lda, int64_t r0,
 					dst->mn[i][g][2 * lane + 1] = mn[2 * i + 1];
 				}
 			}
-			ggml_cpu_fp16_to_fp32(h[0], dst->d[g] + l0, 8);
-			ggml_cpu_fp16_to_fp32(h[1], dst->dmin[g] + l0, 8);
+			f16_to_f32(h[0], dst->d[g] + l0, 8);
+			f16_to_f32(h[1], dst->dmin[g] + l0, 8);
 			for (int c = 0; c < 4; c++) { // sub-blocks 2c and 2c+1
 				const __m256i bit_lo = _mm256_set1_epi8((char)(1 << (2 * c))), bit_hi = _mm256_set1_epi8((char)(2 << (2 * c)));
 				__m256i lo[8], hi[8];
@@ -620,7 +620,7 @@ static void pack_q8(void * panel, const char * a, int64_t lda, int64_t r0, int r
 				q[l] = blk != NULL ? _mm256_loadu_si256((const __m256i *)blk->q) : _mm256_setzero_si256();
 				h[l] = blk != NULL ? blk->d : 0;
 			}
-			ggml_cpu_fp16_to_fp32(h, dst->d[r8 / QK_G] + r8 % QK_G, 8);
+			f16_to_f32(h, dst->d[r8 / QK_G] + r8 % QK_G, 8);
 			q8_store_rows(dst, r8 / QK_G, r8 % QK_G, q);
 		}
 	}

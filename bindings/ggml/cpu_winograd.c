@@ -59,7 +59,7 @@
 // WINO_U_GROUP_FLOATS is the most floats of U one kernel op makes (64 MB:
 // a wider convolution is made in groups of output channels, each with a
 // kernel op and a convolution op, so that the graph holds one group's U
-// at a time; pm_wino_group_floats, which tests lower).
+// at a time; wino_group_floats, which tests lower).
 // WINO_U4_FLOATS is the largest U F(4×4) makes (40 MB: the VAE's 512
 // channels and the UNet's 320; with the UNet's 640 too, a 1024² step took
 // 36 MiB more and no less time), WINO_F4_PIXELS the fewest outputs.
@@ -143,7 +143,7 @@ static inline __attribute__((always_inline)) void wino_kernel(struct ggml_tensor
 			const int64_t n = by_row ? 3 * cin : 9 * cin;
 			const char * run = (const char *)w->data + co * w->nb[2] + ky * w->nb[3];
 			if (w->type == GGML_TYPE_F16) {
-				ggml_cpu_fp16_to_fp32((const ggml_fp16_t *)run, g + ky * n, n);
+				f16_to_f32((const ggml_fp16_t *)run, g + ky * n, n);
 			} else {
 				memcpy(g + ky * n, run, (size_t)n * sizeof(float));
 			}
@@ -472,14 +472,20 @@ bool pm_conv3x3_fits(const struct ggml_tensor * kernel, const struct ggml_tensor
 	       layout && x->nb[0] == sizeof(float);
 }
 
-int64_t pm_wino_group_floats = WINO_U_GROUP_FLOATS;
+static int64_t wino_group_floats = WINO_U_GROUP_FLOATS;
+
+int64_t pm_set_wino_group_floats(int64_t n) {
+	const int64_t old = wino_group_floats;
+	wino_group_floats = n;
+	return old;
+}
 
 // wino_group_channels is the output channels of a group (the last may have
 // fewer): a whole number of the product's tiles.
 static int64_t wino_group_channels(int64_t cin, int64_t cout, int64_t pixels) {
 	const int m = pm_conv3x3_tile(cin, cout, pixels);
 	const int64_t floats = (m + 2) * (m + 2) * cin * cout;
-	const int64_t groups = (floats + pm_wino_group_floats - 1) / pm_wino_group_floats;
+	const int64_t groups = (floats + wino_group_floats - 1) / wino_group_floats;
 	return ((cout + groups - 1) / groups + MM_NR - 1) / MM_NR * MM_NR;
 }
 

@@ -224,9 +224,7 @@ func conv3x3CPUGroups(cin, cout, pixels int64) int64 {
 // small convolutions in groups) and returns the previous value. Graphs
 // built after it follow it.
 func setConv3x3CPUGroupFloats(n int64) int64 {
-	old := int64(C.pm_wino_group_floats)
-	C.pm_wino_group_floats = C.int64_t(n)
-	return old
+	return int64(C.pm_set_wino_group_floats(C.int64_t(n)))
 }
 
 // Conv3x3CPUFits says whether Conv3x3CPU takes this kernel and image.

@@ -11,6 +11,55 @@ import (
 	"golang.org/x/sys/cpu"
 )
 
+func init() { useX86_64V3(hasX86_64V3()) }
+
+// hasX86_64V3 says whether this CPU (and its OS) runs x86-64-v3 code: AVX,
+// AVX2, BMI1, BMI2, F16C, FMA, LZCNT, MOVBE and POPCNT.
+func hasX86_64V3() bool {
+	x := cpu.X86
+	return x.HasAVX && x.HasAVX2 && x.HasBMI1 && x.HasBMI2 && x.HasF16C && x.HasFMA && x.HasLZCNT && x.HasMOVBE && x.HasPOPCNT
+}
+
+// useX86_64V3 makes graphs built from now on take our kernels compiled for
+// x86-64-v3, or for the build's own target, in a build that has both
+// (cpu_targets.h: plain `go build` on x86-64). Elsewhere it does nothing.
+func useX86_64V3(on bool) {
+	if bool(C.pm_two_targets()) {
+		C.pm_use_x86_64_v3(C.bool(on))
+		kernelsV3 = on
+	}
+}
+
+// kernelsV3 is whether our kernels run as compiled for x86-64-v3 in a
+// build that also has them for its own target.
+var kernelsV3 bool
+
+// CPUKernelsOutpaceGGML reports whether our CPU kernels run with wider
+// vectors than ggml's own (compiled for SSE2 in a plain `go build`, ours
+// for x86-64-v3: cpu_targets.h): graphs should then give ours work that
+// ggml's would otherwise do, even at the cost of a conversion. ggml's
+// SSE2 product of f16 matrices ran at 2 GFLOP/s on the Zen 3 dev VM,
+// against 50–60 compiled for AVX2.
+func CPUKernelsOutpaceGGML() bool { return kernelsV3 }
+
+// CPUKernelsLeaveToGGML reports, where our kernels outpace ggml's
+// (CPUKernelsOutpaceGGML), whether products of weights of type t are left
+// to ggml's slower ones: every type but f32, f16, bf16, q8_0, q4_K and
+// q5_K.
+func CPUKernelsLeaveToGGML(t Type) bool {
+	switch {
+	case !kernelsV3:
+		return false
+	case t == TypeF32 || t == TypeF16 || t == TypeQ8_0:
+		return false
+	case t == TypeBF16:
+		return !cpuKernelsTakeBF16()
+	case t == TypeQ4_K || t == TypeQ5_K:
+		return !CPUKernelsTakeQ4K()
+	}
+	return true
+}
+
 // MissingSIMD names the vector extensions this CPU has but the ggml compiled
 // into this binary does not use ("" when none). cgo compiles ggml with the
 // C compiler's defaults, which on x86-64 means SSE2 only: a plain
@@ -21,7 +70,15 @@ import (
 // quantized products take a slower path and are not repacked (Apple's
 // clang targets the M1 by default). Callers warn with it when they compute
 // on the CPU.
+//
+// In a plain `go build` on x86-64 our kernels also run as compiled for
+// x86-64-v3 (CPUKernelsOutpaceGGML): with those nothing is reported, as
+// only products of weight types ours do not take stay slower
+// (CPUKernelsLeaveToGGML).
 func MissingSIMD() string {
+	if kernelsV3 {
+		return ""
+	}
 	switch runtime.GOARCH {
 	case "amd64":
 		switch {
@@ -70,13 +127,16 @@ func RepackKernelsBuilt() bool {
 // and later). Our kernels' products (MulMat with SetCPUKernels) sum in f32.
 func CPUSumsF16() bool { return C.ggml_cpu_has_fp16_va() != 0 }
 
+// kernelLanes is the floats per vector of our kernels' target.
+func kernelLanes() int { return int(C.pm_kernel_lanes()) }
+
 // UnusedSIMD names wider vectors this CPU has that our own CPU kernels were
 // not compiled for ("" when none): a portable build (`make portable`,
 // x86-64-v3) on a CPU with AVX-512 runs them with 8 floats per vector
 // instead of 16, and the q4_K, q5_K and q8_0 products with half-width
 // integer vectors. `make` compiles them for this CPU.
 func UnusedSIMD() string {
-	if runtime.GOARCH == "amd64" && cpu.X86.HasAVX512F && cpu.X86.HasAVX512BW && C.pm_kernel_lanes() < 16 {
+	if runtime.GOARCH == "amd64" && cpu.X86.HasAVX512F && cpu.X86.HasAVX512BW && kernelLanes() < 16 {
 		return "AVX-512"
 	}
 	return ""

@@ -1,0 +1,70 @@
+// cpu_kernels.h's functions in a build with our kernels for two targets
+// (cpu_targets.h): each calls the target picked by pm_use_x86_64_v3.
+#define PM_CALLER
+#include "cpu_targets.h"
+#include "cpu_kernels.h"
+
+#if PM_TWO_TARGETS
+static bool v3;
+
+bool pm_two_targets(void) { return true; }
+void pm_use_x86_64_v3(bool on) { v3 = on; }
+
+// DISPATCH defines f, declaring its two targets' versions with its own
+// parameters (so the compiler checks them against cpu_kernels.h).
+#define DISPATCH(ret, f, params, args)                                                                                 \
+	ret f##_base params;                                                                                                \
+	ret f##_x86_64_v3 params;                                                                                           \
+	ret f params { return v3 ? f##_x86_64_v3 args : f##_base args; }
+
+typedef struct ggml_tensor * tensor;
+typedef const struct ggml_tensor * ctensor;
+typedef struct ggml_context * context;
+
+DISPATCH(tensor, pm_geglu_erf, (context ctx, tensor h, tensor g), (ctx, h, g))
+DISPATCH(tensor, pm_group_norm, (context ctx, tensor x, tensor w, tensor b, int groups, float eps, bool silu),
+         (ctx, x, w, b, groups, eps, silu))
+DISPATCH(bool, pm_group_norm_fits, (ctensor x, ctensor w, ctensor b, int groups), (x, w, b, groups))
+DISPATCH(tensor, pm_layer_norm, (context ctx, tensor x, tensor w, tensor b, float eps), (ctx, x, w, b, eps))
+DISPATCH(bool, pm_layer_norm_fits, (ctensor x, ctensor w, ctensor b), (x, w, b))
+DISPATCH(tensor, pm_im2col, (context ctx, tensor src, int kw, int kh, int s0, int s1, int p0, int p1, enum ggml_type type),
+         (ctx, src, kw, kh, s0, s1, p0, p1, type))
+DISPATCH(bool, pm_im2col_fits, (int kw, int kh, int s0, int s1, int p0, int p1, int64_t channels, enum ggml_type type),
+         (kw, kh, s0, s1, p0, p1, channels, type))
+DISPATCH(tensor, pm_attention, (context ctx, tensor q, tensor k, tensor v, float scale), (ctx, q, k, v, scale))
+DISPATCH(bool, pm_attention_fits, (int64_t d, int64_t keys), (d, keys))
+DISPATCH(tensor, pm_mul_mat, (context ctx, tensor a, tensor b, tensor bias), (ctx, a, b, bias))
+DISPATCH(bool, pm_mul_mat_fits, (ctensor a, ctensor b), (a, b))
+DISPATCH(bool, pm_mul_mat_bias_fits, (ctensor a, ctensor bias), (a, bias))
+DISPATCH(bool, pm_mul_mat_takes_q4k, (void), ())
+DISPATCH(bool, pm_mul_mat_takes_bf16, (void), ())
+DISPATCH(int, pm_mul_mat_q8_levels, (void), ())
+DISPATCH(bool, pm_quantize, (enum ggml_type type, const float * x, void * y, int64_t n), (type, x, y, n))
+DISPATCH(tensor, pm_conv3x3, (context ctx, tensor kernel, tensor x, tensor bias, int up), (ctx, kernel, x, bias, up))
+DISPATCH(bool, pm_conv3x3_fits, (ctensor kernel, ctensor x), (kernel, x))
+DISPATCH(int, pm_conv3x3_tile, (int64_t cin, int64_t cout, int64_t pixels), (cin, cout, pixels))
+DISPATCH(int64_t, pm_conv3x3_groups, (int64_t cin, int64_t cout, int64_t pixels), (cin, cout, pixels))
+DISPATCH(tensor, pm_conv1x1, (context ctx, tensor w, tensor x, tensor bias), (ctx, w, x, bias))
+DISPATCH(bool, pm_conv1x1_fits, (ctensor w, ctensor x), (w, x))
+DISPATCH(int, pm_kernel_lanes, (void), ())
+
+// Both targets': the two set the same value.
+int64_t pm_set_wino_group_floats_base(int64_t n);
+int64_t pm_set_wino_group_floats_x86_64_v3(int64_t n);
+int64_t pm_set_wino_group_floats(int64_t n) {
+	pm_set_wino_group_floats_x86_64_v3(n);
+	return pm_set_wino_group_floats_base(n);
+}
+
+// A node is either target's (or neither's): the other answers 0.
+int64_t pm_kernel_flops_base(ctensor t);
+int64_t pm_kernel_flops_x86_64_v3(ctensor t);
+int64_t pm_kernel_flops(ctensor t) { return pm_kernel_flops_base(t) + pm_kernel_flops_x86_64_v3(t); }
+
+// Whether ggml's quantizers fuse: ggml is compiled for the build's target.
+bool pm_fuses_multiply_add_base(void);
+bool pm_fuses_multiply_add(void) { return pm_fuses_multiply_add_base(); }
+#else
+bool pm_two_targets(void) { return false; }
+void pm_use_x86_64_v3(bool on) { (void)on; }
+#endif
