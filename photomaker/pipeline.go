@@ -323,9 +323,6 @@ func Load(ctx context.Context, cfg Config) (_ *Pipeline, err error) {
 	if simd := ggml.MissingSIMD(); simd != "" && (p.rt.Device.Dev.Type == ggml.DeviceCPU || p.encRT.Device.IsCPU()) {
 		slog.Warn("this binary's ggml was compiled without "+simd+", which this CPU has: "+ggml.MissingSIMDEffect(simd)+"; build with `make` (CGO_CFLAGS=-march=native)", "missing", simd)
 	}
-	if t, err := ggml.ParseType(cfg.WeightType); err == nil && p.rt.Device.IsCPU() && ggml.CPUKernelsLeaveToGGML(t) {
-		slog.Warn("this binary's ggml was compiled without AVX2 (a plain go build), and our CPU kernels do not multiply "+t.String()+" weights: they run many times slower; build with `make`, or take q4_K, q5_K or q8_0", "type", t.String())
-	}
 	report := func(done, total int) {
 		if cfg.Progress != nil {
 			cfg.Progress(Progress{Stage: "load", Done: done, Total: total})

@@ -140,8 +140,6 @@ func TestMissingSIMD(t *testing.T) {
 		// Our kernels run as compiled for x86-64-v3 (cpu_targets.h).
 		require.Empty(t, m)
 		require.True(t, CPUKernelsOutpaceGGML())
-		require.False(t, CPUKernelsLeaveToGGML(TypeQ4_K))
-		require.True(t, CPUKernelsLeaveToGGML(TypeQ6_K))
 	case !strings.Contains(flags, "-m") && runtime.GOARCH == "amd64" && cpu.X86.HasAVX2:
 		require.Equal(t, "AVX2", m)
 	case flags == "" && runtime.GOARCH == "arm64" && cpu.ARM64.HasASIMDDP: // ARMv8.0

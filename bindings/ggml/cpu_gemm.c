@@ -27,7 +27,7 @@ static inline void gemm_tile(int64_t kc, const float * ap, const float * const b
 }
 
 // widen_row writes k [k0, k0+kc) of a raw row (g->raw_type) as floats:
-// for q8_0, k0 and kc are whole blocks.
+// for a quantized type, k0 and kc are whole blocks.
 static void widen_row(const struct gemm_operands * g, const char * row, int64_t k0, int64_t kc, float * w) {
 	switch (g->raw_type) {
 	case GGML_TYPE_F16:
@@ -36,7 +36,11 @@ static void widen_row(const struct gemm_operands * g, const char * row, int64_t 
 	case GGML_TYPE_BF16:
 		bf16_to_f32((const ggml_bf16_t *)row + k0, w, kc);
 		return;
-	default: { // q8_0
+	default: // PM_WIDENS_ANY: ggml's decoder
+		ggml_get_type_traits(g->raw_type)
+		    ->to_float(row + k0 / ggml_blck_size(g->raw_type) * (int64_t)ggml_type_size(g->raw_type), w, kc);
+		return;
+	case GGML_TYPE_Q8_0: {
 		const struct block_q8_0 * blk = (const struct block_q8_0 *)row + k0 / 32;
 		ggml_fp16_t h[MM_KC / 32];
 		float scale[MM_KC / 32];
@@ -116,7 +120,7 @@ void add_tile(float * c, int64_t ldc, const float * t, int64_t ldt, int64_t rows
 // K, packing a into ap (gemm_m_block(kc)·kc floats, kc = gemm_k_block(K,
 // q8_0 rows)) unless it is packed (then m0 is a multiple of MM_MR).
 void pm_gemm_block(const struct gemm_operands * g, int64_t K, int64_t m0, int64_t m1, int64_t n0, int64_t n1, float * ap) {
-	const int64_t kcmax = gemm_k_block(K, g->raw != NULL && g->raw_type == GGML_TYPE_Q8_0), mc = gemm_m_block(kcmax);
+	const int64_t kcmax = gemm_k_block(K, g->raw != NULL ? g->raw_type : GGML_TYPE_F32), mc = gemm_m_block(kcmax);
 	for (int64_t k0 = 0; k0 < K; k0 += kcmax) {
 		const int64_t kc = K - k0 < kcmax ? K - k0 : kcmax;
 		for (int64_t i0 = m0; i0 < m1; i0 += mc) {
@@ -169,7 +173,7 @@ void pm_gemm_op(struct ggml_tensor * dst, int ith, int nth, void * userdata) {
 	if (!product_split(M, N, MM_MR, MM_NR, ith, nth, &m0, &m1, &n0, &n1)) {
 		return;
 	}
-	float * ap = gemm_pack_alloc(K, a->type == GGML_TYPE_Q8_0);
+	float * ap = gemm_pack_alloc(K, a->type);
 	pm_gemm_block(&g, K, m0, m1, n0, n1, ap);
 	free(ap);
 }
@@ -199,7 +203,7 @@ void pm_conv1x1_op(struct ggml_tensor * dst, int ith, int nth, void * userdata) 
 		}
 		wf = widened, ldw = cin;
 	}
-	float * ap = gemm_pack_alloc(cin, false);
+	float * ap = gemm_pack_alloc(cin, GGML_TYPE_F32);
 	for (int64_t b = 0; b < x->ne[3]; b++) {
 		float * C = (float *)dst->data + b * cout * P;
 		const struct gemm_operands g = {.a = (const float *)((const char *)x->data + b * x->nb[3]),
@@ -257,10 +261,31 @@ struct ggml_tensor * pm_conv1x1(struct ggml_context * ctx, struct ggml_tensor * 
 #define PM_HALF_MIN_N 128
 #endif
 
+// PM_WIDENS_ANY: in a plain x86-64 build's kernels for x86-64-v3
+// (cpu_targets.h), where ggml's own products are SSE2 code (20–30 times
+// slower), the rows of every other quantized type (q4_0, q6_K, ...) are
+// widened through ggml's decoders into our f32 product too.
+#if PM_TWO_TARGETS && defined(__AVX2__)
+#define PM_WIDENS_ANY 1
+#else
+#define PM_WIDENS_ANY 0
+#endif
+
+// widens says whether a's rows are whole blocks of a quantized type that
+// only PM_WIDENS_ANY takes.
+static bool widens(const struct ggml_tensor * a, const struct ggml_tensor * b) {
+	if (!PM_WIDENS_ANY || a->type == GGML_TYPE_F32 || a->type == GGML_TYPE_F16 || a->type == GGML_TYPE_BF16 ||
+	    a->type == GGML_TYPE_Q8_0 || pm_mul_mat_k_fits(a, b)) {
+		return false;
+	}
+	const struct ggml_type_traits * tr = ggml_get_type_traits(a->type);
+	return tr->is_quantized && tr->to_float != NULL && a->ne[0] % tr->blck_size == 0 && a->nb[0] == tr->type_size;
+}
+
 bool pm_mul_mat_fits(const struct ggml_tensor * a, const struct ggml_tensor * b) {
 	const bool q8 = a->type == GGML_TYPE_Q8_0 && a->ne[0] % 32 == 0, kquant = pm_mul_mat_k_fits(a, b);
 	const bool half = (a->type == GGML_TYPE_F16 || (PM_TAKES_BF16 && a->type == GGML_TYPE_BF16)) && a->nb[0] == 2;
-	if ((a->type != GGML_TYPE_F32 && !q8 && !half && !kquant) || b->type != GGML_TYPE_F32 || a->ne[2] != 1 || a->ne[3] != 1 ||
+	if ((a->type != GGML_TYPE_F32 && !q8 && !half && !kquant && !widens(a, b)) || b->type != GGML_TYPE_F32 || a->ne[2] != 1 || a->ne[3] != 1 ||
 	    (a->type == GGML_TYPE_F32 && (a->nb[0] != sizeof(float) || a->nb[1] % sizeof(float) != 0)) ||
 	    b->nb[0] != sizeof(float) || a->ne[0] != b->ne[0] || b->nb[1] % sizeof(float) != 0) {
 		return false;
@@ -280,7 +305,7 @@ bool pm_mul_mat_fits(const struct ggml_tensor * a, const struct ggml_tensor * b)
 
 struct ggml_tensor * pm_mul_mat(struct ggml_context * ctx, struct ggml_tensor * a, struct ggml_tensor * b,
                                 struct ggml_tensor * bias) {
-	if (a->type == GGML_TYPE_Q4_K || a->type == GGML_TYPE_Q5_K) {
+	if (pm_mul_mat_k_fits(a, b)) {
 		return pm_mul_mat_k(ctx, a, b, bias);
 	}
 	struct ggml_tensor * q8 = a->type == GGML_TYPE_Q8_0 ? pm_mul_mat_q8(ctx, a, b, bias) : NULL;

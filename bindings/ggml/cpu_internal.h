@@ -307,7 +307,7 @@ static inline __attribute__((always_inline)) void outer_tile(vf acc[MM_NR][3], c
 // contiguous; with by_k, row k of a holding m contiguous, as a 1×1
 // convolution's image), row n of b (k contiguous) and row n of c (m
 // contiguous), ld* apart in floats. Or a's rows are narrower (raw, lda_raw
-// bytes apart, of raw_type: q8_0 blocks, f16 or bf16), widened to f32 as
+// bytes apart, of raw_type: f16, bf16, q8_0 or (PM_WIDENS_ANY) other blocks), widened to f32 as
 // they are packed: the products then multiply f32 activations with f32
 // sums, where ggml's CPU would round the activations to q8_0, f16 or bf16
 // (and on ARM with fp16 arithmetic sum f16 products in f16).
@@ -326,12 +326,15 @@ struct gemm_operands {
 	bool packed;
 };
 
-// gemm_k_block is the length of the blocks K is split into (whole q8_0
-// blocks for q8_0 rows), and gemm_m_block the rows of a packed at once: ap must
+// gemm_k_block is the length of the blocks K is split into (whole blocks
+// of a quantized type's rows), and gemm_m_block the rows of a packed at once: ap must
 // hold their product.
-static inline int64_t gemm_k_block(int64_t K, bool q8) {
-	const int64_t blocks = (K + MM_KC - 1) / MM_KC, kc = (K + blocks - 1) / blocks;
-	return q8 ? (kc + 31) / 32 * 32 : kc;
+// (At most MM_KC rounded down to whole blocks: gemm_pack widens rows into
+// buffers of MM_KC.)
+static inline int64_t gemm_k_block(int64_t K, enum ggml_type type) {
+	const int64_t bs = ggml_blck_size(type), most = MM_KC / bs * bs;
+	const int64_t blocks = (K + most - 1) / most, kc = (K + blocks - 1) / blocks;
+	return (kc + bs - 1) / bs * bs;
 }
 
 static inline int64_t gemm_m_block(int64_t kc) { return (MM_PANEL / kc / MM_MR > 0 ? MM_PANEL / kc / MM_MR : 1) * MM_MR; }
@@ -348,8 +351,8 @@ void add_tile(float * c, int64_t ldc, const float * t, int64_t ldt, int64_t rows
               const float * bias);
 
 // gemm_pack_alloc allocates the packing buffer of a product over K.
-static inline float * gemm_pack_alloc(int64_t K, bool q8) {
-	const int64_t kc = gemm_k_block(K, q8);
+static inline float * gemm_pack_alloc(int64_t K, enum ggml_type type) {
+	const int64_t kc = gemm_k_block(K, type);
 	return kernel_alloc((size_t)(gemm_m_block(kc) * kc) * sizeof(float), "matrix product");
 }
 

@@ -348,6 +348,41 @@ func TestMulMatKernel(t *testing.T) {
 			}
 		})
 	}
+	// Where our kernels outpace ggml's (a plain build's x86-64-v3 ones),
+	// weights of every other quantized type are widened through ggml's
+	// decoders as they are packed: K in one and several blocks of 256 or
+	// 32 values, against float64 of the decoded weights.
+	if CPUKernelsOutpaceGGML() {
+		for _, typ := range []Type{TypeQ6_K, TypeQ2_K, TypeQ4_0, TypeQ5_1} {
+			for _, tc := range []struct{ k, m, n int }{{256, 100, 90}, {1024, 41, 64}, {768, 100, 33}} {
+				t.Run(fmt.Sprintf("%s_k%d_m%d_n%d", typ, tc.k, tc.m, tc.n), func(t *testing.T) {
+					a, b := randn(r, tc.k*tc.m), randn(r, tc.k*tc.n)
+					q, err := Quantize(typ, a, int64(tc.k))
+					require.NoError(t, err)
+					a, err = Dequantize(typ, q, int64(len(a)))
+					require.NoError(t, err)
+					build := func(c *Context) *Tensor {
+						y := c.MulMat(c.Input(typ, q, int64(tc.k), int64(tc.m)), c.InputF32(b, int64(tc.k), int64(tc.n)))
+						require.Equal(t, "CUSTOM", y.Op(), "our kernel takes the product")
+						return y
+					}
+					got, _ := compute(t, build)
+					sameForThreads(t, typ.String()+" product", build)
+					for j := 0; j < tc.n; j++ {
+						for i := 0; i < tc.m; i++ {
+							var want, size float64
+							for k := 0; k < tc.k; k++ {
+								p := float64(a[i*tc.k+k]) * float64(b[j*tc.k+k])
+								want += p
+								size += math.Abs(p)
+							}
+							require.InDelta(t, want, float64(got[j*tc.m+i]), 1e-6*size, "row %d column %d", i, j)
+						}
+					}
+				})
+			}
+		}
+	}
 	// f16 and bf16 weights: widened as they are packed, times the f32
 	// activations with f32 sums (ggml's CPU rounds the activations to the
 	// weights' type, and sums f16 products in f16 on ARM with fp16

@@ -42,24 +42,6 @@ var kernelsV3 bool
 // against 50–60 compiled for AVX2.
 func CPUKernelsOutpaceGGML() bool { return kernelsV3 }
 
-// CPUKernelsLeaveToGGML reports, where our kernels outpace ggml's
-// (CPUKernelsOutpaceGGML), whether products of weights of type t are left
-// to ggml's slower ones: every type but f32, f16, bf16, q8_0, q4_K and
-// q5_K.
-func CPUKernelsLeaveToGGML(t Type) bool {
-	switch {
-	case !kernelsV3:
-		return false
-	case t == TypeF32 || t == TypeF16 || t == TypeQ8_0:
-		return false
-	case t == TypeBF16:
-		return !cpuKernelsTakeBF16()
-	case t == TypeQ4_K || t == TypeQ5_K:
-		return !CPUKernelsTakeQ4K()
-	}
-	return true
-}
-
 // MissingSIMD names the vector extensions this CPU has but the ggml compiled
 // into this binary does not use ("" when none). cgo compiles ggml with the
 // C compiler's defaults, which on x86-64 means SSE2 only: a plain
@@ -72,9 +54,8 @@ func CPUKernelsLeaveToGGML(t Type) bool {
 // on the CPU.
 //
 // In a plain `go build` on x86-64 our kernels also run as compiled for
-// x86-64-v3 (CPUKernelsOutpaceGGML): with those nothing is reported, as
-// only products of weight types ours do not take stay slower
-// (CPUKernelsLeaveToGGML).
+// x86-64-v3 (CPUKernelsOutpaceGGML), taking the products of every weight
+// type: nothing is reported then.
 func MissingSIMD() string {
 	if kernelsV3 {
 		return ""

@@ -329,10 +329,7 @@ func benchWarnings(res *benchResult, fallbacks []string) []string {
 	if simd := ggml.UnusedSIMD(); simd != "" && onCPU {
 		out = append(out, "this CPU has "+simd+", which our CPU kernels were not compiled for: build with make (about 1.6× faster)")
 	}
-	if t, err := ggml.ParseType(res.Type); err == nil && onCPU && ggml.CPUKernelsLeaveToGGML(t) {
-		out = append(out, "ggml was compiled without AVX2 (a plain go build), and our CPU kernels do not multiply "+t.String()+": build with make (many times faster)")
-	}
-	if t, err := ggml.ParseType(res.Type); err == nil && (t == ggml.TypeQ4_0 || t == ggml.TypeQ4_K && !ggml.CPUKernelsTakeQ4K()) && onCPU && !ggml.CanRepack() && !ggml.CPUKernelsLeaveToGGML(t) {
+	if t, err := ggml.ParseType(res.Type); err == nil && (t == ggml.TypeQ4_0 || t == ggml.TypeQ4_K && !ggml.CPUKernelsTakeQ4K()) && onCPU && !ggml.CanRepack() {
 		out = append(out, "ggml was compiled without its repacked "+t.String()+" CPU products (about 1.6× faster): build with make")
 	}
 	return out

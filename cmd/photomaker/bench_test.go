@@ -144,13 +144,9 @@ func TestBenchWarnings(t *testing.T) {
 		want = append(want, "ggml was compiled without its repacked q4_K CPU products (about 1.6× faster): build with make")
 	}
 	require.Equal(t, want, got)
-	if !ggml.CanRepack() && !ggml.CPUKernelsOutpaceGGML() {
+	if !ggml.CanRepack() {
 		require.Contains(t, benchWarnings(&benchResult{Device: "CPU", Type: "q4_0"}, nil),
 			"ggml was compiled without its repacked q4_0 CPU products (about 1.6× faster): build with make")
-	}
-	if ggml.CPUKernelsOutpaceGGML() { // a plain go build: ggml for SSE2, our kernels for x86-64-v3
-		require.Contains(t, benchWarnings(&benchResult{Device: "CPU", Type: "q6_K"}, nil),
-			"ggml was compiled without AVX2 (a plain go build), and our CPU kernels do not multiply q6_K: build with make (many times faster)")
 	}
 	require.Empty(t, benchWarnings(&benchResult{Device: "CUDA0", Type: "q4_K"}, nil), "the GPU multiplies q4_K itself")
 	require.Equal(t, []string{"the CPU computed 37.5% of a GPU graph's products: a bug, please report it"},
