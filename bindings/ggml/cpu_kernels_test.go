@@ -249,6 +249,27 @@ func TestAttentionKernel(t *testing.T) {
 	require.True(t, AttentionCPUFits(64, 1<<20), "any number of keys (online softmax)")
 }
 
+// requireProduct checks got, column j's row i at j·m+i, against a·bᵀ
+// (a [m][k], b [n][k]) plus bias[i] (if any) in float64, within float32
+// sums' rounding: 1e-6 of the terms' absolute sum.
+func requireProduct(t *testing.T, a, b, bias []float32, k, m, n int, got []float32) {
+	t.Helper()
+	for j := 0; j < n; j++ {
+		for i := 0; i < m; i++ {
+			var want, size float64
+			if bias != nil {
+				want, size = float64(bias[i]), math.Abs(float64(bias[i]))
+			}
+			for kk := 0; kk < k; kk++ {
+				p := float64(a[i*k+kk]) * float64(b[j*k+kk])
+				want += p
+				size += math.Abs(p)
+			}
+			require.InDelta(t, want, float64(got[j*m+i]), 1e-6*size, "row %d column %d", i, j)
+		}
+	}
+}
+
 // TestMulMatKernel checks our CPU product of f32 matrices (pm_mul_mat)
 // against float64 and against ggml's: K in one block of MM_KC, split into
 // two and three, and short; M below, at and past the register tile and
@@ -368,17 +389,7 @@ func TestMulMatKernel(t *testing.T) {
 					}
 					got, _ := compute(t, build)
 					sameForThreads(t, typ.String()+" product", build)
-					for j := 0; j < tc.n; j++ {
-						for i := 0; i < tc.m; i++ {
-							var want, size float64
-							for k := 0; k < tc.k; k++ {
-								p := float64(a[i*tc.k+k]) * float64(b[j*tc.k+k])
-								want += p
-								size += math.Abs(p)
-							}
-							require.InDelta(t, want, float64(got[j*tc.m+i]), 1e-6*size, "row %d column %d", i, j)
-						}
-					}
+					requireProduct(t, a, b, nil, tc.k, tc.m, tc.n, got)
 				})
 			}
 		}
@@ -409,17 +420,7 @@ func TestMulMatKernel(t *testing.T) {
 				}
 				got, _ := compute(t, build)
 				sameForThreads(t, typ.String()+" product", build)
-				for j := 0; j < tc.n; j++ {
-					for i := 0; i < tc.m; i++ {
-						want, size := float64(bias[i]), math.Abs(float64(bias[i]))
-						for k := 0; k < tc.k; k++ {
-							p := float64(a[i*tc.k+k]) * float64(b[j*tc.k+k])
-							want += p
-							size += math.Abs(p)
-						}
-						require.InDelta(t, want, float64(got[j*tc.m+i]), 1e-6*size, "row %d column %d", i, j)
-					}
-				}
+				requireProduct(t, a, b, bias, tc.k, tc.m, tc.n, got)
 			})
 		}
 	}
