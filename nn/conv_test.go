@@ -75,6 +75,10 @@ func TestBandedConv2D(t *testing.T) {
 // TestF32Accumulation checks that the runtime's switch reaches the products
 // of f16 weights in Linear and Conv2D graphs, and only them.
 func TestF32Accumulation(t *testing.T) {
+	// The convolution's product of f16 columns (a plain build's CPU would
+	// cast the kernel to f32 instead: productsInF32).
+	defer func(old func() bool) { productsInF32 = old }(productsInF32)
+	productsInF32 = func() bool { return false }
 	for _, on := range []bool{false, true} {
 		rt, err := NewRuntime("cpu", 1)
 		require.NoError(t, err)
@@ -177,8 +181,8 @@ func TestConv2DByRow(t *testing.T) {
 					x[j] = float32(r.NormFloat64())
 				}
 				conv := func(l *Conv2D, ourKernels bool, f32Columns bool) []float32 {
-					defer func(old func() bool) { rowProductsInF32 = old }(rowProductsInF32)
-					rowProductsInF32 = func() bool { return f32Columns }
+					defer func(old func() bool) { productsInF32 = old }(productsInF32)
+					productsInF32 = func() bool { return f32Columns }
 					out, err := rt.Run(context.Background(), func(c *ggml.Context) []*ggml.Tensor {
 						c.SetCPUKernels(ourKernels)
 						y := l.Forward(c, c.InputF32(x, tc.w, tc.h, cin, tc.b), int(tc.stride), 1)
@@ -195,12 +199,13 @@ func TestConv2DByRow(t *testing.T) {
 					got  []float32
 				}{
 					{"plain", conv(pair[0], true, false)},
+					{"plain, f32 columns", conv(pair[0], true, true)},
 					{"by row", conv(pair[1], false, false)},
 					{"by row, our kernels", conv(pair[1], true, false)}, // Winograd for enough tiles
 					{"by row, our kernels, f32 columns", conv(pair[1], true, true)},
 				} {
 					require.Len(t, run.got, len(want))
-					exact := run.what == "by row, our kernels" && winograd || run.what == "by row, our kernels, f32 columns"
+					exact := run.what == "by row, our kernels" && winograd || strings.HasSuffix(run.what, "f32 columns")
 					for j := range want {
 						// float32 sums; f16 kernels multiply f16 columns in
 						// ggml's products: each input rounded by up to 2⁻¹¹

@@ -86,9 +86,10 @@ func (l *Conv2D) Forward(c *ggml.Context, x *ggml.Tensor, stride, pad int) *ggml
 		// im2col + one product, as ggml_conv_2d does, written out so that
 		// the product follows the context's accumulation setting and one
 		// image needs no final copy.
-		cols := c.Im2Col(l.Weight, x, stride, stride, pad, pad, 1, 1, l.Weight.Type()) // [K, OW, OH, B]
+		kernel := l.productKernel(c)
+		cols := c.Im2Col(kernel, x, stride, stride, pad, pad, 1, 1, kernel.Type()) // [K, OW, OH, B]
 		k, ow, oh := cols.Ne(0), cols.Ne(1), cols.Ne(2)
-		y = c.MulMat(c.Reshape(cols, k, ow*oh*b), c.Reshape(l.Weight, k, cout)) // [OW·OH·B, Cout]
+		y = c.MulMat(c.Reshape(cols, k, ow*oh*b), c.Reshape(kernel, k, cout)) // [OW·OH·B, Cout]
 		if b == 1 {
 			y = c.Reshape(y, ow, oh, cout, 1)
 		} else {
@@ -114,10 +115,7 @@ func (l *Conv2D) forwardByRow(c *ggml.Context, x *ggml.Tensor, stride int) *ggml
 	}
 	h, b := x.Ne(1), x.Ne(3)
 	cout := l.Weight.Ne(2)
-	kernel := l.Weight
-	if c.CPUKernels() && kernel.Type() == ggml.TypeF16 && rowProductsInF32() {
-		kernel = c.Cast(kernel, ggml.TypeF32)
-	}
+	kernel := l.productKernel(c)
 	cols := rowIm2Col(c, kernel, x, stride, 1)
 	ow, padded := cols.Ne(1), cols.Ne(2) // padded = H+2
 	y := rowProducts(c, cols, kernel, 0, b*padded-2)
@@ -133,13 +131,23 @@ func (l *Conv2D) forwardByRow(c *ggml.Context, x *ggml.Tensor, stride int) *ggml
 	return c.Cont(out)
 }
 
-// rowProductsInF32 says whether our CPU kernels' by-row products of an f16
-// kernel take f32 columns and the kernel cast to f32 (our f32 product)
-// rather than f16 columns (ggml's f16 product, faster with F16C and AVX2
-// than our product plus the cast): where ggml's kernels were compiled
-// without them (a plain `go build` on x86-64), whose f16 product ran at 2
-// GFLOP/s. Tests set it.
-var rowProductsInF32 = ggml.CPUKernelsOutpaceGGML
+// productKernel is the kernel an im2col convolution's columns and product
+// take: an f16 kernel cast to f32 on the CPU where productsInF32 says so,
+// else as stored.
+func (l *Conv2D) productKernel(c *ggml.Context) *ggml.Tensor {
+	if c.CPUKernels() && l.Weight.Type() == ggml.TypeF16 && productsInF32() {
+		return c.Cast(l.Weight, ggml.TypeF32)
+	}
+	return l.Weight
+}
+
+// productsInF32 says whether our CPU kernels' convolutions of an f16
+// kernel over im2col columns (by row, or the full im2col) take f32 columns
+// and the kernel cast to f32 (our f32 product) rather than f16 columns
+// (ggml's f16 product, faster with F16C and AVX2 than our product plus the
+// cast): where ggml's kernels were compiled without them (a plain `go
+// build` on x86-64), whose f16 product ran at 2 GFLOP/s. Tests set it.
+var productsInF32 = ggml.CPUKernelsOutpaceGGML
 
 // winograd says whether our CPU kernels' Winograd convolution
 // (ggml.Context.Conv3x3CPU) takes this by-row kernel, bias and image
