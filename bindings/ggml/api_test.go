@@ -137,7 +137,7 @@ func TestMissingSIMD(t *testing.T) {
 	case strings.Contains(flags, "-march=native"):
 		require.Empty(t, m)
 	case !strings.Contains(flags, "-m") && runtime.GOARCH == "amd64" && hasX86_64V3(): // no target flags: SSE2
-		// Our kernels run as compiled for x86-64-v3 (cpu_targets.h).
+		// Our kernels run as compiled for x86-64-v3 or v4 (cpu_targets.h).
 		require.Empty(t, m)
 		require.True(t, CPUKernelsOutpaceGGML())
 	case !strings.Contains(flags, "-m") && runtime.GOARCH == "amd64" && cpu.X86.HasAVX2:

@@ -1,21 +1,35 @@
-// cpu_kernels.h's functions in a build with our kernels for two targets
-// (cpu_targets.h): each calls the target picked by pm_use_x86_64_v3.
+// cpu_kernels.h's functions in a build with our kernels for several
+// targets (cpu_targets.h): each calls the target picked by
+// pm_use_kernel_target.
 #define PM_CALLER
 #include "cpu_targets.h"
 #include "cpu_kernels.h"
 
-#if PM_TWO_TARGETS
-static bool v3;
+#if PM_MULTI_TARGET
+static enum pm_kernel_target target;
 
-bool pm_two_targets(void) { return true; }
-void pm_use_x86_64_v3(bool on) { v3 = on; }
+bool pm_multi_target(void) { return true; }
+void pm_use_kernel_target(enum pm_kernel_target t) { target = t; }
 
-// DISPATCH defines f, declaring its two targets' versions with its own
-// parameters (so the compiler checks them against cpu_kernels.h).
-#define DISPATCH(ret, f, params, args)                                                                                 \
+// DECLARE declares f's versions for every target with its own parameters
+// (so the compiler checks them against cpu_kernels.h); DISPATCH defines f
+// to call the picked one.
+#define DECLARE(ret, f, params)                                                                                        \
 	ret f##_base params;                                                                                                \
 	ret f##_x86_64_v3 params;                                                                                           \
-	ret f params { return v3 ? f##_x86_64_v3 args : f##_base args; }
+	ret f##_x86_64_v4 params;
+#define DISPATCH(ret, f, params, args)                                                                                 \
+	DECLARE(ret, f, params)                                                                                             \
+	ret f params {                                                                                                      \
+		switch (target) {                                                                                               \
+		case PM_KERNELS_X86_64_V4:                                                                                      \
+			return f##_x86_64_v4 args;                                                                                  \
+		case PM_KERNELS_X86_64_V3:                                                                                      \
+			return f##_x86_64_v3 args;                                                                                  \
+		default:                                                                                                        \
+			return f##_base args;                                                                                       \
+		}                                                                                                               \
+	}
 
 typedef struct ggml_tensor * tensor;
 typedef const struct ggml_tensor * ctensor;
@@ -48,23 +62,24 @@ DISPATCH(tensor, pm_conv1x1, (context ctx, tensor w, tensor x, tensor bias), (ct
 DISPATCH(bool, pm_conv1x1_fits, (ctensor w, ctensor x), (w, x))
 DISPATCH(int, pm_kernel_lanes, (void), ())
 
-// Both targets': the two set the same value.
-int64_t pm_set_wino_group_floats_base(int64_t n);
-int64_t pm_set_wino_group_floats_x86_64_v3(int64_t n);
+// Every target's: they all set the same value.
+DECLARE(int64_t, pm_set_wino_group_floats, (int64_t n))
 int64_t pm_set_wino_group_floats(int64_t n) {
+	pm_set_wino_group_floats_x86_64_v4(n);
 	pm_set_wino_group_floats_x86_64_v3(n);
 	return pm_set_wino_group_floats_base(n);
 }
 
-// A node is either target's (or neither's): the other answers 0.
-int64_t pm_kernel_flops_base(ctensor t);
-int64_t pm_kernel_flops_x86_64_v3(ctensor t);
-int64_t pm_kernel_flops(ctensor t) { return pm_kernel_flops_base(t) + pm_kernel_flops_x86_64_v3(t); }
+// A node is one target's (or none's): the others answer 0.
+DECLARE(int64_t, pm_kernel_flops, (ctensor t))
+int64_t pm_kernel_flops(ctensor t) {
+	return pm_kernel_flops_base(t) + pm_kernel_flops_x86_64_v3(t) + pm_kernel_flops_x86_64_v4(t);
+}
 
 // Whether ggml's quantizers fuse: ggml is compiled for the build's target.
 bool pm_fuses_multiply_add_base(void);
 bool pm_fuses_multiply_add(void) { return pm_fuses_multiply_add_base(); }
 #else
-bool pm_two_targets(void) { return false; }
-void pm_use_x86_64_v3(bool on) { (void)on; }
+bool pm_multi_target(void) { return false; }
+void pm_use_kernel_target(enum pm_kernel_target t) { (void)t; }
 #endif

@@ -261,11 +261,11 @@ struct ggml_tensor * pm_conv1x1(struct ggml_context * ctx, struct ggml_tensor * 
 #define PM_HALF_MIN_N 128
 #endif
 
-// PM_WIDENS_ANY: in a plain x86-64 build's kernels for x86-64-v3
+// PM_WIDENS_ANY: in a plain x86-64 build's kernels for x86-64-v3 and v4
 // (cpu_targets.h), where ggml's own products are SSE2 code (20–30 times
 // slower), the rows of every other quantized type (q4_0, q6_K, ...) are
 // widened through ggml's decoders into our f32 product too.
-#if PM_TWO_TARGETS && defined(__AVX2__)
+#if PM_MULTI_TARGET && defined(__AVX2__)
 #define PM_WIDENS_ANY 1
 #else
 #define PM_WIDENS_ANY 0

@@ -183,7 +183,7 @@ static inline void transpose_8x8(const char * s, size_t ls, char * d, size_t ld,
 
 // f16 and bf16 rows to f32 and back, with F16C and AVX2 where our kernels
 // are compiled for them: ggml's own conversions may not be (a plain `go
-// build` compiles ggml for SSE2, our kernels also for x86-64-v3:
+// build` compiles ggml for SSE2, our kernels also for x86-64-v3 and v4:
 // cpu_targets.h). Both convert exactly (f32 to f16 to nearest, ties to
 // even), so the values are ggml's.
 static inline void f16_to_f32(const ggml_fp16_t * x, float * y, int64_t n) {

@@ -100,10 +100,12 @@ int pm_kernel_lanes(void);
 // ours (0 for those without products, and for others' custom ops).
 int64_t pm_kernel_flops(const struct ggml_tensor * t);
 
-// pm_two_targets says whether this build has our kernels for two targets,
-// its own and x86-64-v3 (cpu_targets.h), and pm_use_x86_64_v3 picks one;
-// graphs built after it take that target's kernels.
-bool pm_two_targets(void);
-void pm_use_x86_64_v3(bool on);
+// pm_multi_target says whether this build has our kernels for several
+// targets: its own, x86-64-v3 and x86-64-v4 with VNNI (cpu_targets.h).
+// pm_use_kernel_target picks one; graphs built after it take that
+// target's kernels.
+enum pm_kernel_target { PM_KERNELS_OWN, PM_KERNELS_X86_64_V3, PM_KERNELS_X86_64_V4 };
+bool pm_multi_target(void);
+void pm_use_kernel_target(enum pm_kernel_target target);
 
 #endif

@@ -369,7 +369,7 @@ func TestMulMatKernel(t *testing.T) {
 			}
 		})
 	}
-	// Where our kernels outpace ggml's (a plain build's x86-64-v3 ones),
+	// Where our kernels outpace ggml's (a plain build's x86-64-v3 or v4 ones),
 	// weights of every other quantized type are widened through ggml's
 	// decoders as they are packed: K in one and several blocks of 256 or
 	// 32 values, against float64 of the decoded weights.

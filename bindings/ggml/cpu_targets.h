@@ -1,5 +1,5 @@
-// Our CPU kernels for two targets in one binary, where cgo compiles for
-// x86-64 CPUs without AVX2.
+// Our CPU kernels for several targets in one binary, where cgo compiles
+// for x86-64 CPUs without AVX2.
 //
 // cgo compiles C for the compiler's default target, which on x86-64 is
 // SSE2: a plain `go build`, `go install` or Go program importing us got our
@@ -7,23 +7,24 @@
 // products of quantized weights (a q4_K product at 3.5 GFLOP/s in ggml's
 // SSE2 code against 150 in ours with AVX2, on the 2-core Zen 3 dev VM).
 // Such a build also compiles every kernel file for x86-64-v3 (AVX2, FMA,
-// F16C: cpu_x86_64_v3.c), each target's symbols renamed here (suffixes
-// _base and _x86_64_v3), and cpu_dispatch.c defines cpu_kernels.h's
-// functions to call the target that simd.go picks for this CPU at start.
-// Builds for AVX2 and later (make, make portable) and other architectures
-// compile the kernels once, under their own names.
+// F16C: cpu_x86_64_v3.c) and for x86-64-v4 with VNNI (AVX-512 F, BW, CD,
+// DQ, VL and VNNI: cpu_x86_64_v4.c), each target's symbols renamed here
+// (suffixes _base, _x86_64_v3 and _x86_64_v4), and cpu_dispatch.c defines
+// cpu_kernels.h's functions to call the target that simd.go picks for this
+// CPU at start. Builds for AVX2 and later (make, make portable) and other
+// architectures compile the kernels once, under their own names.
 #ifndef PHOTOMAKER_CPU_TARGETS_H
 #define PHOTOMAKER_CPU_TARGETS_H
 
 #if defined(__x86_64__) && !defined(__AVX2__) && (defined(__GNUC__) || defined(__clang__))
-#define PM_TWO_TARGETS 1
+#define PM_MULTI_TARGET 1
 #else
-#define PM_TWO_TARGETS 0
+#define PM_MULTI_TARGET 0
 #endif
 
 // Every symbol of the kernel files, renamed for the target they are
 // compiled for (cpu_dispatch.c, which calls them, defines PM_CALLER).
-#if PM_TWO_TARGETS && !defined(PM_CALLER)
+#if PM_MULTI_TARGET && !defined(PM_CALLER)
 #ifndef PM_TARGET
 #define PM_TARGET base
 #endif

@@ -4,7 +4,7 @@
 #define PM_TARGET x86_64_v3
 #include "cpu_targets.h"
 
-#if PM_TWO_TARGETS
+#if PM_MULTI_TARGET
 // What the kernel files include, compiled for the build's own target
 // first: the target below is for our functions only.
 #include <immintrin.h>
@@ -26,13 +26,7 @@
 #pragma GCC target("avx,avx2,fma,f16c,bmi,bmi2,lzcnt,popcnt,movbe")
 #endif
 
-#include "cpu_attention.c"
-#include "cpu_gemm.c"
-#include "cpu_kernels.c"
-#include "cpu_quant.c"
-#include "cpu_winograd.c"
-// Last: it turns off contraction for the rest of the file.
-#include "cpu_quantizers.c"
+#include "cpu_kernel_files.h"
 
 #if defined(__clang__)
 #pragma clang attribute pop

@@ -11,7 +11,32 @@ import (
 	"golang.org/x/sys/cpu"
 )
 
-func init() { useX86_64V3(hasX86_64V3()) }
+func init() { useKernelTarget(bestKernelTarget()) }
+
+// kernelTarget is one of the targets our CPU kernels are compiled for in a
+// build that has several (cpu_targets.h: plain `go build` on x86-64).
+type kernelTarget int
+
+const (
+	ownTarget kernelTarget = C.PM_KERNELS_OWN       // the build's own (SSE2)
+	x86_64V3  kernelTarget = C.PM_KERNELS_X86_64_V3 // AVX2, FMA, F16C
+	x86_64V4  kernelTarget = C.PM_KERNELS_X86_64_V4 // and AVX-512 with VNNI
+)
+
+func (t kernelTarget) String() string {
+	return map[kernelTarget]string{ownTarget: "own", x86_64V3: "x86-64-v3", x86_64V4: "x86-64-v4"}[t]
+}
+
+// bestKernelTarget is the widest target this CPU (and its OS) runs.
+func bestKernelTarget() kernelTarget {
+	switch {
+	case hasX86_64V4():
+		return x86_64V4
+	case hasX86_64V3():
+		return x86_64V3
+	}
+	return ownTarget
+}
 
 // hasX86_64V3 says whether this CPU (and its OS) runs x86-64-v3 code: AVX,
 // AVX2, BMI1, BMI2, F16C, FMA, LZCNT, MOVBE and POPCNT.
@@ -20,27 +45,49 @@ func hasX86_64V3() bool {
 	return x.HasAVX && x.HasAVX2 && x.HasBMI1 && x.HasBMI2 && x.HasF16C && x.HasFMA && x.HasLZCNT && x.HasMOVBE && x.HasPOPCNT
 }
 
-// useX86_64V3 makes graphs built from now on take our kernels compiled for
-// x86-64-v3, or for the build's own target, in a build that has both
-// (cpu_targets.h: plain `go build` on x86-64). Elsewhere it does nothing.
-func useX86_64V3(on bool) {
-	if bool(C.pm_two_targets()) {
-		C.pm_use_x86_64_v3(C.bool(on))
-		kernelsV3 = on
+// hasX86_64V4 says whether it also runs x86-64-v4 code with VNNI: AVX-512
+// F, BW, CD, DQ, VL and VNNI (x/sys/cpu reports them only where the OS
+// saves the AVX-512 registers).
+func hasX86_64V4() bool {
+	x := cpu.X86
+	return hasX86_64V3() && x.HasAVX512F && x.HasAVX512BW && x.HasAVX512CD && x.HasAVX512DQ && x.HasAVX512VL && x.HasAVX512VNNI
+}
+
+// useKernelTarget makes graphs built from now on take our kernels compiled
+// for target, in a build that has several (cpu_targets.h: plain `go build`
+// on x86-64). Elsewhere it does nothing.
+func useKernelTarget(target kernelTarget) {
+	if multiTargetBuild() {
+		C.pm_use_kernel_target(C.enum_pm_kernel_target(target))
+		kernels = target
 	}
 }
 
-// kernelsV3 is whether our kernels run as compiled for x86-64-v3 in a
-// build that also has them for its own target.
-var kernelsV3 bool
+// multiTargetBuild says whether this build has our kernels for several
+// targets.
+func multiTargetBuild() bool { return bool(C.pm_multi_target()) }
+
+// kernels is the target our kernels run as compiled for, in a build that
+// has several; ownTarget in every other build.
+var kernels = ownTarget
+
+// KernelTarget names the target a plain x86-64 build's CPU kernels were
+// picked for at start ("x86-64-v3" or "x86-64-v4"), or "" where they run
+// as compiled for the build's own target.
+func KernelTarget() string {
+	if kernels == ownTarget {
+		return ""
+	}
+	return kernels.String()
+}
 
 // CPUKernelsOutpaceGGML reports whether our CPU kernels run with wider
 // vectors than ggml's own (compiled for SSE2 in a plain `go build`, ours
-// for x86-64-v3: cpu_targets.h): graphs should then give ours work that
-// ggml's would otherwise do, even at the cost of a conversion. ggml's
+// for x86-64-v3 or v4: cpu_targets.h): graphs should then give ours work
+// that ggml's would otherwise do, even at the cost of a conversion. ggml's
 // SSE2 product of f16 matrices ran at 2 GFLOP/s on the Zen 3 dev VM,
 // against 50–60 compiled for AVX2.
-func CPUKernelsOutpaceGGML() bool { return kernelsV3 }
+func CPUKernelsOutpaceGGML() bool { return kernels != ownTarget }
 
 // MissingSIMD names the vector extensions this CPU has but the ggml compiled
 // into this binary does not use ("" when none). cgo compiles ggml with the
@@ -54,10 +101,10 @@ func CPUKernelsOutpaceGGML() bool { return kernelsV3 }
 // on the CPU.
 //
 // In a plain `go build` on x86-64 our kernels also run as compiled for
-// x86-64-v3 (CPUKernelsOutpaceGGML), taking the products of every weight
-// type: nothing is reported then.
+// x86-64-v3 or v4 (CPUKernelsOutpaceGGML), taking the products of every
+// weight type: nothing is reported then.
 func MissingSIMD() string {
-	if kernelsV3 {
+	if CPUKernelsOutpaceGGML() {
 		return ""
 	}
 	switch runtime.GOARCH {
@@ -113,9 +160,10 @@ func kernelLanes() int { return int(C.pm_kernel_lanes()) }
 
 // UnusedSIMD names wider vectors this CPU has that our own CPU kernels were
 // not compiled for ("" when none): a portable build (`make portable`,
-// x86-64-v3) on a CPU with AVX-512 runs them with 8 floats per vector
-// instead of 16, and the q4_K, q5_K and q8_0 products with half-width
-// integer vectors. `make` compiles them for this CPU.
+// x86-64-v3; or a plain one on a CPU with AVX-512 but without VNNI) on a
+// CPU with AVX-512 runs them with 8 floats per vector instead of 16, and
+// the q4_K, q5_K and q8_0 products with half-width integer vectors. `make`
+// compiles them for this CPU.
 func UnusedSIMD() string {
 	if runtime.GOARCH == "amd64" && cpu.X86.HasAVX512F && cpu.X86.HasAVX512BW && kernelLanes() < 16 {
 		return "AVX-512"

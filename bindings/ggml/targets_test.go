@@ -6,16 +6,16 @@ import (
 	"github.com/stretchr/testify/require"
 )
 
-// TestBothKernelTargets: where a build has our kernels for its own target
-// and for x86-64-v3 (a plain `go test` on x86-64, cpu_targets.h) and the
-// CPU takes the second, the kernels' graphs take it (wider vectors, our
-// integer products of q4_K), and the kernel tests pass for both targets.
-func TestBothKernelTargets(t *testing.T) {
-	if !kernelsV3 {
+// TestKernelTargets: where a build has our kernels for its own target and
+// for x86-64-v3 and v4 (a plain `go test` on x86-64, cpu_targets.h), the
+// widest this CPU runs is taken at start, the kernels' graphs take the
+// picked one (its vector width, our integer products of q4_K), and the
+// kernel tests pass for every target this CPU runs.
+func TestKernelTargets(t *testing.T) {
+	if !multiTargetBuild() || bestKernelTarget() == ownTarget {
 		t.Skip("this build has our kernels for one target (or this CPU is not x86-64-v3)")
 	}
-	require.Equal(t, 8, kernelLanes(), "x86-64-v3's kernels have 8 floats a vector")
-	require.True(t, CPUKernelsTakeQ4K(), "x86-64-v3's kernels multiply q4_K weights")
+	require.Equal(t, bestKernelTarget(), kernels, "the widest target this CPU runs")
 	tests := []struct {
 		name string
 		test func(*testing.T)
@@ -24,14 +24,20 @@ func TestBothKernelTargets(t *testing.T) {
 		{"Conv3x3", TestConv3x3Kernel}, {"Conv3x3Threads", TestConv3x3KernelThreads}, {"Conv1x1", TestConv1x1Kernel},
 		{"GroupNorm", TestGroupNormKernel}, {"LayerNorm", TestLayerNormKernel}, {"OpProfile", TestOpProfileNamesOurKernels},
 		{"Quantize", TestQuantizeMatchesGGML}, {"QuantizeEverywhere", TestQuantizeSameOnEveryMachine}}
-	defer useX86_64V3(true)
-	for _, v3 := range []bool{true, false} {
-		useX86_64V3(v3)
-		if !v3 {
-			require.False(t, CPUKernelsTakeQ4K(), "without AVX2 our kernels leave q4_K to ggml")
+	defer useKernelTarget(bestKernelTarget())
+	targets := []kernelTarget{x86_64V3, ownTarget}
+	if hasX86_64V4() {
+		targets = append([]kernelTarget{x86_64V4}, targets...)
+	}
+	for _, target := range targets {
+		useKernelTarget(target)
+		require.Equal(t, target != ownTarget, CPUKernelsTakeQ4K(), "%s: our kernels multiply q4_K weights with AVX2", target)
+		if target != ownTarget {
+			require.Equal(t, map[kernelTarget]int{x86_64V3: 8, x86_64V4: 16}[target], kernelLanes(), "%s's floats a vector", target)
+			require.Equal(t, target.String(), KernelTarget())
 		}
 		for _, tc := range tests {
-			t.Run(map[bool]string{true: "x86-64-v3/", false: "own/"}[v3]+tc.name, tc.test)
+			t.Run(target.String()+"/"+tc.name, tc.test)
 		}
 	}
 }

@@ -1,0 +1,50 @@
+#!/usr/bin/env bash
+# Checks that a plain x86-64 build's extra kernel targets (cpu_x86_64_v3.c,
+# cpu_x86_64_v4.c: our kernels under a target pragma, bindings/ggml/
+# cpu_targets.h) compile to the same instructions as the kernel files
+# compiled with that target's flags on the command line, as `make` compiles
+# them on such a CPU. For a target this machine cannot run (AVX-512 on the
+# Zen 3 dev VM), this is the check there is. Usage:
+#   bash ggml/check-target-codegen.sh [gcc|clang ...]
+# Prints, per compiler and target, the instructions that differ (padding,
+# addresses and the operand order of vpcmpeq* aside), and exits 1 if any
+# do, for a person to read: on the Zen 3 dev VM (session 28) GCC 12 gave
+# none, and clang 14 for x86-64-v4 named the registers of one block of
+# quantize_q8 differently, the same computation.
+set -euo pipefail
+src="$(cd "$(dirname "$0")/../bindings/ggml" && pwd)"
+tmp="$(mktemp -d)"
+trap 'rm -rf "$tmp"' EXIT
+v3="-mavx -mavx2 -mfma -mf16c -mbmi -mbmi2 -mlzcnt -mpopcnt -mmovbe"
+v4="$v3 -mavx512f -mavx512bw -mavx512cd -mavx512dq -mavx512vl -mavx512vnni"
+# The reference: the same files, a multi-target build forced with the
+# target's flags on the command line (which define __AVX2__).
+mkdir "$tmp/ref"
+cp "$src"/*.c "$src"/*.h "$tmp/ref/"
+sed -i 's/^#if defined(__x86_64__) && !defined(__AVX2__) && (defined(__GNUC__) || defined(__clang__))$/#if 1/' "$tmp/ref/cpu_targets.h"
+grep -q '^#if 1$' "$tmp/ref/cpu_targets.h" || { echo "cpu_targets.h's multi-target test changed: update this script" >&2; exit 1; }
+# disassemble without addresses, and commutative comparisons in one order
+listing() {
+	objdump -d --no-show-raw-insn "$1" | grep -v 'file format' |
+		sed -E 's/^ *[0-9a-f]+:\s*//; s/[0-9a-f]+ <([^>+]+)(\+0x[0-9a-f]+)?>/<\1>/; s/^[0-9a-f]+ </</; s/ *#.*//; s/-?0x[0-9a-f]+\(%rip\)/(%rip)/' |
+		perl -pe 's/(vpcmpeq[bwdq]) %([xyz]mm\d+),%([xyz]mm\d+),/"$1 {" . join(",", sort($2, $3)) . "},"/e' |
+		grep -vE '^(nop|xchg +%ax,%ax|cs nopw|data16)' || true
+}
+status=0
+for cc in "${@:-gcc clang}"; do
+	for target in v3 v4; do
+		flags=$v3
+		[ "$target" = v4 ] && flags=$v4
+		"$cc" -O3 -DNDEBUG -c "$src/cpu_x86_64_$target.c" -o "$tmp/plain.o"
+		"$cc" -O3 -DNDEBUG $flags -I"$tmp/ref" -c "$tmp/ref/cpu_x86_64_$target.c" -o "$tmp/flags.o"
+		listing "$tmp/plain.o" >"$tmp/plain.s"
+		listing "$tmp/flags.o" >"$tmp/flags.s"
+		n=$(diff "$tmp/plain.s" "$tmp/flags.s" | grep -c '^<' || true)
+		echo "$cc x86-64-$target: $(wc -l <"$tmp/plain.s") instructions, $n differ"
+		if [ "$n" -gt 0 ]; then
+			diff "$tmp/plain.s" "$tmp/flags.s" | head -20
+			status=1
+		fi
+	done
+done
+exit $status
