@@ -97,6 +97,7 @@ type benchResult struct {
 	VAEF16            bool      `json:"vae_f16,omitempty"`
 	Type              string    `json:"type"`
 	Threads           int       `json:"threads"`
+	CPUKernels        string    `json:"cpu_kernels,omitempty"` // the target a plain x86-64 build's own CPU kernels run as (ggml.KernelTarget)
 	Width             int       `json:"width"`
 	Height            int       `json:"height"`
 	Steps             int       `json:"steps"`
@@ -150,7 +151,7 @@ func runBench(c *cli.Context) error {
 		Device: c.String("device"), Type: c.String("type"), Threads: c.Int("threads"),
 		Width: c.Int("width"), Height: c.Int("height"), Steps: c.Int("steps"), Batch: c.Int("batch"),
 		Guidance: c.Float64("guidance"), IDImages: c.Int("id-images"), QuantizeConvs: c.Bool("quantize-convs"), F16Accumulation: c.Bool("f16-accum"), VAEF16: c.Bool("vae-f16"),
-		Runs: c.Int("runs"),
+		Runs: c.Int("runs"), CPUKernels: ggml.KernelTarget(),
 	}
 	threads, err := threadsFlag(c)
 	if err != nil {
@@ -710,8 +711,12 @@ func printBench(w io.Writer, r *benchResult) error {
 	if r.VAEF16 {
 		weightType += ", VAE f16 products"
 	}
-	fmt.Fprintf(w, "%s on %s, weights %s, %d×%d, %d %s, batch %d, guidance %g, %d threads\n%s\n",
-		r.Kind, device, weightType, r.Width, r.Height, r.Steps, steps, r.Batch, r.Guidance, r.Threads, src)
+	threads := fmt.Sprintf("%d threads", r.Threads)
+	if r.CPUKernels != "" {
+		threads += " (our CPU kernels as compiled for " + r.CPUKernels + ")"
+	}
+	fmt.Fprintf(w, "%s on %s, weights %s, %d×%d, %d %s, batch %d, guidance %g, %s\n%s\n",
+		r.Kind, device, weightType, r.Width, r.Height, r.Steps, steps, r.Batch, r.Guidance, threads, src)
 	row := func(name, value, note string) { fmt.Fprintf(w, "  %-20s %11s   %s\n", name, value, note) }
 	sec := func(s float64) string { // a GPU's steps and encoders take milliseconds
 		if s < 1 {

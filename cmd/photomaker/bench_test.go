@@ -37,6 +37,11 @@ func TestBenchRandomTiny(t *testing.T) {
 	require.Equal(t, "q8_0", r["type"])
 	require.Equal(t, 64.0, r["width"])
 	require.Equal(t, 2.0, r["id_images"])
+	if kernels := ggml.KernelTarget(); kernels != "" { // a plain x86-64 build
+		require.Equal(t, kernels, r["cpu_kernels"])
+	} else {
+		require.Nil(t, r["cpu_kernels"])
+	}
 	require.GreaterOrEqual(t, r["total_seconds"], r["load_seconds"].(float64)+r["unet_step_seconds"].(float64))
 	require.Nil(t, r["unet_step_profile"], "only with --profile")
 	require.Equal(t, 2.0, r["runs"])
