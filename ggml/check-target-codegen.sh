@@ -30,8 +30,10 @@ listing() {
 		perl -pe 's/(vpcmpeq[bwdq]) %([xyz]mm\d+),%([xyz]mm\d+),/"$1 {" . join(",", sort($2, $3)) . "},"/e' |
 		grep -vE '^(nop|xchg +%ax,%ax|cs nopw|data16)' || true
 }
+compilers=("$@")
+[ ${#compilers[@]} -gt 0 ] || compilers=(gcc clang)
 status=0
-for cc in "${@:-gcc clang}"; do
+for cc in "${compilers[@]}"; do
 	for target in v3 v4; do
 		flags=$v3
 		[ "$target" = v4 ] && flags=$v4
