@@ -55,7 +55,7 @@ Example:
 			if simd := ggml.MissingSIMD(); simd != "" {
 				fmt.Fprintf(tw, "\nThis binary's CPU kernels were compiled without %s, which this CPU has: %s. Build with 'make'.\n", simd, ggml.MissingSIMDEffect(simd))
 			} else if ggml.CPUKernelsOutpaceGGML() {
-				fmt.Fprintf(tw, "\nThis binary's ggml was compiled for any x86-64 CPU (SSE2), our CPU kernels also for x86-64-v3 and x86-64-v4; they run as compiled for %s on this CPU and take the products of every weight type, within a few percent of 'make', which builds everything for this CPU.\n", ggml.KernelTarget())
+				fmt.Fprintf(tw, "\nThis binary's ggml was compiled for any x86-64 CPU (SSE2), our CPU kernels also for x86-64-v3 and x86-64-v4; they run as compiled for %s on this CPU and take the products of every weight type ('make', which builds everything for this CPU, was a few percent faster on an AVX2 machine).\n", ggml.KernelTarget())
 			} else if !ggml.CanRepack() {
 				types := "q4_0"
 				if !ggml.CPUKernelsTakeQ4K() {
