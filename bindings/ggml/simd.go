@@ -27,7 +27,9 @@ func (t kernelTarget) String() string {
 	return map[kernelTarget]string{ownTarget: "own", x86_64V3: "x86-64-v3", x86_64V4: "x86-64-v4"}[t]
 }
 
-// bestKernelTarget is the widest target this CPU (and its OS) runs.
+// bestKernelTarget is the widest target this CPU (and its OS) runs, or
+// that GODEBUG leaves (x/sys/cpu: cpu.avx512f=off takes x86-64-v3,
+// cpu.avx2=off the build's own).
 func bestKernelTarget() kernelTarget {
 	switch {
 	case hasX86_64V4():
