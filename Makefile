@@ -50,7 +50,7 @@ test:
 	export CGO_CFLAGS="$(TEST_FLAGS)" CGO_CXXFLAGS="$(TEST_FLAGS)"; \
 	$(GO) vet ./... && $(GO) test ./... && \
 	CGO_CFLAGS="$(NATIVE_FLAGS)" CGO_CXXFLAGS="$(NATIVE_FLAGS)" $(GO) test -run 'Kernel|MulMatBias|Repack' ./bindings/ggml && \
-	CGO_CFLAGS=-O2 CGO_CXXFLAGS=-O2 $(GO) test -run 'QuantizeMatchesGGML|KernelTargets|MissingSIMD' ./bindings/ggml && \
+	CGO_CFLAGS=-O2 CGO_CXXFLAGS=-O2 $(GO) test -run 'QuantizeMatchesGGML|KernelTarget|MissingSIMD' ./bindings/ggml && \
 	CGO_CFLAGS=-O2 CGO_CXXFLAGS=-O2 $(GO) test -run 'EndToEndGoldens/v1$$' ./photomaker && \
 	$(MAKE) --no-print-directory fuzz FUZZTIME=20000x FUZZMIN=100x
 

@@ -1,6 +1,8 @@
 package ggml
 
 import (
+	"os"
+	"os/exec"
 	"testing"
 
 	"github.com/stretchr/testify/require"
@@ -39,5 +41,25 @@ func TestKernelTargets(t *testing.T) {
 		for _, tc := range tests {
 			t.Run(target.String()+"/"+tc.name, tc.test)
 		}
+	}
+}
+
+// TestKernelTargetGODEBUG: GODEBUG's cpu options (x/sys/cpu) narrow the
+// target taken at start, the way to rule a target out on a machine
+// (ggml/README.md, "CPU builds"). The test binary runs itself with each.
+func TestKernelTargetGODEBUG(t *testing.T) {
+	if os.Getenv("PM_PRINT_KERNEL_TARGET") != "" {
+		os.Stdout.WriteString("kernels: " + kernels.String() + "\n")
+		return
+	}
+	if !multiTargetBuild() || bestKernelTarget() == ownTarget {
+		t.Skip("this build has our kernels for one target (or this CPU is not x86-64-v3)")
+	}
+	for godebug, want := range map[string]kernelTarget{"cpu.avx2=off": ownTarget, "cpu.avx512f=off": x86_64V3} {
+		cmd := exec.Command(os.Args[0], "-test.run=^TestKernelTargetGODEBUG$", "-test.v")
+		cmd.Env = append(os.Environ(), "GODEBUG="+godebug, "PM_PRINT_KERNEL_TARGET=1")
+		out, err := cmd.CombinedOutput()
+		require.NoError(t, err, string(out))
+		require.Contains(t, string(out), "kernels: "+want.String()+"\n", godebug)
 	}
 }
