@@ -79,8 +79,8 @@ run)
 	fits() { ((deadline == 0 || SECONDS + $1 < deadline)) || { echo "skipped $2: deadline" >>"$R/skipped.txt"; false; }; }
 	limit() { local cap=$1; ((deadline == 0)) || cap=$((deadline - SECONDS < cap ? deadline - SECONDS : cap)); echo "$((cap > 1 ? cap : 1))"; }
 	# STEPS picks parts (a 600 s call may not fit the first CUDA build and
-	# every bench): build ops e2e bench vulkan cpu.
-	steps=" ${STEPS:-build ops e2e bench vulkan cpu} "
+	# every bench): build ops e2e kernels bench vulkan cpu.
+	steps=" ${STEPS:-build ops e2e kernels bench vulkan cpu} "
 	# A library built by an earlier call (step keeplib; here, `cudalib`
 	# repacks it as .cudalib/cudalib.txz, 42 MB) saves the build on a fresh
 	# machine; xz or, without it, python3 unpacks it.
@@ -174,6 +174,23 @@ run)
 	# ggml-vulkan over the NVIDIA driver (when prepared).
 	specs=(${BENCH:-f16:1024:20:--profile,--runs=3,PHOTOMAKER_VERBOSE=1 f16:1024:20:--vae-f16,--runs=3 f16:1024:20:--vae-f16,--runs=3,PHOTOMAKER_CUDA_GRAPHS=1 f16:1024:20:PHOTOMAKER_NO_WARMUP=1 f16:1024:20:--runs=3,PHOTOMAKER_UNFOLDED=1 f16:1024:20:--vram=stream gguf-q4_K:1024:20 gguf-q4_K:1024:20:--vram=low f16:512:20 bf16:1024:20 f16:1024:20:--f16-accum gguf-q4_K:1024:20:--quantize-convs q8_0:1024:20})
 	checks "" "$CARRY/lib"
+	# Our CPU kernels as compiled for x86-64-v4 with VNNI, which the dev VMs
+	# could not run (the binaries are x86-64-v3 builds, which add them):
+	# their tests where this machine's CPU has AVX-512, and the products
+	# and convolutions against x86-64-v3's (GODEBUG leaves AVX-512 out).
+	if [[ $steps == *" kernels "* ]] && fits 100 kernels; then
+		(
+			grep -m1 'model name' /proc/cpuinfo
+			grep -m1 -o -w -E 'avx512f|avx512bw|avx512vl|avx512_vnni|avx_vnni|avx512_bf16' /proc/cpuinfo | sort -u | tr '\n' ' '
+			echo
+			cd bindings/ggml
+			timeout "$(limit 60)" "../../$CARRY/ggml.test" -test.run 'TestKernelTargets|TestKernelTargetsBuilt|TestKernelTargetGODEBUG' -test.v 2>&1 | grep -v -E '^ +--- PASS|^=== RUN'
+			for godebug in "" cpu.avx512f=off; do
+				echo "GODEBUG=$godebug"
+				GODEBUG=$godebug timeout "$(limit 30)" "../../$CARRY/ggml.test" -test.run '^$' -test.bench 'MulMat/(q4_K|q8_0|f16).*ours|Conv3x3' -test.benchtime 5x 2>&1 | grep -E 'GFLOP|FAIL|panic'
+			done
+		) >"$R/kernels.txt" 2>&1 || true
+	fi
 	benches "" "$CARRY/lib" cuda "${specs[*]}"
 	if [[ $steps == *" vulkan "* && -d $CARRY/vulkan ]]; then
 		ldconfig -p | grep -q libvulkan.so.1 || { for f in "$CARRY"/gl/*.deb; do dpkg -x "$f" /; done; ldconfig; }

@@ -8,15 +8,29 @@
 #if PM_MULTI_TARGET
 static enum pm_kernel_target target;
 
-bool pm_multi_target(void) { return true; }
-void pm_use_kernel_target(enum pm_kernel_target t) { target = t; }
+bool pm_kernel_target_built(enum pm_kernel_target t) {
+	return t == PM_KERNELS_OWN || t == PM_KERNELS_X86_64_V4 || (t == PM_KERNELS_X86_64_V3 && PM_HAS_V3_TARGET);
+}
+void pm_use_kernel_target(enum pm_kernel_target t) { target = pm_kernel_target_built(t) ? t : PM_KERNELS_OWN; }
 
-// DECLARE declares f's versions for every target with its own parameters
-// (so the compiler checks them against cpu_kernels.h); DISPATCH defines f
-// to call the picked one.
+// DECLARE declares f's versions for every target built, with its own
+// parameters (so the compiler checks them against cpu_kernels.h); DISPATCH
+// defines f to call the picked one. An x86-64-v3 build has no _x86_64_v3
+// versions: its own are those.
+#if PM_HAS_V3_TARGET
+#define DECLARE_V3(ret, f, params) ret f##_x86_64_v3 params;
+#define CASE_V3(f, args)                                                                                               \
+	case PM_KERNELS_X86_64_V3:                                                                                          \
+		return f##_x86_64_v3 args;
+#define CALL_V3(f, args) f##_x86_64_v3 args
+#else
+#define DECLARE_V3(ret, f, params)
+#define CASE_V3(f, args)
+#define CALL_V3(f, args) 0
+#endif
 #define DECLARE(ret, f, params)                                                                                        \
 	ret f##_base params;                                                                                                \
-	ret f##_x86_64_v3 params;                                                                                           \
+	DECLARE_V3(ret, f, params)                                                                                          \
 	ret f##_x86_64_v4 params;
 #define DISPATCH(ret, f, params, args)                                                                                 \
 	DECLARE(ret, f, params)                                                                                             \
@@ -24,8 +38,7 @@ void pm_use_kernel_target(enum pm_kernel_target t) { target = t; }
 		switch (target) {                                                                                               \
 		case PM_KERNELS_X86_64_V4:                                                                                      \
 			return f##_x86_64_v4 args;                                                                                  \
-		case PM_KERNELS_X86_64_V3:                                                                                      \
-			return f##_x86_64_v3 args;                                                                                  \
+			CASE_V3(f, args)                                                                                            \
 		default:                                                                                                        \
 			return f##_base args;                                                                                       \
 		}                                                                                                               \
@@ -66,20 +79,20 @@ DISPATCH(int, pm_kernel_lanes, (void), ())
 DECLARE(int64_t, pm_set_wino_group_floats, (int64_t n))
 int64_t pm_set_wino_group_floats(int64_t n) {
 	pm_set_wino_group_floats_x86_64_v4(n);
-	pm_set_wino_group_floats_x86_64_v3(n);
+	(void)CALL_V3(pm_set_wino_group_floats, (n));
 	return pm_set_wino_group_floats_base(n);
 }
 
 // A node is one target's (or none's): the others answer 0.
 DECLARE(int64_t, pm_kernel_flops, (ctensor t))
 int64_t pm_kernel_flops(ctensor t) {
-	return pm_kernel_flops_base(t) + pm_kernel_flops_x86_64_v3(t) + pm_kernel_flops_x86_64_v4(t);
+	return pm_kernel_flops_base(t) + CALL_V3(pm_kernel_flops, (t)) + pm_kernel_flops_x86_64_v4(t);
 }
 
 // Whether ggml's quantizers fuse: ggml is compiled for the build's target.
 bool pm_fuses_multiply_add_base(void);
 bool pm_fuses_multiply_add(void) { return pm_fuses_multiply_add_base(); }
 #else
-bool pm_multi_target(void) { return false; }
+bool pm_kernel_target_built(enum pm_kernel_target t) { return t == PM_KERNELS_OWN; }
 void pm_use_kernel_target(enum pm_kernel_target t) { (void)t; }
 #endif

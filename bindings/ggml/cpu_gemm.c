@@ -229,7 +229,7 @@ bool pm_conv1x1_fits(const struct ggml_tensor * w, const struct ggml_tensor * x)
 	const size_t elem = w->type == GGML_TYPE_F16 ? 2 : 4; // f32 rows must also be whole floats apart
 	return (w->type == GGML_TYPE_F32 || w->type == GGML_TYPE_F16) && x->type == GGML_TYPE_F32 && w->ne[2] == 1 &&
 	       w->ne[3] == 1 && w->nb[0] == elem && w->nb[1] % elem == 0 && w->ne[0] == x->ne[2] &&
-	       x->nb[0] == sizeof(float) && x->nb[1] == x->ne[0] * (int64_t)sizeof(float) && x->nb[2] % sizeof(float) == 0 &&
+	       x->nb[0] == sizeof(float) && x->nb[1] == (size_t)x->ne[0] * sizeof(float) && x->nb[2] % sizeof(float) == 0 &&
 	       x->ne[0] * x->ne[1] >= 24 && x->ne[0] * x->ne[1] * x->ne[2] * w->ne[1] >= (1 << 21);
 }
 
@@ -264,8 +264,9 @@ struct ggml_tensor * pm_conv1x1(struct ggml_context * ctx, struct ggml_tensor * 
 // PM_WIDENS_ANY: in a plain x86-64 build's kernels for x86-64-v3 and v4
 // (cpu_targets.h), where ggml's own products are SSE2 code (20–30 times
 // slower), the rows of every other quantized type (q4_0, q6_K, ...) are
-// widened through ggml's decoders into our f32 product too.
-#if PM_MULTI_TARGET && defined(__AVX2__)
+// widened through ggml's decoders into our f32 product too. (Not in an
+// x86-64-v3 build's kernels for v4: ggml's products there have AVX2.)
+#if PM_MULTI_TARGET && PM_OWN_LEVEL < 3 && defined(__AVX2__)
 #define PM_WIDENS_ANY 1
 #else
 #define PM_WIDENS_ANY 0

@@ -1,11 +1,11 @@
 // Every kernel file again, for the extra target of the file that includes
 // this (cpu_x86_64_v3.c, cpu_x86_64_v4.c: PM_TARGET, the instruction sets
-// PM_TARGET_ISA and, for AVX-512, PM_TARGET_AVX512), in a build whose own
-// target lacks AVX2 (cpu_targets.h); nothing in every other build. Not a
-// header of its own.
+// PM_TARGET_ISA and PM_TARGET_LEVEL, 3 or 4), in a build whose own target
+// is below it (cpu_targets.h); nothing in every other build. Not a header
+// of its own.
 #include "cpu_targets.h"
 
-#if PM_MULTI_TARGET
+#if PM_MULTI_TARGET && PM_TARGET_LEVEL > PM_OWN_LEVEL
 // What the kernel files include, compiled for the build's own target
 // first: the target below is for our functions only.
 #include <immintrin.h>
@@ -25,7 +25,7 @@ PM_PRAGMA(clang attribute push(__attribute__((target(PM_TARGET_ISA))), apply_to 
 #define __AVX2__ 1
 #define __FMA__ 1
 #define __F16C__ 1
-#if PM_TARGET_AVX512
+#if PM_TARGET_LEVEL >= 4
 #define __AVX512F__ 1
 #define __AVX512BW__ 1
 #define __AVX512CD__ 1

@@ -100,12 +100,13 @@ int pm_kernel_lanes(void);
 // ours (0 for those without products, and for others' custom ops).
 int64_t pm_kernel_flops(const struct ggml_tensor * t);
 
-// pm_multi_target says whether this build has our kernels for several
-// targets: its own, x86-64-v3 and x86-64-v4 with VNNI (cpu_targets.h).
-// pm_use_kernel_target picks one; graphs built after it take that
-// target's kernels.
+// pm_kernel_target_built says whether this build has our kernels for
+// target besides its own (cpu_targets.h: x86-64-v3 and x86-64-v4 with VNNI
+// in a plain x86-64 build, v4 in an x86-64-v3 one; PM_KERNELS_OWN always).
+// pm_use_kernel_target picks one (one not built: the own); graphs built
+// after it take that target's kernels.
 enum pm_kernel_target { PM_KERNELS_OWN, PM_KERNELS_X86_64_V3, PM_KERNELS_X86_64_V4 };
-bool pm_multi_target(void);
+bool pm_kernel_target_built(enum pm_kernel_target target);
 void pm_use_kernel_target(enum pm_kernel_target target);
 
 #endif

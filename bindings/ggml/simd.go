@@ -14,11 +14,12 @@ import (
 func init() { useKernelTarget(bestKernelTarget()) }
 
 // kernelTarget is one of the targets our CPU kernels are compiled for in a
-// build that has several (cpu_targets.h: plain `go build` on x86-64).
+// build that has several (cpu_targets.h: a plain `go build` on x86-64, or
+// one for x86-64-v3 such as make portable).
 type kernelTarget int
 
 const (
-	ownTarget kernelTarget = C.PM_KERNELS_OWN       // the build's own (SSE2)
+	ownTarget kernelTarget = C.PM_KERNELS_OWN       // the build's own (SSE2, or x86-64-v3)
 	x86_64V3  kernelTarget = C.PM_KERNELS_X86_64_V3 // AVX2, FMA, F16C
 	x86_64V4  kernelTarget = C.PM_KERNELS_X86_64_V4 // and AVX-512 with VNNI
 )
@@ -27,14 +28,14 @@ func (t kernelTarget) String() string {
 	return map[kernelTarget]string{ownTarget: "own", x86_64V3: "x86-64-v3", x86_64V4: "x86-64-v4"}[t]
 }
 
-// bestKernelTarget is the widest target this CPU (and its OS) runs, or
-// that GODEBUG leaves (x/sys/cpu: cpu.avx512f=off takes x86-64-v3,
-// cpu.avx2=off the build's own).
+// bestKernelTarget is the widest target built that this CPU (and its OS)
+// runs, or that GODEBUG leaves (x/sys/cpu: cpu.avx512f=off takes
+// x86-64-v3, cpu.avx2=off the build's own).
 func bestKernelTarget() kernelTarget {
 	switch {
-	case hasX86_64V4():
+	case hasX86_64V4() && kernelTargetBuilt(x86_64V4):
 		return x86_64V4
-	case hasX86_64V3():
+	case hasX86_64V3() && kernelTargetBuilt(x86_64V3):
 		return x86_64V3
 	}
 	return ownTarget
@@ -56,26 +57,29 @@ func hasX86_64V4() bool {
 }
 
 // useKernelTarget makes graphs built from now on take our kernels compiled
-// for target, in a build that has several (cpu_targets.h: plain `go build`
-// on x86-64). Elsewhere it does nothing.
+// for target, where this build has them (kernelTargetBuilt), else for the
+// build's own.
 func useKernelTarget(target kernelTarget) {
-	if multiTargetBuild() {
-		C.pm_use_kernel_target(C.enum_pm_kernel_target(target))
-		kernels = target
+	if !kernelTargetBuilt(target) {
+		target = ownTarget
 	}
+	C.pm_use_kernel_target(C.enum_pm_kernel_target(target))
+	kernels = target
 }
 
-// multiTargetBuild says whether this build has our kernels for several
-// targets.
-func multiTargetBuild() bool { return bool(C.pm_multi_target()) }
+// kernelTargetBuilt says whether this build has our kernels compiled for
+// target besides its own (ownTarget: always).
+func kernelTargetBuilt(target kernelTarget) bool {
+	return bool(C.pm_kernel_target_built(C.enum_pm_kernel_target(target)))
+}
 
-// kernels is the target our kernels run as compiled for, in a build that
-// has several; ownTarget in every other build.
+// kernels is the target our kernels run as compiled for: ownTarget in a
+// build that has them for one.
 var kernels = ownTarget
 
-// KernelTarget names the target a plain x86-64 build's CPU kernels were
-// picked for at start ("x86-64-v3" or "x86-64-v4"), or "" where they run
-// as compiled for the build's own target.
+// KernelTarget names the target an x86-64 build's CPU kernels were picked
+// for at start besides the build's own ("x86-64-v3" or "x86-64-v4"), or ""
+// where they run as compiled for the build's own target.
 func KernelTarget() string {
 	if kernels == ownTarget {
 		return ""
@@ -83,13 +87,21 @@ func KernelTarget() string {
 	return kernels.String()
 }
 
-// CPUKernelsOutpaceGGML reports whether our CPU kernels run with wider
-// vectors than ggml's own (compiled for SSE2 in a plain `go build`, ours
-// for x86-64-v3 or v4: cpu_targets.h): graphs should then give ours work
-// that ggml's would otherwise do, even at the cost of a conversion. ggml's
-// SSE2 product of f16 matrices ran at 2 GFLOP/s on the Zen 3 dev VM,
-// against 50–60 compiled for AVX2.
-func CPUKernelsOutpaceGGML() bool { return kernels != ownTarget }
+// CPUKernelsOutpaceGGML reports whether our CPU kernels run with AVX2 and
+// ggml's without it (compiled for SSE2 in a plain `go build`, ours for
+// x86-64-v3 or v4: cpu_targets.h): graphs should then give ours work that
+// ggml's would otherwise do, even at the cost of a conversion. ggml's SSE2
+// product of f16 matrices ran at 2 GFLOP/s on the Zen 3 dev VM, against
+// 50–60 compiled for AVX2. (An x86-64-v3 build's ggml has AVX2: ours for
+// v4 do not outpace it by as much.)
+func CPUKernelsOutpaceGGML() bool { return kernels != ownTarget && !ownTargetIsX86_64V3() }
+
+// ownTargetIsX86_64V3 says whether the build's own target (ggml's, and our
+// kernels' own) has x86-64-v3's AVX2, FMA and F16C (cpu_targets.h's
+// PM_OWN_LEVEL 3).
+func ownTargetIsX86_64V3() bool {
+	return C.ggml_cpu_has_avx2() != 0 && C.ggml_cpu_has_fma() != 0 && C.ggml_cpu_has_f16c() != 0
+}
 
 // MissingSIMD names the vector extensions this CPU has but the ggml compiled
 // into this binary does not use ("" when none). cgo compiles ggml with the
@@ -161,11 +173,11 @@ func CPUSumsF16() bool { return C.ggml_cpu_has_fp16_va() != 0 }
 func kernelLanes() int { return int(C.pm_kernel_lanes()) }
 
 // UnusedSIMD names wider vectors this CPU has that our own CPU kernels were
-// not compiled for ("" when none): a portable build (`make portable`,
-// x86-64-v3; or a plain one on a CPU with AVX-512 but without VNNI) on a
-// CPU with AVX-512 runs them with 8 floats per vector instead of 16, and
-// the q4_K, q5_K and q8_0 products with half-width integer vectors. `make`
-// compiles them for this CPU.
+// not compiled for ("" when none): a plain or portable build (`make
+// portable`, x86-64-v3) on a CPU with AVX-512 but without VNNI (Skylake-SP
+// and -X), which does not take their x86-64-v4 kernels, runs them with 8
+// floats per vector instead of 16, and the q4_K, q5_K and q8_0 products
+// with half-width integer vectors. `make` compiles them for this CPU.
 func UnusedSIMD() string {
 	if runtime.GOARCH == "amd64" && cpu.X86.HasAVX512F && cpu.X86.HasAVX512BW && kernelLanes() < 16 {
 		return "AVX-512"

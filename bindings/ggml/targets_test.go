@@ -3,19 +3,21 @@ package ggml
 import (
 	"os"
 	"os/exec"
+	"runtime"
 	"testing"
 
 	"github.com/stretchr/testify/require"
 )
 
-// TestKernelTargets: where a build has our kernels for its own target and
-// for x86-64-v3 and v4 (a plain `go test` on x86-64, cpu_targets.h), the
-// widest this CPU runs is taken at start, the kernels' graphs take the
-// picked one (its vector width, our integer products of q4_K), and the
-// kernel tests pass for every target this CPU runs.
+// TestKernelTargets: where a build has our kernels for several targets (a
+// plain `go test` on x86-64: its own, x86-64-v3 and v4; an x86-64-v3 one:
+// its own and v4; cpu_targets.h), the widest this CPU runs is taken at
+// start, the kernels' graphs take the picked one (its vector width, our
+// integer products of q4_K), and the kernel tests pass for every target
+// this CPU runs.
 func TestKernelTargets(t *testing.T) {
-	if !multiTargetBuild() || bestKernelTarget() == ownTarget {
-		t.Skip("this build has our kernels for one target (or this CPU is not x86-64-v3)")
+	if bestKernelTarget() == ownTarget {
+		t.Skip("this build has our kernels for no target beyond its own that this CPU runs")
 	}
 	require.Equal(t, bestKernelTarget(), kernels, "the widest target this CPU runs")
 	tests := []struct {
@@ -27,19 +29,44 @@ func TestKernelTargets(t *testing.T) {
 		{"GroupNorm", TestGroupNormKernel}, {"LayerNorm", TestLayerNormKernel}, {"OpProfile", TestOpProfileNamesOurKernels},
 		{"Quantize", TestQuantizeMatchesGGML}, {"QuantizeEverywhere", TestQuantizeSameOnEveryMachine}}
 	defer useKernelTarget(bestKernelTarget())
-	targets := []kernelTarget{x86_64V3, ownTarget}
-	if hasX86_64V4() {
-		targets = append([]kernelTarget{x86_64V4}, targets...)
+	var targets []kernelTarget // widest first
+	if hasX86_64V4() && kernelTargetBuilt(x86_64V4) {
+		targets = append(targets, x86_64V4)
 	}
-	for _, target := range targets {
+	if hasX86_64V3() && kernelTargetBuilt(x86_64V3) {
+		targets = append(targets, x86_64V3)
+	}
+	for _, target := range append(targets, ownTarget) {
 		useKernelTarget(target)
-		require.Equal(t, target != ownTarget, CPUKernelsTakeQ4K(), "%s: our kernels multiply q4_K weights with AVX2", target)
+		require.Equal(t, target != ownTarget || ownTargetIsX86_64V3(), CPUKernelsTakeQ4K(), "%s: our kernels multiply q4_K weights with AVX2", target)
 		if target != ownTarget {
 			require.Equal(t, map[kernelTarget]int{x86_64V3: 8, x86_64V4: 16}[target], kernelLanes(), "%s's floats a vector", target)
 			require.Equal(t, target.String(), KernelTarget())
 		}
 		for _, tc := range tests {
 			t.Run(target.String()+"/"+tc.name, tc.test)
+		}
+	}
+}
+
+// TestKernelTargetsBuilt: the targets a build compiles our kernels for
+// besides its own (cpu_targets.h): on x86-64, x86-64-v4 unless its own
+// target has AVX-512, and x86-64-v3 unless it is x86-64-v3 (AVX2, FMA and
+// F16C); elsewhere none. A target not built gives the own kernels.
+func TestKernelTargetsBuilt(t *testing.T) {
+	defer useKernelTarget(bestKernelTarget())
+	useKernelTarget(ownTarget)
+	ownLanes := kernelLanes()
+	amd64 := runtime.GOARCH == "amd64"
+	require.True(t, kernelTargetBuilt(ownTarget))
+	require.Equal(t, amd64 && ownLanes < 16, kernelTargetBuilt(x86_64V4), "x86-64-v4 (own target: %d floats a vector)", ownLanes)
+	require.Equal(t, amd64 && !ownTargetIsX86_64V3(), kernelTargetBuilt(x86_64V3), "x86-64-v3")
+	for _, target := range []kernelTarget{x86_64V3, x86_64V4} {
+		if !kernelTargetBuilt(target) {
+			useKernelTarget(target)
+			require.Equal(t, ownTarget, kernels, target.String())
+			require.Equal(t, ownLanes, kernelLanes(), target.String())
+			require.Empty(t, KernelTarget(), target.String())
 		}
 	}
 }
@@ -52,10 +79,14 @@ func TestKernelTargetGODEBUG(t *testing.T) {
 		os.Stdout.WriteString("kernels: " + kernels.String() + "\n")
 		return
 	}
-	if !multiTargetBuild() || bestKernelTarget() == ownTarget {
-		t.Skip("this build has our kernels for one target (or this CPU is not x86-64-v3)")
+	if bestKernelTarget() == ownTarget {
+		t.Skip("this build has our kernels for no target beyond its own that this CPU runs")
 	}
-	for godebug, want := range map[string]kernelTarget{"cpu.avx2=off": ownTarget, "cpu.avx512f=off": x86_64V3} {
+	withoutAVX512 := ownTarget
+	if hasX86_64V3() && kernelTargetBuilt(x86_64V3) {
+		withoutAVX512 = x86_64V3
+	}
+	for godebug, want := range map[string]kernelTarget{"cpu.avx2=off": ownTarget, "cpu.avx512f=off": withoutAVX512} {
 		cmd := exec.Command(os.Args[0], "-test.run=^TestKernelTargetGODEBUG$", "-test.v")
 		cmd.Env = append(os.Environ(), "GODEBUG="+godebug, "PM_PRINT_KERNEL_TARGET=1")
 		out, err := cmd.CombinedOutput()

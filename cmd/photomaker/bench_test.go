@@ -37,7 +37,7 @@ func TestBenchRandomTiny(t *testing.T) {
 	require.Equal(t, "q8_0", r["type"])
 	require.Equal(t, 64.0, r["width"])
 	require.Equal(t, 2.0, r["id_images"])
-	if kernels := ggml.KernelTarget(); kernels != "" { // a plain x86-64 build
+	if kernels := ggml.KernelTarget(); kernels != "" { // an x86-64 build below this CPU
 		require.Equal(t, kernels, r["cpu_kernels"])
 	} else {
 		require.Nil(t, r["cpu_kernels"])

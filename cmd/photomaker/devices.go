@@ -63,6 +63,9 @@ Example:
 				}
 				fmt.Fprintf(tw, "\nThis binary's ggml lacks the CPU's repacked %s products (about 1.6× faster on the CPU). Build with 'make'.\n", types)
 			}
+			if t := ggml.KernelTarget(); t != "" && !ggml.CPUKernelsOutpaceGGML() {
+				fmt.Fprintf(tw, "\nThis binary was compiled for x86-64-v3 (a portable build), our CPU kernels also for x86-64-v4 with VNNI; they run as compiled for %s on this CPU.\n", t)
+			}
 			if simd := ggml.UnusedSIMD(); simd != "" {
 				fmt.Fprintf(tw, "\nThis CPU has %s, which this binary's own CPU kernels were not compiled for (a portable build): 'make' builds them for it (1.6× faster on a Zen 5).\n", simd)
 			}
