@@ -261,27 +261,40 @@ struct ggml_tensor * pm_conv1x1(struct ggml_context * ctx, struct ggml_tensor * 
 #define PM_HALF_MIN_N 128
 #endif
 
-// PM_WIDENS_ANY: in a plain x86-64 build's kernels for x86-64-v3 and v4
-// (cpu_targets.h), where ggml's own products are SSE2 code (20–30 times
-// slower), the rows of every other quantized type (q4_0, q6_K, ...) are
-// widened through ggml's decoders into our f32 product too. (Not in an
-// x86-64-v3 build's kernels for v4: ggml's products there have AVX2.)
-#if PM_MULTI_TARGET && PM_OWN_LEVEL < 3 && defined(__AVX2__)
+// PM_WIDENS_ANY: in our kernels for x86 with AVX2, the rows of every other
+// quantized type (q4_0, q6_K, ...) are widened through ggml's decoders into
+// our f32 product too. Against ggml's AVX2 products (BenchmarkMulMat,
+// 1280 × 1280 × 1024 on one core of the Zen 3 dev VM): q6_K 20–22 → 54–56
+// GFLOP/s, q5_0 29–30 → 50–63, q5_1 21–22 → 63, q4_1 28–30 → 49–67, q3_K
+// 27–30 → 49–57, q2_K 38–43 → 52–64, unrepacked q4_0 29–47 → 45–61
+// (repacked q4_0 stays ggml's); against a plain build's SSE2 ones 6–20
+// times. Each weight is decoded as it is packed (about 4 ns for q6_K), which
+// pays from about a hundred activation rows against ggml's AVX2 products
+// (at 77, q6_K 26 against 24–31; at 16, 26–30 against 11), from a few
+// against SSE2's: PM_WIDEN_MIN_N.
+#if defined(__x86_64__) && defined(__AVX2__)
 #define PM_WIDENS_ANY 1
 #else
 #define PM_WIDENS_ANY 0
 #endif
+#if PM_OWN_LEVEL >= 3
+#define PM_WIDEN_MIN_N 128
+#else
+#define PM_WIDEN_MIN_N MM_NR
+#endif
 
 // widens says whether a's rows are whole blocks of a quantized type that
-// only PM_WIDENS_ANY takes.
+// only PM_WIDENS_ANY takes, times enough of b's rows.
 static bool widens(const struct ggml_tensor * a, const struct ggml_tensor * b) {
 	if (!PM_WIDENS_ANY || a->type == GGML_TYPE_F32 || a->type == GGML_TYPE_F16 || a->type == GGML_TYPE_BF16 ||
-	    a->type == GGML_TYPE_Q8_0 || pm_mul_mat_k_fits(a, b)) {
+	    a->type == GGML_TYPE_Q8_0 || pm_mul_mat_k_fits(a, b) || b->ne[1] * b->ne[2] * b->ne[3] < PM_WIDEN_MIN_N) {
 		return false;
 	}
 	const struct ggml_type_traits * tr = ggml_get_type_traits(a->type);
 	return tr->is_quantized && tr->to_float != NULL && a->ne[0] % tr->blck_size == 0 && a->nb[0] == tr->type_size;
 }
+
+int pm_mul_mat_widen_min_n(void) { return PM_WIDENS_ANY ? PM_WIDEN_MIN_N : 0; }
 
 bool pm_mul_mat_fits(const struct ggml_tensor * a, const struct ggml_tensor * b) {
 	const bool q8 = a->type == GGML_TYPE_Q8_0 && a->ne[0] % 32 == 0, kquant = pm_mul_mat_k_fits(a, b);

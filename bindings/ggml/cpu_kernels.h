@@ -41,7 +41,8 @@ bool pm_attention_fits(int64_t d, int64_t keys);
 
 // pm_mul_mat is ggml_mul_mat for a [K, M] (2-D: f32, f16, bf16 (see
 // pm_mul_mat_takes_bf16), q8_0, or with AVX2 q4_K (stored plainly, not
-// repacked) or q5_K) and f32 b [K, N, B2, B3] with
+// repacked) or q5_K, and any other quantized type times at least
+// pm_mul_mat_widen_min_n rows) and f32 b [K, N, B2, B3] with
 // contiguous rows, plus bias [M] (f32, contiguous) if not NULL, as custom
 // ops that only the CPU backend runs: [M, N, B2, B3]. The bias is added to
 // the finished sums, as ggml_add would. The operands must satisfy
@@ -57,6 +58,10 @@ bool pm_mul_mat_bias_fits(const struct ggml_tensor * a, const struct ggml_tensor
 // 127 (8 bits, compiled with VNNI), 32767 (16 bits, AVX2), or 0 (f32).
 bool pm_mul_mat_takes_q4k(void);
 bool pm_mul_mat_takes_bf16(void);
+// pm_mul_mat_widen_min_n is the fewest activation rows (b's) that
+// pm_mul_mat multiplies weights of other quantized types by, widening them
+// to f32 as it packs them (x86 with AVX2), or 0 where it never does.
+int pm_mul_mat_widen_min_n(void);
 int pm_mul_mat_q8_levels(void);
 
 // pm_quantize writes n values of x as q4_K, q5_K or q8_0 blocks to y, as

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math"
 	"math/rand/v2"
+	"runtime"
 	"testing"
 
 	"github.com/stretchr/testify/require"
@@ -369,13 +370,16 @@ func TestMulMatKernel(t *testing.T) {
 			}
 		})
 	}
-	// Where our kernels outpace ggml's (a plain build's x86-64-v3 or v4 ones),
-	// weights of every other quantized type are widened through ggml's
-	// decoders as they are packed: K in one and several blocks of 256 or
-	// 32 values, against float64 of the decoded weights.
-	if CPUKernelsOutpaceGGML() {
+	// In our kernels for x86 with AVX2, weights of every other quantized
+	// type are widened through ggml's decoders as they are packed, times at
+	// least cpuKernelsWidenMinN activation rows (from exactly that many
+	// here): K in one and several blocks of 256 or 32 values, against
+	// float64 of the decoded weights. One row fewer stays ggml's.
+	if minN := cpuKernelsWidenMinN(); minN > 0 {
+		require.Equal(t, "amd64", runtime.GOARCH, "x86 only")
 		for _, typ := range []Type{TypeQ6_K, TypeQ2_K, TypeQ4_0, TypeQ5_1} {
 			for _, tc := range []struct{ k, m, n int }{{256, 100, 90}, {1024, 41, 64}, {768, 100, 33}} {
+				tc.n = max(tc.n, minN+tc.n%8)
 				t.Run(fmt.Sprintf("%s_k%d_m%d_n%d", typ, tc.k, tc.m, tc.n), func(t *testing.T) {
 					a, b := randn(r, tc.k*tc.m), randn(r, tc.k*tc.n)
 					q, err := Quantize(typ, a, int64(tc.k))
@@ -392,6 +396,11 @@ func TestMulMatKernel(t *testing.T) {
 					requireProduct(t, a, b, nil, tc.k, tc.m, tc.n, got)
 				})
 			}
+			c := NewContext(8, 0)
+			c.SetCPUKernels(true)
+			y := c.MulMat(c.NewTensor(typ, 1024, 100), c.NewTensor(TypeF32, 1024, int64(minN-1)))
+			require.Equal(t, "MUL_MAT", y.Op(), "%s times %d rows: ggml's", typ, minN-1)
+			c.Free()
 		}
 	}
 	// f16 and bf16 weights: widened as they are packed, times the f32

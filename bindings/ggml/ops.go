@@ -48,6 +48,13 @@ func CPUKernelsTakeQ4K() bool { return bool(C.pm_mul_mat_takes_q4k()) }
 // products (faster, at activations rounded to bf16).
 func cpuKernelsTakeBF16() bool { return bool(C.pm_mul_mat_takes_bf16()) }
 
+// cpuKernelsWidenMinN is the fewest activation rows MulMat with
+// SetCPUKernels multiplies weights of other quantized types (q6_K, q4_0,
+// ...) by in our f32 product, widening them as it packs them (x86 with
+// AVX2: 128 where ggml's products have AVX2 too, a few in a plain build),
+// or 0 where they stay ggml's.
+func cpuKernelsWidenMinN() int { return int(C.pm_mul_mat_widen_min_n()) }
+
 // cpuKernelsQ8Levels is how many levels each side of zero MulMat with
 // SetCPUKernels rounds the activations of q8_0 weights to per 32 values:
 // 127 (8 bits, builds with VNNI), 32767 (16 bits, AVX2), or 0 (they stay
