@@ -187,7 +187,7 @@ run)
 			timeout "$(limit 60)" "../../$CARRY/ggml.test" -test.run 'TestKernelTargets|TestKernelTargetsBuilt|TestKernelTargetGODEBUG' -test.v 2>&1 | grep -v -E '^ +--- PASS|^=== RUN'
 			for godebug in "" cpu.avx512f=off; do
 				echo "GODEBUG=$godebug"
-				GODEBUG=$godebug timeout "$(limit 30)" "../../$CARRY/ggml.test" -test.run '^$' -test.bench 'MulMat/(q4_K|q8_0|f16).*ours|Conv3x3' -test.benchtime 5x 2>&1 | grep -E 'GFLOP|FAIL|panic'
+				GODEBUG=$godebug timeout "$(limit 30)" "../../$CARRY/ggml.test" -test.run '^$' -test.bench 'MulMat/(q4_K|q8_0|f16).*ours|MulMat/q6_K|Conv3x3' -test.benchtime 5x 2>&1 | grep -E 'GFLOP|FAIL|panic'
 			done
 		) >"$R/kernels.txt" 2>&1 || true
 	fi
