@@ -270,8 +270,10 @@ struct ggml_tensor * pm_conv1x1(struct ggml_context * ctx, struct ggml_tensor * 
 // (repacked q4_0 stays ggml's); against a plain build's SSE2 ones 6–20
 // times. Each weight is decoded as it is packed (about 4 ns for q6_K), which
 // pays from about a hundred activation rows against ggml's AVX2 products
-// (at 77, q6_K 26 against 24–31; at 16, 26–30 against 11), from a few
-// against SSE2's: PM_WIDEN_MIN_N.
+// (ggml's against ours, q6_K: 26 against 24–31 GFLOP/s at 77 rows, 26–30
+// against 11 at 16), from a few against SSE2's: PM_WIDEN_MIN_N. ggml's x86
+// dot products of these types have no AVX-512 code, so builds for it widen
+// too.
 #if defined(__x86_64__) && defined(__AVX2__)
 #define PM_WIDENS_ANY 1
 #else
