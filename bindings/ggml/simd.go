@@ -31,14 +31,19 @@ func (t kernelTarget) String() string {
 // bestKernelTarget is the widest target built that this CPU (and its OS)
 // runs, or that GODEBUG leaves (x/sys/cpu: cpu.avx512f=off takes
 // x86-64-v3, cpu.avx2=off the build's own).
-func bestKernelTarget() kernelTarget {
-	switch {
-	case hasX86_64V4() && kernelTargetBuilt(x86_64V4):
-		return x86_64V4
-	case hasX86_64V3() && kernelTargetBuilt(x86_64V3):
-		return x86_64V3
+func bestKernelTarget() kernelTarget { return runnableKernelTargets()[0] }
+
+// runnableKernelTargets are the targets built that this CPU runs, widest
+// first, ending with the build's own.
+func runnableKernelTargets() []kernelTarget {
+	var targets []kernelTarget
+	if hasX86_64V4() && kernelTargetBuilt(x86_64V4) {
+		targets = append(targets, x86_64V4)
 	}
-	return ownTarget
+	if hasX86_64V3() && kernelTargetBuilt(x86_64V3) {
+		targets = append(targets, x86_64V3)
+	}
+	return append(targets, ownTarget)
 }
 
 // hasX86_64V3 says whether this CPU (and its OS) runs x86-64-v3 code: AVX,

@@ -4,6 +4,7 @@ import (
 	"os"
 	"os/exec"
 	"runtime"
+	"slices"
 	"testing"
 
 	"github.com/stretchr/testify/require"
@@ -29,14 +30,7 @@ func TestKernelTargets(t *testing.T) {
 		{"GroupNorm", TestGroupNormKernel}, {"LayerNorm", TestLayerNormKernel}, {"OpProfile", TestOpProfileNamesOurKernels},
 		{"Quantize", TestQuantizeMatchesGGML}, {"QuantizeEverywhere", TestQuantizeSameOnEveryMachine}}
 	defer useKernelTarget(bestKernelTarget())
-	var targets []kernelTarget // widest first
-	if hasX86_64V4() && kernelTargetBuilt(x86_64V4) {
-		targets = append(targets, x86_64V4)
-	}
-	if hasX86_64V3() && kernelTargetBuilt(x86_64V3) {
-		targets = append(targets, x86_64V3)
-	}
-	for _, target := range append(targets, ownTarget) {
+	for _, target := range runnableKernelTargets() {
 		useKernelTarget(target)
 		require.Equal(t, target != ownTarget || ownTargetIsX86_64V3(), CPUKernelsTakeQ4K(), "%s: our kernels multiply q4_K weights with AVX2", target)
 		if target != ownTarget {
@@ -83,7 +77,7 @@ func TestKernelTargetGODEBUG(t *testing.T) {
 		t.Skip("this build has our kernels for no target beyond its own that this CPU runs")
 	}
 	withoutAVX512 := ownTarget
-	if hasX86_64V3() && kernelTargetBuilt(x86_64V3) {
+	if slices.Contains(runnableKernelTargets(), x86_64V3) {
 		withoutAVX512 = x86_64V3
 	}
 	for godebug, want := range map[string]kernelTarget{"cpu.avx2=off": ownTarget, "cpu.avx512f=off": withoutAVX512} {

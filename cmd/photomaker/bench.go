@@ -97,7 +97,7 @@ type benchResult struct {
 	VAEF16            bool      `json:"vae_f16,omitempty"`
 	Type              string    `json:"type"`
 	Threads           int       `json:"threads"`
-	CPUKernels        string    `json:"cpu_kernels,omitempty"` // the target a plain x86-64 build's own CPU kernels run as (ggml.KernelTarget)
+	CPUKernels        string    `json:"cpu_kernels,omitempty"` // the target an x86-64 build's own CPU kernels run as, where above the build's (ggml.KernelTarget)
 	Width             int       `json:"width"`
 	Height            int       `json:"height"`
 	Steps             int       `json:"steps"`
