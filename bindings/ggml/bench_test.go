@@ -40,8 +40,8 @@ func benchGraphRate(b *testing.B, count float64, unit string, build func(c *Cont
 }
 
 // SDXL's middle level at 1024²: 1280 channels, 32×32 = 1024 tokens, in
-// each weight type (ggml's kernels), and f32, f16, bf16, q8_0, q5_K and q4_K
-// through ours (q6_K and q4_0 too where ours widen them: x86 with AVX2).
+// each weight type (ggml's kernels), and f32, f16, bf16, q8_0, q6_K, q5_K
+// and q4_K through ours (q4_0 too where ours widen it: x86 with AVX2).
 func BenchmarkMulMat(b *testing.B) {
 	const K, M, N = 1280, 1280, 1024
 	r := rand.New(rand.NewPCG(1, 1))
@@ -52,8 +52,8 @@ func BenchmarkMulMat(b *testing.B) {
 			b.Fatal(err)
 		}
 		for _, ours := range []bool{false, true} {
-			if ours && ((typ == TypeQ4_K || typ == TypeQ5_K) && !CPUKernelsTakeQ4K() || typ == TypeBF16 && !cpuKernelsTakeBF16() ||
-				(typ == TypeQ6_K || typ == TypeQ4_0) && (cpuKernelsWidenMinN() == 0 || cpuKernelsWidenMinN() > N)) {
+			if ours && ((typ == TypeQ4_K || typ == TypeQ5_K || typ == TypeQ6_K) && !CPUKernelsTakeQ4K() ||
+				typ == TypeBF16 && !cpuKernelsTakeBF16() || typ == TypeQ4_0 && (cpuKernelsWidenMinN() == 0 || cpuKernelsWidenMinN() > N)) {
 				continue
 			}
 			b.Run(fmt.Sprintf("%s_%dx%dx%d%s", typ, K, M, N, map[bool]string{true: "_ours"}[ours]), func(b *testing.B) {

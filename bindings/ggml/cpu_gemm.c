@@ -36,10 +36,13 @@ static void widen_row(const struct gemm_operands * g, const char * row, int64_t 
 	case GGML_TYPE_BF16:
 		bf16_to_f32((const ggml_bf16_t *)row + k0, w, kc);
 		return;
-	default: // PM_WIDENS_ANY: ggml's decoder
-		ggml_get_type_traits(g->raw_type)
-		    ->to_float(row + k0 / ggml_blck_size(g->raw_type) * (int64_t)ggml_type_size(g->raw_type), w, kc);
+	default: { // PM_WIDENS_ANY: our decoder (cpu_decode.c), else ggml's
+		const char * blocks = row + k0 / ggml_blck_size(g->raw_type) * (int64_t)ggml_type_size(g->raw_type);
+		if (!pm_decode_row(g->raw_type, blocks, w, kc)) {
+			ggml_get_type_traits(g->raw_type)->to_float(blocks, w, kc);
+		}
 		return;
+	}
 	case GGML_TYPE_Q8_0: {
 		const struct block_q8_0 * blk = (const struct block_q8_0 *)row + k0 / 32;
 		ggml_fp16_t h[MM_KC / 32];
@@ -261,26 +264,31 @@ struct ggml_tensor * pm_conv1x1(struct ggml_context * ctx, struct ggml_tensor * 
 #define PM_HALF_MIN_N 128
 #endif
 
-// PM_WIDENS_ANY: in our kernels for x86 with AVX2, the rows of every other
-// quantized type (q4_0, q6_K, ...) are widened through ggml's decoders into
-// our f32 product too. Against ggml's AVX2 products (BenchmarkMulMat,
-// 1280 × 1280 × 1024 on one core of the Zen 3 dev VM): q6_K 20–22 → 54–56
-// GFLOP/s, q5_0 29–30 → 50–63, q5_1 21–22 → 63, q4_1 28–30 → 49–67, q3_K
+// PM_WIDENS_ANY: in our kernels for x86 with AVX2, the rows of the
+// quantized types without integer products of ours (q4_0, q4_1, q5_0, q5_1,
+// q2_K, q3_K) are widened into our f32 product too, by our decoders
+// (cpu_decode.c). Against ggml's AVX2 products (BenchmarkMulMat, 1280 ×
+// 1280 × 1024 on one core of the Zen 3 dev VM, through ggml's decoders):
+// q5_0 29–30 → 50–63 GFLOP/s, q5_1 21–22 → 63, q4_1 28–30 → 49–67, q3_K
 // 27–30 → 49–57, q2_K 38–43 → 52–64, unrepacked q4_0 29–47 → 45–61
 // (repacked q4_0 stays ggml's); against a plain build's SSE2 ones 6–20
-// times. Each weight is decoded as it is packed (about 4 ns for q6_K), which
-// pays from about a hundred activation rows against ggml's AVX2 products
-// (ggml's against ours, q6_K: 26 against 24–31 GFLOP/s at 77 rows, 26–30
-// against 11 at 16), from a few against SSE2's: PM_WIDEN_MIN_N. ggml's x86
-// dot products of these types have no AVX-512 code, so builds for it widen
-// too.
+// times. Each weight is decoded as it is packed: 0.15–0.2 ns in ours, 1.4–4
+// ns in ggml's scalar decoders (which took a third of the time at 128
+// rows: q3_K 32–40 → 40–57 GFLOP/s). Ours pay from 64 activation rows
+// against ggml's AVX2 products (1280 × 1280 on one core, ggml's against
+// ours; ggml's C++ compiled for AVX2 too, where its tinyBLAS takes q4_0 and
+// q5_0: at 64 rows q4_0 26–45 against 30–54, q2_K 36–45 against 39–53,
+// q5_0 29 against 35–39, q4_1, q5_1 and q3_K 17–23 against 35–53; at 32
+// q4_0 27–39 against 22–43, q2_K 34–48 against 30–44), ggml's decoders
+// from 128, and from a few against SSE2's: PM_WIDEN_MIN_N. ggml's x86 dot
+// products of these types have no AVX-512 code, so builds for it widen too.
 #if defined(__x86_64__) && defined(__AVX2__)
 #define PM_WIDENS_ANY 1
 #else
 #define PM_WIDENS_ANY 0
 #endif
 #if PM_OWN_LEVEL >= 3
-#define PM_WIDEN_MIN_N 128
+#define PM_WIDEN_MIN_N (PM_DECODES ? 64 : 128)
 #else
 #define PM_WIDEN_MIN_N MM_NR
 #endif

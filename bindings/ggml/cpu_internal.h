@@ -239,6 +239,15 @@ static inline void bf16_to_f32(const ggml_bf16_t * x, float * y, int64_t n) {
 #define in_register(v) (void)0
 #endif
 
+// PM_DECODES: our own decoders of the quantized types the f32 product
+// widens (cpu_decode.c) are compiled, where the kernels have AVX2, FMA and
+// F16C.
+#if defined(__AVX2__) && defined(__FMA__) && defined(__F16C__)
+#define PM_DECODES 1
+#else
+#define PM_DECODES 0
+#endif
+
 // block_q8_0 is ggml's q8_0 block: 32 values q·d.
 struct block_q8_0 {
 	ggml_fp16_t d;
@@ -263,6 +272,34 @@ struct block_q5_K {
 	uint8_t qs[128];
 };
 _Static_assert(sizeof(struct block_q5_K) == 176, "q5_K blocks are 176 bytes");
+
+// block_q6_K is ggml's q6_K super-block: d·s_j·(q − 32) with 6-bit q and an
+// 8-bit scale s_j per sub-block j of 16 values. It holds two halves of 128
+// values, each four runs of 32: value 128h + 32r + l (l < 32) has its low
+// four bits in byte 64h + 32(r%2) + l of ql (the low nibble for r < 2, else
+// the high), its top two at bits 2r of byte 32h + l of qh.
+struct block_q6_K {
+	uint8_t ql[128];
+	uint8_t qh[64];
+	int8_t scales[16];
+	ggml_fp16_t d;
+};
+_Static_assert(sizeof(struct block_q6_K) == 210, "q6_K blocks are 210 bytes");
+
+#if defined(__AVX2__)
+// q6k_runs is half h of a q6_K super-block's q (0 to 63), run r in runs[r].
+static inline void q6k_runs(const struct block_q6_K * b, int h, __m256i runs[4]) {
+	const __m256i low = _mm256_set1_epi8(0x0F), top = _mm256_set1_epi8(0x30);
+	const __m256i ql0 = _mm256_loadu_si256((const __m256i *)(b->ql + 64 * h));
+	const __m256i ql1 = _mm256_loadu_si256((const __m256i *)(b->ql + 64 * h + 32));
+	const __m256i qh = _mm256_loadu_si256((const __m256i *)(b->qh + 32 * h));
+	// each run's low four bits, then its top two (bits 2r of qh) at bits 4 and 5
+	runs[0] = _mm256_or_si256(_mm256_and_si256(ql0, low), _mm256_and_si256(_mm256_slli_epi16(qh, 4), top));
+	runs[1] = _mm256_or_si256(_mm256_and_si256(ql1, low), _mm256_and_si256(_mm256_slli_epi16(qh, 2), top));
+	runs[2] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(ql0, 4), low), _mm256_and_si256(qh, top));
+	runs[3] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(ql1, 4), low), _mm256_and_si256(_mm256_srli_epi16(qh, 2), top));
+}
+#endif
 
 // Matrix products of f32 operands: dst [M, N…] = a [K, M] · b [K, N…], the
 // dot products of a's rows with b's. ggml's CPU takes them to llamafile's

@@ -41,7 +41,7 @@ bool pm_attention_fits(int64_t d, int64_t keys);
 
 // pm_mul_mat is ggml_mul_mat for a [K, M] (2-D: f32, f16, bf16 (see
 // pm_mul_mat_takes_bf16), q8_0, or with AVX2 q4_K (stored plainly, not
-// repacked) or q5_K, and any other quantized type times at least
+// repacked), q5_K or q6_K, and any other quantized type times at least
 // pm_mul_mat_widen_min_n rows) and f32 b [K, N, B2, B3] with
 // contiguous rows, plus bias [M] (f32, contiguous) if not NULL, as custom
 // ops that only the CPU backend runs: [M, N, B2, B3]. The bias is added to
@@ -62,6 +62,11 @@ bool pm_mul_mat_takes_bf16(void);
 // pm_mul_mat multiplies weights of other quantized types by, widening them
 // to f32 as it packs them (x86 with AVX2), or 0 where it never does.
 int pm_mul_mat_widen_min_n(void);
+// pm_decode_row writes n values of x, of a quantized type it widens (q4_0,
+// q4_1, q5_0, q5_1, q2_K, q3_K; whole blocks), to y as ggml's
+// decoder does, and returns true; false, writing nothing, where it has no
+// decoder of its own (other types, builds without AVX2, FMA and F16C).
+bool pm_decode_row(enum ggml_type type, const void * x, float * y, int64_t n);
 int pm_mul_mat_q8_levels(void);
 
 // pm_quantize writes n values of x as q4_K, q5_K or q8_0 blocks to y, as

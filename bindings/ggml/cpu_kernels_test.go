@@ -371,13 +371,14 @@ func TestMulMatKernel(t *testing.T) {
 		})
 	}
 	// In our kernels for x86 with AVX2, weights of every other quantized
-	// type are widened through ggml's decoders as they are packed, times at
+	// type are widened as they are packed (by our decoders, TestDecodeRow,
+	// or ggml's where a build has none of its own), times at
 	// least cpuKernelsWidenMinN activation rows (from exactly that many
 	// here): K in one and several blocks of 256 or 32 values, against
 	// float64 of the decoded weights. One row fewer stays ggml's.
 	if minN := cpuKernelsWidenMinN(); minN > 0 {
 		require.Equal(t, "amd64", runtime.GOARCH, "x86 only")
-		for _, typ := range []Type{TypeQ6_K, TypeQ2_K, TypeQ4_0, TypeQ5_1} {
+		for _, typ := range widenedTypes {
 			for _, tc := range []struct{ k, m, n int }{{256, 100, 90}, {1024, 41, 64}, {768, 100, 33}} {
 				tc.n = max(tc.n, minN+tc.n%8)
 				t.Run(fmt.Sprintf("%s_k%d_m%d_n%d", typ, tc.k, tc.m, tc.n), func(t *testing.T) {
@@ -890,6 +891,8 @@ func TestMulMatQ4KKernel(t *testing.T) {
 		{TypeQ4_K, 512, 20, 250, 1, false}, {TypeQ4_K, 1024, 130, 200, 1, false}, {TypeQ5_K, 1280, 45, 100, 1, false},
 		{TypeQ5_K, 2560, 300, 20, 2, false}, {TypeQ5_K, 256, 16, 600, 1, false},
 		{TypeQ4_K, 512, 32, 128, 1, true}, {TypeQ5_K, 512, 32, 128, 1, true},
+		{TypeQ6_K, 1280, 45, 100, 1, false}, {TypeQ6_K, 2560, 300, 20, 2, false}, {TypeQ6_K, 256, 16, 600, 1, false},
+		{TypeQ6_K, 512, 32, 128, 1, true},
 	} {
 		t.Run(fmt.Sprintf("%s_k%d_m%d_n%d_b%d_largest%v", tc.typ, tc.k, tc.m, tc.n, tc.b2, tc.largest), func(t *testing.T) {
 			ldb, cols := tc.k+8, tc.n*tc.b2 // b's rows are a view's
@@ -914,10 +917,24 @@ func TestMulMatQ4KKernel(t *testing.T) {
 			}
 			got, shape := compute(t, build)
 			require.Equal(t, [4]int64{int64(tc.m), int64(tc.n), int64(tc.b2), 1}, shape)
+			// each weight's value, and the size of the float sums' terms it
+			// brings (q4_K, q5_K: d·sc·q and dmin·mn; q6_K: the value)
 			nsb := tc.k / 256
-			blocks := make([]kBlock, tc.m*nsb)
-			for i := range blocks {
-				blocks[i] = decodeK(qa[int(tc.typ.BlockBytes())*i:], tc.typ == TypeQ5_K)
+			value, termSize := make([]float64, tc.k*tc.m), make([]float64, tc.k*tc.m)
+			if tc.typ == TypeQ6_K {
+				v, err := Dequantize(tc.typ, qa, int64(tc.k*tc.m))
+				require.NoError(t, err)
+				for i := range v {
+					value[i], termSize[i] = float64(v[i]), math.Abs(float64(v[i]))
+				}
+			} else {
+				for i := range tc.m * nsb {
+					w := decodeK(qa[int(tc.typ.BlockBytes())*i:], tc.typ == TypeQ5_K)
+					for k := range 256 {
+						value[256*i+k] = w.d*w.sc[k/32]*w.q[k] - w.dmin*w.mn[k/32]
+						termSize[256*i+k] = w.d*w.sc[k/32]*w.q[k] + w.dmin*w.mn[k/32]
+					}
+				}
 			}
 			for j := 0; j < cols; j++ {
 				for i := 0; i < tc.m; i++ {
@@ -925,13 +942,11 @@ func TestMulMatQ4KKernel(t *testing.T) {
 					for s := 0; s < nsb; s++ {
 						x := b[j*ldb+256*s : j*ldb+256*s+256]
 						d, q := quantizeActs(x, 127)
-						w := &blocks[i*nsb+s]
 						for k := range 256 {
-							v := w.d*w.sc[k/32]*w.q[k] - w.dmin*w.mn[k/32]
+							v := value[i*tc.k+256*s+k]
 							exact += v * float64(x[k])
 							quantized += v * d * q[k]
-							// the float sums' terms: d·Σsc·q·x and dmin·Σmn·x
-							size += (w.d*w.sc[k/32]*w.q[k] + w.dmin*w.mn[k/32]) * d * math.Abs(q[k])
+							size += termSize[i*tc.k+256*s+k] * d * math.Abs(q[k])
 							bound += math.Abs(v) * d / 2
 						}
 					}

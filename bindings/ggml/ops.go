@@ -14,7 +14,7 @@ import "fmt"
 // MulMat returns a·b with a [K, M, ...] and b [K, N, ...] giving [M, N, ...]:
 // a Linear layer's weight [in, out] times activations [in, tokens].
 // Broadcasts a over b's outer dimensions. With SetCPUKernels, large f32,
-// f16, bf16, q8_0, q4_K and q5_K products are our kernels (pm_mul_mat: 1.4×
+// f16, bf16, q8_0, q4_K, q5_K and q6_K products are our kernels (pm_mul_mat: 1.4×
 // ggml's on the VAE's convolutions, 1.5–2.3× its repacked q4_K, 1.1× its
 // f16 products in a 512² UNet step, which round the activations to f16
 // and on ARM sum in f16); q4_K weights repacked for ggml's stay ggml's.
@@ -51,7 +51,7 @@ func cpuKernelsTakeBF16() bool { return bool(C.pm_mul_mat_takes_bf16()) }
 // cpuKernelsWidenMinN is the fewest activation rows MulMat with
 // SetCPUKernels multiplies weights of other quantized types (q6_K, q4_0,
 // ...) by in our f32 product, widening them as it packs them (x86 with
-// AVX2: 128 where ggml's products have AVX2 too, a few in a plain build),
+// AVX2: 64 where ggml's products have AVX2 too, a few in a plain build),
 // or 0 where they stay ggml's.
 func cpuKernelsWidenMinN() int { return int(C.pm_mul_mat_widen_min_n()) }
 

@@ -131,8 +131,8 @@ func TestQuantizationQualityBig(t *testing.T) {
 		typ     ggml.Type
 		kernels bool // --quantize-convs
 		limit   float64
-	}{{ggml.TypeBF16, false, 0.01}, {ggml.TypeQ8_0, false, 0.01}, {ggml.TypeQ5_K, false, 0.05}, {ggml.TypeQ4_K, false, 0.05},
-		{ggml.TypeQ4_K, true, 0.05}} {
+	}{{ggml.TypeBF16, false, 0.01}, {ggml.TypeQ8_0, false, 0.01}, {ggml.TypeQ6_K, false, 0.05}, {ggml.TypeQ5_K, false, 0.05},
+		{ggml.TypeQ4_K, false, 0.05}, {ggml.TypeQ4_K, true, 0.05}} {
 		rel := relErr(predict(tc.typ, tc.kernels, false), ref)
 		t.Logf("%s (quantized kernels: %v) vs f16: relative error %.4f%% (limit %.0f%%)", tc.typ, tc.kernels, 100*rel, 100*tc.limit)
 		assert.LessOrEqual(t, rel, tc.limit, "%s", tc.typ)

@@ -1,0 +1,204 @@
+// Our decoders of ggml's quantized blocks to floats, for the weights our f32
+// product widens as it packs them (cpu_gemm.c, PM_WIDENS_ANY). ggml's own
+// decoders are scalar C: 1.4–4 ns a value on one core of the Zen 3 dev VM
+// (q3_K's the slowest), which at 128 activation rows cost about a third as
+// much as the product itself; these take 0.15–0.2 ns.
+//
+// Each value is the one ggml's decoder gives, bit for bit: the block's f16
+// factors times small integers, which is exact (f16's 11 bits times at most
+// 10), plus for q4_1, q5_1 and q2_K an offset, rounded once as in ggml's
+// (TestDecodeRow compares every type on random bytes). Written from the
+// formats in ggml-common.h.
+#include "cpu_internal.h"
+
+#if PM_DECODES
+struct block_q4_0 {
+	ggml_fp16_t d;
+	uint8_t qs[16]; // value j (< 16): low nibble of byte j, value j+16: its high nibble; each q − 8
+};
+struct block_q4_1 {
+	ggml_fp16_t d, m;
+	uint8_t qs[16]; // as q4_0's, each q·d + m
+};
+struct block_q5_0 {
+	ggml_fp16_t d;
+	uint8_t qh[4];  // bit j: the fifth bit of value j
+	uint8_t qs[16]; // the low four bits, as q4_0's; each q − 16
+};
+struct block_q5_1 {
+	ggml_fp16_t d, m;
+	uint8_t qh[4];
+	uint8_t qs[16];
+};
+// Super-blocks of 256 values in two halves of 128, each four runs of 32:
+// value 128h + 32j + l (l < 32) is scaled by sub-block 8h + 2j + l/16.
+struct block_q2_K {
+	uint8_t scales[16]; // sub-block s: d·(low nibble), and dmin·(high nibble) to subtract
+	uint8_t qs[64];     // 2 bits of value 128h+32j+l at bits 2j of byte 32h+l
+	ggml_fp16_t d, dmin;
+};
+struct block_q3_K {
+	uint8_t hmask[32]; // bit 4h+j of byte l: the third bit of value 128h+32j+l (0: minus 4)
+	uint8_t qs[64];    // its low 2 bits, as q2_K's
+	uint8_t scales[12]; // 16 scales of 6 bits, each minus 32
+	ggml_fp16_t d;
+};
+_Static_assert(sizeof(struct block_q4_0) == 18 && sizeof(struct block_q4_1) == 20 && sizeof(struct block_q5_0) == 22 &&
+                   sizeof(struct block_q5_1) == 24 && sizeof(struct block_q2_K) == 84 &&
+                   sizeof(struct block_q3_K) == 110,
+               "ggml's block sizes");
+
+static inline float dec_half(ggml_fp16_t h) { return _cvtsh_ss(h); }
+
+// dec_store8 writes 8 signed bytes (from byte 8·g of q) times s: y = q·s.
+static inline void dec_store8(float * y, __m256i q, int g, float s) {
+	const __m128i h = g < 2 ? _mm256_castsi256_si128(q) : _mm256_extracti128_si256(q, 1);
+	const __m256 f = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(g % 2 == 0 ? h : _mm_srli_si128(h, 8)));
+	_mm256_storeu_ps(y, _mm256_mul_ps(f, _mm256_set1_ps(s)));
+}
+
+// dec_store32 writes 32 signed bytes times s (the first 16) and s2 (the rest).
+static inline void dec_store32(float * y, __m256i q, float s, float s2) {
+	for (int g = 0; g < 4; g++) {
+		dec_store8(y + 8 * g, q, g, g < 2 ? s : s2);
+	}
+}
+
+// dec_store32_affine writes 32 unsigned bytes q as q·d + m (d0 and m0
+// for the first 16, d1 and m1 for the rest), rounded once as ggml's: q·d is
+// exact.
+static inline void dec_store32_affine(float * y, __m256i q, float d0, float m0, float d1, float m1) {
+	for (int g = 0; g < 4; g++) {
+		const __m128i h = g < 2 ? _mm256_castsi256_si128(q) : _mm256_extracti128_si256(q, 1);
+		const __m256 f = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(g % 2 == 0 ? h : _mm_srli_si128(h, 8)));
+		_mm256_storeu_ps(y + 8 * g, _mm256_fmadd_ps(f, _mm256_set1_ps(g < 2 ? d0 : d1), _mm256_set1_ps(g < 2 ? m0 : m1)));
+	}
+}
+
+// dec_nibbles is a 32-value block's low nibbles (values 0–15), then its high.
+static inline __m256i dec_nibbles(const uint8_t qs[16]) {
+	const __m128i b = _mm_loadu_si128((const __m128i *)qs), low = _mm_set1_epi8(0x0F);
+	return _mm256_set_m128i(_mm_and_si128(_mm_srli_epi16(b, 4), low), _mm_and_si128(b, low));
+}
+
+// dec_fifth_bits is 0x10 in byte j where bit j of the 32 bits at qh is set.
+static inline __m256i dec_fifth_bits(const uint8_t qh[4]) {
+	uint32_t bits;
+	memcpy(&bits, qh, 4);
+	// byte j gets byte j/8 of the bits, then keeps its bit j%8
+	const __m256i spread = _mm256_shuffle_epi8(_mm256_set1_epi32((int)bits),
+	                                           _mm256_set_epi64x(0x0303030303030303, 0x0202020202020202,
+	                                                             0x0101010101010101, 0x0000000000000000));
+	const __m256i bit = _mm256_set1_epi64x((int64_t)0x8040201008040201);
+	return _mm256_and_si256(_mm256_cmpeq_epi8(_mm256_and_si256(spread, bit), bit), _mm256_set1_epi8(0x10));
+}
+
+static void decode_q4_0(const struct block_q4_0 * b, float * y, int64_t blocks) {
+	for (int64_t i = 0; i < blocks; i++, y += 32) {
+		const float d = dec_half(b[i].d);
+		dec_store32(y, _mm256_sub_epi8(dec_nibbles(b[i].qs), _mm256_set1_epi8(8)), d, d);
+	}
+}
+
+static void decode_q4_1(const struct block_q4_1 * b, float * y, int64_t blocks) {
+	for (int64_t i = 0; i < blocks; i++, y += 32) {
+		const float d = dec_half(b[i].d), m = dec_half(b[i].m);
+		dec_store32_affine(y, dec_nibbles(b[i].qs), d, m, d, m);
+	}
+}
+
+static void decode_q5_0(const struct block_q5_0 * b, float * y, int64_t blocks) {
+	for (int64_t i = 0; i < blocks; i++, y += 32) {
+		const float d = dec_half(b[i].d);
+		const __m256i q = _mm256_or_si256(dec_nibbles(b[i].qs), dec_fifth_bits(b[i].qh));
+		dec_store32(y, _mm256_sub_epi8(q, _mm256_set1_epi8(16)), d, d);
+	}
+}
+
+static void decode_q5_1(const struct block_q5_1 * b, float * y, int64_t blocks) {
+	for (int64_t i = 0; i < blocks; i++, y += 32) {
+		const float d = dec_half(b[i].d), m = dec_half(b[i].m);
+		dec_store32_affine(y, _mm256_or_si256(dec_nibbles(b[i].qs), dec_fifth_bits(b[i].qh)), d, m, d, m);
+	}
+}
+
+static void decode_q2_K(const struct block_q2_K * b, float * y, int64_t blocks) {
+	const __m256i three = _mm256_set1_epi8(3);
+	for (int64_t i = 0; i < blocks; i++) {
+		const float d = dec_half(b[i].d), dmin = dec_half(b[i].dmin);
+		for (int h = 0; h < 2; h++) {
+			const __m256i q = _mm256_loadu_si256((const __m256i *)(b[i].qs + 32 * h));
+			for (int j = 0; j < 4; j++, y += 32) {
+				const uint8_t s0 = b[i].scales[8 * h + 2 * j], s1 = b[i].scales[8 * h + 2 * j + 1];
+				// d·(s & 15)·q − dmin·(s >> 4)
+				dec_store32_affine(y, _mm256_and_si256(_mm256_srli_epi16(q, 2 * j), three), d * (float)(s0 & 15),
+				                   -(dmin * (float)(s0 >> 4)), d * (float)(s1 & 15), -(dmin * (float)(s1 >> 4)));
+			}
+		}
+	}
+}
+
+// q3_scales unpacks a q3_K super-block's 16 scales of 6 bits, each minus
+// 32: the low four bits of scale s in byte s%8 (the low nibble for s < 8,
+// else the high), the top two in byte 8 + s%4 at bits 2·(s/4).
+static inline void q3_scales(const uint8_t packed[12], int scales[16]) {
+	for (int s = 0; s < 16; s++) {
+		const int low = s < 8 ? packed[s] & 15 : packed[s - 8] >> 4;
+		scales[s] = (low | ((packed[8 + s % 4] >> (2 * (s / 4))) & 3) << 4) - 32;
+	}
+}
+
+static void decode_q3_K(const struct block_q3_K * b, float * y, int64_t blocks) {
+	const __m256i three = _mm256_set1_epi8(3), one = _mm256_set1_epi8(1), four = _mm256_set1_epi8(4);
+	for (int64_t i = 0; i < blocks; i++) {
+		const float d = dec_half(b[i].d);
+		int scales[16];
+		q3_scales(b[i].scales, scales);
+		const __m256i hm = _mm256_loadu_si256((const __m256i *)b[i].hmask);
+		for (int h = 0; h < 2; h++) {
+			const __m256i q = _mm256_loadu_si256((const __m256i *)(b[i].qs + 32 * h));
+			for (int j = 0; j < 4; j++, y += 32) {
+				const __m256i low = _mm256_and_si256(_mm256_srli_epi16(q, 2 * j), three);
+				const __m256i high = _mm256_and_si256(_mm256_srli_epi16(hm, 4 * h + j), one); // 0: minus 4
+				const __m256i v = _mm256_sub_epi8(_mm256_or_si256(low, _mm256_slli_epi16(high, 2)), four);
+				dec_store32(y, v, d * (float)scales[8 * h + 2 * j], d * (float)scales[8 * h + 2 * j + 1]);
+			}
+		}
+	}
+}
+
+#endif
+
+bool pm_decode_row(enum ggml_type type, const void * x, float * y, int64_t n) {
+#if PM_DECODES
+	const int64_t per = type == GGML_TYPE_Q2_K || type == GGML_TYPE_Q3_K ? 256 : 32;
+	if (n % per != 0) {
+		return false;
+	}
+	switch (type) {
+	case GGML_TYPE_Q4_0:
+		decode_q4_0(x, y, n / per);
+		return true;
+	case GGML_TYPE_Q4_1:
+		decode_q4_1(x, y, n / per);
+		return true;
+	case GGML_TYPE_Q5_0:
+		decode_q5_0(x, y, n / per);
+		return true;
+	case GGML_TYPE_Q5_1:
+		decode_q5_1(x, y, n / per);
+		return true;
+	case GGML_TYPE_Q2_K:
+		decode_q2_K(x, y, n / per);
+		return true;
+	case GGML_TYPE_Q3_K:
+		decode_q3_K(x, y, n / per);
+		return true;
+	default:
+		return false;
+	}
+#else
+	(void)type, (void)x, (void)y, (void)n;
+	return false;
+#endif
+}
