@@ -240,7 +240,7 @@ func QuantizeRows(t Type, src []float32, n int64, workers int) ([]byte, error) {
 }
 
 // quantizeRows quantizes whole rows of n values of src into dst, which has
-// room for them: q4_K, q5_K and q8_0 by our quantizers
+// room for them: q4_K, q5_K, q6_K and q8_0 by our quantizers
 // (cpu_quantizers.c: ggml's algorithms, several times faster), the other
 // types by ggml's.
 func quantizeRows(t Type, src []float32, dst []byte, n int64) {
@@ -254,7 +254,7 @@ func quantizeRows(t Type, src []float32, dst []byte, n int64) {
 }
 
 // fusesMultiplyAdd says whether this build of ggml rounds a·b + c once
-// (compiled for FMA), and so whether its q4_K and q5_K quantizers round
+// (compiled for FMA), and so whether its q4_K, q5_K and q6_K quantizers round
 // their sums as ours do, which never fuse.
 func fusesMultiplyAdd() bool { return bool(C.pm_fuses_multiply_add()) }
 

@@ -70,7 +70,7 @@ func TestQuantizeMatchesGGML(t *testing.T) {
 		for i := range src {
 			src[i] = gen(i)
 		}
-		for _, ty := range []Type{TypeQ4_K, TypeQ5_K, TypeQ8_0} {
+		for _, ty := range []Type{TypeQ4_K, TypeQ5_K, TypeQ6_K, TypeQ8_0} {
 			exact := exact || ty == TypeQ8_0 // no sums to round
 			bb := int(ty.BlockBytes())
 			for _, rowLen := range []int64{256, 768, n} { // 1, 3 and 201 super-blocks a row
@@ -115,7 +115,7 @@ func BenchmarkQuantize(b *testing.B) {
 	for i := range src {
 		src[i] = float32(r.NormFloat64() * 0.02)
 	}
-	for _, ty := range []Type{TypeQ4_K, TypeQ5_K, TypeQ8_0} {
+	for _, ty := range []Type{TypeQ4_K, TypeQ5_K, TypeQ6_K, TypeQ8_0} {
 		dst := make([]byte, k*ty.RowBytes(k))
 		for _, q := range []struct {
 			name     string
@@ -148,6 +148,7 @@ func TestQuantizeSameOnEveryMachine(t *testing.T) {
 	want := map[Type]string{
 		TypeQ4_K: "0814bc3da3a406ba600bf5dc3dc05e807813340b92c160d0f6a5846b2a092cf5",
 		TypeQ5_K: "1d009ecbc8a40af249d268b44ef0412ed1907eb07501e616160964caec261c33",
+		TypeQ6_K: "b27b401052a14e0bc662b1cf90d94baa404ef7d8e0105776209cbabd2e39b45d",
 		TypeQ8_0: "3658f16ebcad1d9fbfc21fb4174308fd348405050d20653f02d04698444b0f07",
 	}
 	for ty, digest := range want {
