@@ -50,17 +50,17 @@ _Static_assert(sizeof(struct block_q4_0) == 18 && sizeof(struct block_q4_1) == 2
 
 static inline float dec_half(ggml_fp16_t h) { return _cvtsh_ss(h); }
 
-// dec_store8 writes 8 signed bytes (from byte 8·g of q) times s: y = q·s.
-static inline void dec_store8(float * y, __m256i q, int g, float s) {
+// dec_floats8 is 8 bytes of q (from byte 8·g), signed or not, as floats.
+static inline __m256 dec_floats8(__m256i q, int g, bool is_signed) {
 	const __m128i h = g < 2 ? _mm256_castsi256_si128(q) : _mm256_extracti128_si256(q, 1);
-	const __m256 f = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(g % 2 == 0 ? h : _mm_srli_si128(h, 8)));
-	_mm256_storeu_ps(y, _mm256_mul_ps(f, _mm256_set1_ps(s)));
+	const __m128i b = g % 2 == 0 ? h : _mm_srli_si128(h, 8);
+	return _mm256_cvtepi32_ps(is_signed ? _mm256_cvtepi8_epi32(b) : _mm256_cvtepu8_epi32(b));
 }
 
 // dec_store32 writes 32 signed bytes times s (the first 16) and s2 (the rest).
 static inline void dec_store32(float * y, __m256i q, float s, float s2) {
 	for (int g = 0; g < 4; g++) {
-		dec_store8(y + 8 * g, q, g, g < 2 ? s : s2);
+		_mm256_storeu_ps(y + 8 * g, _mm256_mul_ps(dec_floats8(q, g, true), _mm256_set1_ps(g < 2 ? s : s2)));
 	}
 }
 
@@ -69,9 +69,8 @@ static inline void dec_store32(float * y, __m256i q, float s, float s2) {
 // exact.
 static inline void dec_store32_affine(float * y, __m256i q, float d0, float m0, float d1, float m1) {
 	for (int g = 0; g < 4; g++) {
-		const __m128i h = g < 2 ? _mm256_castsi256_si128(q) : _mm256_extracti128_si256(q, 1);
-		const __m256 f = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(g % 2 == 0 ? h : _mm_srli_si128(h, 8)));
-		_mm256_storeu_ps(y + 8 * g, _mm256_fmadd_ps(f, _mm256_set1_ps(g < 2 ? d0 : d1), _mm256_set1_ps(g < 2 ? m0 : m1)));
+		_mm256_storeu_ps(y + 8 * g, _mm256_fmadd_ps(dec_floats8(q, g, false), _mm256_set1_ps(g < 2 ? d0 : d1),
+		                                            _mm256_set1_ps(g < 2 ? m0 : m1)));
 	}
 }
 
