@@ -12,9 +12,11 @@
 # if any do, for a person to read: on the Zen 3 dev VM (session 28) GCC 12
 # gave none, and clang 14 for x86-64-v4 named the registers of one block of
 # quantize_q8 differently, the same computation (session 29: likewise in
-# the x86-64-v3 build). Session 30: GCC 12's x86-64-v4 code (both builds)
-# sets up three constants of the q5_0 and q5_1 decoders (cpu_decode.c) in
-# another order before their loops, the same registers and loops (7 lines).
+# the x86-64-v3 build). Session 31: GCC 12's x86-64-v4 code (both builds)
+# orders the fifth-bit constants of pack_q5_0 and pack_q5_1 (cpu_quant.c)
+# differently, in other registers (123 lines), and clang 14 names the
+# registers of quantize_act32 differently (13 lines for x86-64-v3, 24 for
+# v4): per function, the same instructions but for register names.
 set -euo pipefail
 src="$(cd "$(dirname "$0")/../bindings/ggml" && pwd)"
 tmp="$(mktemp -d)"

@@ -380,7 +380,8 @@ func (w *Weights) Bytes(b *ggml.Backend) int64 { return b.AllocSize(w.ctx) }
 // Upload allocates the weights on backend b and copies them in, converting
 // or quantizing as the policy chose. progress (may be nil) is called after
 // each tensor with the number done and the total. On the CPU, the weights
-// it multiplies faster repacked (q4_K, q4_0) are stored so.
+// ggml multiplies faster repacked (q4_K, q4_0) are stored so, unless our
+// kernels multiply them (x86 with AVX2).
 func (w *Weights) Upload(ctx context.Context, b *ggml.Backend, progress func(done, total int)) error {
 	return w.upload(ctx, b.Alloc, b.AllocHost, b, progress)
 }
@@ -530,15 +531,15 @@ func (w *Weights) fill(ctx context.Context, progress func(done, total int)) erro
 
 // allocRepacked places the weights of ctx that cpu (nil: none) multiplies
 // faster repacked in a buffer of their own; nil when there are none. q4_K
-// weights stay plain where our CPU kernel multiplies them (1.5–2.3× ggml's
-// repacked product).
+// and q4_0 weights stay plain where our CPU kernels multiply them (q4_K
+// 1.5–2.3× ggml's repacked product, q4_0 about 2×).
 func allocRepacked(cpu *ggml.Backend, ctx *ggml.Context) (*ggml.Buffer, error) {
 	if cpu == nil || !cpu.IsCPU() {
 		return nil, nil
 	}
 	var ts []*ggml.Tensor
 	for _, t := range ctx.Tensors() {
-		if cpu.Repacks(t) && (t.Type() != ggml.TypeQ4_K || !ggml.CPUKernelsTakeQ4K()) {
+		if cpu.Repacks(t) && !cpuKernelsTakeInts(t.Type()) {
 			ts = append(ts, t)
 		}
 	}
@@ -547,6 +548,10 @@ func allocRepacked(cpu *ggml.Backend, ctx *ggml.Context) (*ggml.Buffer, error) {
 	}
 	return cpu.AllocRepacked(ts...)
 }
+
+// cpuKernelsTakeInts is ggml.CPUKernelsTakeInts, which tests replace to
+// repack weights where our kernels would take them.
+var cpuKernelsTakeInts = ggml.CPUKernelsTakeInts
 
 // convertBudget bounds the float32 bytes of tensors converted ahead of
 // their upload (one larger tensor still goes alone). The Go heap they take

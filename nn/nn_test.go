@@ -426,8 +426,10 @@ func TestEstimateBytes(t *testing.T) {
 }
 
 // On the CPU, Upload stores the q4_0 products' weights repacked (when ggml
-// has the repack buffer): the model computes what it computes with them
-// stored plainly (UploadHost never repacks).
+// has the repack buffer and our kernels do not take them; here they are
+// made not to): the model computes what it computes with them stored
+// plainly (UploadHost never repacks). Where our kernels take them, Upload
+// leaves them plain.
 func TestUploadRepacks(t *testing.T) {
 	if !ggml.CanRepack() {
 		t.Skip("ggml was built without GGML_USE_CPU_REPACK (make test sets it)")
@@ -460,6 +462,15 @@ func TestUploadRepacks(t *testing.T) {
 	want, plain := run(func(w *Weights) error { return w.UploadHost(context.Background(), rt.Device, nil) })
 	defer plain.Free()
 	require.Nil(t, plain.repacked)
+	if ggml.CPUKernelsTakeInts(ggml.TypeQ4_0) {
+		ours, w := run(func(w *Weights) error { return w.Upload(context.Background(), rt.Device, nil) })
+		require.Nil(t, w.repacked, "our kernels take q4_0: not repacked")
+		w.Free()
+		require.Equal(t, want, ours)
+	}
+	takes := cpuKernelsTakeInts
+	cpuKernelsTakeInts = func(ggml.Type) bool { return false }
+	defer func() { cpuKernelsTakeInts = takes }()
 	got, w := run(func(w *Weights) error { return w.Upload(context.Background(), rt.Device, nil) })
 	defer w.Free()
 	// ff.proj and out of both blocks; the flattened 3×3 kernel's 36-long

@@ -40,20 +40,19 @@ func benchGraphRate(b *testing.B, count float64, unit string, build func(c *Cont
 }
 
 // SDXL's middle level at 1024²: 1280 channels, 32×32 = 1024 tokens, in
-// each weight type (ggml's kernels), and f32, f16, bf16, q8_0, q6_K, q5_K
-// and q4_K through ours (q4_0 too where ours widen it: x86 with AVX2).
+// each weight type (ggml's kernels), and through ours: f32, f16, bf16, and
+// the quantized types where ours multiply them in integers (x86 with AVX2).
 func BenchmarkMulMat(b *testing.B) {
 	const K, M, N = 1280, 1280, 1024
 	r := rand.New(rand.NewPCG(1, 1))
 	w, x := randn(r, K*M), randn(r, K*N)
-	for _, typ := range []Type{TypeF32, TypeF16, TypeBF16, TypeQ8_0, TypeQ5_K, TypeQ4_K, TypeQ6_K, TypeQ4_0} {
+	for _, typ := range []Type{TypeF32, TypeF16, TypeBF16, TypeQ8_0, TypeQ5_K, TypeQ4_K, TypeQ6_K, TypeQ4_0, TypeQ4_1, TypeQ5_0, TypeQ5_1} {
 		wb, err := Quantize(typ, w, K)
 		if err != nil {
 			b.Fatal(err)
 		}
 		for _, ours := range []bool{false, true} {
-			if ours && ((typ == TypeQ4_K || typ == TypeQ5_K || typ == TypeQ6_K) && !CPUKernelsTakeQ4K() ||
-				typ == TypeBF16 && !cpuKernelsTakeBF16() || typ == TypeQ4_0 && (cpuKernelsWidenMinN() == 0 || cpuKernelsWidenMinN() > N)) {
+			if ours && (typ.Quantized() && typ != TypeQ8_0 && !CPUKernelsTakeInts(typ) || typ == TypeBF16 && !cpuKernelsTakeBF16()) {
 				continue
 			}
 			b.Run(fmt.Sprintf("%s_%dx%dx%d%s", typ, K, M, N, map[bool]string{true: "_ours"}[ours]), func(b *testing.B) {

@@ -6,30 +6,12 @@
 //
 // Each value is the one ggml's decoder gives, bit for bit: the block's f16
 // factors times small integers, which is exact (f16's 11 bits times at most
-// 10), plus for q4_1, q5_1 and q2_K an offset, rounded once as in ggml's
+// 10), plus for q2_K an offset, rounded once as in ggml's
 // (TestDecodeRow compares every type on random bytes). Written from the
 // formats in ggml-common.h.
 #include "cpu_internal.h"
 
 #if PM_DECODES
-struct block_q4_0 {
-	ggml_fp16_t d;
-	uint8_t qs[16]; // value j (< 16): low nibble of byte j, value j+16: its high nibble; each q − 8
-};
-struct block_q4_1 {
-	ggml_fp16_t d, m;
-	uint8_t qs[16]; // as q4_0's, each q·d + m
-};
-struct block_q5_0 {
-	ggml_fp16_t d;
-	uint8_t qh[4];  // bit j: the fifth bit of value j
-	uint8_t qs[16]; // the low four bits, as q4_0's; each q − 16
-};
-struct block_q5_1 {
-	ggml_fp16_t d, m;
-	uint8_t qh[4];
-	uint8_t qs[16];
-};
 // Super-blocks of 256 values in two halves of 128, each four runs of 32:
 // value 128h + 32j + l (l < 32) is scaled by sub-block 8h + 2j + l/16.
 struct block_q2_K {
@@ -43,10 +25,7 @@ struct block_q3_K {
 	uint8_t scales[12]; // 16 scales of 6 bits, each minus 32
 	ggml_fp16_t d;
 };
-_Static_assert(sizeof(struct block_q4_0) == 18 && sizeof(struct block_q4_1) == 20 && sizeof(struct block_q5_0) == 22 &&
-                   sizeof(struct block_q5_1) == 24 && sizeof(struct block_q2_K) == 84 &&
-                   sizeof(struct block_q3_K) == 110,
-               "ggml's block sizes");
+_Static_assert(sizeof(struct block_q2_K) == 84 && sizeof(struct block_q3_K) == 110, "ggml's block sizes");
 
 static inline float dec_half(ggml_fp16_t h) { return _cvtsh_ss(h); }
 
@@ -71,53 +50,6 @@ static inline void dec_store32_affine(float * y, __m256i q, float d0, float m0, 
 	for (int g = 0; g < 4; g++) {
 		_mm256_storeu_ps(y + 8 * g, _mm256_fmadd_ps(dec_floats8(q, g, false), _mm256_set1_ps(g < 2 ? d0 : d1),
 		                                            _mm256_set1_ps(g < 2 ? m0 : m1)));
-	}
-}
-
-// dec_nibbles is a 32-value block's low nibbles (values 0–15), then its high.
-static inline __m256i dec_nibbles(const uint8_t qs[16]) {
-	const __m128i b = _mm_loadu_si128((const __m128i *)qs), low = _mm_set1_epi8(0x0F);
-	return _mm256_set_m128i(_mm_and_si128(_mm_srli_epi16(b, 4), low), _mm_and_si128(b, low));
-}
-
-// dec_fifth_bits is 0x10 in byte j where bit j of the 32 bits at qh is set.
-static inline __m256i dec_fifth_bits(const uint8_t qh[4]) {
-	uint32_t bits;
-	memcpy(&bits, qh, 4);
-	// byte j gets byte j/8 of the bits, then keeps its bit j%8
-	const __m256i spread = _mm256_shuffle_epi8(_mm256_set1_epi32((int)bits),
-	                                           _mm256_set_epi64x(0x0303030303030303, 0x0202020202020202,
-	                                                             0x0101010101010101, 0x0000000000000000));
-	const __m256i bit = _mm256_set1_epi64x((int64_t)0x8040201008040201);
-	return _mm256_and_si256(_mm256_cmpeq_epi8(_mm256_and_si256(spread, bit), bit), _mm256_set1_epi8(0x10));
-}
-
-static void decode_q4_0(const struct block_q4_0 * b, float * y, int64_t blocks) {
-	for (int64_t i = 0; i < blocks; i++, y += 32) {
-		const float d = dec_half(b[i].d);
-		dec_store32(y, _mm256_sub_epi8(dec_nibbles(b[i].qs), _mm256_set1_epi8(8)), d, d);
-	}
-}
-
-static void decode_q4_1(const struct block_q4_1 * b, float * y, int64_t blocks) {
-	for (int64_t i = 0; i < blocks; i++, y += 32) {
-		const float d = dec_half(b[i].d), m = dec_half(b[i].m);
-		dec_store32_affine(y, dec_nibbles(b[i].qs), d, m, d, m);
-	}
-}
-
-static void decode_q5_0(const struct block_q5_0 * b, float * y, int64_t blocks) {
-	for (int64_t i = 0; i < blocks; i++, y += 32) {
-		const float d = dec_half(b[i].d);
-		const __m256i q = _mm256_or_si256(dec_nibbles(b[i].qs), dec_fifth_bits(b[i].qh));
-		dec_store32(y, _mm256_sub_epi8(q, _mm256_set1_epi8(16)), d, d);
-	}
-}
-
-static void decode_q5_1(const struct block_q5_1 * b, float * y, int64_t blocks) {
-	for (int64_t i = 0; i < blocks; i++, y += 32) {
-		const float d = dec_half(b[i].d), m = dec_half(b[i].m);
-		dec_store32_affine(y, _mm256_or_si256(dec_nibbles(b[i].qs), dec_fifth_bits(b[i].qh)), d, m, d, m);
 	}
 }
 
@@ -170,28 +102,15 @@ static void decode_q3_K(const struct block_q3_K * b, float * y, int64_t blocks) 
 
 bool pm_decode_row(enum ggml_type type, const void * x, float * y, int64_t n) {
 #if PM_DECODES
-	const int64_t per = type == GGML_TYPE_Q2_K || type == GGML_TYPE_Q3_K ? 256 : 32;
-	if (n % per != 0) {
+	if (n % 256 != 0) {
 		return false;
 	}
 	switch (type) {
-	case GGML_TYPE_Q4_0:
-		decode_q4_0(x, y, n / per);
-		return true;
-	case GGML_TYPE_Q4_1:
-		decode_q4_1(x, y, n / per);
-		return true;
-	case GGML_TYPE_Q5_0:
-		decode_q5_0(x, y, n / per);
-		return true;
-	case GGML_TYPE_Q5_1:
-		decode_q5_1(x, y, n / per);
-		return true;
 	case GGML_TYPE_Q2_K:
-		decode_q2_K(x, y, n / per);
+		decode_q2_K(x, y, n / 256);
 		return true;
 	case GGML_TYPE_Q3_K:
-		decode_q3_K(x, y, n / per);
+		decode_q3_K(x, y, n / 256);
 		return true;
 	default:
 		return false;

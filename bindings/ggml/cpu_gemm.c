@@ -265,10 +265,12 @@ struct ggml_tensor * pm_conv1x1(struct ggml_context * ctx, struct ggml_tensor * 
 #endif
 
 // PM_WIDENS_ANY: in our kernels for x86 with AVX2, the rows of the
-// quantized types without integer products of ours (q4_0, q4_1, q5_0, q5_1,
-// q2_K, q3_K) are widened into our f32 product too, by our decoders
-// (cpu_decode.c). Against ggml's AVX2 products (BenchmarkMulMat, 1280 ×
-// 1280 × 1024 on one core of the Zen 3 dev VM, through ggml's decoders):
+// quantized types without integer products of ours (q2_K, q3_K, and those
+// ggml adds) are widened into our f32 product too, by our decoders
+// (cpu_decode.c) or ggml's. (Until session 31 q4_0, q4_1, q5_0 and q5_1
+// were widened too, hence the figures.) Against ggml's AVX2 products
+// (BenchmarkMulMat, 1280 × 1280 × 1024 on one core of the Zen 3 dev VM,
+// through ggml's decoders):
 // q5_0 29–30 → 50–63 GFLOP/s, q5_1 21–22 → 63, q4_1 28–30 → 49–67, q3_K
 // 27–30 → 49–57, q2_K 38–43 → 52–64, unrepacked q4_0 29–47 → 45–61
 // (repacked q4_0 stays ggml's); against a plain build's SSE2 ones 6–20
@@ -297,7 +299,7 @@ struct ggml_tensor * pm_conv1x1(struct ggml_context * ctx, struct ggml_tensor * 
 // only PM_WIDENS_ANY takes, times enough of b's rows.
 static bool widens(const struct ggml_tensor * a, const struct ggml_tensor * b) {
 	if (!PM_WIDENS_ANY || a->type == GGML_TYPE_F32 || a->type == GGML_TYPE_F16 || a->type == GGML_TYPE_BF16 ||
-	    a->type == GGML_TYPE_Q8_0 || pm_mul_mat_k_fits(a, b) || b->ne[1] * b->ne[2] * b->ne[3] < PM_WIDEN_MIN_N) {
+	    a->type == GGML_TYPE_Q8_0 || pm_mul_mat_int_fits(a, b) || b->ne[1] * b->ne[2] * b->ne[3] < PM_WIDEN_MIN_N) {
 		return false;
 	}
 	const struct ggml_type_traits * tr = ggml_get_type_traits(a->type);
@@ -307,9 +309,10 @@ static bool widens(const struct ggml_tensor * a, const struct ggml_tensor * b) {
 int pm_mul_mat_widen_min_n(void) { return PM_WIDENS_ANY ? PM_WIDEN_MIN_N : 0; }
 
 bool pm_mul_mat_fits(const struct ggml_tensor * a, const struct ggml_tensor * b) {
-	const bool q8 = a->type == GGML_TYPE_Q8_0 && a->ne[0] % 32 == 0, kquant = pm_mul_mat_k_fits(a, b);
+	const bool q8 = a->type == GGML_TYPE_Q8_0 && a->ne[0] % 32 == 0, integer = pm_mul_mat_int_fits(a, b);
 	const bool half = (a->type == GGML_TYPE_F16 || (PM_TAKES_BF16 && a->type == GGML_TYPE_BF16)) && a->nb[0] == 2;
-	if ((a->type != GGML_TYPE_F32 && !q8 && !half && !kquant && !widens(a, b)) || b->type != GGML_TYPE_F32 || a->ne[2] != 1 || a->ne[3] != 1 ||
+	if ((a->type != GGML_TYPE_F32 && !q8 && !half && !integer && !widens(a, b)) || b->type != GGML_TYPE_F32 ||
+	    a->ne[2] != 1 || a->ne[3] != 1 ||
 	    (a->type == GGML_TYPE_F32 && (a->nb[0] != sizeof(float) || a->nb[1] % sizeof(float) != 0)) ||
 	    b->nb[0] != sizeof(float) || a->ne[0] != b->ne[0] || b->nb[1] % sizeof(float) != 0) {
 		return false;
@@ -324,17 +327,13 @@ bool pm_mul_mat_fits(const struct ggml_tensor * a, const struct ggml_tensor * b)
 	}
 	// Narrow products are ggml's (matrix-vector kernels); below a few
 	// million multiply-adds the op's start-up would show.
-	return (kquant || (M >= 24 && N >= MM_NR && K >= 8)) && K * M * N >= (1 << 21);
+	return (integer || (M >= 24 && N >= MM_NR && K >= 8)) && K * M * N >= (1 << 21);
 }
 
 struct ggml_tensor * pm_mul_mat(struct ggml_context * ctx, struct ggml_tensor * a, struct ggml_tensor * b,
                                 struct ggml_tensor * bias) {
-	if (pm_mul_mat_k_fits(a, b)) {
-		return pm_mul_mat_k(ctx, a, b, bias);
-	}
-	struct ggml_tensor * q8 = a->type == GGML_TYPE_Q8_0 ? pm_mul_mat_q8(ctx, a, b, bias) : NULL;
-	if (q8 != NULL) {
-		return q8;
+	if (pm_mul_mat_int_fits(a, b)) {
+		return pm_mul_mat_int(ctx, a, b, bias);
 	}
 	struct ggml_tensor * args[3] = {a, b, bias};
 	struct ggml_tensor * t = ggml_custom_4d(ctx, GGML_TYPE_F32, a->ne[1], b->ne[1], b->ne[2], b->ne[3], args,

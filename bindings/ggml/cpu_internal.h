@@ -393,17 +393,12 @@ static inline float * gemm_pack_alloc(int64_t K, enum ggml_type type) {
 	return kernel_alloc((size_t)(gemm_m_block(kc) * kc) * sizeof(float), "matrix product");
 }
 
-// pm_mul_mat_k is pm_mul_mat for the K-quants q4_K and q5_K (cpu_quant.c):
-// false without AVX2.
-bool pm_mul_mat_k_fits(const struct ggml_tensor * a, const struct ggml_tensor * b);
-struct ggml_tensor * pm_mul_mat_k(struct ggml_context * ctx, struct ggml_tensor * a, struct ggml_tensor * b,
+// pm_mul_mat_int is pm_mul_mat for the quantized types pm_mul_mat_takes_int
+// names, in integers (cpu_quant.c), where pm_mul_mat_int_fits: enough rows
+// of weights and activations (never without AVX2).
+bool pm_mul_mat_int_fits(const struct ggml_tensor * a, const struct ggml_tensor * b);
+struct ggml_tensor * pm_mul_mat_int(struct ggml_context * ctx, struct ggml_tensor * a, struct ggml_tensor * b,
                                     struct ggml_tensor * bias);
-
-// pm_mul_mat_q8 is pm_mul_mat for q8_0 weights in integers, the
-// activations in 8 bits with VNNI, else 16 (cpu_quant.c), or NULL where our f32 product takes them (without AVX2,
-// or few activation rows).
-struct ggml_tensor * pm_mul_mat_q8(struct ggml_context * ctx, struct ggml_tensor * a, struct ggml_tensor * b,
-                                   struct ggml_tensor * bias);
 
 // The custom ops' functions, which pm_kernel_flops recognizes.
 void pm_attention_op(struct ggml_tensor * dst, int ith, int nth, void * userdata);

@@ -444,7 +444,7 @@ func TestMulMatKernel(t *testing.T) {
 		c.MulMat(c.NewTensor(TypeF16, 1280, 1280), c.NewTensor(TypeF32, 1280, 77)).Op(), "f16 weights, 77 tokens")
 	require.Equal(t, map[bool]string{true: "CUSTOM", false: "MUL_MAT"}[cpuKernelsTakeBF16()],
 		c.MulMat(c.NewTensor(TypeBF16, 256, 256), c.NewTensor(TypeF32, 256, 128)).Op(), "bf16 weights")
-	require.Equal(t, map[bool]string{true: "CUSTOM", false: "MUL_MAT"}[CPUKernelsTakeQ4K()],
+	require.Equal(t, map[bool]string{true: "CUSTOM", false: "MUL_MAT"}[CPUKernelsTakeInts(TypeQ4_K)],
 		c.MulMat(c.NewTensor(TypeQ4_K, 256, 256), c.NewTensor(TypeF32, 256, 64)).Op(), "q4_K weights")
 	require.Equal(t, "MUL_MAT", c.MulMat(c.NewTensor(TypeQ4_K, 256, 256), c.NewTensor(TypeF32, 256, 8)).Op(), "narrow q4_K products")
 	require.Equal(t, "MUL_MAT", c.MulMat(big, c.NewTensor(TypeF32, 256, 3)).Op(), "matrix-vector products")
@@ -815,6 +815,31 @@ type kBlock struct {
 	q       [256]float64
 }
 
+// decodeB32 decodes a block of 32 values of q4_0, q4_1, q5_0 or q5_1 into
+// its scale d, offset m and unsigned q: each value d·q + m.
+func decodeB32(typ Type, b []byte) (d, m float64, q [32]float64) {
+	d = float64(half.F16ToF32(binary.LittleEndian.Uint16(b)))
+	qs := b[2:]
+	switch typ {
+	case TypeQ4_0:
+		m = -8 * d
+	case TypeQ5_0:
+		m = -16 * d
+	default:
+		m = float64(half.F16ToF32(binary.LittleEndian.Uint16(b[2:])))
+		qs = b[4:]
+	}
+	var qh uint32
+	if typ == TypeQ5_0 || typ == TypeQ5_1 {
+		qh, qs = binary.LittleEndian.Uint32(qs), qs[4:]
+	}
+	for j := range 16 {
+		q[j] = float64(qs[j]&0xF | byte(qh>>j&1)<<4)
+		q[j+16] = float64(qs[j]>>4 | byte(qh>>(j+16)&1)<<4)
+	}
+	return d, m, q
+}
+
 // decodeK decodes a q4_K super-block (144 bytes), or with q5 a q5_K one
 // (176: its qh[32] between the scales and the low bits holds bit j of value
 // l of sub-block j in bit j of byte l).
@@ -869,17 +894,19 @@ func quantizeActs(x []float32, levels float32) (d float64, q []float64) {
 	return float64(amax / levels), q
 }
 
-// TestMulMatQ4KKernel checks our CPU products of q4_K and q5_K weights
-// (pm_mul_mat's cpu_quant.c) two ways: against the same products with the activations
-// quantized as the kernel quantizes them (quantizeActs; any slip in the integer sums,
-// scales, mins or tiles shows), and against the exact product with a
-// bound on what quantizing the activations may change (half a step per
-// value). Sizes: K of one to ten super-blocks (one, two and three K
-// blocks), M and N tails, several row blocks and column chunks, a batch,
-// strided rows, an all-zero activation row, and each thread split.
-func TestMulMatQ4KKernel(t *testing.T) {
-	if !CPUKernelsTakeQ4K() {
-		t.Skip("our q4_K product needs AVX2")
+// TestMulMatIntKernel checks our CPU products of quantized weights in
+// integers (pm_mul_mat's cpu_quant.c; q8_0's in TestMulMatKernel) two
+// ways: against the same products with the activations quantized as the
+// kernel quantizes them (quantizeActs, per 256 values for the K-quants, per
+// 32 for the others; any slip in the integer sums, scales, mins or tiles
+// shows), and against the exact product with a bound on what quantizing the
+// activations may change (half a step per value). Sizes: K of one to ten
+// super-blocks (one, two and three K blocks), M and N tails, several row
+// blocks and column chunks, a batch, strided rows, an all-zero activation
+// row, and each thread split.
+func TestMulMatIntKernel(t *testing.T) {
+	if !CPUKernelsTakeInts(TypeQ4_K) {
+		t.Skip("our integer products need AVX2")
 	}
 	r := rand.New(rand.NewPCG(21, 21))
 	for _, tc := range []struct {
@@ -893,6 +920,10 @@ func TestMulMatQ4KKernel(t *testing.T) {
 		{TypeQ4_K, 512, 32, 128, 1, true}, {TypeQ5_K, 512, 32, 128, 1, true},
 		{TypeQ6_K, 1280, 45, 100, 1, false}, {TypeQ6_K, 2560, 300, 20, 2, false}, {TypeQ6_K, 256, 16, 600, 1, false},
 		{TypeQ6_K, 512, 32, 128, 1, true},
+		{TypeQ4_0, 1280, 45, 100, 1, false}, {TypeQ4_0, 2560, 300, 20, 2, false}, {TypeQ4_0, 96, 24, 1000, 1, false},
+		{TypeQ4_0, 512, 32, 128, 1, true}, {TypeQ5_0, 640, 45, 100, 1, false}, {TypeQ5_0, 1024, 130, 200, 1, false},
+		{TypeQ5_0, 512, 32, 128, 1, true}, {TypeQ4_1, 2560, 300, 20, 2, false}, {TypeQ4_1, 512, 32, 128, 1, true},
+		{TypeQ5_1, 320, 40, 250, 1, false}, {TypeQ5_1, 512, 32, 128, 1, true},
 	} {
 		t.Run(fmt.Sprintf("%s_k%d_m%d_n%d_b%d_largest%v", tc.typ, tc.k, tc.m, tc.n, tc.b2, tc.largest), func(t *testing.T) {
 			ldb, cols := tc.k+8, tc.n*tc.b2 // b's rows are a view's
@@ -900,6 +931,9 @@ func TestMulMatQ4KKernel(t *testing.T) {
 			if tc.largest {
 				for i := range a {
 					a[i] = 1 + 0.5*float32(math.Pow(r.Float64(), 0.1))
+					if i%32 == 0 && (tc.typ == TypeQ4_0 || tc.typ == TypeQ5_0) {
+						a[i] = -1.6 // the block's scale negative, so the others' q are the largest
+					}
 				}
 				for i := range b {
 					b[i] = 1
@@ -918,16 +952,26 @@ func TestMulMatQ4KKernel(t *testing.T) {
 			got, shape := compute(t, build)
 			require.Equal(t, [4]int64{int64(tc.m), int64(tc.n), int64(tc.b2), 1}, shape)
 			// each weight's value, and the size of the float sums' terms it
-			// brings (q4_K, q5_K: d·sc·q and dmin·mn; q6_K: the value)
-			nsb := tc.k / 256
+			// brings (q4_K, q5_K: d·sc·q and dmin·mn; q4_0, q4_1, q5_0, q5_1:
+			// d·q and m; q6_K: the value)
+			block := int(tc.typ.BlockSize()) // the activations' blocks: 256 or 32
+			nsb := tc.k / block
 			value, termSize := make([]float64, tc.k*tc.m), make([]float64, tc.k*tc.m)
-			if tc.typ == TypeQ6_K {
+			switch tc.typ {
+			case TypeQ4_0, TypeQ4_1, TypeQ5_0, TypeQ5_1:
+				for i := range tc.m * nsb {
+					d, m, q := decodeB32(tc.typ, qa[int(tc.typ.BlockBytes())*i:])
+					for k := range 32 {
+						value[32*i+k], termSize[32*i+k] = d*q[k]+m, math.Abs(d*q[k])+math.Abs(m)
+					}
+				}
+			case TypeQ6_K:
 				v, err := Dequantize(tc.typ, qa, int64(tc.k*tc.m))
 				require.NoError(t, err)
 				for i := range v {
 					value[i], termSize[i] = float64(v[i]), math.Abs(float64(v[i]))
 				}
-			} else {
+			default:
 				for i := range tc.m * nsb {
 					w := decodeK(qa[int(tc.typ.BlockBytes())*i:], tc.typ == TypeQ5_K)
 					for k := range 256 {
@@ -940,13 +984,13 @@ func TestMulMatQ4KKernel(t *testing.T) {
 				for i := 0; i < tc.m; i++ {
 					var exact, quantized, size, bound float64
 					for s := 0; s < nsb; s++ {
-						x := b[j*ldb+256*s : j*ldb+256*s+256]
+						x := b[j*ldb+block*s : j*ldb+block*s+block]
 						d, q := quantizeActs(x, 127)
-						for k := range 256 {
-							v := value[i*tc.k+256*s+k]
+						for k := range block {
+							v := value[i*tc.k+block*s+k]
 							exact += v * float64(x[k])
 							quantized += v * d * q[k]
-							size += termSize[i*tc.k+256*s+k] * d * math.Abs(q[k])
+							size += termSize[i*tc.k+block*s+k] * d * math.Abs(q[k])
 							bound += math.Abs(v) * d / 2
 						}
 					}
@@ -992,7 +1036,7 @@ func TestMulMatBias(t *testing.T) {
 		{TypeQ5_K, 512, 100, 41, 1},
 	} {
 		t.Run(fmt.Sprintf("%s_k%d_m%d_n%d_b%d", tc.typ, tc.k, tc.m, tc.n, tc.b2), func(t *testing.T) {
-			if (tc.typ == TypeQ4_K || tc.typ == TypeQ5_K) && !CPUKernelsTakeQ4K() {
+			if (tc.typ == TypeQ4_K || tc.typ == TypeQ5_K) && !CPUKernelsTakeInts(tc.typ) {
 				t.Skip("our q4_K and q5_K products need AVX2")
 			}
 			w, err := Quantize(tc.typ, randn(r, tc.k*tc.m), int64(tc.k))

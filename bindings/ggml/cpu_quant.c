@@ -1,6 +1,6 @@
 // Our CPU products of quantized weights with f32 activations in integers
-// (x86 with AVX2 or AVX-512): q4_K, q5_K and q6_K in 8 bits, q8_0 in 8 with
-// VNNI and in 16 without (below).
+// (x86 with AVX2 or AVX-512): q4_K, q5_K, q6_K, q4_0, q4_1, q5_0 and q5_1 in
+// 8 bits, q8_0 in 8 with VNNI and in 16 without (below).
 // See pm_mul_mat (cpu_gemm.c) for where they are taken. All quantize the
 // activations in an op of their own, pack blocks of weight rows for
 // register tiles, and share the loops around the tiles (int_product).
@@ -154,6 +154,14 @@ static inline __m256i bytes32(const __m256i q[4]) {
 	return _mm256_permutevar8x32_epi32(p, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
 }
 
+// hsum32 is the sum of v's eight 32-bit integers.
+static inline int32_t hsum32(__m256i v) {
+	__m128i h = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
+	h = _mm_add_epi32(h, _mm_shuffle_epi32(h, 0x4e));
+	h = _mm_add_epi32(h, _mm_shuffle_epi32(h, 0xb1));
+	return _mm_cvtsi128_si32(h);
+}
+
 // quantize_levels rounds 32 floats to q = round(x·levels/max|x|) and
 // returns the scale max/levels (0 for zeros or blocks too small to scale,
 // then q = 0; NaN if one is NaN).
@@ -181,11 +189,7 @@ static void quantize_block(const float * x, void * out) {
 	for (int j = 0; j < 8; j++) {
 		__m256i q[4];
 		round32(x + 32 * j, iscale, q);
-		const __m256i s = _mm256_add_epi32(_mm256_add_epi32(q[0], q[1]), _mm256_add_epi32(q[2], q[3]));
-		__m128i h = _mm_add_epi32(_mm256_castsi256_si128(s), _mm256_extracti128_si256(s, 1));
-		h = _mm_add_epi32(h, _mm_shuffle_epi32(h, 0x4e));
-		h = _mm_add_epi32(h, _mm_shuffle_epi32(h, 0xb1));
-		y->bsums[j] = (int16_t)_mm_cvtsi128_si32(h);
+		y->bsums[j] = (int16_t)hsum32(_mm256_add_epi32(_mm256_add_epi32(q[0], q[1]), _mm256_add_epi32(q[2], q[3])));
 		_mm256_storeu_si256((__m256i *)(y->q + 32 * j), bytes32(q));
 	}
 }
@@ -603,13 +607,216 @@ static void tile_q6k(const void * panel, int64_t nsb, const void * const xs[QK_N
 static const struct int_product q6k_product = {256,      sizeof(struct tile_q6), sizeof(struct act_block), QK_KC,
                                                 quantize_block_u, pack_q6k,       tile_q6k};
 
-bool pm_mul_mat_takes_q4k(void) { return true; }
+// The 32-value types q4_0, q4_1, q5_0 and q5_1: each value d·q + m, with
+// q unsigned (4 or 5 bits), d an f16 scale per block and m −8d (q4_0),
+// −16d (q5_0) or the block's own f16 (q4_1, q5_1). The activations are
+// quantized per 32 as for q4_K (|a| ≤ 127) with s = d_a·Σa, and each
+// block's sum is d·d_a·Σ q·a + m·s: the integer sums as q4_K's (vpmaddubsw,
+// the weights unsigned), then per block to floats, as ggml's q4_0 × q8_0
+// products do. The 16-bit sums of 4-bit weights cannot overflow over a
+// block (8 · 2 · 15 · 127 < 2^15), those of 5-bit ones over half a block (4 ·
+// 2 · 31 · 127 < 2^15), so q5's halves become floats apart. BenchmarkMulMat
+// (1280 × 1280 × 1024, one core of the Zen 3 dev VM), ggml's AVX2 product →
+// ours: q4_0 40–47 GFLOP/s (50–67 repacked, 57–58 widened to f32 by our
+// product) → 103–134, q4_1 20–22 → 105–112, q5_0 26–34 → 88–119, q5_1
+// 20–23 → 87–113 (q4_K 105–155 in the same runs).
+struct block_q4_0 {
+	ggml_fp16_t d;
+	uint8_t qs[16]; // value j (< 16): low nibble of byte j, value j+16: its high nibble
+};
+struct block_q4_1 {
+	ggml_fp16_t d, m;
+	uint8_t qs[16];
+};
+struct block_q5_0 {
+	ggml_fp16_t d;
+	uint8_t qh[4];  // bit j: the fifth bit of value j
+	uint8_t qs[16]; // the low four bits, as q4_0's
+};
+struct block_q5_1 {
+	ggml_fp16_t d, m;
+	uint8_t qh[4];
+	uint8_t qs[16];
+};
+_Static_assert(sizeof(struct block_q4_0) == 18 && sizeof(struct block_q4_1) == 20 && sizeof(struct block_q5_0) == 22 &&
+                   sizeof(struct block_q5_1) == 24,
+               "ggml's block sizes");
 
-bool pm_mul_mat_k_fits(const struct ggml_tensor * a, const struct ggml_tensor * b) {
-	return (a->type == GGML_TYPE_Q4_K || a->type == GGML_TYPE_Q5_K || a->type == GGML_TYPE_Q6_K) && a->ne[0] % 256 == 0 &&
-	       b->ne[1] * b->ne[2] * b->ne[3] >= QK_MIN_N &&
-	       a->ne[1] >= 16;
+// nibbles32 is a block's low nibbles (values 0–15), then its high ones.
+static inline __m256i nibbles32(const uint8_t qs[16]) {
+	const __m128i b = _mm_loadu_si128((const __m128i *)qs), low = _mm_set1_epi8(0x0F);
+	return _mm256_set_m128i(_mm_and_si128(_mm_srli_epi16(b, 4), low), _mm_and_si128(b, low));
 }
+
+// fifth_bits32 is 0x10 in byte j where bit j of the 32 bits at qh is set.
+static inline __m256i fifth_bits32(const uint8_t qh[4]) {
+	uint32_t bits;
+	memcpy(&bits, qh, 4);
+	// byte j gets byte j/8 of the bits, then keeps its bit j%8
+	const __m256i spread = _mm256_shuffle_epi8(_mm256_set1_epi32((int)bits),
+	                                           _mm256_set_epi64x(0x0303030303030303, 0x0202020202020202,
+	                                                             0x0101010101010101, 0x0000000000000000));
+	const __m256i bit = _mm256_set1_epi64x((int64_t)0x8040201008040201);
+	return _mm256_and_si256(_mm256_cmpeq_epi8(_mm256_and_si256(spread, bit), bit), _mm256_set1_epi8(0x10));
+}
+
+// act32 is 32 activations x ≈ d·q, |q| ≤ 127, with s = d·Σq (for m).
+struct act32 {
+	float d, s;
+	int8_t q[32];
+};
+_Static_assert(sizeof(struct act32) == 40, "32-value activation blocks are 40 bytes");
+
+static void quantize_act32(const float * x, void * out) {
+	struct act32 * y = out;
+	__m256i q[4];
+	y->d = quantize_levels(x, 127.0f, q);
+	y->s = y->d * (float)hsum32(_mm256_add_epi32(_mm256_add_epi32(q[0], q[1]), _mm256_add_epi32(q[2], q[3])));
+	_mm256_storeu_si256((__m256i *)y->q, bytes32(q));
+}
+
+// tile_b32 is one block of a tile's QK_MR weight rows, two groups of QK_G
+// (the lanes): q[k/4][g] holds k..k+3 of each row of group g, d[g] and
+// m[g] each row's scale and offset.
+struct tile_b32 {
+	uint8_t q[8][2][4 * QK_G];
+	float d[2][QK_G], m[2][QK_G];
+};
+
+// pack_b32 packs blocks [b0, b0+nb) of weight rows [r0, r0+rows) (rows ≤
+// QK_MR; the others are zeros) of a (rows lda bytes apart) of type t,
+// eight rows at a time.
+static inline __attribute__((always_inline)) void pack_b32(void * panel, const char * a, int64_t lda, int64_t r0,
+                                                           int rows, int64_t b0, int64_t nb, const enum ggml_type t) {
+	const int64_t block_bytes = t == GGML_TYPE_Q4_0   ? sizeof(struct block_q4_0)
+	                            : t == GGML_TYPE_Q4_1 ? sizeof(struct block_q4_1)
+	                            : t == GGML_TYPE_Q5_0 ? sizeof(struct block_q5_0)
+	                                                  : sizeof(struct block_q5_1);
+	struct tile_b32 * dst = panel;
+	for (int64_t b = 0; b < nb; b++, dst++) {
+		for (int r8 = 0; r8 < QK_MR; r8 += 8) {
+			const int g = r8 / QK_G, l0 = r8 % QK_G; // group, and its first lane
+			__m256i q[8];
+			ggml_fp16_t h[2][8]; // d, and m where the block has its own
+			for (int l = 0; l < 8; l++) {
+				const char * blk = r8 + l < rows ? a + (r0 + r8 + l) * lda + (b0 + b) * block_bytes : NULL;
+				q[l] = _mm256_setzero_si256();
+				h[0][l] = h[1][l] = 0;
+				if (blk == NULL) {
+					continue;
+				}
+				memcpy(h[0] + l, blk, sizeof h[0][l]);
+				switch (t) {
+				case GGML_TYPE_Q4_0:
+					q[l] = nibbles32(((const struct block_q4_0 *)blk)->qs);
+					break;
+				case GGML_TYPE_Q4_1:
+					h[1][l] = ((const struct block_q4_1 *)blk)->m;
+					q[l] = nibbles32(((const struct block_q4_1 *)blk)->qs);
+					break;
+				case GGML_TYPE_Q5_0:
+					q[l] = _mm256_or_si256(nibbles32(((const struct block_q5_0 *)blk)->qs),
+					                       fifth_bits32(((const struct block_q5_0 *)blk)->qh));
+					break;
+				default:
+					h[1][l] = ((const struct block_q5_1 *)blk)->m;
+					q[l] = _mm256_or_si256(nibbles32(((const struct block_q5_1 *)blk)->qs),
+					                       fifth_bits32(((const struct block_q5_1 *)blk)->qh));
+				}
+			}
+			f16_to_f32(h[0], dst->d[g] + l0, 8);
+			if (t == GGML_TYPE_Q4_0 || t == GGML_TYPE_Q5_0) { // m = −8d or −16d, exactly
+				const __m256 d = _mm256_loadu_ps(dst->d[g] + l0);
+				_mm256_storeu_ps(dst->m[g] + l0, _mm256_mul_ps(d, _mm256_set1_ps(t == GGML_TYPE_Q4_0 ? -8.0f : -16.0f)));
+			} else {
+				f16_to_f32(h[1], dst->m[g] + l0, 8);
+			}
+			transpose8(q); // runs of 4 bytes, by k
+			for (int i = 0; i < 8; i++) {
+				_mm256_storeu_si256((__m256i *)(dst->q[i][g] + 4 * l0), q[i]);
+			}
+		}
+	}
+}
+
+// store_tile stores (first) or adds a tile's float sums f into c[j·ldc +
+// i], then adds bias[i] if bias is not NULL.
+static inline void store_tile(vqf f[2][QK_NR], float * c, int64_t ldc, bool first, const float * bias) {
+	for (int g = 0; g < 2; g++) {
+		for (int n = 0; n < QK_NR; n++) {
+			float * cn = c + n * ldc + QK_G * g;
+			const vqf r = first ? f[g][n] : qf_add(f[g][n], qf_load(cn));
+			qf_store(cn, bias != NULL ? qf_add(r, qf_load(bias + QK_G * g)) : r);
+		}
+	}
+}
+
+// tile_blocks32 adds (or stores, when first) the products of the QK_MR packed
+// rows w over nb blocks with activation rows x[0..QK_NR) into c[j·ldc + i],
+// then adds bias[i] if bias is not NULL; span is the values whose 16-bit
+// sums are turned into floats at once (32 for 4-bit weights, 16 for 5-bit).
+static inline __attribute__((always_inline)) void tile_blocks32(const void * panel, int64_t nb,
+                                                                const void * const xs[QK_NR], float * c, int64_t ldc,
+                                                                bool first, const float * bias, const int span) {
+	const struct tile_b32 * w = panel;
+	const struct act32 * const * x = (const struct act32 * const *)xs;
+	const vq ones = q_set1(0x00010001);
+	vqf f[2][QK_NR];
+	for (int n = 0; n < QK_NR; n++) {
+		f[0][n] = f[1][n] = qf_set1(0.0f);
+	}
+	for (int64_t b = 0; b < nb; b++, w++) {
+		for (int k0 = 0; k0 < 32; k0 += span) {
+			vq h[2][QK_NR];
+			for (int n = 0; n < QK_NR; n++) {
+				h[0][n] = h[1][n] = q_zero();
+			}
+			// as tile_k's steps
+#pragma GCC unroll 8
+			for (int i = 0; i < span / 4; i++) {
+				vq w0 = q_load(w->q[k0 / 4 + i][0]), w1 = q_load(w->q[k0 / 4 + i][1]);
+				in_register(w0);
+				in_register(w1);
+#pragma GCC unroll 8
+				for (int n = 0; n < QK_NR; n++) {
+					const vq v = bcast(x[n][b].q + k0 + 4 * i);
+					h[0][n] = q_dot4(h[0][n], w0, v);
+					h[1][n] = q_dot4(h[1][n], w1, v);
+					in_register(h[0][n]);
+					in_register(h[1][n]);
+				}
+			}
+			const vqf d0 = qf_load(w->d[0]), d1 = qf_load(w->d[1]);
+			for (int n = 0; n < QK_NR; n++) {
+				const vqf da = qf_set1(x[n][b].d);
+				f[0][n] = qf_fma(qf_cvt(q_madd(h[0][n], ones)), qf_mul(d0, da), f[0][n]);
+				f[1][n] = qf_fma(qf_cvt(q_madd(h[1][n], ones)), qf_mul(d1, da), f[1][n]);
+			}
+		}
+		const vqf m0 = qf_load(w->m[0]), m1 = qf_load(w->m[1]);
+		for (int n = 0; n < QK_NR; n++) {
+			const vqf s = qf_set1(x[n][b].s);
+			f[0][n] = qf_fma(m0, s, f[0][n]);
+			f[1][n] = qf_fma(m1, s, f[1][n]);
+		}
+	}
+	store_tile(f, c, ldc, first, bias);
+}
+
+#define B32_PRODUCT(type, name, span)                                                                                \
+	static void pack_##name(void * panel, const char * a, int64_t lda, int64_t r0, int rows, int64_t b0, int64_t nb) { \
+		pack_b32(panel, a, lda, r0, rows, b0, nb, type);                                                             \
+	}                                                                                                                \
+	static void tile_##name(const void * panel, int64_t nb, const void * const xs[QK_NR], float * c, int64_t ldc,     \
+	                        bool first, const float * bias) {                                                        \
+		tile_blocks32(panel, nb, xs, c, ldc, first, bias, span);                                                        \
+	}                                                                                                                \
+	static const struct int_product name##_product = {32, sizeof(struct tile_b32), sizeof(struct act32), 16,         \
+	                                                  quantize_act32, pack_##name, tile_##name};
+B32_PRODUCT(GGML_TYPE_Q4_0, q4_0, 32)
+B32_PRODUCT(GGML_TYPE_Q4_1, q4_1, 32)
+B32_PRODUCT(GGML_TYPE_Q5_0, q5_0, 16)
+B32_PRODUCT(GGML_TYPE_Q5_1, q5_1, 16)
 
 // q8_0 weights (d·q per 32 values, 8-bit q) times activations quantized
 // per 32 values, in 32-bit integer sums scaled by both blocks' scales.
@@ -813,13 +1020,7 @@ static void tile_q8(const void * panel, int64_t nb, const void * const xs[QK_NR]
 			f[1][n] = qf_fma(qf_cvt(h[1][n]), qf_mul(d1, da), f[1][n]);
 		}
 	}
-	for (int g = 0; g < 2; g++) {
-		for (int n = 0; n < QK_NR; n++) {
-			float * cn = c + n * ldc + QK_G * g;
-			const vqf r = first ? f[g][n] : qf_add(f[g][n], qf_load(cn));
-			qf_store(cn, bias != NULL ? qf_add(r, qf_load(bias + QK_G * g)) : r);
-		}
-	}
+	store_tile(f, c, ldc, first, bias);
 }
 
 // 16 blocks (512 of K) at once: a tile's panel is 10 or 20 KB with 8-bit
@@ -827,10 +1028,44 @@ static void tile_q8(const void * panel, int64_t nb, const void * const xs[QK_NR]
 static const struct int_product q8_product = {32,          sizeof(struct tile_b8), sizeof(q8_act), 16,
                                               quantize_q8, pack_q8,                tile_q8};
 
-// int_mul_mat is the graph of a product of the kind: the activations
-// quantized, then multiplied.
-static struct ggml_tensor * int_mul_mat(struct ggml_context * ctx, struct ggml_tensor * a, struct ggml_tensor * b,
-                                        struct ggml_tensor * bias, const struct int_product * kind, const char * name) {
+// int_kind is our integer product of weights of type t, or NULL.
+static const struct int_product * int_kind(enum ggml_type t) {
+	switch (t) {
+	case GGML_TYPE_Q4_K:
+		return &q4k_product;
+	case GGML_TYPE_Q5_K:
+		return &q5k_product;
+	case GGML_TYPE_Q6_K:
+		return &q6k_product;
+	case GGML_TYPE_Q4_0:
+		return &q4_0_product;
+	case GGML_TYPE_Q4_1:
+		return &q4_1_product;
+	case GGML_TYPE_Q5_0:
+		return &q5_0_product;
+	case GGML_TYPE_Q5_1:
+		return &q5_1_product;
+	case GGML_TYPE_Q8_0:
+		return &q8_product;
+	default:
+		return NULL;
+	}
+}
+
+bool pm_mul_mat_takes_int(enum ggml_type type) { return int_kind(type) != NULL; }
+
+int pm_mul_mat_q8_levels(void) { return Q8_BYTES ? 127 : 32767; }
+
+bool pm_mul_mat_int_fits(const struct ggml_tensor * a, const struct ggml_tensor * b) {
+	const struct int_product * kind = int_kind(a->type);
+	return kind != NULL && a->ne[0] % kind->k_block == 0 && b->ne[1] * b->ne[2] * b->ne[3] >= QK_MIN_N && a->ne[1] >= 16;
+}
+
+// pm_mul_mat_int is the graph of the product: the activations quantized,
+// then multiplied.
+struct ggml_tensor * pm_mul_mat_int(struct ggml_context * ctx, struct ggml_tensor * a, struct ggml_tensor * b,
+                                    struct ggml_tensor * bias) {
+	const struct int_product * kind = int_kind(a->type);
 	const int64_t N = b->ne[1] * b->ne[2] * b->ne[3];
 	struct ggml_tensor * src[1] = {b}; // into rows of blocks (I32 for the bytes' size)
 	struct ggml_tensor * xq = ggml_custom_4d(ctx, GGML_TYPE_I32, a->ne[0] / kind->k_block * kind->act_bytes / 4, N, 1, 1, src,
@@ -839,53 +1074,31 @@ static struct ggml_tensor * int_mul_mat(struct ggml_context * ctx, struct ggml_t
 	struct ggml_tensor * args[3] = {a, xq, bias};
 	struct ggml_tensor * t = ggml_custom_4d(ctx, GGML_TYPE_F32, a->ne[1], b->ne[1], b->ne[2], b->ne[3], args,
 	                                        bias != NULL ? 3 : 2, pm_int_product_op, GGML_N_TASKS_MAX, (void *)kind);
+	char name[PM_GGML_MAX_NAME];
+	snprintf(name, sizeof name, "MUL_MAT %s (ours)", ggml_type_name(a->type));
 	return ggml_set_name(t, name);
 }
 
-struct ggml_tensor * pm_mul_mat_k(struct ggml_context * ctx, struct ggml_tensor * a, struct ggml_tensor * b,
-                                    struct ggml_tensor * bias) {
-	if (a->type == GGML_TYPE_Q5_K) {
-		return int_mul_mat(ctx, a, b, bias, &q5k_product, "MUL_MAT q5_K (ours)");
-	}
-	if (a->type == GGML_TYPE_Q6_K) {
-		return int_mul_mat(ctx, a, b, bias, &q6k_product, "MUL_MAT q6_K (ours)");
-	}
-	return int_mul_mat(ctx, a, b, bias, &q4k_product, "MUL_MAT q4_K (ours)");
-}
-
-int pm_mul_mat_q8_levels(void) { return Q8_BYTES ? 127 : 32767; }
-
-struct ggml_tensor * pm_mul_mat_q8(struct ggml_context * ctx, struct ggml_tensor * a, struct ggml_tensor * b,
-                                   struct ggml_tensor * bias) {
-	if (b->ne[1] * b->ne[2] * b->ne[3] >= QK_MIN_N && a->ne[1] >= 16) {
-		return int_mul_mat(ctx, a, b, bias, &q8_product, "MUL_MAT q8_0 (ours)");
-	}
-	return NULL;
-}
-
-#else // without AVX2 q4_K and q5_K products are ggml's, q8_0 ones our f32 product
+#else // without AVX2 the quantized products are ggml's (q8_0's our f32 product)
 
 int pm_mul_mat_q8_levels(void) { return 0; }
-
-struct ggml_tensor * pm_mul_mat_q8(struct ggml_context * ctx, struct ggml_tensor * a, struct ggml_tensor * b,
-                                   struct ggml_tensor * bias) {
-	(void)ctx, (void)a, (void)b, (void)bias;
-	return NULL;
-}
 
 void pm_int_product_op(struct ggml_tensor * dst, int ith, int nth, void * userdata) {
 	(void)dst, (void)ith, (void)nth, (void)userdata;
 	abort();
 }
 
-bool pm_mul_mat_takes_q4k(void) { return false; }
+bool pm_mul_mat_takes_int(enum ggml_type type) {
+	(void)type;
+	return false;
+}
 
-bool pm_mul_mat_k_fits(const struct ggml_tensor * a, const struct ggml_tensor * b) {
+bool pm_mul_mat_int_fits(const struct ggml_tensor * a, const struct ggml_tensor * b) {
 	(void)a, (void)b;
 	return false;
 }
 
-struct ggml_tensor * pm_mul_mat_k(struct ggml_context * ctx, struct ggml_tensor * a, struct ggml_tensor * b,
+struct ggml_tensor * pm_mul_mat_int(struct ggml_context * ctx, struct ggml_tensor * a, struct ggml_tensor * b,
                                     struct ggml_tensor * bias) {
 	(void)ctx, (void)a, (void)b, (void)bias;
 	abort();

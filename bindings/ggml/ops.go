@@ -38,10 +38,11 @@ func (c *Context) MulMatBias(a, b, bias *Tensor) *Tensor {
 	return c.Add(c.MulMat(a, b), bias)
 }
 
-// CPUKernelsTakeQ4K reports whether MulMat with SetCPUKernels multiplies
-// plainly stored q4_K weights with our kernel (builds with AVX2): such
+// CPUKernelsTakeInts reports whether MulMat with SetCPUKernels multiplies
+// plainly stored weights of quantized type t in integers with our kernels
+// (builds with AVX2: q4_0, q4_1, q5_0, q5_1, q4_K, q5_K, q6_K, q8_0): such
 // weights are then better left plain than repacked for ggml's products.
-func CPUKernelsTakeQ4K() bool { return bool(C.pm_mul_mat_takes_q4k()) }
+func CPUKernelsTakeInts(t Type) bool { return bool(C.pm_mul_mat_takes_int(C.enum_ggml_type(t))) }
 
 // cpuKernelsTakeBF16 reports whether MulMat with SetCPUKernels multiplies
 // bf16 weights with our kernel: unless ggml's has AVX512-BF16's dot

@@ -25,14 +25,14 @@ func TestKernelTargets(t *testing.T) {
 		name string
 		test func(*testing.T)
 	}{{"GEGLU", TestGEGLUKernel}, {"Im2Col", TestIm2ColKernel}, {"Attention", TestAttentionKernel},
-		{"MulMat", TestMulMatKernel}, {"MulMatQ4K", TestMulMatQ4KKernel}, {"MulMatBias", TestMulMatBias}, {"DecodeRow", TestDecodeRow},
+		{"MulMat", TestMulMatKernel}, {"MulMatInt", TestMulMatIntKernel}, {"MulMatBias", TestMulMatBias}, {"DecodeRow", TestDecodeRow},
 		{"Conv3x3", TestConv3x3Kernel}, {"Conv3x3Threads", TestConv3x3KernelThreads}, {"Conv1x1", TestConv1x1Kernel},
 		{"GroupNorm", TestGroupNormKernel}, {"LayerNorm", TestLayerNormKernel}, {"OpProfile", TestOpProfileNamesOurKernels},
 		{"Quantize", TestQuantizeMatchesGGML}, {"QuantizeEverywhere", TestQuantizeSameOnEveryMachine}}
 	defer useKernelTarget(bestKernelTarget())
 	for _, target := range runnableKernelTargets() {
 		useKernelTarget(target)
-		require.Equal(t, target != ownTarget || ownTargetIsX86_64V3(), CPUKernelsTakeQ4K(), "%s: our kernels multiply q4_K weights with AVX2", target)
+		require.Equal(t, target != ownTarget || ownTargetIsX86_64V3(), CPUKernelsTakeInts(TypeQ4_K), "%s: our kernels multiply q4_K weights with AVX2", target)
 		if target != ownTarget {
 			require.Equal(t, map[kernelTarget]int{x86_64V3: 8, x86_64V4: 16}[target], kernelLanes(), "%s's floats a vector", target)
 			require.Equal(t, target.String(), KernelTarget())

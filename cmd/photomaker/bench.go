@@ -330,7 +330,7 @@ func benchWarnings(res *benchResult, fallbacks []string) []string {
 	if simd := ggml.UnusedSIMD(); simd != "" && onCPU {
 		out = append(out, "this CPU has "+simd+", which our CPU kernels were not compiled for: build with make (about 1.6× faster)")
 	}
-	if t, err := ggml.ParseType(res.Type); err == nil && (t == ggml.TypeQ4_0 || t == ggml.TypeQ4_K && !ggml.CPUKernelsTakeQ4K()) && onCPU && !ggml.CanRepack() {
+	if t, err := ggml.ParseType(res.Type); err == nil && onCPU && slices.Contains(unrepackedTypes(), t.String()) {
 		out = append(out, "ggml was compiled without its repacked "+t.String()+" CPU products (about 1.6× faster): build with make")
 	}
 	return out

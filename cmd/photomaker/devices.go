@@ -3,6 +3,7 @@ package main
 import (
 	"encoding/json"
 	"fmt"
+	"strings"
 	"text/tabwriter"
 
 	"github.com/urfave/cli/v2"
@@ -56,12 +57,8 @@ Example:
 				fmt.Fprintf(tw, "\nThis binary's CPU kernels were compiled without %s, which this CPU has: %s. Build with 'make'.\n", simd, ggml.MissingSIMDEffect(simd))
 			} else if ggml.CPUKernelsOutpaceGGML() {
 				fmt.Fprintf(tw, "\nThis binary's ggml was compiled for any x86-64 CPU (SSE2), our CPU kernels also for x86-64-v3 and x86-64-v4; they run as compiled for %s on this CPU and take the products of every weight type ('make', which builds everything for this CPU, was a few percent faster on an AVX2 machine).\n", ggml.KernelTarget())
-			} else if !ggml.CanRepack() {
-				types := "q4_0"
-				if !ggml.CPUKernelsTakeQ4K() {
-					types = "q4_K/q4_0"
-				}
-				fmt.Fprintf(tw, "\nThis binary's ggml lacks the CPU's repacked %s products (about 1.6× faster on the CPU). Build with 'make'.\n", types)
+			} else if types := unrepackedTypes(); len(types) > 0 {
+				fmt.Fprintf(tw, "\nThis binary's ggml lacks the CPU's repacked %s products (about 1.6× faster on the CPU). Build with 'make'.\n", strings.Join(types, "/"))
 			}
 			if t := ggml.KernelTarget(); t != "" && !ggml.CPUKernelsOutpaceGGML() {
 				fmt.Fprintf(tw, "\nThis binary was compiled for x86-64-v3 (a portable build), our CPU kernels also for x86-64-v4 with VNNI; they run as compiled for %s on this CPU.\n", t)
@@ -75,4 +72,17 @@ Example:
 			return tw.Flush()
 		},
 	}
+}
+
+// unrepackedTypes are the weight types whose CPU products would be faster
+// repacked for ggml's kernels but are not: this binary's ggml cannot
+// repack, and our kernels do not multiply them.
+func unrepackedTypes() []string {
+	var types []string
+	for _, t := range []ggml.Type{ggml.TypeQ4_K, ggml.TypeQ4_0} {
+		if !ggml.CanRepack() && !ggml.CPUKernelsTakeInts(t) {
+			types = append(types, t.String())
+		}
+	}
+	return types
 }
