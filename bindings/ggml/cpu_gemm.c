@@ -265,10 +265,10 @@ struct ggml_tensor * pm_conv1x1(struct ggml_context * ctx, struct ggml_tensor * 
 #endif
 
 // PM_WIDENS_ANY: in our kernels for x86 with AVX2, the rows of the
-// quantized types without integer products of ours (q2_K, q3_K, and those
-// ggml adds) are widened into our f32 product too, by our decoders
-// (cpu_decode.c) or ggml's. (Until session 31 q4_0, q4_1, q5_0 and q5_1
-// were widened too, hence the figures.) Against ggml's AVX2 products
+// quantized types without integer products of ours (q2_K, and any ggml
+// adds) are widened into our f32 product too, by our decoder
+// (cpu_decode.c) or ggml's. (Until session 31 q4_0, q4_1, q5_0, q5_1 and
+// q3_K were widened too, hence the figures.) Against ggml's AVX2 products
 // (BenchmarkMulMat, 1280 × 1280 × 1024 on one core of the Zen 3 dev VM,
 // through ggml's decoders):
 // q5_0 29–30 → 50–63 GFLOP/s, q5_1 21–22 → 63, q4_1 28–30 → 49–67, q3_K

@@ -924,6 +924,8 @@ func TestMulMatIntKernel(t *testing.T) {
 		{TypeQ4_0, 512, 32, 128, 1, true}, {TypeQ5_0, 640, 45, 100, 1, false}, {TypeQ5_0, 1024, 130, 200, 1, false},
 		{TypeQ5_0, 512, 32, 128, 1, true}, {TypeQ4_1, 2560, 300, 20, 2, false}, {TypeQ4_1, 512, 32, 128, 1, true},
 		{TypeQ5_1, 320, 40, 250, 1, false}, {TypeQ5_1, 512, 32, 128, 1, true},
+		{TypeQ3_K, 1280, 45, 100, 1, false}, {TypeQ3_K, 2560, 300, 20, 2, false}, {TypeQ3_K, 256, 16, 600, 1, false},
+		{TypeQ3_K, 512, 32, 128, 1, true},
 	} {
 		t.Run(fmt.Sprintf("%s_k%d_m%d_n%d_b%d_largest%v", tc.typ, tc.k, tc.m, tc.n, tc.b2, tc.largest), func(t *testing.T) {
 			ldb, cols := tc.k+8, tc.n*tc.b2 // b's rows are a view's
@@ -953,7 +955,7 @@ func TestMulMatIntKernel(t *testing.T) {
 			require.Equal(t, [4]int64{int64(tc.m), int64(tc.n), int64(tc.b2), 1}, shape)
 			// each weight's value, and the size of the float sums' terms it
 			// brings (q4_K, q5_K: d·sc·q and dmin·mn; q4_0, q4_1, q5_0, q5_1:
-			// d·q and m; q6_K: the value)
+			// d·q and m; q6_K, q3_K: the value)
 			block := int(tc.typ.BlockSize()) // the activations' blocks: 256 or 32
 			nsb := tc.k / block
 			value, termSize := make([]float64, tc.k*tc.m), make([]float64, tc.k*tc.m)
@@ -965,7 +967,7 @@ func TestMulMatIntKernel(t *testing.T) {
 						value[32*i+k], termSize[32*i+k] = d*q[k]+m, math.Abs(d*q[k])+math.Abs(m)
 					}
 				}
-			case TypeQ6_K:
+			case TypeQ6_K, TypeQ3_K:
 				v, err := Dequantize(tc.typ, qa, int64(tc.k*tc.m))
 				require.NoError(t, err)
 				for i := range v {
@@ -1001,22 +1003,25 @@ func TestMulMatIntKernel(t *testing.T) {
 			sameForThreads(t, tc.typ.String()+" product", build)
 		})
 	}
-	// A NaN or infinite activation shows in its column, as with f32 products.
+	// A NaN or infinite activation shows in its column, as with f32
+	// products, for every type (q8_0's in TestMulMatKernel).
 	const K, M, N = 512, 32, 256
 	a, b := randn(r, K*M), randn(r, K*N)
 	b[5*K+300], b[9*K+7] = float32(math.NaN()), float32(math.Inf(1))
-	qa, err := Quantize(TypeQ4_K, a, K)
-	require.NoError(t, err)
-	got, _ := compute(t, func(c *Context) *Tensor {
-		return c.MulMat(c.Input(TypeQ4_K, qa, K, M), c.InputF32(b, K, N))
-	})
-	for j := 0; j < N; j++ {
-		for i := 0; i < M; i++ {
-			v := float64(got[j*M+i])
-			if j == 5 || j == 9 {
-				require.False(t, !math.IsNaN(v) && !math.IsInf(v, 0), "column %d row %d: %g", j, i, v)
-			} else {
-				require.False(t, math.IsNaN(v) || math.IsInf(v, 0), "column %d row %d: %g", j, i, v)
+	for _, typ := range []Type{TypeQ4_K, TypeQ5_K, TypeQ6_K, TypeQ3_K, TypeQ4_0, TypeQ4_1, TypeQ5_0, TypeQ5_1} {
+		qa, err := Quantize(typ, a, K)
+		require.NoError(t, err)
+		got, _ := compute(t, func(c *Context) *Tensor {
+			return c.MulMat(c.Input(typ, qa, K, M), c.InputF32(b, K, N))
+		})
+		for j := 0; j < N; j++ {
+			for i := 0; i < M; i++ {
+				v := float64(got[j*M+i])
+				if j == 5 || j == 9 {
+					require.False(t, !math.IsNaN(v) && !math.IsInf(v, 0), "%s: column %d row %d: %g", typ, j, i, v)
+				} else {
+					require.False(t, math.IsNaN(v) || math.IsInf(v, 0), "%s: column %d row %d: %g", typ, j, i, v)
+				}
 			}
 		}
 	}

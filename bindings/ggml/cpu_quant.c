@@ -503,24 +503,65 @@ struct tile_q6 {
 	float d[2][QK_G];
 };
 
-// pack_q6k packs q6_K super-blocks [sb0, sb0+nsb) of weight rows [r0,
-// r0+rows) (rows ≤ QK_MR; the others are zeros) of a (rows lda bytes
-// apart), eight rows at a time.
-static void pack_q6k(void * panel, const char * a, int64_t lda, int64_t r0, int rows, int64_t sb0, int64_t nsb) {
-	const __m256i offset = _mm256_set1_epi8(32);
+// block_q3_K is ggml's q3_K super-block: d·s_j·w with w = q − 4 (−4 to
+// 3) and a 6-bit scale s_j − 32 per sub-block j of 16 values, in two halves
+// of 128, each four runs of 32: value 128h + 32r + l (l < 32) has its low
+// two bits at bits 2r of byte 32h + l of qs, its third (0: minus 4) at bit
+// 4h + r of byte l of hmask.
+struct block_q3_K {
+	uint8_t hmask[32];
+	uint8_t qs[64];
+	uint8_t scales[12]; // the low four bits of s_j in byte j%8 (the low nibble for j < 8), the top two in byte 8 + j%4 at bits 2·(j/4)
+	ggml_fp16_t d;
+};
+_Static_assert(sizeof(struct block_q3_K) == 110, "q3_K blocks are 110 bytes");
+
+// q3k_runs is half h of a q3_K super-block's w (−4 to 3), run r in w[r].
+static inline void q3k_runs(const struct block_q3_K * b, int h, __m256i w[4]) {
+	const __m256i three = _mm256_set1_epi8(3), four = _mm256_set1_epi8(4);
+	const __m256i q = _mm256_loadu_si256((const __m256i *)(b->qs + 32 * h));
+	const __m256i hm = _mm256_loadu_si256((const __m256i *)b->hmask);
+	for (int r = 0; r < 4; r++) {
+		const __m256i low = _mm256_and_si256(_mm256_srli_epi16(q, 2 * r), three);
+		const __m256i high = _mm256_and_si256(_mm256_srli_epi16(hm, 4 * h + r), _mm256_set1_epi8(1));
+		w[r] = _mm256_sub_epi8(_mm256_or_si256(low, _mm256_slli_epi16(high, 2)), four);
+	}
+}
+
+// pack_sb16 packs super-blocks [sb0, sb0+nsb) of weight rows [r0, r0+rows)
+// (rows ≤ QK_MR; the others are zeros) of a (rows lda bytes apart), q6_K
+// or q3_K (t), eight rows at a time, as signed w with a scale per 16.
+static inline __attribute__((always_inline)) void pack_sb16(void * panel, const char * a, int64_t lda, int64_t r0,
+                                                            int rows, int64_t sb0, int64_t nsb, const enum ggml_type t) {
+	const int64_t block_bytes = t == GGML_TYPE_Q6_K ? sizeof(struct block_q6_K) : sizeof(struct block_q3_K);
 	struct tile_q6 * dst = panel;
 	for (int64_t s = 0; s < nsb; s++, dst++) {
 		for (int r8 = 0; r8 < QK_MR; r8 += 8) {
 			const int g = r8 / QK_G, l0 = r8 % QK_G; // group, and its first lane
-			const struct block_q6_K * blk[8];
+			const char * blk[8];
 			ggml_fp16_t h[8];
+			int16_t sc[8][16];
 			int32_t off[8] = {0};
 			for (int l = 0; l < 8; l++) {
-				blk[l] = r8 + l < rows ? (const struct block_q6_K *)(a + (r0 + r8 + l) * lda) + sb0 + s : NULL;
-				h[l] = blk[l] != NULL ? blk[l]->d : 0;
+				blk[l] = r8 + l < rows ? a + (r0 + r8 + l) * lda + (sb0 + s) * block_bytes : NULL;
+				h[l] = 0;
+				memset(sc[l], 0, sizeof sc[l]);
+				if (blk[l] != NULL && t == GGML_TYPE_Q6_K) {
+					const struct block_q6_K * b6 = (const struct block_q6_K *)blk[l];
+					h[l] = b6->d;
+					for (int j = 0; j < 16; j++) {
+						sc[l][j] = b6->scales[j];
+					}
+				} else if (blk[l] != NULL) {
+					const struct block_q3_K * b3 = (const struct block_q3_K *)blk[l];
+					h[l] = b3->d;
+					for (int j = 0; j < 16; j++) {
+						const int low = j < 8 ? b3->scales[j] & 15 : b3->scales[j - 8] >> 4;
+						sc[l][j] = (int16_t)((low | ((b3->scales[8 + j % 4] >> (2 * (j / 4))) & 3) << 4) - 32);
+					}
+				}
 				for (int j = 0; j < 16; j++) {
-					const int16_t sc = blk[l] != NULL ? blk[l]->scales[j] : 0;
-					dst->sc[j][g][2 * (l0 + l)] = dst->sc[j][g][2 * (l0 + l) + 1] = sc;
+					dst->sc[j][g][2 * (l0 + l)] = dst->sc[j][g][2 * (l0 + l) + 1] = sc[l][j];
 				}
 			}
 			f16_to_f32(h, dst->d[g] + l0, 8);
@@ -528,21 +569,29 @@ static void pack_q6k(void * panel, const char * a, int64_t lda, int64_t r0, int 
 				__m256i runs[8][4];
 				for (int l = 0; l < 8; l++) {
 					if (blk[l] == NULL) {
-						runs[l][0] = runs[l][1] = runs[l][2] = runs[l][3] = offset; // w = 0
+						runs[l][0] = runs[l][1] = runs[l][2] = runs[l][3] = _mm256_setzero_si256();
 						continue;
 					}
-					q6k_runs(blk[l], half, runs[l]);
-					for (int r = 0; r < 4; r++) { // Σ q of its two sub-blocks (bytes 0–15, 16–31)
-						const __m256i sums = _mm256_sad_epu8(runs[l][r], _mm256_setzero_si256());
+					if (t == GGML_TYPE_Q6_K) {
+						q6k_runs((const struct block_q6_K *)blk[l], half, runs[l]);
+						for (int r = 0; r < 4; r++) {
+							runs[l][r] = _mm256_sub_epi8(runs[l][r], _mm256_set1_epi8(32));
+						}
+					} else {
+						q3k_runs((const struct block_q3_K *)blk[l], half, runs[l]);
+					}
+					for (int r = 0; r < 4; r++) { // Σ w of its two sub-blocks (bytes 0–15, 16–31), from Σ (w + 128)
+						const __m256i sums =
+						    _mm256_sad_epu8(_mm256_xor_si256(runs[l][r], _mm256_set1_epi8((char)0x80)), _mm256_setzero_si256());
 						const int j = 8 * half + 2 * r;
-						off[l] -= 128 * blk[l]->scales[j] * (_mm256_extract_epi64(sums, 0) + _mm256_extract_epi64(sums, 1) - 512);
-						off[l] -= 128 * blk[l]->scales[j + 1] * (_mm256_extract_epi64(sums, 2) + _mm256_extract_epi64(sums, 3) - 512);
+						off[l] -= 128 * sc[l][j] * (_mm256_extract_epi64(sums, 0) + _mm256_extract_epi64(sums, 1) - 2048);
+						off[l] -= 128 * sc[l][j + 1] * (_mm256_extract_epi64(sums, 2) + _mm256_extract_epi64(sums, 3) - 2048);
 					}
 				}
 				for (int r = 0; r < 4; r++) { // run r: k = 128·half + 32r..
 					__m256i w[8];
 					for (int l = 0; l < 8; l++) {
-						w[l] = _mm256_sub_epi8(runs[l][r], offset);
+						w[l] = runs[l][r];
 					}
 					transpose8(w);
 					for (int i = 0; i < 8; i++) {
@@ -553,6 +602,14 @@ static void pack_q6k(void * panel, const char * a, int64_t lda, int64_t r0, int 
 			memcpy(dst->off[g] + l0, off, sizeof off);
 		}
 	}
+}
+
+static void pack_q6k(void * panel, const char * a, int64_t lda, int64_t r0, int rows, int64_t sb0, int64_t nsb) {
+	pack_sb16(panel, a, lda, r0, rows, sb0, nsb, GGML_TYPE_Q6_K);
+}
+
+static void pack_q3k(void * panel, const char * a, int64_t lda, int64_t r0, int rows, int64_t sb0, int64_t nsb) {
+	pack_sb16(panel, a, lda, r0, rows, sb0, nsb, GGML_TYPE_Q3_K);
 }
 
 // tile_q6k adds (or stores, when first) the products of the QK_MR packed
@@ -606,6 +663,9 @@ static void tile_q6k(const void * panel, int64_t nsb, const void * const xs[QK_N
 
 static const struct int_product q6k_product = {256,      sizeof(struct tile_q6), sizeof(struct act_block), QK_KC,
                                                 quantize_block_u, pack_q6k,       tile_q6k};
+// q3_K's values fit the same tiles: w = q − 4, scales of 6 bits minus 32.
+static const struct int_product q3k_product = {256,      sizeof(struct tile_q6), sizeof(struct act_block), QK_KC,
+                                                quantize_block_u, pack_q3k,       tile_q6k};
 
 // The 32-value types q4_0, q4_1, q5_0 and q5_1: each value d·q + m, with
 // q unsigned (4 or 5 bits), d an f16 scale per block and m −8d (q4_0),
@@ -1037,6 +1097,8 @@ static const struct int_product * int_kind(enum ggml_type t) {
 		return &q5k_product;
 	case GGML_TYPE_Q6_K:
 		return &q6k_product;
+	case GGML_TYPE_Q3_K:
+		return &q3k_product;
 	case GGML_TYPE_Q4_0:
 		return &q4_0_product;
 	case GGML_TYPE_Q4_1:
