@@ -1038,11 +1038,12 @@ func TestMulMatBias(t *testing.T) {
 		k, m, n, b2 int
 	}{
 		{TypeF32, 1000, 45, 37, 2}, {TypeQ8_0, 640, 45, 37, 2}, {TypeQ8_0, 4096, 64, 8, 1}, {TypeQ4_K, 1280, 45, 37, 2},
-		{TypeQ5_K, 512, 100, 41, 1},
+		{TypeQ5_K, 512, 100, 41, 1}, {TypeQ5_0, 640, 45, 37, 2}, {TypeQ4_1, 4096, 64, 20, 1}, {TypeQ3_K, 512, 100, 41, 1},
+		{TypeQ6_K, 1024, 45, 37, 2},
 	} {
 		t.Run(fmt.Sprintf("%s_k%d_m%d_n%d_b%d", tc.typ, tc.k, tc.m, tc.n, tc.b2), func(t *testing.T) {
-			if (tc.typ == TypeQ4_K || tc.typ == TypeQ5_K) && !CPUKernelsTakeInts(tc.typ) {
-				t.Skip("our q4_K and q5_K products need AVX2")
+			if tc.typ.Quantized() && tc.typ != TypeQ8_0 && !CPUKernelsTakeInts(tc.typ) {
+				t.Skip("our products of this type need AVX2")
 			}
 			w, err := Quantize(tc.typ, randn(r, tc.k*tc.m), int64(tc.k))
 			require.NoError(t, err)

@@ -652,7 +652,8 @@ static void tile_q6k(const void * panel, int64_t nsb, const void * const xs[QK_N
 		for (int g = 0; g < 2; g++) {
 			const vqf d = qf_load(w->d[g]);
 			for (int n = 0; n < QK_NR; n++) {
-				const vqf r = qf_mul(qf_mul(d, qf_cvt(acc[g][n])), qf_set1(x[n][s].d));
+				vqf r = qf_mul(qf_mul(d, qf_cvt(acc[g][n])), qf_set1(x[n][s].d));
+				in_register(r); // rounded before it is added: GCC would fuse the add into the multiply, on some paths only
 				float * cn = c + n * ldc + QK_G * g;
 				const vqf y = first ? r : qf_add(r, qf_load(cn));
 				qf_store(cn, bias != NULL && s == nsb - 1 ? qf_add(y, qf_load(bias + QK_G * g)) : y);
