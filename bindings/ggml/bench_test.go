@@ -46,7 +46,7 @@ func BenchmarkMulMat(b *testing.B) {
 	const K, M, N = 1280, 1280, 1024
 	r := rand.New(rand.NewPCG(1, 1))
 	w, x := randn(r, K*M), randn(r, K*N)
-	for _, typ := range []Type{TypeF32, TypeF16, TypeBF16, TypeQ8_0, TypeQ5_K, TypeQ4_K, TypeQ6_K, TypeQ4_0, TypeQ4_1, TypeQ5_0, TypeQ5_1, TypeQ3_K} {
+	for _, typ := range []Type{TypeF32, TypeF16, TypeBF16, TypeQ8_0, TypeQ5_K, TypeQ4_K, TypeQ6_K, TypeQ4_0, TypeQ4_1, TypeQ5_0, TypeQ5_1, TypeQ3_K, TypeQ2_K} {
 		wb, err := Quantize(typ, w, K)
 		if err != nil {
 			b.Fatal(err)

@@ -36,11 +36,9 @@ static void widen_row(const struct gemm_operands * g, const char * row, int64_t 
 	case GGML_TYPE_BF16:
 		bf16_to_f32((const ggml_bf16_t *)row + k0, w, kc);
 		return;
-	default: { // PM_WIDENS_ANY: our decoder (cpu_decode.c), else ggml's
+	default: { // PM_WIDENS_ANY: ggml's decoder
 		const char * blocks = row + k0 / ggml_blck_size(g->raw_type) * (int64_t)ggml_type_size(g->raw_type);
-		if (!pm_decode_row(g->raw_type, blocks, w, kc)) {
-			ggml_get_type_traits(g->raw_type)->to_float(blocks, w, kc);
-		}
+		ggml_get_type_traits(g->raw_type)->to_float(blocks, w, kc);
 		return;
 	}
 	case GGML_TYPE_Q8_0: {
@@ -264,33 +262,26 @@ struct ggml_tensor * pm_conv1x1(struct ggml_context * ctx, struct ggml_tensor * 
 #define PM_HALF_MIN_N 128
 #endif
 
-// PM_WIDENS_ANY: in our kernels for x86 with AVX2, the rows of the
-// quantized types without integer products of ours (q2_K, and any ggml
-// adds) are widened into our f32 product too, by our decoder
-// (cpu_decode.c) or ggml's. (Until session 31 q4_0, q4_1, q5_0, q5_1 and
-// q3_K were widened too, hence the figures.) Against ggml's AVX2 products
-// (BenchmarkMulMat, 1280 × 1280 × 1024 on one core of the Zen 3 dev VM,
-// through ggml's decoders):
-// q5_0 29–30 → 50–63 GFLOP/s, q5_1 21–22 → 63, q4_1 28–30 → 49–67, q3_K
-// 27–30 → 49–57, q2_K 38–43 → 52–64, unrepacked q4_0 29–47 → 45–61
-// (repacked q4_0 stays ggml's); against a plain build's SSE2 ones 6–20
-// times. Each weight is decoded as it is packed: 0.15–0.2 ns in ours, 1.4–4
-// ns in ggml's scalar decoders (which took a third of the time at 128
-// rows: q3_K 32–40 → 40–57 GFLOP/s). Ours pay from 64 activation rows
-// against ggml's AVX2 products (1280 × 1280 on one core, ggml's against
-// ours; ggml's C++ compiled for AVX2 too, where its tinyBLAS takes q4_0 and
-// q5_0: at 64 rows q4_0 26–45 against 30–54, q2_K 36–45 against 39–53,
-// q5_0 29 against 35–39, q4_1, q5_1 and q3_K 17–23 against 35–53; at 32
-// q4_0 27–39 against 22–43, q2_K 34–48 against 30–44), ggml's decoders
-// from 128, and from a few against SSE2's: PM_WIDEN_MIN_N. ggml's x86 dot
-// products of these types have no AVX-512 code, so builds for it widen too.
+// PM_WIDENS_ANY: in our kernels for x86 with AVX2, the rows of quantized
+// types without integer products of ours (none that photomaker writes;
+// iq4_nl and the like, which files of other tools may hold) are widened
+// into our f32 product by ggml's decoders as they are packed. Until
+// session 31 the older types and q2_K and q3_K did so too (one core of the
+// Zen 3 dev VM, BenchmarkMulMat 1280 × 1280 × 1024, ggml's AVX2 products
+// → widened: q5_0 29–30 → 50–63 GFLOP/s, q5_1 21–22 → 63, q4_1 28–30 →
+// 49–67, q3_K 27–30 → 49–57, q2_K 38–43 → 52–64; against a plain build's
+// SSE2 ones 6–20 times). ggml's scalar decoders (1.4–4 ns a value) take a
+// third of the time at 128 activation rows, so the product takes such
+// weights from 128 rows on in builds with AVX2 (ggml's own products have it
+// too) and from a few otherwise: PM_WIDEN_MIN_N. ggml's x86 dot products
+// of these types have no AVX-512 code, so builds for it widen too.
 #if defined(__x86_64__) && defined(__AVX2__)
 #define PM_WIDENS_ANY 1
 #else
 #define PM_WIDENS_ANY 0
 #endif
 #if PM_OWN_LEVEL >= 3
-#define PM_WIDEN_MIN_N (PM_DECODES ? 64 : 128)
+#define PM_WIDEN_MIN_N 128
 #else
 #define PM_WIDEN_MIN_N MM_NR
 #endif

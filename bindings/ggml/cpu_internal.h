@@ -239,15 +239,6 @@ static inline void bf16_to_f32(const ggml_bf16_t * x, float * y, int64_t n) {
 #define in_register(v) (void)0
 #endif
 
-// PM_DECODES: our own decoders of the quantized types the f32 product
-// widens (cpu_decode.c) are compiled, where the kernels have AVX2, FMA and
-// F16C.
-#if defined(__AVX2__) && defined(__FMA__) && defined(__F16C__)
-#define PM_DECODES 1
-#else
-#define PM_DECODES 0
-#endif
-
 // block_q8_0 is ggml's q8_0 block: 32 values q·d.
 struct block_q8_0 {
 	ggml_fp16_t d;

@@ -38,7 +38,6 @@ PM_PRAGMA(GCC target(PM_TARGET_ISA))
 #endif
 
 #include "cpu_attention.c"
-#include "cpu_decode.c"
 #include "cpu_gemm.c"
 #include "cpu_kernels.c"
 #include "cpu_quant.c"

@@ -53,7 +53,7 @@ bool pm_mul_mat_fits(const struct ggml_tensor * a, const struct ggml_tensor * b)
 bool pm_mul_mat_bias_fits(const struct ggml_tensor * a, const struct ggml_tensor * bias);
 // pm_mul_mat_takes_int says whether pm_mul_mat multiplies weights of a
 // quantized type in integers (compiled with AVX2: q4_0, q4_1, q5_0, q5_1,
-// q3_K, q4_K, q5_K, q6_K and q8_0), pm_mul_mat_takes_bf16 bf16 ones
+// q8_0 and q2_K to q6_K), pm_mul_mat_takes_bf16 bf16 ones
 // (unless compiled with AVX512-BF16, for ggml's), and pm_mul_mat_q8_levels
 // to how many levels each side of zero it rounds the activations of q8_0
 // weights per 32 values: 127 (8 bits, compiled with VNNI), 32767 (16 bits,
@@ -64,11 +64,6 @@ bool pm_mul_mat_takes_bf16(void);
 // pm_mul_mat multiplies weights of other quantized types by, widening them
 // to f32 as it packs them (x86 with AVX2), or 0 where it never does.
 int pm_mul_mat_widen_min_n(void);
-// pm_decode_row writes n values of x, of a quantized type it widens (q2_K;
-// whole blocks), to y as ggml's decoder does, and returns true; false,
-// writing nothing, where it has no decoder of its own (other types, builds
-// without AVX2, FMA and F16C).
-bool pm_decode_row(enum ggml_type type, const void * x, float * y, int64_t n);
 int pm_mul_mat_q8_levels(void);
 
 // pm_quantize writes n values of x as q4_K, q5_K or q8_0 blocks to y, as

@@ -370,12 +370,12 @@ func TestMulMatKernel(t *testing.T) {
 			}
 		})
 	}
-	// In our kernels for x86 with AVX2, weights of every other quantized
-	// type are widened as they are packed (by our decoders, TestDecodeRow,
-	// or ggml's where a build has none of its own), times at
-	// least cpuKernelsWidenMinN activation rows (from exactly that many
-	// here): K in one and several blocks of 256 or 32 values, against
-	// float64 of the decoded weights. One row fewer stays ggml's.
+	// In our kernels for x86 with AVX2, weights of quantized types without
+	// integer products of ours (widenedTypes) are widened as they are
+	// packed, by ggml's decoders, times at least cpuKernelsWidenMinN
+	// activation rows (from exactly that many here): K in one and several
+	// blocks of 256 values, against float64 of the decoded weights. One
+	// row fewer stays ggml's.
 	if minN := cpuKernelsWidenMinN(); minN > 0 {
 		require.Equal(t, "amd64", runtime.GOARCH, "x86 only")
 		for _, typ := range widenedTypes {
@@ -926,6 +926,8 @@ func TestMulMatIntKernel(t *testing.T) {
 		{TypeQ5_1, 320, 40, 250, 1, false}, {TypeQ5_1, 512, 32, 128, 1, true},
 		{TypeQ3_K, 1280, 45, 100, 1, false}, {TypeQ3_K, 2560, 300, 20, 2, false}, {TypeQ3_K, 256, 16, 600, 1, false},
 		{TypeQ3_K, 512, 32, 128, 1, true},
+		{TypeQ2_K, 1280, 45, 100, 1, false}, {TypeQ2_K, 2560, 300, 20, 2, false}, {TypeQ2_K, 256, 16, 600, 1, false},
+		{TypeQ2_K, 512, 32, 128, 1, true},
 	} {
 		t.Run(fmt.Sprintf("%s_k%d_m%d_n%d_b%d_largest%v", tc.typ, tc.k, tc.m, tc.n, tc.b2, tc.largest), func(t *testing.T) {
 			ldb, cols := tc.k+8, tc.n*tc.b2 // b's rows are a view's
@@ -954,8 +956,8 @@ func TestMulMatIntKernel(t *testing.T) {
 			got, shape := compute(t, build)
 			require.Equal(t, [4]int64{int64(tc.m), int64(tc.n), int64(tc.b2), 1}, shape)
 			// each weight's value, and the size of the float sums' terms it
-			// brings (q4_K, q5_K: d·sc·q and dmin·mn; q4_0, q4_1, q5_0, q5_1:
-			// d·q and m; q6_K, q3_K: the value)
+			// brings (q4_K, q5_K, q2_K: d·sc·q and dmin·mn; q4_0, q4_1, q5_0,
+			// q5_1: d·q and m; q6_K, q3_K: the value)
 			block := int(tc.typ.BlockSize()) // the activations' blocks: 256 or 32
 			nsb := tc.k / block
 			value, termSize := make([]float64, tc.k*tc.m), make([]float64, tc.k*tc.m)
@@ -965,6 +967,18 @@ func TestMulMatIntKernel(t *testing.T) {
 					d, m, q := decodeB32(tc.typ, qa[int(tc.typ.BlockBytes())*i:])
 					for k := range 32 {
 						value[32*i+k], termSize[32*i+k] = d*q[k]+m, math.Abs(d*q[k])+math.Abs(m)
+					}
+				}
+			case TypeQ2_K: // d·s_j·q − dmin·m_j per 16 values
+				for i := range tc.m * nsb {
+					b := qa[int(tc.typ.BlockBytes())*i:]
+					d := float64(half.F16ToF32(binary.LittleEndian.Uint16(b[80:])))
+					dmin := float64(half.F16ToF32(binary.LittleEndian.Uint16(b[82:])))
+					for k := range 256 {
+						sm := b[k/16]
+						q := float64(b[16+32*(k/128)+k%32] >> (2 * (k / 32 % 4)) & 3)
+						sc, mn := d*float64(sm&15)*q, dmin*float64(sm>>4)
+						value[256*i+k], termSize[256*i+k] = sc-mn, sc+mn
 					}
 				}
 			case TypeQ6_K, TypeQ3_K:
@@ -1008,7 +1022,7 @@ func TestMulMatIntKernel(t *testing.T) {
 	const K, M, N = 512, 32, 256
 	a, b := randn(r, K*M), randn(r, K*N)
 	b[5*K+300], b[9*K+7] = float32(math.NaN()), float32(math.Inf(1))
-	for _, typ := range []Type{TypeQ4_K, TypeQ5_K, TypeQ6_K, TypeQ3_K, TypeQ4_0, TypeQ4_1, TypeQ5_0, TypeQ5_1} {
+	for _, typ := range []Type{TypeQ4_K, TypeQ5_K, TypeQ6_K, TypeQ3_K, TypeQ2_K, TypeQ4_0, TypeQ4_1, TypeQ5_0, TypeQ5_1} {
 		qa, err := Quantize(typ, a, K)
 		require.NoError(t, err)
 		got, _ := compute(t, func(c *Context) *Tensor {
@@ -1039,7 +1053,7 @@ func TestMulMatBias(t *testing.T) {
 	}{
 		{TypeF32, 1000, 45, 37, 2}, {TypeQ8_0, 640, 45, 37, 2}, {TypeQ8_0, 4096, 64, 8, 1}, {TypeQ4_K, 1280, 45, 37, 2},
 		{TypeQ5_K, 512, 100, 41, 1}, {TypeQ5_0, 640, 45, 37, 2}, {TypeQ4_1, 4096, 64, 20, 1}, {TypeQ3_K, 512, 100, 41, 1},
-		{TypeQ6_K, 1024, 45, 37, 2},
+		{TypeQ6_K, 1024, 45, 37, 2}, {TypeQ2_K, 768, 45, 37, 2},
 	} {
 		t.Run(fmt.Sprintf("%s_k%d_m%d_n%d_b%d", tc.typ, tc.k, tc.m, tc.n, tc.b2), func(t *testing.T) {
 			if tc.typ.Quantized() && tc.typ != TypeQ8_0 && !CPUKernelsTakeInts(tc.typ) {

@@ -1,6 +1,6 @@
 // Our CPU products of quantized weights with f32 activations in integers
-// (x86 with AVX2 or AVX-512): q4_K, q5_K, q6_K, q4_0, q4_1, q5_0 and q5_1 in
-// 8 bits, q8_0 in 8 with VNNI and in 16 without (below).
+// (x86 with AVX2 or AVX-512): q2_K, q3_K, q4_K, q5_K, q6_K, q4_0, q4_1,
+// q5_0 and q5_1 in 8 bits, q8_0 in 8 with VNNI and in 16 without (below).
 // See pm_mul_mat (cpu_gemm.c) for where they are taken. All quantize the
 // activations in an op of their own, pack blocks of weight rows for
 // register tiles, and share the loops around the tiles (int_product).
@@ -96,6 +96,15 @@ struct act_block {
 };
 _Static_assert(sizeof(struct act_block) == 288, "activation blocks are 288 bytes");
 
+// act_block16 is act_block with the sums per 16 values (q2_K's mins).
+struct act_block16 {
+	float d;
+	int32_t pad[3];
+	int16_t bsums[16];
+	int8_t q[256];
+};
+_Static_assert(sizeof(struct act_block16) == 304, "activation blocks of 16-value sums are 304 bytes");
+
 // tile_sb is one super-block of a tile's QK_MR weight rows, two groups of
 // QK_G (the vector lanes), packed for the product: q[k/4][g] holds k..k+3
 // of each row of group g; sc[j][g] the 16-bit pair (s_j, s_j) of each row,
@@ -106,6 +115,21 @@ struct tile_sb {
 	int16_t mn[4][2][2 * QK_G];
 	float d[2][QK_G], dmin[2][QK_G];
 };
+
+// tile_sb16 is tile_sb for sub-blocks of 16 values (q2_K): 16 scales, 8
+// pairs of mins.
+struct tile_sb16 {
+	uint8_t q[64][2][4 * QK_G];
+	int16_t sc[16][2][2 * QK_G];
+	int16_t mn[8][2][2 * QK_G];
+	float d[2][QK_G], dmin[2][QK_G];
+};
+
+// SB_FIELD and ACT_FIELD are field f of the tile or activation block at p
+// for sub-blocks of sub values (32: tile_sb and act_block, 16: tile_sb16
+// and act_block16).
+#define SB_FIELD(p, sub, f) ((sub) == 32 ? ((const struct tile_sb *)(p))->f : ((const struct tile_sb16 *)(p))->f)
+#define ACT_FIELD(p, sub, f) ((sub) == 32 ? ((const struct act_block *)(p))->f : ((const struct act_block16 *)(p))->f)
 
 enum {
 	QK_MR = 2 * QK_G, // weight rows in a register tile (QK_NR activation rows)
@@ -175,23 +199,43 @@ static float quantize_levels(const float * x, float levels, __m256i q[4]) {
 	return max / levels;
 }
 
-// quantize_block quantizes 256 floats: q = round(x·127/max|x|).
-static void quantize_block(const float * x, void * out) {
-	struct act_block * y = out;
+// quantize_sums quantizes 256 floats: q = round(x·127/max|x|) into *d
+// and q, with the sum of q per sub-block of sub values (16 or 32) in bsums.
+static inline __attribute__((always_inline)) void quantize_sums(const float * x, float * d, int16_t * bsums, int8_t * q,
+                                                                const int sub) {
 	const float max = abs_max(x, 256);
 	if (!(max > QUANT_TINY)) { // zeros (or too small to scale), or NaN
-		memset(y, 0, sizeof *y);
-		y->d = isnan(max) ? max : 0.0f;
+		memset(bsums, 0, 256 / sub * sizeof *bsums);
+		memset(q, 0, 256);
+		*d = isnan(max) ? max : 0.0f;
 		return;
 	}
-	y->d = max / 127.0f;
+	*d = max / 127.0f;
 	const __m256 iscale = _mm256_set1_ps(127.0f / max);
 	for (int j = 0; j < 8; j++) {
-		__m256i q[4];
-		round32(x + 32 * j, iscale, q);
-		y->bsums[j] = (int16_t)hsum32(_mm256_add_epi32(_mm256_add_epi32(q[0], q[1]), _mm256_add_epi32(q[2], q[3])));
-		_mm256_storeu_si256((__m256i *)(y->q + 32 * j), bytes32(q));
+		__m256i v[4];
+		round32(x + 32 * j, iscale, v);
+		const __m256i lo = _mm256_add_epi32(v[0], v[1]), hi = _mm256_add_epi32(v[2], v[3]);
+		if (sub == 16) {
+			bsums[2 * j] = (int16_t)hsum32(lo);
+			bsums[2 * j + 1] = (int16_t)hsum32(hi);
+		} else {
+			bsums[j] = (int16_t)hsum32(_mm256_add_epi32(lo, hi));
+		}
+		_mm256_storeu_si256((__m256i *)(q + 32 * j), bytes32(v));
 	}
+}
+
+// quantize_block quantizes 256 floats into an act_block.
+static void quantize_block(const float * x, void * out) {
+	struct act_block * y = out;
+	quantize_sums(x, &y->d, y->bsums, y->q, 32);
+}
+
+// quantize_block16 quantizes 256 floats into an act_block16.
+static void quantize_block16(const float * x, void * out) {
+	struct act_block16 * y = out;
+	quantize_sums(x, &y->d, y->bsums, y->q, 16);
 }
 
 // int_product is one kind of our integer products: a weight type's packed
@@ -335,22 +379,26 @@ static inline vq bcast(const void * p) {
 
 // tile_k adds (or stores, when first) the products of the QK_MR packed
 // rows w over nsb super-blocks with activation rows x[0..QK_NR) into
-// c[j·ldc + i] (all the tile's rows and columns). The 16-bit sums of span
-// values' products (vpmaddubsw) cannot overflow, so the sub-block's scales
-// are applied to them as 32-bit sums (vpmaddwd): q4_K's 4-bit values over
-// a whole sub-block (8 · 2 · 15 · 127 < 2^15), q5_K's 5-bit ones over half
-// (4 · 2 · 31 · 127 < 2^15). With bias, bias[i] is added to row i at the
-// end.
+// c[j·ldc + i] (all the tile's rows and columns), for sub-blocks of sub
+// values (q4_K and q5_K: 32, q2_K: 16). The 16-bit sums of span values'
+// products (vpmaddubsw) cannot overflow, so the sub-block's scales are
+// applied to them as 32-bit sums (vpmaddwd): q4_K's 4-bit values over a
+// whole sub-block (8 · 2 · 15 · 127 < 2^15), q5_K's 5-bit ones over half
+// (4 · 2 · 31 · 127 < 2^15), q2_K's 2-bit ones over its 16. With bias,
+// bias[i] is added to row i at the end.
 static inline __attribute__((always_inline)) void tile_k(const void * panel, int64_t nsb, const void * const xs[QK_NR],
                                                          float * c, int64_t ldc, bool first, const float * bias,
-                                                         const int span) {
-	const struct tile_sb * w = panel;
-	const struct act_block * const * x = (const struct act_block * const *)xs;
-	for (int64_t s = 0; s < nsb; s++, w++, first = false) {
+                                                         const int span, const int sub) {
+	const int64_t tile_bytes = sub == 32 ? sizeof(struct tile_sb) : sizeof(struct tile_sb16);
+	const int64_t act_bytes = sub == 32 ? sizeof(struct act_block) : sizeof(struct act_block16);
+	for (int64_t s = 0; s < nsb; s++, first = false) {
+		const char * w = (const char *)panel + s * tile_bytes;
+		const char * xb[QK_NR]; // this super-block's activations
 		const int8_t * xq[QK_NR];
 		vq acc[2][QK_NR];
 		for (int n = 0; n < QK_NR; n++) {
-			xq[n] = x[n][s].q;
+			xb[n] = (const char *)xs[n] + s * act_bytes;
+			xq[n] = ACT_FIELD(xb[n], sub, q);
 			acc[0][n] = acc[1][n] = q_zero();
 		}
 		for (int k0 = 0; k0 < 256; k0 += span) {
@@ -364,7 +412,7 @@ static inline __attribute__((always_inline)) void tile_k(const void * panel, int
 			// registers. BenchmarkMulMat on the Zen 3 dev VM (AVX2), ten
 			// runs each: q4_K 140–163 GFLOP/s as a loop, 164–206 so; q5_K
 			// 128–147, 167–191.
-			const uint8_t(*wq)[2][4 * QK_G] = w->q + k0 / 4;
+			const uint8_t(*wq)[2][4 * QK_G] = SB_FIELD(w, sub, q) + k0 / 4;
 #pragma GCC unroll 8
 			for (int i = 0; i < span / 4; i++) {
 				const vq w0 = q_load(wq[i][0]), w1 = q_load(wq[i][1]);
@@ -377,22 +425,23 @@ static inline __attribute__((always_inline)) void tile_k(const void * panel, int
 					in_register(h[1][n]);
 				}
 			}
-			const vq s0 = q_load(w->sc[k0 / 32][0]), s1 = q_load(w->sc[k0 / 32][1]);
+			const int16_t(*sc)[2 * QK_G] = SB_FIELD(w, sub, sc)[k0 / sub];
+			const vq s0 = q_load(sc[0]), s1 = q_load(sc[1]);
 			for (int n = 0; n < QK_NR; n++) {
 				acc[0][n] = q_add32(acc[0][n], q_madd(h[0][n], s0));
 				acc[1][n] = q_add32(acc[1][n], q_madd(h[1][n], s1));
 			}
 		}
 		for (int g = 0; g < 2; g++) {
-			const vqf d = qf_load(w->d[g]), dmin = qf_load(w->dmin[g]);
+			const vqf d = qf_load(SB_FIELD(w, sub, d)[g]), dmin = qf_load(SB_FIELD(w, sub, dmin)[g]);
 			for (int n = 0; n < QK_NR; n++) {
-				const struct act_block * xn = x[n] + s;
+				const int16_t * bsums = ACT_FIELD(xb[n], sub, bsums);
 				vq m = q_zero(); // Σ_j m_j · (Σ q of sub-block j)
-				for (int i = 0; i < 4; i++) {
-					m = q_add32(m, q_madd(q_load(w->mn[i][g]), bcast(xn->bsums + 2 * i)));
+				for (int i = 0; i < 128 / sub; i++) {
+					m = q_add32(m, q_madd(q_load(SB_FIELD(w, sub, mn)[i][g]), bcast(bsums + 2 * i)));
 				}
 				vqf r = qf_sub(qf_mul(d, qf_cvt(acc[g][n])), qf_mul(dmin, qf_cvt(m)));
-				r = qf_mul(r, qf_set1(xn->d));
+				r = qf_mul(r, qf_set1(ACT_FIELD(xb[n], sub, d)));
 				float * cn = c + n * ldc + QK_G * g;
 				r = first ? r : qf_add(r, qf_load(cn));
 				qf_store(cn, bias != NULL && s == nsb - 1 ? qf_add(r, qf_load(bias + QK_G * g)) : r);
@@ -403,12 +452,72 @@ static inline __attribute__((always_inline)) void tile_k(const void * panel, int
 
 static void tile_q4k(const void * panel, int64_t nsb, const void * const xs[QK_NR], float * c, int64_t ldc, bool first,
                      const float * bias) {
-	tile_k(panel, nsb, xs, c, ldc, first, bias, 32);
+	tile_k(panel, nsb, xs, c, ldc, first, bias, 32, 32);
 }
 
 static void tile_q5k(const void * panel, int64_t nsb, const void * const xs[QK_NR], float * c, int64_t ldc, bool first,
                      const float * bias) {
-	tile_k(panel, nsb, xs, c, ldc, first, bias, 16);
+	tile_k(panel, nsb, xs, c, ldc, first, bias, 16, 32);
+}
+
+// q2_K super-blocks: d·s_j·q − dmin·m_j with 2-bit q and a 4-bit scale s_j
+// and min m_j per sub-block j of 16 values (the low and high nibbles of
+// scales[j]), in two halves of 128, each four runs of 32: value 128h + 32r
+// + l (l < 32) at bits 2r of byte 32h + l of qs.
+struct block_q2_K {
+	uint8_t scales[16];
+	uint8_t qs[64];
+	ggml_fp16_t d, dmin;
+};
+_Static_assert(sizeof(struct block_q2_K) == 84, "q2_K blocks are 84 bytes");
+
+// pack_q2k packs q2_K super-blocks [sb0, sb0+nsb) of weight rows [r0,
+// r0+rows) (rows ≤ QK_MR; the others are zeros) of a (rows lda bytes
+// apart) for tile_k, eight rows at a time.
+static void pack_q2k(void * panel, const char * a, int64_t lda, int64_t r0, int rows, int64_t sb0, int64_t nsb) {
+	const __m256i three = _mm256_set1_epi8(3);
+	struct tile_sb16 * dst = panel;
+	for (int64_t s = 0; s < nsb; s++, dst++) {
+		for (int r8 = 0; r8 < QK_MR; r8 += 8) {
+			const int g = r8 / QK_G, l0 = r8 % QK_G; // group, and its first lane
+			const struct block_q2_K * blk[8];
+			ggml_fp16_t h[2][8]; // d and dmin
+			for (int l = 0; l < 8; l++) {
+				const int lane = l0 + l;
+				blk[l] = r8 + l < rows ? (const struct block_q2_K *)(a + (r0 + r8 + l) * lda) + sb0 + s : NULL;
+				h[0][l] = blk[l] != NULL ? blk[l]->d : 0;
+				h[1][l] = blk[l] != NULL ? blk[l]->dmin : 0;
+				for (int j = 0; j < 16; j++) {
+					const uint8_t sm = blk[l] != NULL ? blk[l]->scales[j] : 0;
+					dst->sc[j][g][2 * lane] = dst->sc[j][g][2 * lane + 1] = sm & 15;
+					dst->mn[j / 2][g][2 * lane + j % 2] = sm >> 4;
+				}
+			}
+			f16_to_f32(h[0], dst->d[g] + l0, 8);
+			f16_to_f32(h[1], dst->dmin[g] + l0, 8);
+			for (int half = 0; half < 2; half++) {
+				__m256i q[8];
+				for (int l = 0; l < 8; l++) {
+					q[l] = blk[l] != NULL ? _mm256_loadu_si256((const __m256i *)(blk[l]->qs + 32 * half)) : _mm256_setzero_si256();
+				}
+				for (int r = 0; r < 4; r++) { // run r: k = 128·half + 32r..
+					__m256i v[8];
+					for (int l = 0; l < 8; l++) {
+						v[l] = _mm256_and_si256(_mm256_srli_epi16(q[l], 2 * r), three);
+					}
+					transpose8(v);
+					for (int i = 0; i < 8; i++) {
+						_mm256_storeu_si256((__m256i *)(dst->q[32 * half + 8 * r + i][g] + 4 * l0), v[i]);
+					}
+				}
+			}
+		}
+	}
+}
+
+static void tile_q2k(const void * panel, int64_t nsb, const void * const xs[QK_NR], float * c, int64_t ldc, bool first,
+                     const float * bias) {
+	tile_k(panel, nsb, xs, c, ldc, first, bias, 16, 16);
 }
 
 // pm_int_product_op is the product dst [M, N] = a [K, M] · b of the kind
@@ -469,6 +578,8 @@ static const struct int_product q4k_product = {256,      sizeof(struct tile_sb),
                                                 quantize_block, pack_q4k,          tile_q4k};
 static const struct int_product q5k_product = {256,      sizeof(struct tile_sb), sizeof(struct act_block), QK_KC,
                                                 quantize_block, pack_q5k,          tile_q5k};
+static const struct int_product q2k_product = {256,        sizeof(struct tile_sb16), sizeof(struct act_block16), QK_KC,
+                                                quantize_block16, pack_q2k,          tile_q2k};
 
 // q6_K weights, d·s_j·w with w = q − 32 (−32 to 31) and an 8-bit s_j per
 // sub-block j of 16 values, times activations quantized as q4_K's, offset
@@ -1100,6 +1211,8 @@ static const struct int_product * int_kind(enum ggml_type t) {
 		return &q6k_product;
 	case GGML_TYPE_Q3_K:
 		return &q3k_product;
+	case GGML_TYPE_Q2_K:
+		return &q2k_product;
 	case GGML_TYPE_Q4_0:
 		return &q4_0_product;
 	case GGML_TYPE_Q4_1:

@@ -64,7 +64,6 @@
 #define pm_mul_mat_takes_int PM_RENAMED(pm_mul_mat_takes_int)
 #define pm_mul_mat_takes_bf16 PM_RENAMED(pm_mul_mat_takes_bf16)
 #define pm_mul_mat_widen_min_n PM_RENAMED(pm_mul_mat_widen_min_n)
-#define pm_decode_row PM_RENAMED(pm_decode_row)
 #define pm_mul_mat_q8_levels PM_RENAMED(pm_mul_mat_q8_levels)
 #define pm_quantize PM_RENAMED(pm_quantize)
 #define pm_fuses_multiply_add PM_RENAMED(pm_fuses_multiply_add)

@@ -67,20 +67,6 @@ func Dequantize(t Type, data []byte, n int64) ([]float32, error) {
 	return out, nil
 }
 
-// decodeRowOurs decodes n values of quantized type t (whole blocks, as
-// Quantize writes them) with the decoder of our CPU kernels that widen such
-// weights in their products (cpu_decode.c); ok is false where they have
-// none for t.
-func decodeRowOurs(t Type, data []byte, n int64) (out []float32, ok bool) {
-	bs := t.BlockSize()
-	if n <= 0 || bs <= 0 || n%bs != 0 || int64(len(data)) != n/bs*t.BlockBytes() {
-		return nil, false
-	}
-	out = make([]float32, n)
-	ok = bool(C.pm_decode_row(C.enum_ggml_type(t), unsafe.Pointer(&data[0]), (*C.float)(unsafe.Pointer(&out[0])), C.int64_t(n)))
-	return out, ok
-}
-
 // EncodeFloat stores float32 values as one of the plain float types (F32,
 // F16, BF16, rounding to nearest even); ok is false for block-quantized
 // types, which take Quantize with a row length.

@@ -4,7 +4,6 @@ import (
 	"encoding/binary"
 	"math"
 	"math/rand/v2"
-	"runtime"
 	"testing"
 
 	"github.com/stretchr/testify/require"
@@ -77,52 +76,15 @@ func BenchmarkEncodeF16(b *testing.B) {
 	})
 }
 
-// widenedTypes are the quantized types our CPU kernels widen to f32 in
-// their products (x86 with AVX2), through their own decoders where they
-// have them. (The others have integer products.)
-var widenedTypes = []Type{TypeQ2_K}
+// widenedTypes are quantized types our CPU kernels widen to f32 in their
+// products (x86 with AVX2), through ggml's decoders: the types of ggml's
+// without integer products of ours (every type photomaker writes has one),
+// such as iq4_nl, which files from other tools may hold.
+var widenedTypes = []Type{typeIQ4NL}
 
-// TestDecodeRow: our kernels' decoders (cpu_decode.c, every x86 build
-// whose kernels run with AVX2, FMA and F16C) give ggml's values bit for
-// bit, on random bytes (every bit of the blocks' quants, scales and f16
-// factors, infinities and NaNs included) and on quantized weights; they
-// decline other types and partial blocks.
-func TestDecodeRow(t *testing.T) {
-	_, ok := decodeRowOurs(TypeQ2_K, make([]byte, TypeQ2_K.BlockBytes()), 256)
-	want := runtime.GOARCH == "amd64" && (kernels != ownTarget || ownTargetIsX86_64V3())
-	require.Equal(t, want, ok, "our decoders are built where our kernels run with AVX2, FMA and F16C")
-	if !ok {
-		t.Skip("no decoders of our own in this build")
-	}
-	r := rand.New(rand.NewPCG(5, 6))
-	for _, typ := range widenedTypes {
-		t.Run(typ.String(), func(t *testing.T) {
-			const blocks = 4096
-			n := blocks * typ.BlockSize()
-			raw := make([]byte, blocks*typ.BlockBytes())
-			for i := range raw {
-				raw[i] = byte(r.Uint32())
-			}
-			quantized, err := Quantize(typ, randn(r, int(n)), 1024)
-			require.NoError(t, err)
-			for name, data := range map[string][]byte{"random bytes": raw, "quantized": quantized[:len(raw)]} {
-				want, err := Dequantize(typ, data, n)
-				require.NoError(t, err)
-				got, ok := decodeRowOurs(typ, data, n)
-				require.True(t, ok)
-				for i := range want {
-					if math.Float32bits(got[i]) != math.Float32bits(want[i]) && !(got[i] != got[i] && want[i] != want[i]) {
-						t.Fatalf("%s: value %d (block %d) is %g (%08x), ggml's %g (%08x)", name, i, i/int(typ.BlockSize()),
-							got[i], math.Float32bits(got[i]), want[i], math.Float32bits(want[i]))
-					}
-				}
-			}
-			_, ok := decodeRowOurs(typ, raw[:typ.BlockBytes()], typ.BlockSize()-1)
-			require.False(t, ok, "a partial block")
-		})
-	}
-	for _, typ := range []Type{TypeQ4_0, TypeQ4_1, TypeQ5_0, TypeQ5_1, TypeQ3_K, TypeQ8_0, TypeQ4_K, TypeQ5_K, TypeQ6_K, TypeF16} {
-		_, ok := decodeRowOurs(typ, make([]byte, typ.BlockBytes()), typ.BlockSize())
-		require.False(t, ok, "%s: not one of ours", typ)
-	}
+// typeIQ4NL is ggml's GGML_TYPE_IQ4_NL (TestWidenedTypes checks the name).
+const typeIQ4NL Type = 20
+
+func TestWidenedTypes(t *testing.T) {
+	require.Equal(t, "iq4_nl", typeIQ4NL.String())
 }

@@ -40,7 +40,7 @@ func (c *Context) MulMatBias(a, b, bias *Tensor) *Tensor {
 
 // CPUKernelsTakeInts reports whether MulMat with SetCPUKernels multiplies
 // plainly stored weights of quantized type t in integers with our kernels
-// (builds with AVX2: q4_0, q4_1, q5_0, q5_1, q3_K, q4_K, q5_K, q6_K, q8_0): such
+// (builds with AVX2: q4_0, q4_1, q5_0, q5_1, q8_0 and q2_K to q6_K): such
 // weights are then better left plain than repacked for ggml's products.
 func CPUKernelsTakeInts(t Type) bool { return bool(C.pm_mul_mat_takes_int(C.enum_ggml_type(t))) }
 

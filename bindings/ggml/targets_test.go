@@ -25,7 +25,7 @@ func TestKernelTargets(t *testing.T) {
 		name string
 		test func(*testing.T)
 	}{{"GEGLU", TestGEGLUKernel}, {"Im2Col", TestIm2ColKernel}, {"Attention", TestAttentionKernel},
-		{"MulMat", TestMulMatKernel}, {"MulMatInt", TestMulMatIntKernel}, {"MulMatBias", TestMulMatBias}, {"DecodeRow", TestDecodeRow},
+		{"MulMat", TestMulMatKernel}, {"MulMatInt", TestMulMatIntKernel}, {"MulMatBias", TestMulMatBias},
 		{"Conv3x3", TestConv3x3Kernel}, {"Conv3x3Threads", TestConv3x3KernelThreads}, {"Conv1x1", TestConv1x1Kernel},
 		{"GroupNorm", TestGroupNormKernel}, {"LayerNorm", TestLayerNormKernel}, {"OpProfile", TestOpProfileNamesOurKernels},
 		{"Quantize", TestQuantizeMatchesGGML}, {"QuantizeEverywhere", TestQuantizeSameOnEveryMachine}}
