@@ -14,7 +14,7 @@
 # quantize_q8 differently, the same computation (session 29: likewise in
 # the x86-64-v3 build). Session 31: GCC 12's x86-64-v4 code (both builds)
 # orders the fifth-bit constants of pack_q5_0 and pack_q5_1 (cpu_quant.c)
-# differently, in other registers (123 lines), and clang 14 names the
+# differently, in other registers (107 lines), and clang 14 names the
 # registers of quantize_act32 differently (13 lines for x86-64-v3, 24 for
 # v4): per function, the same instructions but for register names.
 set -euo pipefail

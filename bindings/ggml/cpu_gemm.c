@@ -36,11 +36,10 @@ static void widen_row(const struct gemm_operands * g, const char * row, int64_t 
 	case GGML_TYPE_BF16:
 		bf16_to_f32((const ggml_bf16_t *)row + k0, w, kc);
 		return;
-	default: { // PM_WIDENS_ANY: ggml's decoder
-		const char * blocks = row + k0 / ggml_blck_size(g->raw_type) * (int64_t)ggml_type_size(g->raw_type);
-		ggml_get_type_traits(g->raw_type)->to_float(blocks, w, kc);
+	default: // PM_WIDENS_ANY: ggml's decoder
+		ggml_get_type_traits(g->raw_type)
+		    ->to_float(row + k0 / ggml_blck_size(g->raw_type) * (int64_t)ggml_type_size(g->raw_type), w, kc);
 		return;
-	}
 	case GGML_TYPE_Q8_0: {
 		const struct block_q8_0 * blk = (const struct block_q8_0 *)row + k0 / 32;
 		ggml_fp16_t h[MM_KC / 32];

@@ -277,21 +277,6 @@ struct block_q6_K {
 };
 _Static_assert(sizeof(struct block_q6_K) == 210, "q6_K blocks are 210 bytes");
 
-#if defined(__AVX2__)
-// q6k_runs is half h of a q6_K super-block's q (0 to 63), run r in runs[r].
-static inline void q6k_runs(const struct block_q6_K * b, int h, __m256i runs[4]) {
-	const __m256i low = _mm256_set1_epi8(0x0F), top = _mm256_set1_epi8(0x30);
-	const __m256i ql0 = _mm256_loadu_si256((const __m256i *)(b->ql + 64 * h));
-	const __m256i ql1 = _mm256_loadu_si256((const __m256i *)(b->ql + 64 * h + 32));
-	const __m256i qh = _mm256_loadu_si256((const __m256i *)(b->qh + 32 * h));
-	// each run's low four bits, then its top two (bits 2r of qh) at bits 4 and 5
-	runs[0] = _mm256_or_si256(_mm256_and_si256(ql0, low), _mm256_and_si256(_mm256_slli_epi16(qh, 4), top));
-	runs[1] = _mm256_or_si256(_mm256_and_si256(ql1, low), _mm256_and_si256(_mm256_slli_epi16(qh, 2), top));
-	runs[2] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(ql0, 4), low), _mm256_and_si256(qh, top));
-	runs[3] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(ql1, 4), low), _mm256_and_si256(_mm256_srli_epi16(qh, 2), top));
-}
-#endif
-
 // Matrix products of f32 operands: dst [M, N…] = a [K, M] · b [K, N…], the
 // dot products of a's rows with b's. ggml's CPU takes them to llamafile's
 // tinyBLAS, which streams whole rows of K through each register tile and

@@ -1091,3 +1091,16 @@ func TestMulMatBias(t *testing.T) {
 	c.SetCPUKernels(false)
 	require.Equal(t, "ADD", c.MulMatBias(a, b, c.NewTensor(TypeF32, 256)).Op(), "graphs without our kernels")
 }
+
+// widenedTypes are quantized types our CPU kernels widen to f32 in their
+// products (x86 with AVX2), through ggml's decoders: the types of ggml's
+// without integer products of ours (every type photomaker writes has one),
+// such as iq4_nl, which files from other tools may hold.
+var widenedTypes = []Type{typeIQ4NL}
+
+// typeIQ4NL is ggml's GGML_TYPE_IQ4_NL (TestWidenedTypes checks the name).
+const typeIQ4NL Type = 20
+
+func TestWidenedTypes(t *testing.T) {
+	require.Equal(t, "iq4_nl", typeIQ4NL.String())
+}

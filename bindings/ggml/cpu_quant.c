@@ -301,6 +301,16 @@ static inline void transpose8(__m256i r[8]) {
 	}
 }
 
+// store_runs stores 32 bytes of each of eight weight rows (v, one row a
+// vector) for the tiles: run i (bytes 4i..4i+3 of every row) at at + i·8·QK_G,
+// the layout of the packed q[k/4][2][4·QK_G] arrays, at is &q[k/4][g][4·l0].
+static inline void store_runs(void * at, __m256i v[8]) {
+	transpose8(v);
+	for (int i = 0; i < 8; i++) {
+		_mm256_storeu_si256((__m256i *)((char *)at + i * 8 * QK_G), v[i]);
+	}
+}
+
 // pack_k packs q4_K (or with q5, q5_K) super-blocks [sb0, sb0+nsb) of
 // weight rows [r0, r0+rows) (rows ≤ QK_MR; the others are zeros) of a (rows
 // lda bytes apart), eight rows (32 bytes of a group's vectors) at a time.
@@ -351,12 +361,8 @@ static inline void pack_k(void * panel, const char * a, int64_t lda, int64_t r0,
 						hi[l] = _mm256_or_si256(hi[l], _mm256_and_si256(_mm256_cmpeq_epi8(_mm256_and_si256(b, bit_hi), bit_hi), fifth));
 					}
 				}
-				transpose8(lo);
-				transpose8(hi);
-				for (int i = 0; i < 8; i++) {
-					_mm256_storeu_si256((__m256i *)(dst->q[16 * c + i][g] + 4 * l0), lo[i]);
-					_mm256_storeu_si256((__m256i *)(dst->q[16 * c + 8 + i][g] + 4 * l0), hi[i]);
-				}
+				store_runs(dst->q[16 * c][g] + 4 * l0, lo);
+				store_runs(dst->q[16 * c + 8][g] + 4 * l0, hi);
 			}
 		}
 	}
@@ -505,10 +511,7 @@ static void pack_q2k(void * panel, const char * a, int64_t lda, int64_t r0, int 
 					for (int l = 0; l < 8; l++) {
 						v[l] = _mm256_and_si256(_mm256_srli_epi16(q[l], 2 * r), three);
 					}
-					transpose8(v);
-					for (int i = 0; i < 8; i++) {
-						_mm256_storeu_si256((__m256i *)(dst->q[32 * half + 8 * r + i][g] + 4 * l0), v[i]);
-					}
+					store_runs(dst->q[32 * half + 8 * r][g] + 4 * l0, v);
 				}
 			}
 		}
@@ -627,6 +630,22 @@ struct block_q3_K {
 };
 _Static_assert(sizeof(struct block_q3_K) == 110, "q3_K blocks are 110 bytes");
 
+// q6k_runs is half h of a q6_K super-block's w (−32 to 31), run r in w[r].
+static inline void q6k_runs(const struct block_q6_K * b, int h, __m256i w[4]) {
+	const __m256i low = _mm256_set1_epi8(0x0F), top = _mm256_set1_epi8(0x30), offset = _mm256_set1_epi8(32);
+	const __m256i ql0 = _mm256_loadu_si256((const __m256i *)(b->ql + 64 * h));
+	const __m256i ql1 = _mm256_loadu_si256((const __m256i *)(b->ql + 64 * h + 32));
+	const __m256i qh = _mm256_loadu_si256((const __m256i *)(b->qh + 32 * h));
+	// each run's low four bits, then its top two (bits 2r of qh) at bits 4 and 5
+	w[0] = _mm256_or_si256(_mm256_and_si256(ql0, low), _mm256_and_si256(_mm256_slli_epi16(qh, 4), top));
+	w[1] = _mm256_or_si256(_mm256_and_si256(ql1, low), _mm256_and_si256(_mm256_slli_epi16(qh, 2), top));
+	w[2] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(ql0, 4), low), _mm256_and_si256(qh, top));
+	w[3] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(ql1, 4), low), _mm256_and_si256(_mm256_srli_epi16(qh, 2), top));
+	for (int r = 0; r < 4; r++) {
+		w[r] = _mm256_sub_epi8(w[r], offset);
+	}
+}
+
 // q3k_runs is half h of a q3_K super-block's w (−4 to 3), run r in w[r].
 static inline void q3k_runs(const struct block_q3_K * b, int h, __m256i w[4]) {
 	const __m256i three = _mm256_set1_epi8(3), four = _mm256_set1_epi8(4);
@@ -685,9 +704,6 @@ static inline __attribute__((always_inline)) void pack_sb16(void * panel, const 
 					}
 					if (t == GGML_TYPE_Q6_K) {
 						q6k_runs((const struct block_q6_K *)blk[l], half, runs[l]);
-						for (int r = 0; r < 4; r++) {
-							runs[l][r] = _mm256_sub_epi8(runs[l][r], _mm256_set1_epi8(32));
-						}
 					} else {
 						q3k_runs((const struct block_q3_K *)blk[l], half, runs[l]);
 					}
@@ -704,10 +720,7 @@ static inline __attribute__((always_inline)) void pack_sb16(void * panel, const 
 					for (int l = 0; l < 8; l++) {
 						w[l] = runs[l][r];
 					}
-					transpose8(w);
-					for (int i = 0; i < 8; i++) {
-						_mm256_storeu_si256((__m256i *)(dst->w[32 * half + 8 * r + i][g] + 4 * l0), w[i]);
-					}
+					store_runs(dst->w[32 * half + 8 * r][g] + 4 * l0, w);
 				}
 			}
 			memcpy(dst->off[g] + l0, off, sizeof off);
@@ -903,10 +916,7 @@ static inline __attribute__((always_inline)) void pack_b32(void * panel, const c
 			} else {
 				f16_to_f32(h[1], dst->m[g] + l0, 8);
 			}
-			transpose8(q); // runs of 4 bytes, by k
-			for (int i = 0; i < 8; i++) {
-				_mm256_storeu_si256((__m256i *)(dst->q[i][g] + 4 * l0), q[i]);
-			}
+			store_runs(dst->q[0][g] + 4 * l0, q);
 		}
 	}
 }
@@ -1055,10 +1065,7 @@ static inline void q8_store_rows(struct tile_b8 * dst, int g, int l0, __m256i q[
 		}
 		dst->off[g][l0 + l] = -128 * sum;
 	}
-	transpose8(q); // runs of 4 bytes, by k
-	for (int i = 0; i < 8; i++) {
-		_mm256_storeu_si256((__m256i *)(dst->q[i][g] + 4 * l0), q[i]);
-	}
+	store_runs(dst->q[0][g] + 4 * l0, q);
 }
 
 // q8_start is the sums' start of group g of a tile's block: the rows'

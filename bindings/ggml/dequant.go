@@ -2,7 +2,6 @@ package ggml
 
 /*
 #include "ggml_api.h"
-#include "cpu_kernels.h"
 
 static void pm_to_float(const struct ggml_type_traits * tr, const void * x, float * y, int64_t k) {
 	tr->to_float(x, y, k);

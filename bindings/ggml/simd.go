@@ -181,7 +181,7 @@ func kernelLanes() int { return int(C.pm_kernel_lanes()) }
 // not compiled for ("" when none): a plain or portable build (`make
 // portable`, x86-64-v3) on a CPU with AVX-512 but without VNNI (Skylake-SP
 // and -X), which does not take their x86-64-v4 kernels, runs them with 8
-// floats per vector instead of 16, and the q4_K, q5_K, q6_K and q8_0 products
+// floats per vector instead of 16, and the products of quantized weights
 // with half-width integer vectors. `make` compiles them for this CPU.
 func UnusedSIMD() string {
 	if runtime.GOARCH == "amd64" && cpu.X86.HasAVX512F && cpu.X86.HasAVX512BW && kernelLanes() < 16 {
