@@ -43,12 +43,20 @@ rocm:
 # kernels for that target, ours also for x86-64-v3 and v4, bindings/ggml/
 # cpu_targets.h), with our k-quant quantizers, which must then match
 # ggml's byte for byte (no fused multiply-adds), and one end-to-end golden.
+# On x86-64-v3 our kernels' code for AVX-512 with VNNI, and for AVX-VNNI,
+# runs too, its few AVX-512 and VNNI intrinsics emulated (bindings/ggml/
+# cpu_emulated.h): the kernel tests, the layers' and models' goldens and
+# one end-to-end golden with AVX-512's, the products' tests with AVX-VNNI's.
 TEST_FLAGS := -O2 $(if $(shell grep -qw avx2 /proc/cpuinfo 2>/dev/null && echo y),-march=x86-64-v3)
+EMULATED   := $(if $(findstring x86-64-v3,$(TEST_FLAGS)), \
+	$(GO) test -tags pm_emulate_avx512 ./bindings/ggml ./nn ./models/... && \
+	$(GO) test -tags pm_emulate_avx512 -run 'EndToEndGoldens/v1$$' ./photomaker && \
+	$(GO) test -tags pm_emulate_avxvnni -run 'Emulated|MulMat|Quantiz' ./bindings/ggml &&)
 test:
 	@unformatted="$$(gofmt -l $$(find . -name '*.go' -not -path './.carry/*' -not -path './build/*'))"; \
 	test -z "$$unformatted" || { echo "not gofmt-ed: $$unformatted"; exit 1; }
 	export CGO_CFLAGS="$(TEST_FLAGS)" CGO_CXXFLAGS="$(TEST_FLAGS)"; \
-	$(GO) vet ./... && $(GO) test ./... && \
+	$(GO) vet ./... && $(GO) test ./... && $(EMULATED) \
 	CGO_CFLAGS="$(NATIVE_FLAGS)" CGO_CXXFLAGS="$(NATIVE_FLAGS)" $(GO) test -run 'Kernel|MulMatBias|Repack' ./bindings/ggml && \
 	CGO_CFLAGS=-O2 CGO_CXXFLAGS=-O2 $(GO) test -run 'QuantizeMatchesGGML|KernelTarget|MissingSIMD' ./bindings/ggml && \
 	CGO_CFLAGS=-O2 CGO_CXXFLAGS=-O2 $(GO) test -run 'EndToEndGoldens/v1$$' ./photomaker && \

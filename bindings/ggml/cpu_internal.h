@@ -232,8 +232,11 @@ static inline void bf16_to_f32(const ggml_bf16_t * x, float * y, int64_t n) {
 // in_register keeps a vector in a register at that point: a loaded one,
 // which GCC would otherwise fold into each of the four multiply-adds that
 // use it (the tiles' inner loops would wait on loads rather than on
-// arithmetic), or a running sum, which it would otherwise regroup.
-#if defined(__GNUC__) && defined(__x86_64__)
+// arithmetic), or a running sum, which it would otherwise regroup. (In
+// memory where 512-bit vectors are emulated: no register holds them.)
+#if defined(PM_EMULATE_AVX512)
+#define in_register(v) __asm__("" : "+m"(v))
+#elif defined(__GNUC__) && defined(__x86_64__)
 #define in_register(v) __asm__("" : "+v"(v))
 #else
 #define in_register(v) (void)0
