@@ -11,8 +11,8 @@
 // files test (and the multi-target build, cpu_targets.h, turns off: the
 // kernels compile once, as if for that CPU); then each intrinsic by name.
 // 512-bit ones are their 256-bit twins on each half, which is what they
-// are for every operation here (none crosses the halves); the VNNI dot
-// products follow Intel's pseudo-code (32-bit sums that wrap).
+// are for every operation here (none crosses the halves); VNNI's dot
+// product (vpdpbusd) follows Intel's pseudo-code (32-bit sums that wrap).
 #ifndef PHOTOMAKER_CPU_EMULATED_H
 #define PHOTOMAKER_CPU_EMULATED_H
 
@@ -24,44 +24,26 @@
 #error "emulating AVX-512 or AVX-VNNI needs an x86-64-v3 build (CGO_CFLAGS=-march=x86-64-v3 or native)"
 #endif
 
-// pm_emu_dpbusd and pm_emu_dpwssd are vpdpbusd and vpdpwssd over n ≤ 16
-// 32-bit lanes: src + the sum of four products of a's unsigned bytes with
-// b's signed ones, or of two of a's signed 16-bit values with b's. (Through
-// arrays and memcpy: the vectors' own types may not be written as int32.)
-static inline void pm_emu_dpbusd(void * dst, const void * src, const void * a, const void * b, int n) {
-	int32_t d[16];
-	uint8_t u[64];
-	int8_t s[64];
-	memcpy(d, src, (size_t)n * 4), memcpy(u, a, (size_t)n * 4), memcpy(s, b, (size_t)n * 4);
-	for (int i = 0; i < n; i++) {
-		uint32_t sum = (uint32_t)d[i];
-		for (int j = 0; j < 4; j++) {
-			sum += (uint32_t)((int32_t)u[4 * i + j] * (int32_t)s[4 * i + j]);
-		}
-		d[i] = (int32_t)sum;
-	}
-	memcpy(dst, d, (size_t)n * 4);
-}
-
-static inline void pm_emu_dpwssd(void * dst, const void * src, const void * a, const void * b, int n) {
-	int32_t d[16];
-	int16_t x[32], y[32];
-	memcpy(d, src, (size_t)n * 4), memcpy(x, a, (size_t)n * 4), memcpy(y, b, (size_t)n * 4);
-	for (int i = 0; i < n; i++) {
-		uint32_t sum = (uint32_t)d[i];
-		for (int j = 0; j < 2; j++) {
-			sum += (uint32_t)((int32_t)x[2 * i + j] * (int32_t)y[2 * i + j]);
-		}
-		d[i] = (int32_t)sum;
-	}
-	memcpy(dst, d, (size_t)n * 4);
-}
-
-#define PM_EMU_DOT(name, width, type, dot)                                                                             \
+// PM_EMU_DPBUSD defines name as vpdpbusd on width bits: each 32-bit lane
+// of src plus the four products of a's unsigned bytes with b's signed ones
+// in that lane, in 32 bits that wrap. (Through arrays and memcpy: a
+// vector's own type may not be written as int32.)
+#define PM_EMU_DPBUSD(name, width, type)                                                                               \
 	static inline type name(type src, type a, type b) {                                                                 \
-		type d;                                                                                                         \
-		dot(&d, &src, &a, &b, (width) / 32);                                                                            \
-		return d;                                                                                                       \
+		int32_t d[(width) / 32];                                                                                        \
+		uint8_t u[(width) / 8];                                                                                         \
+		int8_t s[(width) / 8];                                                                                          \
+		memcpy(d, &src, sizeof d), memcpy(u, &a, sizeof u), memcpy(s, &b, sizeof s);                                    \
+		for (int i = 0; i < (width) / 32; i++) {                                                                        \
+			uint32_t sum = (uint32_t)d[i];                                                                              \
+			for (int j = 0; j < 4; j++) {                                                                               \
+				sum += (uint32_t)((int32_t)u[4 * i + j] * (int32_t)s[4 * i + j]);                                       \
+			}                                                                                                           \
+			d[i] = (int32_t)sum;                                                                                        \
+		}                                                                                                               \
+		type r;                                                                                                         \
+		memcpy(&r, d, sizeof r);                                                                                        \
+		return r;                                                                                                       \
 	}
 
 #if defined(PM_EMULATE_AVX512)
@@ -73,7 +55,8 @@ static inline void pm_emu_dpwssd(void * dst, const void * src, const void * a, c
 #define __AVX512VL__ 1
 #define __AVX512VNNI__ 1
 
-// A 512-bit vector as two 256-bit halves.
+// A 512-bit vector as two 256-bit halves (__m256 and __m256i may alias any
+// type).
 #define PM_EMU_LO(T, v) (*(const T *)&(v))
 #define PM_EMU_HI(T, v) (*((const T *)&(v) + 1))
 #define PM_EMU_JOIN(T512, T, lo, hi)                                                                                   \
@@ -126,10 +109,7 @@ static inline __m512i pm_emu_mm512_set1_epi32(int32_t x) {
 	return PM_EMU_JOIN(__m512i, __m256i, _mm256_set1_epi32(x), _mm256_set1_epi32(x));
 }
 static inline __m512i pm_emu_mm512_setzero_si512(void) { return pm_emu_mm512_set1_epi32(0); }
-PM_EMU_DOT(pm_emu_mm512_dpbusd_epi32, 512, __m512i, pm_emu_dpbusd)
-PM_EMU_DOT(pm_emu_mm512_dpwssd_epi32, 512, __m512i, pm_emu_dpwssd)
-PM_EMU_DOT(pm_emu_mm256_dpbusd_epi32, 256, __m256i, pm_emu_dpbusd)
-PM_EMU_DOT(pm_emu_mm256_dpwssd_epi32, 256, __m256i, pm_emu_dpwssd)
+PM_EMU_DPBUSD(pm_emu_mm512_dpbusd_epi32, 512, __m512i)
 
 #undef _mm512_add_ps
 #define _mm512_add_ps pm_emu_mm512_add_ps
@@ -167,23 +147,14 @@ PM_EMU_DOT(pm_emu_mm256_dpwssd_epi32, 256, __m256i, pm_emu_dpwssd)
 #define _mm512_setzero_si512 pm_emu_mm512_setzero_si512
 #undef _mm512_dpbusd_epi32
 #define _mm512_dpbusd_epi32 pm_emu_mm512_dpbusd_epi32
-#undef _mm512_dpwssd_epi32
-#define _mm512_dpwssd_epi32 pm_emu_mm512_dpwssd_epi32
-#undef _mm256_dpbusd_epi32
-#define _mm256_dpbusd_epi32 pm_emu_mm256_dpbusd_epi32
-#undef _mm256_dpwssd_epi32
-#define _mm256_dpwssd_epi32 pm_emu_mm256_dpwssd_epi32
 
 #elif defined(PM_EMULATE_AVXVNNI)
 
 #define __AVXVNNI__ 1
 
-PM_EMU_DOT(pm_emu_mm256_dpbusd_avx_epi32, 256, __m256i, pm_emu_dpbusd)
-PM_EMU_DOT(pm_emu_mm256_dpwssd_avx_epi32, 256, __m256i, pm_emu_dpwssd)
+PM_EMU_DPBUSD(pm_emu_mm256_dpbusd_avx_epi32, 256, __m256i)
 #undef _mm256_dpbusd_avx_epi32
 #define _mm256_dpbusd_avx_epi32 pm_emu_mm256_dpbusd_avx_epi32
-#undef _mm256_dpwssd_avx_epi32
-#define _mm256_dpwssd_avx_epi32 pm_emu_mm256_dpwssd_avx_epi32
 
 #else
 #error "cpu_emulated.h: define PM_EMULATE_AVX512 or PM_EMULATE_AVXVNNI"

@@ -29,9 +29,7 @@
 
 // The tile's vectors: 16 lanes with AVX-512 (twice the sums per
 // instruction, and 32 registers for a tile of 32 × 6), else 8 (16 × 3).
-// Each lane is one weight row's four bytes. q_dot2 (for q8_0 weights) adds
-// the products of pairs of 16-bit values per lane: one instruction with
-// VNNI (vpdpwssd), else two (vpmaddwd, vpaddd).
+// Each lane is one weight row's four bytes.
 #if defined(__AVX512BW__)
 enum { QK_G = 16, QK_NR = 6 };
 typedef __m512i vq;
@@ -52,11 +50,6 @@ static inline vqf qf_mul(vqf a, vqf b) { return _mm512_mul_ps(a, b); }
 static inline vqf qf_sub(vqf a, vqf b) { return _mm512_sub_ps(a, b); }
 static inline vqf qf_add(vqf a, vqf b) { return _mm512_add_ps(a, b); }
 static inline vqf qf_fma(vqf a, vqf b, vqf c) { return _mm512_fmadd_ps(a, b, c); }
-#if defined(__AVX512VNNI__)
-static inline vq q_dot2(vq h, vq w, vq b) { return _mm512_dpwssd_epi32(h, w, b); }
-#else
-static inline vq q_dot2(vq h, vq w, vq b) { return _mm512_add_epi32(h, _mm512_madd_epi16(w, b)); }
-#endif
 #else
 enum { QK_G = 8, QK_NR = 3 };
 typedef __m256i vq;
@@ -77,13 +70,6 @@ static inline vqf qf_mul(vqf a, vqf b) { return _mm256_mul_ps(a, b); }
 static inline vqf qf_sub(vqf a, vqf b) { return _mm256_sub_ps(a, b); }
 static inline vqf qf_add(vqf a, vqf b) { return _mm256_add_ps(a, b); }
 static inline vqf qf_fma(vqf a, vqf b, vqf c) { return _mm256_fmadd_ps(a, b, c); }
-#if defined(__AVX512VNNI__) && defined(__AVX512VL__)
-static inline vq q_dot2(vq h, vq w, vq b) { return _mm256_dpwssd_epi32(h, w, b); }
-#elif defined(__AVXVNNI__)
-static inline vq q_dot2(vq h, vq w, vq b) { return _mm256_dpwssd_avx_epi32(h, w, b); }
-#else
-static inline vq q_dot2(vq h, vq w, vq b) { return _mm256_add_epi32(h, _mm256_madd_epi16(w, b)); }
-#endif
 #endif
 
 // act_block is 256 activations quantized: x ≈ d·q, |q| ≤ 127, with the sum
@@ -1130,7 +1116,7 @@ static inline vq q8_start(const struct tile_b8 * w, int g) {
 // Q8_STEPS steps of 2 k per block.
 enum { Q8_STEPS = 16 };
 static inline vq q8_bcast(const struct act16 * x, int p) { return bcast(x->q + 2 * p); }
-static inline vq q8_dot(vq h, vq w, vq x) { return q_dot2(h, w, x); }
+static inline vq q8_dot(vq h, vq w, vq x) { return q_add32(h, q_madd(w, x)); }
 typedef struct act16 q8_act;
 #endif
 
